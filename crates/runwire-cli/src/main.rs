@@ -1,0 +1,41 @@
+//! The `runwire` command-line tool.
+//!
+//! Each subcommand lives in its own module under `cmd/`; library crates do the work,
+//! this binary parses arguments, prints, and maps outcomes to exit codes.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Runwire: a protocol and conformance kit for streaming the live state of long-running runs.
+#[derive(Debug, Parser)]
+#[command(name = "runwire", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Schema tools: generate, diff, check, validate, list rules.
+    #[command(subcommand)]
+    Schema(cmd::schema::SchemaCommand),
+    // Other subcommands (serve, publish, watch, mock, conform, client-adapter) are
+    // added here, one variant and one module each.
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Schema(c) => cmd::schema::run(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

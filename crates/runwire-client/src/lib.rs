@@ -1,0 +1,1 @@
+//! runwire-client (work in progress)

@@ -1,0 +1,1 @@
+//! runwire-conformance (work in progress)

@@ -1,0 +1,1 @@
+//! runwire-mock (work in progress)

@@ -1,0 +1,1 @@
+//! runwire-server (work in progress)
