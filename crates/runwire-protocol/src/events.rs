@@ -245,8 +245,8 @@ pub struct AgentMessageData {
     pub message_id: String,
     /// The next piece of text.
     pub delta: String,
-    /// True on the last delta of the message.
-    #[serde(default)]
+    /// True on the last delta of the message (omitted when false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub done: bool,
 }
 
@@ -260,8 +260,8 @@ pub struct AgentThinkingData {
     pub message_id: String,
     /// The next piece of text.
     pub delta: String,
-    /// True on the last delta of the block.
-    #[serde(default)]
+    /// True on the last delta of the block (omitted when false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub done: bool,
 }
 
@@ -381,8 +381,8 @@ pub struct OutputChunkData {
     /// The chunk's position, from 0.
     #[schemars(range(max = 4_294_967_295u32))]
     pub index: u32,
-    /// True on the final chunk.
-    #[serde(default)]
+    /// True on the final chunk (omitted when false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub last: bool,
     /// How `data` is encoded.
     pub encoding: ChunkEncoding,
