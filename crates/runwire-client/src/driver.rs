@@ -1,0 +1,682 @@
+//! The connection task: one session after another until a terminal error or close.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use futures_util::{SinkExt, StreamExt};
+use rand::RngCore;
+use runwire_protocol::{
+    ClientMessage, CloseAction, CloseCode, ErrorCode, ErrorFrame, Event, Hello, Ping, Pong, RunId,
+    ServerMessage, Subscribe, SubscriptionRequest, Unsubscribe, codec,
+};
+use tokio::{
+    net::TcpStream,
+    sync::mpsc,
+    time::{Instant, sleep_until, timeout},
+};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{
+        self, Message,
+        protocol::{CloseFrame, WebSocketConfig, frame::coding::CloseCode as WsCloseCode},
+    },
+};
+
+use crate::{
+    Backoff, ClientConfig, ClientError, ClientEvent, Command, ConnectionState, Cursor,
+    SharedCursors, StateChange, Tracker,
+    decode::{Decoded, decode_frame},
+};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How a session ended.
+enum Ended {
+    /// The application closed the client.
+    Closed,
+    /// The application dropped the event stream.
+    AppGone,
+    /// Stop for good.
+    Terminal(ClientError),
+    /// Reconnect.
+    Retry {
+        action: CloseAction,
+        retry_after_ms: Option<u64>,
+        close_code: Option<u16>,
+    },
+}
+
+impl Ended {
+    fn backoff(close_code: Option<u16>) -> Self {
+        Self::Retry {
+            action: CloseAction::ReconnectWithBackoff,
+            retry_after_ms: None,
+            close_code,
+        }
+    }
+}
+
+fn client_error(code: &str, message: impl Into<String>, terminal: bool) -> ClientError {
+    ClientError {
+        code: code.into(),
+        message: message.into(),
+        terminal,
+        run_id: None,
+        retry_after_ms: None,
+        close_code: None,
+        supported_versions: None,
+    }
+}
+
+fn from_frame(e: &ErrorFrame, terminal: bool) -> ClientError {
+    ClientError {
+        code: e.code.to_string(),
+        message: e.message.clone(),
+        terminal,
+        run_id: e.run_id.clone(),
+        retry_after_ms: e.retry_after_ms,
+        close_code: e.close_code,
+        supported_versions: e.supported_versions.clone(),
+    }
+}
+
+pub(crate) struct Driver {
+    config: ClientConfig,
+    commands: mpsc::UnboundedReceiver<Command>,
+    commands_open: bool,
+    out: mpsc::Sender<ClientEvent>,
+    cursors: SharedCursors,
+    tracker: Tracker,
+    backoff: Backoff,
+    events: Vec<Event>,
+    outbox: Vec<ClientEvent>,
+    /// Runs unsubscribed by a gap resync: their `unsubscribed` is not reported.
+    resync_unsubs: BTreeSet<RunId>,
+    /// The last error code the server sent, for the `reconnect_failed` report.
+    last_error_code: Option<String>,
+}
+
+/// Whether the session goes on.
+type Flow = Result<(), Ended>;
+
+impl Driver {
+    pub(crate) fn new(
+        config: ClientConfig,
+        commands: mpsc::UnboundedReceiver<Command>,
+        out: mpsc::Sender<ClientEvent>,
+        cursors: SharedCursors,
+    ) -> Self {
+        let seed = config.seed.unwrap_or_else(|| rand::rng().next_u64());
+        tracing::debug!(seed, "runwire client jitter seed");
+        let mut tracker = Tracker::new(config.ordering);
+        for s in &config.subscriptions {
+            tracker.track(s.run_id.clone(), request_cursor(s));
+        }
+        let backoff = Backoff::new(config.backoff, seed);
+        let d = Self {
+            config,
+            commands,
+            commands_open: true,
+            out,
+            cursors,
+            tracker,
+            backoff,
+            events: Vec::with_capacity(64),
+            outbox: Vec::with_capacity(64),
+            resync_unsubs: BTreeSet::new(),
+            last_error_code: None,
+        };
+        d.sync_cursors();
+        d
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut delay: Option<Duration> = None;
+        loop {
+            if let Some(d) = delay.take()
+                && let Err(end) = self.wait(d).await
+            {
+                self.finish(end).await;
+                return;
+            }
+            let attempt = self.backoff.failures() + 1;
+            let mut st = StateChange::new(ConnectionState::Connecting);
+            st.attempt = Some(attempt);
+            if self.emit(ClientEvent::State(st)).await.is_err() {
+                return;
+            }
+            let mut healthy = false;
+            let end = match self.session(attempt, &mut healthy).await {
+                Ok(()) => Ended::backoff(None),
+                Err(e) => e,
+            };
+            self.tracker.on_disconnect();
+            self.resync_unsubs.clear();
+            match end {
+                Ended::Retry {
+                    action,
+                    retry_after_ms,
+                    close_code,
+                } => match self.backoff.plan(action, retry_after_ms, !healthy) {
+                    Some(p) => {
+                        let mut st = StateChange::new(ConnectionState::Reconnecting);
+                        st.attempt = Some(p.attempt);
+                        st.delay = Some(p.delay);
+                        st.close_code = close_code;
+                        if self.emit(ClientEvent::State(st)).await.is_err() {
+                            return;
+                        }
+                        delay = Some(p.delay);
+                    }
+                    None => {
+                        let mut e = client_error(
+                            "reconnect_failed",
+                            format!(
+                                "gave up after {} consecutive failed connection attempts \
+                                 (last close code: {}, last error code: {})",
+                                self.backoff.config().max_attempts,
+                                close_code.map_or("none".into(), |c| c.to_string()),
+                                self.last_error_code.as_deref().unwrap_or("none"),
+                            ),
+                            true,
+                        );
+                        e.close_code = close_code;
+                        self.finish(Ended::Terminal(e)).await;
+                        return;
+                    }
+                },
+                other => {
+                    self.finish(other).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn finish(&mut self, end: Ended) {
+        match end {
+            Ended::Closed => {
+                let _ = self
+                    .emit(ClientEvent::State(StateChange::new(
+                        ConnectionState::Closed,
+                    )))
+                    .await;
+            }
+            Ended::Terminal(e) => {
+                let mut st = StateChange::new(ConnectionState::Failed);
+                st.close_code = e.close_code;
+                let _ = self.emit(ClientEvent::Error(e)).await;
+                let _ = self.emit(ClientEvent::State(st)).await;
+            }
+            Ended::AppGone | Ended::Retry { .. } => {}
+        }
+    }
+
+    async fn emit(&mut self, ev: ClientEvent) -> Flow {
+        self.out.send(ev).await.map_err(|_| Ended::AppGone)
+    }
+
+    async fn flush(&mut self) -> Flow {
+        if self.outbox.is_empty() {
+            return Ok(());
+        }
+        let mut outbox = std::mem::take(&mut self.outbox);
+        for ev in outbox.drain(..) {
+            if self.out.send(ev).await.is_err() {
+                return Err(Ended::AppGone);
+            }
+        }
+        self.outbox = outbox;
+        self.sync_cursors();
+        Ok(())
+    }
+
+    fn sync_cursors(&self) {
+        let Ok(mut map) = self.cursors.lock() else {
+            return;
+        };
+        for (r, c) in self.tracker.cursors() {
+            match map.get_mut(r) {
+                Some(m) => {
+                    m.seq = c.seq;
+                    if m.epoch != c.epoch {
+                        m.epoch.clone_from(&c.epoch);
+                    }
+                }
+                None => {
+                    map.insert(r.clone(), c.clone());
+                }
+            }
+        }
+        if map.len() != self.tracker.cursors().count() {
+            map.retain(|r, _| self.tracker.is_tracked(r));
+        }
+    }
+
+    /// Waits before reconnecting, still taking commands.
+    async fn wait(&mut self, d: Duration) -> Flow {
+        let until = Instant::now() + d;
+        loop {
+            tokio::select! {
+                _ = sleep_until(until) => return Ok(()),
+                cmd = self.commands.recv(), if self.commands_open => match cmd {
+                    None => self.commands_open = false,
+                    Some(Command::Close) => return Err(Ended::Closed),
+                    Some(Command::Subscribe(reqs)) => {
+                        for r in reqs {
+                            self.tracker.track(r.run_id.clone(), request_cursor(&r));
+                        }
+                        self.sync_cursors();
+                    }
+                    Some(Command::Unsubscribe(ids)) => {
+                        for id in ids {
+                            if self.tracker.untrack(&id).is_some() {
+                                self.outbox.push(ClientEvent::Unsubscribed(id));
+                            }
+                        }
+                        self.flush().await?;
+                        self.sync_cursors();
+                    }
+                },
+            }
+        }
+    }
+
+    async fn send(ws: &mut Ws, msg: &ClientMessage) -> Flow {
+        ws.send(Message::text(codec::encode(msg)))
+            .await
+            .map_err(|e| {
+                tracing::debug!(error = %e, "send failed");
+                Ended::backoff(None)
+            })
+    }
+
+    async fn connect(&mut self, attempt: u32) -> Result<Ws, Ended> {
+        let token = match &self.config.token {
+            Some(p) => match p.token(attempt).await {
+                Ok(t) => t,
+                Err(msg) => {
+                    self.emit(ClientEvent::Error(client_error(
+                        "token_provider",
+                        format!("the token provider failed: {msg}"),
+                        false,
+                    )))
+                    .await?;
+                    return Err(Ended::backoff(None));
+                }
+            },
+            None => None,
+        };
+        let max = self.config.max_frame_bytes;
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max));
+        let conn = timeout(
+            self.config.connect_timeout,
+            tokio_tungstenite::connect_async_with_config(
+                self.config.url.as_str(),
+                Some(ws_config),
+                true,
+            ),
+        )
+        .await;
+        let mut ws = match conn {
+            Ok(Ok((ws, _))) => ws,
+            Ok(Err(e)) => {
+                let terminal = matches!(e, tungstenite::Error::Url(_));
+                let err = client_error(
+                    "connect_failed",
+                    format!("cannot connect to {}: {e}", self.config.url),
+                    terminal,
+                );
+                if terminal {
+                    return Err(Ended::Terminal(err));
+                }
+                self.emit(ClientEvent::Error(err)).await?;
+                return Err(Ended::backoff(None));
+            }
+            Err(_) => {
+                self.emit(ClientEvent::Error(client_error(
+                    "connect_failed",
+                    format!(
+                        "connecting to {} timed out after {:?}",
+                        self.config.url, self.config.connect_timeout
+                    ),
+                    false,
+                )))
+                .await?;
+                return Err(Ended::backoff(None));
+            }
+        };
+        let hello = ClientMessage::Hello(Hello {
+            versions: self.config.versions.clone(),
+            token,
+            client: self.config.client_info.clone(),
+            subscriptions: self.tracker.resume_requests(),
+        });
+        Self::send(&mut ws, &hello).await?;
+        Ok(ws)
+    }
+
+    /// One connection, from the attempt to its end.
+    async fn session(&mut self, attempt: u32, healthy: &mut bool) -> Flow {
+        let mut ws = self.connect(attempt).await?;
+        let mut s = Session {
+            welcomed: false,
+            liveness: Instant::now() + self.config.welcome_timeout,
+            budget: self.config.welcome_timeout,
+            stable_at: None,
+            pending_error: None,
+        };
+        loop {
+            let gap = self.tracker.next_deadline().map(Instant::from_std);
+            tokio::select! {
+                biased;
+                msg = ws.next() => {
+                    let Some(Ok(msg)) = msg else {
+                        if let Some(Err(e)) = msg {
+                            tracing::debug!(error = %e, "connection lost");
+                        }
+                        return Err(closed(None, s.pending_error.take()));
+                    };
+                    if s.welcomed {
+                        s.liveness = Instant::now() + s.budget;
+                    }
+                    match msg {
+                        Message::Text(t) => self.on_frame(t.as_bytes(), &mut ws, &mut s).await?,
+                        Message::Binary(_) => {
+                            self.emit(ClientEvent::Error(client_error(
+                                "invalid_frame",
+                                "ignored a binary frame (Runwire frames are text)",
+                                false,
+                            )))
+                            .await?;
+                        }
+                        Message::Close(cf) => {
+                            let code = cf.map(|c| u16::from(c.code));
+                            return Err(closed(code, s.pending_error.take()));
+                        }
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                    }
+                }
+                cmd = self.commands.recv(), if self.commands_open => {
+                    match cmd {
+                        None => self.commands_open = false,
+                        Some(Command::Close) => {
+                            close_gracefully(&mut ws).await;
+                            return Err(Ended::Closed);
+                        }
+                        Some(Command::Subscribe(reqs)) => {
+                            let new: Vec<SubscriptionRequest> = reqs
+                                .into_iter()
+                                .filter(|r| !self.tracker.is_tracked(&r.run_id))
+                                .collect();
+                            for r in &new {
+                                self.tracker.track(r.run_id.clone(), request_cursor(r));
+                            }
+                            self.sync_cursors();
+                            if !new.is_empty() {
+                                let msg = ClientMessage::Subscribe(Subscribe { subscriptions: new });
+                                Self::send(&mut ws, &msg).await?;
+                            }
+                        }
+                        Some(Command::Unsubscribe(ids)) => {
+                            let gone: Vec<RunId> = ids
+                                .into_iter()
+                                .filter(|id| self.tracker.untrack(id).is_some())
+                                .collect();
+                            self.sync_cursors();
+                            if !gone.is_empty() {
+                                for id in &gone {
+                                    self.resync_unsubs.remove(id);
+                                }
+                                let msg = ClientMessage::Unsubscribe(Unsubscribe { run_ids: gone });
+                                Self::send(&mut ws, &msg).await?;
+                            }
+                        }
+                    }
+                }
+                _ = sleep_until(s.liveness) => {
+                    let what = if s.welcomed { "no frame from the server" } else { "no welcome" };
+                    tracing::debug!("liveness timeout: {what} within {:?}", s.budget);
+                    self.emit(ClientEvent::Error(client_error(
+                        "liveness_timeout",
+                        format!("{what} within {} ms; reconnecting", s.budget.as_millis()),
+                        false,
+                    )))
+                    .await?;
+                    let _ = timeout(Duration::from_millis(100), ws.close(None)).await;
+                    return Err(Ended::backoff(None));
+                }
+                _ = sleep_until(gap.unwrap_or_else(Instant::now)), if gap.is_some() => {
+                    self.resync(&mut ws).await?;
+                }
+                _ = sleep_until(s.stable_at.unwrap_or_else(Instant::now)), if s.stable_at.is_some() => {
+                    // RW-RECONNECT-4: a healthy session forgets past failures.
+                    self.backoff.reset();
+                    *healthy = true;
+                    s.stable_at = None;
+                }
+            }
+        }
+    }
+
+    /// Resubscribes runs whose gap timed out or overflowed (`RW-ORDER-5`):
+    /// `unsubscribe`, then `subscribe` from the cursor.
+    async fn resync(&mut self, ws: &mut Ws) -> Flow {
+        let due = self.tracker.take_resyncs(std::time::Instant::now());
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut run_ids = Vec::with_capacity(due.len());
+        let mut subs = Vec::with_capacity(due.len());
+        for (run_id, cursor) in due {
+            tracing::debug!(%run_id, seq = cursor.seq, "gap: resubscribing from the cursor");
+            self.resync_unsubs.insert(run_id.clone());
+            subs.push(cursor.to_request(run_id.clone()));
+            run_ids.push(run_id);
+        }
+        Self::send(ws, &ClientMessage::Unsubscribe(Unsubscribe { run_ids })).await?;
+        Self::send(
+            ws,
+            &ClientMessage::Subscribe(Subscribe {
+                subscriptions: subs,
+            }),
+        )
+        .await
+    }
+
+    async fn on_frame(&mut self, frame: &[u8], ws: &mut Ws, s: &mut Session) -> Flow {
+        let decoded = match decode_frame(frame, self.config.max_frame_bytes, &mut self.events) {
+            Ok(d) => d,
+            Err(e) => {
+                // The server violated the protocol: close with 4000 (RW-CLOSE-8) and
+                // reconnect with backoff; the cursors make the resume lossless.
+                self.events.clear();
+                self.emit(ClientEvent::Error(client_error(
+                    "invalid_frame",
+                    format!("the server sent an invalid frame: {e}"),
+                    false,
+                )))
+                .await?;
+                close_with(ws, WsCloseCode::Library(4000), "invalid_frame").await;
+                return Err(Ended::backoff(None));
+            }
+        };
+        let msg = match decoded {
+            Decoded::Events => {
+                if !s.welcomed {
+                    self.events.clear();
+                    return Ok(());
+                }
+                let Self {
+                    tracker,
+                    events,
+                    outbox,
+                    ..
+                } = self;
+                let mut sink = |e: Event| outbox.push(ClientEvent::Event(e));
+                for ev in events.drain(..) {
+                    tracker.push(ev, &mut sink);
+                }
+                self.flush().await?;
+                if self.tracker.has_overflow() {
+                    self.resync(ws).await?;
+                }
+                return Ok(());
+            }
+            Decoded::Message(m) => *m,
+        };
+        match msg {
+            ServerMessage::Ping(Ping { id }) => {
+                // RW-HEART-2: answer every ping, with the same id, at once.
+                Self::send(ws, &ClientMessage::Pong(Pong { id })).await?;
+            }
+            ServerMessage::Welcome(w) => {
+                if s.welcomed {
+                    return Ok(());
+                }
+                if !self.config.versions.contains(&w.version) {
+                    // RW-VERSION-7, RW-CLOSE-8.
+                    close_with(ws, WsCloseCode::Library(4000), "protocol_error").await;
+                    return Err(Ended::Terminal(client_error(
+                        "protocol_violation",
+                        format!(
+                            "the server chose version {:?}, which this client did not offer ({})",
+                            w.version,
+                            self.config.versions.join(", ")
+                        ),
+                        true,
+                    )));
+                }
+                s.welcomed = true;
+                s.budget = Duration::from_millis(w.heartbeat_interval_ms)
+                    .saturating_add(self.config.liveness_grace);
+                s.liveness = Instant::now() + s.budget;
+                s.stable_at = Some(Instant::now() + self.config.stable_session);
+                let mut st = StateChange::new(ConnectionState::Connected);
+                st.session = Some((w.session_id, w.version));
+                self.emit(ClientEvent::State(st)).await?;
+            }
+            ServerMessage::Subscribed(sub) if self.tracker.is_tracked(&sub.run_id) => {
+                self.tracker.on_subscribed(&sub);
+                self.sync_cursors();
+                self.emit(ClientEvent::Subscribed(sub)).await?;
+            }
+            ServerMessage::Reset(r) if self.tracker.is_tracked(&r.run_id) => {
+                self.tracker.on_reset(&r);
+                self.sync_cursors();
+                self.emit(ClientEvent::Reset(Box::new(r))).await?;
+            }
+            ServerMessage::Unsubscribed(u) => {
+                let ours = self.resync_unsubs.remove(&u.run_id);
+                if !ours && !self.tracker.is_tracked(&u.run_id) {
+                    self.emit(ClientEvent::Unsubscribed(u.run_id)).await?;
+                }
+            }
+            ServerMessage::Error(e) => return self.on_error(e, ws, s).await,
+            // Events were handled above; pongs answer pings this client does not
+            // send; unknown message types are ignored (RW-VERSION-5).
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn on_error(&mut self, e: ErrorFrame, ws: &mut Ws, s: &mut Session) -> Flow {
+        self.last_error_code = Some(e.code.to_string());
+        if let Some(code) = e.close_code {
+            if CloseCode(code).action() == CloseAction::Terminal {
+                // The server closes right after; stop now (RW-CLOSE-2).
+                close_gracefully(ws).await;
+                return Err(Ended::Terminal(from_frame(&e, true)));
+            }
+            self.emit(ClientEvent::Error(from_frame(&e, false))).await?;
+            s.pending_error = Some(e);
+            return Ok(());
+        }
+        if let Some(run_id) = &e.run_id {
+            // Only this subscription failed; the connection stays (RW-SUB-4).
+            let keep = e.retryable
+                || matches!(
+                    e.code,
+                    ErrorCode::AlreadySubscribed | ErrorCode::NotSubscribed
+                );
+            if !keep && self.tracker.untrack(run_id).is_some() {
+                self.sync_cursors();
+            }
+        }
+        self.emit(ClientEvent::Error(from_frame(&e, false))).await
+    }
+}
+
+struct Session {
+    welcomed: bool,
+    liveness: Instant,
+    budget: Duration,
+    stable_at: Option<Instant>,
+    pending_error: Option<ErrorFrame>,
+}
+
+fn request_cursor(r: &SubscriptionRequest) -> Cursor {
+    Cursor {
+        epoch: r.epoch.clone(),
+        seq: r.after_seq.unwrap_or(0),
+    }
+}
+
+/// What a close means (`RW-CLOSE-2`): the code of the close frame, else the one the
+/// preceding error frame announced, else "abnormal" (reconnect with backoff).
+fn closed(code: Option<u16>, pending: Option<ErrorFrame>) -> Ended {
+    let code = code.or(pending.as_ref().and_then(|e| e.close_code));
+    let action = code.map_or(CloseAction::ReconnectWithBackoff, |c| CloseCode(c).action());
+    let retry_after_ms = pending.as_ref().and_then(|e| e.retry_after_ms);
+    match action {
+        CloseAction::Terminal => {
+            let mut err = match &pending {
+                Some(e) => from_frame(e, true),
+                None => client_error(
+                    "closed",
+                    format!(
+                        "the server closed the connection with terminal code {}",
+                        CloseCode(code.unwrap_or(0))
+                    ),
+                    true,
+                ),
+            };
+            err.close_code = code;
+            Ended::Terminal(err)
+        }
+        action => Ended::Retry {
+            action,
+            retry_after_ms,
+            close_code: code,
+        },
+    }
+}
+
+/// Closes with `code` without waiting for the server's reply.
+async fn close_with(ws: &mut Ws, code: WsCloseCode, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = timeout(Duration::from_millis(100), ws.close(Some(frame))).await;
+}
+
+/// Closes with 1000 (`RW-CONN-11`) and waits briefly for the server's reply.
+async fn close_gracefully(ws: &mut Ws) {
+    let frame = CloseFrame {
+        code: WsCloseCode::Normal,
+        reason: "".into(),
+    };
+    if timeout(Duration::from_millis(500), ws.close(Some(frame)))
+        .await
+        .map_or(true, |r| r.is_err())
+    {
+        return;
+    }
+    // Wait (briefly) for the server's close reply.
+    let _ = timeout(Duration::from_millis(500), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
