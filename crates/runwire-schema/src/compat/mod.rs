@@ -1,0 +1,273 @@
+//! The compatibility rule engine (BRIEF §3, `reference/schema_compat.md` table (a)).
+//!
+//! Two schema trees (old and new) are compared schema by schema, matched by name from
+//! `index.json`. For every schema in both trees:
+//!
+//! - **D1** diffs the old and new *writer* contracts, with the old *reader* as
+//!   counterpart: what the new writer may send that the old reader did not expect.
+//! - **D2** diffs the old and new *reader* contracts, with the old *writer* as
+//!   counterpart: what the new reader no longer accepts that the old writer may send.
+//!
+//! The walk resolves `$ref` (with cycle protection), folds `["T","null"]` and
+//! `anyOf [T, {"type":"null"}]` into one nullable node, and matches union branches by
+//! their tag `const`, never by position. Each change is reported with a rule id from
+//! [`crate::rules`], a severity, and the JSON pointer of where it happened.
+
+mod walk;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{
+    rules::{Severity, id, rule},
+    tree::{Direction, SchemaTree},
+};
+
+/// Which contract a change was seen on.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Contract {
+    /// What a sender may emit (objects closed).
+    Writer,
+    /// What a receiver must accept (objects open).
+    Reader,
+}
+
+/// The two compatibility directions.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum Dir {
+    /// New writer, old reader.
+    D1,
+    /// Old writer, new reader.
+    D2,
+}
+
+impl Dir {
+    /// Human description for a schema direction: e.g. "new server → old client".
+    pub fn parties(self, d: Direction) -> String {
+        let (w, r) = d.parties();
+        match self {
+            Dir::D1 => format!("new {w} → old {r}"),
+            Dir::D2 => format!("old {w} → new {r}"),
+        }
+    }
+
+    /// `D1` or `D2`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dir::D1 => "D1",
+            Dir::D2 => "D2",
+        }
+    }
+}
+
+/// A change found in one pair of documents, before it is attached to a schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The rule id.
+    pub rule: &'static str,
+    /// The severity, after refinement by the counterpart.
+    pub severity: Severity,
+    /// JSON pointer in the new document (the old one for removals).
+    pub pointer: String,
+    /// Instance path.
+    pub path: String,
+    /// What changed.
+    pub message: String,
+}
+
+/// One reported change.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub struct Finding {
+    /// The schema name (from `index.json`).
+    pub schema: String,
+    /// D1 or D2.
+    pub direction: Dir,
+    /// Which parties the direction puts together, e.g. "new server → old client".
+    pub parties: String,
+    /// The rule id.
+    pub rule: String,
+    /// error / warning / info.
+    pub severity: Severity,
+    /// The contract the change was seen on (absent for file-level changes).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub contract: Option<Contract>,
+    /// The schema file, relative to the version folder.
+    pub file: String,
+    /// JSON pointer of the change inside `file` (in the new file, or the old one for removals).
+    pub pointer: String,
+    /// Where in an instance the change applies, e.g. `/data/status`.
+    pub path: String,
+    /// What changed.
+    pub message: String,
+    /// Other schemas where the same change (same shared definition) was found.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub also_in: Vec<String>,
+}
+
+/// Compares one pair of schema documents on one contract.
+///
+/// `counterpart` is the other party's schema of the old version (the old reader when
+/// `contract` is [`Contract::Writer`], the old writer otherwise), used to refine
+/// severities; pass `None` to get every rule's default severity.
+pub fn compare_documents(
+    contract: Contract,
+    old: &Value,
+    new: &Value,
+    counterpart: Option<&Value>,
+) -> Vec<Change> {
+    let mut w = walk::Walker::new(
+        contract,
+        walk::Doc { root: old },
+        walk::Doc { root: new },
+        counterpart.map(|root| walk::Doc { root }),
+    );
+    w.run();
+    w.out
+}
+
+/// Compares two trees and returns every finding, sorted, with findings in shared
+/// definitions merged across schemas (see [`Finding::also_in`]).
+pub fn compare_trees(old: &SchemaTree, new: &SchemaTree) -> Vec<Finding> {
+    let mut out: Vec<Finding> = Vec::new();
+    let file_level = |schema: &str, d: Direction, rid: &'static str, file: &str, msg: String| {
+        let r = rule(rid).expect("catalog");
+        [(Dir::D1, r.d1), (Dir::D2, r.d2)].map(|(dir, sev)| Finding {
+            schema: schema.to_string(),
+            direction: dir,
+            parties: dir.parties(d),
+            rule: rid.to_string(),
+            severity: sev,
+            contract: None,
+            file: file.to_string(),
+            pointer: String::new(),
+            path: "/".into(),
+            message: msg.clone(),
+            also_in: Vec::new(),
+        })
+    };
+    for oe in &old.index.schemas {
+        match new.entry(&oe.name) {
+            None => out.extend(file_level(
+                &oe.name,
+                oe.direction,
+                id::SCHEMA_REMOVED,
+                &oe.writer,
+                format!("schema {:?} removed", oe.name),
+            )),
+            Some(ne) if ne.direction != oe.direction => out.extend(file_level(
+                &oe.name,
+                ne.direction,
+                id::SCHEMA_DIRECTION_CHANGED,
+                &ne.writer,
+                format!(
+                    "direction {} → {}",
+                    oe.direction.as_str(),
+                    ne.direction.as_str()
+                ),
+            )),
+            Some(ne) => {
+                let (ow, orr) = (&old.files[&oe.writer], &old.files[&oe.reader]);
+                let (nw, nr) = (&new.files[&ne.writer], &new.files[&ne.reader]);
+                let runs = [
+                    (
+                        Dir::D1,
+                        Contract::Writer,
+                        ow,
+                        nw,
+                        orr,
+                        &ne.writer,
+                        &oe.writer,
+                    ),
+                    (
+                        Dir::D2,
+                        Contract::Reader,
+                        orr,
+                        nr,
+                        ow,
+                        &ne.reader,
+                        &oe.reader,
+                    ),
+                ];
+                for (dir, contract, o, n, cp, nfile, ofile) in runs {
+                    let mut w = walk::Walker::new(
+                        contract,
+                        walk::Doc { root: o },
+                        walk::Doc { root: n },
+                        Some(walk::Doc { root: cp }),
+                    );
+                    w.run();
+                    for f in w.out {
+                        let removal = f.rule.ends_with("_REMOVED") && !f.rule.starts_with("ENUM");
+                        out.push(Finding {
+                            schema: ne.name.clone(),
+                            direction: dir,
+                            parties: dir.parties(ne.direction),
+                            rule: f.rule.to_string(),
+                            severity: f.severity,
+                            contract: Some(contract),
+                            file: if removal {
+                                ofile.clone()
+                            } else {
+                                nfile.clone()
+                            },
+                            pointer: f.pointer,
+                            path: f.path,
+                            message: f.message,
+                            also_in: Vec::new(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    for ne in &new.index.schemas {
+        if old.entry(&ne.name).is_none() {
+            out.extend(file_level(
+                &ne.name,
+                ne.direction,
+                id::SCHEMA_ADDED,
+                &ne.writer,
+                format!("schema {:?} added", ne.name),
+            ));
+        }
+    }
+    out.sort();
+    out.dedup();
+    merge_shared(out)
+}
+
+/// Merges findings in shared `$defs` that several schemas embed (e.g. `RunStatus` in
+/// the event envelope, the event frame and the snapshot): one finding, `also_in` the rest.
+fn merge_shared(findings: Vec<Finding>) -> Vec<Finding> {
+    let mut out: Vec<Finding> = Vec::new();
+    type Key = (Dir, String, String, String, String, Severity);
+    let mut index: std::collections::BTreeMap<Key, usize> = std::collections::BTreeMap::new();
+    for f in findings {
+        if f.pointer.starts_with("/$defs/") || f.pointer.starts_with("/definitions/") {
+            let key = (
+                f.direction,
+                f.parties.clone(),
+                f.rule.clone(),
+                f.pointer.clone(),
+                f.message.clone(),
+                f.severity,
+            );
+            if let Some(&i) = index.get(&key) {
+                if out[i].schema != f.schema && !out[i].also_in.contains(&f.schema) {
+                    out[i].also_in.push(f.schema);
+                }
+                continue;
+            }
+            index.insert(key, out.len());
+        }
+        out.push(f);
+    }
+    out
+}
