@@ -55,7 +55,8 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// The `error` frame code the spec assigns to this failure (`RW-INPUT-*`).
+    /// The `error` frame code the spec assigns to this failure (spec §14.2: `RW-INPUT-1`,
+    /// `RW-INPUT-2`, `RW-INPUT-3`, `RW-INPUT-4`, and `RW-LIMIT-1` for oversize frames).
     pub fn error_code(&self) -> ErrorCode {
         match self {
             Self::TooLarge { .. } => ErrorCode::FrameTooLarge,
@@ -194,7 +195,7 @@ pub fn decode<T: DeserializeOwned>(
     body(bytes, what)
 }
 
-/// Decodes a client → server frame (spec §14, `RW-INPUT-*`).
+/// Decodes a client → server frame (spec §14.2, `RW-INPUT-1` to `RW-INPUT-4`).
 pub fn decode_client_message(frame: &[u8], max_bytes: usize) -> Result<ClientMessage, DecodeError> {
     let ty = probe(frame, max_bytes)?;
     Ok(match &*ty {

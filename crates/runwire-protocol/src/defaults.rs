@@ -10,7 +10,7 @@ pub const PONG_TIMEOUT_MS: u64 = 10_000;
 pub const LIVENESS_GRACE_MS: u64 = 10_000;
 /// Batching window; 0 turns batching off (`RW-BATCH-1`).
 pub const BATCH_WINDOW_MS: u64 = 200;
-/// Most events in one batch frame.
+/// Most events in one batch frame (`RW-BATCH-2`).
 pub const BATCH_MAX_EVENTS: usize = 500;
 /// How far behind the head a cursor may be and still be replayed (`RW-RESUME-5`).
 pub const REPLAY_WINDOW_EVENTS: u64 = 100_000;
@@ -28,7 +28,7 @@ pub const SLOW_CONSUMER_MAX_BYTES: u64 = 4 * 1024 * 1024;
 pub const SLOW_CONSUMER_MAX_AGE_MS: u64 = 10_000;
 /// Reconnect backoff base (`RW-RECONNECT-1`).
 pub const RECONNECT_BASE_MS: u64 = 500;
-/// Reconnect backoff factor.
+/// Reconnect backoff factor (`RW-RECONNECT-1`).
 pub const RECONNECT_FACTOR: u32 = 2;
 /// Reconnect backoff cap (`RW-RECONNECT-1`).
 pub const RECONNECT_CAP_MS: u64 = 20_000;

@@ -594,7 +594,8 @@ pub struct Event {
     pub run_id: RunId,
     /// Position in the run's log: 1, 2, 3, … without gaps (`RW-EVENT-3`).
     pub seq: u64,
-    /// When the event was appended (RFC 3339, UTC).
+    /// When the event happened: the time the server appended it, or the time the
+    /// producer supplied (RFC 3339, UTC with `Z`; `RW-EVENT-5`, `RW-INGEST-12`).
     pub time: Timestamp,
     /// The event type and its data.
     pub payload: EventPayload,

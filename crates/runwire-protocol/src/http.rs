@@ -28,7 +28,7 @@ pub fn run_path(run_id: &RunId) -> String {
     format!("/v1/runs/{run_id}")
 }
 
-/// Default and maximum `limit` of a history read (spec §4.4).
+/// Default `limit` of a history read (spec §4.4, `RW-INGEST-16`).
 pub const HISTORY_DEFAULT_LIMIT: u64 = 1000;
 /// The largest `limit` a history read may ask for.
 pub const HISTORY_MAX_LIMIT: u64 = 10_000;

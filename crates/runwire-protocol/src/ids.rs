@@ -173,14 +173,14 @@ string_id!(
 );
 
 string_id!(
-    /// A run's epoch (spec §8): an opaque token that changes whenever a run's log is
-    /// re-created, so that a cursor from an earlier log is detected. 1–64 characters of
-    /// letters, digits, `_` and `-`.
+    /// A run's epoch (spec §2.3, `RW-EVENT-10`): an opaque token that changes whenever
+    /// a run's log is re-created, so that a cursor from an earlier log is detected. 1–64
+    /// characters of letters, digits, `_` and `-`.
     Epoch, "epoch", 64, "^[A-Za-z0-9_-]{1,64}$", epoch_ok
 );
 
-/// The pattern every event type name matches (spec §3): at least two dot-separated
-/// lowercase segments, e.g. `run.progress` or `acme.deploy.started`.
+/// The pattern every event type name matches (spec §2.2, `RW-EVENT-6`): at least two
+/// dot-separated lowercase segments, e.g. `run.progress` or `acme.deploy.started`.
 pub const EVENT_TYPE_PATTERN: &str = "^[a-z][a-z0-9_-]*(\\.[a-z0-9_-]+)+$";
 
 /// Whether `s` is a well-formed event type name ([`EVENT_TYPE_PATTERN`], at most 128
