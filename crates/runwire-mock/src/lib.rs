@@ -1,1 +1,717 @@
-//! runwire-mock (work in progress)
+//! The Runwire scriptable mock server.
+//!
+//! A [`Fixture`] scripts what the mock does on each connection a client makes (frames,
+//! faults, waits) and what it expects (hello contents, pongs, resume cursors, reconnect
+//! delays, what the client delivered to its application). [`Mock`] plays a fixture on
+//! a local port, optionally spawns the client's adapter (`docs/client-adapter.md`),
+//! records a [`Transcript`] and returns a [`Verdict`] naming every violated
+//! expectation with its requirement ID (`spec/protocol.md`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use runwire_mock::{Fixture, Mock, MockOptions};
+//! let fixture = Fixture::from_path("fixtures/client/happy-path.json".as_ref())?;
+//! let mut mock = Mock::start(fixture, MockOptions::default()).await?;
+//! mock.spawn_adapter("runwire", &["client-adapter".into()])?;
+//! let report = mock.finish().await;
+//! println!("{}", report.verdict.render());
+//! # Ok(()) }
+//! ```
+//!
+//! The fixture format and the transcript format are documented in `docs/fixtures.md`.
+
+mod engine;
+pub mod fixture;
+mod generate;
+mod judge;
+pub mod reqs;
+mod transcript;
+mod validate;
+
+use std::{
+    ffi::OsString,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{Arc, Mutex as StdMutex},
+    time::Duration,
+};
+
+pub use fixture::{Fixture, FixtureError, Level};
+pub use generate::{LogData, Logs, SUPPORTED_TYPES};
+pub use transcript::{Direction, Entry, Outcome, Transcript, Verdict, Violation, What};
+
+use engine::{AppState, Shared, State};
+use fixture::ExitExpect;
+use rand::Rng;
+use serde_json::Value;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::Command,
+    sync::{mpsc, oneshot, watch},
+    time::{Instant, sleep_until, timeout},
+};
+
+/// The JSON Schema of the fixture format (`schema/tools/fixture.schema.json`).
+pub fn fixture_schema() -> Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(Fixture)).unwrap_or(Value::Null);
+    if let Value::Object(obj) = &mut schema {
+        obj.insert(
+            "$id".into(),
+            Value::String("https://runwire.dev/schema/tools/fixture.schema.json".into()),
+        );
+        obj.insert(
+            "title".into(),
+            Value::String("Runwire client fixture".into()),
+        );
+    }
+    schema
+}
+
+/// Loads every `*.json` fixture of a directory, sorted by file name. The first
+/// malformed fixture is an error.
+pub fn load_dir(dir: &Path) -> Result<Vec<(PathBuf, Fixture)>, FixtureError> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| FixtureError {
+            file: dir.display().to_string(),
+            pointer: String::new(),
+            reason: format!("cannot read directory: {e}"),
+        })?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| Fixture::from_path(&p).map(|f| (p, f)))
+        .collect()
+}
+
+/// Why a mock could not start or spawn its adapter.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MockError {
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Spawning the adapter failed.
+    #[error("cannot start the adapter {program:?}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// An adapter is already attached.
+    #[error("an application is already attached to this mock")]
+    AlreadyAttached,
+}
+
+/// How to run a fixture.
+#[derive(Debug, Clone)]
+pub struct MockOptions {
+    /// Where to listen; port 0 picks a free port. Default `127.0.0.1:0`.
+    pub listen: SocketAddr,
+    /// Every fixture duration is multiplied by this. Default 1.
+    pub time_scale: f64,
+    /// The seed; overrides the fixture's. When neither is set a random seed is drawn
+    /// (and reported in the verdict and transcript).
+    pub seed: Option<u64>,
+    /// Receives every transcript entry as it happens (for live printing).
+    pub live: Option<mpsc::UnboundedSender<Entry>>,
+}
+
+impl Default for MockOptions {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            time_scale: 1.0,
+            seed: None,
+            live: None,
+        }
+    }
+}
+
+/// The result of a fixture run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The judgement.
+    pub verdict: Verdict,
+    /// Everything that happened.
+    pub transcript: Transcript,
+    /// The JSON lines the application printed.
+    pub app_lines: Vec<Value>,
+    /// How the application ended: `Some(Some(code))` exited, `Some(None)` killed by
+    /// a signal, `None` no application attached (or it never reported its end).
+    pub exit: Option<Option<i32>>,
+}
+
+/// Where an in-process client reports what it delivered, in the adapter contract's
+/// line format (`docs/client-adapter.md`). Adapters spawned with
+/// [`Mock::spawn_adapter`] feed one internally.
+#[derive(Clone)]
+pub struct AppSink {
+    shared: Arc<Shared>,
+}
+
+impl AppSink {
+    /// One line the client printed.
+    pub fn line(&self, line: Value) {
+        self.shared.record(
+            0,
+            Direction::App,
+            What::Line {
+                line: line.to_string(),
+            },
+        );
+        self.shared.lock().app.lines.push(line);
+        self.shared.bump();
+    }
+
+    /// One raw stdout line: parsed as JSON, or a violation of the adapter contract.
+    pub fn raw_line(&self, text: &str) {
+        match serde_json::from_str::<Value>(text) {
+            Ok(v) if v.get("kind").and_then(Value::as_str).is_some() => self.line(v),
+            _ => {
+                self.shared.record(
+                    0,
+                    Direction::App,
+                    What::Line {
+                        line: text.to_owned(),
+                    },
+                );
+                self.shared.violate(
+                    None,
+                    reqs::ADAPTER,
+                    "adapter_output",
+                    format!(
+                        "the adapter printed a line that is not a JSON object with a kind: {:?}",
+                        text.chars().take(200).collect::<String>()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// One stderr line (recorded, not judged).
+    pub fn stderr(&self, text: &str) {
+        self.shared.record(
+            0,
+            Direction::App,
+            What::Stderr {
+                line: text.to_owned(),
+            },
+        );
+    }
+
+    /// The client ended with an exit code (None: killed by a signal).
+    pub fn exit(&self, code: Option<i32>) {
+        self.shared.record(0, Direction::App, What::Exit { code });
+        {
+            let mut st = self.shared.lock();
+            if st.app.exit.is_none() {
+                st.app.exit = Some(code);
+            }
+        }
+        self.shared.bump();
+    }
+}
+
+/// A running mock server playing one fixture.
+pub struct Mock {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    kill: Option<oneshot::Sender<()>>,
+    adapter_done: Option<oneshot::Receiver<()>>,
+}
+
+impl Mock {
+    /// Binds the listen address and starts playing `fixture` to whatever connects.
+    pub async fn start(fixture: Fixture, options: MockOptions) -> Result<Self, MockError> {
+        let seed = options
+            .seed
+            .or(fixture.seed)
+            .unwrap_or_else(|| rand::rng().random());
+        let scale = if options.time_scale.is_finite() && options.time_scale > 0.0 {
+            options.time_scale
+        } else {
+            1.0
+        };
+        let listener = engine::bind(options.listen)
+            .await
+            .map_err(|source| MockError::Bind {
+                addr: options.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| MockError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+        let logs = Logs::generate(&fixture, seed);
+        let (changed, _) = watch::channel(0u64);
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            start: Instant::now(),
+            fixture,
+            logs,
+            scale,
+            seed,
+            live: options.live,
+            st: StdMutex::new(State::default()),
+            changed,
+            shutdown,
+        });
+        shared.note(
+            0,
+            format!(
+                "fixture {} listening on {addr} seed {seed} time-scale {scale}",
+                shared.fixture.id
+            ),
+        );
+        let sh = shared.clone();
+        let h = tokio::spawn(engine::accept_loop(sh, listener));
+        shared.lock().tasks.push(h.abort_handle());
+        Ok(Self {
+            shared,
+            addr,
+            kill: None,
+            adapter_done: None,
+        })
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The WebSocket URL for the client: `ws://ADDR/v1/stream`.
+    pub fn url(&self) -> String {
+        format!("ws://{}{}", self.addr, runwire_protocol::STREAM_PATH)
+    }
+
+    /// The seed of this run.
+    pub fn seed(&self) -> u64 {
+        self.shared.seed
+    }
+
+    /// The fixture.
+    pub fn fixture(&self) -> &Fixture {
+        &self.shared.fixture
+    }
+
+    /// The generated run logs.
+    pub fn logs(&self) -> &Logs {
+        &self.shared.logs
+    }
+
+    /// The adapter environment (`docs/client-adapter.md`), durations scaled.
+    pub fn adapter_env(&self) -> Vec<(String, String)> {
+        let sh = &self.shared;
+        let c = &sh.fixture.client;
+        let runs: Vec<String> = c
+            .runs
+            .iter()
+            .map(|r| match (r.after_seq, &r.epoch) {
+                (Some(n), Some(e)) => format!("{}@{e}:{n}", r.run_id),
+                (Some(n), None) => format!("{}@{n}", r.run_id),
+                _ => r.run_id.clone(),
+            })
+            .collect();
+        let mut env = vec![
+            ("RUNWIRE_URL".to_owned(), self.url()),
+            ("RUNWIRE_RUNS".to_owned(), runs.join(",")),
+        ];
+        if let Some(t) = &c.token {
+            env.push(("RUNWIRE_TOKEN".into(), t.clone()));
+        }
+        if !c.tokens.is_empty() {
+            env.push(("RUNWIRE_TOKENS".into(), c.tokens.join(",")));
+        }
+        if let Some(v) = &c.versions {
+            env.push(("RUNWIRE_VERSIONS".into(), v.join(",")));
+        }
+        let r = &c.reconnect;
+        env.extend([
+            ("RUNWIRE_RECONNECT_BASE_MS".into(), sh.wire_ms(r.base_ms).to_string()),
+            ("RUNWIRE_RECONNECT_FACTOR".into(), r.factor.to_string()),
+            ("RUNWIRE_RECONNECT_CAP_MS".into(), sh.wire_ms(r.cap_ms).to_string()),
+            ("RUNWIRE_RECONNECT_MAX_ATTEMPTS".into(), r.max_attempts.to_string()),
+            ("RUNWIRE_STABLE_SESSION_MS".into(), sh.wire_ms(c.stable_session_ms).to_string()),
+            ("RUNWIRE_LIVENESS_GRACE_MS".into(), sh.wire_ms(c.liveness_grace_ms).to_string()),
+            ("RUNWIRE_GAP_TIMEOUT_MS".into(), sh.wire_ms(c.gap_timeout_ms).to_string()),
+            ("RUNWIRE_SEED".into(), sh.seed.to_string()),
+            ("RUNWIRE_TIME_SCALE".into(), sh.scale.to_string()),
+        ]);
+        env
+    }
+
+    /// Attaches an in-process client: it reports its lines and exit through the
+    /// returned sink. Without an attached application, application-level expectations
+    /// are not judged.
+    pub fn attach_app(&self) -> Result<AppSink, MockError> {
+        let mut st = self.shared.lock();
+        if st.app.attached {
+            return Err(MockError::AlreadyAttached);
+        }
+        st.app.attached = true;
+        Ok(AppSink {
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Spawns the adapter `program args…` with the fixture's environment and collects
+    /// its output.
+    pub fn spawn_adapter(
+        &mut self,
+        program: impl Into<OsString>,
+        args: &[OsString],
+    ) -> Result<(), MockError> {
+        let program = program.into();
+        let sink = self.attach_app()?;
+        let mut cmd = Command::new(&program);
+        cmd.args(args)
+            .envs(self.adapter_env())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|source| {
+            self.shared.lock().app.attached = false;
+            MockError::Spawn {
+                program: program.to_string_lossy().into_owned(),
+                source,
+            }
+        })?;
+        self.shared.note(
+            0,
+            format!("spawned adapter {}", program.to_string_lossy()),
+        );
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let out_task = {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                if let Some(out) = stdout {
+                    let mut lines = BufReader::new(out).lines();
+                    while let Ok(Some(l)) = lines.next_line().await {
+                        if !l.trim().is_empty() {
+                            sink.raw_line(&l);
+                        }
+                    }
+                }
+            })
+        };
+        let err_task = {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                if let Some(err) = stderr {
+                    let mut lines = BufReader::new(err).lines();
+                    while let Ok(Some(l)) = lines.next_line().await {
+                        sink.stderr(&l);
+                    }
+                }
+            })
+        };
+        let (kill_tx, kill_rx) = oneshot::channel::<()>();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let status = tokio::select! {
+                s = child.wait() => s.ok(),
+                _ = kill_rx => {
+                    shared.lock().app.killed_by_mock = true;
+                    let _ = child.start_kill();
+                    child.wait().await.ok()
+                }
+            };
+            let _ = out_task.await;
+            let _ = timeout(Duration::from_millis(500), err_task).await;
+            sink.exit(status.and_then(|s| s.code()));
+            let _ = done_tx.send(());
+        });
+        self.kill = Some(kill_tx);
+        self.adapter_done = Some(done_rx);
+        Ok(())
+    }
+
+    /// Waits until the fixture is over (every script played and the client gone, or
+    /// the deadline), stops everything, and judges.
+    pub async fn finish(mut self) -> Report {
+        let sh = self.shared.clone();
+        let f = &sh.fixture;
+        let deadline = sh.start + sh.dur(f.deadline_ms());
+        let quiet = sh.dur(f.expect.quiet_ms.unwrap_or(0));
+        let expect_running = f.expect.exit == Some(ExitExpect::Running);
+        let scripts = f.connections.len();
+        let mut rx = sh.changed.subscribe();
+        let mut timed_out = false;
+        loop {
+            rx.borrow_and_update();
+            let now = Instant::now();
+            let wake: Option<Instant> = {
+                let st = sh.lock();
+                let arrived = st.conns.iter().filter(|c| c.scripted).count();
+                let all_done = arrived >= scripts && st.conns.iter().all(|c| c.script_done);
+                let last_end = st.conns.iter().filter_map(|c| c.ended).max();
+                let all_ended = st.conns.iter().all(|c| c.ended.is_some());
+                let app = &st.app;
+                if app.attached && app.exit.is_some() {
+                    if arrived < scripts || all_done {
+                        break;
+                    }
+                    None
+                } else if app.attached {
+                    if all_done && st.extra_conns > 0 {
+                        break;
+                    }
+                    if all_done && expect_running {
+                        let from = last_end.unwrap_or(now).max(
+                            st.conns.iter().map(|c| c.accepted).max().unwrap_or(now),
+                        );
+                        if now >= from + quiet {
+                            break;
+                        }
+                        Some(from + quiet)
+                    } else {
+                        None
+                    }
+                } else if all_done && (all_ended || st.extra_conns > 0) {
+                    let from = last_end.unwrap_or(now);
+                    if st.extra_conns > 0 || now >= from + quiet {
+                        break;
+                    }
+                    Some(from + quiet)
+                } else {
+                    None
+                }
+            };
+            if now >= deadline {
+                timed_out = true;
+                break;
+            }
+            let until = wake.map_or(deadline, |w| w.min(deadline));
+            tokio::select! {
+                _ = rx.changed() => {}
+                _ = sleep_until(until) => {}
+            }
+        }
+        // Stop accepting, end the adapter, end every connection.
+        let _ = sh.shutdown.send(true);
+        if let Some(k) = self.kill.take() {
+            let _ = k.send(());
+        }
+        if let Some(d) = self.adapter_done.take() {
+            let _ = timeout(Duration::from_secs(5), d).await;
+        }
+        let tasks = std::mem::take(&mut sh.lock().tasks);
+        for t in tasks {
+            t.abort();
+        }
+        self.judge(timed_out)
+    }
+
+    fn judge(&self, timed_out: bool) -> Report {
+        let sh = &self.shared;
+        let f = &sh.fixture;
+        let primary = f.primary_requirement().to_owned();
+        let (conns, app, extra) = {
+            let st = sh.lock();
+            let conns: Vec<_> = st
+                .conns
+                .iter()
+                .map(|c| {
+                    (
+                        c.scripted,
+                        c.script_done,
+                        c.step,
+                        c.delay_ms,
+                        c.ceiling_ms,
+                        c.state.clone(),
+                    )
+                })
+                .collect();
+            let app = AppState {
+                attached: st.app.attached,
+                lines: st.app.lines.clone(),
+                exit: st.app.exit,
+                killed_by_mock: st.app.killed_by_mock,
+            };
+            (conns, app, st.extra_conns)
+        };
+        let _ = extra;
+        // Scripted connections that never came, or did not finish.
+        let arrived = conns.iter().filter(|c| c.0).count();
+        for k in arrived..f.connections.len() {
+            let c = &f.connections[k];
+            let req = c
+                .reconnect_delay
+                .as_ref()
+                .and_then(|d| d.requirement.clone())
+                .unwrap_or_else(|| primary.clone());
+            let why = if app.exit.is_some() && !app.killed_by_mock {
+                "the client exited first"
+            } else {
+                "the fixture deadline passed"
+            };
+            sh.violate(
+                Some(k as u32 + 1),
+                &req,
+                "connection",
+                format!(
+                    "expected the client to open connection {}{}; {why}",
+                    k + 1,
+                    c.label.as_ref().map(|l| format!(" ({l})")).unwrap_or_default()
+                ),
+            );
+        }
+        for (i, c) in conns.iter().enumerate() {
+            if c.0 && !c.1 {
+                let step = c.2.map_or_else(
+                    || "hello".to_owned(),
+                    |s| format!("step {s} ({})", f.connections[i].steps[s].name()),
+                );
+                sh.violate(
+                    Some(i as u32 + 1),
+                    &primary,
+                    "script",
+                    format!("connection {} did not finish its script: stuck at {step}", i + 1),
+                );
+            }
+        }
+        // Cursor expectations that never met a subscription.
+        for (i, c) in conns.iter().enumerate() {
+            if !c.0 || f.connections[i].accept != fixture::Accept::Websocket {
+                continue;
+            }
+            let st = c.5.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if st.hello.is_none() {
+                continue;
+            }
+            let missing: Vec<_> = f.connections[i]
+                .hello
+                .cursors
+                .iter()
+                .filter(|cur| !st.requested.contains_key(&cur.run))
+                .map(|cur| cur.run.clone())
+                .collect();
+            drop(st);
+            for run in missing {
+                sh.violate(
+                    Some(i as u32 + 1),
+                    reqs::SUBSCRIBE,
+                    "subscribe",
+                    format!("the client never subscribed to run {run} on this connection"),
+                );
+            }
+        }
+        // Jitter.
+        if let Some(j) = &f.expect.jitter {
+            let samples: Vec<(f64, f64)> = j
+                .connections
+                .iter()
+                .filter_map(|&n| conns.get(n - 1))
+                .filter_map(|c| Some((c.3?, c.4?)))
+                .collect();
+            if samples.len() == j.connections.len()
+                && samples.iter().all(|(d, c)| *c > 0.0 && d / c >= 0.9)
+            {
+                let shown: Vec<String> = samples
+                    .iter()
+                    .map(|(d, c)| format!("{d:.0}/{c:.0} ms"))
+                    .collect();
+                sh.violate(
+                    None,
+                    j.requirement.as_deref().unwrap_or(reqs::BACKOFF),
+                    "jitter",
+                    format!(
+                        "reconnect delays all sit at the top of their backoff envelopes ({}): \
+                         no full jitter",
+                        shown.join(", ")
+                    ),
+                );
+            }
+        }
+        let mut notes = Vec::new();
+        if timed_out {
+            notes.push(format!(
+                "the fixture deadline of {} ms passed",
+                sh.wire_ms(f.deadline_ms())
+            ));
+        }
+        let mut judge = judge::Judge {
+            fixture: f,
+            logs: &sh.logs,
+            out: Vec::new(),
+        };
+        let mut unimplemented = None;
+        if app.attached {
+            let exit_code = app.exit.flatten();
+            judge.exit(f.expect.exit, exit_code, app.killed_by_mock);
+            judge.delivered(&app.lines);
+            judge.errors(&app.lines);
+            if exit_code == Some(89) && !app.killed_by_mock {
+                unimplemented = Some(
+                    app.lines
+                        .iter()
+                        .rev()
+                        .find(|l| l.get("kind").and_then(Value::as_str) == Some("unimplemented"))
+                        .and_then(|l| l.get("feature").and_then(Value::as_str))
+                        .unwrap_or("(no unimplemented line)")
+                        .to_owned(),
+                );
+            }
+        } else if f.expect.exit.is_some()
+            || !f.expect.delivered.is_empty()
+            || !f.expect.errors.is_empty()
+            || f.expect.terminal_error.is_some()
+        {
+            notes.push(
+                "application expectations (exit, delivered, errors) not judged: no adapter attached"
+                    .into(),
+            );
+        }
+        for v in judge.out {
+            sh.violate(None, &v.requirement, &v.expectation, v.message);
+        }
+        let st = sh.lock();
+        let violations = st.violations.clone();
+        let mut all_notes = st.notes.clone();
+        all_notes.extend(notes);
+        let outcome = if unimplemented.is_some() && f.expect.exit != Some(ExitExpect::Unimplemented)
+        {
+            Outcome::NotImplemented
+        } else if violations.is_empty() {
+            Outcome::Pass
+        } else {
+            Outcome::Fail
+        };
+        let verdict = Verdict {
+            fixture: f.id.clone(),
+            level: f.level,
+            requirements: f.requirements.clone(),
+            seed: sh.seed,
+            outcome,
+            violations,
+            notes: all_notes,
+            unimplemented,
+        };
+        let transcript = Transcript {
+            fixture: f.id.clone(),
+            seed: sh.seed,
+            time_scale: sh.scale,
+            entries: st.entries.clone(),
+        };
+        Report {
+            verdict,
+            transcript,
+            app_lines: app.lines,
+            exit: app.exit,
+        }
+    }
+}

@@ -1,1 +1,2 @@
-
+//! Integration tests of the mock server: every fixture against a correct test client,
+//! broken clients against the fixtures they must fail, transcripts, malformed fixtures.

@@ -1,0 +1,481 @@
+//! Final judgement: what the client delivered to its application (the adapter's JSON
+//! lines), how it exited, and checks over several connections (jitter).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::{
+    fixture::{ErrorLineExpect, ExitExpect, Fixture, TimelineItem, parse_range},
+    generate::Logs,
+    reqs,
+    transcript::Violation,
+};
+
+/// One application-visible item of a run.
+#[derive(Debug, Clone, PartialEq)]
+enum Item {
+    Event {
+        seq: u64,
+        event_id: String,
+        event_type: String,
+    },
+    Reset {
+        reason: String,
+        epoch: String,
+        as_of_seq: u64,
+    },
+}
+
+/// An expected event.
+#[derive(Debug, Clone)]
+struct ExpEvent {
+    seq: u64,
+    optional: bool,
+}
+
+/// An expected segment: the events after a reset (or from the start).
+#[derive(Debug, Clone)]
+struct ExpSegment {
+    reset: Option<(String, String, u64)>,
+    epoch: String,
+    events: Vec<ExpEvent>,
+}
+
+/// Compresses sorted seqs into `1-3, 5`.
+pub(crate) fn ranges(seqs: &[u64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < seqs.len() {
+        let start = seqs[i];
+        let mut end = start;
+        while i + 1 < seqs.len() && seqs[i + 1] == end + 1 {
+            i += 1;
+            end = seqs[i];
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    out.join(", ")
+}
+
+pub(crate) struct Judge<'a> {
+    pub(crate) fixture: &'a Fixture,
+    pub(crate) logs: &'a Logs,
+    pub(crate) out: Vec<Violation>,
+}
+
+impl Judge<'_> {
+    fn violate(&mut self, requirement: &str, expectation: &str, message: String) {
+        self.out.push(Violation {
+            requirement: requirement.to_owned(),
+            expectation: expectation.to_owned(),
+            message,
+            conn: None,
+        });
+    }
+
+    fn first_epoch(&self, run: &str) -> String {
+        self.fixture
+            .runs
+            .iter()
+            .find(|r| r.run_id == run)
+            .map_or_else(|| "e1".to_owned(), |r| r.epoch.clone())
+    }
+
+    /// Judges the adapter's exit.
+    pub(crate) fn exit(&mut self, expect: Option<ExitExpect>, exit: Option<i32>, killed: bool) {
+        let Some(expect) = expect else { return };
+        let primary = self.fixture.primary_requirement().to_owned();
+        let seen = match (exit, killed) {
+            (_, true) => "it was still running when the fixture ended".to_owned(),
+            (Some(c), false) => format!("it exited with {c}"),
+            (None, false) => "it was killed by a signal".to_owned(),
+        };
+        match expect {
+            ExitExpect::Running => {
+                if !killed {
+                    self.violate(
+                        &primary,
+                        "exit",
+                        format!("the client should have kept running, but {seen}"),
+                    );
+                }
+            }
+            other => {
+                let want = other.code();
+                if killed || exit != want {
+                    let what = match other {
+                        ExitExpect::Success => "exit 0 (every run reached a terminal status)",
+                        ExitExpect::TerminalError => "exit 1 (a terminal error)",
+                        ExitExpect::Unimplemented => "exit 89 (not implemented)",
+                        ExitExpect::Running => "",
+                    };
+                    self.violate(&primary, "exit", format!("expected {what}; {seen}"));
+                }
+            }
+        }
+    }
+
+    fn error_matches(e: &ErrorLineExpect, line: &Value) -> bool {
+        let code = line.get("code").and_then(Value::as_str).unwrap_or("");
+        if !e.code.split('|').any(|c| c.trim() == code) {
+            return false;
+        }
+        if let Some(t) = e.terminal
+            && line.get("terminal").and_then(Value::as_bool) != Some(t)
+        {
+            return false;
+        }
+        if let Some(r) = &e.run
+            && line.get("run_id").and_then(Value::as_str) != Some(r.as_str())
+        {
+            return false;
+        }
+        true
+    }
+
+    /// Judges `error` lines.
+    pub(crate) fn errors(&mut self, lines: &[Value]) {
+        let errors: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l.get("kind").and_then(Value::as_str) == Some("error"))
+            .collect();
+        let seen: Vec<String> = errors
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}{}",
+                    l.get("code").and_then(Value::as_str).unwrap_or("?"),
+                    if l.get("terminal").and_then(Value::as_bool) == Some(true) {
+                        " (terminal)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect();
+        let seen = if seen.is_empty() {
+            "none".to_owned()
+        } else {
+            seen.join(", ")
+        };
+        for e in self.fixture.expect.errors.clone() {
+            if !errors.iter().any(|l| Self::error_matches(&e, l)) {
+                let req = e
+                    .requirement
+                    .clone()
+                    .unwrap_or_else(|| self.fixture.primary_requirement().to_owned());
+                self.violate(
+                    &req,
+                    "error_line",
+                    format!(
+                        "expected an error line with code {}{}{}; error lines seen: {seen}",
+                        e.code,
+                        e.terminal
+                            .map(|t| format!(", terminal {t}"))
+                            .unwrap_or_default(),
+                        e.run.as_ref().map(|r| format!(", run {r}")).unwrap_or_default(),
+                    ),
+                );
+            }
+        }
+        if let Some(t) = self.fixture.expect.terminal_error.clone() {
+            let req = t
+                .requirement
+                .clone()
+                .unwrap_or_else(|| self.fixture.primary_requirement().to_owned());
+            let mut want = t.clone();
+            want.terminal = Some(true);
+            match errors.last() {
+                Some(l) if Self::error_matches(&want, l) => {}
+                _ => self.violate(
+                    &req,
+                    "terminal_error",
+                    format!(
+                        "expected the client to stop with a terminal error {}; error lines seen: \
+                         {seen}",
+                        t.code
+                    ),
+                ),
+            }
+        }
+    }
+
+    fn expected_segments(&self, run: &str, timeline: &[TimelineItem], optional: &[u64]) -> Vec<ExpSegment> {
+        let mut segs = vec![ExpSegment {
+            reset: None,
+            epoch: self.first_epoch(run),
+            events: Vec::new(),
+        }];
+        for item in timeline {
+            match item {
+                TimelineItem::Range(r) => {
+                    if let Some((a, b)) = parse_range(r) {
+                        let seg = segs.last_mut().expect("non-empty");
+                        for seq in a..=b {
+                            seg.events.push(ExpEvent {
+                                seq,
+                                optional: optional.contains(&seq),
+                            });
+                        }
+                    }
+                }
+                TimelineItem::Reset(r) => {
+                    let epoch = r
+                        .reset
+                        .epoch
+                        .clone()
+                        .unwrap_or_else(|| segs.last().expect("non-empty").epoch.clone());
+                    segs.push(ExpSegment {
+                        reset: Some((
+                            r.reset.reason.as_str().to_owned(),
+                            epoch.clone(),
+                            r.reset.as_of_seq,
+                        )),
+                        epoch,
+                        events: Vec::new(),
+                    });
+                }
+            }
+        }
+        segs
+    }
+
+    /// Judges what was delivered per run.
+    pub(crate) fn delivered(&mut self, lines: &[Value]) {
+        let mut by_run: BTreeMap<String, Vec<Item>> = BTreeMap::new();
+        for l in lines {
+            match l.get("kind").and_then(Value::as_str) {
+                Some("event") => {
+                    let Some(ev) = l.get("event") else { continue };
+                    let run = ev.get("run_id").and_then(Value::as_str).unwrap_or("");
+                    by_run.entry(run.to_owned()).or_default().push(Item::Event {
+                        seq: ev.get("seq").and_then(Value::as_u64).unwrap_or(0),
+                        event_id: ev
+                            .get("event_id")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned(),
+                        event_type: ev.get("type").and_then(Value::as_str).unwrap_or("").to_owned(),
+                    });
+                }
+                Some("reset") => {
+                    let run = l.get("run_id").and_then(Value::as_str).unwrap_or("");
+                    by_run.entry(run.to_owned()).or_default().push(Item::Reset {
+                        reason: l.get("reason").and_then(Value::as_str).unwrap_or("").to_owned(),
+                        epoch: l.get("epoch").and_then(Value::as_str).unwrap_or("").to_owned(),
+                        as_of_seq: l
+                            .get("snapshot")
+                            .and_then(|s| s.get("as_of_seq"))
+                            .and_then(Value::as_u64)
+                            .unwrap_or(0),
+                    });
+                }
+                _ => {}
+            }
+        }
+        for d in self.fixture.expect.delivered.clone() {
+            let actual = by_run.remove(&d.run).unwrap_or_default();
+            let expected = self.expected_segments(&d.run, &d.timeline, &d.optional);
+            self.judge_run(&d.run, &expected, &actual);
+        }
+    }
+
+    #[allow(clippy::too_many_lines)]
+    fn judge_run(&mut self, run: &str, expected: &[ExpSegment], actual: &[Item]) {
+        // Split the actual items at resets.
+        type Seg = (Option<(String, String, u64)>, Vec<(u64, String, String)>);
+        let mut segs: Vec<Seg> = vec![(None, Vec::new())];
+        for item in actual {
+            match item {
+                Item::Event {
+                    seq,
+                    event_id,
+                    event_type,
+                } => segs
+                    .last_mut()
+                    .expect("non-empty")
+                    .1
+                    .push((*seq, event_id.clone(), event_type.clone())),
+                Item::Reset {
+                    reason,
+                    epoch,
+                    as_of_seq,
+                } => segs.push((Some((reason.clone(), epoch.clone(), *as_of_seq)), Vec::new())),
+            }
+        }
+        let fmt_reset = |r: &(String, String, u64)| format!("{} epoch {} as_of {}", r.0, r.1, r.2);
+        if segs.len() != expected.len() {
+            let want: Vec<String> = expected
+                .iter()
+                .filter_map(|s| s.reset.as_ref().map(fmt_reset))
+                .collect();
+            let got: Vec<String> = segs
+                .iter()
+                .filter_map(|s| s.0.as_ref().map(fmt_reset))
+                .collect();
+            self.violate(
+                reqs::RESET,
+                "delivered",
+                format!(
+                    "run {run}: expected {} reset(s) [{}]; the application saw {} [{}]",
+                    want.len(),
+                    want.join("; "),
+                    got.len(),
+                    got.join("; ")
+                ),
+            );
+            // Compare the events as if there were no resets beyond the expected ones.
+            if segs.len() > expected.len() {
+                let extra: Vec<_> = segs.drain(expected.len()..).flat_map(|s| s.1).collect();
+                segs.last_mut().expect("non-empty").1.extend(extra);
+            }
+        }
+        for (i, exp) in expected.iter().enumerate() {
+            let Some((got_reset, got)) = segs.get(i) else {
+                let required: Vec<u64> = exp
+                    .events
+                    .iter()
+                    .filter(|e| !e.optional)
+                    .map(|e| e.seq)
+                    .collect();
+                if !required.is_empty() {
+                    self.violate(
+                        reqs::COMPLETE,
+                        "delivered",
+                        format!(
+                            "run {run}: seqs {} of epoch {} were never delivered",
+                            ranges(&required),
+                            exp.epoch
+                        ),
+                    );
+                }
+                continue;
+            };
+            if let (Some(want), Some(have)) = (&exp.reset, got_reset)
+                && (want.0 != have.0 || want.1 != have.1 || want.2 != have.2)
+            {
+                self.violate(
+                    reqs::RESET,
+                    "delivered",
+                    format!(
+                        "run {run}: expected reset {}; the application saw reset {}",
+                        fmt_reset(want),
+                        fmt_reset(have)
+                    ),
+                );
+            }
+            // Duplicates.
+            let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+            for (seq, _, _) in got {
+                *counts.entry(*seq).or_default() += 1;
+            }
+            let dups: Vec<String> = counts
+                .iter()
+                .filter(|(_, n)| **n > 1)
+                .map(|(s, n)| format!("{s} ({n} times)"))
+                .collect();
+            if !dups.is_empty() {
+                self.violate(
+                    reqs::DEDUP,
+                    "delivered",
+                    format!(
+                        "run {run}: events delivered more than once: seq {}",
+                        dups.join(", ")
+                    ),
+                );
+            }
+            // Order.
+            let mut disorder = Vec::new();
+            for w in got.windows(2) {
+                if w[1].0 < w[0].0 {
+                    disorder.push(format!("{} after {}", w[1].0, w[0].0));
+                }
+            }
+            if !disorder.is_empty() {
+                disorder.truncate(5);
+                self.violate(
+                    reqs::ORDER,
+                    "delivered",
+                    format!(
+                        "run {run}: events delivered out of seq order: seq {}",
+                        disorder.join(", ")
+                    ),
+                );
+            }
+            // Missing and unexpected.
+            let missing: Vec<u64> = exp
+                .events
+                .iter()
+                .filter(|e| !e.optional && !counts.contains_key(&e.seq))
+                .map(|e| e.seq)
+                .collect();
+            if !missing.is_empty() {
+                self.violate(
+                    reqs::COMPLETE,
+                    "delivered",
+                    format!(
+                        "run {run}: seqs {} were never delivered (delivered: {})",
+                        ranges(&missing),
+                        ranges(&counts.keys().copied().collect::<Vec<_>>())
+                    ),
+                );
+            }
+            let unexpected: Vec<u64> = counts
+                .keys()
+                .copied()
+                .filter(|s| !exp.events.iter().any(|e| e.seq == *s))
+                .collect();
+            if !unexpected.is_empty() {
+                let req = if exp.reset.is_some() {
+                    reqs::RESET
+                } else {
+                    reqs::COMPLETE
+                };
+                self.violate(
+                    req,
+                    "delivered",
+                    format!(
+                        "run {run}: seqs {} were delivered but not expected here{}",
+                        ranges(&unexpected),
+                        if exp.reset.is_some() {
+                            " (they are covered by the reset's snapshot)"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+            }
+            // Content: the event delivered is the one of the log (right epoch).
+            let mut wrong = Vec::new();
+            for (seq, id, ty) in got {
+                if let Some(ev) = self.logs.event(run, &exp.epoch, *seq)
+                    && (ev.event_id.as_str() != id || ev.event_type() != ty)
+                {
+                    wrong.push(format!(
+                        "seq {seq} is {id} ({ty}), expected {} ({})",
+                        ev.event_id,
+                        ev.event_type()
+                    ));
+                }
+            }
+            if !wrong.is_empty() {
+                wrong.truncate(3);
+                self.violate(
+                    reqs::RESET,
+                    "delivered",
+                    format!(
+                        "run {run}: delivered events differ from epoch {}'s log: {}",
+                        exp.epoch,
+                        wrong.join("; ")
+                    ),
+                );
+            }
+        }
+    }
+}
