@@ -533,6 +533,22 @@ impl EventPayload {
     }
 }
 
+/// An event type name, validated while it is read (so errors point at `/type`).
+struct TypeName(String);
+
+impl<'de> Deserialize<'de> for TypeName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let t = Cow::<'de, str>::deserialize(d)?;
+        if !is_valid_event_type(&t) {
+            return Err(de::Error::custom(format!(
+                "event type {:?} is not a valid event type name (two or more dot-separated lowercase segments, at most 128 characters)",
+                t.chars().take(64).collect::<String>()
+            )));
+        }
+        Ok(Self(t.into_owned()))
+    }
+}
+
 /// Collects the `type` and `data` members of an object whose other members vary.
 #[derive(Default)]
 pub(crate) struct TypeAndData {
@@ -554,8 +570,8 @@ impl TypeAndData {
                 if self.event_type.is_some() {
                     return Err(de::Error::duplicate_field("type"));
                 }
-                let t: Cow<'de, str> = map.next_value()?;
-                self.event_type = Some(t.into_owned());
+                let t: TypeName = map.next_value()?;
+                self.event_type = Some(t.0);
                 Ok(true)
             }
             "data" => {

@@ -13,6 +13,8 @@
 //! Every public type derives [`schemars::JsonSchema`]; the JSON Schemas under
 //! `schema/v1/` are generated from these types (`cargo xtask schema`).
 
+#[cfg(feature = "arbitrary")]
+pub mod arbitrary;
 pub mod codec;
 mod codes;
 pub mod defaults;

@@ -387,6 +387,7 @@ pub struct UnknownServerMessage {
 /// A message from server to client.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[allow(clippy::large_enum_variant)] // `reset` is rare; boxing it would cost every user a Box pattern.
 pub enum ServerMessage {
     /// See [`Welcome`].
     Welcome(Welcome),

@@ -1,1 +1,5 @@
-mod placeholder {}
+//! Integration tests of runwire-protocol: example payloads, round trips, decoder robustness.
+
+mod never_panics;
+mod payloads;
+mod roundtrip;
