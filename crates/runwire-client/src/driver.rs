@@ -392,7 +392,7 @@ impl Driver {
                             .await?;
                         }
                         Message::Close(cf) => {
-                            let code = cf.map(|c| u16::from(c.code));
+                            let code = cf.and_then(|c| received_close_code(&c));
                             return Err(closed(code, s.pending_error.take()));
                         }
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
@@ -651,6 +651,19 @@ fn closed(code: Option<u16>, pending: Option<ErrorFrame>) -> Ended {
             close_code: code,
         },
     }
+}
+
+/// The code of a received close frame. tungstenite replaces a code it does not
+/// accept (1014, which RFC 6455 left unassigned but IANA later registered as "bad
+/// gateway", and codes outside 1000–4999) with its own 1002 "Protocol violation"
+/// before handing the frame over; that replacement is not the server's code, so it
+/// is treated as an unknown code (reconnect with backoff, `RW-CLOSE-2`), or as the
+/// code the preceding error frame announced (`RW-CLOSE-3`).
+fn received_close_code(frame: &CloseFrame) -> Option<u16> {
+    if frame.code == WsCloseCode::Protocol && frame.reason.as_str() == "Protocol violation" {
+        return None;
+    }
+    Some(u16::from(frame.code))
 }
 
 /// Closes with `code` without waiting for the server's reply.

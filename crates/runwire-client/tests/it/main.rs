@@ -1,3 +1,6 @@
 //! Integration tests of the reference client against in-process test servers.
 
 mod backoff;
+mod close_codes;
+mod server;
+mod session;
