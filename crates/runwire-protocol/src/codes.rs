@@ -15,7 +15,8 @@ macro_rules! error_codes {
         #[non_exhaustive]
         pub enum ErrorCode {
             $( $(#[$m])* $variant, )*
-            /// A code this version does not know.
+            /// A code this version does not know. Readers keep it; a v1 sender never
+            /// emits one (the writer schema lists only the codes above).
             Other(String),
         }
 
