@@ -1546,7 +1546,6 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
                     path,
                     format!("union tag property {a:?} → {b:?}"),
                 );
-                return;
             }
             (Some(_), Some(_)) => self.tagged_union(o, n, c, &os, &ns, cs.as_ref(), ptr, path),
             (None, None) => self.untagged_union(&ob, &nb, ptr, path),

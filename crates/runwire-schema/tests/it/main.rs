@@ -1,1 +1,9 @@
+//! Integration tests of runwire-schema: the compatibility corpus, real schemars output,
+//! the released `schema/v1` tree, properties of the engine, and validation.
 
+mod agreement;
+mod corpus;
+mod proptests;
+mod real_v1;
+mod schemars_cases;
+mod validation;
