@@ -123,7 +123,9 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.st.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.st
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn t_ms(&self, at: Instant) -> u64 {
@@ -327,7 +329,9 @@ async fn check_reconnect_delay(sh: &Shared, k: u32, script: &Connection) {
     }
     let (accepted, prev_ended) = {
         let st = sh.lock();
-        let Some(cur) = st.conns.get((k - 1) as usize) else { return };
+        let Some(cur) = st.conns.get((k - 1) as usize) else {
+            return;
+        };
         let prev = st.conns.get((k - 2) as usize).and_then(|p| p.ended);
         (cur.accepted, prev)
     };
@@ -352,9 +356,9 @@ async fn check_reconnect_delay(sh: &Shared, k: u32, script: &Connection) {
         return;
     };
     let r = &sh.fixture.client.reconnect;
-    let ceiling = d.backoff_attempt.map(|n| {
-        defaults::backoff_ceiling_ms(n, r.base_ms, r.factor, r.cap_ms) as f64 * sh.scale
-    });
+    let ceiling = d
+        .backoff_attempt
+        .map(|n| defaults::backoff_ceiling_ms(n, r.base_ms, r.factor, r.cap_ms) as f64 * sh.scale);
     {
         let mut st = sh.lock();
         let c = &mut st.conns[(k - 1) as usize];
@@ -481,7 +485,13 @@ async fn run_connection(
                     break;
                 }
             }
-            sh.record(k, Direction::Mock, What::Disconnect { by: "client".into() });
+            sh.record(
+                k,
+                Direction::Mock,
+                What::Disconnect {
+                    by: "client".into(),
+                },
+            );
             mark_ended(&sh, k, Instant::now());
             return;
         }
@@ -529,10 +539,7 @@ async fn run_connection(
             return;
         }
     };
-    let (path, header_token) = captured
-        .lock()
-        .map(|c| c.clone())
-        .unwrap_or((None, None));
+    let (path, header_token) = captured.lock().map(|c| c.clone()).unwrap_or((None, None));
     sh.record(
         k,
         Direction::Mock,
@@ -690,14 +697,22 @@ async fn read_loop(
     }
     let now = Instant::now();
     let by_mock = {
-        let mut st = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if st.closed.is_none() && !st.mock_ended {
             st.closed = Some((now, None));
         }
         st.mock_ended
     };
     if !by_mock {
-        sh.record(k, Direction::Mock, What::Disconnect { by: "client".into() });
+        sh.record(
+            k,
+            Direction::Mock,
+            What::Disconnect {
+                by: "client".into(),
+            },
+        );
         mark_ended(&sh, k, now);
     }
     tx.send_modify(|v| *v += 1);
@@ -720,7 +735,10 @@ async fn on_message(
             Some(k),
             reqs::HELLO_FIRST,
             "hello",
-            format!("the first client message was {:?}, not hello", m.message_type()),
+            format!(
+                "the first client message was {:?}, not hello",
+                m.message_type()
+            ),
         );
     }
     let had_hello = state.lock().map(|s| s.hello.is_some()).unwrap_or(false);
@@ -758,7 +776,8 @@ async fn on_message(
                 if st.requested.contains_key(&run) {
                     false
                 } else {
-                    st.requested.insert(run.clone(), (s.after_seq, epoch.clone()));
+                    st.requested
+                        .insert(run.clone(), (s.after_seq, epoch.clone()));
                     true
                 }
             })
@@ -799,7 +818,9 @@ async fn on_message(
     let answer = match &m {
         ClientMessage::Ping(p) => Some(json!({"type": "pong", "id": p.id})),
         ClientMessage::Unsubscribe(u) => {
-            let mut st = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut st = state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             for r in &u.run_ids {
                 st.latest.remove(r.as_str());
             }
@@ -942,15 +963,19 @@ impl Conn {
     /// Ends the connection from the mock side, without a close frame.
     async fn drop_connection(&mut self, fault: String) {
         self.st().mock_ended = true;
-        self.sh.record(self.k, Direction::Mock, What::Fault { fault });
+        self.sh
+            .record(self.k, Direction::Mock, What::Fault { fault });
         if let Some(r) = self.reader.take() {
             r.abort();
             let _ = r.await;
         }
         let _ = self.sink.lock().await.take();
         mark_ended(&self.sh, self.k, Instant::now());
-        self.sh
-            .record(self.k, Direction::Mock, What::Disconnect { by: "mock".into() });
+        self.sh.record(
+            self.k,
+            Direction::Mock,
+            What::Disconnect { by: "mock".into() },
+        );
     }
 
     fn requirement<'a>(&'a self, r: &'a Option<String>, default: &'a str) -> &'a str {
@@ -983,10 +1008,7 @@ impl Conn {
                         Some(k),
                         reqs::HELLO_FIRST,
                         "hello",
-                        format!(
-                            "no hello within {} ms of the upgrade",
-                            within.as_millis()
-                        ),
+                        format!("no hello within {} ms of the upgrade", within.as_millis()),
                     );
                 }
                 return;
@@ -1001,10 +1023,7 @@ impl Conn {
                     Some(k),
                     reqs::HELLO_VERSIONS,
                     "hello",
-                    format!(
-                        "hello.versions {:?} does not include {v:?}",
-                        hello.versions
-                    ),
+                    format!("hello.versions {:?} does not include {v:?}", hello.versions),
                 );
             }
         }
@@ -1036,9 +1055,7 @@ impl Conn {
     }
 
     fn resolve_epoch(&self, run: &str, epoch: &Option<String>) -> String {
-        epoch
-            .clone()
-            .unwrap_or_else(|| self.sh.current_epoch(run))
+        epoch.clone().unwrap_or_else(|| self.sh.current_epoch(run))
     }
 
     fn event_values(&self, s: &EventsStep) -> Vec<Value> {
@@ -1222,14 +1239,18 @@ impl Conn {
             }
             Step::Ping(p) => {
                 self.pings += 1;
-                let id = p.id.clone().unwrap_or_else(|| format!("p-{k}-{}", self.pings));
+                let id =
+                    p.id.clone()
+                        .unwrap_or_else(|| format!("p-{k}-{}", self.pings));
                 self.send_json(&json!({"type": "ping", "id": id})).await;
                 self.last_ping = Some((id, Instant::now()));
             }
             Step::Error(e) => {
                 let code = ErrorCode::parse(&e.code);
                 let known = !matches!(code, ErrorCode::Other(_));
-                let retryable = e.retryable.unwrap_or(if known { code.retryable() } else { true });
+                let retryable = e
+                    .retryable
+                    .unwrap_or(if known { code.retryable() } else { true });
                 let close_code = match e.close_code {
                     Some(0) => None,
                     Some(c) => Some(c),
@@ -1240,10 +1261,11 @@ impl Conn {
                 v.insert("code".into(), json!(e.code));
                 v.insert(
                     "message".into(),
-                    json!(e.message.clone().unwrap_or_else(|| format!(
-                        "mock error ({})",
-                        sh.fixture.id
-                    ))),
+                    json!(
+                        e.message
+                            .clone()
+                            .unwrap_or_else(|| format!("mock error ({})", sh.fixture.id))
+                    ),
                 );
                 v.insert("retryable".into(), json!(retryable));
                 if let Some(ms) = e.retry_after_ms {
@@ -1276,7 +1298,12 @@ impl Conn {
             }
             Step::Repeat(r) => {
                 let back = r.back.unwrap_or(1);
-                match self.sent.len().checked_sub(back).map(|i| self.sent[i].clone()) {
+                match self
+                    .sent
+                    .len()
+                    .checked_sub(back)
+                    .map(|i| self.sent[i].clone())
+                {
                     Some(m) => {
                         sh.record(
                             k,
@@ -1378,12 +1405,13 @@ impl Conn {
                 let got = self
                     .wait_for(since + within, |st| {
                         let start = st.consumed_pong;
-                        let found = st.msgs[start..].iter().enumerate().find_map(|(i, (at, m))| {
-                            match m {
+                        let found = st.msgs[start..]
+                            .iter()
+                            .enumerate()
+                            .find_map(|(i, (at, m))| match m {
                                 ClientMessage::Pong(p) => Some((start + i, *at, p.id.clone())),
                                 _ => None,
-                            }
-                        });
+                            });
                         if let Some((i, at, pid)) = found {
                             st.consumed_pong = i + 1;
                             Some((at, pid))
@@ -1424,10 +1452,7 @@ impl Conn {
                         Some(k),
                         &req,
                         "pong",
-                        format!(
-                            "no pong for ping {id:?} within {} ms",
-                            within.as_millis()
-                        ),
+                        format!("no pong for ping {id:?} within {} ms", within.as_millis()),
                     ),
                 }
             }
@@ -1438,16 +1463,18 @@ impl Conn {
                 let got = self
                     .wait_for(Instant::now() + within, |st| {
                         let start = st.consumed_sub;
-                        let found = st.msgs[start..].iter().enumerate().find_map(|(i, (_, m))| {
-                            match m {
-                                ClientMessage::Subscribe(s) => s
-                                    .subscriptions
-                                    .iter()
-                                    .find(|r| r.run_id.as_str() == run)
-                                    .map(|r| (start + i, r.clone())),
-                                _ => None,
-                            }
-                        });
+                        let found =
+                            st.msgs[start..]
+                                .iter()
+                                .enumerate()
+                                .find_map(|(i, (_, m))| match m {
+                                    ClientMessage::Subscribe(s) => s
+                                        .subscriptions
+                                        .iter()
+                                        .find(|r| r.run_id.as_str() == run)
+                                        .map(|r| (start + i, r.clone())),
+                                    _ => None,
+                                });
                         let (i, r) = found?;
                         st.consumed_sub = i + 1;
                         Some(r)

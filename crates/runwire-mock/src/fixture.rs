@@ -59,7 +59,9 @@ pub struct Fixture {
 }
 
 /// How binding a fixture's requirements are (RFC 2119).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// A MUST requirement: failing is non-conformance.
@@ -991,7 +993,9 @@ impl Fixture {
 
     /// The first requirement, the default for expectations that name none.
     pub fn primary_requirement(&self) -> &str {
-        self.requirements.first().map_or("RW-UNKNOWN-0", String::as_str)
+        self.requirements
+            .first()
+            .map_or("RW-UNKNOWN-0", String::as_str)
     }
 
     /// The run logs by (run id, epoch).

@@ -206,12 +206,11 @@ fn generate_log(r: &RunLog, seed: u64) -> LogData {
                 Some(seq) == last_chunk_seq,
             ),
         };
-        let payload = EventPayload::from_type_and_data(ty, data.clone()).unwrap_or(
-            EventPayload::Unknown {
+        let payload =
+            EventPayload::from_type_and_data(ty, data.clone()).unwrap_or(EventPayload::Unknown {
                 event_type: ty.clone(),
                 data,
-            },
-        );
+            });
         let event = Event {
             event_id: EventId::new(format!("{}.{}.{seq}", r.run_id, r.epoch))
                 .unwrap_or_else(|_| EventId::new(format!("ev-{seq}")).expect("valid")),

@@ -179,7 +179,10 @@ impl Judge<'_> {
                         e.terminal
                             .map(|t| format!(", terminal {t}"))
                             .unwrap_or_default(),
-                        e.run.as_ref().map(|r| format!(", run {r}")).unwrap_or_default(),
+                        e.run
+                            .as_ref()
+                            .map(|r| format!(", run {r}"))
+                            .unwrap_or_default(),
                     ),
                 );
             }
@@ -206,7 +209,12 @@ impl Judge<'_> {
         }
     }
 
-    fn expected_segments(&self, run: &str, timeline: &[TimelineItem], optional: &[u64]) -> Vec<ExpSegment> {
+    fn expected_segments(
+        &self,
+        run: &str,
+        timeline: &[TimelineItem],
+        optional: &[u64],
+    ) -> Vec<ExpSegment> {
         let mut segs = vec![ExpSegment {
             reset: None,
             epoch: self.first_epoch(run),
@@ -261,14 +269,26 @@ impl Judge<'_> {
                             .and_then(Value::as_str)
                             .unwrap_or("")
                             .to_owned(),
-                        event_type: ev.get("type").and_then(Value::as_str).unwrap_or("").to_owned(),
+                        event_type: ev
+                            .get("type")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned(),
                     });
                 }
                 Some("reset") => {
                     let run = l.get("run_id").and_then(Value::as_str).unwrap_or("");
                     by_run.entry(run.to_owned()).or_default().push(Item::Reset {
-                        reason: l.get("reason").and_then(Value::as_str).unwrap_or("").to_owned(),
-                        epoch: l.get("epoch").and_then(Value::as_str).unwrap_or("").to_owned(),
+                        reason: l
+                            .get("reason")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned(),
+                        epoch: l
+                            .get("epoch")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned(),
                         as_of_seq: l
                             .get("snapshot")
                             .and_then(|s| s.get("as_of_seq"))
@@ -297,16 +317,19 @@ impl Judge<'_> {
                     seq,
                     event_id,
                     event_type,
-                } => segs
-                    .last_mut()
-                    .expect("non-empty")
-                    .1
-                    .push((*seq, event_id.clone(), event_type.clone())),
+                } => segs.last_mut().expect("non-empty").1.push((
+                    *seq,
+                    event_id.clone(),
+                    event_type.clone(),
+                )),
                 Item::Reset {
                     reason,
                     epoch,
                     as_of_seq,
-                } => segs.push((Some((reason.clone(), epoch.clone(), *as_of_seq)), Vec::new())),
+                } => segs.push((
+                    Some((reason.clone(), epoch.clone(), *as_of_seq)),
+                    Vec::new(),
+                )),
             }
         }
         let fmt_reset = |r: &(String, String, u64)| format!("{} epoch {} as_of {}", r.0, r.1, r.2);

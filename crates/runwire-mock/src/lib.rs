@@ -338,13 +338,31 @@ impl Mock {
         }
         let r = &c.reconnect;
         env.extend([
-            ("RUNWIRE_RECONNECT_BASE_MS".into(), sh.wire_ms(r.base_ms).to_string()),
+            (
+                "RUNWIRE_RECONNECT_BASE_MS".into(),
+                sh.wire_ms(r.base_ms).to_string(),
+            ),
             ("RUNWIRE_RECONNECT_FACTOR".into(), r.factor.to_string()),
-            ("RUNWIRE_RECONNECT_CAP_MS".into(), sh.wire_ms(r.cap_ms).to_string()),
-            ("RUNWIRE_RECONNECT_MAX_ATTEMPTS".into(), r.max_attempts.to_string()),
-            ("RUNWIRE_STABLE_SESSION_MS".into(), sh.wire_ms(c.stable_session_ms).to_string()),
-            ("RUNWIRE_LIVENESS_GRACE_MS".into(), sh.wire_ms(c.liveness_grace_ms).to_string()),
-            ("RUNWIRE_GAP_TIMEOUT_MS".into(), sh.wire_ms(c.gap_timeout_ms).to_string()),
+            (
+                "RUNWIRE_RECONNECT_CAP_MS".into(),
+                sh.wire_ms(r.cap_ms).to_string(),
+            ),
+            (
+                "RUNWIRE_RECONNECT_MAX_ATTEMPTS".into(),
+                r.max_attempts.to_string(),
+            ),
+            (
+                "RUNWIRE_STABLE_SESSION_MS".into(),
+                sh.wire_ms(c.stable_session_ms).to_string(),
+            ),
+            (
+                "RUNWIRE_LIVENESS_GRACE_MS".into(),
+                sh.wire_ms(c.liveness_grace_ms).to_string(),
+            ),
+            (
+                "RUNWIRE_GAP_TIMEOUT_MS".into(),
+                sh.wire_ms(c.gap_timeout_ms).to_string(),
+            ),
             ("RUNWIRE_SEED".into(), sh.seed.to_string()),
             ("RUNWIRE_TIME_SCALE".into(), sh.scale.to_string()),
         ]);
@@ -388,10 +406,8 @@ impl Mock {
                 source,
             }
         })?;
-        self.shared.note(
-            0,
-            format!("spawned adapter {}", program.to_string_lossy()),
-        );
+        self.shared
+            .note(0, format!("spawned adapter {}", program.to_string_lossy()));
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let out_task = {
@@ -471,9 +487,9 @@ impl Mock {
                         break;
                     }
                     if all_done && expect_running {
-                        let from = last_end.unwrap_or(now).max(
-                            st.conns.iter().map(|c| c.accepted).max().unwrap_or(now),
-                        );
+                        let from = last_end
+                            .unwrap_or(now)
+                            .max(st.conns.iter().map(|c| c.accepted).max().unwrap_or(now));
                         if now >= from + quiet {
                             break;
                         }
@@ -566,7 +582,10 @@ impl Mock {
                 format!(
                     "expected the client to open connection {}{}; {why}",
                     k + 1,
-                    c.label.as_ref().map(|l| format!(" ({l})")).unwrap_or_default()
+                    c.label
+                        .as_ref()
+                        .map(|l| format!(" ({l})"))
+                        .unwrap_or_default()
                 ),
             );
         }
@@ -580,7 +599,10 @@ impl Mock {
                     Some(i as u32 + 1),
                     &primary,
                     "script",
-                    format!("connection {} did not finish its script: stuck at {step}", i + 1),
+                    format!(
+                        "connection {} did not finish its script: stuck at {step}",
+                        i + 1
+                    ),
                 );
             }
         }
@@ -589,7 +611,9 @@ impl Mock {
             if !c.0 || f.connections[i].accept != fixture::Accept::Websocket {
                 continue;
             }
-            let st = c.5.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let st =
+                c.5.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
             if st.hello.is_none() {
                 continue;
             }

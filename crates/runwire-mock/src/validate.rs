@@ -51,7 +51,10 @@ pub(crate) fn check(f: &Fixture) -> Result<(), Failure> {
         return fail("/id", "id must be 1-128 lowercase letters, digits and '-'");
     }
     if f.requirements.is_empty() {
-        return fail("/requirements", "a fixture must name at least one requirement");
+        return fail(
+            "/requirements",
+            "a fixture must name at least one requirement",
+        );
     }
     for (i, r) in f.requirements.iter().enumerate() {
         if !is_requirement(r) {
@@ -66,13 +69,19 @@ pub(crate) fn check(f: &Fixture) -> Result<(), Failure> {
     }
     for (i, v) in f.server_versions().iter().enumerate() {
         if parse_version(v).is_none() {
-            return fail(format!("/server_versions/{i}"), format!("{v:?} is not MAJOR.MINOR"));
+            return fail(
+                format!("/server_versions/{i}"),
+                format!("{v:?} is not MAJOR.MINOR"),
+            );
         }
     }
     check_runs(f)?;
     check_client(f)?;
     if f.connections.is_empty() {
-        return fail("/connections", "a fixture must script at least one connection");
+        return fail(
+            "/connections",
+            "a fixture must script at least one connection",
+        );
     }
     for (ci, c) in f.connections.iter().enumerate() {
         check_connection(f, ci, c)?;
@@ -120,7 +129,10 @@ fn check_runs(f: &Fixture) -> Result<(), Failure> {
                 );
             }
             if !seqs.insert(o.seq) {
-                return fail(format!("{op}/seq"), format!("seq {} is overridden twice", o.seq));
+                return fail(
+                    format!("{op}/seq"),
+                    format!("seq {} is overridden twice", o.seq),
+                );
             }
             if !is_valid_event_type(&o.event_type) {
                 return fail(
@@ -166,7 +178,10 @@ fn declared_epoch(f: &Fixture, p: &str, run: &str, epoch: &Option<String>) -> Re
     if let Some(e) = epoch
         && !f.runs.iter().any(|r| r.run_id == run && &r.epoch == e)
     {
-        return fail(p, format!("run {run:?} has no log with epoch {e:?} in /runs"));
+        return fail(
+            p,
+            format!("run {run:?} has no log with epoch {e:?} in /runs"),
+        );
     }
     Ok(())
 }
@@ -183,7 +198,10 @@ fn max_length(f: &Fixture, run: &str, epoch: &Option<String>) -> u64 {
 fn check_client(f: &Fixture) -> Result<(), Failure> {
     let c = &f.client;
     if c.runs.is_empty() {
-        return fail("/client/runs", "the client must subscribe to at least one run");
+        return fail(
+            "/client/runs",
+            "the client must subscribe to at least one run",
+        );
     }
     let mut seen = BTreeSet::new();
     for (i, r) in c.runs.iter().enumerate() {
@@ -207,13 +225,19 @@ fn check_client(f: &Fixture) -> Result<(), Failure> {
         }
         for (i, v) in vs.iter().enumerate() {
             if parse_version(v).is_none() {
-                return fail(format!("/client/versions/{i}"), format!("{v:?} is not MAJOR.MINOR"));
+                return fail(
+                    format!("/client/versions/{i}"),
+                    format!("{v:?} is not MAJOR.MINOR"),
+                );
             }
         }
     }
     for (i, t) in c.tokens.iter().enumerate() {
         if t.is_empty() || t.contains(',') {
-            return fail(format!("/client/tokens/{i}"), "a token must be non-empty without ','");
+            return fail(
+                format!("/client/tokens/{i}"),
+                "a token must be non-empty without ','",
+            );
         }
     }
     let r = &c.reconnect;
@@ -224,10 +248,16 @@ fn check_client(f: &Fixture) -> Result<(), Failure> {
         return fail("/client/reconnect/factor", "factor must be at least 1");
     }
     if r.cap_ms < r.base_ms {
-        return fail("/client/reconnect/cap_ms", "cap_ms must be at least base_ms");
+        return fail(
+            "/client/reconnect/cap_ms",
+            "cap_ms must be at least base_ms",
+        );
     }
     if r.max_attempts == 0 {
-        return fail("/client/reconnect/max_attempts", "max_attempts must be at least 1");
+        return fail(
+            "/client/reconnect/max_attempts",
+            "max_attempts must be at least 1",
+        );
     }
     Ok(())
 }
@@ -242,7 +272,12 @@ fn check_events(f: &Fixture, p: &str, s: &EventsStep) -> Result<(), Failure> {
     if has_range {
         match (s.from_seq, s.to_seq) {
             (Some(a), Some(b)) if a >= 1 && a <= b => {}
-            _ => return fail(p, "from_seq and to_seq must both be set, 1 <= from_seq <= to_seq"),
+            _ => {
+                return fail(
+                    p,
+                    "from_seq and to_seq must both be set, 1 <= from_seq <= to_seq",
+                );
+            }
         }
     } else if s.seqs.is_empty() {
         return fail(p, "select events with from_seq/to_seq or seqs");
@@ -251,7 +286,10 @@ fn check_events(f: &Fixture, p: &str, s: &EventsStep) -> Result<(), Failure> {
     if let Some(bad) = s.selected().into_iter().find(|&q| q == 0 || q > len) {
         return fail(
             p,
-            format!("seq {bad} is outside the log of run {:?} (1..={len})", s.run),
+            format!(
+                "seq {bad} is outside the log of run {:?} (1..={len})",
+                s.run
+            ),
         );
     }
     Ok(())
@@ -267,11 +305,7 @@ fn check_close_code(p: &str, code: u16) -> Result<(), Failure> {
     Ok(())
 }
 
-fn check_connection(
-    f: &Fixture,
-    ci: usize,
-    c: &crate::fixture::Connection,
-) -> Result<(), Failure> {
+fn check_connection(f: &Fixture, ci: usize, c: &crate::fixture::Connection) -> Result<(), Failure> {
     let p = format!("/connections/{ci}");
     if let Some(d) = &c.reconnect_delay {
         if ci == 0 {
@@ -330,7 +364,10 @@ fn check_connection(
                     return fail(format!("{sp}/version"), format!("{v:?} is not MAJOR.MINOR"));
                 }
                 if w.heartbeat_interval_ms == Some(0) || w.pong_timeout_ms == Some(0) {
-                    return fail(&sp, "heartbeat_interval_ms and pong_timeout_ms must be >= 1");
+                    return fail(
+                        &sp,
+                        "heartbeat_interval_ms and pong_timeout_ms must be >= 1",
+                    );
                 }
             }
             Step::Subscribed(s) => {
@@ -390,7 +427,10 @@ fn check_connection(
                 (Some(_), None) => {}
                 (None, Some(h)) => {
                     if h.len() % 2 != 0 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
-                        return fail(format!("{sp}/binary_hex"), "not an even number of hex digits");
+                        return fail(
+                            format!("{sp}/binary_hex"),
+                            "not an even number of hex digits",
+                        );
                     }
                 }
                 _ => return fail(&sp, "give exactly one of text and binary_hex"),
@@ -404,7 +444,10 @@ fn check_connection(
             Step::Close(cl) => {
                 check_close_code(&format!("{sp}/code"), cl.code)?;
                 if cl.reason.as_ref().is_some_and(|r| r.len() > 123) {
-                    return fail(format!("{sp}/reason"), "a close reason is at most 123 bytes");
+                    return fail(
+                        format!("{sp}/reason"),
+                        "a close reason is at most 123 bytes",
+                    );
                 }
             }
             Step::AwaitPong(a) => {
@@ -471,7 +514,10 @@ fn check_expect(f: &Fixture) -> Result<(), Failure> {
     if let Some(t) = &e.terminal_error {
         check_requirement("/expect/terminal_error/requirement", &t.requirement)?;
         if t.terminal == Some(false) {
-            return fail("/expect/terminal_error/terminal", "a terminal error is terminal");
+            return fail(
+                "/expect/terminal_error/terminal",
+                "a terminal error is terminal",
+            );
         }
     }
     check_requirement(

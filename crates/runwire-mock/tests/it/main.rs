@@ -1,2 +1,7 @@
 //! Integration tests of the mock server: every fixture against a correct test client,
 //! broken clients against the fixtures they must fail, transcripts, malformed fixtures.
+
+mod broken;
+mod client;
+mod harness;
+mod library;

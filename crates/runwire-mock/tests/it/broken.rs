@@ -1,0 +1,233 @@
+//! Deliberately broken clients: each bug must fail the fixtures that target it, and
+//! the verdict must name the violated requirement.
+
+use futures_util::{StreamExt, stream};
+
+use crate::{client::Bugs, harness};
+
+fn bugs(f: impl FnOnce(&mut Bugs)) -> Bugs {
+    let mut b = Bugs::default();
+    f(&mut b);
+    b
+}
+
+/// (bug, fixture, requirement the verdict must name)
+fn cases() -> Vec<(&'static str, Bugs, &'static str, &'static str)> {
+    vec![
+        (
+            "no_dedup",
+            bugs(|b| b.no_dedup = true),
+            "duplicate-frame",
+            "RW-ORDER-4",
+        ),
+        (
+            "no_dedup",
+            bugs(|b| b.no_dedup = true),
+            "replay-overlaps-live",
+            "RW-ORDER-4",
+        ),
+        (
+            "no_dedup",
+            bugs(|b| b.no_dedup = true),
+            "duplicates-after-resume",
+            "RW-ORDER-4",
+        ),
+        (
+            "no_dedup",
+            bugs(|b| b.no_dedup = true),
+            "duplicate-batch",
+            "RW-ORDER-4",
+        ),
+        (
+            "no_order",
+            bugs(|b| b.no_order = true),
+            "out-of-order-pair",
+            "RW-ORDER-6",
+        ),
+        (
+            "no_order",
+            bugs(|b| b.no_order = true),
+            "reorder-within-window",
+            "RW-ORDER-6",
+        ),
+        (
+            "no_order",
+            bugs(|b| b.no_order = true),
+            "gap-resubscribe",
+            "RW-ORDER-5",
+        ),
+        (
+            "wrong_cursor",
+            bugs(|b| b.wrong_cursor = true),
+            "drop-after-welcome",
+            "RW-RESUME-10",
+        ),
+        (
+            "wrong_cursor",
+            bugs(|b| b.wrong_cursor = true),
+            "resume-after-reset",
+            "RW-RESUME-10",
+        ),
+        (
+            "wrong_cursor",
+            bugs(|b| b.wrong_cursor = true),
+            "gap-resubscribe",
+            "RW-RESUME-10",
+        ),
+        (
+            "reconnect_after_terminal",
+            bugs(|b| b.reconnect_after_terminal = true),
+            "close-terminal-unauthorized",
+            "RW-RECONNECT-5",
+        ),
+        (
+            "reconnect_after_terminal",
+            bugs(|b| b.reconnect_after_terminal = true),
+            "close-terminal-unknown-4050",
+            "RW-RECONNECT-5",
+        ),
+        (
+            "reconnect_after_terminal",
+            bugs(|b| b.reconnect_after_terminal = true),
+            "version-mismatch",
+            "RW-VERSION-6",
+        ),
+        (
+            "reconnect_after_terminal",
+            bugs(|b| b.reconnect_after_terminal = true),
+            "error-close-code-then-drop",
+            "RW-RECONNECT-5",
+        ),
+        (
+            "no_jitter",
+            bugs(|b| b.no_jitter = true),
+            "backoff-envelope",
+            "RW-RECONNECT-1",
+        ),
+        (
+            "no_pong",
+            bugs(|b| b.no_pong = true),
+            "ping-pong",
+            "RW-HEART-4",
+        ),
+        (
+            "no_pong",
+            bugs(|b| b.no_pong = true),
+            "ping-during-stream",
+            "RW-HEART-4",
+        ),
+        (
+            "crash_on_unknown_type",
+            bugs(|b| b.crash_on_unknown_type = true),
+            "unknown-event-type",
+            "RW-VERSION-4",
+        ),
+        (
+            "ignore_retry_after",
+            bugs(|b| b.ignore_retry_after = true),
+            "retry-after-backoff",
+            "RW-RECONNECT-2",
+        ),
+        (
+            "ignore_retry_after",
+            bugs(|b| b.ignore_retry_after = true),
+            "server-restart-retry-after",
+            "RW-RECONNECT-6",
+        ),
+        (
+            "no_liveness",
+            bugs(|b| b.no_liveness = true),
+            "liveness-timeout",
+            "RW-HEART-5",
+        ),
+        (
+            "ignore_reset",
+            bugs(|b| b.ignore_reset = true),
+            "reset-cursor-too-old",
+            "RW-RESUME-9",
+        ),
+        (
+            "ignore_reset",
+            bugs(|b| b.ignore_reset = true),
+            "reset-epoch-change",
+            "RW-RESUME-9",
+        ),
+        (
+            "no_max_attempts",
+            bugs(|b| b.no_max_attempts = true),
+            "max-attempts-exhausted",
+            "RW-RECONNECT-3",
+        ),
+        (
+            "token_in_query",
+            bugs(|b| b.token_in_query = true),
+            "token-expiry-mid-stream",
+            "RW-AUTH-1",
+        ),
+        (
+            "no_resubscribe",
+            bugs(|b| b.no_resubscribe = true),
+            "gap-resubscribe",
+            "RW-ORDER-5",
+        ),
+        (
+            "no_resubscribe",
+            bugs(|b| b.no_resubscribe = true),
+            "gap-in-batch",
+            "RW-ORDER-5",
+        ),
+        (
+            "wrong_close_code",
+            bugs(|b| b.wrong_close_code = true),
+            "happy-path",
+            "RW-CONN-11",
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_broken_client_fails_its_fixtures_naming_the_requirement() {
+    let results: Vec<_> = stream::iter(cases())
+        .map(|(bug, b, fixture, req)| async move {
+            let report = harness::play(harness::load(fixture), b).await;
+            (bug, fixture, req, report)
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let mut wrong = Vec::new();
+    for (bug, fixture, req, report) in &results {
+        if report.verdict.passed() || !report.verdict.violates(req) {
+            wrong.push(format!(
+                "bug {bug} on {fixture}: expected a violation of {req}; got\n{}\n{}",
+                report.verdict.render(),
+                report.transcript.to_text()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+}
+
+/// Every bug flag of the test client is exercised by at least one case.
+#[test]
+fn every_bug_has_a_case() {
+    let names: std::collections::BTreeSet<_> = cases().into_iter().map(|c| c.0).collect();
+    for bug in [
+        "no_dedup",
+        "no_order",
+        "wrong_cursor",
+        "reconnect_after_terminal",
+        "no_jitter",
+        "no_pong",
+        "crash_on_unknown_type",
+        "ignore_retry_after",
+        "no_liveness",
+        "ignore_reset",
+        "no_max_attempts",
+        "token_in_query",
+        "no_resubscribe",
+        "wrong_close_code",
+    ] {
+        assert!(names.contains(bug), "{bug}");
+    }
+}

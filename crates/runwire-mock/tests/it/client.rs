@@ -1,0 +1,645 @@
+//! A small, configurable Runwire client used to test the mock and its fixtures.
+//!
+//! In its correct mode it follows the client rules of `spec/protocol.md` (hello,
+//! subscriptions with cursors, de-duplication, gap buffering and resubscribe, resets,
+//! pongs, liveness, full-jitter backoff, close classes, retry_after, max attempts) and
+//! reports to the mock through the adapter contract's JSON lines. Each [`Bugs`] flag
+//! breaks one rule, so tests can prove that the fixtures catch that bug.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use futures_util::{SinkExt, StreamExt};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use runwire_mock::AppSink;
+use runwire_protocol::{CloseAction, CloseCode, defaults::backoff_ceiling_ms};
+use serde_json::{Value, json};
+use tokio::{
+    net::TcpStream,
+    time::{Instant, sleep, sleep_until, timeout},
+};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{
+        Message,
+        protocol::{CloseFrame, frame::coding::CloseCode as WsCode},
+    },
+};
+
+/// One deliberate bug per flag.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Bugs {
+    /// Deliver events at or below the cursor again.
+    pub(crate) no_dedup: bool,
+    /// Deliver events as they arrive: no gap buffer, no ordering.
+    pub(crate) no_order: bool,
+    /// Resume from the cursor the application persisted at start, never the last
+    /// delivered seq.
+    pub(crate) wrong_cursor: bool,
+    /// Treat terminal closes like reconnect-with-backoff closes.
+    pub(crate) reconnect_after_terminal: bool,
+    /// Always wait the whole backoff ceiling.
+    pub(crate) no_jitter: bool,
+    /// Never answer pings.
+    pub(crate) no_pong: bool,
+    /// Crash (exit 2) on an event type it does not know.
+    pub(crate) crash_on_unknown_type: bool,
+    /// Ignore `retry_after_ms`.
+    pub(crate) ignore_retry_after: bool,
+    /// Never declare a silent connection dead.
+    pub(crate) no_liveness: bool,
+    /// Do not hand resets to the application.
+    pub(crate) ignore_reset: bool,
+    /// Keep reconnecting forever.
+    pub(crate) no_max_attempts: bool,
+    /// Put the token in the URL query.
+    pub(crate) token_in_query: bool,
+    /// On a gap, wait forever instead of resubscribing.
+    pub(crate) no_resubscribe: bool,
+    /// Close with code 4000 instead of 1000 when done.
+    pub(crate) wrong_close_code: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    url: String,
+    runs: Vec<(String, u64, Option<String>)>,
+    token: Option<String>,
+    tokens: Vec<String>,
+    versions: Vec<String>,
+    base: u64,
+    factor: u32,
+    cap: u64,
+    max_attempts: u32,
+    stable: Duration,
+    grace: Duration,
+    gap: Duration,
+    seed: u64,
+}
+
+fn parse(env: &[(String, String)]) -> Config {
+    let get = |k: &str| env.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
+    let num = |k: &str, d: u64| get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
+    let runs = get("RUNWIRE_RUNS")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|e| match e.split_once('@') {
+            None => (e.to_owned(), 0, None),
+            Some((r, c)) => match c.split_once(':') {
+                Some((ep, n)) => (r.to_owned(), n.parse().unwrap_or(0), Some(ep.to_owned())),
+                None => (r.to_owned(), c.parse().unwrap_or(0), None),
+            },
+        })
+        .collect();
+    Config {
+        url: get("RUNWIRE_URL").unwrap_or_default(),
+        runs,
+        token: get("RUNWIRE_TOKEN"),
+        tokens: get("RUNWIRE_TOKENS")
+            .map(|t| t.split(',').map(str::to_owned).collect())
+            .unwrap_or_default(),
+        versions: get("RUNWIRE_VERSIONS")
+            .map(|t| t.split(',').map(str::to_owned).collect())
+            .unwrap_or_else(|| vec!["1.0".into()]),
+        base: num("RUNWIRE_RECONNECT_BASE_MS", 500),
+        factor: u32::try_from(num("RUNWIRE_RECONNECT_FACTOR", 2)).unwrap_or(2),
+        cap: num("RUNWIRE_RECONNECT_CAP_MS", 20_000),
+        max_attempts: u32::try_from(num("RUNWIRE_RECONNECT_MAX_ATTEMPTS", 10)).unwrap_or(10),
+        stable: Duration::from_millis(num("RUNWIRE_STABLE_SESSION_MS", 5000)),
+        grace: Duration::from_millis(num("RUNWIRE_LIVENESS_GRACE_MS", 10_000)),
+        gap: Duration::from_millis(num("RUNWIRE_GAP_TIMEOUT_MS", 2000)),
+        seed: num("RUNWIRE_SEED", 0),
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Run {
+    id: String,
+    initial_after: u64,
+    initial_epoch: Option<String>,
+    epoch: Option<String>,
+    last: u64,
+    open: bool,
+    terminal: bool,
+    failed: bool,
+    buffer: BTreeMap<u64, Value>,
+    gap_since: Option<Instant>,
+    /// Seqs delivered, for the `no_order` bug (which de-duplicates but never orders).
+    seen: std::collections::BTreeSet<u64>,
+}
+
+enum End {
+    Done,
+    Terminal {
+        code: Option<u16>,
+        error: Option<String>,
+    },
+    Crash,
+    Reconnect {
+        now: bool,
+        retry_after: Option<u64>,
+        welcomed: Option<Instant>,
+    },
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+struct Client {
+    cfg: Config,
+    bugs: Bugs,
+    app: AppSink,
+    runs: Vec<Run>,
+    rng: ChaCha8Rng,
+}
+
+/// Runs the client until it ends, reporting through `app`, and reports its exit code.
+pub(crate) async fn run(env: Vec<(String, String)>, bugs: Bugs, app: AppSink) {
+    let cfg = parse(&env);
+    let runs = cfg
+        .runs
+        .iter()
+        .map(|(id, after, epoch)| Run {
+            id: id.clone(),
+            initial_after: *after,
+            initial_epoch: epoch.clone(),
+            epoch: epoch.clone(),
+            last: *after,
+            ..Run::default()
+        })
+        .collect();
+    let mut c = Client {
+        rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+        cfg,
+        bugs,
+        app: app.clone(),
+        runs,
+    };
+    let code = c.main().await;
+    app.exit(Some(code));
+}
+
+impl Client {
+    fn line(&self, v: Value) {
+        self.app.line(v);
+    }
+
+    fn all_done(&self) -> bool {
+        self.runs.iter().all(|r| r.terminal || r.failed)
+    }
+
+    async fn main(&mut self) -> i32 {
+        let mut failures: u32 = 0;
+        let mut attempt: usize = 0;
+        loop {
+            attempt += 1;
+            self.line(json!({"kind": "state", "state": "connecting", "attempt": attempt}));
+            let token = if self.cfg.tokens.is_empty() {
+                self.cfg.token.clone()
+            } else {
+                Some(self.cfg.tokens[(attempt - 1).min(self.cfg.tokens.len() - 1)].clone())
+            };
+            let url = match (&token, self.bugs.token_in_query) {
+                (Some(t), true) => format!("{}?token={t}", self.cfg.url),
+                _ => self.cfg.url.clone(),
+            };
+            let limit = self.cfg.grace.max(Duration::from_millis(200));
+            let end = match timeout(limit, tokio_tungstenite::connect_async(url)).await {
+                Ok(Ok((ws, _))) => self.session(ws, token).await,
+                _ => End::Reconnect {
+                    now: false,
+                    retry_after: None,
+                    welcomed: None,
+                },
+            };
+            let (now, retry_after, welcomed) = match end {
+                End::Done => {
+                    self.line(json!({"kind": "state", "state": "closed"}));
+                    return 0;
+                }
+                End::Crash => return 2,
+                End::Terminal { code, error } if !self.bugs.reconnect_after_terminal => {
+                    self.line(json!({
+                        "kind": "error",
+                        "code": error.unwrap_or_else(|| format!("closed_{}", code.unwrap_or(0))),
+                        "message": "terminal close",
+                        "terminal": true,
+                    }));
+                    self.line(json!({"kind": "state", "state": "failed", "close_code": code}));
+                    return 1;
+                }
+                End::Terminal { .. } => (false, None, None),
+                End::Reconnect {
+                    now,
+                    retry_after,
+                    welcomed,
+                } => (now, retry_after, welcomed),
+            };
+            let stable = welcomed.is_some_and(|w| w.elapsed() >= self.cfg.stable);
+            if stable {
+                failures = 0;
+            } else {
+                failures += 1;
+            }
+            if failures >= self.cfg.max_attempts && !self.bugs.no_max_attempts {
+                self.line(json!({
+                    "kind": "error",
+                    "code": "reconnect_failed",
+                    "message": format!("{failures} consecutive failed attempts"),
+                    "terminal": true,
+                }));
+                self.line(json!({"kind": "state", "state": "failed"}));
+                return 1;
+            }
+            let retry_after = if self.bugs.ignore_retry_after {
+                None
+            } else {
+                retry_after
+            };
+            let delay = if now {
+                retry_after.unwrap_or_else(|| self.rng.random_range(0..=self.cfg.base))
+            } else {
+                let c = backoff_ceiling_ms(failures, self.cfg.base, self.cfg.factor, self.cfg.cap);
+                let d = if self.bugs.no_jitter {
+                    c
+                } else {
+                    self.rng.random_range(0..=c)
+                };
+                retry_after.map_or(d, |r| r.max(d))
+            };
+            self.line(json!({
+                "kind": "state", "state": "reconnecting", "attempt": attempt + 1, "delay_ms": delay,
+            }));
+            sleep(Duration::from_millis(delay)).await;
+        }
+    }
+
+    async fn send(ws: &mut Ws, v: Value) {
+        let _ = ws.send(Message::text(v.to_string())).await;
+    }
+
+    async fn close(ws: &mut Ws, code: u16) {
+        let _ = ws
+            .send(Message::Close(Some(CloseFrame {
+                code: WsCode::from(code),
+                reason: "".into(),
+            })))
+            .await;
+        // Drain until the server answers the close or goes away.
+        let _ = timeout(Duration::from_millis(500), async {
+            while let Some(Ok(_)) = ws.next().await {}
+        })
+        .await;
+    }
+
+    fn cursor(&self, r: &Run) -> Value {
+        let (after, epoch) = if self.bugs.wrong_cursor {
+            (r.initial_after, r.initial_epoch.clone())
+        } else {
+            (r.last, r.epoch.clone())
+        };
+        let mut s = json!({"run_id": r.id});
+        if after > 0 {
+            s["after_seq"] = json!(after);
+        }
+        if let Some(e) = epoch {
+            s["epoch"] = json!(e);
+        }
+        s
+    }
+
+    #[allow(clippy::too_many_lines)]
+    async fn session(&mut self, mut ws: Ws, token: Option<String>) -> End {
+        let subs: Vec<Value> = self
+            .runs
+            .iter()
+            .filter(|r| !r.terminal && !r.failed)
+            .map(|r| self.cursor(r))
+            .collect();
+        for r in &mut self.runs {
+            r.open = false;
+            r.buffer.clear();
+            r.gap_since = None;
+        }
+        let mut hello =
+            json!({"type": "hello", "versions": self.cfg.versions, "subscriptions": subs});
+        if let (Some(t), false) = (&token, self.bugs.token_in_query) {
+            hello["token"] = json!(t);
+        }
+        Self::send(&mut ws, hello).await;
+        let started = Instant::now();
+        let mut welcomed: Option<Instant> = None;
+        let mut interval: Option<Duration> = None;
+        let mut last_frame = Instant::now();
+        let mut last_error: Option<(String, Option<u64>, Option<u16>)> = None;
+        loop {
+            let live_deadline = match interval {
+                Some(i) => last_frame + i + self.cfg.grace,
+                None => started + self.cfg.grace.max(Duration::from_millis(200)) * 4,
+            };
+            let gap_deadline = self
+                .runs
+                .iter()
+                .filter_map(|r| r.gap_since)
+                .min()
+                .map(|g| g + self.cfg.gap);
+            let far = Instant::now() + Duration::from_secs(3600);
+            let msg = tokio::select! {
+                m = ws.next() => m,
+                () = sleep_until(live_deadline), if !self.bugs.no_liveness => {
+                    Self::close(&mut ws, 1000).await;
+                    return End::Reconnect { now: false, retry_after: None, welcomed };
+                }
+                () = sleep_until(gap_deadline.unwrap_or(far)), if gap_deadline.is_some() && !self.bugs.no_resubscribe => {
+                    let now = Instant::now();
+                    let mut resub = Vec::new();
+                    for r in &mut self.runs {
+                        if r.gap_since.is_some_and(|g| g + self.cfg.gap <= now) {
+                            r.gap_since = None;
+                            r.buffer.clear();
+                            r.open = false;
+                            resub.push(r.clone());
+                        }
+                    }
+                    for r in resub {
+                        Self::send(&mut ws, json!({"type": "unsubscribe", "run_ids": [r.id]})).await;
+                        let c = self.cursor(&r);
+                        Self::send(&mut ws, json!({"type": "subscribe", "subscriptions": [c]})).await;
+                    }
+                    continue;
+                }
+            };
+            last_frame = Instant::now();
+            let text = match msg {
+                Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
+                Some(Ok(Message::Close(cf))) => {
+                    let code = cf
+                        .map(|f| u16::from(f.code))
+                        .or_else(|| last_error.as_ref().and_then(|e| e.2));
+                    return self.on_close(code, last_error, welcomed);
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    self.line(json!({"kind": "error", "code": "invalid_frame", "message": "binary frame", "terminal": false}));
+                    Self::close(&mut ws, 4000).await;
+                    return End::Reconnect {
+                        now: false,
+                        retry_after: None,
+                        welcomed,
+                    };
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => {
+                    let code = last_error.as_ref().and_then(|e| e.2);
+                    return self.on_close(code, last_error, welcomed);
+                }
+            };
+            let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&text) else {
+                self.line(json!({"kind": "error", "code": "invalid_frame", "message": "undecodable frame", "terminal": false}));
+                Self::close(&mut ws, 4000).await;
+                return End::Reconnect {
+                    now: false,
+                    retry_after: None,
+                    welcomed,
+                };
+            };
+            let ty = m
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let run_of = |m: &serde_json::Map<String, Value>| {
+                m.get("run_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            match ty.as_str() {
+                "welcome" => {
+                    let v = m.get("version").and_then(Value::as_str).unwrap_or("");
+                    if !self.cfg.versions.iter().any(|x| x == v) {
+                        Self::close(&mut ws, 4000).await;
+                        return End::Terminal {
+                            code: Some(4000),
+                            error: Some("version_mismatch".into()),
+                        };
+                    }
+                    welcomed = Some(Instant::now());
+                    interval = m
+                        .get("heartbeat_interval_ms")
+                        .and_then(Value::as_u64)
+                        .map(Duration::from_millis);
+                    self.line(json!({"kind": "state", "state": "connected"}));
+                }
+                "subscribed" => {
+                    let id = run_of(&m);
+                    if let Some(r) = self.runs.iter_mut().find(|r| r.id == id) {
+                        r.open = true;
+                        r.epoch = m.get("epoch").and_then(Value::as_str).map(str::to_owned);
+                        r.last = m.get("after_seq").and_then(Value::as_u64).unwrap_or(0);
+                        r.buffer.clear();
+                        r.gap_since = None;
+                    }
+                    let mut line = m.clone();
+                    line.remove("type");
+                    line.insert("kind".into(), json!("subscribed"));
+                    self.line(Value::Object(line));
+                }
+                "reset" => {
+                    let id = run_of(&m);
+                    let as_of = m
+                        .get("snapshot")
+                        .and_then(|s| s.get("as_of_seq"))
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0);
+                    if let Some(r) = self.runs.iter_mut().find(|r| r.id == id) {
+                        r.open = true;
+                        if !self.bugs.ignore_reset {
+                            r.epoch = m.get("epoch").and_then(Value::as_str).map(str::to_owned);
+                        }
+                        r.last = as_of;
+                        r.buffer.clear();
+                        r.gap_since = None;
+                        if m.get("snapshot")
+                            .and_then(|s| s.get("status"))
+                            .and_then(Value::as_str)
+                            .is_some_and(|s| matches!(s, "completed" | "failed" | "cancelled"))
+                        {
+                            r.terminal = true;
+                        }
+                    }
+                    if !self.bugs.ignore_reset {
+                        let mut line = m.clone();
+                        line.remove("type");
+                        line.insert("kind".into(), json!("reset"));
+                        self.line(Value::Object(line));
+                    }
+                    if self.all_done() {
+                        Self::close(&mut ws, self.done_code()).await;
+                        return End::Done;
+                    }
+                }
+                "event" => {
+                    if let Some(ev) = m.get("event").cloned()
+                        && let Some(end) = self.on_event(ev)
+                    {
+                        return self.finish(&mut ws, end).await;
+                    }
+                }
+                "batch" => {
+                    let events = m
+                        .get("events")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    for ev in events {
+                        if let Some(end) = self.on_event(ev) {
+                            return self.finish(&mut ws, end).await;
+                        }
+                    }
+                }
+                "ping" if !self.bugs.no_pong => {
+                    let id = m.get("id").cloned().unwrap_or(Value::Null);
+                    Self::send(&mut ws, json!({"type": "pong", "id": id})).await;
+                }
+                "error" => {
+                    let code = m
+                        .get("code")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned();
+                    let close = m
+                        .get("close_code")
+                        .and_then(Value::as_u64)
+                        .and_then(|c| u16::try_from(c).ok());
+                    let retry = m.get("retry_after_ms").and_then(Value::as_u64);
+                    let retryable = m.get("retryable").and_then(Value::as_bool).unwrap_or(false);
+                    let run = m.get("run_id").and_then(Value::as_str).map(str::to_owned);
+                    let mut line = json!({"kind": "error", "code": code, "message": m.get("message").cloned().unwrap_or(json!("")), "terminal": false});
+                    if let Some(r) = &run {
+                        line["run_id"] = json!(r);
+                        if !retryable && let Some(x) = self.runs.iter_mut().find(|x| &x.id == r) {
+                            x.failed = true;
+                        }
+                    }
+                    if close.is_none() {
+                        self.line(line);
+                        if self.all_done() {
+                            Self::close(&mut ws, self.done_code()).await;
+                            return End::Done;
+                        }
+                    }
+                    last_error = Some((code, retry, close));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn done_code(&self) -> u16 {
+        if self.bugs.wrong_close_code {
+            4000
+        } else {
+            1000
+        }
+    }
+
+    async fn finish(&mut self, ws: &mut Ws, end: End) -> End {
+        if matches!(end, End::Done) {
+            Self::close(ws, self.done_code()).await;
+        }
+        end
+    }
+
+    fn on_close(
+        &mut self,
+        code: Option<u16>,
+        last_error: Option<(String, Option<u64>, Option<u16>)>,
+        welcomed: Option<Instant>,
+    ) -> End {
+        let retry_after = last_error.as_ref().and_then(|e| e.1);
+        let action = code.map_or(CloseAction::ReconnectWithBackoff, |c| CloseCode(c).action());
+        match action {
+            CloseAction::Terminal => End::Terminal {
+                code,
+                error: last_error.map(|e| e.0),
+            },
+            CloseAction::ReconnectNow => End::Reconnect {
+                now: true,
+                retry_after,
+                welcomed,
+            },
+            _ => End::Reconnect {
+                now: false,
+                retry_after,
+                welcomed,
+            },
+        }
+    }
+
+    fn deliver(&mut self, idx: usize, ev: Value) {
+        let terminal = ev.get("type").and_then(Value::as_str) == Some("run.status")
+            && ev
+                .get("data")
+                .and_then(|d| d.get("status"))
+                .and_then(Value::as_str)
+                .is_some_and(|s| matches!(s, "completed" | "failed" | "cancelled"));
+        if terminal {
+            self.runs[idx].terminal = true;
+        }
+        self.line(json!({"kind": "event", "event": ev}));
+    }
+
+    /// Processes one event; returns how the session ends when it does.
+    fn on_event(&mut self, ev: Value) -> Option<End> {
+        let run = ev
+            .get("run_id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let seq = ev.get("seq").and_then(Value::as_u64).unwrap_or(0);
+        let ty = ev
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let idx = self.runs.iter().position(|r| r.id == run)?;
+        if !self.runs[idx].open {
+            return None;
+        }
+        if self.bugs.crash_on_unknown_type
+            && !runwire_protocol::KNOWN_EVENT_TYPES.contains(&ty.as_str())
+        {
+            return Some(End::Crash);
+        }
+        let last = self.runs[idx].last;
+        if self.bugs.no_order {
+            if seq <= last || !self.runs[idx].seen.insert(seq) {
+                return None;
+            }
+            self.deliver(idx, ev);
+        } else if seq <= last {
+            if self.bugs.no_dedup {
+                self.deliver(idx, ev);
+            }
+            return None;
+        } else if seq == last + 1 {
+            self.runs[idx].last = seq;
+            self.deliver(idx, ev);
+            loop {
+                let next = self.runs[idx].last + 1;
+                let Some(b) = self.runs[idx].buffer.remove(&next) else {
+                    break;
+                };
+                self.runs[idx].last = next;
+                self.deliver(idx, b);
+            }
+            if self.runs[idx].buffer.is_empty() {
+                self.runs[idx].gap_since = None;
+            }
+        } else {
+            self.runs[idx].buffer.insert(seq, ev);
+            self.runs[idx].gap_since.get_or_insert_with(Instant::now);
+        }
+        self.all_done().then_some(End::Done)
+    }
+}
