@@ -165,6 +165,13 @@ fn probe(frame: &[u8], max_bytes: usize) -> Result<Cow<'_, str>, DecodeError> {
     })
 }
 
+/// Checks a frame's size and JSON syntax and returns its `type` member without decoding
+/// the rest, so a server can apply the order of checks of spec §14.2 (size, syntax,
+/// `hello` first, then the message type and its schema).
+pub fn peek_type(frame: &[u8], max_bytes: usize) -> Result<Cow<'_, str>, DecodeError> {
+    probe(frame, max_bytes)
+}
+
 /// Decodes `frame` as `T`, reporting schema errors with a JSON pointer. The frame must
 /// already be known to be valid JSON.
 fn body<T: DeserializeOwned>(frame: &[u8], message_type: &str) -> Result<T, DecodeError> {

@@ -300,13 +300,11 @@ impl ErrorCode {
     /// Whether a client may retry after this error (the `retryable` flag the spec
     /// requires for each code).
     pub fn retryable(&self) -> bool {
-        match self.close_code() {
-            Some(c) => c.action() != CloseAction::Terminal,
-            None => matches!(
-                self,
-                Self::StoreUnavailable | Self::InternalError | Self::RateLimited
-            ),
-        }
+        // Errors that leave the connection open (per-subscription errors, unknown
+        // message type) are not retryable as such: repeating the same request fails the
+        // same way.
+        self.close_code()
+            .is_some_and(|c| c.action() != CloseAction::Terminal)
     }
 }
 

@@ -235,6 +235,7 @@ impl HttpError {
                 | ErrorCode::InternalError
                 | ErrorCode::ServerOverloaded
                 | ErrorCode::ServerShutdown
+                | ErrorCode::RateLimited
         );
         Self {
             error: HttpErrorDetail {
