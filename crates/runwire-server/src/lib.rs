@@ -1,1 +1,270 @@
-//! runwire-server (work in progress)
+//! The Runwire reference server: the WebSocket stream (`GET /v1/stream`) and the
+//! producer HTTP API on one port, over a pluggable durable event store.
+//!
+//! It implements the server side of the Runwire v1 specification (`spec/protocol.md`):
+//! hello deadline and version negotiation, subscriptions with cursor and epoch, replay
+//! then live without gap or duplicate, `reset` with a snapshot, batching with
+//! immediate flush, heartbeat, slow-consumer and rate limits, every bad-input rule,
+//! bearer-token auth with per-run authorization, and graceful shutdown.
+//!
+//! # Embedding
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), runwire_server::ServerError> {
+//! use std::sync::Arc;
+//! use runwire_server::{MemoryStore, Server, ServerConfig};
+//!
+//! let mut config = ServerConfig::default();
+//! config.listen = "127.0.0.1:0".parse().unwrap(); // port 0: pick a free port
+//! config.heartbeat_interval_ms = 200;              // short timers for tests
+//! let server = Server::bind(config, Arc::new(MemoryStore::new())).await?;
+//! println!("stream at {}, ingest at {}", server.ws_url(), server.http_url());
+//! server.shutdown().await; // tells clients to reconnect, closes, flushes the store
+//! # Ok(()) }
+//! ```
+//!
+//! # Endpoints
+//!
+//! | endpoint | what |
+//! |---|---|
+//! | `GET /v1/stream` | WebSocket stream (spec §5–§16) |
+//! | `POST /v1/runs/{run_id}/events` | append events; answers once durable (spec §4.2) |
+//! | `GET /v1/runs/{run_id}` | the run's folded snapshot (spec §4.3) |
+//! | `GET /v1/runs/{run_id}/events?after_seq=&limit=` | history (spec §4.4) |
+//! | `GET /healthz` | `{"status":"ok"}` |
+//! | `GET /metrics` | Prometheus text |
+//!
+//! # Stores
+//!
+//! [`EventStore`] is the backend trait; [`SqliteStore`] (durable, group commit) is the
+//! default of `runwire serve`, [`MemoryStore`] serves tests.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    routing::{get, post},
+};
+use tokio::sync::{Notify, watch};
+
+pub mod auth;
+pub mod config;
+mod http;
+pub mod metrics;
+mod outbound;
+pub mod store;
+mod ws;
+
+pub use auth::{Authenticator, Principal};
+pub use config::{AuthConfig, ConfigError, Role, ServerConfig, SqliteConfig, StaticToken};
+pub use metrics::Metrics;
+pub use store::{EventStore, MemoryStore, SqliteStore, StoreError, open_store};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Auth is off and the listen address is not loopback.
+    #[error(
+        "refusing to listen on {0} without authentication: configure auth tokens or a JWT secret, \
+         or listen on a loopback address (or set allow_unauthenticated_public)"
+    )]
+    PublicWithoutAuth(SocketAddr),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Counts open connections so shutdown can wait for their goodbyes.
+#[derive(Debug, Default)]
+pub(crate) struct Tracker {
+    open: AtomicUsize,
+    idle: Notify,
+}
+
+pub(crate) struct TrackerGuard<'a>(&'a Tracker);
+
+impl Tracker {
+    pub(crate) fn enter(&self) -> TrackerGuard<'_> {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        TrackerGuard(self)
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let n = self.idle.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            n.await;
+        }
+    }
+}
+
+impl Drop for TrackerGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Shared state of every handler.
+pub(crate) struct AppState {
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) store: Arc<dyn EventStore>,
+    pub(crate) auth: Authenticator,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) tracker: Tracker,
+}
+
+/// The server entry point.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// Binds `config.listen` and starts serving on `store`. Without auth configured
+    /// the server warns loudly and refuses non-loopback addresses (`RW-AUTH-*`).
+    pub async fn bind(
+        config: ServerConfig,
+        store: Arc<dyn EventStore>,
+    ) -> Result<RunningServer, ServerError> {
+        config.validate()?;
+        if !config.auth.enabled() {
+            if !config.listen.ip().is_loopback() && !config.allow_unauthenticated_public {
+                return Err(ServerError::PublicWithoutAuth(config.listen));
+            }
+            tracing::warn!(
+                "NO AUTHENTICATION CONFIGURED: anyone who can reach {} may publish and read every run",
+                config.listen
+            );
+        }
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let metrics = Arc::new(Metrics::default());
+        let state = Arc::new(AppState {
+            auth: Authenticator::new(&config.auth),
+            config: Arc::new(config),
+            store: Arc::clone(&store),
+            metrics: Arc::clone(&metrics),
+            shutdown: shutdown_rx.clone(),
+            tracker: Tracker::default(),
+        });
+        let body_limit = state.config.max_request_bytes.saturating_add(1);
+        let app = Router::new()
+            .route(runwire_protocol::STREAM_PATH, get(http::stream))
+            .route(
+                "/v1/runs/{run_id}/events",
+                post(http::append).get(http::history),
+            )
+            .route("/v1/runs/{run_id}", get(http::snapshot))
+            .route("/healthz", get(http::healthz))
+            .route("/metrics", get(http::metrics))
+            .fallback(http::not_found)
+            .layer(DefaultBodyLimit::max(body_limit))
+            .with_state(Arc::clone(&state));
+        let mut stop = shutdown_rx;
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|v| *v).await;
+        });
+        let task = tokio::spawn(async move {
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "server stopped with an error");
+            }
+        });
+        Ok(RunningServer {
+            addr,
+            shutdown: shutdown_tx,
+            task,
+            state,
+        })
+    }
+}
+
+/// A server that is accepting connections.
+pub struct RunningServer {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    state: Arc<AppState>,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningServer {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ws://ADDR/v1/stream`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}{}", self.addr, runwire_protocol::STREAM_PATH)
+    }
+
+    /// `http://ADDR` (the producer API's base URL).
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.state.metrics
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.state.store
+    }
+
+    /// Graceful shutdown (`RW-SHUTDOWN-*`): stop accepting, send every client
+    /// `server_shutdown` with a jittered `retry_after_ms` and close 4200, wait for the
+    /// goodbyes (bounded by `close_timeout_ms`), then close the store so that every
+    /// acknowledged event is durable.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let grace = Duration::from_millis(self.state.config.close_timeout_ms.saturating_mul(2));
+        let _ = tokio::time::timeout(grace, self.state.tracker.wait_idle()).await;
+        let mut task = self.task;
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
+            task.abort();
+        }
+        if let Err(e) = self.state.store.close().await {
+            tracing::error!(error = %e, "closing the store failed");
+        }
+    }
+}

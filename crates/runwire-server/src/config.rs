@@ -1,0 +1,363 @@
+//! Server configuration: every timer and limit of the spec, with the spec's defaults
+//! (`runwire_protocol::defaults`, spec Appendix B).
+//!
+//! A [`ServerConfig`] is built from, in increasing precedence: [`Default`], a TOML file
+//! ([`ServerConfig::from_toml`]), environment variables `RUNWIRE_<KEY>` (nested keys
+//! with `__`, e.g. `RUNWIRE_AUTH__JWT_SECRET`, see [`ServerConfig::apply_env`]) and
+//! `key=value` overrides ([`ServerConfig::set`]).
+
+use std::net::SocketAddr;
+
+use runwire_protocol::{Limits, defaults};
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The TOML text is not a valid configuration.
+    #[error("invalid configuration: {0}")]
+    Toml(String),
+    /// An override names no configuration key or has a value of the wrong type.
+    #[error("invalid setting {key}={value:?}: {reason}")]
+    Setting {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A value is out of its allowed range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// A role a token grants (spec §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Role {
+    /// May append events over HTTP and read runs over HTTP.
+    Producer,
+    /// May subscribe over WebSocket and read runs over HTTP.
+    Consumer,
+}
+
+/// A static bearer token with its scopes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticToken {
+    /// The secret token value.
+    pub token: String,
+    /// The roles it grants.
+    pub roles: Vec<Role>,
+    /// Run-id patterns it may access (`*` matches any run-id characters); empty means
+    /// every run.
+    #[serde(default)]
+    pub runs: Vec<String>,
+    /// A name for logs (never the token itself).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Authentication settings (spec §7). With neither tokens nor a JWT secret, auth is
+/// off: every request is allowed and the server binds to loopback only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Static tokens.
+    pub tokens: Vec<StaticToken>,
+    /// HMAC secret for HS256/HS384/HS512 JWTs. Claims: `exp` (required), `role`
+    /// (string) or `roles` (array) of `producer`/`consumer`, `runs` (array of
+    /// run-id patterns; absent = every run), `sub` (logged).
+    pub jwt_secret: Option<String>,
+    /// Required `iss` claim, if set.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, if set.
+    pub jwt_audience: Option<String>,
+    /// Clock skew allowed when checking `exp`, in seconds.
+    pub jwt_leeway_s: u64,
+}
+
+impl AuthConfig {
+    /// Whether any authentication is configured.
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty() || self.jwt_secret.is_some()
+    }
+}
+
+/// SQLite store settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqliteConfig {
+    /// `full` (default): every commit is fsynced before the append is acknowledged,
+    /// so acknowledged events survive power loss. `normal`: WAL commits are not
+    /// fsynced; acknowledged events survive a process crash but the last commits may
+    /// be lost on power loss or an OS crash.
+    pub synchronous: String,
+    /// Most append requests folded into one transaction by the group-commit writer.
+    pub group_commit_max: usize,
+    /// Read connections for replay and history reads.
+    pub readers: usize,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        Self {
+            synchronous: "full".into(),
+            group_commit_max: 256,
+            readers: 4,
+        }
+    }
+}
+
+/// Every setting of the server. `Default` is the spec's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Without auth, only loopback addresses are allowed unless
+    /// `allow_unauthenticated_public` is set.
+    pub listen: SocketAddr,
+    /// The event store: `memory` or `sqlite:PATH` (used by `runwire serve`; embedders
+    /// pass a store to [`crate::Server::bind`]).
+    pub store: String,
+    /// Deadline for `hello` after the upgrade (`RW-CONN-3`).
+    pub hello_timeout_ms: u64,
+    /// Interval between server pings (`RW-HEART-1`).
+    pub heartbeat_interval_ms: u64,
+    /// Deadline for the pong (`RW-HEART-3`).
+    pub pong_timeout_ms: u64,
+    /// Batching window; 0 = no batching (`RW-BATCH-1`).
+    pub batch_window_ms: u64,
+    /// Most events in one batch frame.
+    pub batch_max_events: usize,
+    /// How far behind the head a cursor may be and still be replayed (`RW-RESUME-5`).
+    pub replay_window_events: u64,
+    /// Events read from the store per replay step.
+    pub replay_chunk_events: usize,
+    /// Largest inbound frame (`RW-LIMIT-1`).
+    pub max_frame_bytes: u32,
+    /// Largest serialized event (`RW-LIMIT-2`).
+    pub max_event_bytes: u32,
+    /// Most subscriptions per connection (`RW-LIMIT-3`).
+    pub max_subscriptions: u32,
+    /// Client messages per second, sustained and burst (`RW-LIMIT-4`).
+    pub max_messages_per_second: u32,
+    /// Outbound queue limit in bytes (`RW-SLOW-1`).
+    pub slow_consumer_max_bytes: u64,
+    /// Outbound queue limit by age of the oldest queued frame (`RW-SLOW-1`).
+    pub slow_consumer_max_age_ms: u64,
+    /// Upper bound of the jittered `retry_after_ms` sent at shutdown (`RW-SHUTDOWN-2`).
+    pub shutdown_reconnect_spread_ms: u64,
+    /// How long the server tries to deliver a final error and close frame.
+    pub close_timeout_ms: u64,
+    /// Largest HTTP request body.
+    pub max_request_bytes: usize,
+    /// Allow binding a non-loopback address without auth (not recommended).
+    pub allow_unauthenticated_public: bool,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// SQLite store settings.
+    pub sqlite: SqliteConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            store: "sqlite:runwire.db".into(),
+            hello_timeout_ms: defaults::HELLO_TIMEOUT_MS,
+            heartbeat_interval_ms: defaults::HEARTBEAT_INTERVAL_MS,
+            pong_timeout_ms: defaults::PONG_TIMEOUT_MS,
+            batch_window_ms: defaults::BATCH_WINDOW_MS,
+            batch_max_events: defaults::BATCH_MAX_EVENTS,
+            replay_window_events: defaults::REPLAY_WINDOW_EVENTS,
+            replay_chunk_events: 1000,
+            max_frame_bytes: defaults::MAX_FRAME_BYTES,
+            max_event_bytes: defaults::MAX_EVENT_BYTES,
+            max_subscriptions: defaults::MAX_SUBSCRIPTIONS,
+            max_messages_per_second: defaults::MAX_MESSAGES_PER_SECOND,
+            slow_consumer_max_bytes: defaults::SLOW_CONSUMER_MAX_BYTES,
+            slow_consumer_max_age_ms: defaults::SLOW_CONSUMER_MAX_AGE_MS,
+            shutdown_reconnect_spread_ms: defaults::SHUTDOWN_RECONNECT_SPREAD_MS,
+            close_timeout_ms: 5_000,
+            max_request_bytes: 16 * 1024 * 1024,
+            allow_unauthenticated_public: false,
+            auth: AuthConfig::default(),
+            sqlite: SqliteConfig::default(),
+        }
+    }
+}
+
+fn scalar(value: &str) -> toml::Value {
+    if let Ok(v) = value.parse::<i64>() {
+        return toml::Value::Integer(v);
+    }
+    if let Ok(v) = value.parse::<bool>() {
+        return toml::Value::Boolean(v);
+    }
+    toml::Value::String(value.to_owned())
+}
+
+impl ServerConfig {
+    /// Parses a TOML document; missing keys keep their defaults, unknown keys are
+    /// errors.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let c: Self = toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Sets one key (`heartbeat_interval_ms`, `auth.jwt_secret`, ...) from its text.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let err = |reason: String| ConfigError::Setting {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            reason,
+        };
+        let mut root = toml::Value::try_from(&*self).map_err(|e| err(e.to_string()))?;
+        let mut slot = &mut root;
+        let parts: Vec<&str> = key.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let table = slot
+                .as_table_mut()
+                .ok_or_else(|| err("not a table".into()))?;
+            if i + 1 == parts.len() {
+                if !table.contains_key(*part) && !Self::optional_key(key) {
+                    return Err(err("unknown key".into()));
+                }
+                table.insert((*part).to_owned(), scalar(value));
+                break;
+            }
+            slot = table
+                .get_mut(*part)
+                .ok_or_else(|| err("unknown key".into()))?;
+        }
+        let next: Self = root.try_into().map_err(|e| err(e.to_string()))?;
+        next.validate().map_err(|e| err(e.to_string()))?;
+        *self = next;
+        Ok(())
+    }
+
+    fn optional_key(key: &str) -> bool {
+        matches!(
+            key,
+            "auth.jwt_secret" | "auth.jwt_issuer" | "auth.jwt_audience"
+        )
+    }
+
+    /// Applies `RUNWIRE_<KEY>` variables: `RUNWIRE_HEARTBEAT_INTERVAL_MS=1000`,
+    /// `RUNWIRE_AUTH__JWT_SECRET=...`. Variables naming no key are ignored (the CLI
+    /// uses other `RUNWIRE_` variables); values of the wrong type are errors.
+    pub fn apply_env<I: IntoIterator<Item = (String, String)>>(
+        &mut self,
+        vars: I,
+    ) -> Result<(), ConfigError> {
+        let known = toml::Value::try_from(&*self).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        for (k, v) in vars {
+            let Some(rest) = k.strip_prefix("RUNWIRE_") else {
+                continue;
+            };
+            let key = rest.to_ascii_lowercase().replace("__", ".");
+            let exists = Self::optional_key(&key) || {
+                let mut slot = Some(&known);
+                for part in key.split('.') {
+                    slot = slot.and_then(|s| s.get(part));
+                }
+                slot.is_some_and(|s| !s.is_table() && !s.is_array())
+            };
+            if exists {
+                self.set(&key, &v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks ranges the types do not express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.heartbeat_interval_ms == 0 || self.pong_timeout_ms == 0 {
+            return bad("heartbeat_interval_ms and pong_timeout_ms must be at least 1");
+        }
+        if self.hello_timeout_ms == 0 {
+            return bad("hello_timeout_ms must be at least 1");
+        }
+        if self.max_frame_bytes == 0
+            || self.max_event_bytes == 0
+            || self.max_subscriptions == 0
+            || self.max_messages_per_second == 0
+        {
+            return bad("limits must be at least 1");
+        }
+        if self.batch_max_events == 0 || self.batch_max_events > defaults::BATCH_MAX_EVENTS {
+            return bad("batch_max_events must be 1 to 500 (RW-BATCH-2)");
+        }
+        if self.replay_chunk_events == 0 {
+            return bad("replay_chunk_events must be at least 1");
+        }
+        if self.slow_consumer_max_bytes == 0 || self.slow_consumer_max_age_ms == 0 {
+            return bad("slow-consumer limits must be at least 1");
+        }
+        if !matches!(
+            self.sqlite.synchronous.as_str(),
+            "full" | "normal" | "extra"
+        ) {
+            return bad("sqlite.synchronous must be full, normal or extra");
+        }
+        for t in &self.auth.tokens {
+            if t.token.is_empty() {
+                return bad("auth.tokens: token must not be empty");
+            }
+        }
+        Ok(())
+    }
+
+    /// The limits announced in `welcome`.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_event_bytes: self.max_event_bytes,
+            max_subscriptions: self.max_subscriptions,
+            max_messages_per_second: self.max_messages_per_second,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_spec_defaults() {
+        let c = ServerConfig::default();
+        assert_eq!(c.hello_timeout_ms, 3_000);
+        assert_eq!(c.heartbeat_interval_ms, 25_000);
+        assert_eq!(c.batch_window_ms, 200);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn toml_env_and_set() {
+        let mut c = ServerConfig::from_toml(
+            "heartbeat_interval_ms = 1000\n[auth]\njwt_secret = \"s\"\n[[auth.tokens]]\ntoken = \"t\"\nroles = [\"producer\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.heartbeat_interval_ms, 1000);
+        assert!(c.auth.enabled());
+        c.apply_env([
+            ("RUNWIRE_PONG_TIMEOUT_MS".to_owned(), "77".to_owned()),
+            ("RUNWIRE_URL".to_owned(), "ignored".to_owned()),
+            ("RUNWIRE_AUTH__JWT_ISSUER".to_owned(), "me".to_owned()),
+        ])
+        .unwrap();
+        assert_eq!(c.pong_timeout_ms, 77);
+        assert_eq!(c.auth.jwt_issuer.as_deref(), Some("me"));
+        assert!(c.set("batch_window_ms", "0").is_ok());
+        assert_eq!(c.batch_window_ms, 0);
+        assert!(c.set("nope", "1").is_err());
+        assert!(c.set("batch_window_ms", "x").is_err());
+        assert!(ServerConfig::from_toml("bogus = 1").is_err());
+        assert!(c.set("sqlite.synchronous", "sometimes").is_err());
+    }
+}

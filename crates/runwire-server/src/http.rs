@@ -1,0 +1,410 @@
+//! The producer HTTP API, health and metrics (spec §4).
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::{
+    body::Bytes,
+    extract::{Path, Query, State, WebSocketUpgrade},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use runwire_protocol::{
+    ErrorCode, RunId,
+    codec::{DecodeError, decode, encode},
+    http::{APPEND_MAX_EVENTS, AppendRequest, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, HttpError},
+};
+
+use crate::{
+    AppState,
+    auth::{AuthError, Authenticator, Principal},
+    config::Role,
+    metrics::Metrics,
+    store::StoreError,
+};
+
+/// An HTTP error answer: status plus the spec's error body.
+pub(crate) struct ApiError(StatusCode, HttpError);
+
+impl ApiError {
+    fn new(status: StatusCode, code: ErrorCode, msg: impl Into<String>) -> Self {
+        Self(status, HttpError::new(code, msg))
+    }
+
+    fn at(mut self, pointer: impl Into<String>) -> Self {
+        self.1 = self.1.at(pointer);
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.0,
+            [(header::CONTENT_TYPE, "application/json")],
+            encode(&self.1),
+        )
+            .into_response();
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            // `RW-INGEST-21`: tell producers when to retry.
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn store_error(state: &AppState, e: StoreError) -> ApiError {
+    match e {
+        StoreError::RunTerminal { run_id, index } => ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::RunTerminal,
+            format!("run {run_id} has a terminal status and accepts no more events"),
+        )
+        .at(format!("/events/{index}")),
+        StoreError::IdempotencyConflict {
+            run_id,
+            key,
+            index,
+            seq,
+        } => ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::IdempotencyConflict,
+            format!(
+                "idempotency key {key:?} of run {run_id} was used for a different event (seq {seq})"
+            ),
+        )
+        .at(format!("/events/{index}/idempotency_key")),
+        StoreError::SeqExhausted(run_id) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            format!("run {run_id} reached the largest sequence number"),
+        ),
+        StoreError::Closed => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ServerShutdown,
+            "the server is shutting down",
+        ),
+        other => {
+            Metrics::inc(&state.metrics.store_errors);
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::StoreUnavailable,
+                other.to_string(),
+            )
+        }
+    }
+}
+
+fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
+    RunId::new(raw).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            e.to_string(),
+        )
+        .at("/run_id")
+    })
+}
+
+/// Authenticates the request's bearer token and checks role and run (`RW-AUTH-*`).
+fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    roles: &[Role],
+    run_id: &RunId,
+) -> Result<Principal, ApiError> {
+    let token = Authenticator::bearer(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let p = state.auth.authenticate(token).map_err(|e| {
+        Metrics::inc(&state.metrics.auth_failures);
+        let code = if e == AuthError::Expired {
+            ErrorCode::TokenExpired
+        } else {
+            ErrorCode::Unauthorized
+        };
+        ApiError::new(StatusCode::UNAUTHORIZED, code, e.to_string())
+    })?;
+    if !roles.iter().any(|r| p.has_role(*r)) {
+        Metrics::inc(&state.metrics.auth_failures);
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            format!("the token lacks the role for this request ({roles:?})"),
+        ));
+    }
+    if !p.allows_run(run_id) {
+        Metrics::inc(&state.metrics.auth_failures);
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            format!("the token does not allow run {run_id}"),
+        ));
+    }
+    Ok(p)
+}
+
+/// `POST /v1/runs/{run_id}/events` (spec §4.2).
+pub(crate) async fn append(
+    State(state): State<Arc<AppState>>,
+    Path(run_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let run_id = parse_run_id(&run_id)?;
+    authorize(&state, &headers, &[Role::Producer], &run_id)?;
+    let max = state.config.max_request_bytes;
+    let req: AppendRequest = decode(&body, max, "append request").map_err(|e| match &e {
+        DecodeError::TooLarge { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::InvalidRequest,
+            e.to_string(),
+        ),
+        DecodeError::InvalidJson { .. } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            e.to_string(),
+        )
+        .at(""),
+        other => {
+            let (pointer, msg) = refine_pointer(&body, other)
+                .unwrap_or_else(|| (other.pointer().unwrap_or("").to_owned(), e.to_string()));
+            ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, msg).at(pointer)
+        }
+    })?;
+    if req.events.is_empty() || req.events.len() > APPEND_MAX_EVENTS {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            format!(
+                "events must hold 1 to {APPEND_MAX_EVENTS} events, got {}",
+                req.events.len()
+            ),
+        )
+        .at("/events"));
+    }
+    // `RW-INGEST-7`: one key twice in one request is invalid.
+    let mut keys = std::collections::BTreeSet::new();
+    for (i, e) in req.events.iter().enumerate() {
+        if let Some(k) = &e.idempotency_key
+            && !keys.insert(k.as_str())
+        {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidRequest,
+                format!("idempotency key {k:?} appears twice in one request"),
+            )
+            .at(format!("/events/{i}/idempotency_key")));
+        }
+    }
+    let max_event = state.config.max_event_bytes as usize;
+    for (i, e) in req.events.iter().enumerate() {
+        // The envelope adds event_id, run_id, seq and time to what the producer sent.
+        let size = encode(e).len() + run_id.as_str().len() + 128;
+        if size > max_event {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::EventTooLarge,
+                format!(
+                    "event {i} is about {size} bytes as an envelope, over the limit of {max_event}; split large outputs into output.chunk events"
+                ),
+            )
+            .at(format!("/events/{i}")));
+        }
+    }
+    let outcome = state
+        .store
+        .append(&run_id, req.events)
+        .await
+        .map_err(|e| store_error(&state, e))?;
+    Metrics::add(&state.metrics.events_in, outcome.appended as u64);
+    Metrics::inc(&state.metrics.append_requests);
+    Ok(json(StatusCode::OK, encode(&outcome.response)))
+}
+
+/// When an event's `data` precedes its `type` in the body, the decoder can only point
+/// at the event (`/events/N`); decoding that event again with `type` first yields the
+/// precise pointer into `data`.
+fn refine_pointer(body: &[u8], e: &DecodeError) -> Option<(String, String)> {
+    let p = e.pointer()?;
+    let index: usize = p.strip_prefix("/events/")?.parse().ok()?;
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let ev = v.get("events")?.get(index)?;
+    let reordered = format!(
+        r#"{{"type":{},"data":{}}}"#,
+        ev.get("type")?,
+        ev.get("data")?
+    );
+    match decode::<runwire_protocol::http::NewEvent>(reordered.as_bytes(), usize::MAX, "event") {
+        Err(inner) => {
+            let sub = inner.pointer().filter(|s| !s.is_empty())?;
+            let pointer = format!("/events/{index}{sub}");
+            let reason = match &inner {
+                DecodeError::Invalid { reason, .. } => reason.clone(),
+                other => other.to_string(),
+            };
+            Some((
+                pointer.clone(),
+                format!("invalid append request at {pointer:?}: {reason}"),
+            ))
+        }
+        Ok(_) => None,
+    }
+}
+
+/// `GET /v1/runs/{run_id}` (spec §4.3).
+pub(crate) async fn snapshot(
+    State(state): State<Arc<AppState>>,
+    Path(run_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let run_id = parse_run_id(&run_id)?;
+    authorize(&state, &headers, &[Role::Producer, Role::Consumer], &run_id)?;
+    match state.store.snapshot(&run_id).await {
+        Ok(Some(s)) => Ok(json(StatusCode::OK, encode(&s))),
+        Ok(None) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::RunNotFound,
+            format!("run {run_id} does not exist"),
+        )),
+        Err(e) => Err(store_error(&state, e)),
+    }
+}
+
+fn query_u64(q: &BTreeMap<String, String>, key: &str) -> Result<Option<u64>, ApiError> {
+    q.get(key)
+        .map(|v| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| *n <= runwire_protocol::MAX_SAFE_INTEGER)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        ErrorCode::InvalidRequest,
+                        format!("query parameter {key}={v:?} is not a non-negative integer"),
+                    )
+                    .at(format!("/{key}"))
+                })
+        })
+        .transpose()
+}
+
+/// `GET /v1/runs/{run_id}/events?after_seq=&limit=` (spec §4.4).
+pub(crate) async fn history(
+    State(state): State<Arc<AppState>>,
+    Path(run_id): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let run_id = parse_run_id(&run_id)?;
+    authorize(&state, &headers, &[Role::Producer, Role::Consumer], &run_id)?;
+    let after = query_u64(&q, "after_seq")?.unwrap_or(0);
+    let limit = query_u64(&q, "limit")?.unwrap_or(HISTORY_DEFAULT_LIMIT);
+    if limit == 0 || limit > HISTORY_MAX_LIMIT {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            format!("limit must be 1 to {HISTORY_MAX_LIMIT}, got {limit}"),
+        )
+        .at("/limit"));
+    }
+    let info = match state.store.run_info(&run_id).await {
+        Ok(Some(i)) => i,
+        Ok(None) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::RunNotFound,
+                format!("run {run_id} does not exist"),
+            ));
+        }
+        Err(e) => return Err(store_error(&state, e)),
+    };
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let events = state
+        .store
+        .read(&run_id, after, info.head_seq, limit)
+        .await
+        .map_err(|e| store_error(&state, e))?;
+    let last = events.last().map_or(after, |e| e.seq);
+    let mut body =
+        String::with_capacity(events.iter().map(|e| e.json.len() + 1).sum::<usize>() + 256);
+    body.push_str(r#"{"run_id":"#);
+    body.push_str(&encode(&run_id));
+    body.push_str(r#","epoch":"#);
+    body.push_str(&encode(&info.epoch));
+    body.push_str(r#","events":["#);
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&e.json);
+    }
+    body.push_str(r#"],"head_seq":"#);
+    body.push_str(&info.head_seq.to_string());
+    body.push_str(r#","has_more":"#);
+    body.push_str(if last < info.head_seq {
+        "true"
+    } else {
+        "false"
+    });
+    body.push('}');
+    Ok(json(StatusCode::OK, body))
+}
+
+/// `GET /healthz`.
+pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    if *state.shutdown.borrow() {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"shutting_down"}"#.into(),
+        )
+    } else {
+        json(StatusCode::OK, r#"{"status":"ok"}"#.into())
+    }
+}
+
+/// `GET /metrics`.
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Anything else.
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::InvalidRequest,
+        "no such endpoint",
+    )
+}
+
+/// `GET /v1/stream`: the WebSocket upgrade (spec §5). A token may come in the
+/// `Authorization` header; never in the query string (`RW-AUTH-2`).
+pub(crate) async fn stream(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let token = Authenticator::bearer(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
+    .map(str::to_owned);
+    let limit = (state.config.max_frame_bytes as usize)
+        .saturating_mul(4)
+        .max(1 << 20);
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| crate::ws::serve_connection(socket, state, token))
+}

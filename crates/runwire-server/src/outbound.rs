@@ -1,0 +1,290 @@
+//! A connection's outbound queue, bounded by bytes and by the age of its oldest frame
+//! (`RW-SLOW-1`), and the writer task that drains it into the socket.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::{SinkExt, stream::SplitSink};
+use runwire_protocol::{CloseCode, ErrorFrame, ServerMessage, codec::encode};
+use tokio::sync::{Notify, mpsc};
+
+use crate::metrics::Metrics;
+
+enum Out {
+    Frame {
+        text: Utf8Bytes,
+        enqueued: Instant,
+    },
+    Close {
+        error: Utf8Bytes,
+        code: CloseCode,
+        reason: Utf8Bytes,
+    },
+}
+
+/// Why a frame could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QueueError {
+    /// The connection is closing; nothing more is sent.
+    Closed,
+    /// The queue is over its byte limit: the connection is being closed as a slow
+    /// consumer.
+    SlowConsumer,
+}
+
+/// The sending half of a connection, shared by the connection task and its
+/// subscription tasks.
+pub(crate) struct Outbound {
+    tx: mpsc::UnboundedSender<Out>,
+    queued_bytes: AtomicU64,
+    /// Enqueue time of the oldest frame not yet written.
+    oldest: Mutex<Option<Instant>>,
+    max_bytes: u64,
+    max_age: Duration,
+    low_watermark: u64,
+    drained: Notify,
+    closing: AtomicBool,
+    /// The urgent final error (slow consumer): the writer drops what is queued and
+    /// sends this at once.
+    urgent: Mutex<Option<(Utf8Bytes, CloseCode, Utf8Bytes)>>,
+    abort: Notify,
+    metrics: Arc<Metrics>,
+}
+
+impl Outbound {
+    /// Creates the queue and spawns the writer task over `sink`.
+    pub(crate) fn spawn(
+        sink: SplitSink<WebSocket, Message>,
+        max_bytes: u64,
+        max_age: Duration,
+        close_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let out = Arc::new(Self {
+            tx,
+            queued_bytes: AtomicU64::new(0),
+            oldest: Mutex::new(None),
+            max_bytes,
+            max_age,
+            low_watermark: (max_bytes / 4).clamp(1, 1 << 20),
+            drained: Notify::new(),
+            closing: AtomicBool::new(false),
+            urgent: Mutex::new(None),
+            abort: Notify::new(),
+            metrics,
+        });
+        let o = Arc::clone(&out);
+        let handle = tokio::spawn(writer(o, sink, rx, close_timeout));
+        (out, handle)
+    }
+
+    /// Queues a server message.
+    pub(crate) fn send(&self, msg: &ServerMessage) -> Result<(), QueueError> {
+        self.send_text(encode(msg))
+    }
+
+    /// Queues a frame's text, enforcing the byte limit.
+    pub(crate) fn send_text(&self, text: String) -> Result<(), QueueError> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(QueueError::Closed);
+        }
+        let n = text.len() as u64;
+        let total = self.queued_bytes.fetch_add(n, Ordering::AcqRel) + n;
+        {
+            let mut oldest = self.oldest.lock().unwrap_or_else(|e| e.into_inner());
+            if oldest.is_none() {
+                *oldest = Some(Instant::now());
+            }
+        }
+        if self
+            .tx
+            .send(Out::Frame {
+                text: Utf8Bytes::from(text),
+                enqueued: Instant::now(),
+            })
+            .is_err()
+        {
+            return Err(QueueError::Closed);
+        }
+        if total > self.max_bytes {
+            return Err(QueueError::SlowConsumer);
+        }
+        Ok(())
+    }
+
+    /// Whether the oldest unsent frame is older than the age limit, or the queue is
+    /// over its byte limit.
+    pub(crate) fn over_limit(&self) -> bool {
+        if self.queued_bytes.load(Ordering::Acquire) > self.max_bytes {
+            return true;
+        }
+        let oldest = *self.oldest.lock().unwrap_or_else(|e| e.into_inner());
+        oldest.is_some_and(|t| t.elapsed() > self.max_age)
+    }
+
+    /// Waits until the queue holds less than the low watermark, so that replay is read
+    /// from the store only as fast as the socket drains (`RW-SLOW-3`).
+    pub(crate) async fn wait_drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.queued_bytes.load(Ordering::Acquire) < self.low_watermark
+                || self.closing.load(Ordering::Acquire)
+            {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether a final error has been queued.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Queues `error` after everything already queued, then a close with the error's
+    /// close code. Later frames are refused.
+    pub(crate) fn close(&self, error: ErrorFrame) {
+        if self.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let code = CloseCode(error.close_code.unwrap_or(CloseCode::NORMAL.0));
+        let reason = Utf8Bytes::from(error.code.as_str());
+        let _ = self.tx.send(Out::Close {
+            error: Utf8Bytes::from(encode(&ServerMessage::Error(error))),
+            code,
+            reason,
+        });
+        self.drained.notify_waiters();
+    }
+
+    /// Drops everything queued and sends `error` and the close at once (used for the
+    /// slow-consumer close, where the queue itself is the problem).
+    pub(crate) fn close_now(&self, error: ErrorFrame) {
+        if self.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let code = CloseCode(error.close_code.unwrap_or(CloseCode::NORMAL.0));
+        let reason = Utf8Bytes::from(error.code.as_str());
+        *self.urgent.lock().unwrap_or_else(|e| e.into_inner()) = Some((
+            Utf8Bytes::from(encode(&ServerMessage::Error(error))),
+            code,
+            reason,
+        ));
+        self.abort.notify_one();
+        self.drained.notify_waiters();
+    }
+
+    fn written(&self, n: u64, next_oldest: Option<Instant>) {
+        let before = self.queued_bytes.fetch_sub(n, Ordering::AcqRel);
+        *self.oldest.lock().unwrap_or_else(|e| e.into_inner()) = next_oldest;
+        if before.saturating_sub(n) < self.low_watermark {
+            self.drained.notify_waiters();
+        }
+    }
+}
+
+/// Sends the final error frame and the close; the close reason is the error code
+/// (`RW-CLOSE-6`).
+async fn goodbye(
+    sink: &mut SplitSink<WebSocket, Message>,
+    error: Utf8Bytes,
+    code: CloseCode,
+    reason: Utf8Bytes,
+    timeout: Duration,
+) {
+    let _ = tokio::time::timeout(timeout, async {
+        sink.feed(Message::Text(error)).await?;
+        sink.send(Message::Close(Some(CloseFrame {
+            code: code.0,
+            reason,
+        })))
+        .await
+    })
+    .await;
+}
+
+async fn writer(
+    out: Arc<Outbound>,
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    close_timeout: Duration,
+) {
+    let mut pending: Option<Out> = None;
+    loop {
+        let first = match pending.take() {
+            Some(m) => m,
+            None => tokio::select! {
+                biased;
+                () = out.abort.notified() => break,
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => return,
+                },
+            },
+        };
+        let (text, enqueued) = match first {
+            Out::Frame { text, enqueued } => (text, enqueued),
+            Out::Close {
+                error,
+                code,
+                reason,
+            } => {
+                goodbye(&mut sink, error, code, reason, close_timeout).await;
+                return;
+            }
+        };
+        *out.oldest.lock().unwrap_or_else(|e| e.into_inner()) = Some(enqueued);
+        // Feed everything that is ready, then flush once.
+        let mut bytes = text.len() as u64;
+        let mut frames = 1u64;
+        let write = async {
+            sink.feed(Message::Text(text)).await?;
+            while frames < 256 {
+                match rx.try_recv() {
+                    Ok(Out::Frame { text, .. }) => {
+                        bytes += text.len() as u64;
+                        frames += 1;
+                        sink.feed(Message::Text(text)).await?;
+                    }
+                    Ok(close @ Out::Close { .. }) => {
+                        pending = Some(close);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            sink.flush().await
+        };
+        let res = tokio::select! {
+            biased;
+            () = out.abort.notified() => None,
+            r = write => Some(r),
+        };
+        match res {
+            None => break,
+            Some(Err(_)) => {
+                out.closing.store(true, Ordering::Release);
+                out.drained.notify_waiters();
+                return;
+            }
+            Some(Ok(())) => {
+                Metrics::add(&out.metrics.frames_out, frames);
+                out.written(bytes, None);
+            }
+        }
+    }
+    // Urgent close: drop the queue, send the error and the close.
+    let urgent = out.urgent.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some((error, code, reason)) = urgent {
+        goodbye(&mut sink, error, code, reason, close_timeout).await;
+    }
+}

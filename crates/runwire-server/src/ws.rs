@@ -1,0 +1,772 @@
+//! The WebSocket endpoint `GET /v1/stream` (spec §5–§16).
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::StreamExt;
+use runwire_protocol::{
+    ClientMessage, ErrorCode, ErrorFrame, Hello, PROTOCOL_VERSIONS, Ping, Pong, Reset, ResetReason,
+    RunId, ServerInfo, ServerMessage, Subscribe, Subscribed, SubscriptionRequest, Unsubscribe,
+    Unsubscribed, Welcome,
+    codec::{DecodeError, decode_client_message},
+    negotiate_version,
+};
+use tokio::task::JoinHandle;
+
+use crate::{
+    AppState,
+    auth::{AuthError, Principal},
+    config::Role,
+    metrics::Metrics,
+    outbound::{Outbound, QueueError},
+    store::{LiveRecv, StoredEvent},
+};
+
+/// What a subscription task reports to its connection.
+enum SubReport {
+    /// A fatal error: close the connection with it.
+    Fatal(ErrorFrame),
+}
+
+struct Conn {
+    state: Arc<AppState>,
+    out: Arc<Outbound>,
+    principal: Option<Principal>,
+    subs: BTreeMap<RunId, JoinHandle<()>>,
+    reports: tokio::sync::mpsc::UnboundedSender<SubReport>,
+    /// Token bucket for the client message rate (`RW-LIMIT-4`).
+    tokens: f64,
+    refilled: Instant,
+    /// The outstanding server ping and its pong deadline.
+    ping: Option<(String, tokio::time::Instant)>,
+    ping_counter: u64,
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+/// Serves one WebSocket connection until it closes.
+pub(crate) async fn serve_connection(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    header_token: Option<String>,
+) {
+    let metrics = Arc::clone(&state.metrics);
+    Metrics::inc(&metrics.connections_total);
+    Metrics::gauge(&metrics.connections, 1);
+    let _guard = state.tracker.enter();
+    let (sink, mut stream) = socket.split();
+    let cfg = Arc::clone(&state.config);
+    let (out, mut writer) = Outbound::spawn(
+        sink,
+        cfg.slow_consumer_max_bytes,
+        ms(cfg.slow_consumer_max_age_ms),
+        ms(cfg.close_timeout_ms),
+        Arc::clone(&metrics),
+    );
+    let (reports_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let mut conn = Conn {
+        state: Arc::clone(&state),
+        out: Arc::clone(&out),
+        principal: None,
+        subs: BTreeMap::new(),
+        reports: reports_tx,
+        tokens: f64::from(cfg.max_messages_per_second),
+        refilled: Instant::now(),
+        ping: None,
+        ping_counter: 0,
+    };
+    let mut shutdown = state.shutdown.clone();
+    let hello_deadline = tokio::time::sleep(ms(cfg.hello_timeout_ms));
+    tokio::pin!(hello_deadline);
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + ms(cfg.heartbeat_interval_ms),
+        ms(cfg.heartbeat_interval_ms),
+    );
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let check_every = ms((cfg.slow_consumer_max_age_ms / 4).clamp(5, 1000));
+    let mut slow_check = tokio::time::interval(check_every);
+    slow_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let expiry = tokio::time::sleep_until(far);
+    tokio::pin!(expiry);
+    let pong_deadline = tokio::time::sleep_until(far);
+    tokio::pin!(pong_deadline);
+    let mut writer_done = false;
+
+    if *shutdown.borrow() {
+        conn.shutdown_close();
+    }
+
+    while !out.is_closing() {
+        tokio::select! {
+            biased;
+            _ = &mut writer => { writer_done = true; break; }
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    conn.shutdown_close();
+                }
+            }
+            Some(SubReport::Fatal(e)) = reports.recv() => {
+                conn.out.close(e);
+            }
+            _ = slow_check.tick() => {
+                if out.over_limit() {
+                    conn.slow_consumer();
+                }
+            }
+            () = &mut hello_deadline, if conn.principal.is_none() => {
+                Metrics::inc(&metrics.protocol_errors);
+                conn.out.close(ErrorFrame::new(
+                    ErrorCode::HelloTimeout,
+                    format!("no hello within {} ms", cfg.hello_timeout_ms),
+                ));
+            }
+            _ = heartbeat.tick(), if conn.principal.is_some() => {
+                if conn.ping.is_none() {
+                    conn.ping_counter += 1;
+                    let id = format!("s{}", conn.ping_counter);
+                    let deadline = tokio::time::Instant::now() + ms(cfg.pong_timeout_ms);
+                    pong_deadline.as_mut().reset(deadline);
+                    conn.send(&ServerMessage::Ping(Ping { id: id.clone() }));
+                    conn.ping = Some((id, deadline));
+                }
+            }
+            () = &mut pong_deadline, if conn.ping.is_some() => {
+                Metrics::inc(&metrics.pong_timeouts);
+                conn.out.close(ErrorFrame::new(
+                    ErrorCode::PongTimeout,
+                    format!("no pong within {} ms", cfg.pong_timeout_ms),
+                ));
+            }
+            () = &mut expiry, if conn.principal.as_ref().is_some_and(|p| p.expires_at.is_some()) => {
+                Metrics::inc(&metrics.auth_failures);
+                conn.out.close(ErrorFrame::new(ErrorCode::TokenExpired, "the token expired"));
+            }
+            msg = stream.next() => {
+                let Some(msg) = msg else { break };
+                let had_principal = conn.principal.is_some();
+                match msg {
+                    Ok(Message::Text(t)) => conn.on_frame(t.as_bytes(), &header_token).await,
+                    Ok(Message::Binary(_)) => {
+                        if conn.rate_ok() {
+                            conn.protocol_error(ErrorFrame::new(
+                                ErrorCode::BinaryFrame,
+                                "binary frames are not allowed; send JSON text frames",
+                            ));
+                        }
+                    }
+                    Ok(Message::Ping(_) | Message::Pong(_)) => {}
+                    Ok(Message::Close(_)) => break,
+                    Err(e) => {
+                        let text = e.to_string();
+                        if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
+                            conn.protocol_error(ErrorFrame::new(
+                                ErrorCode::FrameTooLarge,
+                                format!("frame exceeds {} bytes", cfg.max_frame_bytes),
+                            ));
+                        } else {
+                            break;
+                        }
+                    }
+                }
+                if !had_principal
+                    && let Some(p) = &conn.principal
+                    && let Some(left) = p.ms_until_expiry()
+                {
+                    expiry.as_mut().reset(tokio::time::Instant::now() + ms(left));
+                }
+                if conn.ping.is_none() {
+                    pong_deadline.as_mut().reset(far);
+                }
+            }
+        }
+    }
+
+    // Stop the subscriptions, then let the writer finish the goodbye while draining
+    // what the client still sends (so the close is not lost to a TCP reset).
+    for (_, h) in std::mem::take(&mut conn.subs) {
+        h.abort();
+        let _ = h.await;
+        Metrics::gauge(&metrics.subscriptions, -1);
+    }
+    if !writer_done {
+        let deadline = tokio::time::sleep(ms(cfg.close_timeout_ms));
+        tokio::pin!(deadline);
+        let mut stream_open = true;
+        loop {
+            tokio::select! {
+                _ = &mut writer => break,
+                () = &mut deadline => { writer.abort(); break; }
+                m = stream.next(), if stream_open => {
+                    if matches!(m, None | Some(Err(_))) {
+                        stream_open = false;
+                    }
+                }
+            }
+        }
+        if stream_open {
+            // Wait briefly for the client's close reply.
+            let _ = tokio::time::timeout(ms(cfg.close_timeout_ms), async {
+                while let Some(Ok(m)) = stream.next().await {
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+    Metrics::gauge(&metrics.connections, -1);
+}
+
+impl Conn {
+    fn send(&self, msg: &ServerMessage) {
+        if let Err(QueueError::SlowConsumer) = self.out.send(msg) {
+            self.slow_consumer();
+        }
+    }
+
+    fn slow_consumer(&self) {
+        if !self.out.is_closing() {
+            Metrics::inc(&self.state.metrics.slow_consumer_closes);
+            self.out.close_now(ErrorFrame::new(
+                ErrorCode::SlowConsumer,
+                "the client did not read fast enough; reconnect and resume from your cursor",
+            ));
+        }
+    }
+
+    fn shutdown_close(&self) {
+        let spread = self.state.config.shutdown_reconnect_spread_ms;
+        let jitter = if spread == 0 {
+            0
+        } else {
+            rand::random_range(0..=spread)
+        };
+        self.out.close(
+            ErrorFrame::new(
+                ErrorCode::ServerShutdown,
+                "the server is shutting down; reconnect after retry_after_ms",
+            )
+            .retry_after(jitter),
+        );
+    }
+
+    fn protocol_error(&self, e: ErrorFrame) {
+        Metrics::inc(&self.state.metrics.protocol_errors);
+        if e.close_code.is_some() {
+            self.out.close(e);
+        } else {
+            self.send(&ServerMessage::Error(e));
+        }
+    }
+
+    /// Takes one token from the bucket; closes with `rate_limited` when empty.
+    fn rate_ok(&mut self) -> bool {
+        let rate = f64::from(self.state.config.max_messages_per_second);
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate).min(rate);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            Metrics::inc(&self.state.metrics.rate_limited_closes);
+            self.out.close(
+                ErrorFrame::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "more than {} messages per second",
+                        self.state.config.max_messages_per_second
+                    ),
+                )
+                .retry_after(1000),
+            );
+            false
+        }
+    }
+
+    async fn on_frame(&mut self, frame: &[u8], header_token: &Option<String>) {
+        if !self.rate_ok() {
+            return;
+        }
+        let max = self.state.config.max_frame_bytes as usize;
+        let msg = match decode_client_message(frame, max) {
+            Ok(m) => m,
+            Err(e) => {
+                let code = e.error_code();
+                let text = match &e {
+                    DecodeError::UnknownType(t) => {
+                        format!("unknown message type {t:?}; the connection stays open")
+                    }
+                    other => other.to_string(),
+                };
+                self.protocol_error(ErrorFrame::new(code, text));
+                return;
+            }
+        };
+        match (msg, self.principal.is_some()) {
+            (ClientMessage::Hello(h), false) => self.on_hello(h, header_token).await,
+            (ClientMessage::Hello(_), true) => self.protocol_error(ErrorFrame::new(
+                ErrorCode::DuplicateHello,
+                "hello was already received on this connection",
+            )),
+            (other, false) => self.protocol_error(ErrorFrame::new(
+                ErrorCode::HelloRequired,
+                format!("{} before hello; send hello first", other.message_type()),
+            )),
+            (ClientMessage::Subscribe(Subscribe { subscriptions }), true) => {
+                self.subscribe(subscriptions).await;
+            }
+            (ClientMessage::Unsubscribe(Unsubscribe { run_ids }), true) => {
+                self.unsubscribe(run_ids).await;
+            }
+            (ClientMessage::Ping(p), true) => {
+                self.send(&ServerMessage::Pong(Pong { id: p.id }));
+            }
+            (ClientMessage::Pong(p), true) => {
+                if self.ping.as_ref().is_some_and(|(id, _)| *id == p.id) {
+                    self.ping = None;
+                }
+            }
+            (other, true) => self.protocol_error(ErrorFrame::new(
+                ErrorCode::UnknownMessageType,
+                format!("message type {} is not handled", other.message_type()),
+            )),
+        }
+    }
+
+    async fn on_hello(&mut self, hello: Hello, header_token: &Option<String>) {
+        let Some(version) = negotiate_version(&hello.versions, PROTOCOL_VERSIONS) else {
+            Metrics::inc(&self.state.metrics.protocol_errors);
+            let mut e = ErrorFrame::new(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "no common protocol version: client offers {:?}, server speaks {:?}",
+                    hello.versions, PROTOCOL_VERSIONS
+                ),
+            );
+            e.supported_versions =
+                Some(PROTOCOL_VERSIONS.iter().map(|s| (*s).to_owned()).collect());
+            self.out.close(e);
+            return;
+        };
+        let token = hello.token.as_deref().or(header_token.as_deref());
+        let principal = match self.state.auth.authenticate(token) {
+            Ok(p) if p.has_role(Role::Consumer) => p,
+            Ok(_) => {
+                Metrics::inc(&self.state.metrics.auth_failures);
+                self.out.close(ErrorFrame::new(
+                    ErrorCode::Unauthorized,
+                    "the token does not grant the consumer role",
+                ));
+                return;
+            }
+            Err(AuthError::Expired) => {
+                Metrics::inc(&self.state.metrics.auth_failures);
+                self.out.close(ErrorFrame::new(
+                    ErrorCode::TokenExpired,
+                    "the token has expired",
+                ));
+                return;
+            }
+            Err(e) => {
+                Metrics::inc(&self.state.metrics.auth_failures);
+                self.out
+                    .close(ErrorFrame::new(ErrorCode::Unauthorized, e.to_string()));
+                return;
+            }
+        };
+        self.principal = Some(principal);
+        let cfg = &self.state.config;
+        self.send(&ServerMessage::Welcome(Welcome {
+            version: version.to_owned(),
+            session_id: uuid::Uuid::new_v4().simple().to_string(),
+            heartbeat_interval_ms: cfg.heartbeat_interval_ms,
+            pong_timeout_ms: cfg.pong_timeout_ms,
+            batch_window_ms: cfg.batch_window_ms,
+            replay_window_events: cfg.replay_window_events,
+            limits: cfg.limits(),
+            server: Some(ServerInfo {
+                name: "runwire-server".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            }),
+        }));
+        if !hello.subscriptions.is_empty() {
+            self.subscribe(hello.subscriptions).await;
+        }
+    }
+
+    /// Answers every entry in order (`RW-SUB-1`): `subscribed`, `reset` or an error.
+    async fn subscribe(&mut self, reqs: Vec<SubscriptionRequest>) {
+        for req in reqs {
+            if self.out.is_closing() {
+                return;
+            }
+            let run_id = req.run_id.clone();
+            if self.subs.contains_key(&run_id) {
+                self.protocol_error(
+                    ErrorFrame::new(
+                        ErrorCode::AlreadySubscribed,
+                        format!("run {run_id} is already subscribed on this connection"),
+                    )
+                    .for_run(run_id),
+                );
+                continue;
+            }
+            if self.subs.len() >= self.state.config.max_subscriptions as usize {
+                self.protocol_error(
+                    ErrorFrame::new(
+                        ErrorCode::TooManySubscriptions,
+                        format!(
+                            "at most {} subscriptions per connection",
+                            self.state.config.max_subscriptions
+                        ),
+                    )
+                    .for_run(run_id),
+                );
+                continue;
+            }
+            if !self
+                .principal
+                .as_ref()
+                .is_some_and(|p| p.allows_run(&run_id))
+            {
+                Metrics::inc(&self.state.metrics.auth_failures);
+                self.send(&ServerMessage::Error(
+                    ErrorFrame::new(
+                        ErrorCode::Forbidden,
+                        format!("the token does not allow run {run_id}"),
+                    )
+                    .for_run(run_id),
+                ));
+                continue;
+            }
+            let start = match open_subscription(&self.state, &self.out, &req).await {
+                Ok(Some(start)) => start,
+                Ok(None) => {
+                    self.slow_consumer();
+                    return;
+                }
+                Err(e) => {
+                    Metrics::inc(&self.state.metrics.store_errors);
+                    self.out.close(
+                        ErrorFrame::new(ErrorCode::StoreUnavailable, format!("event store: {e}"))
+                            .for_run(run_id),
+                    );
+                    return;
+                }
+            };
+            Metrics::gauge(&self.state.metrics.subscriptions, 1);
+            let task = tokio::spawn(run_subscription(
+                Arc::clone(&self.state),
+                Arc::clone(&self.out),
+                self.reports.clone(),
+                run_id.clone(),
+                start,
+            ));
+            self.subs.insert(run_id, task);
+        }
+    }
+
+    async fn unsubscribe(&mut self, run_ids: Vec<RunId>) {
+        for run_id in run_ids {
+            match self.subs.remove(&run_id) {
+                Some(h) => {
+                    h.abort();
+                    let _ = h.await;
+                    Metrics::gauge(&self.state.metrics.subscriptions, -1);
+                    self.send(&ServerMessage::Unsubscribed(Unsubscribed { run_id }));
+                }
+                None => self.protocol_error(
+                    ErrorFrame::new(
+                        ErrorCode::NotSubscribed,
+                        format!("run {run_id} is not subscribed on this connection"),
+                    )
+                    .for_run(run_id),
+                ),
+            }
+        }
+    }
+}
+
+/// Largest batch frame built from pre-encoded events, in bytes (besides the
+/// `batch_max_events` bound), so that one frame never dominates the queue.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// Sends events in order, paced by the socket: before each frame the task waits until
+/// the connection's queue is below its low watermark (`RW-SLOW-2`). One `event` frame
+/// per event without batching; `batch` frames of at most `max_events` events and
+/// about [`MAX_BATCH_BYTES`] with batching (`RW-BATCH-2`).
+async fn send_events(
+    out: &Outbound,
+    metrics: &Metrics,
+    batching: bool,
+    max_events: usize,
+    events: &[StoredEvent],
+) -> Result<(), QueueError> {
+    let mut i = 0;
+    while i < events.len() {
+        out.wait_drained().await;
+        if out.is_closing() {
+            return Err(QueueError::Closed);
+        }
+        let mut j = i + 1;
+        if batching {
+            let mut bytes = events[i].json.len();
+            while j < events.len()
+                && j - i < max_events
+                && bytes + events[j].json.len() <= MAX_BATCH_BYTES
+            {
+                bytes += events[j].json.len() + 1;
+                j += 1;
+            }
+        }
+        let chunk = &events[i..j];
+        let text = if let [one] = chunk {
+            event_frame(one)
+        } else {
+            let len: usize = chunk.iter().map(|e| e.json.len() + 1).sum();
+            let mut s = String::with_capacity(len + 32);
+            s.push_str(r#"{"type":"batch","events":["#);
+            for (k, e) in chunk.iter().enumerate() {
+                if k > 0 {
+                    s.push(',');
+                }
+                s.push_str(&e.json);
+            }
+            s.push_str("]}");
+            Metrics::inc(&metrics.batches_out);
+            s
+        };
+        Metrics::add(&metrics.events_out, chunk.len() as u64);
+        out.send_text(text)?;
+        i = j;
+    }
+    Ok(())
+}
+
+fn event_frame(e: &StoredEvent) -> String {
+    let mut s = String::with_capacity(e.json.len() + 24);
+    s.push_str(r#"{"type":"event","event":"#);
+    s.push_str(&e.json);
+    s.push('}');
+    s
+}
+
+/// Where a subscription starts: fixed by [`open_subscription`].
+struct SubStart {
+    live: crate::store::LiveReceiver,
+    /// The last seq the client has (the cursor, or the reset's `as_of_seq`).
+    delivered: u64,
+    /// Replay up to here before going live.
+    target: u64,
+}
+
+/// Fixes a subscription's position and answers it with `subscribed` or `reset`
+/// (`RW-RESUME-2` to `RW-RESUME-8`). The live feed is subscribed before the head is
+/// read, so an event appended meanwhile is in the replay or in the live feed (or
+/// both: the live side skips what the replay sent), never in neither.
+/// `Ok(None)`: the frame could not be queued (slow consumer).
+async fn open_subscription(
+    state: &AppState,
+    out: &Outbound,
+    req: &SubscriptionRequest,
+) -> Result<Option<SubStart>, crate::store::StoreError> {
+    let cfg = &state.config;
+    let store = &state.store;
+    let run_id = &req.run_id;
+    let live = store.live(run_id);
+    let info = store.open_run(run_id).await?;
+    let after = req.after_seq.unwrap_or(0);
+    let reason = if req.epoch.as_ref().is_some_and(|e| *e != info.epoch) {
+        Some(ResetReason::EpochMismatch)
+    } else if after > info.head_seq {
+        Some(ResetReason::CursorAhead)
+    } else if info.head_seq - after > cfg.replay_window_events {
+        Some(ResetReason::CursorTooOld)
+    } else {
+        None
+    };
+    let (msg, delivered) = match reason {
+        Some(reason) => {
+            let snapshot = store.snapshot(run_id).await?.unwrap_or_else(|| {
+                runwire_protocol::RunSnapshot::empty(run_id.clone(), info.epoch.clone())
+            });
+            Metrics::inc(&state.metrics.resets);
+            let as_of = snapshot.as_of_seq;
+            (
+                ServerMessage::Reset(Reset {
+                    run_id: run_id.clone(),
+                    epoch: info.epoch.clone(),
+                    reason,
+                    snapshot,
+                }),
+                as_of,
+            )
+        }
+        None => (
+            ServerMessage::Subscribed(Subscribed {
+                run_id: run_id.clone(),
+                epoch: info.epoch.clone(),
+                after_seq: after,
+                head_seq: info.head_seq,
+            }),
+            after,
+        ),
+    };
+    if out.send(&msg).is_err() {
+        return Ok(None);
+    }
+    Ok(Some(SubStart {
+        live,
+        delivered,
+        target: info.head_seq.max(delivered),
+    }))
+}
+
+/// One subscription after its `subscribed`/`reset`: replay, then live, without gap or
+/// duplicate (`RW-RESUME-1`, `RW-ORDER-1`, `RW-ORDER-2`), batching live events
+/// within the window and flushing terminal status and todo updates at once
+/// (`RW-BATCH-1`, `RW-BATCH-3`).
+async fn run_subscription(
+    state: Arc<AppState>,
+    out: Arc<Outbound>,
+    reports: tokio::sync::mpsc::UnboundedSender<SubReport>,
+    run_id: RunId,
+    start: SubStart,
+) {
+    let fatal = |e: &dyn std::fmt::Display| {
+        Metrics::inc(&state.metrics.store_errors);
+        let _ = reports.send(SubReport::Fatal(
+            ErrorFrame::new(ErrorCode::StoreUnavailable, format!("event store: {e}"))
+                .for_run(run_id.clone()),
+        ));
+    };
+    let slow = |out: &Outbound| {
+        if !out.is_closing() {
+            Metrics::inc(&state.metrics.slow_consumer_closes);
+            out.close_now(ErrorFrame::new(
+                ErrorCode::SlowConsumer,
+                "the outbound queue exceeded its byte limit; reconnect and resume from your cursor",
+            ));
+        }
+    };
+    let cfg = &state.config;
+    let store = &state.store;
+    let SubStart {
+        mut live,
+        mut delivered,
+        mut target,
+    } = start;
+    let batching = cfg.batch_window_ms > 0;
+    let send = |evs: Vec<StoredEvent>| {
+        let out = Arc::clone(&out);
+        let metrics = Arc::clone(&state.metrics);
+        let max = cfg.batch_max_events;
+        async move { send_events(&out, &metrics, batching, max, &evs).await }
+    };
+    let window = ms(cfg.batch_window_ms);
+    let mut batch: Vec<StoredEvent> = Vec::new();
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let flush_at = tokio::time::sleep_until(far);
+    tokio::pin!(flush_at);
+    loop {
+        // Catch up from the store, read as the socket drains (`RW-SLOW-2`).
+        while delivered < target {
+            out.wait_drained().await;
+            if out.is_closing() {
+                return;
+            }
+            let chunk = match store
+                .read(&run_id, delivered, target, cfg.replay_chunk_events)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => return fatal(&e),
+            };
+            let Some(last) = chunk.last() else {
+                return fatal(&format_args!(
+                    "events {}..={target} of run {run_id} are missing",
+                    delivered + 1
+                ));
+            };
+            if chunk.first().map(|e| e.seq) != Some(delivered + 1) {
+                return fatal(&format_args!(
+                    "gap in the log of run {run_id} after seq {delivered}"
+                ));
+            }
+            delivered = last.seq;
+            match send(chunk).await {
+                Ok(()) => {}
+                Err(QueueError::SlowConsumer) => return slow(&out),
+                Err(QueueError::Closed) => return,
+            }
+        }
+        tokio::select! {
+            biased;
+            () = &mut flush_at, if !batch.is_empty() => {
+                flush_at.as_mut().reset(far);
+                match send(std::mem::take(&mut batch)).await {
+                    Ok(()) => {}
+                    Err(QueueError::SlowConsumer) => return slow(&out),
+                    Err(QueueError::Closed) => return,
+                }
+            }
+            r = live.recv() => match r {
+                LiveRecv::Events(evs) => {
+                    let mut urgent = false;
+                    for e in evs.iter() {
+                        if e.seq <= delivered {
+                            continue;
+                        }
+                        if e.seq != delivered + 1 {
+                            // A jump (the feed skipped): read the range from the store.
+                            target = evs.last().map_or(e.seq, |l| l.seq);
+                            urgent = true;
+                            break;
+                        }
+                        delivered = e.seq;
+                        urgent |= e.flush;
+                        batch.push(e.clone());
+                    }
+                    if window.is_zero() || urgent || batch.len() >= cfg.batch_max_events {
+                        flush_at.as_mut().reset(far);
+                        match send(std::mem::take(&mut batch)).await {
+                            Ok(()) => {}
+                            Err(QueueError::SlowConsumer) => return slow(&out),
+                            Err(QueueError::Closed) => return,
+                        }
+                    } else if !batch.is_empty() && flush_at.deadline() == far {
+                        flush_at.as_mut().reset(tokio::time::Instant::now() + window);
+                    }
+                }
+                LiveRecv::Lagged => {
+                    flush_at.as_mut().reset(far);
+                    match send(std::mem::take(&mut batch)).await {
+                        Ok(()) => {}
+                        Err(QueueError::SlowConsumer) => return slow(&out),
+                        Err(QueueError::Closed) => return,
+                    }
+                    match store.run_info(&run_id).await {
+                        Ok(Some(i)) => target = i.head_seq,
+                        Ok(None) => {}
+                        Err(e) => return fatal(&e),
+                    }
+                }
+                LiveRecv::Closed => {
+                    let _ = send(std::mem::take(&mut batch)).await;
+                    // The store is closing; shutdown closes the connection.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+}

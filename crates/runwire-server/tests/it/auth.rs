@@ -1,0 +1,227 @@
+//! Authentication and authorization (spec §7).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{EncodingKey, Header, encode};
+use runwire_protocol::ServerMessage;
+use runwire_server::{Role, ServerConfig, StaticToken};
+use serde_json::json;
+
+use crate::common::*;
+
+const SECRET: &str = "test-secret-please-change";
+
+fn auth_config() -> ServerConfig {
+    let mut c = config();
+    c.auth.tokens = vec![
+        StaticToken {
+            token: "prod-token".into(),
+            roles: vec![Role::Producer],
+            runs: vec![],
+            name: Some("producer".into()),
+        },
+        StaticToken {
+            token: "team-a-reader".into(),
+            roles: vec![Role::Consumer],
+            runs: vec!["team-a:*".into()],
+            name: None,
+        },
+    ];
+    c.auth.jwt_secret = Some(SECRET.into());
+    c
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn jwt(claims: serde_json::Value) -> String {
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("jwt")
+}
+
+#[tokio::test]
+async fn rw_auth_4_missing_and_wrong_tokens_close_4003() {
+    let s = start(auth_config()).await;
+    let mut c = Client::connect(&s).await;
+    c.send(json!({"type": "hello", "versions": ["1.0"]})).await;
+    let e = c.expect_error_close("unauthorized", 4003).await;
+    assert!(!e.retryable);
+    let mut c = Client::connect(&s).await;
+    c.send(json!({"type": "hello", "versions": ["1.0"], "token": "nope"}))
+        .await;
+    c.expect_error_close("unauthorized", 4003).await;
+    // A JWT signed with another key.
+    let bad = encode(
+        &Header::default(),
+        &json!({"exp": now() + 600, "role": "consumer"}),
+        &EncodingKey::from_secret(b"other"),
+    )
+    .expect("jwt");
+    let mut c = Client::connect(&s).await;
+    c.send(json!({"type": "hello", "versions": ["1.0"], "token": bad}))
+        .await;
+    c.expect_error_close("unauthorized", 4003).await;
+    // A producer-only token cannot open the stream.
+    let mut c = Client::connect(&s).await;
+    c.send(json!({"type": "hello", "versions": ["1.0"], "token": "prod-token"}))
+        .await;
+    c.expect_error_close("unauthorized", 4003).await;
+}
+
+#[tokio::test]
+async fn rw_auth_6_forbidden_run_fails_alone() {
+    let s = start(auth_config()).await;
+    let p = Producer::new(&s).with_token("prod-token");
+    let mut c = Client::connect(&s).await;
+    c.send(
+        json!({"type": "hello", "versions": ["1.0"], "token": "team-a-reader",
+        "subscriptions": [{"run_id": "team-b:1"}, {"run_id": "team-a:1"}]}),
+    )
+    .await;
+    assert!(matches!(c.msg().await, ServerMessage::Welcome(_)));
+    let e = c.expect_error("forbidden").await;
+    assert_eq!(
+        e.run_id.map(|r| r.into_string()).as_deref(),
+        Some("team-b:1")
+    );
+    assert!(!e.retryable);
+    assert!(
+        matches!(c.msg().await, ServerMessage::Subscribed(s) if s.run_id.as_str() == "team-a:1")
+    );
+    p.progress("team-b:1", 1).await;
+    p.progress("team-a:1", 1).await;
+    c.events_until(&run("team-a:1"), 0, 1).await;
+}
+
+#[tokio::test]
+async fn rw_auth_3_header_token_and_hello_token_precedence() {
+    let s = start(auth_config()).await;
+    // Header only.
+    let mut c = Client::connect_opts(&s, Some("team-a-reader"), None).await;
+    c.send(json!({"type": "hello", "versions": ["1.0"]})).await;
+    assert!(matches!(c.msg().await, ServerMessage::Welcome(_)));
+    // Both: hello.token wins (it is wrong here, so the connection is refused).
+    let mut c = Client::connect_opts(&s, Some("team-a-reader"), None).await;
+    c.send(json!({"type": "hello", "versions": ["1.0"], "token": "wrong"}))
+        .await;
+    c.expect_error_close("unauthorized", 4003).await;
+}
+
+#[tokio::test]
+async fn rw_auth_jwt_claims_role_and_run_patterns() {
+    let s = start(auth_config()).await;
+    let p = Producer::new(&s).with_token(&jwt(
+        json!({"exp": now() + 600, "role": "producer", "runs": ["jobs:*"]}),
+    ));
+    assert_eq!(p.progress_status("jobs:1").await, 200);
+    assert_eq!(p.progress_status("other").await, 403);
+    let token =
+        jwt(json!({"exp": now() + 600, "roles": ["consumer"], "runs": ["jobs:*"], "sub": "u-1"}));
+    let mut c = Client::connect(&s).await;
+    assert!(matches!(
+        c.hello_token(&token).await,
+        ServerMessage::Welcome(_)
+    ));
+    c.send(
+        json!({"type": "subscribe", "subscriptions": [{"run_id": "jobs:1"}, {"run_id": "other"}]}),
+    )
+    .await;
+    assert!(matches!(c.msg().await, ServerMessage::Subscribed(_)));
+    c.expect_error("forbidden").await;
+    c.events_until(&run("jobs:1"), 0, 1).await;
+}
+
+#[tokio::test]
+async fn rw_auth_5_expired_token_at_hello_is_token_expired_4103() {
+    let s = start(auth_config()).await;
+    let token = jwt(json!({"exp": now() - 120, "role": "consumer"}));
+    let mut c = Client::connect(&s).await;
+    c.send(json!({"type": "hello", "versions": ["1.0"], "token": token}))
+        .await;
+    let e = c.expect_error_close("token_expired", 4103).await;
+    assert!(e.retryable);
+}
+
+#[tokio::test]
+async fn rw_auth_8_token_expiring_mid_stream_closes_4103() {
+    let s = start(auth_config()).await;
+    let p = Producer::new(&s).with_token("prod-token");
+    let token = jwt(json!({"exp": now() + 2, "role": "consumer"}));
+    let mut c = Client::connect(&s).await;
+    c.send(json!({"type": "hello", "versions": ["1.0"], "token": token, "subscriptions": [{"run_id": "x"}]}))
+        .await;
+    assert!(matches!(c.msg().await, ServerMessage::Welcome(_)));
+    assert!(matches!(c.msg().await, ServerMessage::Subscribed(_)));
+    p.progress("x", 1).await;
+    c.expect_error_close("token_expired", 4103).await;
+}
+
+#[tokio::test]
+async fn rw_auth_11_http_requires_tokens_and_roles() {
+    let s = start(auth_config()).await;
+    assert_eq!(Producer::new(&s).progress_status("r").await, 401);
+    assert_eq!(
+        Producer::new(&s)
+            .with_token("bogus")
+            .progress_status("r")
+            .await,
+        401
+    );
+    // A consumer token may read but not append.
+    assert_eq!(
+        Producer::new(&s)
+            .with_token("team-a-reader")
+            .progress_status("team-a:1")
+            .await,
+        403
+    );
+    let p = Producer::new(&s).with_token("prod-token");
+    assert_eq!(p.progress_status("team-a:1").await, 200);
+    let (st, _) = Producer::new(&s)
+        .with_token("team-a-reader")
+        .get("/v1/runs/team-a:1")
+        .await;
+    assert_eq!(st, 200);
+    let (st, body) = Producer::new(&s)
+        .with_token("team-a-reader")
+        .get("/v1/runs/team-a:1/events")
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let (st, body) = Producer::new(&s).get("/v1/runs/team-a:1").await;
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    // healthz needs no token (RW-INGEST-22).
+    let (st, body) = Producer::new(&s).get("/healthz").await;
+    assert_eq!((st, body), (200, json!({"status": "ok"})));
+    assert!(
+        s.metrics()
+            .auth_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 4
+    );
+}
+
+#[tokio::test]
+async fn no_auth_refuses_public_bind_and_allows_loopback() {
+    let mut c = config();
+    c.listen = "0.0.0.0:0".parse().expect("addr");
+    let err =
+        runwire_server::Server::bind(c, std::sync::Arc::new(runwire_server::MemoryStore::new()))
+            .await
+            .expect_err("public bind without auth is refused");
+    assert!(err.to_string().contains("without authentication"), "{err}");
+    let mut c = auth_config();
+    c.listen = "0.0.0.0:0".parse().expect("addr");
+    let s = start(c).await;
+    s.shutdown().await;
+}

@@ -1,0 +1,302 @@
+//! The producer HTTP API (spec §4).
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn rw_ingest_2_consecutive_seqs_and_response_shape() {
+    let s = start(config()).await;
+    let p = Producer::new(&s);
+    let r = p.progress("a", 3).await;
+    assert_eq!(
+        (r["first_seq"].as_u64(), r["last_seq"].as_u64()),
+        (Some(1), Some(3))
+    );
+    assert_eq!(r["run_id"], "a");
+    let evs = r["events"].as_array().expect("events");
+    assert_eq!(evs.len(), 3);
+    assert!(evs.iter().all(|e| e.get("duplicate").is_none()));
+    let r = p.progress("a", 2).await;
+    assert_eq!(
+        (r["first_seq"].as_u64(), r["last_seq"].as_u64()),
+        (Some(4), Some(5))
+    );
+}
+
+#[tokio::test]
+async fn rw_ingest_2_concurrent_producers_on_one_run_are_gapless() {
+    let s = start(config()).await;
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let url = s.http_url();
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut seqs = Vec::new();
+            for i in 0..25 {
+                let r: Value = http
+                    .post(format!("{url}/v1/runs/c/events"))
+                    .json(&json!({"events": [{"type": "log.line", "data": {"level": "info", "message": format!("{w}/{i}")}}, {"type": "log.line", "data": {"level": "info", "message": "second"}}]}))
+                    .send()
+                    .await
+                    .expect("post")
+                    .json()
+                    .await
+                    .expect("json");
+                let first = r["first_seq"].as_u64().expect("first");
+                assert_eq!(r["last_seq"].as_u64(), Some(first + 1), "one request, consecutive");
+                seqs.push(first);
+                seqs.push(first + 1);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=400).collect::<Vec<u64>>());
+    let (_, h) = Producer::new(&s).get("/v1/runs/c/events?limit=10000").await;
+    let seqs: Vec<u64> = h["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, (1..=400).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn rw_ingest_5_rw_ingest_6_idempotent_retries_and_conflicts() {
+    let s = start(config()).await;
+    let p = Producer::new(&s);
+    let ev = json!([{"type": "log.line", "data": {"level": "info", "message": "hi"}, "idempotency_key": "k1"},
+                    {"type": "log.line", "data": {"level": "info", "message": "there"}, "idempotency_key": "k2"}]);
+    let first = p.ok("i", ev.clone()).await;
+    let again = p.ok("i", ev).await;
+    for (a, b) in first["events"]
+        .as_array()
+        .expect("a")
+        .iter()
+        .zip(again["events"].as_array().expect("b"))
+    {
+        assert_eq!(a["seq"], b["seq"]);
+        assert_eq!(a["event_id"], b["event_id"]);
+        assert_eq!(b["duplicate"], json!(true));
+    }
+    // A producer-supplied time does not change identity (type and data only).
+    let r = p.ok("i", json!([{"type": "log.line", "data": {"level": "info", "message": "hi"}, "idempotency_key": "k1", "time": "2026-01-01T00:00:00Z"}])).await;
+    assert_eq!(r["events"][0]["duplicate"], json!(true));
+    // Same key, different data: 409 and nothing appended.
+    let (st, body) = p
+        .append("i", json!([{"type": "log.line", "data": {"level": "info", "message": "new"}}, {"type": "log.line", "data": {"level": "warn", "message": "hi"}, "idempotency_key": "k1"}]))
+        .await;
+    assert_eq!(st, 409);
+    assert_eq!(body["error"]["code"], "idempotency_conflict");
+    assert_eq!(body["error"]["pointer"], "/events/1/idempotency_key");
+    assert_eq!(body["error"]["retryable"], json!(false));
+    let (_, h) = p.get("/v1/runs/i/events").await;
+    assert_eq!(
+        h["head_seq"], 2,
+        "nothing of the conflicting request was appended (RW-INGEST-8)"
+    );
+}
+
+#[tokio::test]
+async fn rw_ingest_7_one_key_twice_in_one_request_is_invalid() {
+    let s = start(config()).await;
+    let p = Producer::new(&s);
+    let (st, body) = p
+        .append("d", json!([{"type": "log.line", "data": {"level": "info", "message": "a"}, "idempotency_key": "k"},
+                            {"type": "log.line", "data": {"level": "info", "message": "a"}, "idempotency_key": "k"}]))
+        .await;
+    assert_eq!(st, 400);
+    assert_eq!(body["error"]["code"], "invalid_request");
+    assert_eq!(body["error"]["pointer"], "/events/1/idempotency_key");
+}
+
+#[tokio::test]
+async fn rw_ingest_10_rw_ingest_11_terminal_status_closes_the_run() {
+    let s = start(config()).await;
+    let p = Producer::new(&s);
+    let done =
+        json!([{"type": "run.status", "data": {"status": "completed"}, "idempotency_key": "end"}]);
+    p.progress("t", 1).await;
+    let first = p.ok("t", done.clone()).await;
+    let (st, body) = p
+        .append(
+            "t",
+            json!([{"type": "run.progress", "data": {"percent": 5}}]),
+        )
+        .await;
+    assert_eq!(st, 409);
+    assert_eq!(body["error"]["code"], "run_terminal");
+    // The retry of the terminal event answers with its original assignment.
+    let retry = p.ok("t", done).await;
+    assert_eq!(retry["events"][0]["seq"], first["events"][0]["seq"]);
+    assert_eq!(retry["events"][0]["duplicate"], json!(true));
+    // Terminal followed by more events in one request: refused, nothing appended.
+    let (st, body) = p
+        .append("t2", json!([{"type": "run.status", "data": {"status": "failed"}}, {"type": "log.line", "data": {"level": "info", "message": "late"}}]))
+        .await;
+    assert_eq!(st, 409);
+    assert_eq!(body["error"]["pointer"], "/events/1");
+    assert_eq!(
+        p.get("/v1/runs/t2").await.0,
+        404,
+        "nothing appended, run not created"
+    );
+}
+
+#[tokio::test]
+async fn rw_ingest_9_invalid_bodies_carry_a_pointer() {
+    let s = start(config()).await;
+    let p = Producer::new(&s);
+    let (st, body) = p
+        .append(
+            "v",
+            json!([{"type": "run.progress", "data": {"percent": 140}}]),
+        )
+        .await;
+    assert_eq!(st, 400);
+    assert_eq!(body["error"]["code"], "invalid_request");
+    assert_eq!(body["error"]["pointer"], "/events/0/data/percent");
+    let (st, body) = p.append("v", json!([])).await;
+    assert_eq!(
+        (st, body["error"]["pointer"].as_str()),
+        (400, Some("/events"))
+    );
+    let many: Vec<Value> = (0..1001)
+        .map(|_| json!({"type": "run.progress", "data": {}}))
+        .collect();
+    let (st, body) = p.append("v", Value::Array(many)).await;
+    assert_eq!(
+        (st, body["error"]["pointer"].as_str()),
+        (400, Some("/events"))
+    );
+    let (st, body) = p.post_raw("v", "{not json".into()).await;
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let (st, _) = p
+        .append("bad%2Frun", json!([{"type": "run.progress", "data": {}}]))
+        .await;
+    assert_eq!(st, 400, "invalid run id (RW-INGEST-1)");
+    let (st, body) = p.append("v", json!([{"type": "Bad", "data": {}}])).await;
+    assert_eq!(
+        (st, body["error"]["pointer"].as_str()),
+        (400, Some("/events/0/type")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn rw_limit_2_oversize_event_is_413() {
+    let mut cfg = config();
+    cfg.max_event_bytes = 2048;
+    let s = start(cfg).await;
+    let p = Producer::new(&s);
+    let (st, body) = p
+        .append("big", json!([{"type": "log.line", "data": {"level": "info", "message": "ok"}}, {"type": "log.line", "data": {"level": "info", "message": "x".repeat(4000)}}]))
+        .await;
+    assert_eq!(st, 413);
+    assert_eq!(body["error"]["code"], "event_too_large");
+    assert_eq!(body["error"]["pointer"], "/events/1");
+}
+
+#[tokio::test]
+async fn rw_ingest_12_producer_time_is_kept() {
+    let s = start(config()).await;
+    let p = Producer::new(&s);
+    p.ok("tm", json!([{"type": "run.progress", "data": {}, "time": "2020-01-02T03:04:05.678Z"}, {"type": "run.progress", "data": {}}])).await;
+    let (_, h) = p.get("/v1/runs/tm/events").await;
+    assert_eq!(h["events"][0]["time"], "2020-01-02T03:04:05.678Z");
+    assert!(
+        h["events"][1]["time"]
+            .as_str()
+            .expect("time")
+            .ends_with('Z')
+    );
+}
+
+#[tokio::test]
+async fn rw_ingest_15_to_18_snapshot_and_history_reads() {
+    let s = start(config()).await;
+    let p = Producer::new(&s);
+    let (st, body) = p.get("/v1/runs/nothing").await;
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (404, Some("run_not_found"))
+    );
+    let (st, _) = p.get("/v1/runs/nothing/events").await;
+    assert_eq!(st, 404);
+    p.ok("h", json!([{"type": "run.status", "data": {"status": "running"}}, {"type": "log.line", "data": {"level": "info", "message": "l"}}])).await;
+    p.progress("h", 3).await;
+    let (st, snap) = p.get("/v1/runs/h").await;
+    assert_eq!(st, 200);
+    assert_eq!(snap["as_of_seq"], 5);
+    assert_eq!(snap["status"], "running");
+    assert_eq!(snap["recent_logs"][0]["message"], "l");
+    let (_, h) = p.get("/v1/runs/h/events?after_seq=1&limit=2").await;
+    let seqs: Vec<u64> = h["events"]
+        .as_array()
+        .expect("e")
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("s"))
+        .collect();
+    assert_eq!(seqs, vec![2, 3]);
+    assert_eq!(
+        (h["head_seq"].as_u64(), h["has_more"].as_bool()),
+        (Some(5), Some(true))
+    );
+    let (_, h) = p.get("/v1/runs/h/events?after_seq=3").await;
+    assert_eq!(h["has_more"], json!(false));
+    let (_, h) = p.get("/v1/runs/h/events?after_seq=99").await;
+    assert_eq!(
+        (
+            h["events"].as_array().map(Vec::len),
+            h["has_more"].as_bool(),
+            h["head_seq"].as_u64()
+        ),
+        (Some(0), Some(false), Some(5))
+    );
+    for bad in [
+        "limit=0",
+        "limit=10001",
+        "after_seq=-1",
+        "after_seq=x",
+        "after_seq=9007199254740992",
+    ] {
+        let (st, body) = p.get(&format!("/v1/runs/h/events?{bad}")).await;
+        assert_eq!(
+            (st, body["error"]["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{bad}"
+        );
+    }
+    // The history answer decodes as the protocol type.
+    let (_, h) = p.get("/v1/runs/h/events").await;
+    let typed: runwire_protocol::http::HistoryResponse =
+        serde_json::from_value(h).expect("HistoryResponse");
+    assert_eq!(typed.events.len(), 5);
+}
+
+#[tokio::test]
+async fn metrics_count_events_and_connections() {
+    let s = start(config()).await;
+    let p = Producer::new(&s);
+    p.progress("m", 3).await;
+    let text = p
+        .http
+        .get(format!("{}/metrics", s.http_url()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(text.contains("runwire_events_in_total 3"), "{text}");
+    assert!(text.contains("# TYPE runwire_connections gauge"));
+}

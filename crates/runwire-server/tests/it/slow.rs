@@ -1,0 +1,81 @@
+//! Slow consumers (spec §15): bounded outbound queue, error + 4100, fast clients
+//! unaffected.
+
+use std::sync::atomic::Ordering;
+
+use runwire_protocol::ServerMessage;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn rw_slow_1_slow_consumer_is_closed_4100_while_fast_ones_get_everything() {
+    let mut cfg = config();
+    cfg.slow_consumer_max_bytes = 256 * 1024;
+    cfg.slow_consumer_max_age_ms = 1000;
+    cfg.batch_window_ms = 0;
+    cfg.heartbeat_interval_ms = 600_000;
+    cfg.close_timeout_ms = 30_000;
+    let s = start(cfg).await;
+    let p = Producer::new(&s);
+    let mut slow = Client::connect_opts(&s, None, Some(4096)).await;
+    slow.hello(json!([{"run_id": "firehose"}])).await;
+    assert!(matches!(slow.msg().await, ServerMessage::Subscribed(_)));
+    let mut fast = Client::connect(&s).await;
+    fast.hello(json!([{"run_id": "firehose"}])).await;
+    assert!(matches!(fast.msg().await, ServerMessage::Subscribed(_)));
+    let pad = "x".repeat(900);
+    let total = 20_000u64;
+    let reader = tokio::spawn(async move {
+        let evs = fast.events_until(&run("firehose"), 0, total).await;
+        evs.len() as u64
+    });
+    // The slow client reads nothing until the server has given up on it.
+    let mut sent = 0;
+    while sent < total {
+        let events: Vec<Value> = (0..200)
+            .map(|i| json!({"type": "log.line", "data": {"level": "info", "message": format!("{i} {pad}")}}))
+            .collect();
+        p.ok("firehose", Value::Array(events)).await;
+        sent += 200;
+    }
+    // Appends were never held up by the slow client (RW-SLOW-3); now wait (bounded)
+    // for the age limit to fire.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while s.metrics().slow_consumer_closes.load(Ordering::Relaxed) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow consumer was never closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // What the slow client had in flight arrives in order, then error and 4100.
+    let mut next = 1;
+    let e = loop {
+        match slow.recv().await {
+            Frame::Msg(ServerMessage::Event(ev)) => {
+                assert_eq!(ev.event.seq, next);
+                next += 1;
+            }
+            Frame::Msg(ServerMessage::Error(e)) => break e,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(e.code.as_str(), "slow_consumer");
+    assert_eq!(e.close_code, Some(4100));
+    assert!(e.retryable);
+    assert!(matches!(slow.recv().await, Frame::Close(Some(4100), _)));
+    assert!(next < total, "the slow client did not get everything");
+    assert_eq!(reader.await.expect("fast reader"), total);
+    // It resumes from its cursor without loss.
+    let mut again = Client::connect(&s).await;
+    let epoch = match p.get("/v1/runs/firehose").await.1["epoch"].as_str() {
+        Some(e) => e.to_owned(),
+        None => panic!("epoch"),
+    };
+    again
+        .hello(json!([{"run_id": "firehose", "epoch": epoch, "after_seq": next - 1}]))
+        .await;
+    assert!(matches!(again.msg().await, ServerMessage::Subscribed(_)));
+    again.events_until(&run("firehose"), next - 1, total).await;
+}
