@@ -54,3 +54,31 @@ pub const UNKNOWN_IGNORED: &str = "RW-VERSION-4";
 /// Not a spec requirement: the adapter contract (`docs/client-adapter.md`), which the
 /// kit enforces so verdicts stay uniform.
 pub const ADAPTER: &str = "KIT-ADAPTER";
+
+/// Every spec requirement a built-in check may name.
+pub const ALL: &[&str] = &[
+    HELLO_FIRST,
+    HELLO_VERSIONS,
+    TOKEN,
+    SUBSCRIBE,
+    CURSOR,
+    CURSOR_EPOCH,
+    DEDUP,
+    ORDER,
+    GAP,
+    COMPLETE,
+    RESET,
+    PONG,
+    LIVENESS,
+    BACKOFF,
+    RETRY_AFTER,
+    MAX_ATTEMPTS,
+    TERMINAL,
+    ONE_CONNECTION,
+    CLOSE_CLASS,
+    CLOSE_SENDABLE,
+    CLIENT_CLOSE,
+    CLIENT_INPUT,
+    CLIENT_SCHEMA,
+    UNKNOWN_IGNORED,
+];

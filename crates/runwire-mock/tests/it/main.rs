@@ -3,5 +3,7 @@
 
 mod broken;
 mod client;
+mod format;
 mod harness;
 mod library;
+mod transcript;

@@ -1,0 +1,100 @@
+//! The transcript format is stable: snapshots of the wire part of a few fixtures, with
+//! timestamps, ports and measured delays redacted.
+
+use runwire_mock::{Direction, Transcript};
+
+use crate::{client::Bugs, harness};
+
+/// The text form of the wire and mock entries (application lines interleave with the
+/// wire nondeterministically, so they are left out), redacted.
+fn wire_text(t: &Transcript) -> String {
+    let mut out = String::new();
+    for e in &t.entries {
+        if e.dir == Direction::App {
+            continue;
+        }
+        let line = e.render();
+        // "[   12 ms] " -> "[t] "
+        let line = match line.find("] ") {
+            Some(i) if line.starts_with('[') => format!("[t]{}", &line[i + 1..]),
+            _ => line,
+        };
+        let line = redact_after(&line, "127.0.0.1:", |c| c.is_ascii_digit(), "PORT");
+        let line = redact_after(
+            &line,
+            "reconnect delay ",
+            |c| c.is_ascii_digit() || c == '.',
+            "D",
+        );
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+fn redact_after(s: &str, marker: &str, keep: impl Fn(char) -> bool, with: &str) -> String {
+    match s.find(marker) {
+        Some(i) => {
+            let start = i + marker.len();
+            let rest = &s[start..];
+            let end = rest.find(|c: char| !keep(c)).unwrap_or(rest.len());
+            format!("{}{with}{}", &s[..start], &rest[end..])
+        }
+        None => s.to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn happy_path_transcript() {
+    let r = harness::play(harness::load("happy-path"), Bugs::default()).await;
+    assert!(r.verdict.passed(), "{}", r.verdict.render());
+    insta::assert_snapshot!(wire_text(&r.transcript));
+}
+
+#[tokio::test]
+async fn gap_resubscribe_transcript() {
+    let r = harness::play(harness::load("gap-resubscribe"), Bugs::default()).await;
+    assert!(r.verdict.passed(), "{}", r.verdict.render());
+    insta::assert_snapshot!(wire_text(&r.transcript));
+}
+
+#[tokio::test]
+async fn drop_mid_batch_transcript() {
+    let r = harness::play(harness::load("drop-mid-batch"), Bugs::default()).await;
+    assert!(r.verdict.passed(), "{}", r.verdict.render());
+    insta::assert_snapshot!(wire_text(&r.transcript));
+}
+
+/// A failing run: the violation is in the transcript where it was detected.
+#[tokio::test]
+async fn violation_transcript() {
+    let mut b = Bugs::default();
+    b.no_pong = true;
+    let r = harness::play(harness::load("ping-pong"), b).await;
+    assert!(!r.verdict.passed());
+    insta::assert_snapshot!(wire_text(&r.transcript));
+    insta::assert_snapshot!("violation_verdict", r.verdict.render());
+}
+
+/// The JSON form of an entry: field names and tags are part of the contract.
+#[test]
+fn entry_json_shape() {
+    use runwire_mock::{Entry, What};
+    let e = Entry {
+        t_ms: 12,
+        conn: 1,
+        dir: Direction::Out,
+        what: What::Close {
+            code: Some(4200),
+            reason: "server_shutdown".into(),
+        },
+    };
+    assert_eq!(
+        serde_json::to_string(&e).expect("json"),
+        r#"{"t_ms":12,"conn":1,"dir":"out","kind":"close","code":4200,"reason":"server_shutdown"}"#
+    );
+    assert_eq!(
+        e.render(),
+        r#"[    12 ms] #1  -> close 4200 "server_shutdown""#
+    );
+}
