@@ -68,8 +68,10 @@ async fn drop_mid_batch_transcript() {
 /// A failing run: the violation is in the transcript where it was detected.
 #[tokio::test]
 async fn violation_transcript() {
-    let mut b = Bugs::default();
-    b.no_pong = true;
+    let b = Bugs {
+        no_pong: true,
+        ..Bugs::default()
+    };
     let r = harness::play(harness::load("ping-pong"), b).await;
     assert!(!r.verdict.passed());
     insta::assert_snapshot!(wire_text(&r.transcript));
