@@ -159,6 +159,14 @@ pub(crate) async fn append(
 ) -> Result<Response, ApiError> {
     let run_id = parse_run_id(&run_id)?;
     authorize(&state, &headers, &[Role::Producer], &run_id)?;
+    if *state.shutdown.borrow() {
+        // `RW-SHUTDOWN-1`.
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ServerShutdown,
+            "the server is shutting down; retry on another node or after the restart",
+        ));
+    }
     let max = state.config.max_request_bytes;
     let req: AppendRequest = decode(&body, max, "append request").map_err(|e| match &e {
         DecodeError::TooLarge { .. } => ApiError::new(
@@ -401,9 +409,9 @@ pub(crate) async fn stream(
             .and_then(|v| v.to_str().ok()),
     )
     .map(str::to_owned);
-    let limit = (state.config.max_frame_bytes as usize)
-        .saturating_mul(4)
-        .max(1 << 20);
+    // Never buffer more than max_frame_bytes of a frame (`RW-LIMIT-1`): a larger
+    // message fails the read and is answered with frame_too_large.
+    let limit = state.config.max_frame_bytes as usize;
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| crate::ws::serve_connection(socket, state, token))

@@ -12,7 +12,7 @@ use runwire_protocol::{
     ClientMessage, ErrorCode, ErrorFrame, Hello, PROTOCOL_VERSIONS, Ping, Pong, Reset, ResetReason,
     RunId, ServerInfo, ServerMessage, Subscribe, Subscribed, SubscriptionRequest, Unsubscribe,
     Unsubscribed, Welcome,
-    codec::{DecodeError, decode_client_message},
+    codec::{DecodeError, decode_client_message, peek_type},
     negotiate_version,
 };
 use tokio::task::JoinHandle;
@@ -153,8 +153,10 @@ pub(crate) async fn serve_connection(
                 let had_principal = conn.principal.is_some();
                 match msg {
                     Ok(Message::Text(t)) => conn.on_frame(t.as_bytes(), &header_token).await,
-                    Ok(Message::Binary(_)) => {
-                        if conn.rate_ok() {
+                    Ok(Message::Binary(b)) => {
+                        if b.len() > cfg.max_frame_bytes as usize {
+                            conn.frame_too_large();
+                        } else if conn.rate_ok() {
                             conn.protocol_error(ErrorFrame::new(
                                 ErrorCode::BinaryFrame,
                                 "binary frames are not allowed; send JSON text frames",
@@ -166,9 +168,11 @@ pub(crate) async fn serve_connection(
                     Err(e) => {
                         let text = e.to_string();
                         if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
+                            conn.frame_too_large();
+                        } else if text.contains("UTF-8") || text.contains("utf-8") {
                             conn.protocol_error(ErrorFrame::new(
-                                ErrorCode::FrameTooLarge,
-                                format!("frame exceeds {} bytes", cfg.max_frame_bytes),
+                                ErrorCode::InvalidJson,
+                                "the text frame is not valid UTF-8",
                             ));
                         } else {
                             break;
@@ -293,11 +297,40 @@ impl Conn {
         }
     }
 
+    /// Checks a text frame in the order of spec §14.2 (`RW-INPUT-6`): size, rate,
+    /// JSON syntax, top level, session position, type, schema.
     async fn on_frame(&mut self, frame: &[u8], header_token: &Option<String>) {
+        let max = self.state.config.max_frame_bytes as usize;
+        if frame.len() > max {
+            self.frame_too_large();
+            return;
+        }
         if !self.rate_ok() {
             return;
         }
-        let max = self.state.config.max_frame_bytes as usize;
+        let ty = match peek_type(frame, max) {
+            Ok(t) => t,
+            Err(e) => {
+                self.protocol_error(ErrorFrame::new(e.error_code(), e.to_string()));
+                return;
+            }
+        };
+        match (&*ty, self.principal.is_some()) {
+            ("hello", true) => {
+                return self.protocol_error(ErrorFrame::new(
+                    ErrorCode::DuplicateHello,
+                    "hello was already received on this connection",
+                ));
+            }
+            (other, false) if other != "hello" => {
+                let other: String = other.chars().take(64).collect();
+                return self.protocol_error(ErrorFrame::new(
+                    ErrorCode::HelloRequired,
+                    format!("{other:?} before hello; send hello first"),
+                ));
+            }
+            _ => {}
+        }
         let msg = match decode_client_message(frame, max) {
             Ok(m) => m,
             Err(e) => {
@@ -312,35 +345,37 @@ impl Conn {
                 return;
             }
         };
-        match (msg, self.principal.is_some()) {
-            (ClientMessage::Hello(h), false) => self.on_hello(h, header_token).await,
-            (ClientMessage::Hello(_), true) => self.protocol_error(ErrorFrame::new(
-                ErrorCode::DuplicateHello,
-                "hello was already received on this connection",
-            )),
-            (other, false) => self.protocol_error(ErrorFrame::new(
-                ErrorCode::HelloRequired,
-                format!("{} before hello; send hello first", other.message_type()),
-            )),
-            (ClientMessage::Subscribe(Subscribe { subscriptions }), true) => {
+        match msg {
+            ClientMessage::Hello(h) => self.on_hello(h, header_token).await,
+            ClientMessage::Subscribe(Subscribe { subscriptions }) => {
                 self.subscribe(subscriptions).await;
             }
-            (ClientMessage::Unsubscribe(Unsubscribe { run_ids }), true) => {
+            ClientMessage::Unsubscribe(Unsubscribe { run_ids }) => {
                 self.unsubscribe(run_ids).await;
             }
-            (ClientMessage::Ping(p), true) => {
+            ClientMessage::Ping(p) => {
                 self.send(&ServerMessage::Pong(Pong { id: p.id }));
             }
-            (ClientMessage::Pong(p), true) => {
+            ClientMessage::Pong(p) => {
                 if self.ping.as_ref().is_some_and(|(id, _)| *id == p.id) {
                     self.ping = None;
                 }
             }
-            (other, true) => self.protocol_error(ErrorFrame::new(
+            other => self.protocol_error(ErrorFrame::new(
                 ErrorCode::UnknownMessageType,
                 format!("message type {} is not handled", other.message_type()),
             )),
         }
+    }
+
+    fn frame_too_large(&self) {
+        self.protocol_error(ErrorFrame::new(
+            ErrorCode::FrameTooLarge,
+            format!(
+                "frame exceeds max_frame_bytes ({})",
+                self.state.config.max_frame_bytes
+            ),
+        ));
     }
 
     async fn on_hello(&mut self, hello: Hello, header_token: &Option<String>) {

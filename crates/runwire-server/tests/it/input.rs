@@ -198,3 +198,59 @@ async fn rw_input_garbage_never_crashes_and_other_clients_keep_their_events() {
     p.progress("g", 3).await;
     good.events_until(&run("g"), 0, 3).await;
 }
+
+#[tokio::test]
+async fn rw_input_6_session_position_is_checked_before_type_and_schema() {
+    let s = start(config()).await;
+    // An unknown type before hello is hello_required, not unknown_message_type.
+    let mut c = Client::connect(&s).await;
+    c.send(json!({"type": "teleport"})).await;
+    c.expect_error_close("hello_required", 4001).await;
+    // A schema-invalid second hello is duplicate_hello.
+    let mut c = ready(&s).await;
+    c.send(json!({"type": "hello", "versions": "not-a-list"}))
+        .await;
+    c.expect_error_close("duplicate_hello", 4000).await;
+    // Size comes before everything: an oversize binary frame is frame_too_large.
+    let mut cfg = config();
+    cfg.max_frame_bytes = 100;
+    let s = start(cfg).await;
+    let mut c = Client::connect(&s).await;
+    c.ws.send(Message::binary(vec![0u8; 500]))
+        .await
+        .expect("send");
+    c.expect_error_close("frame_too_large", 4009).await;
+}
+
+#[tokio::test]
+async fn rw_input_10_unknown_members_are_ignored() {
+    let s = start(config()).await;
+    let mut c = Client::connect(&s).await;
+    c.send(json!({"type": "hello", "versions": ["1.0"], "future": {"x": 1}}))
+        .await;
+    assert!(matches!(c.msg().await, ServerMessage::Welcome(_)));
+    c.send(
+        json!({"type": "subscribe", "subscriptions": [{"run_id": "r", "extra": true}], "more": 1}),
+    )
+    .await;
+    assert!(matches!(c.msg().await, ServerMessage::Subscribed(_)));
+}
+
+#[tokio::test]
+async fn rw_input_11_unsubscribe_then_subscribe_answers_in_order() {
+    let s = start(config()).await;
+    let p = Producer::new(&s);
+    p.progress("o", 2).await;
+    let mut c = ready(&s).await;
+    c.send(json!({"type": "subscribe", "subscriptions": [{"run_id": "o"}]}))
+        .await;
+    assert!(matches!(c.msg().await, ServerMessage::Subscribed(_)));
+    c.events_until(&run("o"), 0, 2).await;
+    c.send(json!({"type": "unsubscribe", "run_ids": ["o"]}))
+        .await;
+    c.send(json!({"type": "subscribe", "subscriptions": [{"run_id": "o", "after_seq": 1}]}))
+        .await;
+    assert!(matches!(c.msg().await, ServerMessage::Unsubscribed(_)));
+    assert!(matches!(c.msg().await, ServerMessage::Subscribed(x) if x.after_seq == 1));
+    c.events_until(&run("o"), 1, 2).await;
+}
