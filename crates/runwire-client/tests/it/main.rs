@@ -2,5 +2,6 @@
 
 mod backoff;
 mod close_codes;
+mod model;
 mod server;
 mod session;
