@@ -22,6 +22,8 @@ enum Command {
     /// Schema tools: generate, diff, check, validate, list rules.
     #[command(subcommand)]
     Schema(cmd::schema::SchemaCommand),
+    /// Conformance kit: run the server and client suites, coverage, reports.
+    Conform(cmd::conform::ConformArgs),
     // Other subcommands (serve, publish, watch, mock, conform, client-adapter) are
     // added here, one variant and one module each.
 }
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Schema(c) => cmd::schema::run(c),
+        Command::Conform(a) => cmd::conform::run(a),
     };
     match result {
         Ok(code) => code,

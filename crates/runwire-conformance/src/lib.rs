@@ -1,1 +1,266 @@
-//! runwire-conformance (work in progress)
+//! The Runwire conformance kit: two Gherkin suites that prove a server or a client
+//! right or wrong against `spec/protocol.md`, graded per requirement level, with
+//! console, JUnit, JSON and HTML reports.
+//!
+//! - **Server suite** (`features/server/*.feature`): the runner is the producer (the
+//!   HTTP ingest API) and one or many WebSocket clients of a [`ServerTarget`]. Every
+//!   frame is checked as it arrives against the invariants of the protocol (no gap,
+//!   no duplicate, nothing before `welcome`, nothing after a closing `error`, close
+//!   codes matching the error), on top of what each step expects.
+//! - **Client suite** (`features/client/*.feature`): the mock server (`runwire-mock`)
+//!   plays fixtures (`fixtures/client/*.json`) to a [`ClientTarget`], a command the
+//!   runner spawns per scenario (`docs/client-adapter.md`).
+//!
+//! Every scenario carries its requirement ids (`@RW-SUB-3`), its level (`@must`,
+//! `@should`, `@may`) and an area tag. A failure message names the requirement, what
+//! was expected and what was seen. The feature files and fixtures are embedded at
+//! build time, so an installed binary works anywhere.
+//!
+//! # Why our own executor over the `gherkin` parser
+//!
+//! The `cucumber` crate's runner reports passed/failed/skipped steps. This kit needs
+//! more: grades per RFC 2119 level (MUST fails the run, SHOULD warns), *not
+//! implemented* as its own outcome, expected failures with reasons and stale-entry
+//! detection, a wire transcript attached to every scenario, `@serial` scenarios that
+//! restart the server after the concurrent ones, and step definitions checked
+//! before anything runs. So the kit uses cucumber's Gherkin parser (`gherkin`, with
+//! its tag expressions) and a small executor ([`runner`]) of its own.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), runwire_conformance::Error> {
+//! use runwire_conformance::{ConformOptions, Plan, conform, reference};
+//! let server = reference::ReferenceServer::start(reference::reference_config(1.0)).await?;
+//! let plan = Plan { server: Some(server.target()), client: None };
+//! let report = conform(plan, &ConformOptions::default(), &|_| {}).await?;
+//! assert!(report.passed);
+//! # Ok(()) }
+//! ```
+
+pub mod client;
+pub mod coverage;
+pub mod expect;
+pub mod features;
+mod http;
+pub mod model;
+mod pattern;
+pub mod reference;
+pub mod report;
+pub mod runner;
+pub mod server;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+pub use client::ClientTarget;
+pub use model::{Grade, Level, RunReport, ScenarioDef, ScenarioResult, Suite};
+pub use server::{ServerControl, ServerTarget};
+
+use crate::{
+    features::TagFilter,
+    runner::{ExecOptions, WorldFactory},
+};
+
+/// Why the kit could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A feature file is malformed or breaks the suite's conventions.
+    #[error("feature file {file}: {reason}")]
+    Features {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A step has no definition.
+    #[error("{file}:{line}: undefined step {text:?}")]
+    UndefinedStep {
+        /// The file.
+        file: String,
+        /// The line.
+        line: usize,
+        /// The step text.
+        text: String,
+    },
+    /// A `--tags` expression does not parse.
+    #[error("bad tag expression {0}")]
+    Tags(String),
+    /// A fixture does not load.
+    #[error("fixture: {0}")]
+    Fixture(String),
+    /// The target could not be set up.
+    #[error("target: {0}")]
+    Target(String),
+    /// An expected-failures or baseline file is malformed or unreadable.
+    #[error("{file}: {reason}")]
+    File {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What to run against.
+#[derive(Debug, Default, Clone)]
+pub struct Plan {
+    /// The server under test (runs the server suite).
+    pub server: Option<ServerTarget>,
+    /// The client under test (runs the client suite).
+    pub client: Option<ClientTarget>,
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct ConformOptions {
+    /// The seed of every random choice (printed; replay with the same value).
+    pub seed: u64,
+    /// Multiplies every timer and deadline (for slow systems).
+    pub time_scale: f64,
+    /// Concurrent scenarios.
+    pub jobs: usize,
+    /// SHOULD failures fail the run.
+    pub strict: bool,
+    /// Only scenarios matching this tag expression.
+    pub tags: Option<TagFilter>,
+    /// Feature files from this directory instead of the embedded ones.
+    pub features_dir: Option<PathBuf>,
+    /// Client fixtures from this directory instead of the embedded ones.
+    pub fixtures_dir: Option<PathBuf>,
+    /// Upper bound per scenario, in ms (scaled).
+    pub scenario_timeout_ms: u64,
+    /// Upper bound for everything, in ms (scaled).
+    pub global_timeout_ms: u64,
+    /// Expected failures.
+    pub expected_failures: Option<expect::ExpectedFailures>,
+}
+
+impl Default for ConformOptions {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            time_scale: 1.0,
+            jobs: 8,
+            strict: false,
+            tags: None,
+            features_dir: None,
+            fixtures_dir: None,
+            scenario_timeout_ms: 20_000,
+            global_timeout_ms: 600_000,
+            expected_failures: None,
+        }
+    }
+}
+
+/// Loads every scenario (embedded, or from `features_dir`).
+pub fn load_scenarios(features_dir: Option<&std::path::Path>) -> Result<Vec<ScenarioDef>, Error> {
+    let files = match features_dir {
+        Some(d) => features::read_dir(d)?,
+        None => features::embedded_features()
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect(),
+    };
+    features::parse(&files)
+}
+
+/// Checks that every step of `scenarios` of `suite` has a definition.
+pub fn check_steps(scenarios: &[ScenarioDef]) -> Result<(), Error> {
+    for sc in scenarios {
+        for st in &sc.steps {
+            let ok = match sc.suite {
+                Suite::Server => server::STEP_PATTERNS
+                    .iter()
+                    .any(|p| pattern::matches(p, &st.text).is_some()),
+                Suite::Client => client::STEP_PATTERNS
+                    .iter()
+                    .any(|p| pattern::matches(p, &st.text).is_some()),
+            };
+            if !ok {
+                return Err(Error::UndefinedStep {
+                    file: sc.file.clone(),
+                    line: st.line,
+                    text: st.text.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the plan and returns the graded report. `progress` sees each result as it
+/// finishes.
+pub async fn conform(
+    plan: Plan,
+    opts: &ConformOptions,
+    progress: &(dyn Fn(&ScenarioResult) + Sync),
+) -> Result<RunReport, Error> {
+    let started = tokio::time::Instant::now();
+    let all = load_scenarios(opts.features_dir.as_deref())?;
+    check_steps(&all)?;
+    let selected: Vec<ScenarioDef> = all
+        .into_iter()
+        .filter(|s| opts.tags.as_ref().is_none_or(|t| t.matches(&s.tags)))
+        .collect();
+    let exec = ExecOptions {
+        jobs: opts.jobs,
+        scenario_timeout: server::scaled(opts.scenario_timeout_ms, opts.time_scale),
+        global_timeout: server::scaled(opts.global_timeout_ms, opts.time_scale),
+        seed: opts.seed,
+    };
+    let mut results = Vec::new();
+    let mut targets = Vec::new();
+    if let Some(t) = plan.server {
+        targets.push(model::Target {
+            suite: Suite::Server,
+            description: t.description.clone(),
+        });
+        let sc: Vec<ScenarioDef> = selected
+            .iter()
+            .filter(|s| s.suite == Suite::Server)
+            .cloned()
+            .collect();
+        let f: Arc<dyn WorldFactory> = Arc::new(server::ServerFactory::new(t, opts.time_scale));
+        results.extend(runner::run_all(f, &sc, &exec, progress).await);
+    }
+    if let Some(t) = plan.client {
+        targets.push(model::Target {
+            suite: Suite::Client,
+            description: t.description.clone(),
+        });
+        let sc: Vec<ScenarioDef> = selected
+            .iter()
+            .filter(|s| s.suite == Suite::Client)
+            .cloned()
+            .collect();
+        let f: Arc<dyn WorldFactory> = Arc::new(client::ClientFactory::new(
+            t,
+            opts.fixtures_dir.as_deref(),
+            opts.time_scale,
+        )?);
+        results.extend(runner::run_all(f, &sc, &exec, progress).await);
+    }
+    let mut report = RunReport {
+        format: 1,
+        tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+        seed: opts.seed,
+        time_scale: opts.time_scale,
+        strict: opts.strict,
+        targets,
+        duration_ms: 0,
+        counts: model::Counts::default(),
+        passed: false,
+        results,
+        stale_expected_failures: Vec::new(),
+    };
+    if let Some(x) = &opts.expected_failures {
+        report.stale_expected_failures = x.apply(&mut report.results);
+    }
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    report.finalize();
+    Ok(report)
+}
+
+/// The default scenario timeout as a duration (for callers that print it).
+pub fn default_scenario_timeout() -> Duration {
+    Duration::from_millis(ConformOptions::default().scenario_timeout_ms)
+}

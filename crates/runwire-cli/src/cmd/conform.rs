@@ -1,0 +1,352 @@
+//! `runwire conform`: the conformance kit.
+//!
+//! - `runwire conform` — both suites against the bundled reference server (in
+//!   process) and the reference client adapter (`runwire client-adapter`).
+//! - `runwire conform server --url ws://… --ingest http://… [--token …]`
+//! - `runwire conform client -- CMD ARGS…`
+//! - `runwire conform coverage` — requirement × scenario matrix; exit 1 when a MUST
+//!   has no scenario.
+//! - `runwire conform list` — the scenarios (after `--tags`).
+//! - `runwire conform report-schema` — the JSON Schema of `--json`.
+
+use std::{
+    ffi::OsString,
+    io::Write as _,
+    path::PathBuf,
+    process::ExitCode,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use runwire_conformance::{
+    ClientTarget, ConformOptions, Plan, ServerControl, ServerTarget, coverage, expect,
+    features::TagFilter, model::report_schema, reference, report,
+};
+
+/// Arguments of `runwire conform`.
+#[derive(Debug, Args)]
+pub(crate) struct ConformArgs {
+    #[command(subcommand)]
+    target: Option<Target>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Subcommand)]
+enum Target {
+    /// Run the server suite against a server given by URL.
+    Server(ServerArgs),
+    /// Run the client suite against a client adapter command (after `--`).
+    Client(ClientArgs),
+    /// Print the spec requirement × scenario matrix; exit 1 if a MUST has no scenario.
+    Coverage {
+        /// List every scenario id per requirement.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// List the scenarios (after --tags).
+    List,
+    /// Print the JSON Schema of the --json report.
+    ReportSchema,
+}
+
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// The stream endpoint, e.g. ws://127.0.0.1:7070/v1/stream.
+    #[arg(long)]
+    url: String,
+    /// The producer API base URL, e.g. http://127.0.0.1:7070.
+    #[arg(long)]
+    ingest: String,
+    /// A token allowed to append to and read every run (omit if the server requires no
+    /// authentication; auth scenarios are then graded not implemented).
+    #[arg(long, env = "RUNWIRE_CONFORM_TOKEN")]
+    token: Option<String>,
+    /// A token allowed to read only runs named `rwc-allowed-*` (per-run authorization).
+    #[arg(long, env = "RUNWIRE_CONFORM_LIMITED_TOKEN")]
+    limited_token: Option<String>,
+    /// A shell command that restarts the server gracefully (restart/shutdown scenarios);
+    /// the runner waits for GET /healthz to answer 200 afterwards.
+    #[arg(long)]
+    restart_cmd: Option<String>,
+    /// The server's hello deadline in ms (it is not announced).
+    #[arg(long, default_value_t = runwire_protocol::defaults::HELLO_TIMEOUT_MS)]
+    hello_timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// The adapter command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Only scenarios matching this tag expression, e.g. '@must and @heartbeat'.
+    #[arg(long, global = true)]
+    tags: Option<String>,
+    /// Seed of every random choice (default: random, printed).
+    #[arg(long, global = true)]
+    seed: Option<u64>,
+    /// Multiply every timer and deadline (slow systems: 2, 5, …).
+    #[arg(long, global = true, default_value_t = 1.0)]
+    time_scale: f64,
+    /// Scenarios run concurrently (those tagged @serial run alone afterwards).
+    #[arg(long, global = true, default_value_t = 8)]
+    jobs: usize,
+    /// SHOULD failures fail the run.
+    #[arg(long, global = true)]
+    strict: bool,
+    /// Write a JUnit XML report.
+    #[arg(long, global = true)]
+    junit: Option<PathBuf>,
+    /// Write the JSON report (schema: schema/tools/conformance-report.schema.json).
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    /// Write a self-contained HTML report (index.html) into this directory.
+    #[arg(long, global = true)]
+    html: Option<PathBuf>,
+    /// Expected failures: a JSON object of scenario-id glob (or requirement id) → reason.
+    #[arg(long, global = true)]
+    expected_failures: Option<PathBuf>,
+    /// Compare grades with a committed baseline; exit 1 on any difference.
+    #[arg(long, global = true)]
+    baseline: Option<PathBuf>,
+    /// Write this run's grades as a baseline file.
+    #[arg(long, global = true)]
+    write_baseline: Option<PathBuf>,
+    /// Feature files from this directory (server/*.feature, client/*.feature) instead
+    /// of the embedded ones.
+    #[arg(long, global = true)]
+    features_dir: Option<PathBuf>,
+    /// Client fixtures from this directory instead of the embedded ones.
+    #[arg(long, global = true)]
+    fixtures_dir: Option<PathBuf>,
+    /// Upper bound per scenario, in ms (scaled by --time-scale).
+    #[arg(long, global = true, default_value_t = 20_000)]
+    scenario_timeout_ms: u64,
+    /// Upper bound for the whole run, in seconds (scaled by --time-scale).
+    #[arg(long, global = true, default_value_t = 600)]
+    timeout_s: u64,
+    /// Default mode only: run just this suite.
+    #[arg(long, global = true)]
+    suite: Option<String>,
+    /// No progress lines.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+}
+
+/// Restarts an external server with a shell command, then waits for /healthz.
+struct CmdRestart {
+    cmd: String,
+    ingest: String,
+}
+
+impl ServerControl for CmdRestart {
+    fn restart(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            let st = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(&self.cmd)
+                .status()
+                .await
+                .map_err(|e| format!("cannot run {:?}: {e}", self.cmd))?;
+            if !st.success() {
+                return Err(format!("{:?} exited with {st}", self.cmd));
+            }
+            let host = self
+                .ingest
+                .trim_start_matches("http://")
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            // Wait (bounded: 30 s) until the server accepts connections again.
+            for _ in 0..300 {
+                if tokio::net::TcpStream::connect(&host).await.is_ok() {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(format!("the server at {host} did not come back within 30 s"))
+        })
+    }
+}
+
+fn scenarios_for_coverage(common: &Common) -> anyhow::Result<Vec<runwire_conformance::ScenarioDef>> {
+    Ok(runwire_conformance::load_scenarios(common.features_dir.as_deref())?)
+}
+
+pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
+    let common = args.common;
+    match args.target {
+        Some(Target::Coverage { verbose }) => {
+            let sc = scenarios_for_coverage(&common)?;
+            runwire_conformance::check_steps(&sc)?;
+            let rows = coverage::matrix(&sc);
+            print!("{}", coverage::render(&rows, verbose));
+            let unknown = coverage::unknown_tags(&sc);
+            for (s, r) in &unknown {
+                eprintln!("error: scenario {s} names {r}, which spec/requirements.json does not have");
+            }
+            let missing: Vec<&str> = rows
+                .iter()
+                .filter(|r| r.requirement.level == "MUST" && !r.covered())
+                .map(|r| r.requirement.id.as_str())
+                .collect();
+            if !missing.is_empty() {
+                eprintln!("error: {} MUST requirement(s) have no scenario: {}", missing.len(), missing.join(" "));
+                return Ok(ExitCode::from(1));
+            }
+            return Ok(if unknown.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
+        Some(Target::List) => {
+            let sc = scenarios_for_coverage(&common)?;
+            let tags = common.tags.as_deref().map(TagFilter::parse).transpose()?;
+            for s in sc.iter().filter(|s| tags.as_ref().is_none_or(|t| t.matches(&s.tags))) {
+                println!("{:<60} {:<6} {}", s.id, s.level.as_str(), s.requirements.join(" "));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Target::ReportSchema) => {
+            println!("{}", serde_json::to_string_pretty(&report_schema())?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    let seed = common.seed.unwrap_or_else(rand::random::<u64>);
+    if !(common.time_scale > 0.0 && common.time_scale.is_finite()) {
+        bail!("--time-scale must be a positive number");
+    }
+    let mut opts = ConformOptions {
+        seed,
+        time_scale: common.time_scale,
+        jobs: common.jobs.max(1),
+        strict: common.strict,
+        tags: common.tags.as_deref().map(TagFilter::parse).transpose()?,
+        features_dir: common.features_dir.clone(),
+        fixtures_dir: common.fixtures_dir.clone(),
+        scenario_timeout_ms: common.scenario_timeout_ms,
+        global_timeout_ms: common.timeout_s.saturating_mul(1000),
+        expected_failures: None,
+    };
+    if let Some(p) = &common.expected_failures {
+        opts.expected_failures = Some(expect::ExpectedFailures::load(p)?);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    eprintln!("runwire conform: seed {seed} (replay with --seed {seed}), time scale {}", common.time_scale);
+    let quiet = common.quiet;
+    let report = rt.block_on(async {
+        let mut reference_server = None;
+        let plan = match args.target {
+            Some(Target::Server(s)) => Plan {
+                server: Some(ServerTarget {
+                    description: format!("{} (ingest {})", s.url, s.ingest),
+                    control: s.restart_cmd.clone().map(|cmd| {
+                        Arc::new(CmdRestart { cmd, ingest: s.ingest.clone() }) as Arc<dyn ServerControl>
+                    }),
+                    ws_url: s.url,
+                    ingest_url: s.ingest,
+                    token: s.token,
+                    limited_token: s.limited_token,
+                    hello_timeout_ms: s.hello_timeout_ms,
+                }),
+                client: None,
+            },
+            Some(Target::Client(c)) => {
+                let mut it = c.command.into_iter();
+                let program = it.next().context("no adapter command given after --")?;
+                let args: Vec<OsString> = it.collect();
+                Plan {
+                    server: None,
+                    client: Some(ClientTarget {
+                        description: std::iter::once(&program)
+                            .chain(args.iter())
+                            .map(|a| a.to_string_lossy().into_owned())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        program,
+                        args,
+                        env: Vec::new(),
+                    }),
+                }
+            }
+            _ => {
+                let want = common.suite.as_deref();
+                let mut plan = Plan::default();
+                if want.is_none_or(|s| s == "server") {
+                    let srv = reference::ReferenceServer::start(reference::reference_config(common.time_scale)).await?;
+                    plan.server = Some(srv.target());
+                    reference_server = Some(srv);
+                }
+                if want.is_none_or(|s| s == "client") {
+                    let exe = std::env::current_exe().context("cannot find the runwire executable")?;
+                    plan.client = Some(ClientTarget {
+                        description: format!("reference client adapter ({} client-adapter)", exe.display()),
+                        program: exe.into_os_string(),
+                        args: vec!["client-adapter".into()],
+                        env: Vec::new(),
+                    });
+                }
+                plan
+            }
+        };
+        let lock = Mutex::new(());
+        let progress = |r: &runwire_conformance::ScenarioResult| {
+            if !quiet {
+                let _g = lock.lock();
+                let mut e = std::io::stderr().lock();
+                let _ = writeln!(e, "{}", report::progress_line(r));
+            }
+        };
+        let rep = runwire_conformance::conform(plan, &opts, &progress).await;
+        if let Some(s) = reference_server {
+            s.stop().await;
+        }
+        anyhow::Ok(rep?)
+    })?;
+    print!("{}", report::summary(&report));
+    if let Some(p) = &common.junit {
+        std::fs::write(p, report::junit(&report)).with_context(|| format!("cannot write {}", p.display()))?;
+        eprintln!("JUnit report: {}", p.display());
+    }
+    if let Some(p) = &common.json {
+        std::fs::write(p, report::json(&report)).with_context(|| format!("cannot write {}", p.display()))?;
+        eprintln!("JSON report: {}", p.display());
+    }
+    if let Some(d) = &common.html {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+        let p = d.join("index.html");
+        std::fs::write(&p, report::html(&report)).with_context(|| format!("cannot write {}", p.display()))?;
+        eprintln!("HTML report: {}", p.display());
+    }
+    let new = expect::baseline_of(&report.results);
+    if let Some(p) = &common.write_baseline {
+        std::fs::write(p, serde_json::to_string_pretty(&new)? + "\n")
+            .with_context(|| format!("cannot write {}", p.display()))?;
+        eprintln!("baseline written: {}", p.display());
+    }
+    let mut code = if report.passed { 0 } else { 1 };
+    if let Some(p) = &common.baseline {
+        let old = expect::load_baseline(p)?;
+        let diff = expect::diff_baseline(&old, &new);
+        if diff.is_empty() {
+            println!("baseline {}: no difference", p.display());
+        } else {
+            println!("baseline {}: {} difference(s) (either this is a regression or the baseline needs updating with --write-baseline):", p.display(), diff.len());
+            for d in diff {
+                println!("  {d}");
+            }
+            code = 1;
+        }
+    }
+    Ok(ExitCode::from(code))
+}

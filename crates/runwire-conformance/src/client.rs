@@ -1,0 +1,249 @@
+//! The client suite: each scenario plays fixtures of the mock server
+//! (`runwire-mock`) to the client under test, spawned per scenario as an adapter
+//! command (`docs/client-adapter.md`), and grades the mock's verdict.
+
+use std::{collections::BTreeMap, ffi::OsString, path::Path, sync::Arc};
+
+use runwire_mock::{Direction, Fixture, Mock, MockOptions, Outcome, Report, What};
+
+use crate::{
+    Error,
+    model::{ScenarioDef, WireEntry},
+    pattern,
+    runner::{BoxFut, Recorder, StepFail, StepResultT, World, WorldFactory},
+};
+
+/// Every client step pattern.
+pub static STEP_PATTERNS: &[&str] = &[
+    "the client under test plays fixture {s}",
+    "the client passes the fixture",
+    "the client is judged to violate {s}",
+];
+
+/// A client under test: a command spawned per scenario.
+#[derive(Debug, Clone)]
+pub struct ClientTarget {
+    /// The program.
+    pub program: OsString,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// Extra environment (e.g. fault selection of a test adapter).
+    pub env: Vec<(String, String)>,
+    /// How the target is described in reports.
+    pub description: String,
+}
+
+/// Makes client-suite worlds.
+pub struct ClientFactory {
+    target: Arc<ClientTarget>,
+    fixtures: Arc<BTreeMap<String, Fixture>>,
+    time_scale: f64,
+}
+
+impl ClientFactory {
+    /// A factory over the embedded fixtures, or those of `fixtures_dir`.
+    pub fn new(
+        target: ClientTarget,
+        fixtures_dir: Option<&Path>,
+        time_scale: f64,
+    ) -> Result<Self, Error> {
+        let mut map = BTreeMap::new();
+        if let Some(dir) = fixtures_dir {
+            for (_, f) in runwire_mock::load_dir(dir).map_err(|e| Error::Fixture(e.to_string()))? {
+                map.insert(f.id.clone(), f);
+            }
+        } else {
+            for (name, text) in crate::features::embedded_fixtures() {
+                let f = Fixture::parse(text, name).map_err(|e| Error::Fixture(e.to_string()))?;
+                map.insert(f.id.clone(), f);
+            }
+        }
+        Ok(Self {
+            target: Arc::new(target),
+            fixtures: Arc::new(map),
+            time_scale,
+        })
+    }
+
+    /// The fixture ids known.
+    pub fn fixture_ids(&self) -> Vec<String> {
+        self.fixtures.keys().cloned().collect()
+    }
+}
+
+impl WorldFactory for ClientFactory {
+    fn make(&self, _scenario: &ScenarioDef, seed: u64) -> Box<dyn World> {
+        Box::new(ClientWorld {
+            target: Arc::clone(&self.target),
+            fixtures: Arc::clone(&self.fixtures),
+            scale: self.time_scale,
+            seed,
+            rec: Recorder::new(),
+            last: None,
+        })
+    }
+
+    fn is_defined(&self, text: &str) -> bool {
+        STEP_PATTERNS.iter().any(|p| pattern::matches(p, text).is_some())
+    }
+}
+
+struct ClientWorld {
+    target: Arc<ClientTarget>,
+    fixtures: Arc<BTreeMap<String, Fixture>>,
+    scale: f64,
+    seed: u64,
+    rec: Recorder,
+    last: Option<Report>,
+}
+
+fn to_wire(e: &runwire_mock::Entry) -> WireEntry {
+    let actor = if e.conn == 0 {
+        match e.dir {
+            Direction::App => "app".to_owned(),
+            _ => "mock".to_owned(),
+        }
+    } else {
+        format!("conn{}", e.conn)
+    };
+    let dir = match e.dir {
+        Direction::In => "in",
+        Direction::Out => "out",
+        Direction::Mock | Direction::App => "note",
+    };
+    let text = match &e.what {
+        What::Text { text } => text.clone(),
+        What::Line { line } => format!("app: {line}"),
+        What::Stderr { line } => format!("stderr: {line}"),
+        other => {
+            let r = e.render();
+            let _ = other;
+            r.split_once("] ").map(|x| x.1.to_owned()).unwrap_or(r)
+        }
+    };
+    let (actor, dir) = match e.dir {
+        Direction::In => (actor, "in"),
+        _ => (actor, dir),
+    };
+    WireEntry {
+        t_ms: e.t_ms,
+        actor,
+        dir: dir.to_owned(),
+        text,
+    }
+}
+
+impl ClientWorld {
+    async fn play(&mut self, id: &str) -> StepResultT {
+        let fixture = self
+            .fixtures
+            .get(id)
+            .cloned()
+            .ok_or_else(|| StepFail::msg(format!("step error: no fixture {id:?}")))?;
+        let opts = MockOptions {
+            time_scale: self.scale,
+            seed: Some(self.seed),
+            ..MockOptions::default()
+        };
+        let mut mock = Mock::start(fixture, opts)
+            .await
+            .map_err(|e| StepFail::msg(format!("the mock could not start: {e}")))?;
+        self.rec.note("mock", format!("fixture {id} at {}", mock.url()));
+        if self.target.env.is_empty() {
+            mock.spawn_adapter(self.target.program.clone(), &self.target.args)
+                .map_err(|e| StepFail::msg(e.to_string()))?;
+        } else {
+            // Extra environment: wrap through `env` semantics by setting it on this
+            // process's children only (the adapter inherits it).
+            let mut args: Vec<OsString> = Vec::new();
+            for (k, v) in &self.target.env {
+                args.push(format!("{k}={v}").into());
+            }
+            args.push(self.target.program.clone());
+            args.extend(self.target.args.iter().cloned());
+            mock.spawn_adapter("env", &args)
+                .map_err(|e| StepFail::msg(e.to_string()))?;
+        }
+        let report = mock.finish().await;
+        self.rec
+            .extend(report.transcript.entries.iter().map(to_wire).collect());
+        self.last = Some(report);
+        Ok(())
+    }
+
+    fn judge(&self) -> StepResultT {
+        let Some(r) = &self.last else {
+            return Err(StepFail::msg("step error: no fixture played"));
+        };
+        match r.verdict.outcome {
+            Outcome::Pass => Ok(()),
+            Outcome::NotImplemented => Err(StepFail::not_implemented(format!(
+                "the adapter does not implement {}",
+                r.verdict.unimplemented.as_deref().unwrap_or("a feature this fixture needs")
+            ))),
+            _ => {
+                let v = r.verdict.violations.first();
+                let more = r.verdict.violations.len().saturating_sub(1);
+                let msg = v.map_or_else(
+                    || "the fixture failed".to_owned(),
+                    |v| {
+                        format!(
+                            "[{}] {}{}",
+                            v.expectation,
+                            v.message,
+                            if more > 0 {
+                                format!(" (and {more} more violation(s))")
+                            } else {
+                                String::new()
+                            }
+                        )
+                    },
+                );
+                Err(StepFail {
+                    requirement: v.map(|v| v.requirement.clone()),
+                    message: msg,
+                    not_implemented: false,
+                })
+            }
+        }
+    }
+}
+
+impl World for ClientWorld {
+    fn step<'a>(&'a mut self, _kw: &'a str, text: &'a str, _doc: Option<&'a str>) -> BoxFut<'a, StepResultT> {
+        Box::pin(async move {
+            if let Some(a) = pattern::matches(STEP_PATTERNS[0], text) {
+                return self.play(&a[0]).await;
+            }
+            if pattern::matches(STEP_PATTERNS[1], text).is_some() {
+                return self.judge();
+            }
+            if let Some(a) = pattern::matches(STEP_PATTERNS[2], text) {
+                let Some(r) = &self.last else {
+                    return Err(StepFail::msg("step error: no fixture played"));
+                };
+                if !r.verdict.violates(&a[0]) {
+                    return Err(StepFail::msg(format!(
+                        "expected the verdict to name {}, got: {}",
+                        a[0],
+                        r.verdict.render()
+                    )));
+                }
+                return Ok(());
+            }
+            Err(StepFail::msg(format!("undefined step: {text}")))
+        })
+    }
+
+    fn check<'a>(&'a mut self) -> BoxFut<'a, StepResultT> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn teardown(&mut self) -> BoxFut<'_, ()> {
+        Box::pin(async {})
+    }
+
+    fn recorder(&self) -> Recorder {
+        self.rec.clone()
+    }
+}

@@ -1,0 +1,332 @@
+//! The data model: scenarios as loaded, results as graded, and the run report (whose
+//! JSON form is `--json`, described by `schema/tools/conformance-report.schema.json`).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Which suite a scenario belongs to.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Suite {
+    /// `features/server/`: the runner is producer and WebSocket clients.
+    Server,
+    /// `features/client/`: the mock server plays fixtures to a client adapter.
+    Client,
+}
+
+impl Suite {
+    /// `server` or `client`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Client => "client",
+        }
+    }
+}
+
+/// How binding the requirements a scenario proves are (RFC 2119).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    /// MUST: a failure fails the run.
+    Must,
+    /// SHOULD: a failure warns (fails with `--strict`).
+    Should,
+    /// MAY: a failure is a notice.
+    May,
+}
+
+impl Level {
+    /// `MUST`, `SHOULD` or `MAY`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Must => "MUST",
+            Self::Should => "SHOULD",
+            Self::May => "MAY",
+        }
+    }
+}
+
+/// One step of a scenario, as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StepDef {
+    /// `Given`, `When`, `Then`, `And`, `But`.
+    pub keyword: String,
+    /// The step text after the keyword.
+    pub text: String,
+    /// A doc string argument, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docstring: Option<String>,
+    /// The line in the feature file.
+    pub line: usize,
+}
+
+/// One scenario, as loaded from a feature file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ScenarioDef {
+    /// Stable id: `SUITE/FEATURE-FILE-STEM/scenario-slug`.
+    pub id: String,
+    /// The suite.
+    pub suite: Suite,
+    /// The feature's name.
+    pub feature: String,
+    /// The feature file (relative to the features root).
+    pub file: String,
+    /// The scenario's line.
+    pub line: usize,
+    /// The scenario's name.
+    pub name: String,
+    /// Every tag (feature tags and scenario tags), without `@`.
+    pub tags: Vec<String>,
+    /// The requirement ids (`RW-AREA-N`) among the tags.
+    pub requirements: Vec<String>,
+    /// The level tag.
+    pub level: Level,
+    /// The area: the first tag that is neither a requirement, a level nor a marker.
+    pub area: String,
+    /// Must run alone (restarts, shutdowns): tagged `@serial`.
+    pub serial: bool,
+    /// The steps (background first).
+    pub steps: Vec<StepDef>,
+}
+
+/// The grade of a scenario.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Grade {
+    /// Every step held.
+    Pass,
+    /// A step failed.
+    Fail,
+    /// The implementation said it does not implement a feature the scenario needs
+    /// (adapter exit 89, or the target lacks the configuration, e.g. no token).
+    NotImplemented,
+    /// It failed, and the expected-failures file lists it with a reason.
+    ExpectedFailure,
+    /// It passed although the expected-failures file lists it (stale entry): graded
+    /// like a pass, reported as stale.
+    UnexpectedPass,
+}
+
+impl Grade {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Fail => "fail",
+            Self::NotImplemented => "not_implemented",
+            Self::ExpectedFailure => "expected_failure",
+            Self::UnexpectedPass => "unexpected_pass",
+        }
+    }
+}
+
+/// How one step went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// It held.
+    Passed,
+    /// It failed (the message says why).
+    Failed,
+    /// Not run because an earlier step failed.
+    Skipped,
+    /// The implementation does not implement what the step needs.
+    NotImplemented,
+}
+
+/// The result of one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StepResult {
+    /// The keyword.
+    pub keyword: String,
+    /// The text.
+    pub text: String,
+    /// The status.
+    pub status: StepStatus,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// One line of a scenario's wire transcript.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WireEntry {
+    /// Milliseconds since the scenario started.
+    pub t_ms: u64,
+    /// Who: a client name (`a`), `producer`, `mock`, `app`, `runner`.
+    pub actor: String,
+    /// `out` (runner/mock to the implementation), `in` (implementation to runner/mock),
+    /// `note`.
+    pub dir: String,
+    /// The frame, request, response or note.
+    pub text: String,
+}
+
+/// The graded result of one scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ScenarioResult {
+    /// The scenario's id.
+    pub id: String,
+    /// The suite.
+    pub suite: Suite,
+    /// The feature name.
+    pub feature: String,
+    /// The scenario name.
+    pub name: String,
+    /// The area.
+    pub area: String,
+    /// The level.
+    pub level: Level,
+    /// The requirement ids it proves.
+    pub requirements: Vec<String>,
+    /// Every tag.
+    pub tags: Vec<String>,
+    /// The grade.
+    pub grade: Grade,
+    /// For a failure: the requirement, what was expected and what was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The reason from the expected-failures file, when an entry matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_failure_reason: Option<String>,
+    /// The seed the scenario's random choices used.
+    pub seed: u64,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+    /// The steps.
+    pub steps: Vec<StepResult>,
+    /// The wire transcript.
+    pub transcript: Vec<WireEntry>,
+}
+
+/// Counts per grade.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Counts {
+    /// Scenarios run.
+    pub total: u32,
+    /// Passed.
+    pub pass: u32,
+    /// Failed (any level).
+    pub fail: u32,
+    /// MUST failures.
+    pub fail_must: u32,
+    /// SHOULD failures.
+    pub fail_should: u32,
+    /// MAY failures.
+    pub fail_may: u32,
+    /// Not implemented.
+    pub not_implemented: u32,
+    /// Expected failures.
+    pub expected_failure: u32,
+    /// Listed as expected failures but passed.
+    pub unexpected_pass: u32,
+}
+
+impl Counts {
+    /// Adds one result.
+    pub fn add(&mut self, r: &ScenarioResult) {
+        self.total += 1;
+        match r.grade {
+            Grade::Pass => self.pass += 1,
+            Grade::Fail => {
+                self.fail += 1;
+                match r.level {
+                    Level::Must => self.fail_must += 1,
+                    Level::Should => self.fail_should += 1,
+                    Level::May => self.fail_may += 1,
+                }
+            }
+            Grade::NotImplemented => self.not_implemented += 1,
+            Grade::ExpectedFailure => self.expected_failure += 1,
+            Grade::UnexpectedPass => self.unexpected_pass += 1,
+        }
+    }
+}
+
+/// A stale entry of the expected-failures file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StaleEntry {
+    /// The entry's pattern.
+    pub pattern: String,
+    /// Its reason.
+    pub reason: String,
+    /// `matches_nothing` or `passed`.
+    pub why: String,
+}
+
+/// The whole report of one `runwire conform` invocation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunReport {
+    /// The format version of this report (`1`).
+    pub format: u32,
+    /// The `runwire` version that produced it.
+    pub tool_version: String,
+    /// The seed of the run (replay with `--seed`).
+    pub seed: u64,
+    /// The time scale.
+    pub time_scale: f64,
+    /// `--strict`: SHOULD failures fail the run.
+    pub strict: bool,
+    /// What was tested, per suite (`reference server (in process)`, a URL, a command).
+    pub targets: Vec<Target>,
+    /// Wall time of the whole run, in milliseconds.
+    pub duration_ms: u64,
+    /// Counts over every scenario.
+    pub counts: Counts,
+    /// Whether the run passed (the exit status is 0).
+    pub passed: bool,
+    /// Every result, in scenario order.
+    pub results: Vec<ScenarioResult>,
+    /// Stale expected-failure entries.
+    pub stale_expected_failures: Vec<StaleEntry>,
+}
+
+/// What a suite ran against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Target {
+    /// The suite.
+    pub suite: Suite,
+    /// A description.
+    pub description: String,
+}
+
+impl RunReport {
+    /// Whether a result fails the run: MUST failures always, SHOULD failures with
+    /// `strict`.
+    pub fn is_failing(r: &ScenarioResult, strict: bool) -> bool {
+        r.grade == Grade::Fail && (r.level == Level::Must || (strict && r.level == Level::Should))
+    }
+
+    /// Recomputes `counts` and `passed` from `results`.
+    pub fn finalize(&mut self) {
+        let mut c = Counts::default();
+        for r in &self.results {
+            c.add(r);
+        }
+        self.passed = !self.results.iter().any(|r| Self::is_failing(r, self.strict));
+        self.counts = c;
+    }
+}
+
+/// The JSON Schema of [`RunReport`] (`schema/tools/conformance-report.schema.json`).
+pub fn report_schema() -> serde_json::Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(RunReport))
+        .unwrap_or(serde_json::Value::Null);
+    if let serde_json::Value::Object(obj) = &mut schema {
+        obj.insert(
+            "$id".into(),
+            "https://runwire.dev/schema/tools/conformance-report.schema.json".into(),
+        );
+        obj.insert("title".into(), "Runwire conformance report".into());
+    }
+    schema
+}

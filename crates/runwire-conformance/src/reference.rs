@@ -1,0 +1,148 @@
+//! The bundled reference target: the reference server in process (embedded SQLite
+//! store in a temporary directory, short timers, two static tokens) with restart
+//! control.
+
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+
+use runwire_server::{
+    AuthConfig, EventStore, Role, RunningServer, Server, ServerConfig, SqliteStore, StaticToken,
+};
+use tokio::sync::Mutex;
+
+use crate::{
+    Error,
+    server::{ServerControl, ServerTarget},
+};
+
+/// The full-access token of the reference target.
+pub const REFERENCE_TOKEN: &str = "rwc-reference-full-token";
+/// The limited token of the reference target (runs `rwc-allowed-*` only).
+pub const REFERENCE_LIMITED_TOKEN: &str = "rwc-reference-limited-token";
+
+/// The configuration the kit runs the reference server with: every timer short so
+/// the suite is fast, limits small enough to exceed in a test.
+pub fn reference_config(time_scale: f64) -> ServerConfig {
+    let t = |ms: u64| ((ms as f64) * time_scale).ceil() as u64;
+    let mut c = ServerConfig::default();
+    c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    c.hello_timeout_ms = t(300);
+    c.heartbeat_interval_ms = t(300);
+    c.pong_timeout_ms = t(1000);
+    c.batch_window_ms = t(20);
+    c.replay_window_events = 50;
+    c.max_subscriptions = 8;
+    c.max_messages_per_second = 100;
+    c.slow_consumer_max_bytes = 256 * 1024;
+    c.slow_consumer_max_age_ms = t(200);
+    c.shutdown_reconnect_spread_ms = t(200);
+    c.close_timeout_ms = t(300);
+    c.auth = AuthConfig {
+        tokens: vec![
+            StaticToken {
+                token: REFERENCE_TOKEN.into(),
+                roles: vec![Role::Producer, Role::Consumer],
+                runs: Vec::new(),
+                name: Some("conformance-full".into()),
+            },
+            StaticToken {
+                token: REFERENCE_LIMITED_TOKEN.into(),
+                roles: vec![Role::Consumer],
+                runs: vec!["rwc-allowed-*".into()],
+                name: Some("conformance-limited".into()),
+            },
+        ],
+        ..AuthConfig::default()
+    };
+    c
+}
+
+/// The in-process reference server.
+pub struct ReferenceServer {
+    _dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+    config: ServerConfig,
+    running: Mutex<Option<RunningServer>>,
+}
+
+impl ReferenceServer {
+    /// Starts it with `config` (its `listen` port 0 picks a free port; restarts reuse
+    /// the port).
+    pub async fn start(mut config: ServerConfig) -> Result<Arc<Self>, Error> {
+        let dir = tempfile::tempdir().map_err(|e| Error::Target(format!("temp dir: {e}")))?;
+        let db = dir.path().join("runwire.db");
+        let server = Self::bind(&config, &db).await?;
+        config.listen = server.local_addr();
+        Ok(Arc::new(Self {
+            _dir: dir,
+            db,
+            config,
+            running: Mutex::new(Some(server)),
+        }))
+    }
+
+    async fn bind(config: &ServerConfig, db: &std::path::Path) -> Result<RunningServer, Error> {
+        let store: Arc<dyn EventStore> = Arc::new(
+            SqliteStore::open(db, &config.sqlite)
+                .map_err(|e| Error::Target(format!("cannot open the store: {e}")))?,
+        );
+        Server::bind(config.clone(), store)
+            .await
+            .map_err(|e| Error::Target(format!("cannot start the reference server: {e}")))
+    }
+
+    /// The address.
+    pub fn addr(&self) -> SocketAddr {
+        self.config.listen
+    }
+
+    /// The server target for the suite.
+    pub fn target(self: &Arc<Self>) -> ServerTarget {
+        ServerTarget {
+            ws_url: format!("ws://{}{}", self.addr(), runwire_protocol::STREAM_PATH),
+            ingest_url: format!("http://{}", self.addr()),
+            token: Some(REFERENCE_TOKEN.into()),
+            limited_token: Some(REFERENCE_LIMITED_TOKEN.into()),
+            hello_timeout_ms: self.config.hello_timeout_ms,
+            control: Some(Arc::clone(self) as Arc<dyn ServerControl>),
+            description: format!(
+                "reference server {} (in process, SQLite store, short timers) at {}",
+                env!("CARGO_PKG_VERSION"),
+                self.addr()
+            ),
+        }
+    }
+
+    /// Stops it gracefully.
+    pub async fn stop(&self) {
+        if let Some(s) = self.running.lock().await.take() {
+            s.shutdown().await;
+        }
+    }
+}
+
+impl ServerControl for ReferenceServer {
+    fn restart(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            let mut guard = self.running.lock().await;
+            if let Some(s) = guard.take() {
+                s.shutdown().await;
+            }
+            let mut last = String::new();
+            for _ in 0..50 {
+                match Self::bind(&self.config, &self.db).await {
+                    Ok(s) => {
+                        *guard = Some(s);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        last = e.to_string();
+                        // The port may linger for a moment after the old listener
+                        // closed; retrying is bounded (50 × 20 ms).
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            Err(last)
+        })
+    }
+}

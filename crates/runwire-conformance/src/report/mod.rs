@@ -1,0 +1,271 @@
+//! Report writers: console (progress line and summary table), JUnit XML, JSON
+//! (`schema/tools/conformance-report.schema.json`) and a self-contained HTML page.
+
+mod html;
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+pub use html::html;
+
+use crate::model::{Grade, Level, RunReport, ScenarioResult};
+
+/// One progress line for a finished scenario.
+pub fn progress_line(r: &ScenarioResult) -> String {
+    let mark = match r.grade {
+        Grade::Pass => "pass",
+        Grade::Fail => match r.level {
+            Level::Must => "FAIL",
+            Level::Should => "warn",
+            Level::May => "note",
+        },
+        Grade::NotImplemented => "n/i ",
+        Grade::ExpectedFailure => "xfail",
+        Grade::UnexpectedPass => "XPASS",
+    };
+    format!("{mark:<5} {:>6} ms  {}", r.duration_ms, r.id)
+}
+
+/// The summary: a table per suite and area, then every failure with its message.
+pub fn summary(report: &RunReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s);
+    for t in &report.targets {
+        let _ = writeln!(s, "{} suite: {}", t.suite.as_str(), t.description);
+    }
+    let mut areas: BTreeMap<(String, String), [u32; 6]> = BTreeMap::new();
+    for r in &report.results {
+        let e = areas
+            .entry((r.suite.as_str().to_owned(), r.area.clone()))
+            .or_default();
+        e[0] += 1;
+        match r.grade {
+            Grade::Pass | Grade::UnexpectedPass => e[1] += 1,
+            Grade::Fail if r.level == Level::Must => e[2] += 1,
+            Grade::Fail => e[3] += 1,
+            Grade::NotImplemented => e[4] += 1,
+            Grade::ExpectedFailure => e[5] += 1,
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\n{:<7} {:<16} {:>5} {:>5} {:>9} {:>11} {:>8} {:>6}",
+        "suite", "area", "total", "pass", "fail MUST", "warn SHOULD", "not impl", "xfail"
+    );
+    for ((suite, area), c) in &areas {
+        let _ = writeln!(
+            s,
+            "{suite:<7} {area:<16} {:>5} {:>5} {:>9} {:>11} {:>8} {:>6}",
+            c[0], c[1], c[2], c[3], c[4], c[5]
+        );
+    }
+    let c = &report.counts;
+    let _ = writeln!(
+        s,
+        "{:<7} {:<16} {:>5} {:>5} {:>9} {:>11} {:>8} {:>6}",
+        "all",
+        "",
+        c.total,
+        c.pass + c.unexpected_pass,
+        c.fail_must,
+        c.fail_should + c.fail_may,
+        c.not_implemented,
+        c.expected_failure
+    );
+    let mut failures: Vec<&ScenarioResult> = report
+        .results
+        .iter()
+        .filter(|r| r.grade == Grade::Fail)
+        .collect();
+    failures.sort_by_key(|r| (r.level, r.id.clone()));
+    if !failures.is_empty() {
+        let _ = writeln!(s, "\nFailures:");
+        for r in failures {
+            let _ = writeln!(
+                s,
+                "  {} [{}] {}\n    {}\n    replay: --seed {} --tags '@{}'",
+                r.id,
+                r.level.as_str(),
+                r.name,
+                r.message.as_deref().unwrap_or("failed"),
+                report.seed,
+                r.requirements.first().map_or("", String::as_str)
+            );
+        }
+    }
+    let ni: Vec<&ScenarioResult> = report
+        .results
+        .iter()
+        .filter(|r| r.grade == Grade::NotImplemented)
+        .collect();
+    if !ni.is_empty() {
+        let _ = writeln!(s, "\nNot implemented:");
+        for r in ni {
+            let _ = writeln!(s, "  {}: {}", r.id, r.message.as_deref().unwrap_or(""));
+        }
+    }
+    for st in &report.stale_expected_failures {
+        let _ = writeln!(
+            s,
+            "warning: stale expected-failure entry {:?} ({}): {}",
+            st.pattern,
+            if st.why == "passed" {
+                "it passes now; remove it"
+            } else {
+                "it matches no scenario that ran"
+            },
+            st.reason
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n{} scenarios: {} passed, {} failed ({} MUST, {} SHOULD, {} MAY), {} not implemented, {} expected failures in {:.1} s (seed {}, time scale {})",
+        c.total,
+        c.pass + c.unexpected_pass,
+        c.fail,
+        c.fail_must,
+        c.fail_should,
+        c.fail_may,
+        c.not_implemented,
+        c.expected_failure,
+        report.duration_ms as f64 / 1000.0,
+        report.seed,
+        report.time_scale
+    );
+    let _ = writeln!(
+        s,
+        "{}",
+        if report.passed {
+            "RESULT: PASS"
+        } else {
+            "RESULT: FAIL"
+        }
+    );
+    s
+}
+
+/// Escapes XML text.
+pub(crate) fn xml_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' && c != '\r' => {}
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// JUnit XML: one test suite per feature, one test case per scenario. MUST failures
+/// are `<failure>`, SHOULD/MAY failures are `<failure type="warning">` only with
+/// `strict`, otherwise reported in `<system-out>`; not implemented and expected
+/// failures are `<skipped>` with the reason.
+pub fn junit(report: &RunReport) -> String {
+    let mut by_feature: BTreeMap<(String, String), Vec<&ScenarioResult>> = BTreeMap::new();
+    for r in &report.results {
+        by_feature
+            .entry((r.suite.as_str().to_owned(), r.feature.clone()))
+            .or_default()
+            .push(r);
+    }
+    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        s,
+        "<testsuites name=\"runwire conform\" tests=\"{}\" failures=\"{}\" time=\"{:.3}\">",
+        report.counts.total,
+        report
+            .results
+            .iter()
+            .filter(|r| RunReport::is_failing(r, report.strict))
+            .count(),
+        report.duration_ms as f64 / 1000.0
+    );
+    for ((suite, feature), rs) in by_feature {
+        let fails = rs
+            .iter()
+            .filter(|r| RunReport::is_failing(r, report.strict))
+            .count();
+        let skipped = rs
+            .iter()
+            .filter(|r| matches!(r.grade, Grade::NotImplemented | Grade::ExpectedFailure))
+            .count();
+        let time: u64 = rs.iter().map(|r| r.duration_ms).sum();
+        let _ = writeln!(
+            s,
+            "  <testsuite name=\"{}: {}\" tests=\"{}\" failures=\"{fails}\" skipped=\"{skipped}\" time=\"{:.3}\">",
+            xml_escape(&suite),
+            xml_escape(&feature),
+            rs.len(),
+            time as f64 / 1000.0
+        );
+        for r in rs {
+            let _ = write!(
+                s,
+                "    <testcase classname=\"{}\" name=\"{} [{}] {}\" time=\"{:.3}\">",
+                xml_escape(&format!("{suite}.{}", r.area)),
+                xml_escape(&r.id),
+                r.level.as_str(),
+                xml_escape(&r.requirements.join(" ")),
+                r.duration_ms as f64 / 1000.0
+            );
+            let msg = r.message.as_deref().unwrap_or("");
+            match r.grade {
+                Grade::Fail if RunReport::is_failing(r, report.strict) => {
+                    let _ = write!(
+                        s,
+                        "<failure message=\"{}\" type=\"{}\">{}</failure>",
+                        xml_escape(msg),
+                        r.level.as_str(),
+                        xml_escape(&transcript_text(r))
+                    );
+                }
+                Grade::Fail => {
+                    let _ = write!(
+                        s,
+                        "<system-out>{} warning: {}</system-out>",
+                        r.level.as_str(),
+                        xml_escape(msg)
+                    );
+                }
+                Grade::NotImplemented => {
+                    let _ = write!(s, "<skipped message=\"{}\"/>", xml_escape(msg));
+                }
+                Grade::ExpectedFailure => {
+                    let _ = write!(
+                        s,
+                        "<skipped message=\"expected failure: {}\"/>",
+                        xml_escape(r.expected_failure_reason.as_deref().unwrap_or(""))
+                    );
+                }
+                _ => {}
+            }
+            let _ = writeln!(s, "</testcase>");
+        }
+        let _ = writeln!(s, "  </testsuite>");
+    }
+    s.push_str("</testsuites>\n");
+    s
+}
+
+/// The transcript as text lines.
+pub fn transcript_text(r: &ScenarioResult) -> String {
+    let mut s = String::new();
+    for e in &r.transcript {
+        let arrow = match e.dir.as_str() {
+            "out" => "->",
+            "in" => "<-",
+            _ => "--",
+        };
+        let _ = writeln!(s, "[{:>6} ms] {:<9} {arrow} {}", e.t_ms, e.actor, e.text);
+    }
+    s
+}
+
+/// The JSON report.
+pub fn json(report: &RunReport) -> String {
+    serde_json::to_string_pretty(report).unwrap_or_default()
+}

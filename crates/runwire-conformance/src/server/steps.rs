@@ -1,0 +1,1547 @@
+//! Step definitions of the server suite. Every pattern is listed in
+//! [`STEP_PATTERNS`]; feature files are checked against it before anything runs.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::{
+    ServerTarget,
+    conn::{Conn, ConnectOptions, clip},
+    scaled,
+};
+use crate::{
+    http::{HttpAnswer, request},
+    model::ScenarioDef,
+    pattern,
+    runner::{BoxFut, Recorder, StepFail, StepResultT, World},
+};
+
+/// The step kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum K {
+    RequireAuth,
+    RequireLimited,
+    Restartable,
+    Append,
+    AppendBig,
+    AppendStatus,
+    AppendTyped,
+    AppendKeyed,
+    AppendKeyedOne,
+    Retry,
+    AppendConcurrent,
+    AppendLimited,
+    PostRaw,
+    HttpGet,
+    HttpGetNoToken,
+    HttpGetToken,
+    Connect,
+    ConnectAuthHeader,
+    ConnectTokenInUrl,
+    Hello,
+    HelloVersions,
+    HelloToken,
+    HelloNoToken,
+    HelloSub,
+    HelloSubAfter,
+    IsConnected,
+    IsConnectedLimited,
+    SendRaw,
+    SendBinary,
+    SendBadUtf8,
+    SendLarge,
+    SendAtLimit,
+    Flood,
+    Sub,
+    SubAfter,
+    SubEpoch,
+    SubMany,
+    SubOverLimit,
+    Unsub,
+    Resub,
+    Reconnect,
+    StopPong,
+    StopRead,
+    ResumeRead,
+    Ping,
+    Close,
+    Restart,
+    RecvWelcome,
+    FirstWelcome,
+    WelcomeVersion,
+    WelcomeComplete,
+    DistinctSessions,
+    RecvSubscribed,
+    RecvSubscribedAny,
+    RecvReset,
+    ResetMatchesHttp,
+    ResetStatus,
+    RecvEvents,
+    RecvAllEvents,
+    RecvErr,
+    RecvErrClose,
+    RecvErrRun,
+    Closed,
+    RecvUnsub,
+    RecvPong,
+    NoEvent,
+    StaysConnected,
+    Heartbeat,
+    Identical,
+    MatchesHistory,
+    EventData,
+    Answer,
+    AnswerCode,
+    AnswerPointer,
+    AnswerRetryAfter,
+    AnswerJson,
+    AppendedSeqs,
+    SameAssignment,
+    HistoryHead,
+    ErrRetryAfter,
+    ErrSupported,
+    ErrRetryable,
+    ErrMessageHas,
+    ErrNoLeak,
+    WithinWindow,
+    Batched,
+    ReceivesNothingElse,
+}
+
+/// Every server step pattern (for documentation and `--list-steps`).
+pub static STEP_PATTERNS: &[&str] = &[
+    "the server requires authentication",
+    "the server gives the limited token only runs named \"rwc-allowed-*\"",
+    "the server can be restarted",
+    "the producer appends {n} events to run {s}",
+    "the producer appends {n} events of {n} bytes to run {s}",
+    "the producer appends status {s} to run {s}",
+    "the producer appends a {s} event with data {rest} to run {s}",
+    "the producer appends {n} events with idempotency keys {s} to run {s}",
+    "the producer appends a {s} event with data {rest} and idempotency key {s} to run {s}",
+    "the producer retries the last append",
+    "{n} producers append {n} events each to run {s} concurrently",
+    "the producer appends {n} events to run {s} with the limited token",
+    "the producer posts to run {s}:",
+    "the producer sends GET {rest} without a token",
+    "the producer sends GET {rest} with the limited token",
+    "the producer sends GET {rest}",
+    "client {s} connects with an Authorization header",
+    "client {s} connects with the token in the query string",
+    "client {s} connects",
+    "client {s} sends hello with versions {s}",
+    "client {s} sends hello with token {s}",
+    "client {s} sends hello without a token",
+    "client {s} sends hello subscribing to run {s} after seq {n}",
+    "client {s} sends hello subscribing to run {s}",
+    "client {s} sends hello",
+    "client {s} is connected with the limited token",
+    "client {s} is connected",
+    "client {s} sends the frame {rest}",
+    "client {s} sends a binary frame",
+    "client {s} sends a text frame that is not UTF-8",
+    "client {s} sends a frame larger than the announced max_frame_bytes",
+    "client {s} sends a ping frame of exactly the announced max_frame_bytes",
+    "client {s} sends {n} pings at once",
+    "client {s} subscribes to run {s} after seq {n} with epoch {s}",
+    "client {s} subscribes to run {s} after seq {n}",
+    "client {s} subscribes to runs {s}",
+    "client {s} subscribes to one run more than the announced max_subscriptions",
+    "client {s} subscribes to run {s}",
+    "client {s} unsubscribes from run {s}",
+    "client {s} resubscribes to run {s} from its cursor",
+    "client {s} reconnects and resumes run {s} from its cursor",
+    "client {s} stops answering pings",
+    "client {s} stops reading",
+    "client {s} resumes reading",
+    "client {s} sends ping {s}",
+    "client {s} closes the connection",
+    "the server restarts",
+    "client {s} receives welcome",
+    "the first frame client {s} receives is welcome",
+    "the welcome of client {s} announces version {s}",
+    "the welcome of client {s} announces a session id, timers and limits",
+    "clients {s} and {s} have different session ids",
+    "client {s} receives subscribed for run {s} with after_seq {n} and head_seq {n}",
+    "client {s} receives subscribed for run {s}",
+    "client {s} receives reset for run {s} with reason {s} as of seq {n}",
+    "the reset snapshot of client {s} equals the snapshot of run {s} read over HTTP",
+    "the reset snapshot of client {s} has status {s}",
+    "client {s} receives events {n} to {n} of run {s}",
+    "client {s} receives every event of run {s}",
+    "client {s} receives error {s} and is closed with code {n}",
+    "client {s} receives error {s} for run {s}",
+    "client {s} receives error {s}",
+    "client {s} is closed with code {n}",
+    "client {s} receives unsubscribed for run {s}",
+    "client {s} receives pong {s}",
+    "client {s} receives no event of run {s}",
+    "client {s} stays connected",
+    "client {s} receives {n} pings, each within the announced heartbeat interval",
+    "clients {s} and {s} received identical events of run {s}",
+    "the events of run {s} delivered to client {s} equal the history read over HTTP",
+    "event {n} of run {s} delivered to client {s} has type {s} and data {rest}",
+    "the answer is {n} with code {s} and pointer {s}",
+    "the answer is {n} with code {s}",
+    "the answer carries a Retry-After header",
+    "the answer has {s} equal to {rest}",
+    "the answer is {n}",
+    "the last append was assigned seqs {n} to {n}",
+    "the retry was answered with the original assignments",
+    "run {s} has {n} events over HTTP",
+    "the last error of client {s} carries retry_after_ms",
+    "the last error of client {s} lists supported_versions {s}",
+    "the last error of client {s} has retryable {w}",
+    "the last error of client {s} has a message containing {s}",
+    "nothing client {s} received contains the token {s}",
+    "every event of run {s} reached client {s} within the announced batch window",
+    "client {s} received run {s} in batch frames",
+    "client {s} receives nothing else",
+];
+
+const KINDS: &[K] = &[
+    K::RequireAuth,
+    K::RequireLimited,
+    K::Restartable,
+    K::Append,
+    K::AppendBig,
+    K::AppendStatus,
+    K::AppendTyped,
+    K::AppendKeyed,
+    K::AppendKeyedOne,
+    K::Retry,
+    K::AppendConcurrent,
+    K::AppendLimited,
+    K::PostRaw,
+    K::HttpGetNoToken,
+    K::HttpGetToken,
+    K::HttpGet,
+    K::ConnectAuthHeader,
+    K::ConnectTokenInUrl,
+    K::Connect,
+    K::HelloVersions,
+    K::HelloToken,
+    K::HelloNoToken,
+    K::HelloSubAfter,
+    K::HelloSub,
+    K::Hello,
+    K::IsConnectedLimited,
+    K::IsConnected,
+    K::SendRaw,
+    K::SendBinary,
+    K::SendBadUtf8,
+    K::SendLarge,
+    K::SendAtLimit,
+    K::Flood,
+    K::SubEpoch,
+    K::SubAfter,
+    K::SubMany,
+    K::SubOverLimit,
+    K::Sub,
+    K::Unsub,
+    K::Resub,
+    K::Reconnect,
+    K::StopPong,
+    K::StopRead,
+    K::ResumeRead,
+    K::Ping,
+    K::Close,
+    K::Restart,
+    K::RecvWelcome,
+    K::FirstWelcome,
+    K::WelcomeVersion,
+    K::WelcomeComplete,
+    K::DistinctSessions,
+    K::RecvSubscribed,
+    K::RecvSubscribedAny,
+    K::RecvReset,
+    K::ResetMatchesHttp,
+    K::ResetStatus,
+    K::RecvEvents,
+    K::RecvAllEvents,
+    K::RecvErrClose,
+    K::RecvErrRun,
+    K::RecvErr,
+    K::Closed,
+    K::RecvUnsub,
+    K::RecvPong,
+    K::NoEvent,
+    K::StaysConnected,
+    K::Heartbeat,
+    K::Identical,
+    K::MatchesHistory,
+    K::EventData,
+    K::AnswerPointer,
+    K::AnswerCode,
+    K::AnswerRetryAfter,
+    K::AnswerJson,
+    K::Answer,
+    K::AppendedSeqs,
+    K::SameAssignment,
+    K::HistoryHead,
+    K::ErrRetryAfter,
+    K::ErrSupported,
+    K::ErrRetryable,
+    K::ErrMessageHas,
+    K::ErrNoLeak,
+    K::WithinWindow,
+    K::Batched,
+    K::ReceivesNothingElse,
+];
+
+/// Finds the step kind and arguments of a step text.
+pub(crate) fn parse_step(text: &str) -> Option<(K, Vec<String>)> {
+    STEP_PATTERNS
+        .iter()
+        .zip(KINDS)
+        .find_map(|(p, k)| pattern::matches(p, text).map(|a| (*k, a)))
+}
+
+struct RunInfo {
+    id: String,
+    epoch: Option<String>,
+    head: u64,
+    acked: Vec<(u64, Instant)>,
+}
+
+/// The state of one server scenario.
+pub(crate) struct ServerWorld {
+    target: Arc<ServerTarget>,
+    scale: f64,
+    ns: String,
+    rng: ChaCha8Rng,
+    rec: Recorder,
+    runs: BTreeMap<String, RunInfo>,
+    clients: BTreeMap<String, Conn>,
+    retired: Vec<Conn>,
+    last: Option<HttpAnswer>,
+    last_append: Option<(String, Vec<u8>, Value)>,
+    retry_answer: Option<Value>,
+    last_error: BTreeMap<String, Value>,
+    resets: BTreeMap<String, Value>,
+}
+
+type R<T> = Result<T, StepFail>;
+
+fn num(s: &str) -> u64 {
+    s.parse().unwrap_or(0)
+}
+
+fn progress_event(i: u64, pad: usize) -> Value {
+    let mut msg = format!("step {i}");
+    if pad > 0 {
+        msg.push(' ');
+        msg.extend(std::iter::repeat_n('x', pad));
+    }
+    json!({"type": "run.progress", "data": {"percent": (i % 101), "message": msg}})
+}
+
+impl ServerWorld {
+    pub(crate) fn new(target: Arc<ServerTarget>, scale: f64, seed: u64, sc: &ScenarioDef) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let ns = format!("{:08x}", rng.random::<u32>());
+        let rec = Recorder::new();
+        rec.note("runner", format!("scenario {} seed {seed}", sc.id));
+        Self {
+            target,
+            scale,
+            ns,
+            rng,
+            rec,
+            runs: BTreeMap::new(),
+            clients: BTreeMap::new(),
+            retired: Vec::new(),
+            last: None,
+            last_append: None,
+            retry_answer: None,
+            last_error: BTreeMap::new(),
+            resets: BTreeMap::new(),
+        }
+    }
+
+    fn ms(&self, ms: u64) -> Duration {
+        scaled(ms, self.scale)
+    }
+
+    fn dl(&self, ms: u64) -> Instant {
+        Instant::now() + self.ms(ms)
+    }
+
+    fn run(&mut self, alias: &str) -> &mut RunInfo {
+        let ns = self.ns.clone();
+        self.runs.entry(alias.to_owned()).or_insert_with(|| {
+            let id = if let Some(rest) = alias.strip_prefix("allowed") {
+                format!("rwc-allowed-{ns}{rest}")
+            } else {
+                format!("rwc-{ns}-{alias}")
+            };
+            RunInfo {
+                id,
+                epoch: None,
+                head: 0,
+                acked: Vec::new(),
+            }
+        })
+    }
+
+    fn run_id(&mut self, alias: &str) -> String {
+        self.run(alias).id.clone()
+    }
+
+    fn subst(&mut self, text: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("${") {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 2..];
+            let Some(end) = after.find('}') else {
+                out.push_str(&rest[i..]);
+                return out;
+            };
+            let key = &after[..end];
+            let val = if key == "token" {
+                self.target.token.clone().unwrap_or_default()
+            } else if key == "limited_token" {
+                self.target.limited_token.clone().unwrap_or_default()
+            } else if let Some(alias) = key.strip_prefix("epoch:") {
+                self.run(alias).epoch.clone().unwrap_or_default()
+            } else {
+                self.run_id(key)
+            };
+            out.push_str(&val);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    fn client(&mut self, name: &str) -> R<&mut Conn> {
+        self.clients
+            .get_mut(name)
+            .ok_or_else(|| StepFail::msg(format!("step error: client {name:?} is not connected")))
+    }
+
+    fn welcome_u64(&self, name: &str, ptr: &str) -> Option<u64> {
+        self.clients
+            .get(name)
+            .and_then(|c| c.welcome.as_ref())
+            .and_then(|(w, _)| w.pointer(ptr))
+            .and_then(Value::as_u64)
+    }
+
+    /// How long to wait for an answer that needs a timer to fire first.
+    fn timer_wait(&self, name: &str) -> u64 {
+        let hb = self
+            .welcome_u64(name, "/heartbeat_interval_ms")
+            .unwrap_or(runwire_protocol::defaults::HEARTBEAT_INTERVAL_MS);
+        let pong = self
+            .welcome_u64(name, "/pong_timeout_ms")
+            .unwrap_or(runwire_protocol::defaults::PONG_TIMEOUT_MS);
+        2000 + hb + pong + self.target.hello_timeout_ms
+    }
+
+    fn quiet_ms(&self, name: &str) -> u64 {
+        self.welcome_u64(name, "/batch_window_ms").unwrap_or(200) + 300
+    }
+
+    async fn http(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<String>,
+        body: Option<Vec<u8>>,
+    ) -> R<HttpAnswer> {
+        let shown = body
+            .as_ref()
+            .map(|b| clip(&String::from_utf8_lossy(b)))
+            .unwrap_or_default();
+        self.rec.out("producer", &format!("{method} {path} {shown}"));
+        let a = request(
+            &self.target.ingest_url,
+            method,
+            path,
+            token.as_deref(),
+            body.as_deref(),
+            self.ms(10_000),
+        )
+        .await
+        .map_err(|e| StepFail::msg(format!("HTTP {method} {path}: {e}")))?;
+        self.rec.inn(
+            "producer",
+            &format!("{} {}", a.status, clip(&String::from_utf8_lossy(&a.body))),
+        );
+        self.last = Some(a.clone());
+        Ok(a)
+    }
+
+    async fn append(&mut self, alias: &str, events: Vec<Value>, token: Option<String>) -> R<Value> {
+        let id = self.run_id(alias);
+        let body = serde_json::to_vec(&json!({ "events": events })).unwrap_or_default();
+        let path = format!("/v1/runs/{id}/events");
+        let a = self.http("POST", &path, token, Some(body.clone())).await?;
+        if a.status != 200 {
+            return Err(StepFail::req(
+                "RW-INGEST-1",
+                format!(
+                    "expected 200 for a valid append to {id}, got {} {}",
+                    a.status,
+                    clip(&String::from_utf8_lossy(&a.body))
+                ),
+            ));
+        }
+        let v = a.json();
+        self.note_append(alias, &v);
+        self.last_append = Some((path, body, v.clone()));
+        Ok(v)
+    }
+
+    fn note_append(&mut self, alias: &str, v: &Value) {
+        let now = Instant::now();
+        let r = self.run(alias);
+        if let Some(e) = v.get("epoch").and_then(Value::as_str) {
+            r.epoch = Some(e.to_owned());
+        }
+        if let Some(evs) = v.get("events").and_then(Value::as_array) {
+            for e in evs {
+                if let Some(s) = e.get("seq").and_then(Value::as_u64) {
+                    r.head = r.head.max(s);
+                    r.acked.push((s, now));
+                }
+            }
+        }
+    }
+
+    async fn connect(&mut self, name: &str, opts: ConnectOptions, url: Option<String>) -> R<()> {
+        if let Some(old) = self.clients.remove(name) {
+            self.retired.push(old);
+        }
+        let url = url.unwrap_or_else(|| self.target.ws_url.clone());
+        let c = Conn::open(name, &url, opts, self.rec.clone(), self.ms(5000))
+            .await
+            .map_err(|e| StepFail::req("RW-CONN-1", e))?;
+        self.clients.insert(name.to_owned(), c);
+        Ok(())
+    }
+
+    fn token(&self) -> Option<String> {
+        self.target.token.clone()
+    }
+
+    async fn hello(&mut self, name: &str, versions: Vec<String>, token: Option<String>, subs: Vec<Value>) -> R<()> {
+        let h = Conn::hello(&versions, token.as_deref(), subs);
+        self.client(name)?.send(&h).await.map_err(StepFail::msg)
+    }
+
+    async fn expect_welcome(&mut self, name: &str) -> R<Value> {
+        let dl = self.dl(3000);
+        let c = self.client(name)?;
+        let v = c.next_control(dl).await.map_err(|e| {
+            StepFail::req("RW-CONN-5", format!("expected welcome after hello; {e}"))
+        })?;
+        if v.get("type").and_then(Value::as_str) != Some("welcome") {
+            return Err(StepFail::req(
+                "RW-CONN-6",
+                format!("expected welcome, got {}", clip(&v.to_string())),
+            ));
+        }
+        Ok(v)
+    }
+
+    async fn expect_control(&mut self, name: &str, ty: &str, wait_ms: u64) -> R<Value> {
+        let dl = self.dl(wait_ms);
+        let c = self.client(name)?;
+        let v = c
+            .next_control(dl)
+            .await
+            .map_err(|e| StepFail::msg(format!("expected a {ty} frame; {e}")))?;
+        if v.get("type").and_then(Value::as_str) == Some("error") {
+            self.last_error.insert(name.to_owned(), v.clone());
+        }
+        if v.get("type").and_then(Value::as_str) != Some(ty) {
+            return Err(StepFail::msg(format!(
+                "expected a {ty} frame, got {}",
+                clip(&v.to_string())
+            )));
+        }
+        Ok(v)
+    }
+
+    fn sub_entry(&mut self, alias: &str, after: Option<u64>, epoch: Option<String>) -> Value {
+        let id = self.run_id(alias);
+        let mut e = json!({"run_id": id});
+        if let Some(a) = after {
+            e["after_seq"] = json!(a);
+        }
+        if let Some(ep) = epoch {
+            e["epoch"] = json!(ep);
+        }
+        e
+    }
+
+    async fn subscribe(&mut self, name: &str, entries: Vec<Value>) -> R<()> {
+        let m = json!({"type": "subscribe", "subscriptions": entries});
+        self.client(name)?.send(&m).await.map_err(StepFail::msg)
+    }
+
+    async fn exec(&mut self, k: K, a: Vec<String>, doc: Option<&str>) -> StepResultT {
+        let s = |i: usize| a.get(i).cloned().unwrap_or_default();
+        match k {
+            K::RequireAuth => {
+                if self.target.token.is_none() {
+                    return Err(StepFail::not_implemented(
+                        "no --token given: authentication scenarios need a token the server accepts",
+                    ));
+                }
+            }
+            K::RequireLimited => {
+                if self.target.limited_token.is_none() {
+                    return Err(StepFail::not_implemented(
+                        "no --limited-token given: per-run authorization scenarios need a token limited to runs named rwc-allowed-*",
+                    ));
+                }
+            }
+            K::Restartable => {
+                if self.target.control.is_none() {
+                    return Err(StepFail::not_implemented(
+                        "no --restart-cmd given: restart scenarios need a way to restart the server",
+                    ));
+                }
+            }
+            K::Append => {
+                let n = num(&s(0));
+                let base = self.run(&s(1)).head;
+                for chunk in (1..=n).collect::<Vec<_>>().chunks(500) {
+                    let evs = chunk.iter().map(|i| progress_event(base + i, 0)).collect();
+                    self.append(&s(1), evs, self.token()).await?;
+                }
+            }
+            K::AppendBig => {
+                let (n, size) = (num(&s(0)), num(&s(1)) as usize);
+                let base = self.run(&s(2)).head;
+                for chunk in (1..=n).collect::<Vec<_>>().chunks(10) {
+                    let evs = chunk.iter().map(|i| progress_event(base + i, size)).collect();
+                    self.append(&s(2), evs, self.token()).await?;
+                }
+            }
+            K::AppendStatus => {
+                let ev = json!({"type": "run.status", "data": {"status": s(0)}});
+                self.append(&s(1), vec![ev], self.token()).await?;
+            }
+            K::AppendTyped => {
+                let data: Value = serde_json::from_str(&self.subst(&s(1)))
+                    .map_err(|e| StepFail::msg(format!("step error: bad JSON data: {e}")))?;
+                let ev = json!({"type": s(0), "data": data});
+                self.append(&s(2), vec![ev], self.token()).await?;
+            }
+            K::AppendKeyed => {
+                let n = num(&s(0));
+                let base = self.run(&s(2)).head;
+                let evs = (1..=n)
+                    .map(|i| {
+                        let mut e = progress_event(i, 0);
+                        e["idempotency_key"] = json!(format!("{}-{}", s(1), base + i));
+                        e
+                    })
+                    .collect();
+                self.append(&s(2), evs, self.token()).await?;
+            }
+            K::AppendKeyedOne => {
+                let data: Value = serde_json::from_str(&s(1))
+                    .map_err(|e| StepFail::msg(format!("step error: bad JSON data: {e}")))?;
+                let ev = json!({"type": s(0), "data": data, "idempotency_key": s(2)});
+                let id = self.run_id(&s(3));
+                let body = serde_json::to_vec(&json!({ "events": [ev] })).unwrap_or_default();
+                let a = self
+                    .http("POST", &format!("/v1/runs/{id}/events"), self.token(), Some(body))
+                    .await?;
+                if a.status == 200 {
+                    let v = a.json();
+                    self.note_append(&s(3), &v);
+                }
+            }
+            K::Retry => {
+                let Some((path, body, _)) = self.last_append.clone() else {
+                    return Err(StepFail::msg("step error: no append to retry"));
+                };
+                let a = self.http("POST", &path, self.token(), Some(body)).await?;
+                if a.status != 200 {
+                    return Err(StepFail::req(
+                        "RW-INGEST-5",
+                        format!(
+                            "expected 200 for a retried append with the same idempotency keys, got {} {}",
+                            a.status,
+                            clip(&String::from_utf8_lossy(&a.body))
+                        ),
+                    ));
+                }
+                self.retry_answer = Some(a.json());
+            }
+            K::AppendConcurrent => {
+                let (p, n) = (num(&s(0)), num(&s(1)));
+                let id = self.run_id(&s(2));
+                let mut tasks = Vec::new();
+                for prod in 0..p {
+                    let base = self.target.ingest_url.clone();
+                    let token = self.token();
+                    let path = format!("/v1/runs/{id}/events");
+                    let limit = self.ms(10_000);
+                    tasks.push(tokio::spawn(async move {
+                        let mut out = Vec::new();
+                        for i in 0..n {
+                            let body = serde_json::to_vec(&json!({"events": [
+                                {"type": "log.line", "data": {"level": "info", "message": format!("producer {prod} line {i}")}}
+                            ]}))
+                            .unwrap_or_default();
+                            out.push(request(&base, "POST", &path, token.as_deref(), Some(&body), limit).await);
+                        }
+                        out
+                    }));
+                }
+                self.rec.note("producer", format!("{p} producers append {n} events each to {id}"));
+                let mut seqs = Vec::new();
+                for t in tasks {
+                    for r in t.await.unwrap_or_default() {
+                        let a = r.map_err(StepFail::msg)?;
+                        if a.status != 200 {
+                            return Err(StepFail::req(
+                                "RW-INGEST-2",
+                                format!("a concurrent append was answered {}", a.status),
+                            ));
+                        }
+                        let v = a.json();
+                        self.note_append(&s(2), &v);
+                        if let Some(q) = v.get("first_seq").and_then(Value::as_u64) {
+                            seqs.push(q);
+                        }
+                    }
+                }
+                seqs.sort_unstable();
+                let want: Vec<u64> = (1..=p * n).collect();
+                if seqs != want {
+                    return Err(StepFail::req(
+                        "RW-INGEST-2",
+                        format!("concurrent appends were assigned seqs {seqs:?}, expected exactly 1..={}", p * n),
+                    ));
+                }
+            }
+            K::AppendLimited => {
+                let n = num(&s(0));
+                let evs = (1..=n).map(|i| progress_event(i, 0)).collect::<Vec<_>>();
+                let id = self.run_id(&s(1));
+                let body = serde_json::to_vec(&json!({ "events": evs })).unwrap_or_default();
+                let t = self.target.limited_token.clone();
+                self.http("POST", &format!("/v1/runs/{id}/events"), t, Some(body))
+                    .await?;
+            }
+            K::PostRaw => {
+                let id = self.run_id(&s(0));
+                let body = self.subst(doc.unwrap_or(""));
+                self.http(
+                    "POST",
+                    &format!("/v1/runs/{id}/events"),
+                    self.token(),
+                    Some(body.into_bytes()),
+                )
+                .await?;
+            }
+            K::HttpGet | K::HttpGetNoToken | K::HttpGetToken => {
+                let path = self.subst(s(0).trim());
+                let tok = match k {
+                    K::HttpGet => self.token(),
+                    K::HttpGetToken => self.target.limited_token.clone(),
+                    _ => None,
+                };
+                self.http("GET", &path, tok, None).await?;
+            }
+            K::Connect => self.connect(&s(0), ConnectOptions::default(), None).await?,
+            K::ConnectAuthHeader => {
+                let t = self.token().unwrap_or_default();
+                self.connect(
+                    &s(0),
+                    ConnectOptions {
+                        authorization: Some(format!("Bearer {t}")),
+                    },
+                    None,
+                )
+                .await?;
+            }
+            K::ConnectTokenInUrl => {
+                let t = self.token().unwrap_or_default();
+                let url = format!("{}?token={t}&access_token={t}", self.target.ws_url);
+                self.connect(&s(0), ConnectOptions::default(), Some(url)).await?;
+            }
+            K::Hello => self.hello(&s(0), vec!["1.0".into()], self.token(), vec![]).await?,
+            K::HelloVersions => {
+                let v = s(1).split(',').map(|x| x.trim().to_owned()).collect();
+                self.hello(&s(0), v, self.token(), vec![]).await?;
+            }
+            K::HelloToken => {
+                let t = self.subst(&s(1));
+                self.hello(&s(0), vec!["1.0".into()], Some(t), vec![]).await?;
+            }
+            K::HelloNoToken => self.hello(&s(0), vec!["1.0".into()], None, vec![]).await?,
+            K::HelloSub | K::HelloSubAfter => {
+                let after = (k == K::HelloSubAfter).then(|| num(&s(2)));
+                let e = self.sub_entry(&s(1), after, None);
+                self.hello(&s(0), vec!["1.0".into()], self.token(), vec![e]).await?;
+            }
+            K::IsConnected | K::IsConnectedLimited => {
+                self.connect(&s(0), ConnectOptions::default(), None).await?;
+                let t = if k == K::IsConnected {
+                    self.token()
+                } else {
+                    self.target.limited_token.clone()
+                };
+                self.hello(&s(0), vec!["1.0".into()], t, vec![]).await?;
+                self.expect_welcome(&s(0)).await?;
+            }
+            K::SendRaw => {
+                let t = self.subst(&s(1));
+                self.client(&s(0))?.send_text(t).await.map_err(StepFail::msg)?;
+            }
+            K::SendBinary => {
+                self.client(&s(0))?
+                    .send_binary(br#"{"type":"ping","id":"b"}"#.to_vec())
+                    .await
+                    .map_err(StepFail::msg)?;
+            }
+            K::SendBadUtf8 => self.client(&s(0))?.send_invalid_utf8().await.map_err(StepFail::msg)?,
+            K::SendLarge | K::SendAtLimit => {
+                let max = self
+                    .welcome_u64(&s(0), "/limits/max_frame_bytes")
+                    .unwrap_or(u64::from(runwire_protocol::defaults::MAX_FRAME_BYTES))
+                    as usize;
+                let head = r#"{"type":"ping","id":"big","pad":""#;
+                let tail = r#""}"#;
+                let target = if k == K::SendLarge { max + 1 } else { max };
+                let pad = target.saturating_sub(head.len() + tail.len());
+                let text = format!("{head}{}{tail}", "p".repeat(pad));
+                self.client(&s(0))?.send_text(text).await.map_err(StepFail::msg)?;
+            }
+            K::Flood => {
+                let n = num(&s(1));
+                for i in 0..n {
+                    let m = json!({"type": "ping", "id": format!("flood-{i}")});
+                    let c = self.client(&s(0))?;
+                    if c.send(&m).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            K::Sub => {
+                let e = self.sub_entry(&s(1), None, None);
+                self.subscribe(&s(0), vec![e]).await?;
+            }
+            K::SubAfter => {
+                let e = self.sub_entry(&s(1), Some(num(&s(2))), None);
+                self.subscribe(&s(0), vec![e]).await?;
+            }
+            K::SubEpoch => {
+                let ep = match s(3).as_str() {
+                    "current" => self.run(&s(1)).epoch.clone().unwrap_or_default(),
+                    other => other.to_owned(),
+                };
+                let e = self.sub_entry(&s(1), Some(num(&s(2))), Some(ep));
+                self.subscribe(&s(0), vec![e]).await?;
+            }
+            K::SubMany => {
+                let aliases: Vec<String> = s(1).split(',').map(|x| x.trim().to_owned()).collect();
+                let entries = aliases.iter().map(|al| self.sub_entry(al, None, None)).collect();
+                self.subscribe(&s(0), entries).await?;
+            }
+            K::SubOverLimit => {
+                let max = self
+                    .welcome_u64(&s(0), "/limits/max_subscriptions")
+                    .ok_or_else(|| StepFail::msg("step error: no welcome yet"))?;
+                if max > 1000 {
+                    return Err(StepFail::not_implemented(format!(
+                        "the announced max_subscriptions {max} is too large to exceed in a test"
+                    )));
+                }
+                let entries: Vec<Value> = (0..=max)
+                    .map(|i| self.sub_entry(&format!("lim{i}"), None, None))
+                    .collect();
+                self.subscribe(&s(0), entries).await?;
+                for i in 0..max {
+                    let id = self.run_id(&format!("lim{i}"));
+                    let v = self.expect_control(&s(0), "subscribed", 3000).await.map_err(|e| {
+                        StepFail::req("RW-LIMIT-3", format!("entry {i} within the limit: {}", e.message))
+                    })?;
+                    if v.get("run_id").and_then(Value::as_str) != Some(id.as_str()) {
+                        return Err(StepFail::req("RW-SUB-1", format!("expected subscribed for {id}, got {v}")));
+                    }
+                }
+                let over = self.run_id(&format!("lim{max}"));
+                let v = self.expect_control(&s(0), "error", 3000).await.map_err(|e| {
+                    StepFail::req("RW-LIMIT-3", format!("the entry over the limit: {}", e.message))
+                })?;
+                if v.get("code").and_then(Value::as_str) != Some("too_many_subscriptions")
+                    || v.get("run_id").and_then(Value::as_str) != Some(over.as_str())
+                {
+                    return Err(StepFail::req(
+                        "RW-LIMIT-3",
+                        format!("expected error too_many_subscriptions for {over}, got {v}"),
+                    ));
+                }
+            }
+            K::Unsub => {
+                let id = self.run_id(&s(1));
+                self.client(&s(0))?
+                    .send(&json!({"type": "unsubscribe", "run_ids": [id]}))
+                    .await
+                    .map_err(StepFail::msg)?;
+            }
+            K::Resub => {
+                let id = self.run_id(&s(1));
+                let (ep, after) = self
+                    .client(&s(0))?
+                    .cursors
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or((None, 0));
+                let e = self.sub_entry(&s(1), Some(after), ep);
+                self.subscribe(&s(0), vec![e]).await?;
+            }
+            K::Reconnect => {
+                let id = self.run_id(&s(1));
+                let (ep, after) = self
+                    .clients
+                    .get(&s(0))
+                    .and_then(|c| c.cursors.get(&id).cloned())
+                    .unwrap_or((None, 0));
+                if let Some(c) = self.clients.get_mut(&s(0))
+                    && c.closed.is_none()
+                    && !c.ended
+                {
+                    c.close().await;
+                }
+                self.rec.note(&s(0), format!("resuming {id} after seq {after} epoch {ep:?}"));
+                self.connect(&s(0), ConnectOptions::default(), None).await?;
+                let e = self.sub_entry(&s(1), Some(after), ep);
+                self.hello(&s(0), vec!["1.0".into()], self.token(), vec![e]).await?;
+                self.expect_welcome(&s(0)).await?;
+            }
+            K::StopPong => self.client(&s(0))?.set_auto_pong(false),
+            K::StopRead => self.client(&s(0))?.set_paused(true),
+            K::ResumeRead => self.client(&s(0))?.set_paused(false),
+            K::Ping => {
+                let m = json!({"type": "ping", "id": s(1)});
+                self.client(&s(0))?.send(&m).await.map_err(StepFail::msg)?;
+            }
+            K::Close => self.client(&s(0))?.close().await,
+            K::Restart => {
+                let Some(ctl) = self.target.control.clone() else {
+                    return Err(StepFail::not_implemented("no --restart-cmd given"));
+                };
+                self.rec.note("runner", "restarting the server");
+                ctl.restart().await.map_err(|e| StepFail::msg(format!("restart failed: {e}")))?;
+                self.rec.note("runner", "the server is back");
+            }
+            K::RecvWelcome => {
+                self.expect_welcome(&s(0)).await?;
+            }
+            K::FirstWelcome => {
+                let dl = self.dl(3000);
+                let c = self.client(&s(0))?;
+                while c.frame_types.is_empty() {
+                    if !c.pump(dl).await {
+                        return Err(StepFail::req("RW-CONN-6", format!("expected welcome; {}", c.nothing_msg())));
+                    }
+                }
+                if c.frame_types[0] != "welcome" {
+                    return Err(StepFail::req(
+                        "RW-CONN-6",
+                        format!("the first frame was {:?}, not welcome", c.frame_types[0]),
+                    ));
+                }
+            }
+            K::WelcomeVersion => {
+                let w = self.welcome_of(&s(0))?;
+                if w.get("version").and_then(Value::as_str) != Some(s(1).as_str()) {
+                    return Err(StepFail::req(
+                        "RW-VERSION-2",
+                        format!("expected welcome.version {:?}, got {}", s(1), w.get("version").cloned().unwrap_or(Value::Null)),
+                    ));
+                }
+            }
+            K::WelcomeComplete => {
+                let w = self.welcome_of(&s(0))?;
+                let sid = w.get("session_id").and_then(Value::as_str).unwrap_or("");
+                if sid.is_empty() || sid.len() > 128 {
+                    return Err(StepFail::req("RW-CONN-9", format!("welcome.session_id must be 1-128 chars, got {sid:?}")));
+                }
+                for p in [
+                    "/heartbeat_interval_ms",
+                    "/pong_timeout_ms",
+                    "/limits/max_frame_bytes",
+                    "/limits/max_event_bytes",
+                    "/limits/max_subscriptions",
+                    "/limits/max_messages_per_second",
+                ] {
+                    if w.pointer(p).and_then(Value::as_u64).is_none_or(|x| x == 0) {
+                        return Err(StepFail::req("RW-CONN-7", format!("welcome lacks a positive {p}: {w}")));
+                    }
+                }
+                for p in ["/batch_window_ms", "/replay_window_events"] {
+                    if w.pointer(p).and_then(Value::as_u64).is_none() {
+                        return Err(StepFail::req("RW-CONN-7", format!("welcome lacks {p}: {w}")));
+                    }
+                }
+            }
+            K::DistinctSessions => {
+                let a1 = self.welcome_of(&s(0))?.get("session_id").cloned();
+                let a2 = self.welcome_of(&s(1))?.get("session_id").cloned();
+                if a1 == a2 {
+                    return Err(StepFail::req("RW-CONN-9", format!("two connections share session_id {a1:?}")));
+                }
+            }
+            K::RecvSubscribed | K::RecvSubscribedAny => {
+                let id = self.run_id(&s(1));
+                let v = self
+                    .expect_control(&s(0), "subscribed", 3000)
+                    .await
+                    .map_err(|e| StepFail::req("RW-SUB-1", format!("for run {id}: {}", e.message)))?;
+                if v.get("run_id").and_then(Value::as_str) != Some(id.as_str()) {
+                    return Err(StepFail::req("RW-SUB-1", format!("expected subscribed for {id}, got {v}")));
+                }
+                let epoch = v.get("epoch").and_then(Value::as_str).map(str::to_owned);
+                let known = self.run(&s(1)).epoch.clone();
+                if let (Some(k), Some(e)) = (&known, &epoch)
+                    && k != e
+                {
+                    return Err(StepFail::req("RW-SUB-2", format!("subscribed.epoch {e:?} is not the run's epoch {k:?} from the append answer")));
+                }
+                if known.is_none() {
+                    self.run(&s(1)).epoch = epoch;
+                }
+                if k == K::RecvSubscribed {
+                    let (af, hd) = (num(&s(2)), num(&s(3)));
+                    let gaf = v.get("after_seq").and_then(Value::as_u64);
+                    let ghd = v.get("head_seq").and_then(Value::as_u64);
+                    if gaf != Some(af) || ghd != Some(hd) {
+                        return Err(StepFail::req(
+                            "RW-SUB-2",
+                            format!("expected subscribed after_seq {af} head_seq {hd}, got after_seq {gaf:?} head_seq {ghd:?}"),
+                        ));
+                    }
+                }
+            }
+            K::RecvReset => {
+                let id = self.run_id(&s(1));
+                let v = self
+                    .expect_control(&s(0), "reset", 3000)
+                    .await
+                    .map_err(|e| StepFail::req("RW-RESUME-5", format!("for run {id}: {}", e.message)))?;
+                let reason = v.get("reason").and_then(Value::as_str).unwrap_or("");
+                let as_of = v.pointer("/snapshot/as_of_seq").and_then(Value::as_u64);
+                let want_req = match s(2).as_str() {
+                    "epoch_mismatch" => "RW-RESUME-4",
+                    "cursor_ahead" => "RW-RESUME-6",
+                    _ => "RW-RESUME-5",
+                };
+                if v.get("run_id").and_then(Value::as_str) != Some(id.as_str()) || reason != s(2) {
+                    return Err(StepFail::req(want_req, format!("expected reset of {id} with reason {}, got {v}", s(2))));
+                }
+                if as_of != Some(num(&s(3))) {
+                    return Err(StepFail::req("RW-RESUME-8", format!("expected snapshot.as_of_seq {}, got {as_of:?}", s(3))));
+                }
+                let ep = v.get("epoch");
+                if v.pointer("/snapshot/epoch") != ep || v.pointer("/snapshot/run_id") != v.get("run_id") {
+                    return Err(StepFail::req("RW-RESUME-8", format!("reset epoch/run_id differ from snapshot's: {v}")));
+                }
+                self.resets.insert(s(0), v);
+            }
+            K::ResetMatchesHttp => {
+                let Some(r) = self.resets.get(&s(0)).cloned() else {
+                    return Err(StepFail::msg("step error: no reset received"));
+                };
+                let id = self.run_id(&s(1));
+                let a = self.http("GET", &format!("/v1/runs/{id}"), self.token(), None).await?;
+                let snap = a.json();
+                let mut want = r.get("snapshot").cloned().unwrap_or(Value::Null);
+                let mut got = snap.clone();
+                if got.get("as_of_seq") != want.get("as_of_seq") {
+                    return Err(StepFail::msg(format!(
+                        "step error: the run moved on (HTTP as_of_seq {:?}, reset {:?})",
+                        got.get("as_of_seq"),
+                        want.get("as_of_seq")
+                    )));
+                }
+                if let (Some(w), Some(g)) = (want.as_object_mut(), got.as_object_mut()) {
+                    w.remove("updated_at");
+                    g.remove("updated_at");
+                }
+                if want != got {
+                    return Err(StepFail::req(
+                        "RW-SNAP-5",
+                        format!("reset snapshot {} differs from GET /v1/runs snapshot {}", clip(&want.to_string()), clip(&got.to_string())),
+                    ));
+                }
+            }
+            K::ResetStatus => {
+                let Some(r) = self.resets.get(&s(0)) else {
+                    return Err(StepFail::msg("step error: no reset received"));
+                };
+                let st = r.pointer("/snapshot/status").and_then(Value::as_str);
+                if st != Some(s(1).as_str()) {
+                    return Err(StepFail::req("RW-SNAP-2", format!("expected snapshot.status {:?}, got {st:?}", s(1))));
+                }
+            }
+            K::RecvEvents => {
+                let (from, to) = (num(&s(1)), num(&s(2)));
+                let id = self.run_id(&s(3));
+                self.take_events(&s(0), &id, from, to).await?;
+            }
+            K::RecvAllEvents => {
+                let id = self.run_id(&s(1));
+                let head = self.run(&s(1)).head;
+                let from = {
+                    let c = self.client(&s(0))?;
+                    c.events
+                        .get(&id)
+                        .and_then(|q| q.front())
+                        .and_then(|e| e.get("seq"))
+                        .and_then(Value::as_u64)
+                        .or_else(|| c.cursors.get(&id).map(|x| x.1 + 1))
+                        .unwrap_or(1)
+                };
+                if from <= head {
+                    self.take_events(&s(0), &id, from, head).await?;
+                }
+            }
+            K::RecvErr | K::RecvErrClose | K::RecvErrRun => {
+                let wait = self.timer_wait(&s(0));
+                let v = self
+                    .expect_control(&s(0), "error", wait)
+                    .await
+                    .map_err(|e| StepFail::msg(format!("expected error {}: {}", s(1), e.message)))?;
+                let code = v.get("code").and_then(Value::as_str).unwrap_or("");
+                if code != s(1) {
+                    return Err(StepFail::msg(format!("expected error code {}, got {v}", s(1))));
+                }
+                let cc = v.get("close_code").and_then(Value::as_u64);
+                match k {
+                    K::RecvErrClose => {
+                        let want = num(&s(2));
+                        if cc != Some(want) {
+                            return Err(StepFail::req("RW-ERROR-2", format!("expected close_code {want} in {v}")));
+                        }
+                        let dl = self.dl(3000);
+                        let c = self.client(&s(0))?;
+                        if !c.wait_end(dl).await {
+                            return Err(StepFail::req("RW-ERROR-3", format!("the connection was not closed after {v}")));
+                        }
+                        let got = c.closed.as_ref().and_then(|x| x.0);
+                        if got.map(u64::from) != Some(want) {
+                            return Err(StepFail::req(
+                                "RW-ERROR-3",
+                                format!("expected close code {want}, saw {}", c.nothing_msg()),
+                            ));
+                        }
+                    }
+                    K::RecvErrRun => {
+                        let id = self.run_id(&s(2));
+                        if v.get("run_id").and_then(Value::as_str) != Some(id.as_str()) || cc.is_some() {
+                            return Err(StepFail::req(
+                                "RW-ERROR-1",
+                                format!("expected error {} with run_id {id} and no close_code, got {v}", s(1)),
+                            ));
+                        }
+                    }
+                    _ => {
+                        if cc.is_some() {
+                            return Err(StepFail::req("RW-ERROR-1", format!("expected no close_code in {v}")));
+                        }
+                    }
+                }
+            }
+            K::Closed => {
+                let want = num(&s(1));
+                let wait = self.timer_wait(&s(0));
+                let dl = self.dl(wait);
+                let c = self.client(&s(0))?;
+                if !c.wait_end(dl).await {
+                    return Err(StepFail::msg(format!("expected a close with code {want}; {}", c.nothing_msg())));
+                }
+                let got = c.closed.as_ref().and_then(|x| x.0);
+                if got.map(u64::from) != Some(want) {
+                    return Err(StepFail::msg(format!("expected close code {want}; {}", c.nothing_msg())));
+                }
+            }
+            K::RecvUnsub => {
+                let id = self.run_id(&s(1));
+                let v = self.expect_control(&s(0), "unsubscribed", 3000).await.map_err(|e| StepFail::req("RW-SUB-4", e.message))?;
+                if v.get("run_id").and_then(Value::as_str) != Some(id.as_str()) {
+                    return Err(StepFail::req("RW-SUB-4", format!("expected unsubscribed for {id}, got {v}")));
+                }
+            }
+            K::RecvPong => {
+                let v = self.expect_control(&s(0), "pong", 3000).await.map_err(|e| StepFail::req("RW-HEART-7", e.message))?;
+                if v.get("id").and_then(Value::as_str) != Some(s(1).as_str()) {
+                    return Err(StepFail::req("RW-HEART-7", format!("expected pong with id {:?}, got {v}", s(1))));
+                }
+            }
+            K::NoEvent => {
+                let id = self.run_id(&s(1));
+                let q = self.quiet_ms(&s(0));
+                let dl = self.dl(q);
+                let c = self.client(&s(0))?;
+                c.drain_until(dl).await;
+                if let Some(e) = c.events.get(&id).and_then(|q| q.front()) {
+                    return Err(StepFail::msg(format!("expected no event of run {id}, got {}", clip(&e.to_string()))));
+                }
+            }
+            K::StaysConnected => {
+                let pid = format!("alive-{}", self.rng.random::<u32>());
+                let m = json!({"type": "ping", "id": pid});
+                self.client(&s(0))?.send(&m).await.map_err(StepFail::msg)?;
+                let dl = self.dl(3000);
+                let c = self.client(&s(0))?;
+                loop {
+                    match c.next_control(dl).await {
+                        Ok(v) if v.get("type").and_then(Value::as_str) == Some("pong")
+                            && v.get("id").and_then(Value::as_str) == Some(pid.as_str()) =>
+                        {
+                            break;
+                        }
+                        Ok(v) if v.get("type").and_then(Value::as_str) == Some("error") => {
+                            return Err(StepFail::msg(format!("expected the connection to stay open, got {v}")));
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Err(StepFail::msg(format!("expected the connection to stay open; {e}"))),
+                    }
+                }
+            }
+            K::Heartbeat => {
+                let n = num(&s(1)) as usize;
+                let hb = self
+                    .welcome_u64(&s(0), "/heartbeat_interval_ms")
+                    .ok_or_else(|| StepFail::msg("step error: no welcome"))?;
+                let slack = self.ms(hb / 10 + 150);
+                let c = self.client(&s(0))?;
+                let Some((_, w_at)) = c.welcome.clone() else {
+                    return Err(StepFail::msg("step error: no welcome"));
+                };
+                let interval = Duration::from_millis(hb);
+                while c.pings.len() < n {
+                    let prev = c.pings.last().copied().unwrap_or(w_at);
+                    let dl = prev + interval + slack;
+                    if !c.pump(dl).await && c.pings.last().copied().unwrap_or(w_at) == prev {
+                        return Err(StepFail::req(
+                            "RW-HEART-1",
+                            format!(
+                                "ping {} did not arrive within heartbeat_interval_ms {hb} of the previous ping (or welcome); {}",
+                                c.pings.len() + 1,
+                                c.nothing_msg()
+                            ),
+                        ));
+                    }
+                }
+                let mut prev = w_at;
+                for (i, p) in c.pings.iter().take(n).enumerate() {
+                    if p.duration_since(prev) > interval + slack {
+                        return Err(StepFail::req(
+                            "RW-HEART-1",
+                            format!("ping {} came {} ms after the previous one (interval {hb} ms)", i + 1, p.duration_since(prev).as_millis()),
+                        ));
+                    }
+                    prev = *p;
+                }
+            }
+            K::Identical => {
+                let id = self.run_id(&s(2));
+                let get = |w: &Self, n: &str| -> Vec<Value> {
+                    w.clients.get(n).and_then(|c| c.delivered.get(&id).cloned()).unwrap_or_default()
+                };
+                let (x, y) = (get(self, &s(0)), get(self, &s(1)));
+                if x != y {
+                    return Err(StepFail::req(
+                        "RW-EVENT-8",
+                        format!("client {} got {} events of {id}, client {} got {}; first difference at index {}", s(0), x.len(), s(1), y.len(), x.iter().zip(&y).position(|(a, b)| a != b).unwrap_or(x.len().min(y.len()))),
+                    ));
+                }
+            }
+            K::MatchesHistory => {
+                let id = self.run_id(&s(0));
+                let a = self
+                    .http("GET", &format!("/v1/runs/{id}/events?after_seq=0&limit=10000"), self.token(), None)
+                    .await?;
+                let hist = a.json().get("events").and_then(Value::as_array).cloned().unwrap_or_default();
+                let got = self.clients.get(&s(1)).and_then(|c| c.delivered.get(&id).cloned()).unwrap_or_default();
+                for ev in &got {
+                    let seq = ev.get("seq").and_then(Value::as_u64).unwrap_or(0);
+                    let h = hist.iter().find(|h| h.get("seq").and_then(Value::as_u64) == Some(seq));
+                    if h != Some(ev) {
+                        return Err(StepFail::req(
+                            "RW-EVENT-8",
+                            format!("event seq {seq} delivered as {} but the history read returns {}", clip(&ev.to_string()), clip(&h.map(Value::to_string).unwrap_or_default())),
+                        ));
+                    }
+                }
+                if got.is_empty() {
+                    return Err(StepFail::msg("step error: nothing delivered to compare"));
+                }
+            }
+            K::EventData => {
+                let seq = num(&s(0));
+                let id = self.run_id(&s(1));
+                let want: Value = serde_json::from_str(&s(4)).map_err(|e| StepFail::msg(format!("step error: bad JSON {e}")))?;
+                let got = self
+                    .clients
+                    .get(&s(2))
+                    .and_then(|c| c.delivered.get(&id))
+                    .and_then(|v| v.iter().find(|e| e.get("seq").and_then(Value::as_u64) == Some(seq)).cloned())
+                    .ok_or_else(|| StepFail::msg(format!("event {seq} of {id} was not delivered")))?;
+                if got.get("type").and_then(Value::as_str) != Some(s(3).as_str()) || got.get("data") != Some(&want) {
+                    return Err(StepFail::req(
+                        "RW-TYPE-23",
+                        format!("expected type {} data {want}, got {}", s(3), clip(&got.to_string())),
+                    ));
+                }
+            }
+            K::Answer | K::AnswerCode | K::AnswerPointer => {
+                let Some(a) = self.last.clone() else {
+                    return Err(StepFail::msg("step error: no HTTP answer yet"));
+                };
+                let want = num(&s(0)) as u16;
+                let body = a.json();
+                if a.status != want {
+                    return Err(StepFail::msg(format!("expected HTTP {want}, got {} {}", a.status, clip(&String::from_utf8_lossy(&a.body)))));
+                }
+                if k != K::Answer {
+                    let code = body.get("code").and_then(Value::as_str);
+                    if code != Some(s(1).as_str()) {
+                        return Err(StepFail::req("RW-INGEST-20", format!("expected code {:?}, got body {body}", s(1))));
+                    }
+                    if body.get("retryable").and_then(Value::as_bool).is_none() {
+                        return Err(StepFail::req("RW-INGEST-20", format!("the error body lacks retryable: {body}")));
+                    }
+                }
+                if k == K::AnswerPointer {
+                    let p = body.get("pointer").and_then(Value::as_str).unwrap_or("");
+                    if !p.starts_with(s(2).as_str()) {
+                        return Err(StepFail::msg(format!("expected pointer {:?}, got body {body}", s(2))));
+                    }
+                }
+            }
+            K::AnswerRetryAfter => {
+                let a = self.last.clone().ok_or_else(|| StepFail::msg("step error: no answer"))?;
+                if a.header("retry-after").is_none() {
+                    return Err(StepFail::req("RW-INGEST-21", "the 503 answer has no Retry-After header"));
+                }
+            }
+            K::AnswerJson => {
+                let a = self.last.clone().ok_or_else(|| StepFail::msg("step error: no answer"))?;
+                let want: Value = serde_json::from_str(&self.subst(&s(1)))
+                    .map_err(|e| StepFail::msg(format!("step error: bad JSON {e}")))?;
+                let ptr = format!("/{}", s(0).replace('.', "/"));
+                let got = a.json().pointer(&ptr).cloned();
+                if got.as_ref() != Some(&want) {
+                    return Err(StepFail::msg(format!("expected {} = {want}, got {got:?}", s(0))));
+                }
+            }
+            K::AppendedSeqs => {
+                let Some((_, _, v)) = &self.last_append else {
+                    return Err(StepFail::msg("step error: no append"));
+                };
+                let (f, l) = (v.get("first_seq").and_then(Value::as_u64), v.get("last_seq").and_then(Value::as_u64));
+                if (f, l) != (Some(num(&s(0))), Some(num(&s(1)))) {
+                    return Err(StepFail::req("RW-EVENT-3", format!("expected seqs {} to {}, got first_seq {f:?} last_seq {l:?}", s(0), s(1))));
+                }
+            }
+            K::SameAssignment => {
+                let (Some((_, _, orig)), Some(re)) = (&self.last_append, &self.retry_answer) else {
+                    return Err(StepFail::msg("step error: no append and retry"));
+                };
+                let pick = |v: &Value| -> Vec<(Option<u64>, Option<String>)> {
+                    v.get("events").and_then(Value::as_array).map(|a| {
+                        a.iter().map(|e| (e.get("seq").and_then(Value::as_u64), e.get("event_id").and_then(Value::as_str).map(str::to_owned))).collect()
+                    }).unwrap_or_default()
+                };
+                if pick(orig) != pick(re) || pick(orig).is_empty() {
+                    return Err(StepFail::req("RW-INGEST-5", format!("the retry was answered {re}, the original append {orig}")));
+                }
+            }
+            K::HistoryHead => {
+                let id = self.run_id(&s(0));
+                let a = self.http("GET", &format!("/v1/runs/{id}/events?after_seq=0&limit=10000"), self.token(), None).await?;
+                let v = a.json();
+                let head = v.get("head_seq").and_then(Value::as_u64);
+                let evs = v.get("events").and_then(Value::as_array).cloned().unwrap_or_default();
+                let want = num(&s(1));
+                let seqs: Vec<u64> = evs.iter().filter_map(|e| e.get("seq").and_then(Value::as_u64)).collect();
+                if head != Some(want) || seqs != (1..=want).collect::<Vec<_>>() {
+                    return Err(StepFail::msg(format!("expected {want} events (seqs 1..={want}) over HTTP, got head_seq {head:?} and seqs {}", clip(&format!("{seqs:?}")))));
+                }
+            }
+            K::ErrRetryAfter | K::ErrSupported | K::ErrRetryable | K::ErrMessageHas => {
+                let v = self
+                    .last_error
+                    .get(&s(0))
+                    .cloned()
+                    .ok_or_else(|| StepFail::msg("step error: no error received"))?;
+                match k {
+                    K::ErrRetryAfter => {
+                        if v.get("retry_after_ms").and_then(Value::as_u64).is_none() {
+                            return Err(StepFail::msg(format!("the error carries no retry_after_ms: {v}")));
+                        }
+                    }
+                    K::ErrSupported => {
+                        let want: Vec<String> = s(1).split(',').map(|x| x.trim().to_owned()).collect();
+                        let got: Vec<String> = v
+                            .get("supported_versions")
+                            .and_then(Value::as_array)
+                            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                            .unwrap_or_default();
+                        if !want.iter().all(|w| got.contains(w)) {
+                            return Err(StepFail::req("RW-VERSION-3", format!("expected supported_versions to list {want:?}, got {v}")));
+                        }
+                    }
+                    K::ErrRetryable => {
+                        let want = s(1) == "true";
+                        if v.get("retryable").and_then(Value::as_bool) != Some(want) {
+                            return Err(StepFail::req("RW-ERROR-2", format!("expected retryable {want}: {v}")));
+                        }
+                    }
+                    _ => {
+                        let m = v.get("message").and_then(Value::as_str).unwrap_or("");
+                        if !m.contains(s(1).as_str()) || m.len() > 1024 {
+                            return Err(StepFail::req("RW-ERROR-6", format!("expected the message to contain {:?} (at most 1024 bytes): {v}", s(1))));
+                        }
+                    }
+                }
+            }
+            K::ErrNoLeak => {
+                let token = self.subst(&s(1));
+                for e in self.rec.take() {
+                    if e.actor == s(0) && e.dir == "in" && e.text.contains(&token) {
+                        return Err(StepFail::req("RW-SEC-1", format!("the server echoed the token in {}", clip(&e.text))));
+                    }
+                }
+            }
+            K::WithinWindow => {
+                let id = self.run_id(&s(0));
+                let window = self.welcome_u64(&s(1), "/batch_window_ms").unwrap_or(200);
+                let slack = self.ms(250);
+                let acked = self.run(&s(0)).acked.clone();
+                let c = self.client(&s(1))?;
+                for (seq, at) in acked {
+                    let dl = at + Duration::from_millis(window) + slack;
+                    while !c.arrivals.iter().any(|(r, q, _)| r == &id && *q == seq) {
+                        if !c.pump(dl).await {
+                            return Err(StepFail::req(
+                                "RW-BATCH-1",
+                                format!("event seq {seq} of {id} had not arrived {window} ms (the announced window) + {} ms after its append was acknowledged", slack.as_millis()),
+                            ));
+                        }
+                    }
+                }
+            }
+            K::Batched => {
+                let c = self.client(&s(0))?;
+                if c.batches.is_empty() {
+                    return Err(StepFail::req("RW-BATCH-5", format!("no batch frame was received ({} single event frames)", c.singles)));
+                }
+            }
+            K::ReceivesNothingElse => {
+                let q = self.quiet_ms(&s(0));
+                let dl = self.dl(q);
+                let c = self.client(&s(0))?;
+                c.drain_until(dl).await;
+                if let Some(v) = c.controls.front() {
+                    return Err(StepFail::msg(format!("expected no further frame, got {}", clip(&v.to_string()))));
+                }
+                if let Some((r, q)) = c.events.iter().find(|(_, q)| !q.is_empty()) {
+                    return Err(StepFail::msg(format!("expected no further frame, got {} more events of {r}", q.len())));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn welcome_of(&self, name: &str) -> R<Value> {
+        self.clients
+            .get(name)
+            .and_then(|c| c.welcome.clone())
+            .map(|w| w.0)
+            .ok_or_else(|| StepFail::msg(format!("step error: client {name} has no welcome")))
+    }
+
+    async fn take_events(&mut self, name: &str, id: &str, from: u64, to: u64) -> R<()> {
+        let n = usize::try_from(to + 1 - from).unwrap_or(0);
+        let wait = 3000 + n as u64 * 5;
+        let dl = self.dl(wait);
+        let c = self.client(name)?;
+        c.wait_events(id, n, dl).await.map_err(|e| {
+            StepFail::req("RW-RESUME-1", format!("expected events {from} to {to} of run {id}: {e}"))
+        })?;
+        let q = c.events.entry(id.to_owned()).or_default();
+        for want in from..=to {
+            let ev = q.pop_front().unwrap_or(Value::Null);
+            let seq = ev.get("seq").and_then(Value::as_u64);
+            if seq != Some(want) {
+                return Err(StepFail::req(
+                    "RW-ORDER-1",
+                    format!("expected event seq {want} of run {id}, got {}", clip(&ev.to_string())),
+                ));
+            }
+            for f in ["event_id", "time", "type"] {
+                if ev.get(f).and_then(Value::as_str).is_none_or(str::is_empty) {
+                    return Err(StepFail::req("RW-EVENT-1", format!("event seq {want} lacks {f}: {}", clip(&ev.to_string()))));
+                }
+            }
+            if !ev.get("time").and_then(Value::as_str).is_some_and(|t| t.ends_with('Z')) {
+                return Err(StepFail::req("RW-EVENT-5", format!("event time is not UTC with Z: {}", clip(&ev.to_string()))));
+            }
+            if !ev.get("data").is_some_and(Value::is_object) {
+                return Err(StepFail::req("RW-EVENT-7", format!("event data is not an object: {}", clip(&ev.to_string()))));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl World for ServerWorld {
+    fn step<'a>(&'a mut self, _kw: &'a str, text: &'a str, doc: Option<&'a str>) -> BoxFut<'a, StepResultT> {
+        Box::pin(async move {
+            let Some((k, args)) = parse_step(text) else {
+                return Err(StepFail::msg(format!("undefined step: {text}")));
+            };
+            self.exec(k, args, doc).await
+        })
+    }
+
+    fn check<'a>(&'a mut self) -> BoxFut<'a, StepResultT> {
+        Box::pin(async move {
+            for c in self.clients.values().chain(self.retired.iter()) {
+                if let Some(v) = c.violations.first() {
+                    return Err(StepFail::req(
+                        v.requirement,
+                        format!("client {}: {}", c.name, v.message),
+                    ));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn teardown(&mut self) -> BoxFut<'_, ()> {
+        Box::pin(async move {
+            for c in self.clients.values_mut() {
+                if c.closed.is_none() && !c.ended {
+                    c.close().await;
+                }
+            }
+            self.clients.clear();
+            self.retired.clear();
+        })
+    }
+
+    fn recorder(&self) -> Recorder {
+        self.rec.clone()
+    }
+}
