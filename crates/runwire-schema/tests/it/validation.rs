@@ -129,3 +129,41 @@ fn unknown_server_message_types_pass_the_reader_and_fail_the_writer() {
     assert!(failures(&validators(Contract::Reader), text, None).is_empty());
     assert!(!failures(&validators(Contract::Writer), text, None).is_empty());
 }
+
+#[test]
+fn per_tag_fast_path_agrees_with_the_whole_union() {
+    // Known type with bad data, unknown type with any object data, known type with
+    // data of another type: the per-tag validator and the union give the same verdict.
+    let w = validators(Contract::Writer);
+    let env = |t: &str, data: serde_json::Value| json!({"event_id": "e1", "run_id": "r1", "seq": 1, "type": t, "time": "2026-11-22T10:00:00Z", "data": data});
+    let cases = [
+        (env("run.status", json!({"status": "running"})), true),
+        (env("run.status", json!({"status": "paused"})), false),
+        (
+            env("run.status", json!({"level": "info", "message": "x"})),
+            false,
+        ),
+        (
+            env("log.line", json!({"level": "info", "message": "x"})),
+            true,
+        ),
+        (env("x.custom", json!({"anything": [1, 2]})), true),
+        (env("x.custom", json!("not an object")), false),
+    ];
+    let whole = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(
+            &serde_json::from_str(
+                &std::fs::read_to_string(v1_dir().join("event.writer.schema.json")).expect("read"),
+            )
+            .expect("json"),
+        )
+        .expect("compile");
+    for (v, ok) in cases {
+        let (kind, errs) = w.validate_value(&v, None);
+        assert_eq!(kind, Some("event"));
+        assert_eq!(errs.is_empty(), ok, "{v}: {errs:?}");
+        assert_eq!(whole.is_valid(&v), ok, "{v}");
+    }
+}
