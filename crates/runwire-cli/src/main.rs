@@ -22,6 +22,9 @@ enum Command {
     /// Schema tools: generate, diff, check, validate, list rules.
     #[command(subcommand)]
     Schema(cmd::schema::SchemaCommand),
+    /// Serve one client fixture: play it to a connecting client (or an adapter spawned
+    /// after `--`), print every frame, and judge.
+    Mock(cmd::mock::MockArgs),
     /// Conformance kit: run the server and client suites, coverage, reports.
     Conform(cmd::conform::ConformArgs),
     // Other subcommands (serve, publish, watch, mock, conform, client-adapter) are
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Schema(c) => cmd::schema::run(c),
+        Command::Mock(a) => cmd::mock::run(a),
         Command::Conform(a) => cmd::conform::run(a),
     };
     match result {

@@ -2,3 +2,4 @@
 
 pub(crate) mod schema;
 pub(crate) mod conform;
+pub(crate) mod mock;
