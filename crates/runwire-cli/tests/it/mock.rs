@@ -46,17 +46,35 @@ fn a_malformed_fixture_exits_2_with_file_pointer_and_reason() {
             .replace("\"to_seq\": 5", "\"to_seq\": 50"),
     )
     .expect("write");
-    let o = runwire().arg("mock").arg("--fixture").arg(&bad).output().expect("run");
+    let o = runwire()
+        .arg("mock")
+        .arg("--fixture")
+        .arg(&bad)
+        .output()
+        .expect("run");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad-fixture.json"), "{}", text(&o));
-    assert!(err.contains("/connections/0/steps/2/events"), "{}", text(&o));
+    assert!(
+        err.contains("/connections/0/steps/2/events"),
+        "{}",
+        text(&o)
+    );
     assert!(err.contains("outside the log"), "{}", text(&o));
 
     std::fs::write(&bad, "{\"id\": \"bad-fixture\", \"title\": 3}").expect("write");
-    let o = runwire().arg("mock").arg("--fixture").arg(&bad).output().expect("run");
+    let o = runwire()
+        .arg("mock")
+        .arg("--fixture")
+        .arg(&bad)
+        .output()
+        .expect("run");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("/title"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("/title"),
+        "{}",
+        text(&o)
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -69,7 +87,10 @@ fn usage_errors_exit_2() {
         .output()
         .expect("run");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    let o = runwire().args(["mock", "--fixture", "/nonexistent/x.json"]).output().expect("run");
+    let o = runwire()
+        .args(["mock", "--fixture", "/nonexistent/x.json"])
+        .output()
+        .expect("run");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
@@ -103,7 +124,11 @@ fn an_unimplemented_feature_exits_89() {
         .output()
         .expect("run");
     assert_eq!(o.status.code(), Some(89), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("NOT IMPLEMENTED"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("NOT IMPLEMENTED"),
+        "{}",
+        text(&o)
+    );
 }
 
 fn play_with_reference_adapter(id: &str, extra: &[&str]) -> Output {
@@ -123,13 +148,22 @@ fn play_with_reference_adapter(id: &str, extra: &[&str]) -> Output {
 fn transcripts_are_written() {
     let dir = temp_dir("transcript");
     let jsonl = dir.join("t.jsonl");
-    let o = play_with_reference_adapter("happy-path", &["--transcript", jsonl.to_str().expect("utf8"), "--seed", "7"]);
+    let o = play_with_reference_adapter(
+        "happy-path",
+        &["--transcript", jsonl.to_str().expect("utf8"), "--seed", "7"],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let lines = std::fs::read_to_string(&jsonl).expect("transcript");
     let first: serde_json::Value =
         serde_json::from_str(lines.lines().next().expect("a line")).expect("json");
-    assert!(first.get("t_ms").is_some() && first.get("kind").is_some(), "{lines}");
-    assert!(lines.contains("\"dir\":\"in\"") && lines.contains("\"kind\":\"close\""), "{lines}");
+    assert!(
+        first.get("t_ms").is_some() && first.get("kind").is_some(),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("\"dir\":\"in\"") && lines.contains("\"kind\":\"close\""),
+        "{lines}"
+    );
     let txt = dir.join("t.txt");
     let o = runwire()
         .args(["mock", "--fixture"])
@@ -143,7 +177,10 @@ fn transcripts_are_written() {
         .expect("run");
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let printed = String::from_utf8_lossy(&o.stdout);
-    assert!(printed.contains("#1  <- {") && printed.contains("PASS happy-path"), "{printed}");
+    assert!(
+        printed.contains("#1  <- {") && printed.contains("PASS happy-path"),
+        "{printed}"
+    );
     let t = std::fs::read_to_string(&txt).expect("transcript");
     assert!(t.starts_with("# fixture happy-path seed 7"), "{t}");
     std::fs::remove_dir_all(&dir).ok();
@@ -170,10 +207,15 @@ fn every_fixture_passes_against_the_reference_adapter() {
             let failures = failures.clone();
             std::thread::spawn(move || {
                 loop {
-                    let Some(id) = queue.lock().expect("lock").pop() else { break };
+                    let Some(id) = queue.lock().expect("lock").pop() else {
+                        break;
+                    };
                     let o = play_with_reference_adapter(&id, &["--seed", "20261122"]);
                     if o.status.code() != Some(0) {
-                        failures.lock().expect("lock").push(format!("{id}: {}", text(&o)));
+                        failures
+                            .lock()
+                            .expect("lock")
+                            .push(format!("{id}: {}", text(&o)));
                     }
                 }
             })
@@ -183,5 +225,10 @@ fn every_fixture_passes_against_the_reference_adapter() {
         w.join().expect("worker");
     }
     let failures = failures.lock().expect("lock");
-    assert!(failures.is_empty(), "{} fixture(s) failed:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} fixture(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
