@@ -27,6 +27,10 @@ enum Command {
     Mock(cmd::mock::MockArgs),
     /// Conformance kit: run the server and client suites, coverage, reports.
     Conform(cmd::conform::ConformArgs),
+    /// Run the reference server: WebSocket stream and HTTP ingest on one port.
+    Serve(cmd::serve::ServeArgs),
+    /// Append events to a run through the producer HTTP API.
+    Publish(cmd::publish::PublishArgs),
     // Other subcommands (serve, publish, watch, mock, conform, client-adapter) are
     // added here, one variant and one module each.
 }
@@ -35,6 +39,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Schema(c) => cmd::schema::run(c),
+        Command::Serve(a) => cmd::serve::run(a),
+        Command::Publish(a) => cmd::publish::run(a),
         Command::Mock(a) => cmd::mock::run(a),
         Command::Conform(a) => cmd::conform::run(a),
     };

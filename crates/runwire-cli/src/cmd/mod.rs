@@ -3,3 +3,5 @@
 pub(crate) mod schema;
 pub(crate) mod conform;
 pub(crate) mod mock;
+pub(crate) mod publish;
+pub(crate) mod serve;

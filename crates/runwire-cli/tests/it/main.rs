@@ -1,3 +1,4 @@
 //! End-to-end tests of the `runwire` binary.
 
 mod mock;
+mod serve;

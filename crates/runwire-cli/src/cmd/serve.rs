@@ -1,0 +1,121 @@
+//! `runwire serve`: the reference server (WebSocket stream + HTTP ingest on one port).
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use runwire_server::{Server, ServerConfig, open_store};
+
+/// Runs the Runwire reference server.
+///
+/// Configuration, lowest precedence first: defaults (the spec's), `--config FILE`
+/// (TOML), `RUNWIRE_<KEY>` environment variables (`RUNWIRE_HEARTBEAT_INTERVAL_MS`,
+/// `RUNWIRE_AUTH__JWT_SECRET`, ...), then flags (`--listen`, `--store`, `--set
+/// KEY=VALUE`). See docs/server.md for every key.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:7070; port 0 picks a free port).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Event store: `memory` or `sqlite:PATH` (default sqlite:runwire.db).
+    #[arg(long)]
+    store: Option<String>,
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override one configuration key, e.g. `--set heartbeat_interval_ms=5000`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            ServerConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => ServerConfig::default(),
+    };
+    config
+        .apply_env(std::env::vars())
+        .context("in RUNWIRE_* environment variables")?;
+    for kv in &args.set {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("--set {kv:?}: expected KEY=VALUE");
+        };
+        config.set(k.trim(), v.trim())?;
+    }
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(s) = &args.store {
+        config.store = s.clone();
+    }
+    Ok(config)
+}
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUNWIRE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(config))
+}
+
+async fn serve(config: ServerConfig) -> anyhow::Result<ExitCode> {
+    let store = open_store(&config.store, &config)
+        .with_context(|| format!("opening store {}", config.store))?;
+    if !config.auth.enabled() {
+        eprintln!(
+            "WARNING: no authentication configured (auth.tokens / auth.jwt_secret).\n\
+             WARNING: anyone who can reach {} can publish to and read every run.\n\
+             WARNING: listening on loopback only; configure auth to serve other hosts.",
+            config.listen
+        );
+    }
+    let store_name = config.store.clone();
+    let server = Server::bind(config, Arc::clone(&store)).await?;
+    // The first stdout line is machine-readable: tests and scripts read the address.
+    println!("runwire serve listening on {}", server.local_addr());
+    println!(
+        "  stream: {}  ingest: {}/v1/runs/{{run_id}}/events  store: {store_name}",
+        server.ws_url(),
+        server.http_url()
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    wait_for_signal().await;
+    eprintln!("shutting down: telling clients to reconnect, flushing the store");
+    server.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
