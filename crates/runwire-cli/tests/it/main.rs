@@ -2,3 +2,4 @@
 
 mod mock;
 mod serve;
+mod schema;
