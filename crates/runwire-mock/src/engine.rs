@@ -119,6 +119,7 @@ pub(crate) struct Shared {
     pub(crate) st: StdMutex<State>,
     pub(crate) changed: watch::Sender<u64>,
     pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) wait_for_client: Option<Duration>,
 }
 
 impl Shared {

@@ -125,6 +125,9 @@ pub struct MockOptions {
     pub seed: Option<u64>,
     /// Receives every transcript entry as it happens (for live printing).
     pub live: Option<mpsc::UnboundedSender<Entry>>,
+    /// When set, the fixture's deadline starts at the first connection, and the mock
+    /// waits up to this long for that connection (a client started by hand).
+    pub wait_for_client: Option<Duration>,
 }
 
 impl Default for MockOptions {
@@ -134,6 +137,7 @@ impl Default for MockOptions {
             time_scale: 1.0,
             seed: None,
             live: None,
+            wait_for_client: None,
         }
     }
 }
@@ -266,6 +270,7 @@ impl Mock {
             st: StdMutex::new(State::default()),
             changed,
             shutdown,
+            wait_for_client: options.wait_for_client,
         });
         shared.note(
             0,
@@ -461,7 +466,7 @@ impl Mock {
     pub async fn finish(mut self) -> Report {
         let sh = self.shared.clone();
         let f = &sh.fixture;
-        let deadline = sh.start + sh.dur(f.deadline_ms());
+        let fixture_deadline = sh.dur(f.deadline_ms());
         let quiet = sh.dur(f.expect.quiet_ms.unwrap_or(0));
         let expect_running = f.expect.exit == Some(ExitExpect::Running);
         let scripts = f.connections.len();
@@ -470,6 +475,13 @@ impl Mock {
         loop {
             rx.borrow_and_update();
             let now = Instant::now();
+            let deadline = match sh.wait_for_client {
+                None => sh.start + fixture_deadline,
+                Some(wait) => match sh.lock().conns.first() {
+                    Some(c) => c.accepted + fixture_deadline,
+                    None => sh.start + wait,
+                },
+            };
             let wake: Option<Instant> = {
                 let st = sh.lock();
                 let arrived = st.conns.iter().filter(|c| c.scripted).count();

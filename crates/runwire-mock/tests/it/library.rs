@@ -32,3 +32,69 @@ async fn every_fixture_passes_with_the_correct_client() {
         failed.join("\n\n")
     );
 }
+
+/// The time scale multiplies every duration: the adapter's timers and the fixture's
+/// waits. A fixture still passes at scale 3, and the environment shows the scaling.
+#[tokio::test]
+async fn time_scale_widens_every_duration() {
+    use runwire_mock::{Mock, MockOptions};
+    let fixture = harness::load("liveness-timeout");
+    let mock = Mock::start(
+        fixture,
+        MockOptions {
+            seed: Some(harness::SEED),
+            time_scale: 3.0,
+            ..MockOptions::default()
+        },
+    )
+    .await
+    .expect("start");
+    let env = mock.adapter_env();
+    let get = |k: &str| env.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
+    assert_eq!(get("RUNWIRE_LIVENESS_GRACE_MS").as_deref(), Some("240"));
+    assert_eq!(get("RUNWIRE_RECONNECT_BASE_MS").as_deref(), Some("60"));
+    assert_eq!(get("RUNWIRE_TIME_SCALE").as_deref(), Some("3"));
+    let app = mock.attach_app().expect("attach");
+    tokio::spawn(crate::client::run(env, Bugs::default(), app));
+    let report = mock.finish().await;
+    assert!(report.verdict.passed(), "{}", report.verdict.render());
+    // The welcome announced the scaled heartbeat interval.
+    let welcome = report
+        .transcript
+        .entries
+        .iter()
+        .find_map(|e| match &e.what {
+            runwire_mock::What::Text { text } if text.contains("\"welcome\"") => Some(text.clone()),
+            _ => None,
+        })
+        .expect("welcome sent");
+    assert!(
+        welcome.contains("\"heartbeat_interval_ms\":300"),
+        "{welcome}"
+    );
+}
+
+/// One seed, one run: generated events and reorder permutations replay exactly; another
+/// seed changes them.
+#[tokio::test]
+async fn a_seed_replays_a_run_exactly() {
+    let wire = |r: &runwire_mock::Report| -> Vec<String> {
+        r.transcript
+            .entries
+            .iter()
+            .filter(|e| e.dir == runwire_mock::Direction::Out)
+            .filter_map(|e| match &e.what {
+                runwire_mock::What::Text { text } => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let a = harness::play(harness::load("reorder-within-window"), Bugs::default()).await;
+    let b = harness::play(harness::load("reorder-within-window"), Bugs::default()).await;
+    assert_eq!(wire(&a), wire(&b));
+    let mut other = harness::load("reorder-within-window");
+    other.seed = Some(harness::SEED + 1);
+    let c = harness::play(other, Bugs::default()).await;
+    assert_ne!(wire(&a), wire(&c));
+    assert!(a.verdict.passed() && c.verdict.passed());
+}
