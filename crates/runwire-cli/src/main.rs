@@ -31,6 +31,9 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Append events to a run through the producer HTTP API.
     Publish(cmd::publish::PublishArgs),
+    /// The reference client adapter of the conformance kit (configured by RUNWIRE_*
+    /// environment variables; see docs/client-adapter.md).
+    ClientAdapter(cmd::client_adapter::ClientAdapterArgs),
     // Other subcommands (serve, publish, watch, mock, conform, client-adapter) are
     // added here, one variant and one module each.
 }
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => cmd::serve::run(a),
         Command::Publish(a) => cmd::publish::run(a),
         Command::Mock(a) => cmd::mock::run(a),
+        Command::ClientAdapter(a) => cmd::client_adapter::run(a),
         Command::Conform(a) => cmd::conform::run(a),
     };
     match result {

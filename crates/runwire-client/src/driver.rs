@@ -5,7 +5,7 @@ use std::{collections::BTreeSet, time::Duration};
 use futures_util::{SinkExt, StreamExt};
 use rand::RngCore;
 use runwire_protocol::{
-    ClientMessage, CloseAction, CloseCode, ErrorCode, ErrorFrame, Event, Hello, Ping, Pong, RunId,
+    ClientMessage, CloseAction, CloseCode, ErrorFrame, Event, Hello, Ping, Pong, RunId,
     ServerMessage, Subscribe, SubscriptionRequest, Unsubscribe, codec,
 };
 use tokio::{
@@ -59,6 +59,7 @@ fn client_error(code: &str, message: impl Into<String>, terminal: bool) -> Clien
     ClientError {
         code: code.into(),
         message: message.into(),
+        retryable: !terminal,
         terminal,
         run_id: None,
         retry_after_ms: None,
@@ -71,6 +72,7 @@ fn from_frame(e: &ErrorFrame, terminal: bool) -> ClientError {
     ClientError {
         code: e.code.to_string(),
         message: e.message.clone(),
+        retryable: e.retryable,
         terminal,
         run_id: e.run_id.clone(),
         retry_after_ms: e.retry_after_ms,
@@ -202,10 +204,11 @@ impl Driver {
                     .await;
             }
             Ended::Terminal(e) => {
+                // `failed`, then the terminal error as the stream's last item.
                 let mut st = StateChange::new(ConnectionState::Failed);
                 st.close_code = e.close_code;
-                let _ = self.emit(ClientEvent::Error(e)).await;
                 let _ = self.emit(ClientEvent::State(st)).await;
+                let _ = self.emit(ClientEvent::Error(e)).await;
             }
             Ended::AppGone | Ended::Retry { .. } => {}
         }
@@ -384,12 +387,16 @@ impl Driver {
                     match msg {
                         Message::Text(t) => self.on_frame(t.as_bytes(), &mut ws, &mut s).await?,
                         Message::Binary(_) => {
+                            // RW-INPUT-12, RW-CONV-1: report, close 4000, back off.
                             self.emit(ClientEvent::Error(client_error(
                                 "invalid_frame",
-                                "ignored a binary frame (Runwire frames are text)",
+                                "the server sent a binary frame (Runwire frames are text)",
                                 false,
                             )))
                             .await?;
+                            close_with(&mut ws, WsCloseCode::Library(4000), "protocol_error")
+                                .await;
+                            return Err(Ended::backoff(None));
                         }
                         Message::Close(cf) => {
                             let code = cf.and_then(|c| received_close_code(&c));
@@ -489,8 +496,9 @@ impl Driver {
         let decoded = match decode_frame(frame, self.config.max_frame_bytes, &mut self.events) {
             Ok(d) => d,
             Err(e) => {
-                // The server violated the protocol: close with 4000 (RW-CLOSE-8) and
-                // reconnect with backoff; the cursors make the resume lossless.
+                // The server violated the protocol (RW-INPUT-12): report it, deliver
+                // nothing from the frame, close with 4000 (RW-CLOSE-8) and reconnect
+                // with backoff; the cursors make the resume lossless.
                 self.events.clear();
                 self.emit(ClientEvent::Error(client_error(
                     "invalid_frame",
@@ -498,7 +506,7 @@ impl Driver {
                     false,
                 )))
                 .await?;
-                close_with(ws, WsCloseCode::Library(4000), "invalid_frame").await;
+                close_with(ws, WsCloseCode::Library(4000), "protocol_error").await;
                 return Err(Ended::backoff(None));
             }
         };
@@ -593,18 +601,15 @@ impl Driver {
             s.pending_error = Some(e);
             return Ok(());
         }
-        if let Some(run_id) = &e.run_id {
-            // Only this subscription failed; the connection stays (RW-SUB-4).
-            let keep = e.retryable
-                || matches!(
-                    e.code,
-                    ErrorCode::AlreadySubscribed | ErrorCode::NotSubscribed
-                );
-            if !keep && self.tracker.untrack(run_id).is_some() {
-                self.sync_cursors();
-            }
+        let err = from_frame(&e, false);
+        if err.ends_subscription()
+            && let Some(run_id) = &err.run_id
+            && self.tracker.untrack(run_id).is_some()
+        {
+            // Only this subscription failed; the connection stays (RW-AUTH-6).
+            self.sync_cursors();
         }
-        self.emit(ClientEvent::Error(from_frame(&e, false))).await
+        self.emit(ClientEvent::Error(err)).await
     }
 }
 

@@ -132,8 +132,11 @@ pub struct ClientError {
     pub code: String,
     /// A human-readable explanation.
     pub message: String,
-    /// True when the client stopped for good; no event follows but
-    /// `State(Failed)`.
+    /// The error frame's `retryable` flag; for the client's own errors, whether the
+    /// client keeps trying.
+    pub retryable: bool,
+    /// True when the client stopped for good: it follows `State(Failed)` and is the
+    /// last item of the stream.
     pub terminal: bool,
     /// The run, when the error concerns one subscription only.
     pub run_id: Option<RunId>,
@@ -143,6 +146,18 @@ pub struct ClientError {
     pub close_code: Option<u16>,
     /// For `unsupported_version`: the versions the server speaks (`RW-VERSION-6`).
     pub supported_versions: Option<Vec<String>>,
+}
+
+impl ClientError {
+    /// Whether this per-run error ended the run's subscription for good: the client
+    /// does not retry it and leaves it out of later `hello`s (`RW-SUB-10`,
+    /// `RW-RECONNECT-8`). `already_subscribed` and `not_subscribed` leave the
+    /// subscription as it was.
+    pub fn ends_subscription(&self) -> bool {
+        self.run_id.is_some()
+            && !self.retryable
+            && !matches!(self.code.as_str(), "already_subscribed" | "not_subscribed")
+    }
 }
 
 /// What the client delivers to the application.
@@ -254,7 +269,7 @@ impl Client {
     }
 
     /// The next thing delivered, or `None` once the client stopped (after
-    /// `State(Failed)` or `State(Closed)`).
+    /// `State(Closed)`, or after `State(Failed)` and the terminal error).
     pub async fn next(&mut self) -> Option<ClientEvent> {
         self.events.recv().await
     }

@@ -5,3 +5,4 @@ pub(crate) mod conform;
 pub(crate) mod mock;
 pub(crate) mod publish;
 pub(crate) mod serve;
+pub(crate) mod client_adapter;

@@ -48,15 +48,14 @@ async fn observe(code: u16, with_error: bool, drop_tcp: bool) -> Seen {
     cfg.backoff.cap_ms = 10_000;
     let mut client = Client::connect(cfg);
     let evs = collect_until(&mut client, |e| {
-        is_state(e, ConnectionState::Reconnecting) || is_state(e, ConnectionState::Failed)
+        is_state(e, ConnectionState::Reconnecting) || is_terminal_error(e)
     })
     .await;
     let seen = match evs.last() {
-        Some(ClientEvent::State(s)) if s.state == ConnectionState::Failed => {
+        Some(ClientEvent::Error(_)) => {
             assert!(
-                evs.iter()
-                    .any(|e| matches!(e, ClientEvent::Error(e) if e.terminal)),
-                "a terminal error precedes failed: {evs:#?}"
+                evs.iter().any(|e| is_state(e, ConnectionState::Failed)),
+                "failed precedes the terminal error: {evs:#?}"
             );
             client.join().await;
             assert_eq!(

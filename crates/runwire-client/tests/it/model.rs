@@ -436,13 +436,16 @@ async fn run_case(case: Case) -> Result<(), TestCaseError> {
                     a.done = r.snapshot.is_terminal();
                     a.state = r.snapshot.clone();
                 }
-                ClientEvent::Error(e) if e.terminal => {
-                    prop_assert_eq!(e.code.as_str(), "unauthorized", "{:?}", e);
-                    prop_assert!(case.terminal_on_conn.is_some());
+                ClientEvent::State(s) if s.state == ConnectionState::Failed => {
+                    prop_assert!(
+                        case.terminal_on_conn.is_some(),
+                        "failed without a terminal close"
+                    );
                     failed = true;
                 }
-                ClientEvent::State(s) if s.state == ConnectionState::Failed => {
-                    prop_assert!(failed, "failed without a terminal error");
+                ClientEvent::Error(e) if e.terminal => {
+                    prop_assert!(failed, "the terminal error follows the failed state");
+                    prop_assert_eq!(e.code.as_str(), "unauthorized", "{:?}", e);
                 }
                 _ => {}
             }

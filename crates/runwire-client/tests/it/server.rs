@@ -317,3 +317,7 @@ pub(crate) fn seqs(evs: &[ClientEvent], run_id: &RunId) -> Vec<u64> {
         })
         .collect()
 }
+
+pub(crate) fn is_terminal_error(ev: &ClientEvent) -> bool {
+    matches!(ev, ClientEvent::Error(e) if e.terminal)
+}

@@ -221,7 +221,7 @@ async fn rw_version_6_unsupported_version_is_terminal() {
     let mut cfg = server.config(SEED);
     cfg.versions = vec!["1.0".into()];
     let mut client = Client::connect(cfg);
-    let evs = collect_until(&mut client, |e| is_state(e, ConnectionState::Failed)).await;
+    let evs = collect_until(&mut client, is_terminal_error).await;
     let err = evs
         .iter()
         .find_map(|e| match e {
@@ -258,7 +258,7 @@ async fn rw_version_7_welcome_with_unoffered_version() {
     })
     .await;
     let mut client = Client::connect(server.config(SEED));
-    let evs = collect_until(&mut client, |e| is_state(e, ConnectionState::Failed)).await;
+    let evs = collect_until(&mut client, is_terminal_error).await;
     assert!(evs.iter().any(|e| matches!(e, ClientEvent::Error(e)
         if e.terminal && e.code == "protocol_violation")));
     assert!(!evs.iter().any(|e| is_state(e, ConnectionState::Connected)));
@@ -589,7 +589,7 @@ async fn rw_reconnect_3_gives_up_after_max_attempts() {
     let mut cfg = server.config(SEED);
     cfg.backoff.max_attempts = 4;
     let mut client = Client::connect(cfg);
-    let evs = collect_until(&mut client, |e| is_state(e, ConnectionState::Failed)).await;
+    let evs = collect_until(&mut client, is_terminal_error).await;
     let attempts: Vec<u32> = evs
         .iter()
         .filter_map(|e| match e {
