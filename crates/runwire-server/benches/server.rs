@@ -1,0 +1,667 @@
+//! Server benchmarks of issue 4 (fanout, latency, durable ingest, resume, memory).
+//!
+//! Run everything with `bench/server/run.sh` (it installs the Node and Python
+//! comparison servers' dependencies), or one scenario with
+//! `cargo bench -p runwire-server --bench server -- fanout|latency|ingest|resume|memory`.
+//!
+//! Every server under test runs in its own child process (this binary re-executed
+//! with `child ...`, or node/python); the load generator (WebSocket subscribers and
+//! HTTP producers) runs here, identical for every server.
+
+#![allow(missing_docs, clippy::print_stdout, clippy::disallowed_types)]
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::Barrier;
+use tokio_tungstenite::tungstenite::Message;
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    if args.first().map(String::as_str) == Some("child") {
+        return child(&args[1..]);
+    }
+    let which = args.first().cloned().unwrap_or_else(|| "all".into());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let all = which == "all";
+        if all || which == "fanout" {
+            fanout().await;
+        }
+        if all || which == "latency" {
+            latency().await;
+        }
+        if all || which == "ingest" {
+            ingest().await;
+        }
+        if all || which == "resume" {
+            resume().await;
+        }
+        if all || which == "memory" {
+            memory().await;
+        }
+    });
+}
+
+// ---------------------------------------------------------------- child servers
+
+fn child(args: &[String]) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        match args.first().map(String::as_str) {
+            Some("runwire") => {
+                let store = args.get(1).cloned().unwrap_or_else(|| "memory".into());
+                let mut config = runwire_server::ServerConfig {
+                    listen: "127.0.0.1:0".parse().expect("addr"),
+                    ..Default::default()
+                };
+                for kv in &args[2.min(args.len())..] {
+                    let (k, v) = kv.split_once('=').expect("KEY=VALUE");
+                    config.set(k, v).expect("setting");
+                }
+                let store = runwire_server::open_store(&store, &config).expect("store");
+                let server = runwire_server::Server::bind(config, store)
+                    .await
+                    .expect("bind");
+                println!("{}", server.local_addr());
+                wait_stdin_closed().await;
+                server.shutdown().await;
+            }
+            Some("bare") => bare_broadcast().await,
+            other => panic!("unknown child {other:?}"),
+        }
+    });
+}
+
+async fn wait_stdin_closed() {
+    tokio::task::spawn_blocking(|| {
+        let mut s = String::new();
+        while std::io::stdin()
+            .read_line(&mut s)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {
+            s.clear();
+        }
+    })
+    .await
+    .expect("stdin");
+}
+
+fn bench_frame(seq: u64) -> String {
+    json!({
+        "type": "event",
+        "event": {
+            "event_id": format!("0193b8a0-7c1e-7d2a-9f00-{seq:012}"),
+            "run_id": "bench-run",
+            "seq": seq,
+            "type": "run.progress",
+            "time": "2026-11-22T02:30:00.000Z",
+            "data": {"percent": 42.5, "step": "Compiling crate 17 of 40", "current": 17, "total": 40, "message": "building"},
+        }
+    })
+    .to_string()
+}
+
+/// The ceiling: a bare tokio-tungstenite broadcast loop, no log, no per-client state
+/// beyond a broadcast receiver.
+async fn bare_broadcast() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    println!("{}", listener.local_addr().expect("addr"));
+    let (tx, _) = tokio::sync::broadcast::channel::<Arc<str>>(1 << 16);
+    let tx = Arc::new(tx);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = Arc::clone(&tx);
+            tokio::spawn(async move {
+                let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                let (mut sink, mut stream) = ws.split();
+                while let Some(Ok(Message::Text(t))) = stream.next().await {
+                    if t.as_str() == "sub" {
+                        let mut rx = tx.subscribe();
+                        let _ = sink.send(Message::text("ok")).await;
+                        tokio::spawn(async move {
+                            while let Ok(f) = rx.recv().await {
+                                if sink.feed(Message::text(&*f)).await.is_err() {
+                                    return;
+                                }
+                                while let Ok(f) = rx.try_recv() {
+                                    if sink.feed(Message::text(&*f)).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                if sink.flush().await.is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                        return;
+                    } else if let Some(n) = t.as_str().strip_prefix("burst ") {
+                        let n: u64 = n.parse().expect("n");
+                        for i in 1..=n {
+                            let f: Arc<str> = Arc::from(bench_frame(i));
+                            while tx.len() > (1 << 15) {
+                                tokio::task::yield_now().await;
+                            }
+                            let _ = tx.send(f);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    wait_stdin_closed().await;
+}
+
+struct Proc {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(cmd: &str, args: &[&str]) -> Proc {
+    let mut parts = cmd.split_whitespace();
+    let prog = parts.next().expect("program");
+    let mut child = Command::new(prog)
+        .args(parts)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd}: {e}"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address line");
+    Proc {
+        child,
+        addr: line.trim().to_owned(),
+    }
+}
+
+fn self_exe() -> String {
+    std::env::current_exe()
+        .expect("exe")
+        .display()
+        .to_string()
+}
+
+fn runwire(store: &str, settings: &[&str]) -> Proc {
+    let exe = self_exe();
+    let mut args = vec!["child", "runwire", store];
+    args.extend_from_slice(settings);
+    spawn(&exe, &args)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+// ---------------------------------------------------------------- load generator
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_connect(url: &str) -> Ws {
+    for _ in 0..50 {
+        if let Ok((ws, _)) = tokio_tungstenite::connect_async(url).await {
+            return ws;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("cannot connect to {url}");
+}
+
+/// Counts events in a frame without parsing it: every event carries one `"seq":`.
+fn count_events(t: &str) -> u64 {
+    t.matches("\"seq\":").count() as u64
+}
+
+async fn runwire_subscribe(ws: &mut Ws, run: &str, after: Option<u64>) {
+    let mut sub = json!({"run_id": run});
+    if let Some(a) = after {
+        sub["after_seq"] = json!(a);
+    }
+    ws.send(Message::text(
+        json!({"type": "hello", "versions": ["1.0"], "subscriptions": [sub]}).to_string(),
+    ))
+    .await
+    .expect("hello");
+    loop {
+        let m = ws.next().await.expect("frame").expect("ok");
+        if m.to_text().expect("text").contains("\"subscribed\"") {
+            break;
+        }
+    }
+}
+
+/// Connects `subs` subscribers; each counts events until `n`, then reports its finish
+/// time. Returns once all are subscribed, with a handle to await the finish times.
+async fn subscribers(
+    url: &str,
+    subs: usize,
+    n: u64,
+    runwire_run: Option<&str>,
+) -> tokio::task::JoinHandle<Vec<Instant>> {
+    let ready = Arc::new(Barrier::new(subs + 1));
+    let mut tasks = Vec::with_capacity(subs);
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    for _ in 0..subs {
+        let url = url.to_owned();
+        let ready = Arc::clone(&ready);
+        let run = runwire_run.map(str::to_owned);
+        let sem = Arc::clone(&sem);
+        tasks.push(tokio::spawn(async move {
+            let permit = sem.acquire_owned().await.expect("sem");
+            let mut ws = ws_connect(&url).await;
+            match &run {
+                Some(run) => runwire_subscribe(&mut ws, run, None).await,
+                None => {
+                    ws.send(Message::text("sub")).await.expect("sub");
+                    let _ = ws.next().await;
+                }
+            }
+            drop(permit);
+            ready.wait().await;
+            let mut got = 0;
+            while got < n {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => {
+                        if t.as_str().starts_with("{\"type\":\"ping\"") {
+                            let v: Value = serde_json::from_str(&t).expect("ping");
+                            let _ = ws
+                                .send(Message::text(
+                                    json!({"type": "pong", "id": v["id"]}).to_string(),
+                                ))
+                                .await;
+                            continue;
+                        }
+                        got += count_events(&t);
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("subscriber lost its connection at {got}/{n}: {other:?}"),
+                }
+            }
+            Instant::now()
+        }));
+    }
+    ready.wait().await;
+    tokio::spawn(async move {
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("subscriber"));
+        }
+        out
+    })
+}
+
+fn progress_events(from: u64, n: u64) -> Value {
+    let evs: Vec<Value> = (from..from + n)
+        .map(|i| json!({"type": "run.progress", "data": {"percent": 42.5, "step": "Compiling crate 17 of 40", "current": i, "total": 40, "message": "building"}}))
+        .collect();
+    json!({ "events": evs })
+}
+
+async fn post(http: &reqwest::Client, addr: &str, run: &str, body: &Value) {
+    let r = http
+        .post(format!("http://{addr}/v1/runs/{run}/events"))
+        .json(body)
+        .send()
+        .await
+        .expect("post");
+    assert!(r.status().is_success(), "append failed: {}", r.status());
+}
+
+fn temp_db(tag: &str) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("runwire-bench-{tag}-{}.db", std::process::id()));
+    remove_db(&p);
+    p
+}
+
+fn remove_db(p: &std::path::Path) {
+    let _ = std::fs::remove_file(p);
+    let _ = std::fs::remove_file(p.with_extension("db-wal"));
+    let _ = std::fs::remove_file(p.with_extension("db-shm"));
+}
+
+/// One fanout run: returns delivered events per second.
+async fn fanout_once(kind: &str, subs: usize, n: u64) -> Option<f64> {
+    let http = reqwest::Client::new();
+    let db = temp_db("fanout");
+    let proc = match kind {
+        "runwire" => runwire("memory", &[]),
+        "runwire-sqlite" => runwire(&format!("sqlite:{}", db.display()), &[]),
+        "runwire-nobatch" => runwire("memory", &["batch_window_ms=0"]),
+        "bare" => spawn(&self_exe(), &["child", "bare"]),
+        "node" => spawn(&std::env::var("RUNWIRE_BENCH_NODE").ok()?, &[]),
+        "python" => spawn(&std::env::var("RUNWIRE_BENCH_PYTHON").ok()?, &[]),
+        _ => unreachable!(),
+    };
+    let is_runwire = kind.starts_with("runwire");
+    let url = if is_runwire {
+        format!("ws://{}/v1/stream", proc.addr)
+    } else {
+        format!("ws://{}/", proc.addr)
+    };
+    let done = subscribers(&url, subs, n, is_runwire.then_some("bench-run")).await;
+    let t0 = Instant::now();
+    let _ctl = if is_runwire {
+        let mut sent = 0;
+        while sent < n {
+            let k = (n - sent).min(1000);
+            post(&http, &proc.addr, "bench-run", &progress_events(sent, k)).await;
+            sent += k;
+        }
+        None
+    } else {
+        let mut ctl = ws_connect(&url).await;
+        ctl.send(Message::text(format!("burst {n}")))
+            .await
+            .expect("burst");
+        Some(ctl)
+    };
+    let ends = tokio::time::timeout(Duration::from_secs(600), done)
+        .await
+        .ok()?
+        .ok()?;
+    let end = ends.into_iter().max()?;
+    let secs = end.duration_since(t0).as_secs_f64();
+    drop(proc);
+    remove_db(&db);
+    Some((subs as u64 * n) as f64 / secs)
+}
+
+fn fmt_rate(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.2} M/s", r / 1e6)
+    } else {
+        format!("{:.0} k/s", r / 1e3)
+    }
+}
+
+async fn fanout() {
+    println!("## fanout: delivered events per second (best of 3 runs)");
+    for (subs, n) in [(100usize, 10_000u64), (1000, 2_000)] {
+        println!("\n{subs} subscribers x {n} events");
+        let mut results = Vec::new();
+        for kind in [
+            "runwire",
+            "runwire-sqlite",
+            "runwire-nobatch",
+            "bare",
+            "node",
+            "python",
+        ] {
+            let mut best: Option<f64> = None;
+            for _ in 0..3 {
+                if let Some(r) = fanout_once(kind, subs, n).await {
+                    best = Some(best.map_or(r, |b: f64| b.max(r)));
+                }
+            }
+            match best {
+                Some(r) => {
+                    println!("  {kind:16} {}", fmt_rate(r));
+                    results.push((kind, r));
+                }
+                None => println!(
+                    "  {kind:16} skipped (set RUNWIRE_BENCH_NODE / RUNWIRE_BENCH_PYTHON; use bench/server/run.sh)"
+                ),
+            }
+        }
+        let get = |k: &str| results.iter().find(|(n, _)| *n == k).map(|(_, r)| *r);
+        for rw in ["runwire", "runwire-sqlite", "runwire-nobatch"] {
+            let Some(r) = get(rw) else { continue };
+            for other in ["bare", "node", "python"] {
+                if let Some(o) = get(other) {
+                    println!("  ratio {rw} / {other}: {:.2}x", r / o);
+                }
+            }
+        }
+    }
+}
+
+async fn latency() {
+    println!(
+        "\n## publish-to-deliver latency, 100 subscribers, 10,000 events/s (10 per request per ms), batch_window_ms=0"
+    );
+    for store in ["memory", "sqlite"] {
+        let path = temp_db("latency");
+        let spec = if store == "memory" {
+            "memory".to_owned()
+        } else {
+            format!("sqlite:{}", path.display())
+        };
+        let proc = runwire(&spec, &["batch_window_ms=0"]);
+        let url = format!("ws://{}/v1/stream", proc.addr);
+        let subs = 100;
+        let seconds = 3u64;
+        let rate = 10_000u64;
+        let n = rate * seconds;
+        let origin = Instant::now();
+        let samples = Arc::new(std::sync::Mutex::new(Vec::<u32>::with_capacity(
+            (n as usize) * subs,
+        )));
+        let ready = Arc::new(Barrier::new(subs + 1));
+        let mut tasks = Vec::new();
+        for _ in 0..subs {
+            let url = url.clone();
+            let ready = Arc::clone(&ready);
+            let samples = Arc::clone(&samples);
+            tasks.push(tokio::spawn(async move {
+                let mut ws = ws_connect(&url).await;
+                runwire_subscribe(&mut ws, "lat", None).await;
+                ready.wait().await;
+                let mut local = Vec::with_capacity(n as usize);
+                let mut got = 0;
+                while got < n {
+                    let Some(Ok(Message::Text(t))) = ws.next().await else {
+                        panic!("lost")
+                    };
+                    let now = origin.elapsed().as_micros() as u64;
+                    // Each event's data.current carries its publish time in µs.
+                    for part in t.as_str().split("\"current\":").skip(1) {
+                        let digits: String =
+                            part.chars().take_while(char::is_ascii_digit).collect();
+                        if let Ok(sent) = digits.parse::<u64>() {
+                            local.push(now.saturating_sub(sent) as u32);
+                            got += 1;
+                        }
+                    }
+                }
+                samples.lock().expect("lock").extend(local);
+            }));
+        }
+        ready.wait().await;
+        let http = reqwest::Client::new();
+        let inflight = Arc::new(tokio::sync::Semaphore::new(16));
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut sent = 0;
+        let mut posts = Vec::new();
+        while sent < n {
+            tick.tick().await;
+            let permit = Arc::clone(&inflight).acquire_owned().await.expect("sem");
+            let now = origin.elapsed().as_micros() as u64;
+            let evs: Vec<Value> = (0..10)
+                .map(|_| json!({"type": "run.progress", "data": {"current": now, "message": "tick"}}))
+                .collect();
+            let body = json!({ "events": evs });
+            let http = http.clone();
+            let addr = proc.addr.clone();
+            posts.push(tokio::spawn(async move {
+                post(&http, &addr, "lat", &body).await;
+                drop(permit);
+            }));
+            sent += 10;
+        }
+        for p in posts {
+            p.await.expect("post");
+        }
+        for t in tasks {
+            t.await.expect("sub");
+        }
+        let mut s = std::mem::take(&mut *samples.lock().expect("lock"));
+        s.sort_unstable();
+        let q = |p: f64| s[((s.len() as f64 * p) as usize).min(s.len() - 1)] as f64 / 1000.0;
+        println!(
+            "  store {store:6}: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} samples)",
+            q(0.50),
+            q(0.99),
+            q(0.999),
+            q(1.0),
+            s.len()
+        );
+        drop(proc);
+        remove_db(&path);
+    }
+}
+
+async fn ingest() {
+    println!(
+        "\n## durable ingest into SQLite (synchronous=full, WAL, group commit), batched producers over HTTP"
+    );
+    for (producers, batch) in [(4usize, 100u64), (4, 1000), (16, 100)] {
+        let path = temp_db("ingest");
+        let proc = runwire(&format!("sqlite:{}", path.display()), &[]);
+        let http = reqwest::Client::new();
+        let total = 200_000u64;
+        let per = total / producers as u64;
+        let counter = Arc::new(AtomicU64::new(0));
+        let t0 = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..producers {
+            let http = http.clone();
+            let addr = proc.addr.clone();
+            let counter = Arc::clone(&counter);
+            tasks.push(tokio::spawn(async move {
+                let run = format!("ingest-{}", w % 4);
+                let mut sent = 0;
+                while sent < per {
+                    let k = (per - sent).min(batch);
+                    post(&http, &addr, &run, &progress_events(sent, k)).await;
+                    sent += k;
+                    counter.fetch_add(k, Ordering::Relaxed);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("producer");
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let done = counter.load(Ordering::Relaxed);
+        println!(
+            "  {producers:2} producers x {batch:4} events/request: {} acknowledged ({done} events in {secs:.2} s)",
+            fmt_rate(done as f64 / secs),
+        );
+        drop(proc);
+        remove_db(&path);
+    }
+}
+
+async fn resume() {
+    println!("\n## resume: a client 100,000 events behind catches up (SQLite store)");
+    let path = temp_db("resume");
+    let proc = runwire(&format!("sqlite:{}", path.display()), &[]);
+    let http = reqwest::Client::new();
+    let n = 100_000u64;
+    let mut sent = 0;
+    while sent < n {
+        post(&http, &proc.addr, "behind", &progress_events(sent, 1000)).await;
+        sent += 1000;
+    }
+    for round in 0..3 {
+        let url = format!("ws://{}/v1/stream", proc.addr);
+        let mut ws = ws_connect(&url).await;
+        let t0 = Instant::now();
+        runwire_subscribe(&mut ws, "behind", Some(0)).await;
+        let mut got = 0;
+        while got < n {
+            let Some(Ok(Message::Text(t))) = ws.next().await else {
+                panic!("lost")
+            };
+            got += count_events(&t);
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        println!(
+            "  round {round}: {n} events replayed in {secs:.3} s = {}",
+            fmt_rate(n as f64 / secs)
+        );
+    }
+    drop(proc);
+    remove_db(&path);
+}
+
+async fn memory() {
+    println!("\n## memory: 10,000 idle subscribed connections (server RSS delta)");
+    let proc = runwire("memory", &["heartbeat_interval_ms=600000"]);
+    let url = format!("ws://{}/v1/stream", proc.addr);
+    let pid = proc.child.id();
+    // Warm up with a few connections, so one-time runtime allocations are not counted.
+    let mut warm = Vec::new();
+    for i in 0..10 {
+        let mut ws = ws_connect(&url).await;
+        runwire_subscribe(&mut ws, &format!("idle-{i}"), None).await;
+        warm.push(ws);
+    }
+    let before = rss_kib(pid);
+    let conns = 10_000usize;
+    let sem = Arc::new(tokio::sync::Semaphore::new(100));
+    let mut tasks = Vec::new();
+    for i in 0..conns {
+        let url = url.clone();
+        let sem = Arc::clone(&sem);
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire_owned().await.expect("sem");
+            let mut ws = ws_connect(&url).await;
+            runwire_subscribe(&mut ws, &format!("idle-{}", i % 100), None).await;
+            ws
+        }));
+    }
+    let mut held = Vec::with_capacity(conns);
+    for t in tasks {
+        held.push(t.await.expect("conn"));
+    }
+    let after = rss_kib(pid);
+    let per = (after.saturating_sub(before)) as f64 / conns as f64;
+    println!(
+        "  RSS before {before} KiB, after {after} KiB: {per:.1} KiB per idle subscribed connection"
+    );
+    drop(held);
+    drop(warm);
+    drop(proc);
+}
