@@ -5,5 +5,6 @@ mod agreement;
 mod corpus;
 mod proptests;
 mod real_v1;
+mod report;
 mod schemars_cases;
 mod validation;

@@ -279,3 +279,42 @@ fn a_missing_schema_file_is_an_error_naming_the_path() {
         "{err}"
     );
 }
+
+#[test]
+fn new_error_code_is_a_minor_change_because_the_enum_is_extensible() {
+    // RW-COMPAT-4: clients accept error codes they do not know (spec §18.1: minor).
+    let tmp = copy_v1();
+    edit_all(tmp.path(), &mut |key, m| {
+        if key == "ErrorCode" {
+            for k in ["enum", "x-known-values"] {
+                if let Some(Value::Array(values)) = m.get_mut(k) {
+                    values.push(json!("quota_exceeded"));
+                }
+            }
+        }
+    });
+    let (f, r) = diff(&v1_dir(), tmp.path());
+    assert!(r.compatible, "{f:#?}");
+    assert!(
+        f.iter()
+            .any(|f| f.rule == "ENUM_VALUE_ADDED" && f.direction == Dir::D1),
+        "{f:#?}"
+    );
+    assert!(f.iter().all(|f| f.severity == Severity::Info), "{f:#?}");
+}
+
+#[test]
+fn closed_enum_value_added_in_a_client_to_server_body_breaks_old_servers() {
+    // The same RunStatus change seen from the producer side: a new producer sending
+    // `paused` in an append request to an old server (spec §18.1: closed enum, major).
+    let tmp = copy_v1();
+    add_run_status_value(tmp.path());
+    let (f, _) = diff(&v1_dir(), tmp.path());
+    assert!(
+        f.iter().any(|f| f.rule == "ENUM_VALUE_ADDED"
+            && f.direction == Dir::D1
+            && f.severity == Severity::Error
+            && f.parties == "new client → old server"),
+        "{f:#?}"
+    );
+}
