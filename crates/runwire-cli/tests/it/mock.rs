@@ -232,3 +232,46 @@ fn every_fixture_passes_against_the_reference_adapter() {
         failures.join("\n\n")
     );
 }
+
+/// Manual mode: without `--`, the mock prints its URL and the adapter environment and
+/// waits; a client started by hand with that environment is judged on the wire.
+#[test]
+fn a_client_started_by_hand_is_judged() {
+    use std::io::{BufRead, BufReader};
+    let mut mock = runwire()
+        .args(["mock", "--fixture"])
+        .arg(fixture("ping-pong"))
+        .args(["--wait-ms", "20000", "--seed", "3"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn mock");
+    let stdout = mock.stdout.take().expect("stdout");
+    let mut reader = BufReader::new(stdout);
+    let mut env = Vec::new();
+    let mut line = String::new();
+    while reader.read_line(&mut line).expect("read") > 0 {
+        let l = line.trim().to_owned();
+        line.clear();
+        if let Some((k, v)) = l.split_once('=')
+            && k.starts_with("RUNWIRE_")
+        {
+            env.push((k.to_owned(), v.to_owned()));
+        }
+        if l.starts_with("RUNWIRE_TIME_SCALE") {
+            break;
+        }
+    }
+    assert!(env.iter().any(|(k, _)| k == "RUNWIRE_URL"), "{env:?}");
+    let adapter = runwire()
+        .arg("client-adapter")
+        .envs(env)
+        .output()
+        .expect("adapter");
+    assert_eq!(adapter.status.code(), Some(0), "{}", text(&adapter));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).expect("read");
+    let status = mock.wait().expect("mock exits");
+    assert_eq!(status.code(), Some(0), "{rest}");
+    assert!(rest.contains("PASS ping-pong"), "{rest}");
+    assert!(rest.contains("not judged: no adapter attached"), "{rest}");
+}
