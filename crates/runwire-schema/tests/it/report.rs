@@ -96,3 +96,35 @@ fn config_errors_name_the_problem() {
         );
     }
 }
+
+#[test]
+fn docs_explain_every_rule_with_an_example() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/schema-compat.md"),
+    )
+    .expect("docs/schema-compat.md");
+    for r in runwire_schema::rules::RULES {
+        let head = format!("#### {}\n", r.id);
+        let at = doc
+            .find(&head)
+            .unwrap_or_else(|| panic!("docs/schema-compat.md has no section {}", r.id));
+        let section = &doc[at..];
+        let end = section[head.len()..]
+            .find("\n#")
+            .map_or(section.len(), |e| e + head.len());
+        let section = &section[..end];
+        assert!(
+            section.contains("Example:") && section.contains(r.example),
+            "{}: example",
+            r.id
+        );
+        assert!(
+            section.contains(&format!(
+                "fixtures/schema-compat/{}/",
+                r.id.to_ascii_lowercase()
+            )),
+            "{}",
+            r.id
+        );
+    }
+}
