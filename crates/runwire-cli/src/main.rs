@@ -34,6 +34,9 @@ enum Command {
     /// The reference client adapter of the conformance kit (configured by RUNWIRE_*
     /// environment variables; see docs/client-adapter.md).
     ClientAdapter(cmd::client_adapter::ClientAdapterArgs),
+    /// Watch one run live: progress bar, phase, status, logs and tool calls; exits 0
+    /// when it completes, 1 when it fails, 3 when it is cancelled.
+    Watch(cmd::watch::WatchArgs),
     // Other subcommands (serve, publish, watch, mock, conform, client-adapter) are
     // added here, one variant and one module each.
 }
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Publish(a) => cmd::publish::run(a),
         Command::Mock(a) => cmd::mock::run(a),
         Command::ClientAdapter(a) => cmd::client_adapter::run(a),
+        Command::Watch(a) => cmd::watch::run(a),
         Command::Conform(a) => cmd::conform::run(a),
     };
     match result {

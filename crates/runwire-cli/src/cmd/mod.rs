@@ -6,3 +6,4 @@ pub(crate) mod mock;
 pub(crate) mod publish;
 pub(crate) mod serve;
 pub(crate) mod client_adapter;
+pub(crate) mod watch;
