@@ -3,3 +3,4 @@
 mod mock;
 mod serve;
 mod schema;
+mod client;
