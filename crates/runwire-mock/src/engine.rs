@@ -1113,7 +1113,9 @@ impl Conn {
                 let server_refs: Vec<&str> = server.iter().map(String::as_str).collect();
                 let version = w.version.clone().unwrap_or_else(|| {
                     negotiate_version(&hello.versions, &server_refs)
-                        .map_or_else(|| server[0].clone(), str::to_owned)
+                        .or(server_refs.first().copied())
+                        .unwrap_or("1.0")
+                        .to_owned()
                 });
                 let mut v = json!({
                     "type": "welcome",

@@ -763,6 +763,10 @@ pub struct FinalExpect {
     /// `error` lines the adapter must have printed (in any order, among others).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ErrorLineExpect>,
+    /// Lines the adapter must have printed, in this order (other lines may come
+    /// between them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<LineExpect>,
     /// The last line must be this `error` line with `terminal: true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminal_error: Option<ErrorLineExpect>,
@@ -865,6 +869,18 @@ pub struct ErrorLineExpect {
     /// `run_id` must be this, when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
+    /// The requirement a violation names. Default: the fixture's first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirement: Option<String>,
+}
+
+/// An adapter line that must appear: some line contains every member of `contains`
+/// with an equal value (objects compared member by member, recursively).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineExpect {
+    /// The members the line must have, e.g. `{"kind": "state", "state": "reconnecting"}`.
+    pub contains: Map<String, Value>,
     /// The requirement a violation names. Default: the fixture's first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requirement: Option<String>,

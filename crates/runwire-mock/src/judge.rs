@@ -139,6 +139,42 @@ impl Judge<'_> {
         true
     }
 
+    /// Judges `expect.lines`: each must match a line after the previous match.
+    pub(crate) fn lines(&mut self, lines: &[Value]) {
+        fn contains(have: &Value, want: &Value) -> bool {
+            match (have, want) {
+                (Value::Object(h), Value::Object(w)) => w
+                    .iter()
+                    .all(|(k, v)| h.get(k).is_some_and(|hv| contains(hv, v))),
+                _ => have == want,
+            }
+        }
+        let mut from = 0;
+        for l in self.fixture.expect.lines.clone() {
+            let want = Value::Object(l.contains.clone());
+            match lines[from.min(lines.len())..]
+                .iter()
+                .position(|x| contains(x, &want))
+            {
+                Some(i) => from += i + 1,
+                None => {
+                    let req = l
+                        .requirement
+                        .clone()
+                        .unwrap_or_else(|| self.fixture.primary_requirement().to_owned());
+                    self.violate(
+                        &req,
+                        "line",
+                        format!(
+                            "expected the adapter to print a line containing {want} (after the \
+                             lines matched before it)"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
     /// Judges `error` lines.
     pub(crate) fn errors(&mut self, lines: &[Value]) {
         let errors: Vec<&Value> = lines

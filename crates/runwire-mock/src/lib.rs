@@ -691,6 +691,7 @@ impl Mock {
             judge.exit(f.expect.exit, exit_code, app.killed_by_mock);
             judge.delivered(&app.lines);
             judge.errors(&app.lines);
+            judge.lines(&app.lines);
             if exit_code == Some(89) && !app.killed_by_mock {
                 unimplemented = Some(
                     app.lines
@@ -705,6 +706,7 @@ impl Mock {
         } else if f.expect.exit.is_some()
             || !f.expect.delivered.is_empty()
             || !f.expect.errors.is_empty()
+            || !f.expect.lines.is_empty()
             || f.expect.terminal_error.is_some()
         {
             notes.push(

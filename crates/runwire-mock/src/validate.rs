@@ -67,6 +67,9 @@ pub(crate) fn check(f: &Fixture) -> Result<(), Failure> {
     if f.deadline_ms() == 0 || f.deadline_ms() > 600_000 {
         return fail("/deadline_ms", "deadline_ms must be 1 to 600000");
     }
+    if f.server_versions().is_empty() {
+        return fail("/server_versions", "list at least one version");
+    }
     for (i, v) in f.server_versions().iter().enumerate() {
         if parse_version(v).is_none() {
             return fail(
@@ -506,6 +509,15 @@ fn check_expect(f: &Fixture) -> Result<(), Failure> {
                     declared_epoch(f, &format!("{tp}/reset/epoch"), &d.run, &r.reset.epoch)?;
                 }
             }
+        }
+    }
+    for (i, l) in e.lines.iter().enumerate() {
+        check_requirement(&format!("/expect/lines/{i}/requirement"), &l.requirement)?;
+        if l.contains.is_empty() {
+            return fail(
+                format!("/expect/lines/{i}/contains"),
+                "name at least one member",
+            );
         }
     }
     for (i, er) in e.errors.iter().enumerate() {

@@ -58,6 +58,8 @@ pub(crate) struct Bugs {
     pub(crate) no_resubscribe: bool,
     /// Close with code 4000 instead of 1000 when done.
     pub(crate) wrong_close_code: bool,
+    /// Report no connection state changes.
+    pub(crate) silent_states: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +183,9 @@ pub(crate) async fn run(env: Vec<(String, String)>, bugs: Bugs, app: AppSink) {
 
 impl Client {
     fn line(&self, v: Value) {
+        if self.bugs.silent_states && v.get("kind").and_then(Value::as_str) == Some("state") {
+            return;
+        }
         self.app.line(v);
     }
 
