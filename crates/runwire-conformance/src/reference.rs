@@ -27,15 +27,15 @@ pub fn reference_config(time_scale: f64) -> ServerConfig {
     c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     c.hello_timeout_ms = t(300);
     c.heartbeat_interval_ms = t(300);
-    c.pong_timeout_ms = t(1000);
+    c.pong_timeout_ms = t(2000);
     c.batch_window_ms = t(20);
-    c.replay_window_events = 50;
+    c.replay_window_events = 1000;
     c.max_subscriptions = 8;
     c.max_messages_per_second = 100;
     c.slow_consumer_max_bytes = 256 * 1024;
     c.slow_consumer_max_age_ms = t(200);
     c.shutdown_reconnect_spread_ms = t(200);
-    c.close_timeout_ms = t(300);
+    c.close_timeout_ms = t(2500);
     c.auth = AuthConfig {
         tokens: vec![
             StaticToken {

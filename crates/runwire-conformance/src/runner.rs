@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use futures_util::{StreamExt, stream};
+use futures_util::{FutureExt, StreamExt, stream};
 use tokio::time::Instant;
 
 use crate::model::{
@@ -227,13 +227,17 @@ pub async fn run_one(
                     .rev()
                     .find(|s: &&StepResult| s.keyword != "And" && s.keyword != "But")
                     .is_some_and(|s| s.keyword == "Then");
-        let res = match tokio::time::timeout_at(
-            deadline,
-            world.step(&st.keyword, &st.text, st.docstring.as_deref()),
-        )
-        .await
-        {
-            Ok(r) => match r {
+        let fut = std::panic::AssertUnwindSafe(world.step(
+            &st.keyword,
+            &st.text,
+            st.docstring.as_deref(),
+        ))
+        .catch_unwind();
+        let res = match tokio::time::timeout_at(deadline, fut).await {
+            Ok(Err(_)) => Err(StepFail::msg(
+                "internal error: the step definition panicked (a bug in the kit)",
+            )),
+            Ok(Ok(r)) => match r {
                 Ok(()) if is_then => {
                     tokio::time::timeout_at(deadline, world.check())
                         .await

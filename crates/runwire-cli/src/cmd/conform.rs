@@ -173,13 +173,19 @@ impl ServerControl for CmdRestart {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(format!("the server at {host} did not come back within 30 s"))
+            Err(format!(
+                "the server at {host} did not come back within 30 s"
+            ))
         })
     }
 }
 
-fn scenarios_for_coverage(common: &Common) -> anyhow::Result<Vec<runwire_conformance::ScenarioDef>> {
-    Ok(runwire_conformance::load_scenarios(common.features_dir.as_deref())?)
+fn scenarios_for_coverage(
+    common: &Common,
+) -> anyhow::Result<Vec<runwire_conformance::ScenarioDef>> {
+    Ok(runwire_conformance::load_scenarios(
+        common.features_dir.as_deref(),
+    )?)
 }
 
 pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
@@ -192,7 +198,9 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
             print!("{}", coverage::render(&rows, verbose));
             let unknown = coverage::unknown_tags(&sc);
             for (s, r) in &unknown {
-                eprintln!("error: scenario {s} names {r}, which spec/requirements.json does not have");
+                eprintln!(
+                    "error: scenario {s} names {r}, which spec/requirements.json does not have"
+                );
             }
             let missing: Vec<&str> = rows
                 .iter()
@@ -200,16 +208,32 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
                 .map(|r| r.requirement.id.as_str())
                 .collect();
             if !missing.is_empty() {
-                eprintln!("error: {} MUST requirement(s) have no scenario: {}", missing.len(), missing.join(" "));
+                eprintln!(
+                    "error: {} MUST requirement(s) have no scenario: {}",
+                    missing.len(),
+                    missing.join(" ")
+                );
                 return Ok(ExitCode::from(1));
             }
-            return Ok(if unknown.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            return Ok(if unknown.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
         }
         Some(Target::List) => {
             let sc = scenarios_for_coverage(&common)?;
             let tags = common.tags.as_deref().map(TagFilter::parse).transpose()?;
-            for s in sc.iter().filter(|s| tags.as_ref().is_none_or(|t| t.matches(&s.tags))) {
-                println!("{:<60} {:<6} {}", s.id, s.level.as_str(), s.requirements.join(" "));
+            for s in sc
+                .iter()
+                .filter(|s| tags.as_ref().is_none_or(|t| t.matches(&s.tags)))
+            {
+                println!(
+                    "{:<60} {:<6} {}",
+                    s.id,
+                    s.level.as_str(),
+                    s.requirements.join(" ")
+                );
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -242,7 +266,10 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    eprintln!("runwire conform: seed {seed} (replay with --seed {seed}), time scale {}", common.time_scale);
+    eprintln!(
+        "runwire conform: seed {seed} (replay with --seed {seed}), time scale {}",
+        common.time_scale
+    );
     let quiet = common.quiet;
     let report = rt.block_on(async {
         let mut reference_server = None;
@@ -251,7 +278,10 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
                 server: Some(ServerTarget {
                     description: format!("{} (ingest {})", s.url, s.ingest),
                     control: s.restart_cmd.clone().map(|cmd| {
-                        Arc::new(CmdRestart { cmd, ingest: s.ingest.clone() }) as Arc<dyn ServerControl>
+                        Arc::new(CmdRestart {
+                            cmd,
+                            ingest: s.ingest.clone(),
+                        }) as Arc<dyn ServerControl>
                     }),
                     ws_url: s.url,
                     ingest_url: s.ingest,
@@ -283,14 +313,21 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
                 let want = common.suite.as_deref();
                 let mut plan = Plan::default();
                 if want.is_none_or(|s| s == "server") {
-                    let srv = reference::ReferenceServer::start(reference::reference_config(common.time_scale)).await?;
+                    let srv = reference::ReferenceServer::start(reference::reference_config(
+                        common.time_scale,
+                    ))
+                    .await?;
                     plan.server = Some(srv.target());
                     reference_server = Some(srv);
                 }
                 if want.is_none_or(|s| s == "client") {
-                    let exe = std::env::current_exe().context("cannot find the runwire executable")?;
+                    let exe =
+                        std::env::current_exe().context("cannot find the runwire executable")?;
                     plan.client = Some(ClientTarget {
-                        description: format!("reference client adapter ({} client-adapter)", exe.display()),
+                        description: format!(
+                            "reference client adapter ({} client-adapter)",
+                            exe.display()
+                        ),
                         program: exe.into_os_string(),
                         args: vec!["client-adapter".into()],
                         env: Vec::new(),
@@ -315,17 +352,20 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
     })?;
     print!("{}", report::summary(&report));
     if let Some(p) = &common.junit {
-        std::fs::write(p, report::junit(&report)).with_context(|| format!("cannot write {}", p.display()))?;
+        std::fs::write(p, report::junit(&report))
+            .with_context(|| format!("cannot write {}", p.display()))?;
         eprintln!("JUnit report: {}", p.display());
     }
     if let Some(p) = &common.json {
-        std::fs::write(p, report::json(&report)).with_context(|| format!("cannot write {}", p.display()))?;
+        std::fs::write(p, report::json(&report))
+            .with_context(|| format!("cannot write {}", p.display()))?;
         eprintln!("JSON report: {}", p.display());
     }
     if let Some(d) = &common.html {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
         let p = d.join("index.html");
-        std::fs::write(&p, report::html(&report)).with_context(|| format!("cannot write {}", p.display()))?;
+        std::fs::write(&p, report::html(&report))
+            .with_context(|| format!("cannot write {}", p.display()))?;
         eprintln!("HTML report: {}", p.display());
     }
     let new = expect::baseline_of(&report.results);
@@ -341,7 +381,11 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
         if diff.is_empty() {
             println!("baseline {}: no difference", p.display());
         } else {
-            println!("baseline {}: {} difference(s) (either this is a regression or the baseline needs updating with --write-baseline):", p.display(), diff.len());
+            println!(
+                "baseline {}: {} difference(s) (either this is a regression or the baseline needs updating with --write-baseline):",
+                p.display(),
+                diff.len()
+            );
             for d in diff {
                 println!("  {d}");
             }

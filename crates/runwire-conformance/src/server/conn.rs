@@ -123,10 +123,40 @@ impl Conn {
         let mut cfg = WebSocketConfig::default();
         cfg.max_message_size = Some(256 << 20);
         cfg.max_frame_size = Some(256 << 20);
-        let (ws, _resp) = tokio::time::timeout(
-            limit,
-            tokio_tungstenite::connect_async_with_config(req, Some(cfg), true),
-        )
+        let (ws, _resp) = tokio::time::timeout(limit, async {
+            if req.uri().scheme_str() == Some("ws") {
+                // A small receive buffer, so that a client that stops reading fills the
+                // server's queue quickly instead of the kernel's buffers (slow-consumer
+                // scenarios must not race the server's pong timeout).
+                let host = req.uri().host().unwrap_or("127.0.0.1").to_owned();
+                let port = req.uri().port_u16().unwrap_or(80);
+                let addr = tokio::net::lookup_host((host.as_str(), port))
+                    .await
+                    .map_err(tokio_tungstenite::tungstenite::Error::Io)?
+                    .next()
+                    .ok_or_else(|| {
+                        tokio_tungstenite::tungstenite::Error::Io(std::io::Error::other(
+                            "the host did not resolve",
+                        ))
+                    })?;
+                let sock = if addr.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                }
+                .map_err(tokio_tungstenite::tungstenite::Error::Io)?;
+                let _ = sock.set_recv_buffer_size(32 * 1024);
+                let stream = sock
+                    .connect(addr)
+                    .await
+                    .map_err(tokio_tungstenite::tungstenite::Error::Io)?;
+                let _ = stream.set_nodelay(true);
+                tokio_tungstenite::client_async_with_config(req, MaybeTlsStream::Plain(stream), Some(cfg))
+                    .await
+            } else {
+                tokio_tungstenite::connect_async_with_config(req, Some(cfg), true).await
+            }
+        })
         .await
         .map_err(|_| format!("the WebSocket upgrade did not complete within {} ms", limit.as_millis()))?
         .map_err(|e| format!("the WebSocket upgrade failed: {e}"))?;
@@ -310,7 +340,13 @@ impl Conn {
                 }
                 self.frame_types.push(ty.clone());
                 match ty.as_str() {
-                    "ping" => self.pings.push(at),
+                    "ping" => {
+                        let id = v.get("id").and_then(Value::as_str).unwrap_or("");
+                        if id.is_empty() || id.chars().count() > 64 {
+                            self.violate("RW-HEART-2", format!("a ping id must be 1-64 characters: {}", clip(&text)));
+                        }
+                        self.pings.push(at);
+                    }
                     "welcome" => {
                         self.welcome = Some((v.clone(), at));
                         self.controls.push_back(v);

@@ -110,19 +110,35 @@ pub(crate) enum K {
     WithinWindow,
     Batched,
     ReceivesNothingElse,
+    AppendPastWindow,
+    RecvResetHead,
+    DistinctIds,
+    AtOnce,
+    FloodOver,
+    PostTooLarge,
+    CloseReason,
+    PostRawNoToken,
 }
 
 /// Every server step pattern (for documentation and `--list-steps`).
 pub static STEP_PATTERNS: &[&str] = &[
+    "the producer appends more events than the replay window announced to client {s} to run {s}",
+    "client {s} receives reset for run {s} with reason {s} as of its head",
+    "the events of run {s} delivered to client {s} have distinct event ids",
+    "event {n} of run {s} reached client {s} at once",
+    "client {s} sends more pings at once than the announced max_messages_per_second",
+    "the producer posts an event larger than the max_event_bytes announced to client {s} to run {s}",
+    "client {s} was closed with reason {s}",
+    "the producer posts to run {s} without a token:",
     "the server requires authentication",
     "the server gives the limited token only runs named \"rwc-allowed-*\"",
     "the server can be restarted",
     "the producer appends {n} events to run {s}",
     "the producer appends {n} events of {n} bytes to run {s}",
     "the producer appends status {s} to run {s}",
-    "the producer appends a {s} event with data {rest} to run {s}",
     "the producer appends {n} events with idempotency keys {s} to run {s}",
     "the producer appends a {s} event with data {rest} and idempotency key {s} to run {s}",
+    "the producer appends a {s} event with data {rest} to run {s}",
     "the producer retries the last append",
     "{n} producers append {n} events each to run {s} concurrently",
     "the producer appends {n} events to run {s} with the limited token",
@@ -204,15 +220,23 @@ pub static STEP_PATTERNS: &[&str] = &[
 ];
 
 const KINDS: &[K] = &[
+    K::AppendPastWindow,
+    K::RecvResetHead,
+    K::DistinctIds,
+    K::AtOnce,
+    K::FloodOver,
+    K::PostTooLarge,
+    K::CloseReason,
+    K::PostRawNoToken,
     K::RequireAuth,
     K::RequireLimited,
     K::Restartable,
     K::Append,
     K::AppendBig,
     K::AppendStatus,
-    K::AppendTyped,
     K::AppendKeyed,
     K::AppendKeyedOne,
+    K::AppendTyped,
     K::Retry,
     K::AppendConcurrent,
     K::AppendLimited,
@@ -554,10 +578,17 @@ impl ServerWorld {
     async fn expect_control(&mut self, name: &str, ty: &str, wait_ms: u64) -> R<Value> {
         let dl = self.dl(wait_ms);
         let c = self.client(name)?;
-        let v = c
-            .next_control(dl)
-            .await
-            .map_err(|e| StepFail::msg(format!("expected a {ty} frame; {e}")))?;
+        let v = loop {
+            let v = c
+                .next_control(dl)
+                .await
+                .map_err(|e| StepFail::msg(format!("expected a {ty} frame; {e}")))?;
+            // Pongs answer the runner's own pings; they are never what a step waits for.
+            if ty != "pong" && v.get("type").and_then(Value::as_str) == Some("pong") {
+                continue;
+            }
+            break v;
+        };
         if v.get("type").and_then(Value::as_str) == Some("error") {
             self.last_error.insert(name.to_owned(), v.clone());
         }
@@ -683,6 +714,7 @@ impl ServerWorld {
             K::AppendConcurrent => {
                 let (p, n) = (num(&s(0)), num(&s(1)));
                 let id = self.run_id(&s(2));
+                let base = self.run(&s(2)).head;
                 let mut tasks = Vec::new();
                 for prod in 0..p {
                     let base = self.target.ingest_url.clone();
@@ -720,11 +752,11 @@ impl ServerWorld {
                     }
                 }
                 seqs.sort_unstable();
-                let want: Vec<u64> = (1..=p * n).collect();
+                let want: Vec<u64> = (base + 1..=base + p * n).collect();
                 if seqs != want {
                     return Err(StepFail::req(
                         "RW-INGEST-2",
-                        format!("concurrent appends were assigned seqs {seqs:?}, expected exactly 1..={}", p * n),
+                        format!("concurrent appends were assigned seqs {seqs:?}, expected exactly {}..={}", base + 1, base + p * n),
                     ));
                 }
             }
@@ -737,13 +769,13 @@ impl ServerWorld {
                 self.http("POST", &format!("/v1/runs/{id}/events"), t, Some(body))
                     .await?;
             }
-            K::PostRaw => {
+            K::PostRaw | K::PostRawNoToken => {
                 let id = self.run_id(&s(0));
                 let body = self.subst(doc.unwrap_or(""));
                 self.http(
                     "POST",
                     &format!("/v1/runs/{id}/events"),
-                    self.token(),
+                    if k == K::PostRaw { self.token() } else { None },
                     Some(body.into_bytes()),
                 )
                 .await?;
@@ -1308,23 +1340,24 @@ impl ServerWorld {
                     return Err(StepFail::msg("step error: no HTTP answer yet"));
                 };
                 let want = num(&s(0)) as u16;
-                let body = a.json();
+                let whole = a.json();
+                let body = whole.get("error").cloned().unwrap_or(Value::Null);
                 if a.status != want {
                     return Err(StepFail::msg(format!("expected HTTP {want}, got {} {}", a.status, clip(&String::from_utf8_lossy(&a.body)))));
                 }
                 if k != K::Answer {
                     let code = body.get("code").and_then(Value::as_str);
                     if code != Some(s(1).as_str()) {
-                        return Err(StepFail::req("RW-INGEST-20", format!("expected code {:?}, got body {body}", s(1))));
+                        return Err(StepFail::req("RW-INGEST-20", format!("expected an error body {{\"error\": {{\"code\": {:?}, ...}}}}, got {whole}", s(1))));
                     }
                     if body.get("retryable").and_then(Value::as_bool).is_none() {
-                        return Err(StepFail::req("RW-INGEST-20", format!("the error body lacks retryable: {body}")));
+                        return Err(StepFail::req("RW-INGEST-20", format!("the error body lacks retryable: {whole}")));
                     }
                 }
                 if k == K::AnswerPointer {
                     let p = body.get("pointer").and_then(Value::as_str).unwrap_or("");
                     if !p.starts_with(s(2).as_str()) {
-                        return Err(StepFail::msg(format!("expected pointer {:?}, got body {body}", s(2))));
+                        return Err(StepFail::msg(format!("expected pointer {:?}, got body {whole}", s(2))));
                     }
                 }
             }
@@ -1340,7 +1373,11 @@ impl ServerWorld {
                     .map_err(|e| StepFail::msg(format!("step error: bad JSON {e}")))?;
                 let ptr = format!("/{}", s(0).replace('.', "/"));
                 let got = a.json().pointer(&ptr).cloned();
-                if got.as_ref() != Some(&want) {
+                let same = match (&got, &want) {
+                    (Some(Value::Number(g)), Value::Number(w)) => g.as_f64() == w.as_f64(),
+                    (g, w) => g.as_ref() == Some(w),
+                };
+                if !same {
                     return Err(StepFail::msg(format!("expected {} = {want}, got {got:?}", s(0))));
                 }
             }
@@ -1445,6 +1482,92 @@ impl ServerWorld {
                 let c = self.client(&s(0))?;
                 if c.batches.is_empty() {
                     return Err(StepFail::req("RW-BATCH-5", format!("no batch frame was received ({} single event frames)", c.singles)));
+                }
+            }
+            K::AppendPastWindow => {
+                let w = self
+                    .welcome_u64(&s(0), "/replay_window_events")
+                    .ok_or_else(|| StepFail::msg("step error: no welcome"))?;
+                if w > 5000 {
+                    return Err(StepFail::not_implemented(format!(
+                        "the announced replay_window_events {w} is too large to exceed in a test"
+                    )));
+                }
+                let base = self.run(&s(1)).head;
+                let n = w + 5;
+                for chunk in (1..=n).collect::<Vec<_>>().chunks(500) {
+                    let evs = chunk.iter().map(|i| progress_event(base + i, 0)).collect();
+                    self.append(&s(1), evs, self.token()).await?;
+                }
+            }
+            K::RecvResetHead => {
+                let head = self.run(&s(1)).head;
+                let mut b = a.clone();
+                b.push(head.to_string());
+                return Box::pin(self.exec(K::RecvReset, b, doc)).await;
+            }
+            K::DistinctIds => {
+                let id = self.run_id(&s(0));
+                let got = self.clients.get(&s(1)).and_then(|c| c.delivered.get(&id).cloned()).unwrap_or_default();
+                let mut seen = std::collections::BTreeSet::new();
+                for e in &got {
+                    let eid = e.get("event_id").and_then(Value::as_str).unwrap_or("").to_owned();
+                    if eid.is_empty() || eid.len() > 128 || !eid.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+                        return Err(StepFail::req("RW-EVENT-1", format!("event_id {eid:?} is not 1-128 printable ASCII characters")));
+                    }
+                    if !seen.insert(eid.clone()) {
+                        return Err(StepFail::req("RW-EVENT-1", format!("event_id {eid:?} is carried by two events of {id}")));
+                    }
+                }
+            }
+            K::AtOnce => {
+                let seq = num(&s(0));
+                let id = self.run_id(&s(1));
+                let acked = self.run(&s(1)).acked.iter().find(|(q, _)| *q == seq).map(|x| x.1);
+                let Some(at) = acked else {
+                    return Err(StepFail::msg(format!("step error: seq {seq} was not appended by this scenario")));
+                };
+                let slack = self.ms(100);
+                let c = self.client(&s(2))?;
+                let dl = at + slack;
+                while !c.arrivals.iter().any(|(r, q, _)| r == &id && *q == seq) {
+                    if !c.pump(dl).await {
+                        return Err(StepFail::req(
+                            "RW-BATCH-3",
+                            format!("event seq {seq} of {id} had not arrived {} ms after its append was acknowledged (it must be flushed at once)", slack.as_millis()),
+                        ));
+                    }
+                }
+            }
+            K::FloodOver => {
+                let max = self
+                    .welcome_u64(&s(0), "/limits/max_messages_per_second")
+                    .ok_or_else(|| StepFail::msg("step error: no welcome"))?;
+                if max > 10_000 {
+                    return Err(StepFail::not_implemented(format!("the announced max_messages_per_second {max} is too large to exceed in a test")));
+                }
+                for i in 0..max + max / 2 + 5 {
+                    let m = json!({"type": "ping", "id": format!("flood-{i}")});
+                    let c = self.client(&s(0))?;
+                    if c.send(&m).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            K::PostTooLarge => {
+                let max = self
+                    .welcome_u64(&s(0), "/limits/max_event_bytes")
+                    .ok_or_else(|| StepFail::msg("step error: no welcome"))?;
+                let id = self.run_id(&s(1));
+                let evs = vec![progress_event(1, 0), progress_event(2, max as usize + 10)];
+                let body = serde_json::to_vec(&json!({ "events": evs })).unwrap_or_default();
+                self.http("POST", &format!("/v1/runs/{id}/events"), self.token(), Some(body)).await?;
+            }
+            K::CloseReason => {
+                let c = self.client(&s(0))?;
+                let got = c.closed.as_ref().map(|x| x.1.clone());
+                if got.as_deref() != Some(s(1).as_str()) {
+                    return Err(StepFail::req("RW-CLOSE-6", format!("expected close reason {:?}, got {got:?}", s(1))));
                 }
             }
             K::ReceivesNothingElse => {
