@@ -1358,6 +1358,7 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
     fn all_of(&mut self, o: &Node<'o>, n: &Node<'n>, path: &str) {
         match (o.map.get("allOf"), n.map.get("allOf")) {
             (None, None) => {}
+            (a, b) if a.map(canon) == b.map(canon) && !a.is_some_and(Value::is_array) => {}
             (Some(Value::Array(a)), Some(Value::Array(b))) if a.len() == b.len() => {
                 for i in 0..a.len() {
                     let on = self.old.node_owned(&a[i], &format!("{}/allOf/{i}", o.ptr));
@@ -1765,6 +1766,22 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
     }
 
     fn other_keywords(&mut self, o: &Node<'o>, n: &Node<'n>, ptr: &str, path: &str) {
+        // A `$ref` still present could not be resolved (external or dangling): compare
+        // it as an opaque string.
+        let (ore, nre) = (o.map.get("$ref"), n.map.get("$ref"));
+        if (ore.is_some() || nre.is_some()) && ore != nre {
+            self.emit(
+                id::KEYWORD_CHANGED,
+                None,
+                ptr,
+                path,
+                format!(
+                    "unresolved $ref changed: {} → {}",
+                    ore.map_or("(none)".to_string(), short),
+                    nre.map_or("(none)".to_string(), short)
+                ),
+            );
+        }
         let keys: BTreeSet<&String> = o.map.keys().chain(n.map.keys()).collect();
         for k in keys {
             let k = k.as_str();

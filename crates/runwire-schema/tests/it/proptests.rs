@@ -293,3 +293,83 @@ proptest! {
         prop_assert_eq!(breaks(&forward, Dir::D2), breaks(&inverse, Dir::D1), "forward {:#?}\ninverse {:#?}", forward, inverse);
     }
 }
+
+fn arb_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        (-5i64..5).prop_map(|n| json!(n)),
+        prop_oneof![
+            Just("string"),
+            Just("integer"),
+            Just("null"),
+            Just("object"),
+            Just("#/$defs/a"),
+            Just("#"),
+            Just("#/properties/x"),
+            Just("uint32"),
+            Just("type"),
+            Just("x")
+        ]
+        .prop_map(|s| json!(s)),
+    ];
+    let keys = prop_oneof![
+        Just("type"),
+        Just("properties"),
+        Just("required"),
+        Just("$ref"),
+        Just("$defs"),
+        Just("a"),
+        Just("x"),
+        Just("oneOf"),
+        Just("anyOf"),
+        Just("allOf"),
+        Just("enum"),
+        Just("const"),
+        Just("items"),
+        Just("prefixItems"),
+        Just("additionalProperties"),
+        Just("format"),
+        Just("minimum"),
+        Just("maxLength"),
+        Just("not"),
+        Just("default"),
+        Just("x-reserved"),
+    ];
+    leaf.prop_recursive(5, 64, 6, move |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::btree_map(keys.clone(), inner, 0..6).prop_map(|m| Value::Object(
+                m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+            )),
+        ]
+    })
+}
+
+fn tree_of(w: &Value, r: &Value) -> Option<SchemaTree> {
+    let index = json!({"version": "v1", "schemas": [{"name": "t", "direction": "client-to-server",
+        "writer": "t.writer.schema.json", "reader": "t.reader.schema.json"}]});
+    let mut src = MemSource::default();
+    src.files
+        .insert("index.json".into(), index.to_string().into_bytes());
+    src.files
+        .insert("t.writer.schema.json".into(), w.to_string().into_bytes());
+    src.files
+        .insert("t.reader.schema.json".into(), r.to_string().into_bytes());
+    SchemaTree::load(&mut src, "t").ok()
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Arbitrary (mostly nonsensical) schemas, with dangling and recursive `$ref`s,
+    /// never make the engine panic or loop, and self-comparison stays empty.
+    #[test]
+    fn arbitrary_schemas_never_panic(a in arb_json(), b in arb_json(), c in arb_json(), d in arb_json()) {
+        if let (Some(old), Some(new)) = (tree_of(&a, &b), tree_of(&c, &d)) {
+            let _ = compare_trees(&old, &new);
+            let _ = compare_trees(&new, &old);
+            prop_assert!(compare_trees(&old, &old).is_empty());
+        }
+    }
+}
