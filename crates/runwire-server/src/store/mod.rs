@@ -28,10 +28,12 @@ use tokio::sync::broadcast;
 
 mod live;
 mod memory;
+mod redis;
 mod sqlite;
 
 pub use live::LiveHub;
 pub use memory::MemoryStore;
+pub use redis::{RedisOptions, RedisStore};
 pub use sqlite::SqliteStore;
 
 /// A boxed future, so that [`EventStore`] stays object safe.
@@ -231,7 +233,9 @@ pub(crate) fn new_event_id() -> runwire_protocol::EventId {
         .expect("a UUID is printable ASCII")
 }
 
-/// Opens the store named by `spec`: `memory` or `sqlite:PATH`.
+/// Opens the store named by `spec`: `memory`, `sqlite:PATH` or
+/// `redis://HOST:PORT[/DB][?options]` (see [`RedisStore`]; a Redis that does not
+/// answer is an error here, so a server fails at start).
 pub fn open_store(
     spec: &str,
     config: &crate::ServerConfig,
@@ -247,8 +251,17 @@ pub fn open_store(
         }
         return Ok(Arc::new(SqliteStore::open(path, &config.sqlite)?));
     }
+    if ["redis://", "rediss://", "redis+unix://", "unix://"]
+        .iter()
+        .any(|p| spec.starts_with(p))
+    {
+        return Ok(Arc::new(RedisStore::open(
+            spec,
+            config.replay_window_events,
+        )?));
+    }
     Err(StoreError::Unavailable(format!(
-        "unknown store {spec:?}: expected memory or sqlite:PATH"
+        "unknown store {spec:?}: expected memory, sqlite:PATH or redis://HOST:PORT[/DB]"
     )))
 }
 
