@@ -1,5 +1,7 @@
 //! Validation of messages, events and HTTP bodies against a schema tree
-//! (`runwire schema validate`).
+//! (`runwire schema validate`): every message a peer sends must be valid under the
+//! writer schema, and a peer must accept everything valid under the reader schema
+//! (`RW-COMPAT-5`).
 //!
 //! Validators are compiled once per schema (with the `jsonschema` crate); each input
 //! value is routed to one of them, either by an explicit kind or by its shape:

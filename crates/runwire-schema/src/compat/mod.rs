@@ -12,6 +12,12 @@
 //! `anyOf [T, {"type":"null"}]` into one nullable node, and matches union branches by
 //! their tag `const`, never by position. Each change is reported with a rule id from
 //! [`crate::rules`], a severity, and the JSON pointer of where it happened.
+//!
+//! The verdicts follow the spec's versioning policy (§18): readers ignore unknown
+//! members (`RW-COMPAT-1`), unknown event types (`RW-VERSION-4`) and unknown server
+//! messages (`RW-VERSION-5`), and accept unknown values of open enumerations
+//! (`RW-COMPAT-4`, `x-extensible-enum`), so those additions are not breaking; closed
+//! enumerations, required members, type and range changes are (§18.1).
 
 mod walk;
 

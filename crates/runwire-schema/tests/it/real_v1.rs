@@ -156,7 +156,7 @@ fn run_status_value_added_is_breaking_for_old_clients() {
 }
 
 #[test]
-fn optional_property_added_to_a_reader_is_compatible() {
+fn rw_compat_1_optional_property_added_to_a_reader_is_compatible() {
     let tmp = copy_v1();
     edit(tmp.path(), "events/run.status.reader.schema.json", |v| {
         v["properties"]["eta_ms"] =
@@ -171,7 +171,7 @@ fn optional_property_added_to_a_reader_is_compatible() {
 }
 
 #[test]
-fn new_event_type_is_ignored_by_old_clients() {
+fn rw_version_4_new_event_type_is_ignored_by_old_clients() {
     let tmp = copy_v1();
     for file in ["event.writer.schema.json", "event.reader.schema.json"] {
         edit(tmp.path(), file, |v| {
@@ -194,7 +194,7 @@ fn new_event_type_is_ignored_by_old_clients() {
 }
 
 #[test]
-fn new_server_message_type_is_ignored_by_old_clients_but_a_new_client_message_breaks_old_servers() {
+fn rw_version_5_new_server_message_type_is_ignored_by_old_clients_but_a_new_client_message_breaks_old_servers() {
     let tmp = copy_v1();
     for file in [
         "server-message.writer.schema.json",
@@ -281,7 +281,7 @@ fn a_missing_schema_file_is_an_error_naming_the_path() {
 }
 
 #[test]
-fn new_error_code_is_a_minor_change_because_the_enum_is_extensible() {
+fn rw_compat_4_new_error_code_is_a_minor_change_because_the_enum_is_extensible() {
     // RW-COMPAT-4: clients accept error codes they do not know (spec §18.1: minor).
     let tmp = copy_v1();
     edit_all(tmp.path(), &mut |key, m| {

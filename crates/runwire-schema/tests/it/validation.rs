@@ -27,7 +27,7 @@ fn kind_of_file(prefix: &str) -> String {
 }
 
 #[test]
-fn example_payloads_validate_and_are_recognised_by_shape() {
+fn rw_compat_5_example_payloads_validate_and_are_recognised_by_shape() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/payloads/valid");
     let mut n = 0;
     for contract in [Contract::Writer, Contract::Reader] {
@@ -124,7 +124,7 @@ fn unknown_shapes_ask_for_a_kind_and_explicit_kinds_are_checked() {
 }
 
 #[test]
-fn unknown_server_message_types_pass_the_reader_and_fail_the_writer() {
+fn rw_version_5_unknown_server_message_types_pass_the_reader_and_fail_the_writer() {
     let text = "{\"type\": \"notice\", \"text\": \"hi\"}\n";
     assert!(failures(&validators(Contract::Reader), text, None).is_empty());
     assert!(!failures(&validators(Contract::Writer), text, None).is_empty());
