@@ -208,12 +208,6 @@ impl<'a> Doc<'a> {
         {
             nullable = true;
         }
-        if let Some(t) = &types
-            && t.is_empty()
-            && nullable
-        {
-            // {"type": "null"} alone
-        }
         let mut union = None;
         for kw in ["oneOf", "anyOf"] {
             let Some(Value::Array(branches)) = map.get(kw) else {
@@ -1548,8 +1542,8 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
                     format!("union tag property {a:?} → {b:?}"),
                 );
             }
-            (Some(_), Some(_)) => self.tagged_union(o, n, c, &os, &ns, cs.as_ref(), ptr, path),
-            (None, None) => self.untagged_union(&ob, &nb, ptr, path),
+            (Some(_), Some(_)) => self.tagged_union(c, &os, &ns, cs.as_ref(), ptr, path),
+            (None, None) => self.untagged_union(&ob, &nb, path),
             _ => {
                 self.emit(
                     id::KEYWORD_CHANGED,
@@ -1562,11 +1556,8 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn tagged_union(
         &mut self,
-        o: &Node<'o>,
-        n: &Node<'n>,
         c: Option<&Node<'c>>,
         os: &UnionShape,
         ns: &UnionShape,
@@ -1575,7 +1566,6 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
         path: &str,
     ) {
         let tag = ns.tag.clone().unwrap_or_default();
-        let _ = (o, n);
         let otags: BTreeSet<&String> = os.tagged.iter().map(|t| &t.0).collect();
         let ntags: BTreeSet<&String> = ns.tagged.iter().map(|t| &t.0).collect();
         let added: Vec<String> = ntags.difference(&otags).map(|s| (*s).clone()).collect();
@@ -1706,13 +1696,7 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
         }
     }
 
-    fn untagged_union(
-        &mut self,
-        ob: &[(Value, String)],
-        nb: &[(Value, String)],
-        ptr: &str,
-        path: &str,
-    ) {
+    fn untagged_union(&mut self, ob: &[(Value, String)], nb: &[(Value, String)], path: &str) {
         // Identical branches match wherever they are; what is left is added/removed,
         // except a single leftover pair, compared as a changed branch.
         let key = |doc: &Doc<'_>, v: &Value, p: &str| {
@@ -1762,7 +1746,6 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
                 format!("union branch {} removed", short(&ob[i].0)),
             );
         }
-        let _ = ptr;
     }
 
     fn other_keywords(&mut self, o: &Node<'o>, n: &Node<'n>, ptr: &str, path: &str) {

@@ -3,7 +3,7 @@
 //! `fixtures/schema-compat/schemars_*` (so the corpus snapshots cover them too);
 //! `RUNWIRE_UPDATE_FIXTURES=1` rewrites them.
 
-use std::{collections::BTreeMap, path::Path};
+use std::collections::BTreeMap;
 
 use runwire_schema::{
     compat::{Dir, compare_trees},
@@ -202,7 +202,6 @@ fn sync_fixture(
             );
         }
     }
-    let _ = Path::new("");
 }
 
 fn severities(old: &SchemaTree, new: &SchemaTree, rule: &str) -> Vec<(Dir, Severity)> {
