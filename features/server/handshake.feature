@@ -3,7 +3,7 @@ Feature: Connection handshake
   The upgrade on GET /v1/stream, the hello deadline, and the welcome that opens every
   session (spec section 5).
 
-  @must @RW-CONN-1 @RW-CONN-6 @RW-CONN-5 @RW-COMPAT-2 @RW-COMPAT-5 @RW-CONV-1
+  @must @RW-CONN-1 @RW-CONN-6 @RW-CONN-5 @RW-COMPAT-2 @RW-COMPAT-5 @RW-CONV-1 @RW-CONV-3
   Scenario: welcome is the first frame after a valid hello
     Given client "a" connects
     When client "a" sends hello
@@ -22,7 +22,7 @@ Feature: Connection handshake
     And client "b" is connected
     Then clients "a" and "b" have different session ids
 
-  @must @RW-CONN-3 @RW-CLOSE-1 @RW-ERROR-2 @RW-ERROR-3
+  @must @RW-CONN-3 @RW-CLOSE-1 @RW-ERROR-2 @RW-ERROR-3 @RW-CLOSE-4 @RW-CLOSE-5
   Scenario: a connection without hello is closed at the hello deadline
     Given client "a" connects
     Then client "a" receives error "hello_timeout" and is closed with code 4108

@@ -160,3 +160,45 @@ Feature: Producer ingest
       {"events":[{"type":"acme.thing","data":[1,2]}]}
       """
     Then the answer is 400 with code "invalid_request"
+
+  @must @RW-TYPE-17 @RW-TYPE-18 @RW-TYPE-19
+  Scenario: an output split into ordered chunks is delivered complete and in order
+    Given client "a" is connected
+    And client "a" subscribes to run "A"
+    And client "a" receives subscribed for run "A"
+    When the producer posts to run "A":
+      """
+      {"events":[
+        {"type":"output.chunk","data":{"output_id":"report","index":0,"encoding":"base64","data":"aGVsbG8g","media_type":"text/plain"}},
+        {"type":"output.chunk","data":{"output_id":"report","index":1,"encoding":"base64","data":"d29ybGQ="}},
+        {"type":"output.chunk","data":{"output_id":"report","index":2,"encoding":"base64","data":"IQ==","last":true}}
+      ]}
+      """
+    Then the answer is 200
+    And client "a" receives events 1 to 3 of run "A"
+    And event 3 of run "A" delivered to client "a" has type "output.chunk" and data {"output_id":"report","index":2,"encoding":"base64","data":"IQ==","last":true}
+
+  @must @RW-TYPE-12
+  Scenario: streamed agent message deltas end with done and arrive in order
+    Given client "a" is connected
+    And client "a" subscribes to run "A"
+    And client "a" receives subscribed for run "A"
+    When the producer posts to run "A":
+      """
+      {"events":[
+        {"type":"agent.message","data":{"message_id":"m1","delta":"Hel"}},
+        {"type":"agent.message","data":{"message_id":"m1","delta":"lo","done":true}}
+      ]}
+      """
+    Then the answer is 200
+    And client "a" receives events 1 to 2 of run "A"
+    And event 2 of run "A" delivered to client "a" has type "agent.message" and data {"message_id":"m1","delta":"lo","done":true}
+
+  @must @RW-TYPE-21 @RW-TYPE-22
+  Scenario: a producer's own types use its own namespace and pass through
+    Given client "a" is connected
+    And client "a" subscribes to run "A"
+    And client "a" receives subscribed for run "A"
+    When the producer appends a "acme.ci.cache.hit" event with data {"key":"deps"} to run "A"
+    Then client "a" receives events 1 to 1 of run "A"
+    And event 1 of run "A" delivered to client "a" has type "acme.ci.cache.hit" and data {"key":"deps"}

@@ -116,6 +116,9 @@ pub struct ConformOptions {
     pub seed: u64,
     /// Multiplies every timer and deadline (for slow systems).
     pub time_scale: f64,
+    /// The time scale of the client suite, when it differs (the client under test is
+    /// a separate process, so its timing includes process scheduling).
+    pub client_time_scale: Option<f64>,
     /// Concurrent scenarios.
     pub jobs: usize,
     /// SHOULD failures fail the run.
@@ -139,6 +142,7 @@ impl Default for ConformOptions {
         Self {
             seed: 1,
             time_scale: 1.0,
+            client_time_scale: None,
             jobs: 8,
             strict: false,
             tags: None,
@@ -235,7 +239,7 @@ pub async fn conform(
         let f: Arc<dyn WorldFactory> = Arc::new(client::ClientFactory::new(
             t,
             opts.fixtures_dir.as_deref(),
-            opts.time_scale,
+            opts.client_time_scale.unwrap_or(opts.time_scale),
         )?);
         results.extend(runner::run_all(f, &sc, &exec, progress).await);
     }

@@ -94,6 +94,11 @@ struct Common {
     /// Multiply every timer and deadline (slow systems: 2, 5, …).
     #[arg(long, global = true, default_value_t = 1.0)]
     time_scale: f64,
+    /// Time scale of the client suite (default: --time-scale; in the default mode twice
+    /// --time-scale, because the adapter is a separate process whose scheduling delays
+    /// count against the tight backoff envelopes of the fixtures).
+    #[arg(long, global = true)]
+    client_time_scale: Option<f64>,
     /// Scenarios run concurrently (those tagged @serial run alone afterwards).
     #[arg(long, global = true, default_value_t = 8)]
     jobs: usize,
@@ -250,6 +255,9 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
     let mut opts = ConformOptions {
         seed,
         time_scale: common.time_scale,
+        client_time_scale: common.client_time_scale.or_else(|| {
+            matches!(args.target, None).then_some(common.time_scale * 2.0)
+        }),
         jobs: common.jobs.max(1),
         strict: common.strict,
         tags: common.tags.as_deref().map(TagFilter::parse).transpose()?,

@@ -325,6 +325,12 @@ impl Conn {
                         format!("the server sent a frame that is not valid under the v1 schema: {e}"),
                     );
                 }
+                if let Some(dup) = duplicate_member(&text) {
+                    self.violate(
+                        "RW-CONV-3",
+                        format!("the server sent an object with two members named {dup:?}: {}", clip(&text)),
+                    );
+                }
                 let ty = v.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
                 if self.pending_close_code.is_some() {
                     self.violate(
@@ -422,6 +428,14 @@ impl Conn {
                 self.violate("RW-CONV-1", "the server sent a binary frame".into());
             }
             In::Close(code, reason) => {
+                if let Some(c) = code
+                    && (c < 1000 || matches!(c, 1004..=1006 | 1015 | 1016..=2999))
+                {
+                    self.violate(
+                        "RW-CLOSE-4",
+                        format!("the server sent the close code {c}, which must never go on the wire"),
+                    );
+                }
                 if !self.client_closing {
                     match (code, self.pending_close_code) {
                         (Some(c), Some(p)) if u64::from(c) == p => {}
@@ -559,6 +573,53 @@ impl Conn {
     }
 }
 
+/// The first member name that appears twice in one object of `text`, if any
+/// (`serde_json` keeps the last value silently, so this is checked on the raw text).
+pub(crate) fn duplicate_member(text: &str) -> Option<String> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use std::cell::RefCell;
+
+    struct Seed<'a>(&'a RefCell<Option<String>>);
+    impl<'de> DeserializeSeed<'de> for Seed<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Seed<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> { Ok(()) }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> { Ok(()) }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> { Ok(()) }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> { Ok(()) }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> { Ok(()) }
+        fn visit_unit<E>(self) -> Result<(), E> { Ok(()) }
+        fn visit_none<E>(self) -> Result<(), E> { Ok(()) }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+            while a.next_element_seed(Seed(self.0))?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+            let mut keys = std::collections::BTreeSet::new();
+            while let Some(k) = a.next_key::<String>()? {
+                if !keys.insert(k.clone()) && self.0.borrow().is_none() {
+                    *self.0.borrow_mut() = Some(k);
+                }
+                a.next_value_seed(Seed(self.0))?;
+            }
+            let _ = IgnoredAny;
+            Ok(())
+        }
+    }
+    let found = RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let _ = Seed(&found).deserialize(&mut de);
+    found.into_inner()
+}
+
 fn str_of(v: &Value, key: &str) -> String {
     v.get(key).and_then(Value::as_str).unwrap_or("").to_owned()
 }
@@ -637,5 +698,20 @@ async fn reader(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duplicate_member;
+
+    #[test]
+    fn finds_duplicate_members_at_any_depth() {
+        assert_eq!(duplicate_member(r#"{"a":1,"b":2}"#), None);
+        assert_eq!(duplicate_member(r#"{"a":1,"a":2}"#).as_deref(), Some("a"));
+        assert_eq!(
+            duplicate_member(r#"{"x":[{"k":1,"k":1}]}"#).as_deref(),
+            Some("k")
+        );
     }
 }
