@@ -113,7 +113,7 @@ rules! {
         "index.json gains {\"name\":\"http/cancel-request\",…}";
     SCHEMA_REMOVED = "SCHEMA_REMOVED", W, E,
         "A schema exists only in the old version: the new writer stops sending it (D1), and the new reader no longer understands what old writers send (D2).",
-        "",
+        "D2 is warning for a per-type schema (events/<type>, server/<type>) whose type the new reader still accepts as unknown (EVENT_TYPE_REMOVED).",
         "index.json loses {\"name\":\"server/reset\",…}";
     SCHEMA_DIRECTION_CHANGED = "SCHEMA_DIRECTION_CHANGED", E, E,
         "A schema changed direction (server-to-client ↔ client-to-server): writer and reader swap parties.",

@@ -84,6 +84,8 @@ pub struct Change {
     pub path: String,
     /// What changed.
     pub message: String,
+    /// The union tag a variant change is about, when there is one.
+    pub subject: Option<String>,
 }
 
 /// One reported change.
@@ -142,6 +144,8 @@ pub fn compare_documents(
 /// definitions merged across schemas (see [`Finding::also_in`]).
 pub fn compare_trees(old: &SchemaTree, new: &SchemaTree) -> Vec<Finding> {
     let mut out: Vec<Finding> = Vec::new();
+    // Tags removed from unions whose new reader still accepts unknown tags.
+    let mut removed_open_tags = std::collections::BTreeSet::new();
     let file_level = |schema: &str, d: Direction, rid: &'static str, file: &str, msg: String| {
         let r = rule(rid).expect("catalog");
         [(Dir::D1, r.d1), (Dir::D2, r.d2)].map(|(dir, sev)| Finding {
@@ -210,6 +214,12 @@ pub fn compare_trees(old: &SchemaTree, new: &SchemaTree) -> Vec<Finding> {
                     );
                     w.run();
                     for f in w.out {
+                        if dir == Dir::D2
+                            && f.rule == id::EVENT_TYPE_REMOVED
+                            && let Some(t) = &f.subject
+                        {
+                            removed_open_tags.insert(t.clone());
+                        }
                         let removal = f.rule.ends_with("_REMOVED") && !f.rule.starts_with("ENUM");
                         out.push(Finding {
                             schema: ne.name.clone(),
@@ -242,6 +252,19 @@ pub fn compare_trees(old: &SchemaTree, new: &SchemaTree) -> Vec<Finding> {
                 &ne.writer,
                 format!("schema {:?} added", ne.name),
             ));
+        }
+    }
+    // A removed per-type schema (`events/<type>`, `server/<type>`) whose type new readers
+    // still accept as unknown is not an error for them.
+    for f in &mut out {
+        if f.rule == id::SCHEMA_REMOVED
+            && f.direction == Dir::D2
+            && let Some((_, tag)) = f.schema.rsplit_once('/')
+            && removed_open_tags.contains(tag)
+        {
+            f.severity = Severity::Warning;
+            f.message
+                .push_str("; new readers still accept it as an unknown type");
         }
     }
     out.sort();

@@ -477,6 +477,7 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
             rule: rid,
             severity: sev.unwrap_or(default),
             pointer: ptr.to_string(),
+            subject: None,
             path: if path.is_empty() {
                 "/".into()
             } else {
@@ -1680,6 +1681,9 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
                     path,
                     format!("variant {t:?} removed; readers will ignore it"),
                 );
+                if let Some(last) = self.out.last_mut() {
+                    last.subject = Some(t.clone());
+                }
             } else {
                 let sev = (!self.is_writer()
                     && cs.is_some_and(|s| !s.tagged.iter().any(|x| &x.0 == t))

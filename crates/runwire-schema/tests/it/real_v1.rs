@@ -194,7 +194,8 @@ fn rw_version_4_new_event_type_is_ignored_by_old_clients() {
 }
 
 #[test]
-fn rw_version_5_new_server_message_type_is_ignored_by_old_clients_but_a_new_client_message_breaks_old_servers() {
+fn rw_version_5_new_server_message_type_is_ignored_by_old_clients_but_a_new_client_message_breaks_old_servers()
+ {
     let tmp = copy_v1();
     for file in [
         "server-message.writer.schema.json",
@@ -317,4 +318,42 @@ fn closed_enum_value_added_in_a_client_to_server_body_breaks_old_servers() {
             && f.parties == "new client → old server"),
         "{f:#?}"
     );
+}
+
+#[test]
+fn rw_version_4_removing_an_event_type_warns_but_does_not_break() {
+    // `todo.updated` disappears: from every event union and from index.json. Old
+    // servers may still send it; new clients deliver it as an unknown type.
+    let tmp = copy_v1();
+    edit_all(tmp.path(), &mut |_, m| {
+        if let Some(Value::Array(branches)) = m.get_mut("oneOf") {
+            branches
+                .retain(|b| b.pointer("/properties/type/const") != Some(&json!("todo.updated")));
+        }
+    });
+    edit(tmp.path(), "index.json", |v| {
+        v["schemas"]
+            .as_array_mut()
+            .expect("schemas")
+            .retain(|e| e["name"] != json!("events/todo.updated"));
+    });
+    let (f, r) = diff(&v1_dir(), tmp.path());
+    assert!(r.compatible, "{f:#?}");
+    let rules: std::collections::BTreeSet<&str> = f.iter().map(|f| f.rule.as_str()).collect();
+    assert_eq!(
+        rules,
+        ["EVENT_TYPE_REMOVED", "SCHEMA_REMOVED"]
+            .into_iter()
+            .collect(),
+        "{f:#?}"
+    );
+    let removed: Vec<_> = f.iter().filter(|f| f.rule == "SCHEMA_REMOVED").collect();
+    assert_eq!(removed.len(), 2, "{removed:#?}");
+    assert!(
+        removed.iter().all(|f| f.severity == Severity::Warning),
+        "{removed:#?}"
+    );
+    assert!(f.iter().any(|f| f.rule == "EVENT_TYPE_REMOVED"
+        && f.direction == Dir::D2
+        && f.severity == Severity::Warning));
 }
