@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Runs the server conformance suite against two `runwire serve --store redis://…` nodes
+# sharing one private redis-server: WebSocket clients are spread over both nodes by a
+# round-robin proxy, the producer API goes to node A, so every live event a client on
+# node B receives crossed nodes through Redis.
+#
+# usage: bench/redis/two-node-conformance.sh [extra `runwire conform server` flags]
+# needs: redis-server, python3, a built `runwire` (RUNWIRE=path, default target/debug/runwire)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+runwire="${RUNWIRE:-$root/target/debug/runwire}"
+command -v redis-server >/dev/null || { echo "redis-server is not installed (apt-get install -y redis-server)" >&2; exit 2; }
+[ -x "$runwire" ] || { echo "build runwire first: cargo build -p runwire-cli" >&2; exit 2; }
+tmp="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always \
+  --dir "$tmp" --daemonize no >"$tmp/redis.log" 2>&1 &
+pids+=($!)
+until grep -q "Ready to accept connections" "$tmp/redis.log"; do
+  kill -0 "${pids[0]}" 2>/dev/null || { cat "$tmp/redis.log" >&2; exit 1; }
+  sleep 0.05
+done
+
+wait_line() { # file pid pattern
+  until grep -q "$3" "$1"; do
+    kill -0 "$2" 2>/dev/null || { cat "$1" "$1.err" >&2 2>/dev/null; exit 1; }
+    sleep 0.05
+  done
+}
+store="redis://127.0.0.1:$port"
+for n in a b; do
+  "$runwire" serve --listen 127.0.0.1:0 --store "$store" --config "$here/conformance.toml" \
+    >"$tmp/$n.out" 2>"$tmp/$n.err" &
+  echo $! >"$tmp/$n.pid"
+  wait_line "$tmp/$n.out" "$!" "listening on"
+done
+a="$(head -1 "$tmp/a.out" | awk '{print $NF}')"
+b="$(head -1 "$tmp/b.out" | awk '{print $NF}')"
+cleanup() {
+  for f in "$tmp"/*.pid; do kill "$(cat "$f")" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true; rm -rf "$tmp"
+}
+# The restart command of the restart scenarios: a rolling restart of both nodes
+# (graceful SIGTERM, then the same address again), so that a client resumes on a
+# restarted node and acknowledged events come back from Redis.
+cat >"$tmp/restart.sh" <<RESTART
+#!/usr/bin/env bash
+set -euo pipefail
+for n in a b; do
+  addr="\$(head -1 "$tmp/\$n.out" | awk '{print \$NF}')"
+  pid="\$(cat "$tmp/\$n.pid")"
+  kill -TERM "\$pid" 2>/dev/null || true
+  while kill -0 "\$pid" 2>/dev/null; do sleep 0.02; done
+  "$runwire" serve --listen "\$addr" --store "$store" --config "$here/conformance.toml" \\
+    >"$tmp/\$n.out2" 2>>"$tmp/\$n.err" </dev/null &
+  echo \$! >"$tmp/\$n.pid"
+  until grep -q "listening on" "$tmp/\$n.out2" 2>/dev/null; do sleep 0.02; done
+done
+RESTART
+chmod +x "$tmp/restart.sh"
+python3 "$here/rr_proxy.py" "$a" "$b" >"$tmp/proxy.out" &
+pids+=($!)
+wait_line "$tmp/proxy.out" "$!" ":"
+lb="$(head -1 "$tmp/proxy.out")"
+# Pass 1: every client on node B, the producer on node A: each live event crosses
+# nodes through Redis, and client sockets are direct (slow-consumer scenarios need
+# real back-pressure, which a buffering proxy would hide).
+echo "pass 1: redis $store; producer on node A $a; clients on node B $b" >&2
+"$runwire" conform server --url "ws://$b/v1/stream" --ingest "http://$a" \
+  --token rwc-reference-full-token --limited-token rwc-reference-limited-token \
+  --restart-cmd "$tmp/restart.sh" "$@"
+# Pass 2: clients spread over both nodes by the round-robin proxy (one connection
+# to A, the next to B, ...), producer on A; slow-consumer scenarios are left to pass 1.
+echo "pass 2: clients round-robin over A and B via $lb; producer on node A" >&2
+"$runwire" conform server --url "ws://$lb/v1/stream" --ingest "http://$a" \
+  --token rwc-reference-full-token --limited-token rwc-reference-limited-token \
+  "${@:---tags=not @slow}"
