@@ -192,6 +192,31 @@ impl<'a> Doc<'a> {
             }
             map = merged;
         }
+        // A single-element `allOf` (the draft-07 way to put siblings next to a `$ref`)
+        // is the same as its element with the siblings merged, when they do not overlap.
+        if let Some(Value::Array(all)) = map.get("allOf")
+            && all.len() == 1
+            && let Some(Value::Object(inner)) = all.first()
+            && inner
+                .keys()
+                .all(|k| !map.contains_key(k) || ANNOTATIONS.contains(&k.as_str()))
+        {
+            let inner = Value::Object(inner.clone());
+            let iptr = format!("{ptr}/allOf/0");
+            let mut n = self.node(&inner, &iptr);
+            for (k, v) in &map {
+                if k != "allOf" {
+                    n.map.insert(k.clone(), v.clone());
+                }
+            }
+            n.refs.extend(refs);
+            // Re-derive type and nullability from the merged keywords.
+            let merged = Value::Object(n.map.clone());
+            let mut m = self.node(&merged, &n.ptr);
+            m.refs = n.refs;
+            m.nullable |= n.nullable;
+            return m;
+        }
         let mut nullable = false;
         let mut types = match map.get("type") {
             Some(Value::String(t)) => Some(BTreeSet::from([t.clone()])),
@@ -288,7 +313,11 @@ pub(crate) struct Bounds {
 }
 
 impl Bounds {
-    fn numeric(m: &Map<String, Value>) -> Self {
+    /// Numeric bounds of a node; for integer-only nodes, exclusive and fractional
+    /// bounds become the equivalent inclusive integers (`exclusiveMinimum: 0` is
+    /// `minimum: 1`).
+    fn numeric(node: &Node<'_>) -> Self {
+        let m = &node.map;
         let num = |k: &str| m.get(k).and_then(Value::as_f64);
         let mut lo = num("minimum").map(|v| (v, false));
         if let Some(x) = num("exclusiveMinimum")
@@ -301,6 +330,14 @@ impl Bounds {
             && hi.is_none_or(|(v, _)| x <= v)
         {
             hi = Some((x, true));
+        }
+        let integer = node
+            .types
+            .as_ref()
+            .is_some_and(|t| t.len() == 1 && t.contains("integer"));
+        if integer {
+            lo = lo.map(|(v, x)| (if x { v.floor() + 1.0 } else { v.ceil() }, false));
+            hi = hi.map(|(v, x)| (if x { v.ceil() - 1.0 } else { v.floor() }, false));
         }
         Self { lo, hi }
     }
@@ -799,8 +836,8 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
                 (None, None) => {}
             }
         }
-        let ob = Bounds::numeric(&o.map);
-        let nb = Bounds::numeric(&n.map);
+        let ob = Bounds::numeric(o);
+        let nb = Bounds::numeric(n);
         if ob != nb {
             let widened = !ob.contains(&nb);
             let narrowed = !nb.contains(&ob);
@@ -816,7 +853,7 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
             let desc = format!("range {} → {}", f(&ob), f(&nb));
             if widened && width != 1 {
                 let sev = if self.is_writer() {
-                    c.filter(|c| Bounds::numeric(&c.map).contains(&nb))
+                    c.filter(|c| Bounds::numeric(c).contains(&nb))
                         .map(|_| Severity::Info)
                 } else {
                     None
@@ -825,7 +862,7 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
             }
             if narrowed && width != -1 {
                 let sev = if !self.is_writer() {
-                    c.filter(|c| nb.contains(&Bounds::numeric(&c.map)))
+                    c.filter(|c| nb.contains(&Bounds::numeric(c)))
                         .map(|_| Severity::Info)
                 } else {
                     None
