@@ -70,7 +70,8 @@ pub(crate) enum SchemaCommand {
     ReportSchema,
     /// Validate JSON or JSON-lines files of messages, events or HTTP bodies.
     Validate {
-        /// Files to validate (JSON lines, one JSON document, or a JSON array).
+        /// Files to validate (JSON lines, one JSON document, or a JSON array); `-` reads
+        /// standard input.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Schema version folder name under `--schema-dir` (default: the current major).
@@ -357,8 +358,14 @@ fn validate(
     let mut total = runwire_schema::validate::Stats::default();
     let mut out = std::io::stdout().lock();
     for f in files {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let text = if f.as_os_str() == "-" {
+            let mut t = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+                .context("reading standard input")?;
+            t
+        } else {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        };
         let stats = validators.validate_text(&text, kind.as_deref(), |fail| {
             let _ = writeln!(
                 out,

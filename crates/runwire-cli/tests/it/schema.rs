@@ -459,6 +459,23 @@ fn validate_reports_file_line_pointer_and_exit_code() {
         out.contains(&format!("{}:2: event /seq:", bad.display())),
         "{out}"
     );
+    // Standard input.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runwire"))
+        .args(["schema", "validate", "--schema-dir", sd, "-"])
+        .current_dir(tmp.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "{}\n{}", ev(1), ev(0)).expect("write");
+    }
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).contains("-:2: event /seq:"), "{}", stdout(&o));
     let o = runwire(
         &[
             "validate",
