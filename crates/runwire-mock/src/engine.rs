@@ -759,6 +759,17 @@ async fn on_message(
     for s in subs {
         let run = s.run_id.as_str().to_owned();
         let epoch = s.epoch.as_ref().map(|e| e.as_str().to_owned());
+        if script.hello.not_subscribed.contains(&run) {
+            sh.violate(
+                Some(k),
+                reqs::SUBSCRIBE,
+                "subscribe",
+                format!(
+                    "the client asked for run {run}, which it must leave out (its subscription \
+                     failed with retryable: false)"
+                ),
+            );
+        }
         if s.after_seq.unwrap_or(0) > 0 && epoch.is_none() {
             sh.violate(
                 Some(k),

@@ -334,6 +334,10 @@ pub struct HelloExpect {
     /// are the same.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cursors: Vec<CursorExpect>,
+    /// Runs the client must not ask for on this connection (in `hello` or `subscribe`),
+    /// e.g. a run whose subscription failed with `retryable: false` (`RW-RECONNECT-8`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_subscribed: Vec<String>,
 }
 
 /// An expected subscription cursor.
@@ -823,6 +827,10 @@ pub struct DeliveredExpect {
     /// Seqs the client may deliver or skip (e.g. unknown event types).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub optional: Vec<u64>,
+    /// The requirement every violation of this run's timeline names, instead of the
+    /// built-in one per kind (e.g. `RW-SUB-6` for a run that must see no event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirement: Option<String>,
 }
 
 /// An item of a delivered timeline.

@@ -338,7 +338,13 @@ impl Judge<'_> {
         for d in self.fixture.expect.delivered.clone() {
             let actual = by_run.remove(&d.run).unwrap_or_default();
             let expected = self.expected_segments(&d.run, &d.timeline, &d.optional);
+            let before = self.out.len();
             self.judge_run(&d.run, &expected, &actual);
+            if let Some(r) = &d.requirement {
+                for v in &mut self.out[before..] {
+                    v.requirement.clone_from(r);
+                }
+            }
         }
     }
 

@@ -339,6 +339,9 @@ fn check_connection(f: &Fixture, ci: usize, c: &crate::fixture::Connection) -> R
         declared_run(f, &format!("{cp}/run"), &cur.run)?;
         check_requirement(&format!("{cp}/requirement"), &cur.requirement)?;
     }
+    for (i, r) in c.hello.not_subscribed.iter().enumerate() {
+        declared_run(f, &format!("{p}/hello/not_subscribed/{i}"), r)?;
+    }
     for (i, v) in c.hello.versions_include.iter().enumerate() {
         if parse_version(v).is_none() {
             return fail(
@@ -494,6 +497,7 @@ fn check_expect(f: &Fixture) -> Result<(), Failure> {
     for (i, d) in e.delivered.iter().enumerate() {
         let p = format!("/expect/delivered/{i}");
         declared_run(f, &format!("{p}/run"), &d.run)?;
+        check_requirement(&format!("{p}/requirement"), &d.requirement)?;
         for (ti, item) in d.timeline.iter().enumerate() {
             let tp = format!("{p}/timeline/{ti}");
             match item {

@@ -60,6 +60,10 @@ pub(crate) struct Bugs {
     pub(crate) wrong_close_code: bool,
     /// Report no connection state changes.
     pub(crate) silent_states: bool,
+    /// Resubscribe runs whose subscription failed with `retryable: false`.
+    pub(crate) retry_failed_subscriptions: bool,
+    /// Deliver events of runs it did not subscribe to.
+    pub(crate) deliver_foreign_runs: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -318,7 +322,7 @@ impl Client {
         let subs: Vec<Value> = self
             .runs
             .iter()
-            .filter(|r| !r.terminal && !r.failed)
+            .filter(|r| !r.terminal && (!r.failed || self.bugs.retry_failed_subscriptions))
             .map(|r| self.cursor(r))
             .collect();
         for r in &mut self.runs {
@@ -607,7 +611,12 @@ impl Client {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
-        let idx = self.runs.iter().position(|r| r.id == run)?;
+        let Some(idx) = self.runs.iter().position(|r| r.id == run) else {
+            if self.bugs.deliver_foreign_runs {
+                self.line(json!({"kind": "event", "event": ev}));
+            }
+            return None;
+        };
         if !self.runs[idx].open {
             return None;
         }
