@@ -2,7 +2,8 @@
 //!
 //! Run everything with `bench/server/run.sh` (it installs the Node and Python
 //! comparison servers' dependencies), or one scenario with
-//! `cargo bench -p runwire-server --bench server -- fanout|latency|ingest|resume|memory`.
+//! `cargo bench -p runwire-server --bench server -- fanout|latency|ingest|resume|memory`
+//! (`RUNWIRE_BENCH_KINDS=runwire,bare` limits the fanout to some servers).
 //!
 //! Every server under test runs in its own child process (this binary re-executed
 //! with `child ...`, or node/python); the load generator (WebSocket subscribers and
@@ -249,7 +250,7 @@ async fn ws_connect(url: &str) -> Ws {
 
 /// Counts events in a frame without parsing it: every event carries one `"seq":`.
 fn count_events(t: &str) -> u64 {
-    t.matches("\"seq\":").count() as u64
+    memchr::memmem::find_iter(t.as_bytes(), b"\"seq\":").count() as u64
 }
 
 async fn runwire_subscribe(ws: &mut Ws, run: &str, after: Option<u64>) {
@@ -419,6 +420,7 @@ async fn fanout() {
     for (subs, n) in [(100usize, 10_000u64), (1000, 2_000)] {
         println!("\n{subs} subscribers x {n} events");
         let mut results = Vec::new();
+        let only = std::env::var("RUNWIRE_BENCH_KINDS").unwrap_or_default();
         for kind in [
             "runwire",
             "runwire-sqlite",
@@ -427,6 +429,9 @@ async fn fanout() {
             "node",
             "python",
         ] {
+            if !only.is_empty() && !only.split(',').any(|k| k == kind) {
+                continue;
+            }
             let mut best: Option<f64> = None;
             for _ in 0..3 {
                 if let Some(r) = fanout_once(kind, subs, n).await {

@@ -41,8 +41,8 @@ struct Conn {
     /// Token bucket for the client message rate (`RW-LIMIT-4`).
     tokens: f64,
     refilled: Instant,
-    /// The outstanding server ping and its pong deadline.
-    ping: Option<(String, tokio::time::Instant)>,
+    /// Unanswered server pings, oldest first, with their pong deadlines.
+    pings: std::collections::VecDeque<(String, tokio::time::Instant)>,
     ping_counter: u64,
 }
 
@@ -78,7 +78,7 @@ pub(crate) async fn serve_connection(
         reports: reports_tx,
         tokens: f64::from(cfg.max_messages_per_second),
         refilled: Instant::now(),
-        ping: None,
+        pings: std::collections::VecDeque::new(),
         ping_counter: 0,
     };
     let mut shutdown = state.shutdown.clone();
@@ -128,16 +128,18 @@ pub(crate) async fn serve_connection(
                 ));
             }
             _ = heartbeat.tick(), if conn.principal.is_some() => {
-                if conn.ping.is_none() {
-                    conn.ping_counter += 1;
-                    let id = format!("s{}", conn.ping_counter);
-                    let deadline = tokio::time::Instant::now() + ms(cfg.pong_timeout_ms);
+                // Every interval, whether or not earlier pings are answered
+                // (`RW-HEART-1`); each has its own pong deadline (`RW-HEART-3`).
+                conn.ping_counter += 1;
+                let id = format!("s{}", conn.ping_counter);
+                let deadline = tokio::time::Instant::now() + ms(cfg.pong_timeout_ms);
+                if conn.pings.is_empty() {
                     pong_deadline.as_mut().reset(deadline);
-                    conn.send(&ServerMessage::Ping(Ping { id: id.clone() }));
-                    conn.ping = Some((id, deadline));
                 }
+                conn.send(&ServerMessage::Ping(Ping { id: id.clone() }));
+                conn.pings.push_back((id, deadline));
             }
-            () = &mut pong_deadline, if conn.ping.is_some() => {
+            () = &mut pong_deadline, if !conn.pings.is_empty() => {
                 Metrics::inc(&metrics.pong_timeouts);
                 conn.out.close(ErrorFrame::new(
                     ErrorCode::PongTimeout,
@@ -179,14 +181,16 @@ pub(crate) async fn serve_connection(
                         }
                     }
                 }
-                if !had_principal
-                    && let Some(p) = &conn.principal
-                    && let Some(left) = p.ms_until_expiry()
-                {
-                    expiry.as_mut().reset(tokio::time::Instant::now() + ms(left));
+                if !had_principal && let Some(p) = &conn.principal {
+                    // The heartbeat runs from `welcome` (`RW-HEART-1`).
+                    heartbeat.reset();
+                    if let Some(left) = p.ms_until_expiry() {
+                        expiry.as_mut().reset(tokio::time::Instant::now() + ms(left));
+                    }
                 }
-                if conn.ping.is_none() {
-                    pong_deadline.as_mut().reset(far);
+                match conn.pings.front() {
+                    Some((_, d)) => pong_deadline.as_mut().reset(*d),
+                    None => pong_deadline.as_mut().reset(far),
                 }
             }
         }
@@ -357,8 +361,9 @@ impl Conn {
                 self.send(&ServerMessage::Pong(Pong { id: p.id }));
             }
             ClientMessage::Pong(p) => {
-                if self.ping.as_ref().is_some_and(|(id, _)| *id == p.id) {
-                    self.ping = None;
+                // A pong answers its ping and every older one.
+                if let Some(i) = self.pings.iter().position(|(id, _)| *id == p.id) {
+                    self.pings.drain(..=i);
                 }
             }
             other => self.protocol_error(ErrorFrame::new(

@@ -154,3 +154,41 @@ async fn rw_conn_10_new_connection_starts_without_subscriptions() {
         "no events without a subscription"
     );
 }
+
+#[tokio::test]
+async fn rw_heart_1_pings_continue_while_earlier_pings_are_unanswered() {
+    let mut c = config();
+    c.heartbeat_interval_ms = 40;
+    c.pong_timeout_ms = 400;
+    let s = start(c).await;
+    let mut cl = Client::connect(&s).await;
+    cl.hello(json!([])).await;
+    let mut pings = Vec::new();
+    let e = loop {
+        match cl.recv().await {
+            Frame::Msg(ServerMessage::Ping(p)) => pings.push(p.id),
+            Frame::Msg(ServerMessage::Error(e)) => break e,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(e.code.as_str(), "pong_timeout");
+    assert!(pings.len() >= 3, "pings every interval, got {pings:?}");
+    // Answering the latest ping would have answered all earlier ones.
+    let mut c = config();
+    c.heartbeat_interval_ms = 40;
+    c.pong_timeout_ms = 400;
+    let s = start(c).await;
+    let mut cl = Client::connect(&s).await;
+    cl.hello(json!([])).await;
+    let mut seen = 0;
+    while seen < 15 {
+        if let Frame::Msg(ServerMessage::Ping(p)) = cl.recv().await {
+            seen += 1;
+            if seen % 3 == 0 {
+                cl.send(json!({"type": "pong", "id": p.id})).await;
+            }
+        } else {
+            panic!("only pings expected");
+        }
+    }
+}
