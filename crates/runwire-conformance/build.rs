@@ -13,8 +13,15 @@ fn collect(root: &Path, dir: &Path, ext: &str, out: &mut Vec<(String, String)>) 
         if p.is_dir() {
             collect(root, &p, ext, out);
         } else if p.extension().is_some_and(|x| x == ext) {
-            let rel = p.strip_prefix(root).unwrap_or(&p).to_string_lossy().replace('\\', "/");
-            out.push((rel, p.canonicalize().unwrap_or(p).to_string_lossy().into_owned()));
+            let rel = p
+                .strip_prefix(root)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .replace('\\', "/");
+            out.push((
+                rel,
+                p.canonicalize().unwrap_or(p).to_string_lossy().into_owned(),
+            ));
         }
     }
 }
@@ -25,8 +32,14 @@ fn main() {
     let features = repo.join("features");
     let fixtures = repo.join("fixtures/client");
     println!("cargo:rerun-if-changed={}", features.display());
-    println!("cargo:rerun-if-changed={}", features.join("server").display());
-    println!("cargo:rerun-if-changed={}", features.join("client").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        features.join("server").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        features.join("client").display()
+    );
     println!("cargo:rerun-if-changed={}", fixtures.display());
     let mut feats = Vec::new();
     collect(&features, &features, "feature", &mut feats);

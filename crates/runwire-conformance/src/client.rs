@@ -29,6 +29,8 @@ pub struct ClientTarget {
     pub args: Vec<OsString>,
     /// Extra environment (e.g. fault selection of a test adapter).
     pub env: Vec<(String, String)>,
+    /// A fault injected between the mock and the adapter (the kit's self-test).
+    pub fault: Option<crate::faults::ClientFault>,
     /// How the target is described in reports.
     pub description: String,
 }
@@ -84,7 +86,9 @@ impl WorldFactory for ClientFactory {
     }
 
     fn is_defined(&self, text: &str) -> bool {
-        STEP_PATTERNS.iter().any(|p| pattern::matches(p, text).is_some())
+        STEP_PATTERNS
+            .iter()
+            .any(|p| pattern::matches(p, text).is_some())
     }
 }
 
@@ -148,8 +152,29 @@ impl ClientWorld {
         let mut mock = Mock::start(fixture, opts)
             .await
             .map_err(|e| StepFail::msg(format!("the mock could not start: {e}")))?;
-        self.rec.note("mock", format!("fixture {id} at {}", mock.url()));
-        if self.target.env.is_empty() {
+        self.rec
+            .note("mock", format!("fixture {id} at {}", mock.url()));
+        let mut filter = None;
+        let mut _faulty = None;
+        if let Some(fault) = self.target.fault {
+            let mut fc = crate::faults::FaultyClient::start(mock.addr(), fault)
+                .await
+                .map_err(|e| StepFail::msg(e.to_string()))?;
+            let sink = mock
+                .attach_app()
+                .map_err(|e| StepFail::msg(e.to_string()))?;
+            let mut env = mock.adapter_env();
+            env.extend(self.target.env.iter().cloned());
+            filter = Some(
+                fc.spawn(&self.target.program, &self.target.args, env, sink)
+                    .map_err(|e| StepFail::msg(e.to_string()))?,
+            );
+            self.rec.note(
+                "mock",
+                format!("fault {fault:?} injected through {}", fc.url()),
+            );
+            _faulty = Some(fc);
+        } else if self.target.env.is_empty() {
             mock.spawn_adapter(self.target.program.clone(), &self.target.args)
                 .map_err(|e| StepFail::msg(e.to_string()))?;
         } else {
@@ -165,6 +190,9 @@ impl ClientWorld {
                 .map_err(|e| StepFail::msg(e.to_string()))?;
         }
         let report = mock.finish().await;
+        if let Some(f) = filter {
+            f.abort();
+        }
         self.rec
             .extend(report.transcript.entries.iter().map(to_wire).collect());
         self.last = Some(report);
@@ -179,7 +207,10 @@ impl ClientWorld {
             Outcome::Pass => Ok(()),
             Outcome::NotImplemented => Err(StepFail::not_implemented(format!(
                 "the adapter does not implement {}",
-                r.verdict.unimplemented.as_deref().unwrap_or("a feature this fixture needs")
+                r.verdict
+                    .unimplemented
+                    .as_deref()
+                    .unwrap_or("a feature this fixture needs")
             ))),
             _ => {
                 let v = r.verdict.violations.first();
@@ -210,7 +241,12 @@ impl ClientWorld {
 }
 
 impl World for ClientWorld {
-    fn step<'a>(&'a mut self, _kw: &'a str, text: &'a str, _doc: Option<&'a str>) -> BoxFut<'a, StepResultT> {
+    fn step<'a>(
+        &'a mut self,
+        _kw: &'a str,
+        text: &'a str,
+        _doc: Option<&'a str>,
+    ) -> BoxFut<'a, StepResultT> {
         Box::pin(async move {
             if let Some(a) = pattern::matches(STEP_PATTERNS[0], text) {
                 return self.play(&a[0]).await;

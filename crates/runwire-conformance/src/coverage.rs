@@ -108,12 +108,7 @@ pub fn render(rows: &[Row], verbose: bool) -> String {
     );
     for r in rows {
         let n = |x: Suite| r.scenarios.get(&x).map_or(0, Vec::len);
-        let ids: Vec<&str> = r
-            .scenarios
-            .values()
-            .flatten()
-            .map(String::as_str)
-            .collect();
+        let ids: Vec<&str> = r.scenarios.values().flatten().map(String::as_str).collect();
         let shown = if verbose || ids.len() <= 2 {
             ids.join(" ")
         } else {
@@ -132,7 +127,10 @@ pub fn render(rows: &[Row], verbose: bool) -> String {
     }
     let total = rows.len();
     let covered = rows.iter().filter(|r| r.covered()).count();
-    let must: Vec<&Row> = rows.iter().filter(|r| r.requirement.level == "MUST").collect();
+    let must: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.requirement.level == "MUST")
+        .collect();
     let must_cov = must.iter().filter(|r| r.covered()).count();
     let _ = writeln!(
         s,

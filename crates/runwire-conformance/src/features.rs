@@ -225,7 +225,11 @@ mod tests {
 
     #[test]
     fn tag_expressions() {
-        let tags = vec!["must".to_owned(), "RW-SUB-3".to_owned(), "subscribe".to_owned()];
+        let tags = vec![
+            "must".to_owned(),
+            "RW-SUB-3".to_owned(),
+            "subscribe".to_owned(),
+        ];
         assert!(TagFilter::parse("@must").unwrap().matches(&tags));
         assert!(!TagFilter::parse("@should").unwrap().matches(&tags));
         assert!(

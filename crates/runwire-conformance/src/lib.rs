@@ -39,6 +39,7 @@
 pub mod client;
 pub mod coverage;
 pub mod expect;
+pub mod faults;
 pub mod features;
 mod http;
 pub mod model;

@@ -312,15 +312,18 @@ impl RunReport {
         for r in &self.results {
             c.add(r);
         }
-        self.passed = !self.results.iter().any(|r| Self::is_failing(r, self.strict));
+        self.passed = !self
+            .results
+            .iter()
+            .any(|r| Self::is_failing(r, self.strict));
         self.counts = c;
     }
 }
 
 /// The JSON Schema of [`RunReport`] (`schema/tools/conformance-report.schema.json`).
 pub fn report_schema() -> serde_json::Value {
-    let mut schema = serde_json::to_value(schemars::schema_for!(RunReport))
-        .unwrap_or(serde_json::Value::Null);
+    let mut schema =
+        serde_json::to_value(schemars::schema_for!(RunReport)).unwrap_or(serde_json::Value::Null);
     if let serde_json::Value::Object(obj) = &mut schema {
         obj.insert(
             "$id".into(),

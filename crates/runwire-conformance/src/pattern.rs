@@ -84,8 +84,10 @@ mod tests {
             ),
             Some(vec!["a".into(), "A".into(), "3".into()])
         );
-        assert_eq!(matches("client {s} sends {rest}", "client \"a\" sends {\"x\":1}"),
-            Some(vec!["a".into(), "{\"x\":1}".into()]));
+        assert_eq!(
+            matches("client {s} sends {rest}", "client \"a\" sends {\"x\":1}"),
+            Some(vec!["a".into(), "{\"x\":1}".into()])
+        );
         assert_eq!(matches("x {n}", "x y"), None);
         assert_eq!(matches("a {w} c", "a b c"), Some(vec!["b".into()]));
         assert_eq!(matches("exact", "exact"), Some(vec![]));

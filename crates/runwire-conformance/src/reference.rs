@@ -21,9 +21,13 @@ pub const REFERENCE_LIMITED_TOKEN: &str = "rwc-reference-limited-token";
 
 /// The configuration the kit runs the reference server with: every timer short so
 /// the suite is fast, limits small enough to exceed in a test.
+#[allow(clippy::field_reassign_with_default)] // reads better as one setting a line
 pub fn reference_config(time_scale: f64) -> ServerConfig {
     let t = |ms: u64| ((ms as f64) * time_scale).ceil() as u64;
-    let mut c = ServerConfig::default();
+    let mut c = ServerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..ServerConfig::default()
+    };
     c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     c.hello_timeout_ms = t(300);
     c.heartbeat_interval_ms = t(300);

@@ -12,9 +12,7 @@ use std::{
 use futures_util::{FutureExt, StreamExt, stream};
 use tokio::time::Instant;
 
-use crate::model::{
-    Grade, ScenarioDef, ScenarioResult, StepResult, StepStatus, WireEntry,
-};
+use crate::model::{Grade, ScenarioDef, ScenarioResult, StepResult, StepStatus, WireEntry};
 
 /// Records a scenario's wire transcript.
 #[derive(Clone)]
@@ -144,8 +142,12 @@ pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A scenario's world: executes steps one at a time.
 pub trait World: Send {
     /// Executes one step.
-    fn step<'a>(&'a mut self, keyword: &'a str, text: &'a str, doc: Option<&'a str>)
-    -> BoxFut<'a, StepResultT>;
+    fn step<'a>(
+        &'a mut self,
+        keyword: &'a str,
+        text: &'a str,
+        doc: Option<&'a str>,
+    ) -> BoxFut<'a, StepResultT>;
     /// Checks invariants observed in the background (called after the last step and
     /// after every `Then`); returns the first violation.
     fn check<'a>(&'a mut self) -> BoxFut<'a, StepResultT>;
@@ -238,11 +240,9 @@ pub async fn run_one(
                 "internal error: the step definition panicked (a bug in the kit)",
             )),
             Ok(Ok(r)) => match r {
-                Ok(()) if is_then => {
-                    tokio::time::timeout_at(deadline, world.check())
-                        .await
-                        .unwrap_or(Ok(()))
-                }
+                Ok(()) if is_then => tokio::time::timeout_at(deadline, world.check())
+                    .await
+                    .unwrap_or(Ok(())),
                 other => other,
             },
             Err(_) => Err(StepFail::msg(format!(
@@ -259,8 +259,23 @@ pub async fn run_one(
                 message: None,
                 duration_ms,
             }),
-            Err(f) => {
+            Err(mut f) => {
                 failed = true;
+                // A protocol violation seen on the wire explains a failed wait better
+                // than the wait itself ("gap in run A" rather than "29 of 30 arrived").
+                if !f.not_implemented
+                    && let Ok(Err(v)) =
+                        tokio::time::timeout(Duration::from_secs(1), world.check()).await
+                {
+                    let then = match &f.requirement {
+                        Some(r) => format!("{r}: {}", f.message),
+                        None => f.message.clone(),
+                    };
+                    f = StepFail::req(
+                        v.requirement.unwrap_or_else(|| first_req(sc)),
+                        format!("{}; then: {then}", v.message),
+                    );
+                }
                 let req = f.requirement.clone().unwrap_or_else(|| first_req(sc));
                 let msg = if f.not_implemented {
                     grade = Grade::NotImplemented;
@@ -292,14 +307,12 @@ pub async fn run_one(
             }
         }
     }
-    if !failed {
-        if let Ok(Err(f)) = tokio::time::timeout_at(deadline, world.check()).await {
-            grade = Grade::Fail;
-            let req = f.requirement.clone().unwrap_or_else(|| first_req(sc));
-            let msg = format!("{req} ({}) violated: {}", sc.level.as_str(), f.message);
-            rec.note("runner", &msg);
-            message = Some(msg);
-        }
+    if !failed && let Ok(Err(f)) = tokio::time::timeout_at(deadline, world.check()).await {
+        grade = Grade::Fail;
+        let req = f.requirement.clone().unwrap_or_else(|| first_req(sc));
+        let msg = format!("{req} ({}) violated: {}", sc.level.as_str(), f.message);
+        rec.note("runner", &msg);
+        message = Some(msg);
     }
     let _ = tokio::time::timeout(Duration::from_secs(3), world.teardown()).await;
     ScenarioResult {
@@ -331,8 +344,12 @@ pub async fn run_all(
 ) -> Vec<ScenarioResult> {
     let global_deadline = Instant::now() + opts.global_timeout;
     let mut results: Vec<Option<ScenarioResult>> = vec![None; scenarios.len()];
-    let parallel: Vec<usize> = (0..scenarios.len()).filter(|i| !scenarios[*i].serial).collect();
-    let serial: Vec<usize> = (0..scenarios.len()).filter(|i| scenarios[*i].serial).collect();
+    let parallel: Vec<usize> = (0..scenarios.len())
+        .filter(|i| !scenarios[*i].serial)
+        .collect();
+    let serial: Vec<usize> = (0..scenarios.len())
+        .filter(|i| scenarios[*i].serial)
+        .collect();
     {
         let mut s = stream::iter(parallel.into_iter().map(|i| {
             let f = Arc::clone(&factory);

@@ -314,6 +314,7 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
                         program,
                         args,
                         env: Vec::new(),
+                        fault: None,
                     }),
                 }
             }
@@ -339,6 +340,7 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
                         program: exe.into_os_string(),
                         args: vec!["client-adapter".into()],
                         env: Vec::new(),
+                        fault: None,
                     });
                 }
                 plan

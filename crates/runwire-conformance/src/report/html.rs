@@ -172,7 +172,12 @@ pub fn html(report: &RunReport) -> String {
         let _ = write!(
             s,
             "<div class=\"tags\">tags: {} · seed {}</div><ol class=\"steps\">",
-            esc(&r.tags.iter().map(|t| format!("@{t}")).collect::<Vec<_>>().join(" ")),
+            esc(&r
+                .tags
+                .iter()
+                .map(|t| format!("@{t}"))
+                .collect::<Vec<_>>()
+                .join(" ")),
             r.seed
         );
         for st in &r.steps {

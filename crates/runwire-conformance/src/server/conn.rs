@@ -151,14 +151,23 @@ impl Conn {
                     .await
                     .map_err(tokio_tungstenite::tungstenite::Error::Io)?;
                 let _ = stream.set_nodelay(true);
-                tokio_tungstenite::client_async_with_config(req, MaybeTlsStream::Plain(stream), Some(cfg))
-                    .await
+                tokio_tungstenite::client_async_with_config(
+                    req,
+                    MaybeTlsStream::Plain(stream),
+                    Some(cfg),
+                )
+                .await
             } else {
                 tokio_tungstenite::connect_async_with_config(req, Some(cfg), true).await
             }
         })
         .await
-        .map_err(|_| format!("the WebSocket upgrade did not complete within {} ms", limit.as_millis()))?
+        .map_err(|_| {
+            format!(
+                "the WebSocket upgrade did not complete within {} ms",
+                limit.as_millis()
+            )
+        })?
         .map_err(|e| format!("the WebSocket upgrade failed: {e}"))?;
         rec.note(name, format!("connected to {url}"));
         let (sink, stream) = ws.split();
@@ -220,8 +229,10 @@ impl Conn {
 
     /// Sends a binary frame.
     pub(crate) async fn send_binary(&mut self, bytes: Vec<u8>) -> Result<(), String> {
-        self.rec
-            .out(&self.name, &format!("<binary frame, {} bytes>", bytes.len()));
+        self.rec.out(
+            &self.name,
+            &format!("<binary frame, {} bytes>", bytes.len()),
+        );
         self.sink
             .lock()
             .await
@@ -275,10 +286,8 @@ impl Conn {
     }
 
     fn violate(&mut self, requirement: &'static str, message: String) {
-        self.rec.note(
-            &self.name,
-            format!("VIOLATION {requirement}: {message}"),
-        );
+        self.rec
+            .note(&self.name, format!("VIOLATION {requirement}: {message}"));
         self.violations.push(Violation {
             requirement,
             message,
@@ -312,7 +321,10 @@ impl Conn {
                     _ => {
                         self.violate(
                             "RW-CONV-1",
-                            format!("the server sent a text frame that is not one JSON object: {}", clip(&text)),
+                            format!(
+                                "the server sent a text frame that is not one JSON object: {}",
+                                clip(&text)
+                            ),
                         );
                         return;
                     }
@@ -322,16 +334,25 @@ impl Conn {
                 {
                     self.violate(
                         "RW-COMPAT-5",
-                        format!("the server sent a frame that is not valid under the v1 schema: {e}"),
+                        format!(
+                            "the server sent a frame that is not valid under the v1 schema: {e}"
+                        ),
                     );
                 }
                 if let Some(dup) = duplicate_member(&text) {
                     self.violate(
                         "RW-CONV-3",
-                        format!("the server sent an object with two members named {dup:?}: {}", clip(&text)),
+                        format!(
+                            "the server sent an object with two members named {dup:?}: {}",
+                            clip(&text)
+                        ),
                     );
                 }
-                let ty = v.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
+                let ty = v
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
                 if self.pending_close_code.is_some() {
                     self.violate(
                         "RW-ERROR-3",
@@ -349,7 +370,10 @@ impl Conn {
                     "ping" => {
                         let id = v.get("id").and_then(Value::as_str).unwrap_or("");
                         if id.is_empty() || id.chars().count() > 64 {
-                            self.violate("RW-HEART-2", format!("a ping id must be 1-64 characters: {}", clip(&text)));
+                            self.violate(
+                                "RW-HEART-2",
+                                format!("a ping id must be 1-64 characters: {}", clip(&text)),
+                            );
                         }
                         self.pings.push(at);
                     }
@@ -363,7 +387,10 @@ impl Conn {
                         self.subs.insert(run.clone(), after + 1);
                         self.cursors.insert(
                             run,
-                            (v.get("epoch").and_then(Value::as_str).map(str::to_owned), after),
+                            (
+                                v.get("epoch").and_then(Value::as_str).map(str::to_owned),
+                                after,
+                            ),
                         );
                         self.controls.push_back(v);
                     }
@@ -376,7 +403,10 @@ impl Conn {
                         self.subs.insert(run.clone(), as_of + 1);
                         self.cursors.insert(
                             run.clone(),
-                            (v.get("epoch").and_then(Value::as_str).map(str::to_owned), as_of),
+                            (
+                                v.get("epoch").and_then(Value::as_str).map(str::to_owned),
+                                as_of,
+                            ),
                         );
                         self.events.remove(&run);
                         self.controls.push_back(v);
@@ -396,10 +426,15 @@ impl Conn {
                             .and_then(Value::as_array)
                             .cloned()
                             .unwrap_or_default();
-                        if evs.is_empty() || evs.len() > runwire_protocol::defaults::BATCH_MAX_EVENTS {
+                        if evs.is_empty()
+                            || evs.len() > runwire_protocol::defaults::BATCH_MAX_EVENTS
+                        {
                             self.violate(
                                 "RW-BATCH-2",
-                                format!("a batch frame holds {} events (allowed 1 to 500)", evs.len()),
+                                format!(
+                                    "a batch frame holds {} events (allowed 1 to 500)",
+                                    evs.len()
+                                ),
                             );
                         }
                         self.batches.push(evs.len());
@@ -433,7 +468,9 @@ impl Conn {
                 {
                     self.violate(
                         "RW-CLOSE-4",
-                        format!("the server sent the close code {c}, which must never go on the wire"),
+                        format!(
+                            "the server sent the close code {c}, which must never go on the wire"
+                        ),
                     );
                 }
                 if !self.client_closing {
@@ -496,7 +533,10 @@ impl Conn {
             c.1 = c.1.max(seq);
         }
         self.arrivals.push((run.clone(), seq, at));
-        self.delivered.entry(run.clone()).or_default().push(ev.clone());
+        self.delivered
+            .entry(run.clone())
+            .or_default()
+            .push(ev.clone());
         self.events.entry(run).or_default().push_back(ev);
     }
 
@@ -591,13 +631,27 @@ pub(crate) fn duplicate_member(text: &str) -> Option<String> {
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("any JSON value")
         }
-        fn visit_bool<E>(self, _: bool) -> Result<(), E> { Ok(()) }
-        fn visit_i64<E>(self, _: i64) -> Result<(), E> { Ok(()) }
-        fn visit_u64<E>(self, _: u64) -> Result<(), E> { Ok(()) }
-        fn visit_f64<E>(self, _: f64) -> Result<(), E> { Ok(()) }
-        fn visit_str<E>(self, _: &str) -> Result<(), E> { Ok(()) }
-        fn visit_unit<E>(self) -> Result<(), E> { Ok(()) }
-        fn visit_none<E>(self) -> Result<(), E> { Ok(()) }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_none<E>(self) -> Result<(), E> {
+            Ok(())
+        }
         fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
             while a.next_element_seed(Seed(self.0))?.is_some() {}
             Ok(())
@@ -647,10 +701,8 @@ async fn reader(
     rec: Recorder,
 ) {
     loop {
-        if *pause.borrow() {
-            if pause.wait_for(|p| !*p).await.is_err() {
-                return;
-            }
+        if *pause.borrow() && pause.wait_for(|p| !*p).await.is_err() {
+            return;
         }
         let msg = tokio::select! {
             m = stream.next() => m,
@@ -665,8 +717,9 @@ async fn reader(
                     && let Ok(v) = serde_json::from_str::<Value>(&text)
                     && v.get("type").and_then(Value::as_str) == Some("ping")
                 {
-                    let pong = json!({"type": "pong", "id": v.get("id").cloned().unwrap_or(Value::Null)})
-                        .to_string();
+                    let pong =
+                        json!({"type": "pong", "id": v.get("id").cloned().unwrap_or(Value::Null)})
+                            .to_string();
                     rec.out(&name, &pong);
                     let _ = sink.lock().await.send(Message::text(pong)).await;
                 }

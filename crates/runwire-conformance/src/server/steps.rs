@@ -483,7 +483,8 @@ impl ServerWorld {
             .as_ref()
             .map(|b| clip(&String::from_utf8_lossy(b)))
             .unwrap_or_default();
-        self.rec.out("producer", &format!("{method} {path} {shown}"));
+        self.rec
+            .out("producer", &format!("{method} {path} {shown}"));
         let a = request(
             &self.target.ingest_url,
             method,
@@ -555,7 +556,13 @@ impl ServerWorld {
         self.target.token.clone()
     }
 
-    async fn hello(&mut self, name: &str, versions: Vec<String>, token: Option<String>, subs: Vec<Value>) -> R<()> {
+    async fn hello(
+        &mut self,
+        name: &str,
+        versions: Vec<String>,
+        token: Option<String>,
+        subs: Vec<Value>,
+    ) -> R<()> {
         let h = Conn::hello(&versions, token.as_deref(), subs);
         self.client(name)?.send(&h).await.map_err(StepFail::msg)
     }
@@ -654,7 +661,10 @@ impl ServerWorld {
                 let (n, size) = (num(&s(0)), num(&s(1)) as usize);
                 let base = self.run(&s(2)).head;
                 for chunk in (1..=n).collect::<Vec<_>>().chunks(10) {
-                    let evs = chunk.iter().map(|i| progress_event(base + i, size)).collect();
+                    let evs = chunk
+                        .iter()
+                        .map(|i| progress_event(base + i, size))
+                        .collect();
                     self.append(&s(2), evs, self.token()).await?;
                 }
             }
@@ -687,7 +697,12 @@ impl ServerWorld {
                 let id = self.run_id(&s(3));
                 let body = serde_json::to_vec(&json!({ "events": [ev] })).unwrap_or_default();
                 let a = self
-                    .http("POST", &format!("/v1/runs/{id}/events"), self.token(), Some(body))
+                    .http(
+                        "POST",
+                        &format!("/v1/runs/{id}/events"),
+                        self.token(),
+                        Some(body),
+                    )
                     .await?;
                 if a.status == 200 {
                     let v = a.json();
@@ -733,7 +748,10 @@ impl ServerWorld {
                         out
                     }));
                 }
-                self.rec.note("producer", format!("{p} producers append {n} events each to {id}"));
+                self.rec.note(
+                    "producer",
+                    format!("{p} producers append {n} events each to {id}"),
+                );
                 let mut seqs = Vec::new();
                 for t in tasks {
                     for r in t.await.unwrap_or_default() {
@@ -756,7 +774,11 @@ impl ServerWorld {
                 if seqs != want {
                     return Err(StepFail::req(
                         "RW-INGEST-2",
-                        format!("concurrent appends were assigned seqs {seqs:?}, expected exactly {}..={}", base + 1, base + p * n),
+                        format!(
+                            "concurrent appends were assigned seqs {seqs:?}, expected exactly {}..={}",
+                            base + 1,
+                            base + p * n
+                        ),
                     ));
                 }
             }
@@ -804,22 +826,28 @@ impl ServerWorld {
             K::ConnectTokenInUrl => {
                 let t = self.token().unwrap_or_default();
                 let url = format!("{}?token={t}&access_token={t}", self.target.ws_url);
-                self.connect(&s(0), ConnectOptions::default(), Some(url)).await?;
+                self.connect(&s(0), ConnectOptions::default(), Some(url))
+                    .await?;
             }
-            K::Hello => self.hello(&s(0), vec!["1.0".into()], self.token(), vec![]).await?,
+            K::Hello => {
+                self.hello(&s(0), vec!["1.0".into()], self.token(), vec![])
+                    .await?
+            }
             K::HelloVersions => {
                 let v = s(1).split(',').map(|x| x.trim().to_owned()).collect();
                 self.hello(&s(0), v, self.token(), vec![]).await?;
             }
             K::HelloToken => {
                 let t = self.subst(&s(1));
-                self.hello(&s(0), vec!["1.0".into()], Some(t), vec![]).await?;
+                self.hello(&s(0), vec!["1.0".into()], Some(t), vec![])
+                    .await?;
             }
             K::HelloNoToken => self.hello(&s(0), vec!["1.0".into()], None, vec![]).await?,
             K::HelloSub | K::HelloSubAfter => {
                 let after = (k == K::HelloSubAfter).then(|| num(&s(2)));
                 let e = self.sub_entry(&s(1), after, None);
-                self.hello(&s(0), vec!["1.0".into()], self.token(), vec![e]).await?;
+                self.hello(&s(0), vec!["1.0".into()], self.token(), vec![e])
+                    .await?;
             }
             K::IsConnected | K::IsConnectedLimited => {
                 self.connect(&s(0), ConnectOptions::default(), None).await?;
@@ -833,7 +861,10 @@ impl ServerWorld {
             }
             K::SendRaw => {
                 let t = self.subst(&s(1));
-                self.client(&s(0))?.send_text(t).await.map_err(StepFail::msg)?;
+                self.client(&s(0))?
+                    .send_text(t)
+                    .await
+                    .map_err(StepFail::msg)?;
             }
             K::SendBinary => {
                 self.client(&s(0))?
@@ -841,7 +872,11 @@ impl ServerWorld {
                     .await
                     .map_err(StepFail::msg)?;
             }
-            K::SendBadUtf8 => self.client(&s(0))?.send_invalid_utf8().await.map_err(StepFail::msg)?,
+            K::SendBadUtf8 => self
+                .client(&s(0))?
+                .send_invalid_utf8()
+                .await
+                .map_err(StepFail::msg)?,
             K::SendLarge | K::SendAtLimit => {
                 let max = self
                     .welcome_u64(&s(0), "/limits/max_frame_bytes")
@@ -852,7 +887,10 @@ impl ServerWorld {
                 let target = if k == K::SendLarge { max + 1 } else { max };
                 let pad = target.saturating_sub(head.len() + tail.len());
                 let text = format!("{head}{}{tail}", "p".repeat(pad));
-                self.client(&s(0))?.send_text(text).await.map_err(StepFail::msg)?;
+                self.client(&s(0))?
+                    .send_text(text)
+                    .await
+                    .map_err(StepFail::msg)?;
             }
             K::Flood => {
                 let n = num(&s(1));
@@ -882,7 +920,10 @@ impl ServerWorld {
             }
             K::SubMany => {
                 let aliases: Vec<String> = s(1).split(',').map(|x| x.trim().to_owned()).collect();
-                let entries = aliases.iter().map(|al| self.sub_entry(al, None, None)).collect();
+                let entries = aliases
+                    .iter()
+                    .map(|al| self.sub_entry(al, None, None))
+                    .collect();
                 self.subscribe(&s(0), entries).await?;
             }
             K::SubOverLimit => {
@@ -900,17 +941,32 @@ impl ServerWorld {
                 self.subscribe(&s(0), entries).await?;
                 for i in 0..max {
                     let id = self.run_id(&format!("lim{i}"));
-                    let v = self.expect_control(&s(0), "subscribed", 3000).await.map_err(|e| {
-                        StepFail::req("RW-LIMIT-3", format!("entry {i} within the limit: {}", e.message))
-                    })?;
+                    let v = self
+                        .expect_control(&s(0), "subscribed", 3000)
+                        .await
+                        .map_err(|e| {
+                            StepFail::req(
+                                "RW-LIMIT-3",
+                                format!("entry {i} within the limit: {}", e.message),
+                            )
+                        })?;
                     if v.get("run_id").and_then(Value::as_str) != Some(id.as_str()) {
-                        return Err(StepFail::req("RW-SUB-1", format!("expected subscribed for {id}, got {v}")));
+                        return Err(StepFail::req(
+                            "RW-SUB-1",
+                            format!("expected subscribed for {id}, got {v}"),
+                        ));
                     }
                 }
                 let over = self.run_id(&format!("lim{max}"));
-                let v = self.expect_control(&s(0), "error", 3000).await.map_err(|e| {
-                    StepFail::req("RW-LIMIT-3", format!("the entry over the limit: {}", e.message))
-                })?;
+                let v = self
+                    .expect_control(&s(0), "error", 3000)
+                    .await
+                    .map_err(|e| {
+                        StepFail::req(
+                            "RW-LIMIT-3",
+                            format!("the entry over the limit: {}", e.message),
+                        )
+                    })?;
                 if v.get("code").and_then(Value::as_str) != Some("too_many_subscriptions")
                     || v.get("run_id").and_then(Value::as_str) != Some(over.as_str())
                 {
@@ -951,10 +1007,14 @@ impl ServerWorld {
                 {
                     c.close().await;
                 }
-                self.rec.note(&s(0), format!("resuming {id} after seq {after} epoch {ep:?}"));
+                self.rec.note(
+                    &s(0),
+                    format!("resuming {id} after seq {after} epoch {ep:?}"),
+                );
                 self.connect(&s(0), ConnectOptions::default(), None).await?;
                 let e = self.sub_entry(&s(1), Some(after), ep);
-                self.hello(&s(0), vec!["1.0".into()], self.token(), vec![e]).await?;
+                self.hello(&s(0), vec!["1.0".into()], self.token(), vec![e])
+                    .await?;
                 self.expect_welcome(&s(0)).await?;
             }
             K::StopPong => self.client(&s(0))?.set_auto_pong(false),
@@ -970,7 +1030,9 @@ impl ServerWorld {
                     return Err(StepFail::not_implemented("no --restart-cmd given"));
                 };
                 self.rec.note("runner", "restarting the server");
-                ctl.restart().await.map_err(|e| StepFail::msg(format!("restart failed: {e}")))?;
+                ctl.restart()
+                    .await
+                    .map_err(|e| StepFail::msg(format!("restart failed: {e}")))?;
                 self.rec.note("runner", "the server is back");
             }
             K::RecvWelcome => {
@@ -981,7 +1043,10 @@ impl ServerWorld {
                 let c = self.client(&s(0))?;
                 while c.frame_types.is_empty() {
                     if !c.pump(dl).await {
-                        return Err(StepFail::req("RW-CONN-6", format!("expected welcome; {}", c.nothing_msg())));
+                        return Err(StepFail::req(
+                            "RW-CONN-6",
+                            format!("expected welcome; {}", c.nothing_msg()),
+                        ));
                     }
                 }
                 if c.frame_types[0] != "welcome" {
@@ -996,7 +1061,11 @@ impl ServerWorld {
                 if w.get("version").and_then(Value::as_str) != Some(s(1).as_str()) {
                     return Err(StepFail::req(
                         "RW-VERSION-2",
-                        format!("expected welcome.version {:?}, got {}", s(1), w.get("version").cloned().unwrap_or(Value::Null)),
+                        format!(
+                            "expected welcome.version {:?}, got {}",
+                            s(1),
+                            w.get("version").cloned().unwrap_or(Value::Null)
+                        ),
                     ));
                 }
             }
@@ -1004,7 +1073,10 @@ impl ServerWorld {
                 let w = self.welcome_of(&s(0))?;
                 let sid = w.get("session_id").and_then(Value::as_str).unwrap_or("");
                 if sid.is_empty() || sid.len() > 128 {
-                    return Err(StepFail::req("RW-CONN-9", format!("welcome.session_id must be 1-128 chars, got {sid:?}")));
+                    return Err(StepFail::req(
+                        "RW-CONN-9",
+                        format!("welcome.session_id must be 1-128 chars, got {sid:?}"),
+                    ));
                 }
                 for p in [
                     "/heartbeat_interval_ms",
@@ -1015,12 +1087,18 @@ impl ServerWorld {
                     "/limits/max_messages_per_second",
                 ] {
                     if w.pointer(p).and_then(Value::as_u64).is_none_or(|x| x == 0) {
-                        return Err(StepFail::req("RW-CONN-7", format!("welcome lacks a positive {p}: {w}")));
+                        return Err(StepFail::req(
+                            "RW-CONN-7",
+                            format!("welcome lacks a positive {p}: {w}"),
+                        ));
                     }
                 }
                 for p in ["/batch_window_ms", "/replay_window_events"] {
                     if w.pointer(p).and_then(Value::as_u64).is_none() {
-                        return Err(StepFail::req("RW-CONN-7", format!("welcome lacks {p}: {w}")));
+                        return Err(StepFail::req(
+                            "RW-CONN-7",
+                            format!("welcome lacks {p}: {w}"),
+                        ));
                     }
                 }
             }
@@ -1028,7 +1106,10 @@ impl ServerWorld {
                 let a1 = self.welcome_of(&s(0))?.get("session_id").cloned();
                 let a2 = self.welcome_of(&s(1))?.get("session_id").cloned();
                 if a1 == a2 {
-                    return Err(StepFail::req("RW-CONN-9", format!("two connections share session_id {a1:?}")));
+                    return Err(StepFail::req(
+                        "RW-CONN-9",
+                        format!("two connections share session_id {a1:?}"),
+                    ));
                 }
             }
             K::RecvSubscribed | K::RecvSubscribedAny => {
@@ -1036,16 +1117,26 @@ impl ServerWorld {
                 let v = self
                     .expect_control(&s(0), "subscribed", 3000)
                     .await
-                    .map_err(|e| StepFail::req("RW-SUB-1", format!("for run {id}: {}", e.message)))?;
+                    .map_err(|e| {
+                        StepFail::req("RW-SUB-1", format!("for run {id}: {}", e.message))
+                    })?;
                 if v.get("run_id").and_then(Value::as_str) != Some(id.as_str()) {
-                    return Err(StepFail::req("RW-SUB-1", format!("expected subscribed for {id}, got {v}")));
+                    return Err(StepFail::req(
+                        "RW-SUB-1",
+                        format!("expected subscribed for {id}, got {v}"),
+                    ));
                 }
                 let epoch = v.get("epoch").and_then(Value::as_str).map(str::to_owned);
                 let known = self.run(&s(1)).epoch.clone();
                 if let (Some(k), Some(e)) = (&known, &epoch)
                     && k != e
                 {
-                    return Err(StepFail::req("RW-SUB-2", format!("subscribed.epoch {e:?} is not the run's epoch {k:?} from the append answer")));
+                    return Err(StepFail::req(
+                        "RW-SUB-2",
+                        format!(
+                            "subscribed.epoch {e:?} is not the run's epoch {k:?} from the append answer"
+                        ),
+                    ));
                 }
                 if known.is_none() {
                     self.run(&s(1)).epoch = epoch;
@@ -1057,7 +1148,9 @@ impl ServerWorld {
                     if gaf != Some(af) || ghd != Some(hd) {
                         return Err(StepFail::req(
                             "RW-SUB-2",
-                            format!("expected subscribed after_seq {af} head_seq {hd}, got after_seq {gaf:?} head_seq {ghd:?}"),
+                            format!(
+                                "expected subscribed after_seq {af} head_seq {hd}, got after_seq {gaf:?} head_seq {ghd:?}"
+                            ),
                         ));
                     }
                 }
@@ -1067,7 +1160,9 @@ impl ServerWorld {
                 let v = self
                     .expect_control(&s(0), "reset", 3000)
                     .await
-                    .map_err(|e| StepFail::req("RW-RESUME-5", format!("for run {id}: {}", e.message)))?;
+                    .map_err(|e| {
+                        StepFail::req("RW-RESUME-5", format!("for run {id}: {}", e.message))
+                    })?;
                 let reason = v.get("reason").and_then(Value::as_str).unwrap_or("");
                 let as_of = v.pointer("/snapshot/as_of_seq").and_then(Value::as_u64);
                 let want_req = match s(2).as_str() {
@@ -1076,14 +1171,25 @@ impl ServerWorld {
                     _ => "RW-RESUME-5",
                 };
                 if v.get("run_id").and_then(Value::as_str) != Some(id.as_str()) || reason != s(2) {
-                    return Err(StepFail::req(want_req, format!("expected reset of {id} with reason {}, got {v}", s(2))));
+                    return Err(StepFail::req(
+                        want_req,
+                        format!("expected reset of {id} with reason {}, got {v}", s(2)),
+                    ));
                 }
                 if as_of != Some(num(&s(3))) {
-                    return Err(StepFail::req("RW-RESUME-8", format!("expected snapshot.as_of_seq {}, got {as_of:?}", s(3))));
+                    return Err(StepFail::req(
+                        "RW-RESUME-8",
+                        format!("expected snapshot.as_of_seq {}, got {as_of:?}", s(3)),
+                    ));
                 }
                 let ep = v.get("epoch");
-                if v.pointer("/snapshot/epoch") != ep || v.pointer("/snapshot/run_id") != v.get("run_id") {
-                    return Err(StepFail::req("RW-RESUME-8", format!("reset epoch/run_id differ from snapshot's: {v}")));
+                if v.pointer("/snapshot/epoch") != ep
+                    || v.pointer("/snapshot/run_id") != v.get("run_id")
+                {
+                    return Err(StepFail::req(
+                        "RW-RESUME-8",
+                        format!("reset epoch/run_id differ from snapshot's: {v}"),
+                    ));
                 }
                 self.resets.insert(s(0), v);
             }
@@ -1092,7 +1198,9 @@ impl ServerWorld {
                     return Err(StepFail::msg("step error: no reset received"));
                 };
                 let id = self.run_id(&s(1));
-                let a = self.http("GET", &format!("/v1/runs/{id}"), self.token(), None).await?;
+                let a = self
+                    .http("GET", &format!("/v1/runs/{id}"), self.token(), None)
+                    .await?;
                 let snap = a.json();
                 let mut want = r.get("snapshot").cloned().unwrap_or(Value::Null);
                 let mut got = snap.clone();
@@ -1110,7 +1218,11 @@ impl ServerWorld {
                 if want != got {
                     return Err(StepFail::req(
                         "RW-SNAP-5",
-                        format!("reset snapshot {} differs from GET /v1/runs snapshot {}", clip(&want.to_string()), clip(&got.to_string())),
+                        format!(
+                            "reset snapshot {} differs from GET /v1/runs snapshot {}",
+                            clip(&want.to_string()),
+                            clip(&got.to_string())
+                        ),
                     ));
                 }
             }
@@ -1120,7 +1232,10 @@ impl ServerWorld {
                 };
                 let st = r.pointer("/snapshot/status").and_then(Value::as_str);
                 if st != Some(s(1).as_str()) {
-                    return Err(StepFail::req("RW-SNAP-2", format!("expected snapshot.status {:?}, got {st:?}", s(1))));
+                    return Err(StepFail::req(
+                        "RW-SNAP-2",
+                        format!("expected snapshot.status {:?}, got {st:?}", s(1)),
+                    ));
                 }
             }
             K::RecvEvents => {
@@ -1150,22 +1265,33 @@ impl ServerWorld {
                 let v = self
                     .expect_control(&s(0), "error", wait)
                     .await
-                    .map_err(|e| StepFail::msg(format!("expected error {}: {}", s(1), e.message)))?;
+                    .map_err(|e| {
+                        StepFail::msg(format!("expected error {}: {}", s(1), e.message))
+                    })?;
                 let code = v.get("code").and_then(Value::as_str).unwrap_or("");
                 if code != s(1) {
-                    return Err(StepFail::msg(format!("expected error code {}, got {v}", s(1))));
+                    return Err(StepFail::msg(format!(
+                        "expected error code {}, got {v}",
+                        s(1)
+                    )));
                 }
                 let cc = v.get("close_code").and_then(Value::as_u64);
                 match k {
                     K::RecvErrClose => {
                         let want = num(&s(2));
                         if cc != Some(want) {
-                            return Err(StepFail::req("RW-ERROR-2", format!("expected close_code {want} in {v}")));
+                            return Err(StepFail::req(
+                                "RW-ERROR-2",
+                                format!("expected close_code {want} in {v}"),
+                            ));
                         }
                         let dl = self.dl(3000);
                         let c = self.client(&s(0))?;
                         if !c.wait_end(dl).await {
-                            return Err(StepFail::req("RW-ERROR-3", format!("the connection was not closed after {v}")));
+                            return Err(StepFail::req(
+                                "RW-ERROR-3",
+                                format!("the connection was not closed after {v}"),
+                            ));
                         }
                         let got = c.closed.as_ref().and_then(|x| x.0);
                         if got.map(u64::from) != Some(want) {
@@ -1177,16 +1303,24 @@ impl ServerWorld {
                     }
                     K::RecvErrRun => {
                         let id = self.run_id(&s(2));
-                        if v.get("run_id").and_then(Value::as_str) != Some(id.as_str()) || cc.is_some() {
+                        if v.get("run_id").and_then(Value::as_str) != Some(id.as_str())
+                            || cc.is_some()
+                        {
                             return Err(StepFail::req(
                                 "RW-ERROR-1",
-                                format!("expected error {} with run_id {id} and no close_code, got {v}", s(1)),
+                                format!(
+                                    "expected error {} with run_id {id} and no close_code, got {v}",
+                                    s(1)
+                                ),
                             ));
                         }
                     }
                     _ => {
                         if cc.is_some() {
-                            return Err(StepFail::req("RW-ERROR-1", format!("expected no close_code in {v}")));
+                            return Err(StepFail::req(
+                                "RW-ERROR-1",
+                                format!("expected no close_code in {v}"),
+                            ));
                         }
                     }
                 }
@@ -1197,24 +1331,42 @@ impl ServerWorld {
                 let dl = self.dl(wait);
                 let c = self.client(&s(0))?;
                 if !c.wait_end(dl).await {
-                    return Err(StepFail::msg(format!("expected a close with code {want}; {}", c.nothing_msg())));
+                    return Err(StepFail::msg(format!(
+                        "expected a close with code {want}; {}",
+                        c.nothing_msg()
+                    )));
                 }
                 let got = c.closed.as_ref().and_then(|x| x.0);
                 if got.map(u64::from) != Some(want) {
-                    return Err(StepFail::msg(format!("expected close code {want}; {}", c.nothing_msg())));
+                    return Err(StepFail::msg(format!(
+                        "expected close code {want}; {}",
+                        c.nothing_msg()
+                    )));
                 }
             }
             K::RecvUnsub => {
                 let id = self.run_id(&s(1));
-                let v = self.expect_control(&s(0), "unsubscribed", 3000).await.map_err(|e| StepFail::req("RW-SUB-4", e.message))?;
+                let v = self
+                    .expect_control(&s(0), "unsubscribed", 3000)
+                    .await
+                    .map_err(|e| StepFail::req("RW-SUB-4", e.message))?;
                 if v.get("run_id").and_then(Value::as_str) != Some(id.as_str()) {
-                    return Err(StepFail::req("RW-SUB-4", format!("expected unsubscribed for {id}, got {v}")));
+                    return Err(StepFail::req(
+                        "RW-SUB-4",
+                        format!("expected unsubscribed for {id}, got {v}"),
+                    ));
                 }
             }
             K::RecvPong => {
-                let v = self.expect_control(&s(0), "pong", 3000).await.map_err(|e| StepFail::req("RW-HEART-7", e.message))?;
+                let v = self
+                    .expect_control(&s(0), "pong", 3000)
+                    .await
+                    .map_err(|e| StepFail::req("RW-HEART-7", e.message))?;
                 if v.get("id").and_then(Value::as_str) != Some(s(1).as_str()) {
-                    return Err(StepFail::req("RW-HEART-7", format!("expected pong with id {:?}, got {v}", s(1))));
+                    return Err(StepFail::req(
+                        "RW-HEART-7",
+                        format!("expected pong with id {:?}, got {v}", s(1)),
+                    ));
                 }
             }
             K::NoEvent => {
@@ -1224,7 +1376,10 @@ impl ServerWorld {
                 let c = self.client(&s(0))?;
                 c.drain_until(dl).await;
                 if let Some(e) = c.events.get(&id).and_then(|q| q.front()) {
-                    return Err(StepFail::msg(format!("expected no event of run {id}, got {}", clip(&e.to_string()))));
+                    return Err(StepFail::msg(format!(
+                        "expected no event of run {id}, got {}",
+                        clip(&e.to_string())
+                    )));
                 }
             }
             K::StaysConnected => {
@@ -1235,16 +1390,23 @@ impl ServerWorld {
                 let c = self.client(&s(0))?;
                 loop {
                     match c.next_control(dl).await {
-                        Ok(v) if v.get("type").and_then(Value::as_str) == Some("pong")
-                            && v.get("id").and_then(Value::as_str) == Some(pid.as_str()) =>
+                        Ok(v)
+                            if v.get("type").and_then(Value::as_str) == Some("pong")
+                                && v.get("id").and_then(Value::as_str) == Some(pid.as_str()) =>
                         {
                             break;
                         }
                         Ok(v) if v.get("type").and_then(Value::as_str) == Some("error") => {
-                            return Err(StepFail::msg(format!("expected the connection to stay open, got {v}")));
+                            return Err(StepFail::msg(format!(
+                                "expected the connection to stay open, got {v}"
+                            )));
                         }
                         Ok(_) => {}
-                        Err(e) => return Err(StepFail::msg(format!("expected the connection to stay open; {e}"))),
+                        Err(e) => {
+                            return Err(StepFail::msg(format!(
+                                "expected the connection to stay open; {e}"
+                            )));
+                        }
                     }
                 }
             }
@@ -1278,7 +1440,11 @@ impl ServerWorld {
                     if p.duration_since(prev) > interval + slack {
                         return Err(StepFail::req(
                             "RW-HEART-1",
-                            format!("ping {} came {} ms after the previous one (interval {hb} ms)", i + 1, p.duration_since(prev).as_millis()),
+                            format!(
+                                "ping {} came {} ms after the previous one (interval {hb} ms)",
+                                i + 1,
+                                p.duration_since(prev).as_millis()
+                            ),
                         ));
                     }
                     prev = *p;
@@ -1287,30 +1453,63 @@ impl ServerWorld {
             K::Identical => {
                 let id = self.run_id(&s(2));
                 let get = |w: &Self, n: &str| -> Vec<Value> {
-                    w.clients.get(n).and_then(|c| c.delivered.get(&id).cloned()).unwrap_or_default()
+                    w.clients
+                        .get(n)
+                        .and_then(|c| c.delivered.get(&id).cloned())
+                        .unwrap_or_default()
                 };
                 let (x, y) = (get(self, &s(0)), get(self, &s(1)));
                 if x != y {
                     return Err(StepFail::req(
                         "RW-EVENT-8",
-                        format!("client {} got {} events of {id}, client {} got {}; first difference at index {}", s(0), x.len(), s(1), y.len(), x.iter().zip(&y).position(|(a, b)| a != b).unwrap_or(x.len().min(y.len()))),
+                        format!(
+                            "client {} got {} events of {id}, client {} got {}; first difference at index {}",
+                            s(0),
+                            x.len(),
+                            s(1),
+                            y.len(),
+                            x.iter()
+                                .zip(&y)
+                                .position(|(a, b)| a != b)
+                                .unwrap_or(x.len().min(y.len()))
+                        ),
                     ));
                 }
             }
             K::MatchesHistory => {
                 let id = self.run_id(&s(0));
                 let a = self
-                    .http("GET", &format!("/v1/runs/{id}/events?after_seq=0&limit=10000"), self.token(), None)
+                    .http(
+                        "GET",
+                        &format!("/v1/runs/{id}/events?after_seq=0&limit=10000"),
+                        self.token(),
+                        None,
+                    )
                     .await?;
-                let hist = a.json().get("events").and_then(Value::as_array).cloned().unwrap_or_default();
-                let got = self.clients.get(&s(1)).and_then(|c| c.delivered.get(&id).cloned()).unwrap_or_default();
+                let hist = a
+                    .json()
+                    .get("events")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                let got = self
+                    .clients
+                    .get(&s(1))
+                    .and_then(|c| c.delivered.get(&id).cloned())
+                    .unwrap_or_default();
                 for ev in &got {
                     let seq = ev.get("seq").and_then(Value::as_u64).unwrap_or(0);
-                    let h = hist.iter().find(|h| h.get("seq").and_then(Value::as_u64) == Some(seq));
+                    let h = hist
+                        .iter()
+                        .find(|h| h.get("seq").and_then(Value::as_u64) == Some(seq));
                     if h != Some(ev) {
                         return Err(StepFail::req(
                             "RW-EVENT-8",
-                            format!("event seq {seq} delivered as {} but the history read returns {}", clip(&ev.to_string()), clip(&h.map(Value::to_string).unwrap_or_default())),
+                            format!(
+                                "event seq {seq} delivered as {} but the history read returns {}",
+                                clip(&ev.to_string()),
+                                clip(&h.map(Value::to_string).unwrap_or_default())
+                            ),
                         ));
                     }
                 }
@@ -1321,17 +1520,30 @@ impl ServerWorld {
             K::EventData => {
                 let seq = num(&s(0));
                 let id = self.run_id(&s(1));
-                let want: Value = serde_json::from_str(&s(4)).map_err(|e| StepFail::msg(format!("step error: bad JSON {e}")))?;
+                let want: Value = serde_json::from_str(&s(4))
+                    .map_err(|e| StepFail::msg(format!("step error: bad JSON {e}")))?;
                 let got = self
                     .clients
                     .get(&s(2))
                     .and_then(|c| c.delivered.get(&id))
-                    .and_then(|v| v.iter().find(|e| e.get("seq").and_then(Value::as_u64) == Some(seq)).cloned())
-                    .ok_or_else(|| StepFail::msg(format!("event {seq} of {id} was not delivered")))?;
-                if got.get("type").and_then(Value::as_str) != Some(s(3).as_str()) || got.get("data") != Some(&want) {
+                    .and_then(|v| {
+                        v.iter()
+                            .find(|e| e.get("seq").and_then(Value::as_u64) == Some(seq))
+                            .cloned()
+                    })
+                    .ok_or_else(|| {
+                        StepFail::msg(format!("event {seq} of {id} was not delivered"))
+                    })?;
+                if got.get("type").and_then(Value::as_str) != Some(s(3).as_str())
+                    || got.get("data") != Some(&want)
+                {
                     return Err(StepFail::req(
                         "RW-TYPE-23",
-                        format!("expected type {} data {want}, got {}", s(3), clip(&got.to_string())),
+                        format!(
+                            "expected type {} data {want}, got {}",
+                            s(3),
+                            clip(&got.to_string())
+                        ),
                     ));
                 }
             }
@@ -1343,32 +1555,57 @@ impl ServerWorld {
                 let whole = a.json();
                 let body = whole.get("error").cloned().unwrap_or(Value::Null);
                 if a.status != want {
-                    return Err(StepFail::msg(format!("expected HTTP {want}, got {} {}", a.status, clip(&String::from_utf8_lossy(&a.body)))));
+                    return Err(StepFail::msg(format!(
+                        "expected HTTP {want}, got {} {}",
+                        a.status,
+                        clip(&String::from_utf8_lossy(&a.body))
+                    )));
                 }
                 if k != K::Answer {
                     let code = body.get("code").and_then(Value::as_str);
                     if code != Some(s(1).as_str()) {
-                        return Err(StepFail::req("RW-INGEST-20", format!("expected an error body {{\"error\": {{\"code\": {:?}, ...}}}}, got {whole}", s(1))));
+                        return Err(StepFail::req(
+                            "RW-INGEST-20",
+                            format!(
+                                "expected an error body {{\"error\": {{\"code\": {:?}, ...}}}}, got {whole}",
+                                s(1)
+                            ),
+                        ));
                     }
                     if body.get("retryable").and_then(Value::as_bool).is_none() {
-                        return Err(StepFail::req("RW-INGEST-20", format!("the error body lacks retryable: {whole}")));
+                        return Err(StepFail::req(
+                            "RW-INGEST-20",
+                            format!("the error body lacks retryable: {whole}"),
+                        ));
                     }
                 }
                 if k == K::AnswerPointer {
                     let p = body.get("pointer").and_then(Value::as_str).unwrap_or("");
                     if !p.starts_with(s(2).as_str()) {
-                        return Err(StepFail::msg(format!("expected pointer {:?}, got body {whole}", s(2))));
+                        return Err(StepFail::msg(format!(
+                            "expected pointer {:?}, got body {whole}",
+                            s(2)
+                        )));
                     }
                 }
             }
             K::AnswerRetryAfter => {
-                let a = self.last.clone().ok_or_else(|| StepFail::msg("step error: no answer"))?;
+                let a = self
+                    .last
+                    .clone()
+                    .ok_or_else(|| StepFail::msg("step error: no answer"))?;
                 if a.header("retry-after").is_none() {
-                    return Err(StepFail::req("RW-INGEST-21", "the 503 answer has no Retry-After header"));
+                    return Err(StepFail::req(
+                        "RW-INGEST-21",
+                        "the 503 answer has no Retry-After header",
+                    ));
                 }
             }
             K::AnswerJson => {
-                let a = self.last.clone().ok_or_else(|| StepFail::msg("step error: no answer"))?;
+                let a = self
+                    .last
+                    .clone()
+                    .ok_or_else(|| StepFail::msg("step error: no answer"))?;
                 let want: Value = serde_json::from_str(&self.subst(&s(1)))
                     .map_err(|e| StepFail::msg(format!("step error: bad JSON {e}")))?;
                 let ptr = format!("/{}", s(0).replace('.', "/"));
@@ -1378,16 +1615,29 @@ impl ServerWorld {
                     (g, w) => g.as_ref() == Some(w),
                 };
                 if !same {
-                    return Err(StepFail::msg(format!("expected {} = {want}, got {got:?}", s(0))));
+                    return Err(StepFail::msg(format!(
+                        "expected {} = {want}, got {got:?}",
+                        s(0)
+                    )));
                 }
             }
             K::AppendedSeqs => {
                 let Some((_, _, v)) = &self.last_append else {
                     return Err(StepFail::msg("step error: no append"));
                 };
-                let (f, l) = (v.get("first_seq").and_then(Value::as_u64), v.get("last_seq").and_then(Value::as_u64));
+                let (f, l) = (
+                    v.get("first_seq").and_then(Value::as_u64),
+                    v.get("last_seq").and_then(Value::as_u64),
+                );
                 if (f, l) != (Some(num(&s(0))), Some(num(&s(1)))) {
-                    return Err(StepFail::req("RW-EVENT-3", format!("expected seqs {} to {}, got first_seq {f:?} last_seq {l:?}", s(0), s(1))));
+                    return Err(StepFail::req(
+                        "RW-EVENT-3",
+                        format!(
+                            "expected seqs {} to {}, got first_seq {f:?} last_seq {l:?}",
+                            s(0),
+                            s(1)
+                        ),
+                    ));
                 }
             }
             K::SameAssignment => {
@@ -1395,24 +1645,56 @@ impl ServerWorld {
                     return Err(StepFail::msg("step error: no append and retry"));
                 };
                 let pick = |v: &Value| -> Vec<(Option<u64>, Option<String>)> {
-                    v.get("events").and_then(Value::as_array).map(|a| {
-                        a.iter().map(|e| (e.get("seq").and_then(Value::as_u64), e.get("event_id").and_then(Value::as_str).map(str::to_owned))).collect()
-                    }).unwrap_or_default()
+                    v.get("events")
+                        .and_then(Value::as_array)
+                        .map(|a| {
+                            a.iter()
+                                .map(|e| {
+                                    (
+                                        e.get("seq").and_then(Value::as_u64),
+                                        e.get("event_id")
+                                            .and_then(Value::as_str)
+                                            .map(str::to_owned),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default()
                 };
                 if pick(orig) != pick(re) || pick(orig).is_empty() {
-                    return Err(StepFail::req("RW-INGEST-5", format!("the retry was answered {re}, the original append {orig}")));
+                    return Err(StepFail::req(
+                        "RW-INGEST-5",
+                        format!("the retry was answered {re}, the original append {orig}"),
+                    ));
                 }
             }
             K::HistoryHead => {
                 let id = self.run_id(&s(0));
-                let a = self.http("GET", &format!("/v1/runs/{id}/events?after_seq=0&limit=10000"), self.token(), None).await?;
+                let a = self
+                    .http(
+                        "GET",
+                        &format!("/v1/runs/{id}/events?after_seq=0&limit=10000"),
+                        self.token(),
+                        None,
+                    )
+                    .await?;
                 let v = a.json();
                 let head = v.get("head_seq").and_then(Value::as_u64);
-                let evs = v.get("events").and_then(Value::as_array).cloned().unwrap_or_default();
+                let evs = v
+                    .get("events")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 let want = num(&s(1));
-                let seqs: Vec<u64> = evs.iter().filter_map(|e| e.get("seq").and_then(Value::as_u64)).collect();
+                let seqs: Vec<u64> = evs
+                    .iter()
+                    .filter_map(|e| e.get("seq").and_then(Value::as_u64))
+                    .collect();
                 if head != Some(want) || seqs != (1..=want).collect::<Vec<_>>() {
-                    return Err(StepFail::msg(format!("expected {want} events (seqs 1..={want}) over HTTP, got head_seq {head:?} and seqs {}", clip(&format!("{seqs:?}")))));
+                    return Err(StepFail::msg(format!(
+                        "expected {want} events (seqs 1..={want}) over HTTP, got head_seq {head:?} and seqs {}",
+                        clip(&format!("{seqs:?}"))
+                    )));
                 }
             }
             K::ErrRetryAfter | K::ErrSupported | K::ErrRetryable | K::ErrMessageHas => {
@@ -1424,30 +1706,49 @@ impl ServerWorld {
                 match k {
                     K::ErrRetryAfter => {
                         if v.get("retry_after_ms").and_then(Value::as_u64).is_none() {
-                            return Err(StepFail::msg(format!("the error carries no retry_after_ms: {v}")));
+                            return Err(StepFail::msg(format!(
+                                "the error carries no retry_after_ms: {v}"
+                            )));
                         }
                     }
                     K::ErrSupported => {
-                        let want: Vec<String> = s(1).split(',').map(|x| x.trim().to_owned()).collect();
+                        let want: Vec<String> =
+                            s(1).split(',').map(|x| x.trim().to_owned()).collect();
                         let got: Vec<String> = v
                             .get("supported_versions")
                             .and_then(Value::as_array)
-                            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|x| x.as_str().map(str::to_owned))
+                                    .collect()
+                            })
                             .unwrap_or_default();
                         if !want.iter().all(|w| got.contains(w)) {
-                            return Err(StepFail::req("RW-VERSION-3", format!("expected supported_versions to list {want:?}, got {v}")));
+                            return Err(StepFail::req(
+                                "RW-VERSION-3",
+                                format!("expected supported_versions to list {want:?}, got {v}"),
+                            ));
                         }
                     }
                     K::ErrRetryable => {
                         let want = s(1) == "true";
                         if v.get("retryable").and_then(Value::as_bool) != Some(want) {
-                            return Err(StepFail::req("RW-ERROR-2", format!("expected retryable {want}: {v}")));
+                            return Err(StepFail::req(
+                                "RW-ERROR-2",
+                                format!("expected retryable {want}: {v}"),
+                            ));
                         }
                     }
                     _ => {
                         let m = v.get("message").and_then(Value::as_str).unwrap_or("");
                         if !m.contains(s(1).as_str()) || m.len() > 1024 {
-                            return Err(StepFail::req("RW-ERROR-6", format!("expected the message to contain {:?} (at most 1024 bytes): {v}", s(1))));
+                            return Err(StepFail::req(
+                                "RW-ERROR-6",
+                                format!(
+                                    "expected the message to contain {:?} (at most 1024 bytes): {v}",
+                                    s(1)
+                                ),
+                            ));
                         }
                     }
                 }
@@ -1456,7 +1757,10 @@ impl ServerWorld {
                 let token = self.subst(&s(1));
                 for e in self.rec.take() {
                     if e.actor == s(0) && e.dir == "in" && e.text.contains(&token) {
-                        return Err(StepFail::req("RW-SEC-1", format!("the server echoed the token in {}", clip(&e.text))));
+                        return Err(StepFail::req(
+                            "RW-SEC-1",
+                            format!("the server echoed the token in {}", clip(&e.text)),
+                        ));
                     }
                 }
             }
@@ -1472,7 +1776,10 @@ impl ServerWorld {
                         if !c.pump(dl).await {
                             return Err(StepFail::req(
                                 "RW-BATCH-1",
-                                format!("event seq {seq} of {id} had not arrived {window} ms (the announced window) + {} ms after its append was acknowledged", slack.as_millis()),
+                                format!(
+                                    "event seq {seq} of {id} had not arrived {window} ms (the announced window) + {} ms after its append was acknowledged",
+                                    slack.as_millis()
+                                ),
                             ));
                         }
                     }
@@ -1481,7 +1788,13 @@ impl ServerWorld {
             K::Batched => {
                 let c = self.client(&s(0))?;
                 if c.batches.is_empty() {
-                    return Err(StepFail::req("RW-BATCH-5", format!("no batch frame was received ({} single event frames)", c.singles)));
+                    return Err(StepFail::req(
+                        "RW-BATCH-5",
+                        format!(
+                            "no batch frame was received ({} single event frames)",
+                            c.singles
+                        ),
+                    ));
                 }
             }
             K::AppendPastWindow => {
@@ -1508,24 +1821,48 @@ impl ServerWorld {
             }
             K::DistinctIds => {
                 let id = self.run_id(&s(0));
-                let got = self.clients.get(&s(1)).and_then(|c| c.delivered.get(&id).cloned()).unwrap_or_default();
+                let got = self
+                    .clients
+                    .get(&s(1))
+                    .and_then(|c| c.delivered.get(&id).cloned())
+                    .unwrap_or_default();
                 let mut seen = std::collections::BTreeSet::new();
                 for e in &got {
-                    let eid = e.get("event_id").and_then(Value::as_str).unwrap_or("").to_owned();
-                    if eid.is_empty() || eid.len() > 128 || !eid.bytes().all(|b| (0x21..0x7f).contains(&b)) {
-                        return Err(StepFail::req("RW-EVENT-1", format!("event_id {eid:?} is not 1-128 printable ASCII characters")));
+                    let eid = e
+                        .get("event_id")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned();
+                    if eid.is_empty()
+                        || eid.len() > 128
+                        || !eid.bytes().all(|b| (0x21..0x7f).contains(&b))
+                    {
+                        return Err(StepFail::req(
+                            "RW-EVENT-1",
+                            format!("event_id {eid:?} is not 1-128 printable ASCII characters"),
+                        ));
                     }
                     if !seen.insert(eid.clone()) {
-                        return Err(StepFail::req("RW-EVENT-1", format!("event_id {eid:?} is carried by two events of {id}")));
+                        return Err(StepFail::req(
+                            "RW-EVENT-1",
+                            format!("event_id {eid:?} is carried by two events of {id}"),
+                        ));
                     }
                 }
             }
             K::AtOnce => {
                 let seq = num(&s(0));
                 let id = self.run_id(&s(1));
-                let acked = self.run(&s(1)).acked.iter().find(|(q, _)| *q == seq).map(|x| x.1);
+                let acked = self
+                    .run(&s(1))
+                    .acked
+                    .iter()
+                    .find(|(q, _)| *q == seq)
+                    .map(|x| x.1);
                 let Some(at) = acked else {
-                    return Err(StepFail::msg(format!("step error: seq {seq} was not appended by this scenario")));
+                    return Err(StepFail::msg(format!(
+                        "step error: seq {seq} was not appended by this scenario"
+                    )));
                 };
                 let slack = self.ms(100);
                 let c = self.client(&s(2))?;
@@ -1534,7 +1871,10 @@ impl ServerWorld {
                     if !c.pump(dl).await {
                         return Err(StepFail::req(
                             "RW-BATCH-3",
-                            format!("event seq {seq} of {id} had not arrived {} ms after its append was acknowledged (it must be flushed at once)", slack.as_millis()),
+                            format!(
+                                "event seq {seq} of {id} had not arrived {} ms after its append was acknowledged (it must be flushed at once)",
+                                slack.as_millis()
+                            ),
                         ));
                     }
                 }
@@ -1544,7 +1884,9 @@ impl ServerWorld {
                     .welcome_u64(&s(0), "/limits/max_messages_per_second")
                     .ok_or_else(|| StepFail::msg("step error: no welcome"))?;
                 if max > 10_000 {
-                    return Err(StepFail::not_implemented(format!("the announced max_messages_per_second {max} is too large to exceed in a test")));
+                    return Err(StepFail::not_implemented(format!(
+                        "the announced max_messages_per_second {max} is too large to exceed in a test"
+                    )));
                 }
                 for i in 0..max + max / 2 + 5 {
                     let m = json!({"type": "ping", "id": format!("flood-{i}")});
@@ -1561,13 +1903,22 @@ impl ServerWorld {
                 let id = self.run_id(&s(1));
                 let evs = vec![progress_event(1, 0), progress_event(2, max as usize + 10)];
                 let body = serde_json::to_vec(&json!({ "events": evs })).unwrap_or_default();
-                self.http("POST", &format!("/v1/runs/{id}/events"), self.token(), Some(body)).await?;
+                self.http(
+                    "POST",
+                    &format!("/v1/runs/{id}/events"),
+                    self.token(),
+                    Some(body),
+                )
+                .await?;
             }
             K::CloseReason => {
                 let c = self.client(&s(0))?;
                 let got = c.closed.as_ref().map(|x| x.1.clone());
                 if got.as_deref() != Some(s(1).as_str()) {
-                    return Err(StepFail::req("RW-CLOSE-6", format!("expected close reason {:?}, got {got:?}", s(1))));
+                    return Err(StepFail::req(
+                        "RW-CLOSE-6",
+                        format!("expected close reason {:?}, got {got:?}", s(1)),
+                    ));
                 }
             }
             K::ReceivesNothingElse => {
@@ -1576,10 +1927,16 @@ impl ServerWorld {
                 let c = self.client(&s(0))?;
                 c.drain_until(dl).await;
                 if let Some(v) = c.controls.front() {
-                    return Err(StepFail::msg(format!("expected no further frame, got {}", clip(&v.to_string()))));
+                    return Err(StepFail::msg(format!(
+                        "expected no further frame, got {}",
+                        clip(&v.to_string())
+                    )));
                 }
                 if let Some((r, q)) = c.events.iter().find(|(_, q)| !q.is_empty()) {
-                    return Err(StepFail::msg(format!("expected no further frame, got {} more events of {r}", q.len())));
+                    return Err(StepFail::msg(format!(
+                        "expected no further frame, got {} more events of {r}",
+                        q.len()
+                    )));
                 }
             }
         }
@@ -1600,7 +1957,10 @@ impl ServerWorld {
         let dl = self.dl(wait);
         let c = self.client(name)?;
         c.wait_events(id, n, dl).await.map_err(|e| {
-            StepFail::req("RW-RESUME-1", format!("expected events {from} to {to} of run {id}: {e}"))
+            StepFail::req(
+                "RW-RESUME-1",
+                format!("expected events {from} to {to} of run {id}: {e}"),
+            )
         })?;
         let q = c.events.entry(id.to_owned()).or_default();
         for want in from..=to {
@@ -1609,19 +1969,35 @@ impl ServerWorld {
             if seq != Some(want) {
                 return Err(StepFail::req(
                     "RW-ORDER-1",
-                    format!("expected event seq {want} of run {id}, got {}", clip(&ev.to_string())),
+                    format!(
+                        "expected event seq {want} of run {id}, got {}",
+                        clip(&ev.to_string())
+                    ),
                 ));
             }
             for f in ["event_id", "time", "type"] {
                 if ev.get(f).and_then(Value::as_str).is_none_or(str::is_empty) {
-                    return Err(StepFail::req("RW-EVENT-1", format!("event seq {want} lacks {f}: {}", clip(&ev.to_string()))));
+                    return Err(StepFail::req(
+                        "RW-EVENT-1",
+                        format!("event seq {want} lacks {f}: {}", clip(&ev.to_string())),
+                    ));
                 }
             }
-            if !ev.get("time").and_then(Value::as_str).is_some_and(|t| t.ends_with('Z')) {
-                return Err(StepFail::req("RW-EVENT-5", format!("event time is not UTC with Z: {}", clip(&ev.to_string()))));
+            if !ev
+                .get("time")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.ends_with('Z'))
+            {
+                return Err(StepFail::req(
+                    "RW-EVENT-5",
+                    format!("event time is not UTC with Z: {}", clip(&ev.to_string())),
+                ));
             }
             if !ev.get("data").is_some_and(Value::is_object) {
-                return Err(StepFail::req("RW-EVENT-7", format!("event data is not an object: {}", clip(&ev.to_string()))));
+                return Err(StepFail::req(
+                    "RW-EVENT-7",
+                    format!("event data is not an object: {}", clip(&ev.to_string())),
+                ));
             }
         }
         Ok(())
@@ -1629,7 +2005,12 @@ impl ServerWorld {
 }
 
 impl World for ServerWorld {
-    fn step<'a>(&'a mut self, _kw: &'a str, text: &'a str, doc: Option<&'a str>) -> BoxFut<'a, StepResultT> {
+    fn step<'a>(
+        &'a mut self,
+        _kw: &'a str,
+        text: &'a str,
+        doc: Option<&'a str>,
+    ) -> BoxFut<'a, StepResultT> {
         Box::pin(async move {
             let Some((k, args)) = parse_step(text) else {
                 return Err(StepFail::msg(format!("undefined step: {text}")));

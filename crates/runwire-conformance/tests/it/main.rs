@@ -1,1 +1,7 @@
-mod smoke;
+//! Integration tests of the conformance kit: the reference server passes the server
+//! suite, every broken server variant is caught with the right requirement, and the
+//! reports are well-formed.
+
+mod reports;
+mod server_suite;
+mod server_variants;

@@ -1,0 +1,851 @@
+//! Fault injection for the kit's own tests ("the kit must be right").
+//!
+//! A correct kit fails broken implementations. These faults turn the reference
+//! implementations into broken ones without touching their code:
+//!
+//! - [`ServerFault`]: a WebSocket (and HTTP) proxy in front of a correct server that
+//!   breaks one rule of the spec (skips a seq, repeats events, swallows pings, …).
+//!   [`FaultyServer::start`] returns a [`ServerTarget`] for the server suite.
+//! - [`ClientFault`]: the same proxy between the mock server and a correct client
+//!   adapter, plus a filter on the adapter's output, so that the client appears to
+//!   break one rule (delivers duplicates, resumes from a wrong cursor, …). Set
+//!   [`ClientTarget::faults`](crate::ClientTarget) to use it.
+//!
+//! Each fault names the requirement whose violation the suites must report.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{
+        Message,
+        protocol::{CloseFrame, Role, frame::coding::CloseCode as WsCloseCode},
+    },
+};
+
+use crate::{Error, server::ServerTarget};
+
+/// A way to break a correct server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum ServerFault {
+    /// Drops the event with seq 3 of every run (`RW-ORDER-1`).
+    SkipSeq,
+    /// Sends every event frame twice (`RW-ORDER-2`).
+    DuplicateEvents,
+    /// Never forwards a ping to the client (`RW-HEART-1`).
+    NeverPing,
+    /// Answers the server's pings itself, so a silent client is never closed
+    /// (`RW-HEART-3`).
+    IgnorePongTimeout,
+    /// Resumes one event late: `after_seq` + 1 (`RW-RESUME-1`).
+    WrongResumeCursor,
+    /// Accepts any version: rewrites `hello.versions` to `["1.0"]` (`RW-VERSION-3`).
+    NoUnsupportedVersion,
+    /// Leaks unauthorized runs: replaces the hello token by the full-access token
+    /// (`RW-AUTH-6`).
+    LeakUnauthorizedRuns,
+    /// Accepts messages before hello: injects a hello in front of them (`RW-INPUT-7`).
+    AcceptBeforeHello,
+    /// Does not de-duplicate producer retries: strips idempotency keys at ingest
+    /// (`RW-INGEST-5`).
+    NoIngestDedup,
+    /// Closes with 1000 whatever the error said (`RW-ERROR-3`).
+    WrongCloseCode,
+    /// Closes without the error frame first (`RW-CLOSE-1`).
+    NoErrorBeforeClose,
+    /// Announces no limits in welcome (`RW-CONN-7`).
+    WelcomeWithoutLimits,
+}
+
+impl ServerFault {
+    /// Every server fault.
+    pub const ALL: &'static [Self] = &[
+        Self::SkipSeq,
+        Self::DuplicateEvents,
+        Self::NeverPing,
+        Self::IgnorePongTimeout,
+        Self::WrongResumeCursor,
+        Self::NoUnsupportedVersion,
+        Self::LeakUnauthorizedRuns,
+        Self::AcceptBeforeHello,
+        Self::NoIngestDedup,
+        Self::WrongCloseCode,
+        Self::NoErrorBeforeClose,
+        Self::WelcomeWithoutLimits,
+    ];
+
+    /// The requirement the suites must name when they catch it.
+    pub fn requirement(self) -> &'static str {
+        match self {
+            Self::SkipSeq => "RW-ORDER-1",
+            Self::DuplicateEvents => "RW-ORDER-2",
+            Self::NeverPing => "RW-HEART-1",
+            Self::IgnorePongTimeout => "RW-HEART-3",
+            Self::WrongResumeCursor => "RW-RESUME-1",
+            Self::NoUnsupportedVersion => "RW-VERSION-3",
+            Self::LeakUnauthorizedRuns => "RW-AUTH-6",
+            Self::AcceptBeforeHello => "RW-INPUT-7",
+            Self::NoIngestDedup => "RW-INGEST-5",
+            Self::WrongCloseCode => "RW-ERROR-3",
+            Self::NoErrorBeforeClose => "RW-CLOSE-1",
+            Self::WelcomeWithoutLimits => "RW-CONN-7",
+        }
+    }
+}
+
+/// A way to make a correct client look broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum ClientFault {
+    /// Delivers every event twice (`RW-ORDER-4`).
+    NoDedup,
+    /// Delivers consecutive events swapped (`RW-ORDER-6`).
+    NoOrdering,
+    /// Resumes from the cursor minus one (`RW-RESUME-10`).
+    WrongCursor,
+    /// Never answers pings (`RW-HEART-4`).
+    NoPong,
+    /// Reconnects after a terminal close code: the client sees 1012 instead
+    /// (`RW-RECONNECT-5`).
+    ReconnectAfterTerminal,
+    /// Crashes on a server message of an unknown type (`RW-VERSION-5`).
+    CrashOnUnknownType,
+    /// Ignores `retry_after_ms` (`RW-RECONNECT-2`).
+    IgnoreRetryAfter,
+    /// Never declares a silent connection dead: the proxy feeds it pings
+    /// (`RW-HEART-5`).
+    NoLivenessTimeout,
+    /// Does not resubscribe on a gap: its unsubscribe/subscribe never arrive
+    /// (`RW-ORDER-7`).
+    NoResubscribeOnGap,
+    /// Accepts a welcome with a version it did not offer (`RW-VERSION-7`).
+    AcceptsUnofferedVersion,
+    /// Never closes with 1000 when its runs are done (`RW-CONN-11`).
+    NoCloseWhenDone,
+}
+
+impl ClientFault {
+    /// Every client fault.
+    pub const ALL: &'static [Self] = &[
+        Self::NoDedup,
+        Self::NoOrdering,
+        Self::WrongCursor,
+        Self::NoPong,
+        Self::ReconnectAfterTerminal,
+        Self::CrashOnUnknownType,
+        Self::IgnoreRetryAfter,
+        Self::NoLivenessTimeout,
+        Self::NoResubscribeOnGap,
+        Self::AcceptsUnofferedVersion,
+        Self::NoCloseWhenDone,
+    ];
+
+    /// The requirement the client suite must name when it catches it.
+    pub fn requirement(self) -> &'static str {
+        match self {
+            Self::NoDedup => "RW-ORDER-4",
+            Self::NoOrdering => "RW-ORDER-6",
+            Self::WrongCursor => "RW-RESUME-10",
+            Self::NoPong => "RW-HEART-4",
+            Self::ReconnectAfterTerminal => "RW-RECONNECT-5",
+            Self::CrashOnUnknownType => "RW-VERSION-5",
+            Self::IgnoreRetryAfter => "RW-RECONNECT-2",
+            Self::NoLivenessTimeout => "RW-HEART-5",
+            Self::NoResubscribeOnGap => "RW-ORDER-7",
+            Self::AcceptsUnofferedVersion => "RW-VERSION-7",
+            Self::NoCloseWhenDone => "RW-CONN-11",
+        }
+    }
+}
+
+/// Which side of the proxy a frame comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum From {
+    Client,
+    Server,
+}
+
+/// What the proxy does to frames.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Server(ServerFault),
+    Client(ClientFault),
+}
+
+/// Per-connection state of the proxy.
+#[derive(Debug, Default)]
+struct ConnState {
+    conn: u32,
+    hello_seen: bool,
+    offered: Vec<String>,
+}
+
+/// Shared state of one proxy.
+#[derive(Debug, Default)]
+struct Shared {
+    /// The client saw a frame of an unknown type (for [`ClientFault::CrashOnUnknownType`]).
+    unknown_seen: bool,
+    full_token: Option<String>,
+}
+
+fn text(v: &Value) -> Message {
+    Message::text(v.to_string())
+}
+
+fn transform(
+    fault: Fault,
+    from: From,
+    st: &mut ConnState,
+    shared: &Mutex<Shared>,
+    msg: Message,
+) -> (Vec<Message>, Vec<Message>) {
+    // Returns (frames forwarded, frames answered back to the sender).
+    let Message::Text(t) = &msg else {
+        if let (Message::Close(_), Fault::Client(ClientFault::NoCloseWhenDone)) = (&msg, fault)
+            && from == From::Client
+        {
+            return (vec![Message::Close(None)], vec![]);
+        }
+        if let (Message::Close(Some(cf)), Fault::Client(ClientFault::ReconnectAfterTerminal)) =
+            (&msg, fault)
+            && from == From::Server
+        {
+            let c = u16::from(cf.code);
+            if (4000..4100).contains(&c) || c == 1008 {
+                return (
+                    vec![Message::Close(Some(CloseFrame {
+                        code: WsCloseCode::from(1012),
+                        reason: "".into(),
+                    }))],
+                    vec![],
+                );
+            }
+        }
+        if let (Message::Close(Some(cf)), Fault::Server(ServerFault::WrongCloseCode)) =
+            (&msg, fault)
+            && from == From::Server
+            && u16::from(cf.code) != 1000
+        {
+            return (
+                vec![Message::Close(Some(CloseFrame {
+                    code: WsCloseCode::Normal,
+                    reason: "".into(),
+                }))],
+                vec![],
+            );
+        }
+        return (vec![msg], vec![]);
+    };
+    let Ok(mut v) = serde_json::from_str::<Value>(t) else {
+        return (vec![msg], vec![]);
+    };
+    let ty = v
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    match (fault, from) {
+        (Fault::Server(f), From::Server) => match f {
+            ServerFault::SkipSeq => {
+                if ty == "event" && v.pointer("/event/seq").and_then(Value::as_u64) == Some(3) {
+                    return (vec![], vec![]);
+                }
+                if ty == "batch"
+                    && let Some(a) = v.get_mut("events").and_then(Value::as_array_mut)
+                {
+                    a.retain(|e| e.get("seq").and_then(Value::as_u64) != Some(3));
+                    if a.is_empty() {
+                        return (vec![], vec![]);
+                    }
+                }
+                (vec![text(&v)], vec![])
+            }
+            ServerFault::DuplicateEvents if ty == "event" || ty == "batch" => {
+                (vec![text(&v), text(&v)], vec![])
+            }
+            ServerFault::NeverPing if ty == "ping" => (vec![], vec![]),
+            ServerFault::IgnorePongTimeout if ty == "ping" => {
+                let id = v.get("id").cloned().unwrap_or(Value::Null);
+                (vec![], vec![text(&json!({"type": "pong", "id": id}))])
+            }
+            ServerFault::NoErrorBeforeClose if ty == "error" && v.get("close_code").is_some() => {
+                (vec![], vec![])
+            }
+            ServerFault::WelcomeWithoutLimits if ty == "welcome" => {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("limits");
+                }
+                (vec![text(&v)], vec![])
+            }
+            _ => (vec![msg], vec![]),
+        },
+        (Fault::Server(f), From::Client) => {
+            let first = !st.hello_seen;
+            if ty == "hello" {
+                st.hello_seen = true;
+            }
+            match f {
+                ServerFault::WrongResumeCursor if ty == "subscribe" || ty == "hello" => {
+                    if let Some(a) = v.get_mut("subscriptions").and_then(Value::as_array_mut) {
+                        for e in a {
+                            if let Some(n) = e.get("after_seq").and_then(Value::as_u64) {
+                                e["after_seq"] = json!(n + 1);
+                            }
+                        }
+                    }
+                    (vec![text(&v)], vec![])
+                }
+                ServerFault::NoUnsupportedVersion if ty == "hello" => {
+                    v["versions"] = json!(["1.0"]);
+                    (vec![text(&v)], vec![])
+                }
+                ServerFault::LeakUnauthorizedRuns if ty == "hello" => {
+                    if let Some(tok) = shared.lock().ok().and_then(|s| s.full_token.clone()) {
+                        v["token"] = json!(tok);
+                    }
+                    (vec![text(&v)], vec![])
+                }
+                ServerFault::AcceptBeforeHello if first && ty != "hello" => {
+                    st.hello_seen = true;
+                    let tok = shared.lock().ok().and_then(|s| s.full_token.clone());
+                    let mut h = json!({"type": "hello", "versions": ["1.0"]});
+                    if let Some(t) = tok {
+                        h["token"] = json!(t);
+                    }
+                    (vec![text(&h), msg], vec![])
+                }
+                _ => (vec![msg], vec![]),
+            }
+        }
+        (Fault::Client(f), From::Server) => {
+            let known = runwire_protocol::ServerMessage::TYPES.contains(&ty.as_str());
+            if !known && let Ok(mut s) = shared.lock() {
+                s.unknown_seen = true;
+            }
+            match f {
+                ClientFault::IgnoreRetryAfter if ty == "error" => {
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("retry_after_ms");
+                    }
+                    (vec![text(&v)], vec![])
+                }
+                ClientFault::AcceptsUnofferedVersion if ty == "welcome" => {
+                    let ver = v.get("version").and_then(Value::as_str).unwrap_or("");
+                    if !st.offered.iter().any(|o| o == ver)
+                        && let Some(first) = st.offered.first()
+                    {
+                        v["version"] = json!(first);
+                    }
+                    (vec![text(&v)], vec![])
+                }
+                _ => (vec![msg], vec![]),
+            }
+        }
+        (Fault::Client(f), From::Client) => {
+            if ty == "hello" {
+                st.offered = v
+                    .get("versions")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            }
+            match f {
+                ClientFault::NoPong if ty == "pong" => (vec![], vec![]),
+                ClientFault::NoLivenessTimeout
+                    if ty == "pong"
+                        && v.get("id")
+                            .and_then(Value::as_str)
+                            .is_some_and(|i| i.starts_with("keep-")) =>
+                {
+                    (vec![], vec![])
+                }
+                ClientFault::WrongCursor if ty == "hello" || ty == "subscribe" => {
+                    if (st.conn > 1 || ty == "subscribe")
+                        && let Some(a) = v.get_mut("subscriptions").and_then(Value::as_array_mut)
+                    {
+                        for e in a {
+                            if let Some(n) = e.get("after_seq").and_then(Value::as_u64)
+                                && n > 0
+                            {
+                                e["after_seq"] = json!(n - 1);
+                            }
+                        }
+                    }
+                    (vec![text(&v)], vec![])
+                }
+                ClientFault::NoResubscribeOnGap
+                    if st.hello_seen && (ty == "unsubscribe" || ty == "subscribe") =>
+                {
+                    (vec![], vec![])
+                }
+                _ => {
+                    if ty == "hello" {
+                        st.hello_seen = true;
+                    }
+                    (vec![msg], vec![])
+                }
+            }
+        }
+    }
+}
+
+/// Reads an HTTP head byte by byte (so nothing after it is consumed).
+async fn read_head(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).await.ok()? == 0 || buf.len() > 64 * 1024 {
+            return None;
+        }
+        buf.push(b[0]);
+    }
+    Some(buf)
+}
+
+/// A running fault-injecting WebSocket proxy.
+#[derive(Debug)]
+pub struct Proxy {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr, fault: Fault) -> Result<Self, Error> {
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(|e| Error::Target(format!("proxy bind: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Target(format!("proxy addr: {e}")))?;
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let sh = Arc::clone(&shared);
+        let count = Arc::new(AtomicU32::new(0));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let conn = count.fetch_add(1, Ordering::SeqCst) + 1;
+                let sh = Arc::clone(&sh);
+                tokio::spawn(async move {
+                    let _ = relay(client, upstream, fault, conn, sh).await;
+                });
+            }
+        });
+        Ok(Self { addr, task, shared })
+    }
+
+    /// The proxy's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+async fn relay(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    fault: Fault,
+    conn: u32,
+    shared: Arc<Mutex<Shared>>,
+) -> Option<()> {
+    let Ok(mut up) = TcpStream::connect(upstream).await else {
+        return None;
+    };
+    let req = read_head(&mut client).await?;
+    up.write_all(&req).await.ok()?;
+    let resp = read_head(&mut up).await?;
+    client.write_all(&resp).await.ok()?;
+    if !resp.starts_with(b"HTTP/1.1 101") {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+        return None;
+    }
+    let cws = WebSocketStream::from_raw_socket(client, Role::Server, None).await;
+    let uws = WebSocketStream::from_raw_socket(up, Role::Client, None).await;
+    let (mut c_tx, mut c_rx) = cws.split();
+    let (mut u_tx, mut u_rx) = uws.split();
+    let st = Arc::new(Mutex::new(ConnState {
+        conn,
+        ..ConnState::default()
+    }));
+    let (to_client, mut to_client_rx) = tokio::sync::mpsc::unbounded_channel::<Message>();
+    let (to_server, mut to_server_rx) = tokio::sync::mpsc::unbounded_channel::<Message>();
+    let keep_tx = to_client.clone();
+    let a = {
+        let st = Arc::clone(&st);
+        let sh = Arc::clone(&shared);
+        let to_client = to_client.clone();
+        let to_server = to_server.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(m)) = c_rx.next().await {
+                if matches!(m, Message::Ping(_) | Message::Pong(_)) {
+                    continue;
+                }
+                let (fwd, back) = {
+                    let Ok(mut g) = st.lock() else { return };
+                    transform(fault, From::Client, &mut g, &sh, m)
+                };
+                for f in fwd {
+                    let _ = to_server.send(f);
+                }
+                for b in back {
+                    let _ = to_client.send(b);
+                }
+            }
+            let _ = to_server.send(Message::Close(None));
+        })
+    };
+    let b = {
+        let st = Arc::clone(&st);
+        let sh = Arc::clone(&shared);
+        tokio::spawn(async move {
+            while let Some(Ok(m)) = u_rx.next().await {
+                if matches!(m, Message::Ping(_) | Message::Pong(_)) {
+                    continue;
+                }
+                let (fwd, back) = {
+                    let Ok(mut g) = st.lock() else { return };
+                    transform(fault, From::Server, &mut g, &sh, m)
+                };
+                for f in fwd {
+                    let _ = to_client.send(f);
+                }
+                for b in back {
+                    let _ = to_server.send(b);
+                }
+            }
+            let _ = to_client.send(Message::Close(None));
+        })
+    };
+    let keep = if matches!(fault, Fault::Client(ClientFault::NoLivenessTimeout)) {
+        // The broken client "never notices silence": the proxy keeps it fed.
+        let tc = keep_tx;
+        Some(tokio::spawn(async move {
+            let mut n = 0u64;
+            let mut iv = tokio::time::interval(std::time::Duration::from_millis(50));
+            loop {
+                iv.tick().await;
+                n += 1;
+                if tc
+                    .send(text(&json!({"type": "ping", "id": format!("keep-{n}")})))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }))
+    } else {
+        drop(keep_tx);
+        None
+    };
+    let w1 = tokio::spawn(async move {
+        while let Some(m) = to_client_rx.recv().await {
+            let close = matches!(m, Message::Close(_));
+            if c_tx.send(m).await.is_err() || close {
+                break;
+            }
+        }
+        let _ = c_tx.close().await;
+    });
+    let w2 = tokio::spawn(async move {
+        while let Some(m) = to_server_rx.recv().await {
+            let close = matches!(m, Message::Close(_));
+            if u_tx.send(m).await.is_err() || close {
+                break;
+            }
+        }
+        let _ = u_tx.close().await;
+    });
+    let _ = tokio::join!(a, b, w1, w2);
+    if let Some(k) = keep {
+        k.abort();
+    }
+    Some(())
+}
+
+/// A correct server behind a fault-injecting proxy.
+#[derive(Debug)]
+pub struct FaultyServer {
+    proxy: Proxy,
+    http: Option<tokio::task::JoinHandle<()>>,
+    ingest: String,
+}
+
+impl Drop for FaultyServer {
+    fn drop(&mut self) {
+        if let Some(h) = &self.http {
+            h.abort();
+        }
+    }
+}
+
+impl FaultyServer {
+    /// Puts `fault` in front of `target` (whose URLs must be `ws://` and `http://`).
+    pub async fn start(target: &ServerTarget, fault: ServerFault) -> Result<Self, Error> {
+        let up = host_port(&target.ws_url)?;
+        let proxy = Proxy::start(up, Fault::Server(fault)).await?;
+        if let Ok(mut s) = proxy.shared.lock() {
+            s.full_token = target.token.clone();
+        }
+        let (http, ingest) = if fault == ServerFault::NoIngestDedup {
+            let upstream = target.ingest_url.clone();
+            let l = TcpListener::bind(("127.0.0.1", 0))
+                .await
+                .map_err(|e| Error::Target(format!("proxy bind: {e}")))?;
+            let a = l
+                .local_addr()
+                .map_err(|e| Error::Target(format!("proxy addr: {e}")))?;
+            let h = tokio::spawn(async move {
+                while let Ok((s, _)) = l.accept().await {
+                    let upstream = upstream.clone();
+                    tokio::spawn(async move {
+                        let _ = strip_keys(s, &upstream).await;
+                    });
+                }
+            });
+            (Some(h), format!("http://{a}"))
+        } else {
+            (None, target.ingest_url.clone())
+        };
+        Ok(Self {
+            proxy,
+            http,
+            ingest,
+        })
+    }
+
+    /// The target for the server suite: the proxy's URLs, the original tokens and
+    /// control.
+    pub fn target(&self, original: &ServerTarget) -> ServerTarget {
+        ServerTarget {
+            ws_url: format!(
+                "ws://{}{}",
+                self.proxy.addr(),
+                runwire_protocol::STREAM_PATH
+            ),
+            ingest_url: self.ingest.clone(),
+            description: format!("{} behind a fault-injecting proxy", original.description),
+            ..original.clone()
+        }
+    }
+}
+
+fn host_port(url: &str) -> Result<SocketAddr, Error> {
+    let rest = url
+        .split_once("://")
+        .map(|x| x.1)
+        .ok_or_else(|| Error::Target(format!("bad URL {url}")))?;
+    let hp = rest.split('/').next().unwrap_or("");
+    hp.parse()
+        .map_err(|_| Error::Target(format!("{url}: the proxy needs an IP:PORT address")))
+}
+
+/// Forwards one HTTP request with every `idempotency_key` removed from the body.
+async fn strip_keys(mut s: TcpStream, upstream: &str) -> Option<()> {
+    let head = read_head(&mut s).await?;
+    let head_s = String::from_utf8_lossy(&head).into_owned();
+    let len: usize = head_s
+        .lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())
+                .flatten()
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.ok()?;
+    let mut first = head_s.lines().next().unwrap_or("").split_whitespace();
+    let method = first.next().unwrap_or("GET").to_owned();
+    let path = first.next().unwrap_or("/").to_owned();
+    let token = head_s.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case("authorization")
+            .then(|| v.trim().trim_start_matches("Bearer ").to_owned())
+    });
+    if let Ok(mut v) = serde_json::from_slice::<Value>(&body) {
+        if let Some(a) = v.get_mut("events").and_then(Value::as_array_mut) {
+            for e in a {
+                if let Some(o) = e.as_object_mut() {
+                    o.remove("idempotency_key");
+                }
+            }
+        }
+        body = serde_json::to_vec(&v).unwrap_or(body);
+    }
+    let a = crate::http::request(
+        upstream,
+        &method,
+        &path,
+        token.as_deref(),
+        (len > 0).then_some(body.as_slice()),
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .ok()?;
+    let mut out = format!(
+        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+        a.status,
+        a.body.len()
+    );
+    for (n, v) in &a.headers {
+        if n != "content-length" && n != "connection" && n != "transfer-encoding" {
+            out.push_str(&format!("{n}: {v}\r\n"));
+        }
+    }
+    out.push_str("\r\n");
+    s.write_all(out.as_bytes()).await.ok()?;
+    s.write_all(&a.body).await.ok()?;
+    Some(())
+}
+
+/// Runs an adapter through a client fault: the proxy between the mock and the
+/// adapter, the output filter between the adapter and the mock's application sink.
+pub(crate) struct FaultyClient {
+    proxy: Proxy,
+    fault: ClientFault,
+}
+
+impl FaultyClient {
+    pub(crate) async fn start(mock_addr: SocketAddr, fault: ClientFault) -> Result<Self, Error> {
+        let proxy = Proxy::start(mock_addr, Fault::Client(fault)).await?;
+        Ok(Self { proxy, fault })
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!(
+            "ws://{}{}",
+            self.proxy.addr(),
+            runwire_protocol::STREAM_PATH
+        )
+    }
+
+    /// Spawns the adapter with `env` (its URL replaced) and feeds its filtered output
+    /// to `sink`.
+    pub(crate) fn spawn(
+        &mut self,
+        program: &std::ffi::OsStr,
+        args: &[std::ffi::OsString],
+        env: Vec<(String, String)>,
+        sink: runwire_mock::AppSink,
+    ) -> Result<tokio::task::JoinHandle<()>, Error> {
+        let url = self.url();
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .map(|(k, v)| {
+                if k == "RUNWIRE_URL" {
+                    (k, url.clone())
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .envs(env)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::Target(format!("cannot spawn the adapter: {e}")))?;
+        let fault = self.fault;
+        let shared = Arc::clone(&self.proxy.shared);
+        let out = child.stdout.take();
+        Ok(tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut held: Option<String> = None;
+            if let Some(out) = out {
+                let mut lines = tokio::io::BufReader::new(out).lines();
+                loop {
+                    let crash = fault == ClientFault::CrashOnUnknownType
+                        && shared.lock().map(|s| s.unknown_seen).unwrap_or(false);
+                    if crash {
+                        let _ = child.start_kill();
+                        break;
+                    }
+                    let next = tokio::time::timeout(
+                        std::time::Duration::from_millis(20),
+                        lines.next_line(),
+                    )
+                    .await;
+                    let line = match next {
+                        Err(_) => continue,
+                        Ok(Ok(Some(l))) => l,
+                        Ok(_) => break,
+                    };
+                    let is_event = line.contains("\"kind\":\"event\"");
+                    match fault {
+                        ClientFault::NoDedup if is_event => {
+                            sink.raw_line(&line);
+                            sink.raw_line(&line);
+                        }
+                        ClientFault::NoOrdering if is_event => match held.take() {
+                            None => held = Some(line),
+                            Some(prev) => {
+                                sink.raw_line(&line);
+                                sink.raw_line(&prev);
+                            }
+                        },
+                        _ => {
+                            if let Some(p) = held.take() {
+                                sink.raw_line(&p);
+                            }
+                            sink.raw_line(&line);
+                        }
+                    }
+                }
+            }
+            if let Some(p) = held.take() {
+                sink.raw_line(&p);
+            }
+            let status = child.wait().await.ok();
+            sink.exit(status.and_then(|s| s.code()));
+        }))
+    }
+}
+
+impl std::fmt::Debug for FaultyClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultyClient")
+            .field("fault", &self.fault)
+            .finish()
+    }
+}
+
+/// The requirement → fault table, for docs and reports.
+pub fn catalog() -> BTreeMap<String, &'static str> {
+    let mut m = BTreeMap::new();
+    for f in ServerFault::ALL {
+        m.insert(format!("server:{f:?}"), f.requirement());
+    }
+    for f in ClientFault::ALL {
+        m.insert(format!("client:{f:?}"), f.requirement());
+    }
+    m
+}

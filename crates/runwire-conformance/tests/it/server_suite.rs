@@ -1,0 +1,84 @@
+//! The whole server suite against the in-process reference server.
+
+use runwire_conformance::{ConformOptions, Grade, Plan, conform, features::TagFilter, reference};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_server_passes_every_server_scenario() {
+    let server = reference::ReferenceServer::start(reference::reference_config(1.0))
+        .await
+        .unwrap();
+    let opts = ConformOptions {
+        seed: 20261122,
+        jobs: 4,
+        ..ConformOptions::default()
+    };
+    println!("seed {}", opts.seed);
+    let plan = Plan {
+        server: Some(server.target()),
+        client: None,
+    };
+    let report = conform(plan, &opts, &|_| {}).await.unwrap();
+    server.stop().await;
+    let bad: Vec<String> = report
+        .results
+        .iter()
+        .filter(|r| r.grade != Grade::Pass)
+        .map(|r| {
+            format!(
+                "{}: {:?} {}",
+                r.id,
+                r.grade,
+                r.message.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "the reference server must pass everything:\n{}",
+        bad.join("\n")
+    );
+    assert!(
+        report.counts.total >= 60,
+        "the server suite has at least 60 scenarios"
+    );
+    assert!(report.passed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_scenarios_are_not_implemented_without_tokens() {
+    let server = reference::ReferenceServer::start(reference::reference_config(1.0))
+        .await
+        .unwrap();
+    let mut target = server.target();
+    target.token = None;
+    target.limited_token = None;
+    target.control = None;
+    let opts = ConformOptions {
+        seed: 5,
+        tags: Some(TagFilter::parse("@auth or @restart").unwrap()),
+        ..ConformOptions::default()
+    };
+    let report = conform(
+        Plan {
+            server: Some(target),
+            client: None,
+        },
+        &opts,
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    server.stop().await;
+    assert!(report.counts.total > 0);
+    assert_eq!(
+        report.counts.not_implemented,
+        report.counts.total,
+        "without tokens or restart control these scenarios are graded not implemented: {:?}",
+        report
+            .results
+            .iter()
+            .map(|r| (&r.id, r.grade))
+            .collect::<Vec<_>>()
+    );
+    assert!(report.passed, "not implemented does not fail the run");
+}

@@ -1,1 +1,0 @@
-//! The suites against the reference server.
