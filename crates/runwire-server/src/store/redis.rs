@@ -457,7 +457,52 @@ impl Pool {
         }
     }
 
-    /// Runs one operation on the connection.
+    /// Runs an operation that is safe to repeat (a read, or a write that checks its
+    /// own precondition); when the connection turns out to be broken (a dropped
+    /// connection, an I/O error) it runs once more on a fresh one, so that a
+    /// re-established connection costs a subscription nothing.
+    async fn retry<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        let (generation, conn) = self.get().await?;
+        match f(conn).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.broken(generation, &e).await;
+                if e.is_timeout() || !(e.is_connection_dropped() || e.is_io_error()) {
+                    return Err(self.error(&e));
+                }
+                let (generation, conn) = self.get().await?;
+                match f(conn).await {
+                    Ok(v) => Ok(v),
+                    Err(e) => {
+                        self.broken(generation, &e).await;
+                        Err(self.error(&e))
+                    }
+                }
+            }
+        }
+    }
+
+    /// A command that is safe to repeat (see [`Pool::retry`]).
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        self.retry(|mut c| async move { cmd.query_async(&mut c).await })
+            .await
+    }
+
+    /// A script that is safe to repeat (see [`Pool::retry`]).
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        self.retry(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await
+    }
+
+    /// Runs one operation on the connection (appends: never repeated, a producer
+    /// retries with its idempotency keys).
     async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
@@ -745,21 +790,14 @@ impl Inner {
     async fn open_run(&self, run_id: &RunId) -> Result<RunInfo, StoreError> {
         let k = self.keys(run_id);
         let epoch = new_epoch();
-        let v: Value = self
-            .pool
-            .run(|mut c| async move {
-                self.scripts
-                    .open
-                    .key(&k.meta)
-                    .key(&k.stream)
-                    .key(&k.idem)
-                    .key(&k.snap)
-                    .arg(epoch.as_str())
-                    .arg(self.ttl_ms())
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
+        let mut inv = self.scripts.open.prepare_invoke();
+        inv.key(&k.meta)
+            .key(&k.stream)
+            .key(&k.idem)
+            .key(&k.snap)
+            .arg(epoch.as_str())
+            .arg(self.ttl_ms());
+        let v: Value = self.pool.invoke(&inv).await?;
         let a = arr(v)?;
         Ok(RunInfo {
             epoch: epoch_of(s_at(&a, 0)?)?,
@@ -770,18 +808,9 @@ impl Inner {
 
     async fn run_info(&self, run_id: &RunId) -> Result<Option<RunInfo>, StoreError> {
         let k = self.keys(run_id);
-        let v: Vec<Option<String>> = self
-            .pool
-            .run(|mut c| async move {
-                redis::cmd("HMGET")
-                    .arg(&k.meta)
-                    .arg("epoch")
-                    .arg("head")
-                    .arg("term")
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(&k.meta).arg("epoch").arg("head").arg("term");
+        let v: Vec<Option<String>> = self.pool.query(&cmd).await?;
         let mut it = v.into_iter();
         let (Some(Some(epoch)), head, term) = (it.next(), it.next(), it.next()) else {
             return Ok(None);
@@ -966,19 +995,13 @@ impl Inner {
         } else {
             format!("{up_to}-0")
         };
-        let v: Value = self
-            .pool
-            .run(|mut c| async move {
-                redis::cmd("XRANGE")
-                    .arg(&k.stream)
-                    .arg(start)
-                    .arg(end)
-                    .arg("COUNT")
-                    .arg(limit)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(&k.stream)
+            .arg(start)
+            .arg(end)
+            .arg("COUNT")
+            .arg(limit);
+        let v: Value = self.pool.query(&cmd).await?;
         let events = parse_entries(v)?;
         let missing = match events.first() {
             Some(first) => first.seq != after + 1,
@@ -1014,24 +1037,14 @@ impl Inner {
             let (have_epoch, have_seq) = cached.as_ref().map_or((String::new(), 0), |s| {
                 (s.epoch.as_str().to_owned(), s.as_of_seq)
             });
-            let v: Value = self
-                .pool
-                .run(|mut c| {
-                    let k = &k;
-                    async move {
-                        self.scripts
-                            .snap_read
-                            .key(&k.meta)
-                            .key(&k.stream)
-                            .key(&k.snap)
-                            .arg(have_epoch)
-                            .arg(have_seq)
-                            .arg(READ_COUNT)
-                            .invoke_async(&mut c)
-                            .await
-                    }
-                })
-                .await?;
+            let mut inv = self.scripts.snap_read.prepare_invoke();
+            inv.key(&k.meta)
+                .key(&k.stream)
+                .key(&k.snap)
+                .arg(have_epoch)
+                .arg(have_seq)
+                .arg(READ_COUNT);
+            let v: Value = self.pool.invoke(&inv).await?;
             let a = arr(v)?;
             let mode = s_at(&a, 0)?;
             if mode == "none" {
@@ -1128,24 +1141,17 @@ impl Inner {
 
     async fn store_snapshot(&self, k: &Keys, snap: &RunSnapshot) -> Result<(), StoreError> {
         let json = serde_json::to_string(snap).map_err(corrupt)?;
-        let _: Value = self
-            .pool
-            .run(|mut c| async move {
-                self.scripts
-                    .snap_write
-                    .key(&k.meta)
-                    .key(&k.snap)
-                    .key(&k.stream)
-                    .key(&k.idem)
-                    .arg(snap.epoch.as_str())
-                    .arg(snap.as_of_seq)
-                    .arg(json)
-                    .arg(self.opts.retain_events)
-                    .arg(10 * READ_COUNT)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
+        let mut inv = self.scripts.snap_write.prepare_invoke();
+        inv.key(&k.meta)
+            .key(&k.snap)
+            .key(&k.stream)
+            .key(&k.idem)
+            .arg(snap.epoch.as_str())
+            .arg(snap.as_of_seq)
+            .arg(json)
+            .arg(self.opts.retain_events)
+            .arg(10 * READ_COUNT);
+        let _: Value = self.pool.invoke(&inv).await?;
         Ok(())
     }
 

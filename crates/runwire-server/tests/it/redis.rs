@@ -647,3 +647,49 @@ async fn redis_store_unreachable_at_start_is_a_clear_error() {
     };
     assert!(e.to_string().contains("ttl_secs"), "{e}");
 }
+
+#[tokio::test]
+async fn rw_resume_1_live_feed_survives_dropped_redis_connections_without_loss() {
+    let redis = Redis::start(false);
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let run = run("reconnect");
+    let (mut client, _, _) = subscribe(&b, json!({"run_id": "reconnect"})).await;
+    let producer = Producer::new(&a);
+    for i in 0..10 {
+        append_until_ok(&producer, "reconnect", lines(i * 10, 10, "c")).await;
+    }
+    let mut got = client.events_until(&run, 0, 100).await;
+    // Redis drops every connection of both nodes (their reader and command
+    // connections); Redis itself stays up.
+    let mut admin = redis::Client::open(redis.url())
+        .expect("client")
+        .get_connection()
+        .expect("admin connection");
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(&mut admin)
+        .expect("client kill");
+    assert!(
+        killed >= 3,
+        "both command connections and the reader of B were dropped ({killed})"
+    );
+    // Appends on either node go on (a producer retries a 503 with its keys) and the
+    // subscription on B gets every event, with no close and no duplicate.
+    for i in 10..30 {
+        let p = if i % 2 == 0 {
+            &producer
+        } else {
+            &Producer::new(&b)
+        };
+        append_until_ok(p, "reconnect", lines(i * 10, 10, "c")).await;
+    }
+    got.extend(client.events_until(&run, 100, 300).await);
+    assert_gapless(&got, 1, 300);
+    assert!(client.sync("after").await.is_empty());
+    a.shutdown().await;
+    b.shutdown().await;
+}
