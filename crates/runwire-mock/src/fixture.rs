@@ -154,6 +154,10 @@ pub struct EventOverride {
     /// must ignore).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra: Option<Map<String, Value>>,
+    /// The event's `time` (RFC 3339 UTC); default: one second per seq from
+    /// 2026-01-01T00:00:00Z. Times need not increase (`RW-EVENT-9`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
 }
 
 /// The client configuration the runner passes to the adapter (`docs/client-adapter.md`).

@@ -216,7 +216,10 @@ fn generate_log(r: &RunLog, seed: u64) -> LogData {
                 .unwrap_or_else(|_| EventId::new(format!("ev-{seq}")).expect("valid")),
             run_id: run_id.clone(),
             seq,
-            time: timestamp(seq),
+            time: over
+                .and_then(|o| o.time.clone())
+                .and_then(|t| Timestamp::new(t).ok())
+                .unwrap_or_else(|| timestamp(seq)),
             payload,
         };
         let mut value: Value = serde_json::from_str(&encode(&event)).unwrap_or(Value::Null);

@@ -151,6 +151,11 @@ fn check_runs(f: &Fixture) -> Result<(), Failure> {
                     format!("not a valid {} payload: {e}", o.event_type),
                 );
             }
+            if let Some(t) = &o.time
+                && let Err(e) = runwire_protocol::Timestamp::new(t.clone())
+            {
+                return fail(format!("{op}/time"), e.to_string());
+            }
             if let Some(extra) = &o.extra {
                 for k in extra.keys() {
                     if matches!(

@@ -64,6 +64,8 @@ pub(crate) struct Bugs {
     pub(crate) retry_failed_subscriptions: bool,
     /// Deliver events of runs it did not subscribe to.
     pub(crate) deliver_foreign_runs: bool,
+    /// Treat a run-scoped error as the end of an open subscription.
+    pub(crate) run_error_ends_subscription: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -526,8 +528,14 @@ impl Client {
                     let mut line = json!({"kind": "error", "code": code, "message": m.get("message").cloned().unwrap_or(json!("")), "terminal": false});
                     if let Some(r) = &run {
                         line["run_id"] = json!(r);
-                        if !retryable && let Some(x) = self.runs.iter_mut().find(|x| &x.id == r) {
+                        // An error answers one subscription entry; it does not end
+                        // a subscription that is open (RW-SUB-5).
+                        if !retryable
+                            && let Some(x) = self.runs.iter_mut().find(|x| &x.id == r)
+                            && (!x.open || self.bugs.run_error_ends_subscription)
+                        {
                             x.failed = true;
+                            x.open = false;
                         }
                     }
                     if close.is_none() {
