@@ -87,6 +87,9 @@ pub(crate) struct Node<'a> {
     pub(crate) union: Option<Vec<(Value, String)>>,
     /// Ref targets followed to build this node (for cycle protection).
     pub(crate) refs: Vec<String>,
+    /// When `$ref` was followed: the pointer of the referencing schema and its own
+    /// keywords (siblings of `$ref`), so changes to those are reported where they are.
+    pub(crate) site: Option<(String, BTreeSet<String>)>,
 }
 
 fn escape(s: &str) -> String {
@@ -161,6 +164,8 @@ impl<'a> Doc<'a> {
             }
             _ => Map::new(),
         };
+        let site_ptr = ptr.clone();
+        let site_keys: BTreeSet<String> = map.keys().filter(|k| *k != "$ref").cloned().collect();
         // Resolve `$ref` chains, merging siblings over the target.
         let mut depth = 0;
         while let Some(Value::String(r)) = map.get("$ref").cloned() {
@@ -272,6 +277,7 @@ impl<'a> Doc<'a> {
             }
             break;
         }
+        let site = (!refs.is_empty()).then_some((site_ptr, site_keys));
         Node {
             doc: *self,
             ptr,
@@ -280,6 +286,7 @@ impl<'a> Doc<'a> {
             nullable,
             union,
             refs,
+            site,
         }
     }
 
@@ -460,7 +467,7 @@ pub(crate) struct Walker<'o, 'n, 'c> {
     pub(crate) new: Doc<'n>,
     pub(crate) cp: Option<Doc<'c>>,
     pub(crate) out: Vec<Change>,
-    visited: BTreeSet<(String, String)>,
+    visited: BTreeSet<(String, String, u64)>,
     budget: usize,
 }
 
@@ -541,8 +548,11 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
         }
         self.budget -= 1;
         // Cycle protection and de-duplication of shared definitions.
+        // The key includes the merged keywords, so one definition referenced with
+        // different sibling keywords (a `description`, a `default`) is compared at
+        // each such site, while a recursive reference stops at its second visit.
         if !o.refs.is_empty() || !n.refs.is_empty() {
-            let key = (o.ptr.clone(), n.ptr.clone());
+            let key = (o.ptr.clone(), n.ptr.clone(), fingerprint(&o.map, &n.map));
             if !self.visited.insert(key) {
                 return;
             }
@@ -571,12 +581,20 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
                 changed.insert(k.clone());
             }
         }
+        // Keywords written next to a `$ref` are reported at the referencing site.
+        let at = |keys: &BTreeSet<String>| -> String {
+            match &n.site {
+                Some((site, own)) if keys.iter().any(|k| own.contains(k)) => site.clone(),
+                _ => ptr.to_string(),
+            }
+        };
         if !changed.is_empty() {
+            let aptr = at(&changed);
             let list: Vec<_> = changed.into_iter().collect();
             self.emit(
                 id::ANNOTATION_CHANGED,
                 None,
-                ptr,
+                &aptr,
                 path,
                 format!("annotation changed: {}", list.join(", ")),
             );
@@ -586,10 +604,11 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
             (a, b) if a.map(canon) == b.map(canon) => {}
             (a, b) => {
                 let f = |v: Option<&Value>| v.map_or("(none)".to_string(), short);
+                let dptr = at(&BTreeSet::from(["default".to_string()]));
                 self.emit(
                     id::DEFAULT_CHANGED,
                     None,
-                    ptr,
+                    &dptr,
                     path,
                     format!("default {} → {}", f(a), f(b)),
                 );
@@ -1828,6 +1847,20 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
             }
         }
     }
+}
+
+fn fingerprint(a: &Map<String, Value>, b: &Map<String, Value>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    for m in [a, b] {
+        let kept: Map<String, Value> = m
+            .iter()
+            .filter(|(k, _)| !IGNORED.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        canon(&Value::Object(kept)).hash(&mut h);
+    }
+    h.finish()
 }
 
 fn self_const_union(c: &Node<'_>) -> Option<BTreeSet<String>> {
