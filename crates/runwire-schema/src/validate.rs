@@ -314,13 +314,16 @@ impl Validators {
         mut on_failure: impl FnMut(Failure),
     ) -> Stats {
         let mut stats = Stats::default();
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let trimmed = text.trim_start();
         let lead = text.len() - trimmed.len();
         let first_line = 1 + text[..lead].matches('\n').count();
-        let whole_doc = trimmed.starts_with('[')
-            || (trimmed.starts_with('{')
-                && serde_json::from_str::<Value>(trimmed.lines().next().unwrap_or("")).is_err());
-        if whole_doc {
+        // A JSON array, or one document spread over several lines, is parsed whole;
+        // anything else (or a whole-document parse that fails on an object) is read as
+        // JSON lines, so one broken line does not hide the others.
+        let first_alone =
+            serde_json::from_str::<Value>(trimmed.lines().next().unwrap_or("")).is_ok();
+        if trimmed.starts_with('[') || (trimmed.starts_with('{') && !first_alone) {
             match serde_json::from_str::<Value>(text) {
                 Ok(Value::Array(items)) => {
                     // Element lines: locate each element start by a streaming pass.
@@ -334,9 +337,13 @@ impl Validators {
                             &mut on_failure,
                         );
                     }
+                    return stats;
                 }
-                Ok(v) => self.check_one(&v, first_line, kind, &mut stats, &mut on_failure),
-                Err(e) => {
+                Ok(v) => {
+                    self.check_one(&v, first_line, kind, &mut stats, &mut on_failure);
+                    return stats;
+                }
+                Err(e) if trimmed.starts_with('[') => {
                     stats.values += 1;
                     stats.invalid += 1;
                     on_failure(Failure {
@@ -345,9 +352,10 @@ impl Validators {
                         pointer: String::new(),
                         reason: format!("invalid JSON: {e}"),
                     });
+                    return stats;
                 }
+                Err(_) => {}
             }
-            return stats;
         }
         for (i, line) in text.lines().enumerate() {
             let l = line.trim();

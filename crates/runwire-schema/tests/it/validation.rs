@@ -167,3 +167,22 @@ fn per_tag_fast_path_agrees_with_the_whole_union() {
         assert_eq!(whole.is_valid(&v), ok, "{v}");
     }
 }
+
+#[test]
+fn a_broken_first_line_does_not_hide_the_other_lines_and_bom_crlf_are_accepted() {
+    let v = validators(Contract::Writer);
+    let text = "\u{feff}{\"type\": \"ping\",\r\n{\"type\": \"ping\", \"id\": \"a\"}\r\n{\"type\": \"ping\"}\r\n";
+    let f = failures(&v, text, None);
+    let lines: Vec<usize> = f.iter().map(|f| f.line).collect();
+    assert!(
+        lines.contains(&1) && lines.contains(&3) && !lines.contains(&2),
+        "{f:#?}"
+    );
+    assert!(
+        f.iter()
+            .any(|f| f.line == 1 && f.reason.starts_with("invalid JSON"))
+    );
+    // A pretty-printed single document is read whole.
+    let doc = "{\n  \"type\": \"ping\",\n  \"id\": \"a\"\n}\n";
+    assert!(failures(&v, doc, None).is_empty());
+}
