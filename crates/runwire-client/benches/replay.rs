@@ -62,14 +62,18 @@ async fn serve(listener: TcpListener, total: u64) {
         },
         server: None,
     });
-    ws.send(Message::text(codec::encode(&welcome))).await.expect("send");
+    ws.send(Message::text(codec::encode(&welcome)))
+        .await
+        .expect("send");
     let sub = ServerMessage::Subscribed(Subscribed {
         run_id: RunId::new("run-replay").expect("run"),
         epoch: Epoch::new("e1").expect("epoch"),
         after_seq: 0,
         head_seq: total,
     });
-    ws.send(Message::text(codec::encode(&sub))).await.expect("send");
+    ws.send(Message::text(codec::encode(&sub)))
+        .await
+        .expect("send");
     let mut seq = 1;
     let mut frames = 0u32;
     while seq <= total {
@@ -88,7 +92,7 @@ async fn serve(listener: TcpListener, total: u64) {
         if ws.feed(Message::text(f)).await.is_err() {
             return;
         }
-        if frames % 8 == 0 && ws.flush().await.is_err() {
+        if frames.is_multiple_of(8) && ws.flush().await.is_err() {
             return;
         }
     }
@@ -122,7 +126,7 @@ async fn main() {
                 if last == 1 {
                     start = Some(Instant::now());
                 }
-                if last % (total / 10).max(1) == 0 {
+                if last.is_multiple_of((total / 10).max(1)) {
                     samples.push((last, status_kib("VmRSS:")));
                 }
                 if last == total {
@@ -136,7 +140,9 @@ async fn main() {
     let secs = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     assert_eq!(last, total, "every event delivered");
-    println!("runwire-client replay: {total} events of ~250 B over loopback WebSocket, batches of 100");
+    println!(
+        "runwire-client replay: {total} events of ~250 B over loopback WebSocket, batches of 100"
+    );
     println!(
         "  {:.0} events/s ({secs:.2} s), client and server in one process (2 worker threads)",
         total as f64 / secs

@@ -5,3 +5,4 @@ mod close_codes;
 mod model;
 mod server;
 mod session;
+mod units;

@@ -321,3 +321,19 @@ pub(crate) fn seqs(evs: &[ClientEvent], run_id: &RunId) -> Vec<u64> {
 pub(crate) fn is_terminal_error(ev: &ClientEvent) -> bool {
     matches!(ev, ClientEvent::Error(e) if e.terminal)
 }
+
+impl TestServer {
+    /// Waits (bounded) until the server has read connection `i`'s close frame.
+    pub(crate) async fn client_close(&self, i: usize) -> Option<u16> {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Some(c) = self.record(i).client_close {
+                    return c;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .ok()
+    }
+}

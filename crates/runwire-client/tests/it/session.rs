@@ -11,7 +11,7 @@ use std::{
 use runwire_client::{Client, ClientEvent, ConnectionState, Cursor, TokenProvider};
 use runwire_protocol::{
     BatchFrame, ClientMessage, ErrorCode, ErrorFrame, Ping, Reset, ResetReason, RunSnapshot,
-    ServerMessage, SubscriptionRequest, Unsubscribed,
+    ServerMessage, SubscriptionRequest, Unsubscribed, codec,
 };
 
 use crate::server::*;
@@ -96,17 +96,7 @@ async fn rw_auth_9_hello_token_per_attempt_and_resume_cursors() {
     assert!(client.next().await.is_none());
     let _ = server.next_conn().await;
     let _ = server.next_conn().await;
-    // The server recorded the client's close code once its handler drained.
-    let t = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if server.record(1).client_close.is_some() {
-                return server.record(1).client_close;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("close recorded");
+    let t = server.client_close(1).await;
     assert_eq!(t, Some(1000));
 }
 
@@ -151,12 +141,12 @@ async fn rw_heart_5_liveness_timeout_and_any_frame_counts() {
         let r = r2.clone();
         async move {
             c.hello().await;
-            c.welcome(40).await;
+            c.welcome(200).await;
             if c.index == 0 {
                 c.send(&subscribed(&r, &epoch("e"), 0, 0)).await;
-                // 300 ms of unknown-type frames every 20 ms: well past the 90 ms
-                // liveness budget, but never silent.
-                for i in 0..15 {
+                // 400 ms of unknown-type frames every 20 ms: well past the 250 ms
+                // liveness budget (200 ms heartbeat + 50 ms grace), never silent.
+                for i in 0..20 {
                     c.send_text(format!(r#"{{"type":"x_future","i":{i}}}"#))
                         .await;
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -655,5 +645,111 @@ async fn rw_reconnect_4_stable_session_resets_attempts() {
         st.attempt,
         Some(1),
         "the stable session reset the count: {st:?}"
+    );
+}
+
+/// RW-SUB-1, RW-SUB-4: subscribe and unsubscribe at any time through the handle; the
+/// cursors follow, and a closed subscription is reported.
+#[tokio::test]
+async fn rw_sub_4_subscribe_and_unsubscribe_at_runtime() {
+    let r = run("run-late");
+    let r2 = r.clone();
+    let _server = TestServer::start(move |mut c| {
+        let r = r2.clone();
+        async move {
+            let h = c.hello().await;
+            assert!(h.subscriptions.is_empty());
+            c.welcome(10_000).await;
+            match c.recv().await {
+                Some(ClientMessage::Subscribe(s)) => {
+                    assert_eq!(
+                        s.subscriptions,
+                        vec![SubscriptionRequest::resume(r.clone(), Some(epoch("e")), 2)]
+                    );
+                }
+                other => panic!("expected subscribe, got {other:?}"),
+            }
+            c.send(&subscribed(&r, &epoch("e"), 2, 4)).await;
+            c.send(&event_frame(&r, 3, 9)).await;
+            c.send(&event_frame(&r, 4, 9)).await;
+            match c.recv().await {
+                Some(ClientMessage::Unsubscribe(u)) => assert_eq!(u.run_ids, vec![r.clone()]),
+                other => panic!("expected unsubscribe, got {other:?}"),
+            }
+            // An event sent before the server processed the unsubscribe is dropped.
+            c.send(&event_frame(&r, 5, 9)).await;
+            c.send(&ServerMessage::Unsubscribed(Unsubscribed {
+                run_id: r.clone(),
+            }))
+            .await;
+            c.drain().await;
+        }
+    })
+    .await;
+    let mut client = Client::connect(_server.config(SEED));
+    let handle = client.handle();
+    collect_until(&mut client, |e| is_state(e, ConnectionState::Connected)).await;
+    handle.subscribe(SubscriptionRequest::resume(r.clone(), Some(epoch("e")), 2));
+    let evs = collect_until(
+        &mut client,
+        |e| matches!(e, ClientEvent::Event(e) if e.seq == 4),
+    )
+    .await;
+    assert_eq!(seqs(&evs, &r), vec![3, 4]);
+    assert_eq!(handle.cursor(&r).map(|c| c.seq), Some(4));
+    handle.unsubscribe(r.clone());
+    let evs = collect_until(&mut client, |e| matches!(e, ClientEvent::Unsubscribed(_))).await;
+    assert!(seqs(&evs, &r).is_empty(), "{evs:?}");
+    assert!(handle.cursors().is_empty());
+}
+
+/// RW-INPUT-12: an undecodable frame is reported, nothing of it is delivered, and the
+/// client closes with 4000 and reconnects with backoff.
+#[tokio::test]
+async fn rw_input_12_invalid_frame_closes_4000_and_reconnects() {
+    let r = run("run-bad");
+    let r2 = r.clone();
+    let mut server = TestServer::start(move |mut c| {
+        let r = r2.clone();
+        async move {
+            let h = c.hello().await;
+            c.welcome(10_000).await;
+            let after = h.subscriptions[0].after_seq.unwrap_or(0);
+            c.send(&subscribed(&r, &epoch("e"), after, 3)).await;
+            if c.index == 0 {
+                c.send(&event_frame(&r, 1, 3)).await;
+                // seq 0 is invalid: the whole batch is undecodable.
+                let bad = format!(
+                    r#"{{"type":"batch","events":[{},{{"event_id":"x","run_id":"run-bad","seq":0,"type":"run.progress","time":"2026-01-01T00:00:00Z","data":{{}}}}]}}"#,
+                    codec::encode(&event(&r, 2, 3))
+                );
+                c.send_text(bad).await;
+                c.drain().await;
+            } else {
+                for s in after + 1..=3 {
+                    c.send(&event_frame(&r, s, 3)).await;
+                }
+                c.drain().await;
+            }
+        }
+    })
+    .await;
+    let mut cfg = server.config(SEED);
+    cfg.subscriptions.push(SubscriptionRequest::new(r.clone()));
+    let mut client = Client::connect(cfg);
+    let evs = collect_until(
+        &mut client,
+        |e| matches!(e, ClientEvent::Event(e) if e.payload.is_terminal()),
+    )
+    .await;
+    assert_eq!(seqs(&evs, &r), vec![1, 2, 3]);
+    assert!(evs.iter().any(|e| matches!(e, ClientEvent::Error(e)
+        if e.code == "invalid_frame" && !e.terminal)));
+    let _ = server.next_conn().await;
+    let _ = server.next_conn().await;
+    assert_eq!(server.client_close(0).await, Some(4000));
+    assert_eq!(
+        server.record(1).hello.unwrap().subscriptions,
+        vec![SubscriptionRequest::resume(r, Some(epoch("e")), 1)]
     );
 }
