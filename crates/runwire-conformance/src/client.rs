@@ -214,22 +214,16 @@ impl ClientWorld {
             ))),
             _ => {
                 let v = r.verdict.violations.first();
-                let more = r.verdict.violations.len().saturating_sub(1);
-                let msg = v.map_or_else(
+                let mut msg = v.map_or_else(
                     || "the fixture failed".to_owned(),
-                    |v| {
-                        format!(
-                            "[{}] {}{}",
-                            v.expectation,
-                            v.message,
-                            if more > 0 {
-                                format!(" (and {more} more violation(s))")
-                            } else {
-                                String::new()
-                            }
-                        )
-                    },
+                    |v| format!("[{}] {}", v.expectation, v.message),
                 );
+                for o in r.verdict.violations.iter().skip(1).take(5) {
+                    msg.push_str(&format!("; also {} [{}]: {}", o.requirement, o.expectation, o.message));
+                }
+                if r.verdict.violations.len() > 6 {
+                    msg.push_str(&format!("; and {} more", r.verdict.violations.len() - 6));
+                }
                 Err(StepFail {
                     requirement: v.map(|v| v.requirement.clone()),
                     message: msg,

@@ -130,7 +130,7 @@ pub enum ClientFault {
     /// (`RW-HEART-5`).
     NoLivenessTimeout,
     /// Does not resubscribe on a gap: its unsubscribe/subscribe never arrive
-    /// (`RW-ORDER-7`).
+    /// (`RW-ORDER-5`).
     NoResubscribeOnGap,
     /// Accepts a welcome with a version it did not offer (`RW-VERSION-7`).
     AcceptsUnofferedVersion,
@@ -165,7 +165,7 @@ impl ClientFault {
             Self::CrashOnUnknownType => "RW-VERSION-5",
             Self::IgnoreRetryAfter => "RW-RECONNECT-2",
             Self::NoLivenessTimeout => "RW-HEART-5",
-            Self::NoResubscribeOnGap => "RW-ORDER-7",
+            Self::NoResubscribeOnGap => "RW-ORDER-5",
             Self::AcceptsUnofferedVersion => "RW-VERSION-7",
             Self::NoCloseWhenDone => "RW-CONN-11",
         }
@@ -340,6 +340,15 @@ fn transform(
                 ClientFault::IgnoreRetryAfter if ty == "error" => {
                     if let Some(o) = v.as_object_mut() {
                         o.remove("retry_after_ms");
+                    }
+                    (vec![text(&v)], vec![])
+                }
+                ClientFault::ReconnectAfterTerminal if ty == "error" => {
+                    let c = v.get("close_code").and_then(Value::as_u64).unwrap_or(0);
+                    if (4000..4100).contains(&c) || c == 1008 {
+                        v["close_code"] = json!(1012);
+                        v["retryable"] = json!(true);
+                        v["code"] = json!("server_shutdown");
                     }
                     (vec![text(&v)], vec![])
                 }

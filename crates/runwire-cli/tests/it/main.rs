@@ -4,3 +4,4 @@ mod mock;
 mod serve;
 mod schema;
 mod client;
+mod conform;

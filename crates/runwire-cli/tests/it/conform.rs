@@ -1,0 +1,183 @@
+//! `runwire conform` end to end: the default mode against the bundled reference
+//! implementations, the client suite against the reference adapter, and every broken
+//! client variant caught with the requirement it violates.
+
+use std::process::Stdio;
+
+use runwire_conformance::{
+    ClientTarget, ConformOptions, Grade, Plan, conform, faults::ClientFault, features::TagFilter,
+};
+
+fn adapter(fault: Option<ClientFault>) -> ClientTarget {
+    ClientTarget {
+        program: env!("CARGO_BIN_EXE_runwire").into(),
+        args: vec!["client-adapter".into()],
+        env: Vec::new(),
+        fault,
+        description: "runwire client-adapter".into(),
+    }
+}
+
+fn opts(seed: u64, tags: Option<&str>) -> ConformOptions {
+    println!("seed {seed}");
+    ConformOptions {
+        seed,
+        // The adapter is a separate process: its scheduling delays count against the
+        // fixtures' backoff envelopes, so the client suite runs at twice the scale.
+        client_time_scale: Some(2.0),
+        jobs: 4,
+        tags: tags.map(|t| TagFilter::parse(t).unwrap()),
+        ..ConformOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_adapter_passes_every_client_scenario() {
+    let report = conform(
+        Plan {
+            server: None,
+            client: Some(adapter(None)),
+        },
+        &opts(11, None),
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    let bad: Vec<String> = report
+        .results
+        .iter()
+        .filter(|r| r.grade != Grade::Pass)
+        .map(|r| format!("{}: {:?} {}", r.id, r.grade, r.message.as_deref().unwrap_or("")))
+        .collect();
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    assert!(report.counts.total >= 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_broken_client_is_caught_with_its_requirement() {
+    assert!(ClientFault::ALL.len() >= 10);
+    let mut missed = Vec::new();
+    for fault in ClientFault::ALL {
+        let req = fault.requirement();
+        let report = conform(
+            Plan {
+                server: None,
+                client: Some(adapter(Some(*fault))),
+            },
+            &opts(12, Some(&format!("@{req}"))),
+            &|_| {},
+        )
+        .await
+        .unwrap();
+        let caught = report.results.iter().any(|r| {
+            r.grade == Grade::Fail && r.message.as_deref().is_some_and(|m| m.contains(req))
+        });
+        if !caught {
+            missed.push(format!(
+                "{fault:?} ({req}) was not caught: {:?}",
+                report
+                    .results
+                    .iter()
+                    .map(|r| (&r.id, r.grade, r.message.clone()))
+                    .collect::<Vec<_>>()
+            ));
+        }
+    }
+    assert!(missed.is_empty(), "{}", missed.join("\n"));
+}
+
+#[test]
+fn default_mode_passes_and_writes_every_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let junit = dir.path().join("junit.xml");
+    let html = dir.path().join("html");
+    let base = dir.path().join("baseline.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runwire"))
+        .args(["conform", "--seed", "99", "--quiet", "--json"])
+        .arg(&json)
+        .arg("--junit")
+        .arg(&junit)
+        .arg("--html")
+        .arg(&html)
+        .arg("--write-baseline")
+        .arg(&base)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "runwire conform failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("RESULT: PASS"));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(report["counts"]["total"].as_u64().unwrap() >= 100);
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["seed"], 99);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.starts_with("<?xml"));
+    assert!(xml.contains("<testsuites"));
+    let page = std::fs::read_to_string(html.join("index.html")).unwrap();
+    assert!(page.contains("Runwire conformance report"));
+    // The baseline just written matches a second, server-only run's server entries.
+    let out2 = std::process::Command::new(env!("CARGO_BIN_EXE_runwire"))
+        .args(["conform", "--suite", "server", "--tags", "@version", "--quiet", "--baseline"])
+        .arg(&base)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let s2 = String::from_utf8_lossy(&out2.stdout);
+    assert_eq!(out2.status.code(), Some(1), "a baseline diff fails the run:\n{s2}");
+    assert!(s2.contains("no longer run"), "{s2}");
+}
+
+#[test]
+fn an_external_server_is_driven_by_url() {
+    // A server that is not there: every scenario fails, nothing panics, exit 1.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runwire"))
+        .args([
+            "conform",
+            "server",
+            "--url",
+            "ws://127.0.0.1:9/v1/stream",
+            "--ingest",
+            "http://127.0.0.1:9",
+            "--tags",
+            "@version",
+            "--quiet",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("RW-CONN-1"), "{stdout}");
+}
+
+#[test]
+fn list_and_report_schema() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runwire"))
+        .args(["conform", "list", "--tags", "@must and @heartbeat"])
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(s.lines().count() >= 3 && s.contains("server/heartbeat/"), "{s}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runwire"))
+        .args(["conform", "report-schema"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["$id"],
+        "https://runwire.dev/schema/tools/conformance-report.schema.json"
+    );
+    let committed: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../../schema/tools/conformance-report.schema.json"
+    ))
+    .unwrap();
+    assert_eq!(v, committed, "regenerate with: runwire conform report-schema > schema/tools/conformance-report.schema.json");
+}
