@@ -409,8 +409,19 @@ struct Pool {
     client: redis::Client,
     config: AsyncConnectionConfig,
     url: String,
-    current: tokio::sync::Mutex<(u64, Option<MultiplexedConnection>)>,
+    current: tokio::sync::Mutex<PoolState>,
 }
+
+struct PoolState {
+    generation: u64,
+    conn: Option<MultiplexedConnection>,
+    /// The last failed connect: callers within [`RECONNECT_HOLDOFF`] of it fail at
+    /// once instead of queueing up behind one connect timeout each.
+    failed: Option<(std::time::Instant, StoreError)>,
+}
+
+/// How long a failed connect answers for every caller.
+const RECONNECT_HOLDOFF: Duration = Duration::from_millis(100);
 
 impl Pool {
     fn new(client: redis::Client, config: AsyncConnectionConfig, url: String) -> Self {
@@ -418,7 +429,11 @@ impl Pool {
             client,
             config,
             url,
-            current: tokio::sync::Mutex::new((0, None)),
+            current: tokio::sync::Mutex::new(PoolState {
+                generation: 0,
+                conn: None,
+                failed: None,
+            }),
         }
     }
 
@@ -429,17 +444,31 @@ impl Pool {
     /// The current connection and its generation, connecting if there is none.
     async fn get(&self) -> Result<(u64, MultiplexedConnection), StoreError> {
         let mut cur = self.current.lock().await;
-        if let Some(c) = &cur.1 {
-            return Ok((cur.0, c.clone()));
+        if let Some(c) = &cur.conn {
+            return Ok((cur.generation, c.clone()));
         }
-        let conn = self
+        if let Some((at, e)) = &cur.failed
+            && at.elapsed() < RECONNECT_HOLDOFF
+        {
+            return Err(e.clone());
+        }
+        match self
             .client
             .get_multiplexed_async_connection_with_config(&self.config)
             .await
-            .map_err(|e| self.error(&e))?;
-        cur.0 += 1;
-        cur.1 = Some(conn.clone());
-        Ok((cur.0, conn))
+        {
+            Ok(conn) => {
+                cur.generation += 1;
+                cur.conn = Some(conn.clone());
+                cur.failed = None;
+                Ok((cur.generation, conn))
+            }
+            Err(e) => {
+                let e = self.error(&e);
+                cur.failed = Some((std::time::Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
     }
 
     /// Drops connection `generation` after an error that may have broken it.
@@ -451,8 +480,8 @@ impl Pool {
             || e.is_connection_refusal()
         {
             let mut cur = self.current.lock().await;
-            if cur.0 == generation {
-                cur.1 = None;
+            if cur.generation == generation {
+                cur.conn = None;
             }
         }
     }
@@ -1190,6 +1219,7 @@ impl Inner {
 async fn reader_loop(inner: Arc<Inner>) {
     let mut conn: Option<(MultiplexedConnection, i64)> = None;
     let mut failures: u32 = 0;
+    let mut read_errors: u32 = 0;
     let mut last_touch = tokio::time::Instant::now();
     loop {
         if inner.closed.load(Ordering::Acquire) {
@@ -1322,6 +1352,7 @@ async fn reader_loop(inner: Arc<Inner>) {
         let Some(result) = result else { return };
         match result {
             Ok(v) => {
+                read_errors = 0;
                 if let Err(e) = deliver(&inner, v) {
                     tracing::error!(error = %e, "unreadable stream entries");
                 }
@@ -1330,6 +1361,16 @@ async fn reader_loop(inner: Arc<Inner>) {
             Err(e) => {
                 tracing::warn!(error = %e, "redis reader lost its connection; reconnecting");
                 failures += 1;
+                read_errors += 1;
+                if read_errors > 1 {
+                    // Not a one-off drop: back off (an error that reconnecting does
+                    // not cure must not spin).
+                    let backoff = Duration::from_millis((25u64 << read_errors.min(6)).min(1_000));
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = inner.stop.notified() => return,
+                    }
+                }
                 // Try again at once; ring the subscriptions only if that fails.
                 if failures > 1 {
                     inner.ring_unavailable(None);
