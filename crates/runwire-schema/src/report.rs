@@ -88,6 +88,9 @@ pub enum Format {
     Json,
     /// JUnit XML: one test case per schema and direction.
     Junit,
+    /// GitHub Actions workflow commands (`::error title=…::…`), one per finding at
+    /// warning or above, then the text summary line.
+    Github,
 }
 
 impl Report {
@@ -170,7 +173,60 @@ impl Report {
                 s
             }
             Format::Junit => self.junit(),
+            Format::Github => self.github(),
         }
+    }
+
+    fn github(&self) -> String {
+        let prop = |v: &str| {
+            v.replace('%', "%25")
+                .replace('\r', "%0D")
+                .replace('\n', "%0A")
+                .replace(':', "%3A")
+                .replace(',', "%2C")
+        };
+        let data = |v: &str| {
+            v.replace('%', "%25")
+                .replace('\r', "%0D")
+                .replace('\n', "%0A")
+        };
+        let mut s = String::new();
+        for c in &self.comparisons {
+            for f in &c.findings {
+                let level = match f.severity {
+                    Severity::Error if f.severity >= self.fail_on => "error",
+                    Severity::Error | Severity::Warning => "warning",
+                    Severity::Info => continue,
+                };
+                let title = format!(
+                    "{} ({}, {} {})",
+                    f.rule,
+                    f.schema,
+                    f.direction.as_str(),
+                    f.parties
+                );
+                let msg = format!(
+                    "{}#{} at {}: {} [{} → {}]",
+                    f.file, f.pointer, f.path, f.message, c.old, c.new
+                );
+                let _ = writeln!(s, "::{level} title={}::{}", prop(&title), data(&msg));
+            }
+        }
+        for e in &self.stale_ignores {
+            let _ = writeln!(
+                s,
+                "::warning title=stale ignore entry::{}",
+                data(&format!(
+                    "rule {} matches nothing (reason: {})",
+                    e.rule, e.reason
+                ))
+            );
+        }
+        let text = self.text();
+        if let Some(last) = text.lines().last() {
+            let _ = writeln!(s, "{last}");
+        }
+        s
     }
 
     fn text(&self) -> String {

@@ -110,6 +110,7 @@ enum FormatArg {
     Text,
     Json,
     Junit,
+    Github,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -296,6 +297,7 @@ fn emit(
         FormatArg::Text => Format::Text,
         FormatArg::Json => Format::Json,
         FormatArg::Junit => Format::Junit,
+        FormatArg::Github => Format::Github,
     };
     let mut out = std::io::stdout().lock();
     out.write_all(report.render(format).as_bytes())?;

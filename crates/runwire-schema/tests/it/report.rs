@@ -128,3 +128,20 @@ fn docs_explain_every_rule_with_an_example() {
         );
     }
 }
+
+#[test]
+fn github_format_writes_workflow_commands() {
+    let d = corpus_dir().join("enum_value_added");
+    let o = SchemaTree::from_dir(&d.join("old")).expect("old");
+    let n = SchemaTree::from_dir(&d.join("new")).expect("new");
+    let report = Report::build(
+        vec![("old".into(), "new".into(), compare_trees(&o, &n))],
+        &Config::default(),
+        None,
+    );
+    let out = report.render(Format::Github);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("::error title=ENUM_VALUE_ADDED (thing%2C D1 new server → old client)::thing.writer.schema.json#/$defs/Status at /status: enum value \"paused\" added"), "{out}");
+    assert!(lines[1].starts_with("BREAKING"));
+}
