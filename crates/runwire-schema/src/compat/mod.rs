@@ -300,3 +300,78 @@ fn merge_shared(findings: Vec<Finding>) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn rules(old: &Value, new: &Value) -> Vec<(String, String)> {
+        compare_documents(Contract::Writer, old, new, None)
+            .into_iter()
+            .map(|c| (c.rule.to_string(), c.pointer))
+            .collect()
+    }
+
+    #[test]
+    fn refs_with_escapes_absolute_ids_and_chains_resolve() {
+        let doc = |extra: &str| {
+            json!({
+                "$id": "https://runwire.dev/schema/v1/x.schema.json",
+                "type": "object",
+                "properties": {
+                    "a": {"$ref": "#/$defs/a~1b"},
+                    "b": {"$ref": "#/$defs/with%20space"},
+                    "c": {"$ref": "https://runwire.dev/schema/v1/x.schema.json#/$defs/Chain1"},
+                },
+                "$defs": {
+                    "a/b": {"enum": ["x", extra]},
+                    "with space": {"enum": ["y", extra]},
+                    "Chain1": {"$ref": "#/$defs/Chain2"},
+                    "Chain2": {"enum": ["z", extra]},
+                }
+            })
+        };
+        let got = rules(&doc("old"), &doc("new"));
+        let want: Vec<(String, String)> = ["/$defs/a~1b", "/$defs/with space", "/$defs/Chain2"]
+            .iter()
+            .flat_map(|p| {
+                [
+                    ("ENUM_VALUE_ADDED".to_string(), p.to_string()),
+                    ("ENUM_VALUE_REMOVED".to_string(), p.to_string()),
+                ]
+            })
+            .collect();
+        let mut got_sorted = got.clone();
+        got_sorted.sort();
+        let mut want_sorted = want;
+        want_sorted.sort();
+        assert_eq!(got_sorted, want_sorted, "{got:#?}");
+    }
+
+    #[test]
+    fn recursion_through_the_root_and_ref_loops_terminate() {
+        let a = json!({"type": "object", "properties": {"child": {"$ref": "#"}, "n": {"type": "integer"}},
+                       "$defs": {"L1": {"$ref": "#/$defs/L2"}, "L2": {"$ref": "#/$defs/L1"}},
+                       "additionalProperties": {"$ref": "#/$defs/L1"}});
+        let mut b = a.clone();
+        b["properties"]["n"]["type"] = json!("string");
+        assert!(rules(&a, &a).is_empty());
+        assert_eq!(
+            rules(&a, &b),
+            vec![("TYPE_CHANGED".to_string(), "/properties/n".to_string())]
+        );
+    }
+
+    #[test]
+    fn dangling_refs_are_compared_as_strings() {
+        let a = json!({"properties": {"x": {"$ref": "other.json#/A"}}});
+        let b = json!({"properties": {"x": {"$ref": "other.json#/B"}}});
+        assert!(rules(&a, &a).is_empty());
+        assert_eq!(
+            rules(&a, &b),
+            vec![("KEYWORD_CHANGED".to_string(), "/properties/x".to_string())]
+        );
+    }
+}

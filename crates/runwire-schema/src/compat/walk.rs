@@ -501,6 +501,12 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
         let o = self.old.node(self.old.root, "");
         let n = self.new.node(self.new.root, "");
         let c = self.cp.map(|d| d.node(d.root, ""));
+        // A `$ref: "#"` back to the root stops here rather than walking it twice.
+        // (A root that is itself a `$ref` is registered by the walk.)
+        if o.refs.is_empty() && n.refs.is_empty() {
+            self.visited
+                .insert((o.ptr.clone(), n.ptr.clone(), fingerprint(&o.map, &n.map)));
+        }
         self.walk(&o, &n, c.as_ref(), "", None);
     }
 
