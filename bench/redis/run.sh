@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Redis scale-out benchmarks (issue 8): fan-out through Redis with two server nodes vs
+# one node on the embedded SQLite store, and ingest events/s into Redis.
+#
+# usage: bench/redis/run.sh [fanout|ingest]     (default: both)
+# needs: redis-server on the PATH (Debian: apt-get install -y redis-server)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+command -v redis-server >/dev/null || { echo "redis-server is not installed (apt-get install -y redis-server)" >&2; exit 2; }
+exec cargo bench -p runwire-server --bench redis -- "$@"
