@@ -879,6 +879,7 @@ impl Inner {
             .arg(self.ttl_ms())
             .arg(events.len());
         let mut keys = Vec::with_capacity(events.len());
+        let mut built = Vec::with_capacity(events.len());
         for e in events {
             let fp = e
                 .idempotency_key
@@ -906,6 +907,7 @@ impl Inner {
                 .arg(suffix)
                 .arg(flags);
             keys.push(key);
+            built.push(event);
         }
         let v: Value = self
             .pool
@@ -947,6 +949,18 @@ impl Inner {
                 duplicate,
             });
         }
+        if appended > 0 {
+            let new: Vec<Event> = built
+                .into_iter()
+                .zip(&out)
+                .filter(|(_, a)| !a.duplicate)
+                .map(|(mut e, a)| {
+                    e.seq = a.seq;
+                    e
+                })
+                .collect();
+            self.fold_appended(run_id, &epoch, &new);
+        }
         if appended > 0 && self.opts.wait_replicas > 0 {
             let (n, t) = (self.opts.wait_replicas, self.opts.wait_timeout_ms);
             let acked: u64 =
@@ -974,6 +988,36 @@ impl Inner {
             },
             appended,
         })
+    }
+
+    /// Folds events this node just appended into its cached snapshot of the run when
+    /// they directly follow it (or start the log), so that neither snapshot reads nor
+    /// compaction need to read and decode them again.
+    fn fold_appended(&self, run_id: &RunId, epoch: &Epoch, events: &[Event]) {
+        let Some(first) = events.first().map(|e| e.seq) else {
+            return;
+        };
+        let mut cache = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        let follows = cache
+            .get(run_id)
+            .is_some_and(|s| s.epoch == *epoch && s.as_of_seq + 1 == first);
+        if !follows {
+            if first != 1 {
+                return;
+            }
+            if cache.len() >= SNAPSHOT_CACHE && !cache.contains_key(run_id) {
+                cache.clear();
+            }
+            cache.insert(
+                run_id.clone(),
+                RunSnapshot::empty(run_id.clone(), epoch.clone()),
+            );
+        }
+        if let Some(s) = cache.get_mut(run_id) {
+            for e in events {
+                s.apply(e);
+            }
+        }
     }
 
     /// Folds and stores the snapshot of a run in the background (one at a time per
