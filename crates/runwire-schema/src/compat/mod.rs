@@ -365,6 +365,42 @@ mod tests {
     }
 
     #[test]
+    fn null_in_an_enum_counts_unless_the_type_is_nullable() {
+        let a = json!({"enum": ["a", null]});
+        let b = json!({"enum": ["a"]});
+        assert_eq!(
+            rules(&a, &b),
+            vec![("ENUM_VALUE_REMOVED".to_string(), String::new())]
+        );
+        let a = json!({"type": ["string", "null"], "enum": ["a", null]});
+        let b = json!({"type": "string", "enum": ["a"]});
+        assert_eq!(
+            rules(&a, &b),
+            vec![("NULLABLE_REMOVED".to_string(), String::new())]
+        );
+    }
+
+    #[test]
+    fn required_names_without_a_property_schema_are_compared() {
+        let a = json!({"type": "object", "required": ["id"]});
+        let b = json!({"type": "object", "required": ["id", "token"]});
+        let got = compare_documents(Contract::Reader, &a, &b, None);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(
+            (got[0].rule, got[0].severity),
+            ("PROPERTY_OPTIONAL_TO_REQUIRED", Severity::Error)
+        );
+        assert_eq!(got[0].pointer, "/required");
+        assert_eq!(
+            rules(&b, &a),
+            vec![(
+                "PROPERTY_REQUIRED_TO_OPTIONAL".to_string(),
+                "/required".to_string()
+            )]
+        );
+    }
+
+    #[test]
     fn dangling_refs_are_compared_as_strings() {
         let a = json!({"properties": {"x": {"$ref": "other.json#/A"}}});
         let b = json!({"properties": {"x": {"$ref": "other.json#/B"}}});

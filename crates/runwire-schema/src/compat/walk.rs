@@ -720,7 +720,14 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
             return Some(BTreeSet::from([canon(c)]));
         }
         match node.map.get("enum") {
-            Some(Value::Array(a)) => Some(a.iter().filter(|v| !v.is_null()).map(canon).collect()),
+            // `null` in the enum of a node whose type already says nullable is compared
+            // by the nullability rules, not as an enum value.
+            Some(Value::Array(a)) => Some(
+                a.iter()
+                    .filter(|v| !(node.nullable && v.is_null()))
+                    .map(canon)
+                    .collect(),
+            ),
             _ => None,
         }
     }
@@ -1180,6 +1187,35 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
                 (Some(_), None) => only_old.push(name.clone()),
                 (None, Some(_)) => only_new.push(name.clone()),
                 (None, None) => {}
+            }
+        }
+        // Names required without a schema in `properties` (on both sides).
+        for name in oreq.symmetric_difference(&nreq) {
+            if oprops.contains_key(name) || nprops.contains_key(name) || skip == Some(name) {
+                continue;
+            }
+            let pptr = format!("{ptr}/required");
+            let ppath = format!("{path}/{}", escape(name));
+            if nreq.contains(name) {
+                let sev = (!self.is_writer() && creq.as_ref().is_some_and(|r| r.contains(name)))
+                    .then_some(Severity::Info);
+                self.emit(
+                    id::PROPERTY_OPTIONAL_TO_REQUIRED,
+                    sev,
+                    &pptr,
+                    &ppath,
+                    format!("property {name:?} is now required"),
+                );
+            } else {
+                let sev = (self.is_writer() && creq.as_ref().is_some_and(|r| !r.contains(name)))
+                    .then_some(Severity::Info);
+                self.emit(
+                    id::PROPERTY_REQUIRED_TO_OPTIONAL,
+                    sev,
+                    &pptr,
+                    &ppath,
+                    format!("property {name:?} is no longer required"),
+                );
             }
         }
         // A rename: one property out, one in, same shape and same required-ness.
