@@ -1,7 +1,7 @@
 //! End-to-end tests of the `runwire` binary.
 
-mod mock;
-mod serve;
-mod schema;
 mod client;
 mod conform;
+mod mock;
+mod schema;
+mod serve;
