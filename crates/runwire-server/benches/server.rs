@@ -462,7 +462,7 @@ async fn fanout() {
 
 async fn latency() {
     println!(
-        "\n## publish-to-deliver latency, 100 subscribers, 10,000 events/s (10 per request per ms), batch_window_ms=0"
+        "\n## publish-to-deliver latency, 100 subscribers, 10,000 events/s (10 per request per ms), default batch window (200 ms, adaptive)"
     );
     for store in ["memory", "sqlite"] {
         let path = temp_db("latency");
@@ -471,7 +471,7 @@ async fn latency() {
         } else {
             format!("sqlite:{}", path.display())
         };
-        let proc = runwire(&spec, &["batch_window_ms=0"]);
+        let proc = runwire(&spec, &[]);
         let url = format!("ws://{}/v1/stream", proc.addr);
         let subs = 100;
         let seconds = 3u64;

@@ -145,6 +145,24 @@ impl Outbound {
         }
     }
 
+    /// Whether nothing is queued (the socket has taken everything).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.queued_bytes.load(Ordering::Acquire) == 0
+    }
+
+    /// Waits until nothing is queued.
+    pub(crate) async fn wait_idle(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_idle() || self.closing.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Whether a final error has been queued.
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)

@@ -673,9 +673,10 @@ async fn open_subscription(
 }
 
 /// One subscription after its `subscribed`/`reset`: replay, then live, without gap or
-/// duplicate (`RW-RESUME-1`, `RW-ORDER-1`, `RW-ORDER-2`), batching live events
-/// within the window and flushing terminal status and todo updates at once
-/// (`RW-BATCH-1`, `RW-BATCH-3`).
+/// duplicate (`RW-RESUME-1`, `RW-ORDER-1`, `RW-ORDER-2`). Live events are batched
+/// adaptively: they go out at once while the connection's socket keeps up, and
+/// accumulate (for at most the window, `RW-BATCH-1`) while it is busy; terminal status
+/// and todo updates flush at once (`RW-BATCH-3`).
 async fn run_subscription(
     state: Arc<AppState>,
     out: Arc<Outbound>,
@@ -760,6 +761,16 @@ async fn run_subscription(
                     Err(QueueError::Closed) => return,
                 }
             }
+            // Adaptive batching: the window is the longest an event waits; when the
+            // socket has taken everything, pending events go at once.
+            () = out.wait_idle(), if !batch.is_empty() => {
+                flush_at.as_mut().reset(far);
+                match send(std::mem::take(&mut batch)).await {
+                    Ok(()) => {}
+                    Err(QueueError::SlowConsumer) => return slow(&out),
+                    Err(QueueError::Closed) => return,
+                }
+            }
             r = live.recv() => match r {
                 LiveRecv::Events(evs) => {
                     let mut urgent = false;
@@ -777,7 +788,11 @@ async fn run_subscription(
                         urgent |= e.flush;
                         batch.push(e.clone());
                     }
-                    if window.is_zero() || urgent || batch.len() >= cfg.batch_max_events {
+                    if window.is_zero()
+                        || urgent
+                        || batch.len() >= cfg.batch_max_events
+                        || out.is_idle()
+                    {
                         flush_at.as_mut().reset(far);
                         match send(std::mem::take(&mut batch)).await {
                             Ok(()) => {}
