@@ -1,8 +1,8 @@
 //! Receive-pipeline benchmark: decode + de-duplication + ordering, in process, one
 //! core. Run: `cargo bench -p runwire-client --bench pipeline`.
 //!
-//! Feeds pre-encoded frames of ~250-byte progress events (the brief's benchmark
-//! event) through [`runwire_client::decode_frame`] and [`runwire_client::Tracker`],
+//! Feeds pre-encoded text frames of ~250-byte progress events (the brief's benchmark
+//! event) through [`runwire_client::decode_text_frame`] and [`runwire_client::Tracker`],
 //! as the connection task does, and prints events/s for single-event frames and for
 //! batches, with two references measured in the same run on the same bytes: the
 //! protocol crate's typed decode alone (no policy), and parsing into a
@@ -11,7 +11,7 @@
 
 use std::{hint::black_box, time::Instant};
 
-use runwire_client::{Cursor, Decoded, OrderingConfig, Tracker, decode_frame};
+use runwire_client::{Cursor, Decoded, OrderingConfig, Tracker, decode_text_frame};
 use runwire_protocol::{Epoch, RunId, Subscribed};
 
 const EVENTS: u64 = 2_000_000;
@@ -23,7 +23,7 @@ fn event_json(run: &str, seq: u64) -> String {
     )
 }
 
-fn frames(batch: usize, dup_every: u64) -> (Vec<Vec<u8>>, u64) {
+fn frames(batch: usize, dup_every: u64) -> (Vec<String>, u64) {
     let mut out = Vec::new();
     let mut bytes = 0;
     let mut seq = 1;
@@ -43,7 +43,7 @@ fn frames(batch: usize, dup_every: u64) -> (Vec<Vec<u8>>, u64) {
             format!(r#"{{"type":"batch","events":[{}]}}"#, evs.join(","))
         };
         bytes += f.len() as u64;
-        out.push(f.into_bytes());
+        out.push(f);
         seq += n;
     }
     (out, bytes)
@@ -63,7 +63,7 @@ fn cpu_now() -> f64 {
         })
 }
 
-fn pipeline(frames: &[Vec<u8>]) -> (u64, f64) {
+fn pipeline(frames: &[String]) -> (u64, f64) {
     let run = RunId::new("run-bench").expect("run id");
     let mut tracker = Tracker::new(OrderingConfig::default());
     tracker.track(run.clone(), Cursor::default());
@@ -77,7 +77,7 @@ fn pipeline(frames: &[Vec<u8>]) -> (u64, f64) {
     let mut delivered = 0u64;
     let start = cpu_now();
     for f in frames {
-        match decode_frame(f, 16 << 20, &mut buf) {
+        match decode_text_frame(f, 16 << 20, &mut buf) {
             Ok(Decoded::Events) => {
                 for e in buf.drain(..) {
                     tracker.push(e, &mut |e| {
@@ -94,24 +94,24 @@ fn pipeline(frames: &[Vec<u8>]) -> (u64, f64) {
 
 /// The protocol crate's typed decode alone (`serde_json` into `EventFrame` /
 /// `BatchFrame`), without de-duplication or ordering: the floor for the pipeline.
-fn typed_only(frames: &[Vec<u8>]) -> f64 {
+fn typed_only(frames: &[String]) -> f64 {
     let start = cpu_now();
     for f in frames {
-        if f.starts_with(br#"{"type":"event""#) {
-            let v: runwire_protocol::EventFrame = serde_json::from_slice(f).expect("event");
+        if f.starts_with(r#"{"type":"event""#) {
+            let v: runwire_protocol::EventFrame = serde_json::from_str(f).expect("event");
             black_box(v);
         } else {
-            let v: runwire_protocol::BatchFrame = serde_json::from_slice(f).expect("batch");
+            let v: runwire_protocol::BatchFrame = serde_json::from_str(f).expect("batch");
             black_box(v);
         }
     }
     cpu_now() - start
 }
 
-fn baseline(frames: &[Vec<u8>]) -> f64 {
+fn baseline(frames: &[String]) -> f64 {
     let start = cpu_now();
     for f in frames {
-        let v: serde_json::Value = serde_json::from_slice(f).expect("json");
+        let v: serde_json::Value = serde_json::from_str(f).expect("json");
         black_box(v);
     }
     cpu_now() - start

@@ -11,8 +11,11 @@
 
 use std::fmt;
 
-use runwire_protocol::{Event, ServerMessage, codec::DecodeError};
+use std::borrow::Cow;
+
+use runwire_protocol::{Event, EventPayload, ServerMessage, codec::DecodeError};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 
 /// What a frame decoded to.
 #[derive(Debug)]
@@ -36,13 +39,56 @@ pub fn decode_frame(
     let start = events.len();
     if frame.len() <= max_bytes {
         let mut de = serde_json::Deserializer::from_slice(frame);
-        let fast = FastFrame { events };
-        if let Ok(true) = de::Deserializer::deserialize_map(&mut de, fast)
-            && de.end().is_ok()
-        {
+        if fast(&mut de, events) {
             return Ok(Decoded::Events);
         }
     }
+    slow(frame, max_bytes, events, start)
+}
+
+/// [`decode_frame`] for a frame already known to be UTF-8 (a WebSocket text frame):
+/// the fast path then skips serde_json's per-string UTF-8 validation.
+pub fn decode_text_frame(
+    frame: &str,
+    max_bytes: usize,
+    events: &mut Vec<Event>,
+) -> Result<Decoded, DecodeError> {
+    let start = events.len();
+    if frame.len() <= max_bytes {
+        let mut de = serde_json::Deserializer::from_str(frame);
+        if fast(&mut de, events) {
+            return Ok(Decoded::Events);
+        }
+    }
+    slow(frame.as_bytes(), max_bytes, events, start)
+}
+
+fn fast<'de, R: serde_json::de::Read<'de>>(
+    de: &mut serde_json::Deserializer<R>,
+    events: &mut Vec<Event>,
+) -> bool {
+    let start = events.len();
+    let ok = matches!(
+        de::Deserializer::deserialize_map(
+            &mut *de,
+            FastFrame {
+                events: &mut *events
+            }
+        ),
+        Ok(true)
+    ) && de.end().is_ok();
+    if !ok {
+        events.truncate(start);
+    }
+    ok
+}
+
+fn slow(
+    frame: &[u8],
+    max_bytes: usize,
+    events: &mut Vec<Event>,
+    start: usize,
+) -> Result<Decoded, DecodeError> {
     events.truncate(start);
     match runwire_protocol::codec::decode_server_message(frame, max_bytes)? {
         ServerMessage::Event(f) => {
@@ -105,7 +151,7 @@ impl<'de> Visitor<'de> for FastFrame<'_> {
                 }
                 seen = true;
                 match kind {
-                    Kind::Event => self.events.push(map.next_value::<Event>()?),
+                    Kind::Event => self.events.push(map.next_value_seed(FastEvent)?),
                     Kind::Batch => {
                         let n = map.next_value_seed(AppendSeq {
                             events: &mut *self.events,
@@ -153,11 +199,138 @@ impl<'de> Visitor<'de> for AppendSeq<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
         let mut n = 0;
-        while let Some(ev) = seq.next_element::<Event>()? {
+        while let Some(ev) = seq.next_element_seed(FastEvent)? {
             self.events.push(ev);
             n += 1;
         }
         Ok(n)
+    }
+}
+
+/// Decodes one event envelope exactly as `runwire_protocol::Event`'s `Deserialize`
+/// does, with fewer allocations: the `type` stays borrowed while the payload is decoded
+/// by its type's payload struct. Anything unusual (data before type, unknown types)
+/// goes through [`EventPayload::from_type_and_data`], the protocol crate's own path;
+/// any error sends the whole frame to the protocol codec, so this never accepts what
+/// the codec rejects.
+struct FastEvent;
+
+impl<'de> DeserializeSeed<'de> for FastEvent {
+    type Value = Event;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Event, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+fn once<T, E: de::Error>(slot: &mut Option<T>, name: &'static str, v: T) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(E::duplicate_field(name));
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+/// Decodes `data` for a known type with its payload struct; `None` for other types.
+fn known_payload<'de, A: MapAccess<'de>>(
+    ty: &str,
+    map: &mut A,
+) -> Result<Option<EventPayload>, A::Error> {
+    use runwire_protocol as p;
+    Ok(Some(match ty {
+        "run.status" => map.next_value::<p::RunStatusData>()?.into(),
+        "run.progress" => map.next_value::<p::ProgressData>()?.into(),
+        "run.metadata" => map.next_value::<p::RunMetadataData>()?.into(),
+        "run.phase" => map.next_value::<p::RunPhaseData>()?.into(),
+        "log.line" => map.next_value::<p::LogLineData>()?.into(),
+        "tool.started" => map.next_value::<p::ToolStartedData>()?.into(),
+        "tool.finished" => map.next_value::<p::ToolFinishedData>()?.into(),
+        "agent.message" => map.next_value::<p::AgentMessageData>()?.into(),
+        "agent.thinking" => map.next_value::<p::AgentThinkingData>()?.into(),
+        "file.changed" => map.next_value::<p::FileChangedData>()?.into(),
+        "artifact.created" => map.next_value::<p::ArtifactCreatedData>()?.into(),
+        "todo.updated" => map.next_value::<p::TodoUpdatedData>()?.into(),
+        "output.chunk" => map.next_value::<p::OutputChunkData>()?.into(),
+        _ => return Ok(None),
+    }))
+}
+
+impl<'de> Visitor<'de> for FastEvent {
+    type Value = Event;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Event, A::Error> {
+        use runwire_protocol::{EventId, MAX_SEQ, RunId, Timestamp};
+        let mut event_id = None;
+        let mut run_id = None;
+        let mut seq = None;
+        let mut time = None;
+        let mut ty: Option<Cow<'de, str>> = None;
+        let mut payload: Option<EventPayload> = None;
+        let mut early: Option<Value> = None;
+        while let Some(key) = map.next_key::<KeyRef<'de>>()? {
+            match &*key.0 {
+                "event_id" => {
+                    let v: KeyRef<'de> = map.next_value()?;
+                    let v = EventId::new(v.0.into_owned()).map_err(de::Error::custom)?;
+                    once(&mut event_id, "event_id", v)?;
+                }
+                "run_id" => {
+                    let v: KeyRef<'de> = map.next_value()?;
+                    let v = RunId::new(v.0.into_owned()).map_err(de::Error::custom)?;
+                    once(&mut run_id, "run_id", v)?;
+                }
+                "seq" => {
+                    let v: u64 = map.next_value()?;
+                    if v == 0 || v > MAX_SEQ {
+                        return Err(de::Error::custom("seq out of range"));
+                    }
+                    once(&mut seq, "seq", v)?;
+                }
+                "time" => {
+                    let v: KeyRef<'de> = map.next_value()?;
+                    let v = Timestamp::new(v.0.into_owned()).map_err(de::Error::custom)?;
+                    once(&mut time, "time", v)?;
+                }
+                "type" => {
+                    let v: KeyRef<'de> = map.next_value()?;
+                    once(&mut ty, "type", v.0)?;
+                }
+                "data" => {
+                    if payload.is_some() || early.is_some() {
+                        return Err(de::Error::duplicate_field("data"));
+                    }
+                    let known = match ty.as_deref() {
+                        Some(t) => known_payload(t, &mut map)?,
+                        None => None,
+                    };
+                    match known {
+                        Some(p) => payload = Some(p),
+                        None => early = Some(map.next_value()?),
+                    }
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let ty = ty.ok_or_else(|| de::Error::missing_field("type"))?;
+        let payload = match (payload, early) {
+            (Some(p), _) => p,
+            (None, Some(data)) => {
+                EventPayload::from_type_and_data(&ty, data).map_err(de::Error::custom)?
+            }
+            (None, None) => return Err(de::Error::missing_field("data")),
+        };
+        Ok(Event {
+            event_id: event_id.ok_or_else(|| de::Error::missing_field("event_id"))?,
+            run_id: run_id.ok_or_else(|| de::Error::missing_field("run_id"))?,
+            seq: seq.ok_or_else(|| de::Error::missing_field("seq"))?,
+            time: time.ok_or_else(|| de::Error::missing_field("time"))?,
+            payload,
+        })
     }
 }
 
@@ -200,8 +373,95 @@ mod tests {
             let slow = runwire_protocol::codec::decode_server_message(bad.as_bytes(), 1 << 16);
             let fast = decode_frame(bad.as_bytes(), 1 << 16, &mut buf);
             assert!(slow.is_err(), "{bad}");
-            assert_eq!(fast.err(), slow.err(), "{bad}");
+            assert_eq!(fast.err(), slow.clone().err(), "{bad}");
             assert_eq!(buf.len(), 4, "{bad}");
+            let text = decode_text_frame(&bad, 1 << 16, &mut buf);
+            assert_eq!(text.err(), slow.err(), "{bad}");
+            assert_eq!(buf.len(), 4, "{bad}");
+        }
+        // Every known type, custom types, data before type, unknown members: the fast
+        // path yields exactly what the protocol codec yields.
+        let mut samples: Vec<String> = vec![r#"{"status":"failed","reason":"x"}"#.into()];
+        let datas = [
+            (
+                "run.status",
+                r#"{"status":"failed","reason":"x","extra":1}"#,
+            ),
+            (
+                "run.progress",
+                r#"{"percent":5,"step":"s","current":1,"total":2,"tool":"t","message":"m"}"#,
+            ),
+            (
+                "run.metadata",
+                r#"{"agent":"a","model":"m","labels":{"k":"v"}}"#,
+            ),
+            ("run.phase", r#"{"phase":"build","message":"m"}"#),
+            ("log.line", r#"{"level":"warn","message":"m","source":"s"}"#),
+            (
+                "tool.started",
+                r#"{"call_id":"c","tool":"t","input":{"a":[1]}}"#,
+            ),
+            (
+                "tool.finished",
+                r#"{"call_id":"c","tool":"t","ok":false,"error":"e","duration_ms":3}"#,
+            ),
+            (
+                "agent.message",
+                r#"{"message_id":"m","delta":"d","done":true}"#,
+            ),
+            ("agent.thinking", r#"{"message_id":"m","delta":"d"}"#),
+            (
+                "file.changed",
+                r#"{"path":"p","change":"renamed","previous_path":"q"}"#,
+            ),
+            (
+                "artifact.created",
+                r#"{"artifact_id":"a","kind":"patch","uri":"u","media_type":"text/x-diff","size_bytes":9}"#,
+            ),
+            (
+                "todo.updated",
+                r#"{"items":[{"id":"1","text":"t","status":"in_progress"}]}"#,
+            ),
+            (
+                "output.chunk",
+                r#"{"output_id":"o","index":0,"last":true,"encoding":"utf8","data":"x"}"#,
+            ),
+            ("acme.custom.thing", r#"{"anything":[1,2,{"x":null}]}"#),
+        ];
+        samples.clear();
+        for (ty, data) in datas {
+            samples.push(format!(r#"{{"event_id":"e","run_id":"r","seq":3,"type":"{ty}","time":"2026-01-01T00:00:00.5Z","data":{data},"future":true}}"#));
+            samples.push(format!(r#"{{"data":{data},"seq":3,"time":"2026-01-01T00:00:00Z","type":"{ty}","run_id":"r","event_id":"e"}}"#));
+            samples.push(format!(r#"{{"event_id":"e","run_id":"r","seq":3,"type":"{ty}","time":"2026-01-01T00:00:00Z","data":{{"bad":"\u0000","status":7}}}}"#));
+        }
+        for b in [
+            r#"{"event_id":"e","run_id":"r","seq":1,"type":"Bad","time":"2026-01-01T00:00:00Z","data":{}}"#,
+            r#"{"event_id":"e","run_id":"r","seq":1,"type":"x.y","time":"2026-01-01T00:00:00Z","data":[]}"#,
+            r#"{"event_id":"e","run_id":"r","seq":9007199254740992,"type":"x.y","time":"2026-01-01T00:00:00Z","data":{}}"#,
+            r#"{"event_id":"e","run_id":"r","seq":1,"seq":2,"type":"x.y","time":"2026-01-01T00:00:00Z","data":{}}"#,
+            r#"{"event_id":"e","run_id":"r","seq":1,"type":"x.y","time":"2026-01-01T00:00:00+00:00","data":{}}"#,
+            r#"{"event_id":"e","run_id":"r/x","seq":1,"type":"x.y","time":"2026-01-01T00:00:00Z","data":{}}"#,
+            r#"{"event_id":"e","run_id":"r","seq":1,"type":"x.y","time":"2026-01-01T00:00:00Z"}"#,
+        ] {
+            samples.push(b.into());
+        }
+        for ev in &samples {
+            for frame in [
+                format!(r#"{{"type":"event","event":{ev}}}"#),
+                format!(r#"{{"type":"batch","events":[{ev},{ev}]}}"#),
+            ] {
+                let mut fast = Vec::new();
+                let got = decode_text_frame(&frame, 1 << 16, &mut fast).map(|_| fast);
+                let want =
+                    runwire_protocol::codec::decode_server_message(frame.as_bytes(), 1 << 16).map(
+                        |m| match m {
+                            ServerMessage::Event(f) => vec![f.event],
+                            ServerMessage::Batch(b) => b.events,
+                            other => panic!("{other:?}"),
+                        },
+                    );
+                assert_eq!(got, want, "{frame}");
+            }
         }
         // Too large: rejected before decoding.
         let frame = format!(r#"{{"type":"event","event":{EV}}}"#);

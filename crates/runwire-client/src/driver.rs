@@ -24,7 +24,7 @@ use tokio_tungstenite::{
 use crate::{
     Backoff, ClientConfig, ClientError, ClientEvent, Command, ConnectionState, Cursor,
     SharedCursors, StateChange, Tracker,
-    decode::{Decoded, decode_frame},
+    decode::{Decoded, decode_text_frame},
 };
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -385,7 +385,7 @@ impl Driver {
                         s.liveness = Instant::now() + s.budget;
                     }
                     match msg {
-                        Message::Text(t) => self.on_frame(t.as_bytes(), &mut ws, &mut s).await?,
+                        Message::Text(t) => self.on_frame(t.as_str(), &mut ws, &mut s).await?,
                         Message::Binary(_) => {
                             // RW-INPUT-12, RW-CONV-1: report, close 4000, back off.
                             self.emit(ClientEvent::Error(client_error(
@@ -492,8 +492,9 @@ impl Driver {
         .await
     }
 
-    async fn on_frame(&mut self, frame: &[u8], ws: &mut Ws, s: &mut Session) -> Flow {
-        let decoded = match decode_frame(frame, self.config.max_frame_bytes, &mut self.events) {
+    async fn on_frame(&mut self, frame: &str, ws: &mut Ws, s: &mut Session) -> Flow {
+        let decoded = match decode_text_frame(frame, self.config.max_frame_bytes, &mut self.events)
+        {
             Ok(d) => d,
             Err(e) => {
                 // The server violated the protocol (RW-INPUT-12): report it, deliver

@@ -60,7 +60,7 @@ use tokio::sync::mpsc;
 pub use backoff::{Backoff, BackoffConfig, Planned};
 pub use chunks::{ChunkAssembler, ChunkError, Output};
 pub use config::{ClientConfig, TokenFuture, TokenProvider};
-pub use decode::{Decoded, decode_frame};
+pub use decode::{Decoded, decode_frame, decode_text_frame};
 pub use tracker::{Cursor, OrderingConfig, Tracker, TrackerStats};
 
 /// The connection's state (spec §12).
