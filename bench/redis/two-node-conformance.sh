@@ -46,20 +46,26 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true; rm -rf "$tmp"
 }
-# The restart command of the restart scenarios: a rolling restart of both nodes
-# (graceful SIGTERM, then the same address again), so that a client resumes on a
-# restarted node and acknowledged events come back from Redis.
+# The restart command of the restart scenarios: both nodes get SIGTERM together (a
+# graceful shutdown each), and once both are gone both start again on their
+# addresses, so that clients resume on restarted nodes and acknowledged events come
+# back from Redis. (A rolling restart would leave one node accepting appends while
+# the other shuts down, which the single-server restart scenarios do not expect.)
 cat >"$tmp/restart.sh" <<RESTART
 #!/usr/bin/env bash
 set -euo pipefail
+for n in a b; do kill -TERM "\$(cat "$tmp/\$n.pid")" 2>/dev/null || true; done
+for n in a b; do
+  pid="\$(cat "$tmp/\$n.pid")"
+  while kill -0 "\$pid" 2>/dev/null; do sleep 0.02; done
+done
 for n in a b; do
   addr="\$(head -1 "$tmp/\$n.out" | awk '{print \$NF}')"
-  pid="\$(cat "$tmp/\$n.pid")"
-  kill -TERM "\$pid" 2>/dev/null || true
-  while kill -0 "\$pid" 2>/dev/null; do sleep 0.02; done
   "$runwire" serve --listen "\$addr" --store "$store" --config "$here/conformance.toml" \\
     >"$tmp/\$n.out2" 2>>"$tmp/\$n.err" </dev/null &
   echo \$! >"$tmp/\$n.pid"
+done
+for n in a b; do
   until grep -q "listening on" "$tmp/\$n.out2" 2>/dev/null; do sleep 0.02; done
 done
 RESTART
@@ -80,4 +86,4 @@ echo "pass 1: redis $store; producer on node A $a; clients on node B $b" >&2
 echo "pass 2: clients round-robin over A and B via $lb; producer on node A" >&2
 "$runwire" conform server --url "ws://$lb/v1/stream" --ingest "http://$a" \
   --token rwc-reference-full-token --limited-token rwc-reference-limited-token \
-  "${@:---tags=not @slow}"
+  --restart-cmd "$tmp/restart.sh" "${@:---tags=not @slow}"
