@@ -81,3 +81,8 @@ Feature: Connection handshake
     When the producer sends GET /healthz without a token
     Then the answer is 200
     And the answer has "status" equal to "ok"
+
+  @must @RW-CLOSE-9
+  Scenario: a client that never completes the close handshake is dropped
+    Given client "a" is connected
+    Then a raw connection that never answers the close handshake is dropped within the pong timeout announced to client "a"

@@ -40,3 +40,17 @@ Feature: Restart and graceful shutdown
     And client "a" subscribes to run "A"
     Then client "a" receives subscribed for run "A" with after_seq 0 and head_seq 30
     And client "a" receives events 1 to 30 of run "A"
+
+  @must @serial @RW-SHUTDOWN-1 @RW-SHUTDOWN-3
+  Scenario: once shutdown begins no session is welcomed and no append accepted
+    Given client "slow" is connected
+    And client "a" is connected
+    And client "slow" stops reading
+    When the server begins restarting
+    Then client "a" receives error "server_shutdown" and is closed with code 4200
+    And a new connection gets no welcome while the server shuts down
+    And an append to run "A" while the server shuts down is refused
+    When the server is back
+    And client "slow" resumes reading
+    And client "b" is connected
+    Then client "b" stays connected

@@ -219,7 +219,10 @@ impl ClientWorld {
                     |v| format!("[{}] {}", v.expectation, v.message),
                 );
                 for o in r.verdict.violations.iter().skip(1).take(5) {
-                    msg.push_str(&format!("; also {} [{}]: {}", o.requirement, o.expectation, o.message));
+                    msg.push_str(&format!(
+                        "; also {} [{}]: {}",
+                        o.requirement, o.expectation, o.message
+                    ));
                 }
                 if r.verdict.violations.len() > 6 {
                     msg.push_str(&format!("; and {} more", r.verdict.violations.len() - 6));

@@ -62,6 +62,16 @@ impl Row {
             .iter()
             .any(|s| self.scenarios.get(s).is_some_and(|v| !v.is_empty()))
     }
+
+    /// Whether `suite` can test this requirement.
+    pub fn testable_by(&self, suite: Suite) -> bool {
+        suites_for(&self.requirement.subject).contains(&suite)
+    }
+
+    /// Whether `suite` has a scenario for it.
+    pub fn covered_by(&self, suite: Suite) -> bool {
+        self.scenarios.get(&suite).is_some_and(|v| !v.is_empty())
+    }
 }
 
 /// The matrix.

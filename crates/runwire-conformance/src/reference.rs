@@ -39,7 +39,7 @@ pub fn reference_config(time_scale: f64) -> ServerConfig {
     c.slow_consumer_max_bytes = 256 * 1024;
     c.slow_consumer_max_age_ms = t(200);
     c.shutdown_reconnect_spread_ms = t(200);
-    c.close_timeout_ms = t(2500);
+    c.close_timeout_ms = t(2000);
     c.auth = AuthConfig {
         tokens: vec![
             StaticToken {

@@ -136,7 +136,7 @@ struct Common {
     /// Upper bound for the whole run, in seconds (scaled by --time-scale).
     #[arg(long, global = true, default_value_t = 600)]
     timeout_s: u64,
-    /// Default mode only: run just this suite.
+    /// Default mode and coverage: only this suite (server or client).
     #[arg(long, global = true)]
     suite: Option<String>,
     /// No progress lines.
@@ -199,7 +199,17 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
         Some(Target::Coverage { verbose }) => {
             let sc = scenarios_for_coverage(&common)?;
             runwire_conformance::check_steps(&sc)?;
-            let rows = coverage::matrix(&sc);
+            let mut rows = coverage::matrix(&sc);
+            let only = match common.suite.as_deref() {
+                None => None,
+                Some("server") => Some(runwire_conformance::Suite::Server),
+                Some("client") => Some(runwire_conformance::Suite::Client),
+                Some(other) => bail!("--suite must be server or client, not {other:?}"),
+            };
+            if let Some(suite) = only {
+                // "both" requirements count for the suite that is asked about.
+                rows.retain(|r| r.testable_by(suite));
+            }
             print!("{}", coverage::render(&rows, verbose));
             let unknown = coverage::unknown_tags(&sc);
             for (s, r) in &unknown {
@@ -209,7 +219,13 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
             }
             let missing: Vec<&str> = rows
                 .iter()
-                .filter(|r| r.requirement.level == "MUST" && !r.covered())
+                .filter(|r| {
+                    r.requirement.level == "MUST"
+                        && match only {
+                            Some(suite) => !r.covered_by(suite),
+                            None => !r.covered(),
+                        }
+                })
                 .map(|r| r.requirement.id.as_str())
                 .collect();
             if !missing.is_empty() {
@@ -255,9 +271,9 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
     let mut opts = ConformOptions {
         seed,
         time_scale: common.time_scale,
-        client_time_scale: common.client_time_scale.or_else(|| {
-            matches!(args.target, None).then_some(common.time_scale * 2.0)
-        }),
+        client_time_scale: common
+            .client_time_scale
+            .or_else(|| matches!(args.target, None).then_some(common.time_scale * 2.0)),
         jobs: common.jobs.max(1),
         strict: common.strict,
         tags: common.tags.as_deref().map(TagFilter::parse).transpose()?,

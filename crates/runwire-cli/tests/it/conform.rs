@@ -47,7 +47,14 @@ async fn reference_adapter_passes_every_client_scenario() {
         .results
         .iter()
         .filter(|r| r.grade != Grade::Pass)
-        .map(|r| format!("{}: {:?} {}", r.id, r.grade, r.message.as_deref().unwrap_or("")))
+        .map(|r| {
+            format!(
+                "{}: {:?} {}",
+                r.id,
+                r.grade,
+                r.message.as_deref().unwrap_or("")
+            )
+        })
         .collect();
     assert!(bad.is_empty(), "{}", bad.join("\n"));
     assert!(report.counts.total >= 40);
@@ -112,8 +119,7 @@ fn default_mode_passes_and_writes_every_report() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("RESULT: PASS"));
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert!(report["counts"]["total"].as_u64().unwrap() >= 100);
     assert_eq!(report["passed"], true);
     assert_eq!(report["seed"], 99);
@@ -124,13 +130,25 @@ fn default_mode_passes_and_writes_every_report() {
     assert!(page.contains("Runwire conformance report"));
     // The baseline just written matches a second, server-only run's server entries.
     let out2 = std::process::Command::new(env!("CARGO_BIN_EXE_runwire"))
-        .args(["conform", "--suite", "server", "--tags", "@version", "--quiet", "--baseline"])
+        .args([
+            "conform",
+            "--suite",
+            "server",
+            "--tags",
+            "@version",
+            "--quiet",
+            "--baseline",
+        ])
         .arg(&base)
         .stdin(Stdio::null())
         .output()
         .unwrap();
     let s2 = String::from_utf8_lossy(&out2.stdout);
-    assert_eq!(out2.status.code(), Some(1), "a baseline diff fails the run:\n{s2}");
+    assert_eq!(
+        out2.status.code(),
+        Some(1),
+        "a baseline diff fails the run:\n{s2}"
+    );
     assert!(s2.contains("no longer run"), "{s2}");
 }
 
@@ -165,7 +183,10 @@ fn list_and_report_schema() {
         .unwrap();
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert!(s.lines().count() >= 3 && s.contains("server/heartbeat/"), "{s}");
+    assert!(
+        s.lines().count() >= 3 && s.contains("server/heartbeat/"),
+        "{s}"
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_runwire"))
         .args(["conform", "report-schema"])
         .output()
@@ -179,5 +200,8 @@ fn list_and_report_schema() {
         "../../../../schema/tools/conformance-report.schema.json"
     ))
     .unwrap();
-    assert_eq!(v, committed, "regenerate with: runwire conform report-schema > schema/tools/conformance-report.schema.json");
+    assert_eq!(
+        v, committed,
+        "regenerate with: runwire conform report-schema > schema/tools/conformance-report.schema.json"
+    );
 }

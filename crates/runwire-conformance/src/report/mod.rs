@@ -116,6 +116,20 @@ pub fn summary(report: &RunReport) -> String {
             st.reason
         );
     }
+    let mut d: Vec<u64> = report.results.iter().map(|r| r.duration_ms).collect();
+    d.sort_unstable();
+    if !d.is_empty() {
+        let p = |q: f64| d[((d.len() - 1) as f64 * q).round() as usize];
+        let _ = writeln!(
+            s,
+            "\nscenario durations: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms, sum {:.1} s",
+            p(0.5),
+            p(0.9),
+            p(0.99),
+            d[d.len() - 1],
+            d.iter().sum::<u64>() as f64 / 1000.0
+        );
+    }
     let _ = writeln!(
         s,
         "\n{} scenarios: {} passed, {} failed ({} MUST, {} SHOULD, {} MAY), {} not implemented, {} expected failures in {:.1} s (seed {}, time scale {})",

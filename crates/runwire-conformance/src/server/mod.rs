@@ -11,7 +11,7 @@ mod steps;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
-pub use steps::STEP_PATTERNS;
+pub use steps::step_patterns;
 
 use crate::runner::{World, WorldFactory};
 

@@ -118,211 +118,298 @@ pub(crate) enum K {
     PostTooLarge,
     CloseReason,
     PostRawNoToken,
+    RawCloseDrop,
+    RestartBegin,
+    RestartDone,
+    NoWelcomeDuringShutdown,
+    AppendRefusedDuringShutdown,
 }
 
-/// Every server step pattern (for documentation and `--list-steps`).
-pub static STEP_PATTERNS: &[&str] = &[
-    "the producer appends more events than the replay window announced to client {s} to run {s}",
-    "client {s} receives reset for run {s} with reason {s} as of its head",
-    "the events of run {s} delivered to client {s} have distinct event ids",
-    "event {n} of run {s} reached client {s} at once",
-    "client {s} sends more pings at once than the announced max_messages_per_second",
-    "the producer posts an event larger than the max_event_bytes announced to client {s} to run {s}",
-    "client {s} was closed with reason {s}",
-    "the producer posts to run {s} without a token:",
-    "the server requires authentication",
-    "the server gives the limited token only runs named \"rwc-allowed-*\"",
-    "the server can be restarted",
-    "the producer appends {n} events to run {s}",
-    "the producer appends {n} events of {n} bytes to run {s}",
-    "the producer appends status {s} to run {s}",
-    "the producer appends {n} events with idempotency keys {s} to run {s}",
-    "the producer appends a {s} event with data {rest} and idempotency key {s} to run {s}",
-    "the producer appends a {s} event with data {rest} to run {s}",
-    "the producer retries the last append",
-    "{n} producers append {n} events each to run {s} concurrently",
-    "the producer appends {n} events to run {s} with the limited token",
-    "the producer posts to run {s}:",
-    "the producer sends GET {rest} without a token",
-    "the producer sends GET {rest} with the limited token",
-    "the producer sends GET {rest}",
-    "client {s} connects with an Authorization header",
-    "client {s} connects with the token in the query string",
-    "client {s} connects",
-    "client {s} sends hello with versions {s}",
-    "client {s} sends hello with token {s}",
-    "client {s} sends hello without a token",
-    "client {s} sends hello subscribing to run {s} after seq {n}",
-    "client {s} sends hello subscribing to run {s}",
-    "client {s} sends hello",
-    "client {s} is connected with the limited token",
-    "client {s} is connected",
-    "client {s} sends the frame {rest}",
-    "client {s} sends a binary frame",
-    "client {s} sends a text frame that is not UTF-8",
-    "client {s} sends a frame larger than the announced max_frame_bytes",
-    "client {s} sends a ping frame of exactly the announced max_frame_bytes",
-    "client {s} sends {n} pings at once",
-    "client {s} subscribes to run {s} after seq {n} with epoch {s}",
-    "client {s} subscribes to run {s} after seq {n}",
-    "client {s} subscribes to runs {s}",
-    "client {s} subscribes to one run more than the announced max_subscriptions",
-    "client {s} subscribes to run {s}",
-    "client {s} unsubscribes from run {s}",
-    "client {s} resubscribes to run {s} from its cursor",
-    "client {s} reconnects and resumes run {s} from its cursor",
-    "client {s} stops answering pings",
-    "client {s} stops reading",
-    "client {s} resumes reading",
-    "client {s} sends ping {s}",
-    "client {s} closes the connection",
-    "the server restarts",
-    "client {s} receives welcome",
-    "the first frame client {s} receives is welcome",
-    "the welcome of client {s} announces version {s}",
-    "the welcome of client {s} announces a session id, timers and limits",
-    "clients {s} and {s} have different session ids",
-    "client {s} receives subscribed for run {s} with after_seq {n} and head_seq {n}",
-    "client {s} receives subscribed for run {s}",
-    "client {s} receives reset for run {s} with reason {s} as of seq {n}",
-    "the reset snapshot of client {s} equals the snapshot of run {s} read over HTTP",
-    "the reset snapshot of client {s} has status {s}",
-    "client {s} receives events {n} to {n} of run {s}",
-    "client {s} receives every event of run {s}",
-    "client {s} receives error {s} and is closed with code {n}",
-    "client {s} receives error {s} for run {s}",
-    "client {s} receives error {s}",
-    "client {s} is closed with code {n}",
-    "client {s} receives unsubscribed for run {s}",
-    "client {s} receives pong {s}",
-    "client {s} receives no event of run {s}",
-    "client {s} stays connected",
-    "client {s} receives {n} pings, each within the announced heartbeat interval",
-    "clients {s} and {s} received identical events of run {s}",
-    "the events of run {s} delivered to client {s} equal the history read over HTTP",
-    "event {n} of run {s} delivered to client {s} has type {s} and data {rest}",
-    "the answer is {n} with code {s} and pointer {s}",
-    "the answer is {n} with code {s}",
-    "the answer carries a Retry-After header",
-    "the answer has {s} equal to {rest}",
-    "the answer is {n}",
-    "the last append was assigned seqs {n} to {n}",
-    "the retry was answered with the original assignments",
-    "run {s} has {n} events over HTTP",
-    "the last error of client {s} carries retry_after_ms",
-    "the last error of client {s} lists supported_versions {s}",
-    "the last error of client {s} has retryable {w}",
-    "the last error of client {s} has a message containing {s}",
-    "nothing client {s} received contains the token {s}",
-    "every event of run {s} reached client {s} within the announced batch window",
-    "client {s} received run {s} in batch frames",
-    "client {s} receives nothing else",
+/// Every server step: its kind and its pattern. More specific patterns come first.
+static STEPS: &[(K, &str)] = &[
+    (
+        K::AppendPastWindow,
+        "the producer appends more events than the replay window announced to client {s} to run {s}",
+    ),
+    (
+        K::RecvResetHead,
+        "client {s} receives reset for run {s} with reason {s} as of its head",
+    ),
+    (
+        K::DistinctIds,
+        "the events of run {s} delivered to client {s} have distinct event ids",
+    ),
+    (K::AtOnce, "event {n} of run {s} reached client {s} at once"),
+    (
+        K::FloodOver,
+        "client {s} sends more pings at once than the announced max_messages_per_second",
+    ),
+    (
+        K::PostTooLarge,
+        "the producer posts an event larger than the max_event_bytes announced to client {s} to run {s}",
+    ),
+    (K::CloseReason, "client {s} was closed with reason {s}"),
+    (
+        K::PostRawNoToken,
+        "the producer posts to run {s} without a token:",
+    ),
+    (K::RestartBegin, "the server begins restarting"),
+    (K::RestartDone, "the server is back"),
+    (
+        K::NoWelcomeDuringShutdown,
+        "a new connection gets no welcome while the server shuts down",
+    ),
+    (
+        K::AppendRefusedDuringShutdown,
+        "an append to run {s} while the server shuts down is refused",
+    ),
+    (
+        K::RawCloseDrop,
+        "a raw connection that never answers the close handshake is dropped within the pong timeout announced to client {s}",
+    ),
+    (K::RequireAuth, "the server requires authentication"),
+    (
+        K::RequireLimited,
+        "the server gives the limited token only runs named \"rwc-allowed-*\"",
+    ),
+    (K::Restartable, "the server can be restarted"),
+    (K::Append, "the producer appends {n} events to run {s}"),
+    (
+        K::AppendBig,
+        "the producer appends {n} events of {n} bytes to run {s}",
+    ),
+    (
+        K::AppendStatus,
+        "the producer appends status {s} to run {s}",
+    ),
+    (
+        K::AppendKeyed,
+        "the producer appends {n} events with idempotency keys {s} to run {s}",
+    ),
+    (
+        K::AppendKeyedOne,
+        "the producer appends a {s} event with data {rest} and idempotency key {s} to run {s}",
+    ),
+    (
+        K::AppendTyped,
+        "the producer appends a {s} event with data {rest} to run {s}",
+    ),
+    (K::Retry, "the producer retries the last append"),
+    (
+        K::AppendConcurrent,
+        "{n} producers append {n} events each to run {s} concurrently",
+    ),
+    (
+        K::AppendLimited,
+        "the producer appends {n} events to run {s} with the limited token",
+    ),
+    (K::PostRaw, "the producer posts to run {s}:"),
+    (
+        K::HttpGetNoToken,
+        "the producer sends GET {rest} without a token",
+    ),
+    (
+        K::HttpGetToken,
+        "the producer sends GET {rest} with the limited token",
+    ),
+    (K::HttpGet, "the producer sends GET {rest}"),
+    (
+        K::ConnectAuthHeader,
+        "client {s} connects with an Authorization header",
+    ),
+    (
+        K::ConnectTokenInUrl,
+        "client {s} connects with the token in the query string",
+    ),
+    (K::Connect, "client {s} connects"),
+    (K::HelloVersions, "client {s} sends hello with versions {s}"),
+    (K::HelloToken, "client {s} sends hello with token {s}"),
+    (K::HelloNoToken, "client {s} sends hello without a token"),
+    (
+        K::HelloSubAfter,
+        "client {s} sends hello subscribing to run {s} after seq {n}",
+    ),
+    (K::HelloSub, "client {s} sends hello subscribing to run {s}"),
+    (K::Hello, "client {s} sends hello"),
+    (
+        K::IsConnectedLimited,
+        "client {s} is connected with the limited token",
+    ),
+    (K::IsConnected, "client {s} is connected"),
+    (K::SendRaw, "client {s} sends the frame {rest}"),
+    (K::SendBinary, "client {s} sends a binary frame"),
+    (
+        K::SendBadUtf8,
+        "client {s} sends a text frame that is not UTF-8",
+    ),
+    (
+        K::SendLarge,
+        "client {s} sends a frame larger than the announced max_frame_bytes",
+    ),
+    (
+        K::SendAtLimit,
+        "client {s} sends a ping frame of exactly the announced max_frame_bytes",
+    ),
+    (K::Flood, "client {s} sends {n} pings at once"),
+    (
+        K::SubEpoch,
+        "client {s} subscribes to run {s} after seq {n} with epoch {s}",
+    ),
+    (
+        K::SubAfter,
+        "client {s} subscribes to run {s} after seq {n}",
+    ),
+    (K::SubMany, "client {s} subscribes to runs {s}"),
+    (
+        K::SubOverLimit,
+        "client {s} subscribes to one run more than the announced max_subscriptions",
+    ),
+    (K::Sub, "client {s} subscribes to run {s}"),
+    (K::Unsub, "client {s} unsubscribes from run {s}"),
+    (
+        K::Resub,
+        "client {s} resubscribes to run {s} from its cursor",
+    ),
+    (
+        K::Reconnect,
+        "client {s} reconnects and resumes run {s} from its cursor",
+    ),
+    (K::StopPong, "client {s} stops answering pings"),
+    (K::StopRead, "client {s} stops reading"),
+    (K::ResumeRead, "client {s} resumes reading"),
+    (K::Ping, "client {s} sends ping {s}"),
+    (K::Close, "client {s} closes the connection"),
+    (K::Restart, "the server restarts"),
+    (K::RecvWelcome, "client {s} receives welcome"),
+    (
+        K::FirstWelcome,
+        "the first frame client {s} receives is welcome",
+    ),
+    (
+        K::WelcomeVersion,
+        "the welcome of client {s} announces version {s}",
+    ),
+    (
+        K::WelcomeComplete,
+        "the welcome of client {s} announces a session id, timers and limits",
+    ),
+    (
+        K::DistinctSessions,
+        "clients {s} and {s} have different session ids",
+    ),
+    (
+        K::RecvSubscribed,
+        "client {s} receives subscribed for run {s} with after_seq {n} and head_seq {n}",
+    ),
+    (
+        K::RecvSubscribedAny,
+        "client {s} receives subscribed for run {s}",
+    ),
+    (
+        K::RecvReset,
+        "client {s} receives reset for run {s} with reason {s} as of seq {n}",
+    ),
+    (
+        K::ResetMatchesHttp,
+        "the reset snapshot of client {s} equals the snapshot of run {s} read over HTTP",
+    ),
+    (
+        K::ResetStatus,
+        "the reset snapshot of client {s} has status {s}",
+    ),
+    (
+        K::RecvEvents,
+        "client {s} receives events {n} to {n} of run {s}",
+    ),
+    (
+        K::RecvAllEvents,
+        "client {s} receives every event of run {s}",
+    ),
+    (
+        K::RecvErrClose,
+        "client {s} receives error {s} and is closed with code {n}",
+    ),
+    (K::RecvErrRun, "client {s} receives error {s} for run {s}"),
+    (K::RecvErr, "client {s} receives error {s}"),
+    (K::Closed, "client {s} is closed with code {n}"),
+    (K::RecvUnsub, "client {s} receives unsubscribed for run {s}"),
+    (K::RecvPong, "client {s} receives pong {s}"),
+    (K::NoEvent, "client {s} receives no event of run {s}"),
+    (K::StaysConnected, "client {s} stays connected"),
+    (
+        K::Heartbeat,
+        "client {s} receives {n} pings, each within the announced heartbeat interval",
+    ),
+    (
+        K::Identical,
+        "clients {s} and {s} received identical events of run {s}",
+    ),
+    (
+        K::MatchesHistory,
+        "the events of run {s} delivered to client {s} equal the history read over HTTP",
+    ),
+    (
+        K::EventData,
+        "event {n} of run {s} delivered to client {s} has type {s} and data {rest}",
+    ),
+    (
+        K::AnswerPointer,
+        "the answer is {n} with code {s} and pointer {s}",
+    ),
+    (K::AnswerCode, "the answer is {n} with code {s}"),
+    (
+        K::AnswerRetryAfter,
+        "the answer carries a Retry-After header",
+    ),
+    (K::AnswerJson, "the answer has {s} equal to {rest}"),
+    (K::Answer, "the answer is {n}"),
+    (
+        K::AppendedSeqs,
+        "the last append was assigned seqs {n} to {n}",
+    ),
+    (
+        K::SameAssignment,
+        "the retry was answered with the original assignments",
+    ),
+    (K::HistoryHead, "run {s} has {n} events over HTTP"),
+    (
+        K::ErrRetryAfter,
+        "the last error of client {s} carries retry_after_ms",
+    ),
+    (
+        K::ErrSupported,
+        "the last error of client {s} lists supported_versions {s}",
+    ),
+    (
+        K::ErrRetryable,
+        "the last error of client {s} has retryable {w}",
+    ),
+    (
+        K::ErrMessageHas,
+        "the last error of client {s} has a message containing {s}",
+    ),
+    (
+        K::ErrNoLeak,
+        "nothing client {s} received contains the token {s}",
+    ),
+    (
+        K::WithinWindow,
+        "every event of run {s} reached client {s} within the announced batch window",
+    ),
+    (K::Batched, "client {s} received run {s} in batch frames"),
+    (K::ReceivesNothingElse, "client {s} receives nothing else"),
 ];
 
-const KINDS: &[K] = &[
-    K::AppendPastWindow,
-    K::RecvResetHead,
-    K::DistinctIds,
-    K::AtOnce,
-    K::FloodOver,
-    K::PostTooLarge,
-    K::CloseReason,
-    K::PostRawNoToken,
-    K::RequireAuth,
-    K::RequireLimited,
-    K::Restartable,
-    K::Append,
-    K::AppendBig,
-    K::AppendStatus,
-    K::AppendKeyed,
-    K::AppendKeyedOne,
-    K::AppendTyped,
-    K::Retry,
-    K::AppendConcurrent,
-    K::AppendLimited,
-    K::PostRaw,
-    K::HttpGetNoToken,
-    K::HttpGetToken,
-    K::HttpGet,
-    K::ConnectAuthHeader,
-    K::ConnectTokenInUrl,
-    K::Connect,
-    K::HelloVersions,
-    K::HelloToken,
-    K::HelloNoToken,
-    K::HelloSubAfter,
-    K::HelloSub,
-    K::Hello,
-    K::IsConnectedLimited,
-    K::IsConnected,
-    K::SendRaw,
-    K::SendBinary,
-    K::SendBadUtf8,
-    K::SendLarge,
-    K::SendAtLimit,
-    K::Flood,
-    K::SubEpoch,
-    K::SubAfter,
-    K::SubMany,
-    K::SubOverLimit,
-    K::Sub,
-    K::Unsub,
-    K::Resub,
-    K::Reconnect,
-    K::StopPong,
-    K::StopRead,
-    K::ResumeRead,
-    K::Ping,
-    K::Close,
-    K::Restart,
-    K::RecvWelcome,
-    K::FirstWelcome,
-    K::WelcomeVersion,
-    K::WelcomeComplete,
-    K::DistinctSessions,
-    K::RecvSubscribed,
-    K::RecvSubscribedAny,
-    K::RecvReset,
-    K::ResetMatchesHttp,
-    K::ResetStatus,
-    K::RecvEvents,
-    K::RecvAllEvents,
-    K::RecvErrClose,
-    K::RecvErrRun,
-    K::RecvErr,
-    K::Closed,
-    K::RecvUnsub,
-    K::RecvPong,
-    K::NoEvent,
-    K::StaysConnected,
-    K::Heartbeat,
-    K::Identical,
-    K::MatchesHistory,
-    K::EventData,
-    K::AnswerPointer,
-    K::AnswerCode,
-    K::AnswerRetryAfter,
-    K::AnswerJson,
-    K::Answer,
-    K::AppendedSeqs,
-    K::SameAssignment,
-    K::HistoryHead,
-    K::ErrRetryAfter,
-    K::ErrSupported,
-    K::ErrRetryable,
-    K::ErrMessageHas,
-    K::ErrNoLeak,
-    K::WithinWindow,
-    K::Batched,
-    K::ReceivesNothingElse,
-];
+/// Every server step pattern, in matching order.
+pub fn step_patterns() -> impl Iterator<Item = &'static str> {
+    STEPS.iter().map(|(_, p)| *p)
+}
 
 /// Finds the step kind and arguments of a step text.
 pub(crate) fn parse_step(text: &str) -> Option<(K, Vec<String>)> {
-    STEP_PATTERNS
+    STEPS
         .iter()
-        .zip(KINDS)
-        .find_map(|(p, k)| pattern::matches(p, text).map(|a| (*k, a)))
+        .find_map(|(k, p)| pattern::matches(p, text).map(|a| (*k, a)))
 }
 
 struct RunInfo {
@@ -347,6 +434,7 @@ pub(crate) struct ServerWorld {
     retry_answer: Option<Value>,
     last_error: BTreeMap<String, Value>,
     resets: BTreeMap<String, Value>,
+    restarting: Option<tokio::task::JoinHandle<Result<(), String>>>,
 }
 
 type R<T> = Result<T, StepFail>;
@@ -384,6 +472,7 @@ impl ServerWorld {
             retry_answer: None,
             last_error: BTreeMap::new(),
             resets: BTreeMap::new(),
+            restarting: None,
         }
     }
 
@@ -1921,6 +2010,151 @@ impl ServerWorld {
                     ));
                 }
             }
+            K::RawCloseDrop => {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let pong = self
+                    .welcome_u64(&s(0), "/pong_timeout_ms")
+                    .ok_or_else(|| StepFail::msg("step error: no welcome"))?;
+                let url = self.target.ws_url.clone();
+                let rest = url
+                    .strip_prefix("ws://")
+                    .ok_or_else(|| StepFail::not_implemented("raw connections need a ws:// URL"))?;
+                let (hostport, path) = rest
+                    .split_once('/')
+                    .map_or((rest, String::from("/")), |(h, p)| (h, format!("/{p}")));
+                let mut tcp = tokio::net::TcpStream::connect(hostport)
+                    .await
+                    .map_err(|e| StepFail::req("RW-CONN-1", format!("cannot connect: {e}")))?;
+                let req = format!(
+                    "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                );
+                self.rec.out(
+                    "raw",
+                    &format!("GET {path} (upgrade), then silence: no hello, no close reply"),
+                );
+                tcp.write_all(req.as_bytes())
+                    .await
+                    .map_err(|e| StepFail::msg(e.to_string()))?;
+                let upgraded = Instant::now();
+                let limit = upgraded + self.ms(self.target.hello_timeout_ms + pong + 500);
+                let mut buf = vec![0u8; 65536];
+                let mut got = Vec::new();
+                loop {
+                    match tokio::time::timeout_at(limit, tcp.read(&mut buf)).await {
+                        Err(_) => {
+                            return Err(StepFail::req(
+                                "RW-CLOSE-9",
+                                format!(
+                                    "the server still held the TCP connection {} ms after the upgrade (hello deadline {} ms + pong_timeout_ms {pong} + 500 ms slack) although the client never completed the close handshake",
+                                    upgraded.elapsed().as_millis(),
+                                    self.target.hello_timeout_ms
+                                ),
+                            ));
+                        }
+                        Ok(Ok(0)) | Ok(Err(_)) => break,
+                        Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                self.rec.inn(
+                    "raw",
+                    &format!(
+                        "{} bytes, then the server dropped the connection after {} ms",
+                        got.len(),
+                        upgraded.elapsed().as_millis()
+                    ),
+                );
+                if !String::from_utf8_lossy(&got).contains("hello_timeout") {
+                    return Err(StepFail::req(
+                        "RW-CONN-3",
+                        "the raw connection was dropped without a hello_timeout error frame",
+                    ));
+                }
+            }
+            K::RestartBegin => {
+                let Some(ctl) = self.target.control.clone() else {
+                    return Err(StepFail::not_implemented("no --restart-cmd given"));
+                };
+                self.rec
+                    .note("runner", "restarting the server (in the background)");
+                self.restarting = Some(tokio::spawn(async move { ctl.restart().await }));
+            }
+            K::RestartDone => {
+                let Some(h) = self.restarting.take() else {
+                    return Err(StepFail::msg("step error: no restart under way"));
+                };
+                h.await
+                    .map_err(|e| StepFail::msg(format!("restart task: {e}")))?
+                    .map_err(|e| StepFail::msg(format!("restart failed: {e}")))?;
+                self.rec.note("runner", "the server is back");
+            }
+            K::NoWelcomeDuringShutdown => {
+                let url = self.target.ws_url.clone();
+                let Ok(mut c) = Conn::open(
+                    "late",
+                    &url,
+                    ConnectOptions::default(),
+                    self.rec.clone(),
+                    self.ms(2000),
+                )
+                .await
+                else {
+                    self.rec
+                        .note("late", "connection refused: acceptable during shutdown");
+                    return Ok(());
+                };
+                let h = Conn::hello(&["1.0".to_owned()], self.target.token.as_deref(), vec![]);
+                let _ = c.send(&h).await;
+                let dl = self.dl(2000);
+                match c.next_control(dl).await {
+                    Ok(v) if v.get("type").and_then(Value::as_str) == Some("welcome") => {
+                        return Err(StepFail::req(
+                            "RW-SHUTDOWN-1",
+                            "a connection opened after shutdown began was sent welcome",
+                        ));
+                    }
+                    _ => {}
+                }
+                if let Some(v) = c.violations.first() {
+                    return Err(StepFail::req(
+                        v.requirement,
+                        format!("late connection: {}", v.message),
+                    ));
+                }
+            }
+            K::AppendRefusedDuringShutdown => {
+                let id = self.run_id(&s(0));
+                let body = serde_json::to_vec(&json!({"events": [progress_event(1, 0)]}))
+                    .unwrap_or_default();
+                match self
+                    .http(
+                        "POST",
+                        &format!("/v1/runs/{id}/events"),
+                        self.token(),
+                        Some(body),
+                    )
+                    .await
+                {
+                    Err(_) => self
+                        .rec
+                        .note("producer", "connection refused: acceptable during shutdown"),
+                    Ok(a) => {
+                        let code = a
+                            .json()
+                            .pointer("/error/code")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned);
+                        if a.status != 503 || code.as_deref() != Some("server_shutdown") {
+                            return Err(StepFail::req(
+                                "RW-SHUTDOWN-1",
+                                format!(
+                                    "an append during shutdown was answered {} {:?}, expected 503 server_shutdown (or a refused connection)",
+                                    a.status, code
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
             K::ReceivesNothingElse => {
                 let q = self.quiet_ms(&s(0));
                 let dl = self.dl(q);
@@ -2047,5 +2281,23 @@ impl World for ServerWorld {
 
     fn recorder(&self) -> Recorder {
         self.rec.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{STEPS, parse_step};
+
+    #[test]
+    fn no_step_pattern_is_shadowed_by_an_earlier_one() {
+        for (k, p) in STEPS {
+            let text = p
+                .replace("{s}", "\"x\"")
+                .replace("{n}", "1")
+                .replace("{w}", "w")
+                .replace("{rest}", "{}");
+            let got = parse_step(&text).map(|x| x.0);
+            assert_eq!(got, Some(*k), "{text:?} parses as {got:?}, not {k:?}");
+        }
     }
 }
