@@ -708,27 +708,23 @@ impl RedisStore {
         })?;
         let _ = sync.set_read_timeout(Some(Duration::from_millis(opts.timeout_ms)));
         let _ = sync.set_write_timeout(Some(Duration::from_millis(opts.timeout_ms)));
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query(&mut sync)
-            .map_err(|e| {
-                StoreError::Unavailable(format!("redis at {shown} did not answer: {e}"))
-            })?;
-        let version = info
-            .lines()
-            .find_map(|l| l.strip_prefix("redis_version:"))
-            .unwrap_or("0")
-            .trim()
-            .to_owned();
-        let major: u32 = version
-            .split('.')
-            .next()
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(0);
-        if major < 6 {
-            return Err(StoreError::Unavailable(format!(
-                "redis at {shown} is version {version}; the redis store needs 6.2 or later (XTRIM MINID)"
-            )));
+        let _: String = redis::cmd("PING").query(&mut sync).map_err(|e| {
+            StoreError::Unavailable(format!("redis at {shown} did not answer: {e}"))
+        })?;
+        // The version, when INFO is allowed (some managed services restrict it).
+        let info: Result<String, _> = redis::cmd("INFO").arg("server").query(&mut sync);
+        if let Some(version) = info.ok().and_then(|i| {
+            i.lines()
+                .find_map(|l| l.strip_prefix("redis_version:"))
+                .map(|v| v.trim().to_owned())
+        }) {
+            let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+            let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+            if (major, minor) < (6, 2) {
+                return Err(StoreError::Unavailable(format!(
+                    "redis at {shown} is version {version}; the redis store needs 6.2 or later (XTRIM MINID, CLIENT UNBLOCK)"
+                )));
+            }
         }
         let aof: Result<Vec<String>, _> = redis::cmd("CONFIG")
             .arg("GET")
