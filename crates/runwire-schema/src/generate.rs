@@ -190,10 +190,10 @@ fn inline_tagged_refs(root: &mut Value) {
                 node.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
-        if !node.contains_key("description") {
-            if let Some(d) = body.get("description") {
-                node.insert("description".into(), d.clone());
-            }
+        if !node.contains_key("description")
+            && let Some(d) = body.get("description")
+        {
+            node.insert("description".into(), d.clone());
         }
     });
 }
@@ -258,10 +258,10 @@ fn close_object(node: &mut Map<String, Value>) {
 
 /// Reader contract: enums marked `x-extensible-enum` accept any string.
 fn open_extensible_enum(node: &mut Map<String, Value>) {
-    if node.get("x-extensible-enum") == Some(&Value::Bool(true)) {
-        if let Some(values) = node.remove("enum") {
-            node.insert("x-known-values".into(), values);
-        }
+    if node.get("x-extensible-enum") == Some(&Value::Bool(true))
+        && let Some(values) = node.remove("enum")
+    {
+        node.insert("x-known-values".into(), values);
     }
 }
 
@@ -322,12 +322,12 @@ fn prune_defs(root: &mut Value) {
     let mut queue = BTreeSet::new();
     collect_refs(&Value::Object(obj.clone()), &mut queue);
     while let Some(n) = queue.pop_first() {
-        if reachable.insert(n.clone()) {
-            if let Some(d) = defs.get(&n) {
-                let mut more = BTreeSet::new();
-                collect_refs(d, &mut more);
-                queue.extend(more.into_iter().filter(|m| !reachable.contains(m)));
-            }
+        if reachable.insert(n.clone())
+            && let Some(d) = defs.get(&n)
+        {
+            let mut more = BTreeSet::new();
+            collect_refs(d, &mut more);
+            queue.extend(more.into_iter().filter(|m| !reachable.contains(m)));
         }
     }
     let kept: Map<String, Value> = defs
@@ -357,14 +357,16 @@ fn branch(union: &Value, tag: &str) -> Value {
     b
 }
 
-/// The reader union of server messages also accepts messages of unknown type, which
-/// clients ignore (`RW-VERSION-5`).
-fn add_unknown_server_message_branch(reader: &mut Value) {
+/// Reader unions of messages also accept messages of unknown type: clients ignore
+/// unknown server messages (`RW-VERSION-5`) and servers answer unknown client messages
+/// with a non-fatal `unknown_message_type` error (spec §14.2), which is what makes a new
+/// message type a minor change (spec §18.1).
+fn add_unknown_message_branch(reader: &mut Value, known: &[&str]) {
     if let Some(Value::Array(branches)) = reader.get_mut("oneOf") {
         branches.push(json!({
-            "description": "A server message of a type this version does not know; clients ignore it.",
+            "description": "A message of a type this version does not know; the receiver ignores it (a server answers with a non-fatal unknown_message_type error).",
             "type": "object",
-            "properties": { "type": { "type": "string", "not": { "enum": p::ServerMessage::TYPES } } },
+            "properties": { "type": { "type": "string", "not": { "enum": known } } },
             "required": ["type"],
         }));
     }
@@ -388,7 +390,7 @@ pub fn schema_pairs() -> Vec<SchemaPair> {
     use Direction::{ClientToServer as C2S, ServerToClient as S2C};
     let mut out = Vec::new();
 
-    let client = pair::<p::ClientMessage>("client-message", C2S);
+    let mut client = pair::<p::ClientMessage>("client-message", C2S);
     for t in p::ClientMessage::TYPES {
         out.push(SchemaPair {
             name: format!("client/{t}"),
@@ -397,6 +399,7 @@ pub fn schema_pairs() -> Vec<SchemaPair> {
             reader: branch(&client.reader, t),
         });
     }
+    add_unknown_message_branch(&mut client.reader, p::ClientMessage::TYPES);
     out.push(client);
 
     let mut server = pair::<p::ServerMessage>("server-message", S2C);
@@ -408,7 +411,7 @@ pub fn schema_pairs() -> Vec<SchemaPair> {
             reader: branch(&server.reader, t),
         });
     }
-    add_unknown_server_message_branch(&mut server.reader);
+    add_unknown_message_branch(&mut server.reader, p::ServerMessage::TYPES);
     out.push(server);
 
     out.push(pair::<p::Event>("event", S2C));
