@@ -5,7 +5,7 @@ use std::{collections::BTreeSet, time::Duration};
 use futures_util::{SinkExt, StreamExt};
 use rand::RngCore;
 use runwire_protocol::{
-    ClientMessage, CloseAction, CloseCode, ErrorFrame, Event, Hello, Ping, Pong, RunId,
+    ClientMessage, CloseAction, CloseCode, ErrorFrame, Event, Hello, Limits, Ping, Pong, RunId,
     ServerMessage, Subscribe, SubscriptionRequest, Unsubscribe, codec,
 };
 use tokio::{
@@ -95,6 +95,73 @@ pub(crate) struct Driver {
     resync_unsubs: BTreeSet<RunId>,
     /// The last error code the server sent, for the `reconnect_failed` report.
     last_error_code: Option<String>,
+    /// The limits of the current connection, once `welcome` announced them.
+    limiter: Limiter,
+}
+
+/// Keeps the client within the limits `welcome` announced (`RW-LIMIT-5`): message
+/// rate (a token bucket holding one second's worth), frame size (subscription lists are
+/// split) and subscription count.
+#[derive(Debug, Default)]
+struct Limiter {
+    limits: Option<Limits>,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl Limiter {
+    fn set(&mut self, limits: Limits) {
+        self.tokens = f64::from(limits.max_messages_per_second);
+        self.last = Some(Instant::now());
+        self.limits = Some(limits);
+    }
+
+    /// Waits until one more message may be sent.
+    async fn take(&mut self) {
+        let Some(l) = &self.limits else {
+            return;
+        };
+        let rate = f64::from(l.max_messages_per_second.max(1));
+        loop {
+            let now = Instant::now();
+            let elapsed = self.last.map_or(0.0, |t| (now - t).as_secs_f64());
+            self.last = Some(now);
+            self.tokens = (self.tokens + elapsed * rate).min(rate);
+            if self.tokens >= 1.0 {
+                self.tokens -= 1.0;
+                return;
+            }
+            let wait = (1.0 - self.tokens) / rate;
+            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+        }
+    }
+
+    fn max_frame_bytes(&self) -> usize {
+        self.limits
+            .as_ref()
+            .map_or(usize::MAX, |l| l.max_frame_bytes as usize)
+    }
+}
+
+/// Splits `items` into groups whose encoded message stays under `max` bytes.
+fn split_by_size<T: serde::Serialize>(items: Vec<T>, max: usize) -> Vec<Vec<T>> {
+    const OVERHEAD: usize = 48;
+    let mut out: Vec<Vec<T>> = Vec::new();
+    let mut cur = Vec::new();
+    let mut size = OVERHEAD;
+    for it in items {
+        let n = codec::encode(&it).len() + 1;
+        if !cur.is_empty() && size + n > max {
+            out.push(std::mem::take(&mut cur));
+            size = OVERHEAD;
+        }
+        size += n;
+        cur.push(it);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// Whether the session goes on.
@@ -126,6 +193,7 @@ impl Driver {
             outbox: Vec::with_capacity(64),
             resync_unsubs: BTreeSet::new(),
             last_error_code: None,
+            limiter: Limiter::default(),
         };
         d.sync_cursors();
         d
@@ -284,7 +352,8 @@ impl Driver {
         }
     }
 
-    async fn send(ws: &mut Ws, msg: &ClientMessage) -> Flow {
+    async fn send(&mut self, ws: &mut Ws, msg: &ClientMessage) -> Flow {
+        self.limiter.take().await;
         ws.send(Message::text(codec::encode(msg)))
             .await
             .map_err(|e| {
@@ -356,7 +425,8 @@ impl Driver {
             client: self.config.client_info.clone(),
             subscriptions: self.tracker.resume_requests(),
         });
-        Self::send(&mut ws, &hello).await?;
+        self.limiter = Limiter::default();
+        self.send(&mut ws, &hello).await?;
         Ok(ws)
     }
 
@@ -413,18 +483,33 @@ impl Driver {
                             return Err(Ended::Closed);
                         }
                         Some(Command::Subscribe(reqs)) => {
-                            let new: Vec<SubscriptionRequest> = reqs
-                                .into_iter()
-                                .filter(|r| !self.tracker.is_tracked(&r.run_id))
-                                .collect();
-                            for r in &new {
-                                self.tracker.track(r.run_id.clone(), request_cursor(r));
+                            let max = self
+                                .limiter
+                                .limits
+                                .as_ref()
+                                .map_or(usize::MAX, |l| l.max_subscriptions as usize);
+                            let mut new: Vec<SubscriptionRequest> = Vec::new();
+                            for r in reqs {
+                                if self.tracker.is_tracked(&r.run_id) {
+                                    continue;
+                                }
+                                if self.tracker.cursors().count() >= max {
+                                    // RW-LIMIT-5: never ask for more than announced.
+                                    let mut e = client_error(
+                                        "too_many_subscriptions",
+                                        format!("the server allows {max} subscriptions per connection"),
+                                        false,
+                                    );
+                                    e.retryable = false;
+                                    e.run_id = Some(r.run_id.clone());
+                                    self.emit(ClientEvent::Error(e)).await?;
+                                    continue;
+                                }
+                                self.tracker.track(r.run_id.clone(), request_cursor(&r));
+                                new.push(r);
                             }
                             self.sync_cursors();
-                            if !new.is_empty() {
-                                let msg = ClientMessage::Subscribe(Subscribe { subscriptions: new });
-                                Self::send(&mut ws, &msg).await?;
-                            }
+                            self.send_subscribe(&mut ws, new).await?;
                         }
                         Some(Command::Unsubscribe(ids)) => {
                             let gone: Vec<RunId> = ids
@@ -436,8 +521,7 @@ impl Driver {
                                 for id in &gone {
                                     self.resync_unsubs.remove(id);
                                 }
-                                let msg = ClientMessage::Unsubscribe(Unsubscribe { run_ids: gone });
-                                Self::send(&mut ws, &msg).await?;
+                                self.send_unsubscribe(&mut ws, gone).await?;
                             }
                         }
                     }
@@ -482,14 +566,31 @@ impl Driver {
             subs.push(cursor.to_request(run_id.clone()));
             run_ids.push(run_id);
         }
-        Self::send(ws, &ClientMessage::Unsubscribe(Unsubscribe { run_ids })).await?;
-        Self::send(
-            ws,
-            &ClientMessage::Subscribe(Subscribe {
-                subscriptions: subs,
-            }),
-        )
-        .await
+        self.send_unsubscribe(ws, run_ids).await?;
+        self.send_subscribe(ws, subs).await
+    }
+
+    /// Sends `subscribe`, split so that no frame exceeds `max_frame_bytes`.
+    async fn send_subscribe(&mut self, ws: &mut Ws, subs: Vec<SubscriptionRequest>) -> Flow {
+        for part in split_by_size(subs, self.limiter.max_frame_bytes()) {
+            let msg = ClientMessage::Subscribe(Subscribe {
+                subscriptions: part,
+            });
+            self.send(ws, &msg).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends `unsubscribe`, split so that no frame exceeds `max_frame_bytes`.
+    async fn send_unsubscribe(&mut self, ws: &mut Ws, run_ids: Vec<RunId>) -> Flow {
+        for part in split_by_size(run_ids, self.limiter.max_frame_bytes()) {
+            self.send(
+                ws,
+                &ClientMessage::Unsubscribe(Unsubscribe { run_ids: part }),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn on_frame(&mut self, frame: &str, ws: &mut Ws, s: &mut Session) -> Flow {
@@ -538,7 +639,7 @@ impl Driver {
         match msg {
             ServerMessage::Ping(Ping { id }) => {
                 // RW-HEART-2: answer every ping, with the same id, at once.
-                Self::send(ws, &ClientMessage::Pong(Pong { id })).await?;
+                self.send(ws, &ClientMessage::Pong(Pong { id })).await?;
             }
             ServerMessage::Welcome(w) => {
                 if s.welcomed {
@@ -558,6 +659,7 @@ impl Driver {
                     )));
                 }
                 s.welcomed = true;
+                self.limiter.set(w.limits.clone());
                 s.budget = Duration::from_millis(w.heartbeat_interval_ms)
                     .saturating_add(self.config.liveness_grace);
                 s.liveness = Instant::now() + s.budget;

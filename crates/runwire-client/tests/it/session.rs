@@ -753,3 +753,54 @@ async fn rw_input_12_invalid_frame_closes_4000_and_reconnects() {
         vec![SubscriptionRequest::resume(r, Some(epoch("e")), 1)]
     );
 }
+
+/// RW-LIMIT-5: the client stays within the announced limits: no more subscriptions
+/// than `max_subscriptions` (the extra one fails locally, with its run), and no frame
+/// larger than `max_frame_bytes` (subscription lists are split).
+#[tokio::test]
+async fn rw_limit_5_within_announced_limits() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let server = TestServer::start(move |mut c| {
+        let tx = tx.clone();
+        async move {
+            c.hello().await;
+            let mut w = welcome(10_000);
+            if let ServerMessage::Welcome(w) = &mut w {
+                w.limits.max_subscriptions = 3;
+                w.limits.max_frame_bytes = 160;
+            }
+            c.send(&w).await;
+            while let Some(m) = c.recv().await {
+                let size = codec::encode(&m).len();
+                tx.send((m, size)).unwrap();
+            }
+        }
+    })
+    .await;
+    let mut client = Client::connect(server.config(SEED));
+    collect_until(&mut client, |e| is_state(e, ConnectionState::Connected)).await;
+    let long = |i: u32| run(&format!("run-with-a-rather-long-identifier-{i:03}"));
+    client
+        .handle()
+        .subscribe_all((0..4).map(|i| SubscriptionRequest::new(long(i))).collect());
+    let evs = collect_until(&mut client, |e| matches!(e, ClientEvent::Error(_))).await;
+    let Some(ClientEvent::Error(e)) = evs.last() else {
+        unreachable!()
+    };
+    assert_eq!(e.code, "too_many_subscriptions");
+    assert_eq!(e.run_id, Some(long(3)));
+    assert!(e.ends_subscription());
+    let mut subscribed = Vec::new();
+    while subscribed.len() < 3 {
+        let (m, size) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("frames")
+            .expect("frames");
+        assert!(size <= 160, "frame of {size} bytes: {m:?}");
+        let ClientMessage::Subscribe(s) = m else {
+            panic!("expected subscribe, got {m:?}");
+        };
+        subscribed.extend(s.subscriptions.into_iter().map(|s| s.run_id));
+    }
+    assert_eq!(subscribed, vec![long(0), long(1), long(2)]);
+}
