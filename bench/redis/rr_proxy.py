@@ -10,17 +10,16 @@ import sys
 
 
 async def pipe(reader, writer):
+    """Copies one direction; at EOF half-closes (the other direction keeps flowing,
+    as through a kernel TCP proxy); on a reset closes."""
     try:
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
     except (ConnectionError, asyncio.CancelledError):
-        pass
-    finally:
-        try:
-            writer.close()
-        except Exception:
-            pass
+        writer.transport.abort()
 
 
 async def main():
@@ -35,6 +34,8 @@ async def main():
             writer.close()
             return
         await asyncio.gather(pipe(reader, w2), pipe(r2, writer))
+        for w in (writer, w2):
+            w.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     host, port = server.sockets[0].getsockname()[:2]
