@@ -433,6 +433,15 @@ impl Driver {
     /// One connection, from the attempt to its end.
     async fn session(&mut self, attempt: u32, healthy: &mut bool) -> Flow {
         let mut ws = self.connect(attempt).await?;
+        let result = self.session_loop(&mut ws, healthy).await;
+        if let Err(Ended::AppGone) = result {
+            // The application dropped the client: still a clean close (RW-CONN-11).
+            close_gracefully(&mut ws).await;
+        }
+        result
+    }
+
+    async fn session_loop(&mut self, ws: &mut Ws, healthy: &mut bool) -> Flow {
         let mut s = Session {
             welcomed: false,
             liveness: Instant::now() + self.config.welcome_timeout,
@@ -455,7 +464,7 @@ impl Driver {
                         s.liveness = Instant::now() + s.budget;
                     }
                     match msg {
-                        Message::Text(t) => self.on_frame(t.as_str(), &mut ws, &mut s).await?,
+                        Message::Text(t) => self.on_frame(t.as_str(), ws, &mut s).await?,
                         Message::Binary(_) => {
                             // RW-INPUT-12, RW-CONV-1: report, close 4000, back off.
                             self.emit(ClientEvent::Error(client_error(
@@ -464,7 +473,7 @@ impl Driver {
                                 false,
                             )))
                             .await?;
-                            close_with(&mut ws, WsCloseCode::Library(4000), "protocol_error")
+                            close_with(ws, WsCloseCode::Library(4000), "protocol_error")
                                 .await;
                             return Err(Ended::backoff(None));
                         }
@@ -479,7 +488,7 @@ impl Driver {
                     match cmd {
                         None => self.commands_open = false,
                         Some(Command::Close) => {
-                            close_gracefully(&mut ws).await;
+                            close_gracefully(ws).await;
                             return Err(Ended::Closed);
                         }
                         Some(Command::Subscribe(reqs)) => {
@@ -509,7 +518,7 @@ impl Driver {
                                 new.push(r);
                             }
                             self.sync_cursors();
-                            self.send_subscribe(&mut ws, new).await?;
+                            self.send_subscribe(ws, new).await?;
                         }
                         Some(Command::Unsubscribe(ids)) => {
                             let gone: Vec<RunId> = ids
@@ -521,7 +530,7 @@ impl Driver {
                                 for id in &gone {
                                     self.resync_unsubs.remove(id);
                                 }
-                                self.send_unsubscribe(&mut ws, gone).await?;
+                                self.send_unsubscribe(ws, gone).await?;
                             }
                         }
                     }
@@ -539,7 +548,7 @@ impl Driver {
                     return Err(Ended::backoff(None));
                 }
                 _ = sleep_until(gap.unwrap_or_else(Instant::now)), if gap.is_some() => {
-                    self.resync(&mut ws).await?;
+                    self.resync(ws).await?;
                 }
                 _ = sleep_until(s.stable_at.unwrap_or_else(Instant::now)), if s.stable_at.is_some() => {
                     // RW-RECONNECT-4: a healthy session forgets past failures.

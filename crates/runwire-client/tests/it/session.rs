@@ -804,3 +804,37 @@ async fn rw_limit_5_within_announced_limits() {
     }
     assert_eq!(subscribed, vec![long(0), long(1), long(2)]);
 }
+
+/// RW-CONN-11: dropping the client closes the connection with 1000, also while the
+/// server is still sending.
+#[tokio::test]
+async fn rw_conn_11_dropping_the_client_closes_with_1000() {
+    let r = run("run-drop");
+    let r2 = r.clone();
+    let mut server = TestServer::start(move |mut c| {
+        let r = r2.clone();
+        async move {
+            c.hello().await;
+            c.welcome(10_000).await;
+            c.send(&subscribed(&r, &epoch("e"), 0, 0)).await;
+            // More than the client's channel holds: it is still busy when dropped.
+            for seq in 1..=200 {
+                c.send(&event_frame(&r, seq, 1_000_000)).await;
+            }
+            c.drain().await;
+        }
+    })
+    .await;
+    let mut cfg = server.config(SEED);
+    cfg.channel_capacity = 4;
+    cfg.subscriptions.push(SubscriptionRequest::new(r.clone()));
+    let mut client = Client::connect(cfg);
+    collect_until(
+        &mut client,
+        |e| matches!(e, ClientEvent::Event(e) if e.seq == 10),
+    )
+    .await;
+    drop(client);
+    let _ = server.next_conn().await;
+    assert_eq!(server.client_close(0).await, Some(1000));
+}
