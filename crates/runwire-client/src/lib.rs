@@ -18,7 +18,15 @@
 //!   handled by class, unknown codes by range ([`Backoff`], `RW-RECONNECT-*`,
 //!   `RW-CLOSE-*`).
 //! - de-duplication, gap buffering and resubscribe from the cursor, batches, and
-//!   resets ([`Tracker`], `RW-ORDER-*`, `RW-RESUME-*`).
+//!   resets ([`Tracker`], `RW-ORDER-*`, `RW-RESUME-*`); events of a run are delivered
+//!   only while it is open on the connection (`RW-SUB-6`).
+//! - undecodable frames are reported and answered with close 4000 and a reconnect
+//!   (`RW-INPUT-12`); the announced limits are respected (`RW-LIMIT-5`); the
+//!   application closing (or dropping) the client closes with 1000 (`RW-CONN-11`).
+//! - [`ChunkAssembler`] reassembles `output.chunk` events (`RW-TYPE-20`).
+//!
+//! The receive path decodes `event` and `batch` frames in one pass
+//! ([`decode_text_frame`]); see `docs/performance.md` for its speed.
 //!
 //! ```no_run
 //! # async fn demo() {
