@@ -212,10 +212,7 @@ fn spawn(cmd: &str, args: &[&str]) -> Proc {
 }
 
 fn self_exe() -> String {
-    std::env::current_exe()
-        .expect("exe")
-        .display()
-        .to_string()
+    std::env::current_exe().expect("exe").display().to_string()
 }
 
 fn runwire(store: &str, settings: &[&str]) -> Proc {

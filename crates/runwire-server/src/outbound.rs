@@ -26,6 +26,8 @@ enum Out {
         code: CloseCode,
         reason: Utf8Bytes,
     },
+    /// The client closed or vanished: flush (which sends the close reply) and stop.
+    Finish,
 }
 
 /// Why a frame could not be queued.
@@ -184,6 +186,14 @@ impl Outbound {
         self.drained.notify_waiters();
     }
 
+    /// The client ended the connection: the writer flushes what it has (including the
+    /// reply to a client close) and stops.
+    pub(crate) fn finish(&self) {
+        self.closing.store(true, Ordering::Release);
+        let _ = self.tx.send(Out::Finish);
+        self.drained.notify_waiters();
+    }
+
     /// Drops everything queued and sends `error` and the close at once (used for the
     /// slow-consumer close, where the queue itself is the problem).
     pub(crate) fn close_now(&self, error: ErrorFrame) {
@@ -259,6 +269,10 @@ async fn writer(
                 goodbye(&mut sink, error, code, reason, close_timeout).await;
                 return;
             }
+            Out::Finish => {
+                let _ = tokio::time::timeout(close_timeout, sink.close()).await;
+                return;
+            }
         };
         *out.oldest.lock().unwrap_or_else(|e| e.into_inner()) = Some(enqueued);
         // Feed everything that is ready, then flush once.
@@ -273,8 +287,8 @@ async fn writer(
                         frames += 1;
                         sink.feed(Message::Text(text)).await?;
                     }
-                    Ok(close @ Out::Close { .. }) => {
-                        pending = Some(close);
+                    Ok(last @ (Out::Close { .. } | Out::Finish)) => {
+                        pending = Some(last);
                         break;
                     }
                     Err(_) => break,

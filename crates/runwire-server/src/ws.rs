@@ -151,7 +151,10 @@ pub(crate) async fn serve_connection(
                 conn.out.close(ErrorFrame::new(ErrorCode::TokenExpired, "the token expired"));
             }
             msg = stream.next() => {
-                let Some(msg) = msg else { break };
+                let Some(msg) = msg else {
+                    out.finish();
+                    break;
+                };
                 let had_principal = conn.principal.is_some();
                 match msg {
                     Ok(Message::Text(t)) => conn.on_frame(t.as_bytes(), &header_token).await,
@@ -166,7 +169,12 @@ pub(crate) async fn serve_connection(
                         }
                     }
                     Ok(Message::Ping(_) | Message::Pong(_)) => {}
-                    Ok(Message::Close(_)) => break,
+                    Ok(Message::Close(_)) => {
+                        // Client-initiated close: the reply is flushed, no error frame
+                        // (`RW-CLOSE-1`).
+                        out.finish();
+                        break;
+                    }
                     Err(e) => {
                         let text = e.to_string();
                         if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
@@ -177,6 +185,7 @@ pub(crate) async fn serve_connection(
                                 "the text frame is not valid UTF-8",
                             ));
                         } else {
+                            out.finish();
                             break;
                         }
                     }

@@ -192,3 +192,48 @@ async fn rw_heart_1_pings_continue_while_earlier_pings_are_unanswered() {
         }
     }
 }
+
+#[tokio::test]
+async fn rw_close_1_client_close_is_answered_without_error_and_frees_the_connection() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
+    let mut c = config();
+    c.close_timeout_ms = 60_000;
+    let s = start(c).await;
+    let mut cl = Client::connect(&s).await;
+    cl.hello(json!([{"run_id": "bye"}])).await;
+    assert!(matches!(cl.msg().await, ServerMessage::Subscribed(_)));
+    cl.ws
+        .send(tokio_tungstenite::tungstenite::Message::Close(Some(
+            CloseFrame {
+                code: CloseCode::Normal,
+                reason: "done".into(),
+            },
+        )))
+        .await
+        .expect("close");
+    match cl.recv().await {
+        Frame::Close(Some(1000), _) => {}
+        other => panic!("expected the close reply, got {other:?}"),
+    }
+    // The server frees the connection at once, not after close_timeout_ms.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while s
+        .metrics()
+        .connections
+        .load(std::sync::atomic::Ordering::Relaxed)
+        != 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connection not freed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        s.metrics()
+            .subscriptions
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
