@@ -838,3 +838,33 @@ async fn rw_conn_11_dropping_the_client_closes_with_1000() {
     let _ = server.next_conn().await;
     assert_eq!(server.client_close(0).await, Some(1000));
 }
+
+/// RW-AUTH-9: an asynchronous token provider is asked before every attempt; when it
+/// fails, the attempt fails (reported, not terminal) and the next one asks again.
+#[tokio::test]
+async fn rw_auth_9_async_token_provider_failure_is_a_failed_attempt() {
+    let mut server = TestServer::start(|mut c| async move {
+        c.hello().await;
+        c.welcome(10_000).await;
+        c.drain().await;
+    })
+    .await;
+    let mut cfg = server.config(SEED);
+    cfg.token = Some(TokenProvider::from_async(|attempt| async move {
+        if attempt == 1 {
+            Err("identity provider unavailable".to_owned())
+        } else {
+            Ok(Some(format!("fresh-{attempt}")))
+        }
+    }));
+    let mut client = Client::connect(cfg);
+    let evs = collect_until(&mut client, |e| is_state(e, ConnectionState::Connected)).await;
+    assert!(evs.iter().any(|e| matches!(e, ClientEvent::Error(e)
+        if e.code == "token_provider" && !e.terminal)));
+    let _ = server.next_conn().await;
+    assert_eq!(server.conn_count(), 1, "no connection without a token");
+    assert_eq!(
+        server.record(0).hello.unwrap().token.as_deref(),
+        Some("fresh-2")
+    );
+}
