@@ -533,34 +533,51 @@ impl EventPayload {
     }
 }
 
-/// An event type name, validated while it is read (so errors point at `/type`).
-struct TypeName(String);
+/// An event type name, validated while it is read (so errors point at `/type`), and
+/// borrowed from the input when it has no escapes.
+struct TypeName<'de>(Cow<'de, str>);
 
-impl<'de> Deserialize<'de> for TypeName {
+impl<'de> Deserialize<'de> for TypeName<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let t = Cow::<'de, str>::deserialize(d)?;
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an event type name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v))
+            }
+        }
+        let t = d.deserialize_str(V)?;
         if !is_valid_event_type(&t) {
             return Err(de::Error::custom(format!(
                 "event type {:?} is not a valid event type name (two or more dot-separated lowercase segments, at most 128 characters)",
                 t.chars().take(64).collect::<String>()
             )));
         }
-        Ok(Self(t.into_owned()))
+        Ok(Self(t))
     }
 }
 
 /// Collects the `type` and `data` members of an object whose other members vary.
 #[derive(Default)]
-pub(crate) struct TypeAndData {
-    event_type: Option<String>,
+pub(crate) struct TypeAndData<'de> {
+    event_type: Option<Cow<'de, str>>,
     payload: Option<EventPayload>,
     /// `data` seen before `type`: kept as a value until the type is known.
     early_data: Option<Value>,
 }
 
-impl TypeAndData {
+impl<'de> TypeAndData<'de> {
     /// Handles `type` or `data`; returns false for other keys.
-    pub(crate) fn visit<'de, A: MapAccess<'de>>(
+    pub(crate) fn visit<A: MapAccess<'de>>(
         &mut self,
         key: &str,
         map: &mut A,
