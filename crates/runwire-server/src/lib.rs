@@ -192,6 +192,13 @@ impl Server {
             .layer(DefaultBodyLimit::max(body_limit))
             .with_state(Arc::clone(&state));
         let mut stop = shutdown_rx;
+        // Frames are written whole and flushed on purpose: Nagle's algorithm would only
+        // delay them (up to the peer's delayed-ACK timeout).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = stop.wait_for(|v| *v).await;
         });
