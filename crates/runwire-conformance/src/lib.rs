@@ -168,6 +168,75 @@ pub fn load_scenarios(features_dir: Option<&std::path::Path>) -> Result<Vec<Scen
     features::parse(&files)
 }
 
+/// Loads every scenario, plus one generated client scenario for each fixture that no
+/// feature file plays (so a fixture added to the library is tested at once, in the
+/// area `fixtures`, with the fixture's requirements and level as tags).
+pub fn load_all(
+    features_dir: Option<&std::path::Path>,
+    fixtures_dir: Option<&std::path::Path>,
+) -> Result<Vec<ScenarioDef>, Error> {
+    let mut all = load_scenarios(features_dir)?;
+    let fixtures: Vec<runwire_mock::Fixture> = match fixtures_dir {
+        Some(d) => runwire_mock::load_dir(d)
+            .map_err(|e| Error::Fixture(e.to_string()))?
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect(),
+        None => features::embedded_fixtures()
+            .iter()
+            .map(|(n, t)| runwire_mock::Fixture::parse(t, n))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::Fixture(e.to_string()))?,
+    };
+    let played: std::collections::BTreeSet<String> = all
+        .iter()
+        .filter(|s| s.suite == Suite::Client)
+        .flat_map(|s| s.steps.iter())
+        .filter_map(|st| pattern::matches(client::STEP_PATTERNS[0], &st.text))
+        .filter_map(|a| a.into_iter().next())
+        .collect();
+    for f in fixtures {
+        if played.contains(&f.id) {
+            continue;
+        }
+        let level = match f.level.as_str() {
+            "SHOULD" => Level::Should,
+            "MAY" => Level::May,
+            _ => Level::Must,
+        };
+        let mut tags = vec!["fixtures".to_owned(), level.as_str().to_ascii_lowercase()];
+        tags.extend(f.requirements.iter().cloned());
+        all.push(ScenarioDef {
+            id: format!("client/fixtures/{}", f.id),
+            suite: Suite::Client,
+            feature: "Fixtures without a feature file".into(),
+            file: format!("fixtures/client/{}.json", f.id),
+            line: 0,
+            name: format!("{}: {}", f.id, f.title),
+            tags,
+            requirements: f.requirements.clone(),
+            level,
+            area: "fixtures".into(),
+            serial: false,
+            steps: vec![
+                model::StepDef {
+                    keyword: "When".into(),
+                    text: format!("the client under test plays fixture \"{}\"", f.id),
+                    docstring: None,
+                    line: 0,
+                },
+                model::StepDef {
+                    keyword: "Then".into(),
+                    text: "the client passes the fixture".into(),
+                    docstring: None,
+                    line: 0,
+                },
+            ],
+        });
+    }
+    Ok(all)
+}
+
 /// Checks that every step of `scenarios` of `suite` has a definition.
 pub fn check_steps(scenarios: &[ScenarioDef]) -> Result<(), Error> {
     for sc in scenarios {
@@ -200,7 +269,7 @@ pub async fn conform(
     progress: &(dyn Fn(&ScenarioResult) + Sync),
 ) -> Result<RunReport, Error> {
     let started = tokio::time::Instant::now();
-    let all = load_scenarios(opts.features_dir.as_deref())?;
+    let all = load_all(opts.features_dir.as_deref(), opts.fixtures_dir.as_deref())?;
     check_steps(&all)?;
     let selected: Vec<ScenarioDef> = all
         .into_iter()

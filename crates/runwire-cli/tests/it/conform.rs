@@ -101,7 +101,18 @@ fn default_mode_passes_and_writes_every_report() {
     let html = dir.path().join("html");
     let base = dir.path().join("baseline.json");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_runwire"))
-        .args(["conform", "--seed", "99", "--quiet", "--json"])
+        .args(["conform", "--seed", "99", "--quiet"])
+        .arg("--expected-failures")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../conformance/expected-failures.json"
+        ))
+        .arg("--baseline")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../conformance/expected-results.json"
+        ))
+        .arg("--json")
         .arg(&json)
         .arg("--junit")
         .arg(&junit)

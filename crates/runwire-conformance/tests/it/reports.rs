@@ -98,3 +98,31 @@ async fn reports_expected_failures_and_baseline() {
     changed.insert(cadence.id.clone(), "pass".into());
     assert_eq!(diff_baseline(&changed, &base).len(), 1);
 }
+
+#[test]
+fn a_fixture_without_a_feature_gets_a_generated_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/client/happy-path.json"
+    ))
+    .unwrap()
+    .replace("\"id\": \"happy-path\"", "\"id\": \"extra-fixture\"");
+    std::fs::write(dir.path().join("extra-fixture.json"), text).unwrap();
+    let all = runwire_conformance::load_all(None, Some(dir.path())).unwrap();
+    let generated: Vec<_> = all.iter().filter(|s| s.area == "fixtures").collect();
+    assert_eq!(generated.len(), 1);
+    assert_eq!(generated[0].id, "client/fixtures/extra-fixture");
+    assert!(generated[0].requirements.contains(&"RW-CONN-4".to_owned()));
+    // With the embedded library every fixture is played by exactly one scenario.
+    let embedded = runwire_conformance::load_all(None, None).unwrap();
+    for (name, _) in runwire_conformance::features::embedded_fixtures() {
+        let id = name.trim_end_matches(".json");
+        let n = embedded
+            .iter()
+            .flat_map(|s| s.steps.iter())
+            .filter(|st| st.text == format!("the client under test plays fixture \"{id}\""))
+            .count();
+        assert_eq!(n, 1, "fixture {id} is played by {n} scenarios");
+    }
+}
