@@ -1627,8 +1627,9 @@ impl Conn {
                                         format!("the client closed with code {c}; expected {want}")
                                     }
                                     None => format!(
-                                        "the client dropped the connection without a close \
-                                         frame; expected close code {want}"
+                                        "the client ended the connection without a close code \
+                                         (no close frame, or one without a code); expected close \
+                                         code {want}"
                                     ),
                                 },
                             );

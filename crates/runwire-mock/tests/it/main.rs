@@ -3,6 +3,7 @@
 
 mod broken;
 mod client;
+mod engine;
 mod format;
 mod harness;
 mod library;
