@@ -210,7 +210,10 @@ fn every_fixture_passes_against_the_reference_adapter() {
                     let Some(id) = queue.lock().expect("lock").pop() else {
                         break;
                     };
-                    let o = play_with_reference_adapter(&id, &["--seed", "20261122"]);
+                    let o = play_with_reference_adapter(
+                        &id,
+                        &["--seed", "20261122", "--time-scale", "2"],
+                    );
                     if o.status.code() != Some(0) {
                         failures
                             .lock()
