@@ -93,3 +93,14 @@ Feature: Authentication and per-run authorization
     And the producer appends 2 events to run "allowed3"
     When the producer sends GET /v1/runs/${allowed3}/events with the limited token
     Then the answer is 200
+
+  @must @RW-AUTH-8
+  Scenario: a connection whose token expires is closed with token_expired
+    Given client "a" is connected with a token that expires in 1000 ms
+    Then client "a" receives token_expired no later than 1000 ms after its token expired
+
+  @should @RW-AUTH-5
+  Scenario: an expired token is answered with token_expired, not unauthorized
+    Given client "a" connects
+    When client "a" sends hello with an expired token
+    Then client "a" receives error "token_expired" and is closed with code 4103

@@ -53,7 +53,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 pub use client::ClientTarget;
 pub use model::{Grade, Level, RunReport, ScenarioDef, ScenarioResult, Suite};
-pub use server::{ServerControl, ServerTarget};
+pub use server::{ServerControl, ServerTarget, TokenMinter};
 
 use crate::{
     features::TagFilter,

@@ -18,6 +18,8 @@ use crate::{
 pub const REFERENCE_TOKEN: &str = "rwc-reference-full-token";
 /// The limited token of the reference target (runs `rwc-allowed-*` only).
 pub const REFERENCE_LIMITED_TOKEN: &str = "rwc-reference-limited-token";
+/// The JWT secret of the reference target (expiring tokens are minted with it).
+pub const REFERENCE_JWT_SECRET: &str = "rwc-reference-jwt-secret-for-expiring-tokens";
 
 /// The configuration the kit runs the reference server with: every timer short so
 /// the suite is fast, limits small enough to exceed in a test.
@@ -55,6 +57,7 @@ pub fn reference_config(time_scale: f64) -> ServerConfig {
                 name: Some("conformance-limited".into()),
             },
         ],
+        jwt_secret: Some(REFERENCE_JWT_SECRET.into()),
         ..AuthConfig::default()
     };
     c
@@ -108,6 +111,9 @@ impl ReferenceServer {
             limited_token: Some(REFERENCE_LIMITED_TOKEN.into()),
             hello_timeout_ms: self.config.hello_timeout_ms,
             control: Some(Arc::clone(self) as Arc<dyn ServerControl>),
+            token_minter: Some(Arc::new(JwtMinter {
+                secret: REFERENCE_JWT_SECRET.into(),
+            })),
             description: format!(
                 "reference server {} (in process, SQLite store, short timers) at {}",
                 env!("CARGO_PKG_VERSION"),
@@ -121,6 +127,44 @@ impl ReferenceServer {
         if let Some(s) = self.running.lock().await.take() {
             s.shutdown().await;
         }
+    }
+}
+
+/// Mints HS256 JWTs with every role, expiring after a given time (seconds granularity,
+/// rounded up).
+#[derive(Debug, Clone)]
+pub struct JwtMinter {
+    /// The HMAC secret the server verifies with.
+    pub secret: String,
+}
+
+impl crate::server::TokenMinter for JwtMinter {
+    fn mint(
+        &self,
+        ttl_ms: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
+        Box::pin(async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|e| e.to_string())?
+                .as_secs();
+            let exp = if ttl_ms == 0 {
+                now.saturating_sub(5)
+            } else {
+                now + ttl_ms.div_ceil(1000)
+            };
+            let claims = serde_json::json!({
+                "exp": exp,
+                "sub": "rwc-expiring",
+                "roles": ["producer", "consumer"],
+            });
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(self.secret.as_bytes()),
+            )
+            .map_err(|e| e.to_string())
+        })
     }
 }
 

@@ -71,6 +71,11 @@ struct ServerArgs {
     /// the runner waits for GET /healthz to answer 200 afterwards.
     #[arg(long)]
     restart_cmd: Option<String>,
+    /// A shell command that prints a token with every permission expiring after
+    /// `$RUNWIRE_CONFORM_TTL_MS` milliseconds (0: already expired), for the
+    /// token-expiry scenarios (`RW-AUTH-5`, `RW-AUTH-8`).
+    #[arg(long)]
+    expiring_token_cmd: Option<String>,
     /// The server's hello deadline in ms (it is not announced).
     #[arg(long, default_value_t = runwire_protocol::defaults::HELLO_TIMEOUT_MS)]
     hello_timeout_ms: u64,
@@ -142,6 +147,37 @@ struct Common {
     /// No progress lines.
     #[arg(long, short, global = true)]
     quiet: bool,
+}
+
+/// Mints expiring tokens with a shell command.
+struct CmdMinter {
+    cmd: String,
+}
+
+impl runwire_conformance::TokenMinter for CmdMinter {
+    fn mint(
+        &self,
+        ttl_ms: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let out = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(&self.cmd)
+                .env("RUNWIRE_CONFORM_TTL_MS", ttl_ms.to_string())
+                .output()
+                .await
+                .map_err(|e| format!("cannot run {:?}: {e}", self.cmd))?;
+            if !out.status.success() {
+                return Err(format!("{:?} exited with {}", self.cmd, out.status));
+            }
+            let t = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if t.is_empty() {
+                return Err(format!("{:?} printed no token", self.cmd));
+            }
+            Ok(t)
+        })
+    }
 }
 
 /// Restarts an external server with a shell command, then waits for /healthz.
@@ -301,6 +337,9 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
             Some(Target::Server(s)) => Plan {
                 server: Some(ServerTarget {
                     description: format!("{} (ingest {})", s.url, s.ingest),
+                    token_minter: s.expiring_token_cmd.clone().map(|cmd| {
+                        Arc::new(CmdMinter { cmd }) as Arc<dyn runwire_conformance::TokenMinter>
+                    }),
                     control: s.restart_cmd.clone().map(|cmd| {
                         Arc::new(CmdRestart {
                             cmd,

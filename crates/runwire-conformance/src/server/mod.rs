@@ -23,6 +23,16 @@ pub trait ServerControl: Send + Sync {
     fn restart(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
 }
 
+/// Mints tokens that expire (token-expiry scenarios, `RW-AUTH-5`, `RW-AUTH-8`).
+pub trait TokenMinter: Send + Sync {
+    /// A token with every permission that expires `ttl_ms` from now (0: already
+    /// expired).
+    fn mint(
+        &self,
+        ttl_ms: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>>;
+}
+
 /// A server under test.
 #[derive(Clone)]
 pub struct ServerTarget {
@@ -40,6 +50,8 @@ pub struct ServerTarget {
     pub hello_timeout_ms: u64,
     /// Restart control.
     pub control: Option<Arc<dyn ServerControl>>,
+    /// Mints expiring tokens; `None` grades token-expiry scenarios not implemented.
+    pub token_minter: Option<Arc<dyn TokenMinter>>,
     /// How the target is described in reports.
     pub description: String,
 }
@@ -52,6 +64,7 @@ impl std::fmt::Debug for ServerTarget {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("hello_timeout_ms", &self.hello_timeout_ms)
             .field("restartable", &self.control.is_some())
+            .field("mints_tokens", &self.token_minter.is_some())
             .finish()
     }
 }

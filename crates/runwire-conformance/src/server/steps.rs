@@ -123,10 +123,25 @@ pub(crate) enum K {
     RestartDone,
     NoWelcomeDuringShutdown,
     AppendRefusedDuringShutdown,
+    ConnectExpiring,
+    HelloExpired,
+    ExpiredInTime,
 }
 
 /// Every server step: its kind and its pattern. More specific patterns come first.
 static STEPS: &[(K, &str)] = &[
+    (
+        K::ConnectExpiring,
+        "client {s} is connected with a token that expires in {n} ms",
+    ),
+    (
+        K::HelloExpired,
+        "client {s} sends hello with an expired token",
+    ),
+    (
+        K::ExpiredInTime,
+        "client {s} receives token_expired no later than 1000 ms after its token expired",
+    ),
     (
         K::AppendPastWindow,
         "the producer appends more events than the replay window announced to client {s} to run {s}",
@@ -435,9 +450,44 @@ pub(crate) struct ServerWorld {
     last_error: BTreeMap<String, Value>,
     resets: BTreeMap<String, Value>,
     restarting: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    expires: BTreeMap<String, std::time::SystemTime>,
 }
 
 type R<T> = Result<T, StepFail>;
+
+/// The `exp` claim of a JWT, without verifying it.
+fn jwt_exp(token: &str) -> Option<std::time::SystemTime> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = b64url(payload)?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = v.get("exp")?.as_u64()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(exp))
+}
+
+fn b64url(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' | b'+' => 62,
+            b'_' | b'/' => 63,
+            b'=' => continue,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
 
 fn num(s: &str) -> u64 {
     s.parse().unwrap_or(0)
@@ -473,6 +523,7 @@ impl ServerWorld {
             last_error: BTreeMap::new(),
             resets: BTreeMap::new(),
             restarting: None,
+            expires: BTreeMap::new(),
         }
     }
 
@@ -2153,6 +2204,78 @@ impl ServerWorld {
                             ));
                         }
                     }
+                }
+            }
+            K::ConnectExpiring | K::HelloExpired => {
+                let Some(m) = self.target.token_minter.clone() else {
+                    return Err(StepFail::not_implemented(
+                        "no --expiring-token-cmd given: token-expiry scenarios need a way to mint expiring tokens",
+                    ));
+                };
+                let ttl = if k == K::ConnectExpiring {
+                    num(&s(1))
+                } else {
+                    0
+                };
+                let tok = m
+                    .mint(ttl)
+                    .await
+                    .map_err(|e| StepFail::msg(format!("minting a token failed: {e}")))?;
+                // The token's own expiry (JWT `exp`, whole seconds) when readable.
+                let exp = jwt_exp(&tok).unwrap_or_else(|| {
+                    std::time::SystemTime::now() + std::time::Duration::from_millis(ttl)
+                });
+                self.expires.insert(s(0), exp);
+                if k == K::ConnectExpiring {
+                    self.connect(&s(0), ConnectOptions::default(), None).await?;
+                    self.hello(&s(0), vec!["1.0".into()], Some(tok), vec![])
+                        .await?;
+                    self.expect_welcome(&s(0)).await?;
+                } else {
+                    self.hello(&s(0), vec!["1.0".into()], Some(tok), vec![])
+                        .await?;
+                }
+            }
+            K::ExpiredInTime => {
+                let exp = *self
+                    .expires
+                    .get(&s(0))
+                    .ok_or_else(|| StepFail::msg("step error: no expiring token"))?;
+                let left = exp
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default();
+                let limit = Instant::now() + left + self.ms(1000);
+                let c = self.client(&s(0))?;
+                let v = loop {
+                    match c.next_control(limit).await {
+                        Ok(v) if v.get("type").and_then(Value::as_str) == Some("pong") => {}
+                        Ok(v) => break v,
+                        Err(e) => {
+                            return Err(StepFail::req(
+                                "RW-AUTH-8",
+                                format!(
+                                    "no token_expired error within 1000 ms after the token expired; {e}"
+                                ),
+                            ));
+                        }
+                    }
+                };
+                if v.get("code").and_then(Value::as_str) != Some("token_expired")
+                    || v.get("close_code").and_then(Value::as_u64) != Some(4103)
+                {
+                    return Err(StepFail::req(
+                        "RW-AUTH-8",
+                        format!("expected token_expired with close_code 4103, got {v}"),
+                    ));
+                }
+                self.last_error.insert(s(0), v);
+                let dl = self.dl(3000);
+                let c = self.client(&s(0))?;
+                if !c.wait_end(dl).await || c.closed.as_ref().and_then(|x| x.0) != Some(4103) {
+                    return Err(StepFail::req(
+                        "RW-AUTH-8",
+                        format!("expected a close with 4103; {}", c.nothing_msg()),
+                    ));
                 }
             }
             K::ReceivesNothingElse => {
