@@ -26,7 +26,7 @@ enum Command {
     /// after `--`), print every frame, and judge.
     Mock(cmd::mock::MockArgs),
     /// Conformance kit: run the server and client suites, coverage, reports.
-    Conform(cmd::conform::ConformArgs),
+    Conform(Box<cmd::conform::ConformArgs>),
     /// Run the reference server: WebSocket stream and HTTP ingest on one port.
     Serve(cmd::serve::ServeArgs),
     /// Append events to a run through the producer HTTP API.
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
         Command::Mock(a) => cmd::mock::run(a),
         Command::ClientAdapter(a) => cmd::client_adapter::run(a),
         Command::Watch(a) => cmd::watch::run(a),
-        Command::Conform(a) => cmd::conform::run(a),
+        Command::Conform(a) => cmd::conform::run(*a),
     };
     match result {
         Ok(code) => code,

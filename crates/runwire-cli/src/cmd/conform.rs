@@ -309,7 +309,7 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
         time_scale: common.time_scale,
         client_time_scale: common
             .client_time_scale
-            .or_else(|| matches!(args.target, None).then_some(common.time_scale * 2.0)),
+            .or_else(|| args.target.is_none().then_some(common.time_scale * 2.0)),
         jobs: common.jobs.max(1),
         strict: common.strict,
         tags: common.tags.as_deref().map(TagFilter::parse).transpose()?,
