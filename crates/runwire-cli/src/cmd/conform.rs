@@ -50,6 +50,9 @@ enum Target {
     List,
     /// Print the JSON Schema of the --json report.
     ReportSchema,
+    /// Print every step pattern the feature files may use ({s} a quoted string, {n} a
+    /// number, {w} a word, {rest} free text).
+    Steps,
 }
 
 #[derive(Debug, Args)]
@@ -291,6 +294,17 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
                     s.level.as_str(),
                     s.requirements.join(" ")
                 );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Target::Steps) => {
+            println!("# server suite");
+            for p in runwire_conformance::server::step_patterns() {
+                println!("{p}");
+            }
+            println!("\n# client suite");
+            for p in runwire_conformance::client::STEP_PATTERNS {
+                println!("{p}");
             }
             return Ok(ExitCode::SUCCESS);
         }
