@@ -472,6 +472,9 @@ impl Mock {
         let scripts = f.connections.len();
         let mut rx = sh.changed.subscribe();
         let mut timed_out = false;
+        // When every script finished: the quiet period of a client that keeps running
+        // counts from there.
+        let mut done_since: Option<Instant> = None;
         loop {
             rx.borrow_and_update();
             let now = Instant::now();
@@ -499,9 +502,7 @@ impl Mock {
                         break;
                     }
                     if all_done && expect_running {
-                        let from = last_end
-                            .unwrap_or(now)
-                            .max(st.conns.iter().map(|c| c.accepted).max().unwrap_or(now));
+                        let from = *done_since.get_or_insert(now);
                         if now >= from + quiet {
                             break;
                         }
@@ -688,7 +689,10 @@ impl Mock {
         let mut unimplemented = None;
         if app.attached {
             let exit_code = app.exit.flatten();
-            judge.exit(f.expect.exit, exit_code, app.killed_by_mock);
+            // Still running at the end: killed by the mock, or (an in-process client)
+            // never reported an exit.
+            let running = app.killed_by_mock || app.exit.is_none();
+            judge.exit(f.expect.exit, exit_code, running);
             judge.delivered(&app.lines);
             judge.errors(&app.lines);
             judge.lines(&app.lines);
