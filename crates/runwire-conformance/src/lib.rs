@@ -11,6 +11,12 @@
 //!   plays fixtures (`fixtures/client/*.json`) to a [`ClientTarget`], a command the
 //!   runner spawns per scenario (`docs/client-adapter.md`).
 //!
+//! - **The kit checks itself** ([`faults`]): a fault-injecting proxy turns the reference
+//!   server and the reference adapter into broken variants (a skipped seq, repeated
+//!   events, swallowed pings, a wrong resume cursor, no de-duplication, …); the
+//!   integration tests require every variant to fail a scenario that names the violated
+//!   requirement, and the reference implementations to pass everything.
+//!
 //! Every scenario carries its requirement ids (`@RW-SUB-3`), its level (`@must`,
 //! `@should`, `@may`) and an area tag. A failure message names the requirement, what
 //! was expected and what was seen. The feature files and fixtures are embedded at
