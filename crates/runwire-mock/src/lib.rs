@@ -227,7 +227,8 @@ impl AppSink {
     }
 }
 
-/// A running mock server playing one fixture.
+/// A running mock server playing one fixture. Dropping it without
+/// [`finish`](Mock::finish) stops it (listener, connections, adapter).
 pub struct Mock {
     shared: Arc<Shared>,
     addr: SocketAddr,
@@ -545,6 +546,17 @@ impl Mock {
         self.judge(timed_out)
     }
 
+    fn stop(&mut self) {
+        let _ = self.shared.shutdown.send(true);
+        if let Some(k) = self.kill.take() {
+            let _ = k.send(());
+        }
+        let tasks = std::mem::take(&mut self.shared.lock().tasks);
+        for t in tasks {
+            t.abort();
+        }
+    }
+
     fn judge(&self, timed_out: bool) -> Report {
         let sh = &self.shared;
         let f = &sh.fixture;
@@ -755,5 +767,11 @@ impl Mock {
             app_lines: app.lines,
             exit: app.exit,
         }
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

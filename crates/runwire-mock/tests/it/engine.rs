@@ -191,3 +191,26 @@ async fn client_protocol_faults_are_judged() {
             .any(|e| matches!(&e.what, What::Text { text } if text.contains("\"pong\"")))
     );
 }
+
+/// Dropping a mock without finishing it stops listening.
+#[tokio::test]
+async fn dropping_a_mock_stops_it() {
+    let mock = start(fixture(r#"[{"steps": [{"welcome": {}}]}]"#, "{}")).await;
+    let addr = mock.addr();
+    drop(mock);
+    // The accept loop is gone: connecting fails (the listener is closed once the task
+    // is aborted and dropped; poll until then, bounded).
+    let refused = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_err() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(
+        refused.is_ok(),
+        "the mock still accepts connections after drop"
+    );
+}
