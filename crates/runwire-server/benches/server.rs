@@ -379,11 +379,23 @@ async fn fanout_once(kind: &str, subs: usize, n: u64) -> Option<f64> {
     let done = subscribers(&url, subs, n, is_runwire.then_some("bench-run")).await;
     let t0 = Instant::now();
     let _ctl = if is_runwire {
+        // The producer pipelines its requests (up to 4 in flight), as a real producer
+        // with a steady stream of events does.
+        let inflight = Arc::new(tokio::sync::Semaphore::new(4));
+        let mut posts = Vec::new();
         let mut sent = 0;
         while sent < n {
             let k = (n - sent).min(1000);
-            post(&http, &proc.addr, "bench-run", &progress_events(sent, k)).await;
+            let permit = Arc::clone(&inflight).acquire_owned().await.expect("sem");
+            let (http, addr, body) = (http.clone(), proc.addr.clone(), progress_events(sent, k));
+            posts.push(tokio::spawn(async move {
+                post(&http, &addr, "bench-run", &body).await;
+                drop(permit);
+            }));
             sent += k;
+        }
+        for p in posts {
+            p.await.expect("post");
         }
         None
     } else {
@@ -461,14 +473,19 @@ async fn latency() {
     println!(
         "\n## publish-to-deliver latency, 100 subscribers, 10,000 events/s (10 per request per ms), default batch window (200 ms, adaptive)"
     );
-    for store in ["memory", "sqlite"] {
+    for store in ["memory", "sqlite", "sqlite-normal"] {
         let path = temp_db("latency");
         let spec = if store == "memory" {
             "memory".to_owned()
         } else {
             format!("sqlite:{}", path.display())
         };
-        let proc = runwire(&spec, &[]);
+        let settings: &[&str] = if store == "sqlite-normal" {
+            &["sqlite.synchronous=normal"]
+        } else {
+            &[]
+        };
+        let proc = runwire(&spec, settings);
         let url = format!("ws://{}/v1/stream", proc.addr);
         let subs = 100;
         let seconds = 3u64;
@@ -541,7 +558,7 @@ async fn latency() {
         s.sort_unstable();
         let q = |p: f64| s[((s.len() as f64 * p) as usize).min(s.len() - 1)] as f64 / 1000.0;
         println!(
-            "  store {store:6}: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} samples)",
+            "  store {store:13}: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} samples)",
             q(0.50),
             q(0.99),
             q(0.999),
