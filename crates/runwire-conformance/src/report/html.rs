@@ -144,7 +144,7 @@ pub fn html(report: &RunReport) -> String {
         };
         (rank, r.id.clone())
     });
-    s.push_str("<h2>Scenarios</h2>");
+    s.push_str("<h2>Scenarios <button onclick=\"document.querySelectorAll('details.sc').forEach(d=>d.open=true)\">expand all</button> <button onclick=\"document.querySelectorAll('details.sc').forEach(d=>d.open=false)\">collapse all</button></h2>");
     for r in order {
         let open = if matches!(class(r), "fail" | "warn") {
             " open"
@@ -217,6 +217,8 @@ pub fn html(report: &RunReport) -> String {
         }
         s.push_str("</table></div></details>");
     }
+    // Opening a scenario from the matrix (or a link with #id) expands it.
+    s.push_str("<script>function o(){var e=location.hash&&document.getElementById(location.hash.slice(1));if(e){e.open=true;e.scrollIntoView();}}addEventListener('hashchange',o);o();</script>");
     s.push_str("</main></body></html>\n");
     s
 }
