@@ -25,6 +25,10 @@ use runwire_conformance::{
     features::TagFilter, model::report_schema, reference, report,
 };
 
+/// Known bugs of the bundled reference implementations (applied in the default mode).
+const REFERENCE_EXPECTED_FAILURES: &str =
+    include_str!("../../../../conformance/expected-failures.json");
+
 /// Arguments of `runwire conform`.
 #[derive(Debug, Args)]
 pub(crate) struct ConformArgs {
@@ -125,6 +129,10 @@ struct Common {
     /// Expected failures: a JSON object of scenario-id glob (or requirement id) → reason.
     #[arg(long, global = true)]
     expected_failures: Option<PathBuf>,
+    /// Default mode: do not apply the built-in list of known reference-implementation
+    /// bugs (conformance/expected-failures.json, embedded).
+    #[arg(long, global = true)]
+    no_expected_failures: bool,
     /// Compare grades with a committed baseline; exit 1 on any difference.
     #[arg(long, global = true)]
     baseline: Option<PathBuf>,
@@ -335,6 +343,13 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(p) = &common.expected_failures {
         opts.expected_failures = Some(expect::ExpectedFailures::load(p)?);
+    } else if args.target.is_none() && !common.no_expected_failures {
+        // Against the bundled reference implementations, their known bugs (each with
+        // its reason) are expected failures unless --no-expected-failures.
+        opts.expected_failures = Some(expect::ExpectedFailures::parse(
+            REFERENCE_EXPECTED_FAILURES,
+            "conformance/expected-failures.json (built in)",
+        )?);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
