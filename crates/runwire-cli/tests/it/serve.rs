@@ -436,7 +436,16 @@ async fn serve_and_publish_end_to_end() {
 
 #[tokio::test]
 async fn serve_sigterm_shuts_down_gracefully() {
-    let mut server = serve("memory", &["--set", "shutdown_reconnect_spread_ms=100"]).await;
+    let mut server = serve(
+        "memory",
+        &[
+            "--set",
+            "shutdown_reconnect_spread_ms=100",
+            "--set",
+            "close_timeout_ms=500",
+        ],
+    )
+    .await;
     let (mut ws, _) = connect(&server.addr, "r", None).await;
     let pid = server.child.id().expect("pid");
     let status = std::process::Command::new("kill")
