@@ -38,11 +38,36 @@ fn schema_dir() -> PathBuf {
     root().join("schema").join(runwire_protocol::SCHEMA_MAJOR)
 }
 
+/// Schemas of the kit's own file formats (`schema/tools/`), by file name.
+fn tool_schemas() -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        ("fixture.schema.json", runwire_mock::fixture_schema()),
+        (
+            "conformance-report.schema.json",
+            runwire_conformance::model::report_schema(),
+        ),
+    ]
+}
+
+fn render_tool(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
+}
+
 fn schema() -> anyhow::Result<()> {
     let dir = schema_dir();
     let written = runwire_schema::generate::write_dir(&dir, runwire_protocol::SCHEMA_MAJOR)
         .with_context(|| format!("writing {}", dir.display()))?;
     println!("schema: {} files in {}", written.len(), dir.display());
+    let tools = root().join("schema/tools");
+    std::fs::create_dir_all(&tools)?;
+    for (name, v) in tool_schemas() {
+        std::fs::write(tools.join(name), render_tool(&v))?;
+    }
+    println!(
+        "schema: {} tool schemas in {}",
+        tool_schemas().len(),
+        tools.display()
+    );
     Ok(())
 }
 
@@ -58,6 +83,12 @@ fn check() -> anyhow::Result<()> {
     let mut problems = Vec::new();
     for d in runwire_schema::generate::check_dir(&schema_dir(), runwire_protocol::SCHEMA_MAJOR)? {
         problems.push(format!("schema drift: {d:?}"));
+    }
+    for (name, v) in tool_schemas() {
+        let path = root().join("schema/tools").join(name);
+        if std::fs::read_to_string(&path).unwrap_or_default() != render_tool(&v) {
+            problems.push(format!("schema drift: {}", path.display()));
+        }
     }
     let reqs = spec::extract(&root().join("spec/protocol.md"))?;
     let want = spec::render(&reqs);
