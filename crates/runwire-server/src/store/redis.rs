@@ -553,6 +553,9 @@ struct Watch {
     tx: broadcast::Sender<LiveEvent>,
     /// `None` until the reader fixed its position.
     pos: Option<WatchPos>,
+    /// The epoch this node's subscribers were told (by `open_run`/`run_info`), so
+    /// that a log that vanished before the reader first looked is still noticed.
+    seen_epoch: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -824,11 +827,13 @@ impl Inner {
             .arg(self.ttl_ms());
         let v: Value = self.pool.invoke(&inv).await?;
         let a = arr(v)?;
-        Ok(RunInfo {
+        let info = RunInfo {
             epoch: epoch_of(s_at(&a, 0)?)?,
             head_seq: u_at(&a, 1)?,
             terminal: s_at(&a, 2)? == "1",
-        })
+        };
+        self.note_epoch(run_id, &info.epoch);
+        Ok(info)
     }
 
     async fn run_info(&self, run_id: &RunId) -> Result<Option<RunInfo>, StoreError> {
@@ -840,8 +845,10 @@ impl Inner {
         let (Some(Some(epoch)), head, term) = (it.next(), it.next(), it.next()) else {
             return Ok(None);
         };
+        let epoch = epoch_of(epoch)?;
+        self.note_epoch(run_id, &epoch);
         Ok(Some(RunInfo {
-            epoch: epoch_of(epoch)?,
+            epoch,
             head_seq: head
                 .flatten()
                 .map(|h| h.parse().map_err(|_| corrupt("head")))
@@ -1230,10 +1237,35 @@ impl Inner {
             return LiveReceiver::new(watch.tx.subscribe());
         }
         let (tx, rx) = broadcast::channel(LIVE_CAPACITY);
-        w.insert(run_id.clone(), Watch { tx, pos: None });
+        w.insert(
+            run_id.clone(),
+            Watch {
+                tx,
+                pos: None,
+                seen_epoch: None,
+            },
+        );
         drop(w);
         self.wake.notify_one();
         LiveReceiver::new(rx)
+    }
+
+    /// Records the epoch a subscriber of this node was told. A different epoch than
+    /// the one recorded means the log was re-created while watched: its current
+    /// subscriptions are rung (`RW-RESUME-13` is then reached by resubscribing).
+    fn note_epoch(&self, run_id: &RunId, epoch: &Epoch) {
+        let mut w = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(watch) = w.get_mut(run_id) else {
+            return;
+        };
+        match &watch.seen_epoch {
+            Some(e) if e.as_str() == epoch.as_str() => {}
+            Some(_) => {
+                ring(watch);
+                watch.seen_epoch = Some(epoch.as_str().to_owned());
+            }
+            None => watch.seen_epoch = Some(epoch.as_str().to_owned()),
+        }
     }
 
     /// Rings every local subscription with a seq jump: each reads from the store,
@@ -1244,14 +1276,20 @@ impl Inner {
             if only.is_some_and(|o| !o.contains(run_id)) {
                 continue;
             }
-            let _ = watch.tx.send(LiveEvent::Events(Arc::from(vec![StoredEvent {
-                seq: u64::MAX,
-                json: Arc::from(""),
-                flush: true,
-            }])));
-            watch.pos = None;
+            ring(watch);
         }
     }
+}
+
+/// Sends a watch's subscriptions a seq jump past any log: each reads from the store,
+/// and ends with `store_unavailable` (4105) unless the log has what it needs.
+fn ring(watch: &mut Watch) {
+    let _ = watch.tx.send(LiveEvent::Events(Arc::from(vec![StoredEvent {
+        seq: u64::MAX,
+        json: Arc::from(""),
+        flush: true,
+    }])));
+    watch.pos = None;
 }
 
 /// The node's reader: `XREAD BLOCK` over the watched runs' streams, publishing
@@ -1449,6 +1487,14 @@ async fn init_positions(
     runs: &[RunId],
 ) -> Result<(), StoreError> {
     let err = |e: RedisError| StoreError::Unavailable(format!("redis at {}: {e}", inner.url));
+    // What subscribers were told before this read: a log that no longer matches it
+    // vanished (or was re-created) in between.
+    let seen_before: Vec<Option<String>> = {
+        let w = inner.watches.lock().unwrap_or_else(|e| e.into_inner());
+        runs.iter()
+            .map(|r| w.get(r).and_then(|x| x.seen_epoch.clone()))
+            .collect()
+    };
     let mut pipe = redis::pipe();
     for r in runs {
         let k = inner.keys(r);
@@ -1462,7 +1508,7 @@ async fn init_positions(
     }
     let out: Vec<Value> = pipe.query_async(c).await.map_err(err)?;
     let mut it = out.into_iter();
-    for r in runs {
+    for (r, seen) in runs.iter().zip(seen_before) {
         let meta = arr(it.next().unwrap_or(Value::Nil))?;
         let last = parse_entries(it.next().unwrap_or(Value::Nil))?;
         let epoch = meta.first().and_then(value_str);
@@ -1476,6 +1522,10 @@ async fn init_positions(
         if let Some(watch) = w.get_mut(r)
             && watch.pos.is_none()
         {
+            if seen.is_some() && epoch != seen {
+                ring(watch);
+                watch.seen_epoch.clone_from(&epoch);
+            }
             watch.pos = Some(WatchPos { cursor, epoch });
             let last: Vec<StoredEvent> = last.into_iter().filter(|e| e.seq == cursor).collect();
             if !last.is_empty() {

@@ -693,3 +693,38 @@ async fn rw_resume_1_live_feed_survives_dropped_redis_connections_without_loss()
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn rw_event_10_redis_restarted_without_its_data_gives_a_new_epoch_and_a_reset() {
+    let mut redis = Redis::start(false); // no AOF: a restart loses everything
+    let b = node(&redis).await;
+    let run = run("amnesia");
+    Producer::new(&b).ok("amnesia", lines(0, 5, "x")).await;
+    let (mut client, epoch, _) = subscribe(&b, json!({"run_id": "amnesia"})).await;
+    client.events_until(&run, 0, 5).await;
+    redis.restart();
+    // The node notices the log is gone when it reconnects (or fails to reach Redis
+    // first): the subscription ends with store_unavailable, never a silent gap.
+    let mut tail = Vec::new();
+    match events_until_close(&mut client, &run, &mut tail).await {
+        Frame::Msg(ServerMessage::Error(e)) => {
+            assert_eq!(e.code.as_str(), "store_unavailable", "{e:?}");
+            assert_eq!(e.close_code, Some(4105));
+        }
+        other => panic!("expected a store_unavailable error, got {other:?}"),
+    }
+    assert!(tail.is_empty());
+    // The resuming client gets a reset with a new epoch (RW-EVENT-10, RW-RESUME-4).
+    let mut c = Client::connect(&b).await;
+    c.hello(json!([{"run_id": "amnesia", "after_seq": 5, "epoch": epoch}]))
+        .await;
+    match c.msg().await {
+        ServerMessage::Reset(r) => {
+            assert_eq!(r.reason, runwire_protocol::ResetReason::EpochMismatch);
+            assert_ne!(r.epoch.as_str(), epoch);
+            assert_eq!(r.snapshot.as_of_seq, 0);
+        }
+        other => panic!("expected reset, got {other:?}"),
+    }
+    b.shutdown().await;
+}
