@@ -17,7 +17,8 @@ pub(crate) struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:7070; port 0 picks a free port).
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Event store: `memory` or `sqlite:PATH` (default sqlite:runwire.db).
+    /// Event store: `memory`, `sqlite:PATH` (default sqlite:runwire.db), or
+    /// `redis://HOST:PORT[/DB]` to share one log between several nodes (docs/scale-out.md).
     #[arg(long)]
     store: Option<String>,
     /// TOML configuration file.
