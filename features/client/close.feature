@@ -77,3 +77,13 @@ Feature: Errors and close codes
   Scenario: unknown-error-code-no-close: An unknown retryable error without close_code is reported; the connection stays
     When the client under test plays fixture "unknown-error-code-no-close"
     Then the client passes the fixture
+
+  @must @RW-CLOSE-7 @RW-CLOSE-2
+  Scenario: close-reason-ignored: The close reason text changes nothing: 4100 with a reason that reads terminal still reconnects
+    When the client under test plays fixture "close-reason-ignored"
+    Then the client passes the fixture
+
+  @must @RW-SUB-5 @RW-ERROR-5
+  Scenario: run-error-keeps-subscription: An error with a run_id answers one entry; the open subscription goes on
+    When the client under test plays fixture "run-error-keeps-subscription"
+    Then the client passes the fixture

@@ -32,3 +32,8 @@ Feature: Must-ignore and payloads
   Scenario: unknown-server-message: A server message of an unknown type is ignored without closing
     When the client under test plays fixture "unknown-server-message"
     Then the client passes the fixture
+
+  @must @RW-TYPE-4 @RW-TYPE-11 @RW-TYPE-8
+  Scenario: status-order-tolerance: Non-terminal statuses in any order, a tool.finished without its start: accepted and delivered
+    When the client under test plays fixture "status-order-tolerance"
+    Then the client passes the fixture

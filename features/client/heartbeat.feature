@@ -27,3 +27,13 @@ Feature: Heartbeat and liveness
   Scenario: ping-pong: Every ping is answered with a pong echoing its id
     When the client under test plays fixture "ping-pong"
     Then the client passes the fixture
+
+  @must @RW-HEART-4 @RW-HEART-6 @RW-CONN-11
+  Scenario: open-run-keeps-streaming: While a run is open the client stays connected: it answers pings and does not close
+    When the client under test plays fixture "open-run-keeps-streaming"
+    Then the client passes the fixture
+
+  @must @RW-HEART-9
+  Scenario: unsolicited-pong: A pong matching no ping is ignored without error
+    When the client under test plays fixture "unsolicited-pong"
+    Then the client passes the fixture

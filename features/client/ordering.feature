@@ -47,3 +47,13 @@ Feature: Ordering, duplicates and gaps
   Scenario: replay-overlaps-live: Replay that overlaps live events: repeats are dropped
     When the client under test plays fixture "replay-overlaps-live"
     Then the client passes the fixture
+
+  @must @RW-SUB-6
+  Scenario: foreign-run-events: Events of a run the client did not subscribe to are never delivered
+    When the client under test plays fixture "foreign-run-events"
+    Then the client passes the fixture
+
+  @must @RW-EVENT-9
+  Scenario: time-not-ordering: Events are ordered by seq alone, even when their times go backwards
+    When the client under test plays fixture "time-not-ordering"
+    Then the client passes the fixture
