@@ -37,3 +37,8 @@ Feature: Must-ignore and payloads
   Scenario: status-order-tolerance: Non-terminal statuses in any order, a tool.finished without its start: accepted and delivered
     When the client under test plays fixture "status-order-tolerance"
     Then the client passes the fixture
+
+  @must @RW-COMPAT-4 @RW-TYPE-8 @RW-ERROR-5
+  Scenario: unknown-enum-values: Unknown phase names, artifact kinds and error codes are accepted and presented as given
+    When the client under test plays fixture "unknown-enum-values"
+    Then the client passes the fixture

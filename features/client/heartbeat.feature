@@ -13,7 +13,7 @@ Feature: Heartbeat and liveness
     When the client under test plays fixture "liveness-kept-by-pings"
     Then the client passes the fixture
 
-  @must @RW-HEART-5 @RW-RECONNECT-7
+  @must @RW-HEART-5 @RW-RECONNECT-7 @RW-CONN-8
   Scenario: liveness-timeout: A silent connection is declared dead after heartbeat interval plus grace; the client reconnects
     When the client under test plays fixture "liveness-timeout"
     Then the client passes the fixture

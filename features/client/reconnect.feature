@@ -38,7 +38,7 @@ Feature: Reconnect policy
     When the client under test plays fixture "drop-with-reset"
     Then the client passes the fixture
 
-  @must @RW-HEART-5 @RW-RESUME-10
+  @must @RW-HEART-5 @RW-RESUME-10 @RW-RECONNECT-9
   Scenario: hang-after-welcome: A server that accepts and then never answers is given up after interval plus grace
     When the client under test plays fixture "hang-after-welcome"
     Then the client passes the fixture
