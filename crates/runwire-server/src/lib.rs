@@ -137,6 +137,15 @@ pub(crate) struct AppState {
     pub(crate) tracker: Tracker,
 }
 
+/// The kernel send buffer of a connection's socket: a quarter of the slow-consumer
+/// byte bound, between 16 KiB and 1 MiB, so that most of what a stalled client has not
+/// read waits in the server's own queue, where its bytes and age are measured
+/// (`RW-SLOW-1`).
+pub(crate) fn send_buffer_bytes(slow_consumer_max_bytes: u64) -> usize {
+    let quarter = usize::try_from(slow_consumer_max_bytes / 4).unwrap_or(usize::MAX);
+    quarter.clamp(16 * 1024, 1024 * 1024)
+}
+
 /// The server entry point.
 #[derive(Debug)]
 pub struct Server;
@@ -194,9 +203,16 @@ impl Server {
         let mut stop = shutdown_rx;
         // Frames are written whole and flushed on purpose: Nagle's algorithm would only
         // delay them (up to the peer's delayed-ACK timeout).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        // The kernel's send buffer is bounded too (`RW-SLOW-1`): with autotuning it
+        // grows to megabytes, which swallow what a stalled client does not read, so the
+        // connection's own queue (bounded by bytes and age) would never fill.
+        let sndbuf = send_buffer_bytes(state.config.slow_consumer_max_bytes);
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp| {
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+            if let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(sndbuf) {
+                tracing::debug!(error = %e, "cannot set SO_SNDBUF");
             }
         });
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -79,3 +79,59 @@ async fn rw_slow_1_slow_consumer_is_closed_4100_while_fast_ones_get_everything()
     assert!(matches!(again.msg().await, ServerMessage::Subscribed(_)));
     again.events_until(&run("firehose"), next - 1, total).await;
 }
+
+/// `RW-SLOW-1` when the whole backlog would fit in the kernel's autotuned socket
+/// buffers (8 MB): the server bounds its socket's send buffer, so the frames a stalled
+/// client does not read wait in the server's own queue and trip its bounds.
+#[tokio::test]
+async fn rw_slow_1_backlog_that_fits_kernel_buffers_still_closes_slow_consumer() {
+    let mut cfg = config();
+    cfg.slow_consumer_max_bytes = 256 * 1024;
+    cfg.slow_consumer_max_age_ms = 200;
+    cfg.batch_window_ms = 20;
+    cfg.heartbeat_interval_ms = 600_000;
+    let s = start(cfg).await;
+    let p = Producer::new(&s);
+    let mut slow = Client::connect_opts(&s, None, Some(32 * 1024)).await;
+    slow.hello(json!([{"run_id": "big"}])).await;
+    assert!(matches!(slow.msg().await, ServerMessage::Subscribed(_)));
+    let pad = "y".repeat(49_000);
+    let total = 160u64;
+    for _ in 0..total / 20 {
+        let events: Vec<Value> = (0..20)
+            .map(|i| json!({"type": "log.line", "data": {"level": "info", "message": format!("{i} {pad}")}}))
+            .collect();
+        p.ok("big", Value::Array(events)).await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while s.metrics().slow_consumer_closes.load(Ordering::Relaxed) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow consumer was never closed: the kernel swallowed its backlog"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut next = 1;
+    let e = loop {
+        match slow.recv().await {
+            Frame::Msg(ServerMessage::Event(ev)) => {
+                assert_eq!(ev.event.seq, next);
+                next += 1;
+            }
+            Frame::Msg(ServerMessage::Batch(b)) => {
+                for ev in b.events {
+                    assert_eq!(ev.seq, next);
+                    next += 1;
+                }
+            }
+            Frame::Msg(ServerMessage::Error(e)) => break e,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(e.code.as_str(), "slow_consumer");
+    assert!(matches!(slow.recv().await, Frame::Close(Some(4100), _)));
+    assert!(
+        next <= total,
+        "the slow client got everything yet was closed"
+    );
+}
