@@ -228,8 +228,10 @@ pub(crate) async fn serve_connection(
             }
         }
         if stream_open {
-            // Wait briefly for the client's close reply.
-            let _ = tokio::time::timeout(ms(cfg.close_timeout_ms), async {
+            // The close frame is out (or could not be written within close_timeout_ms):
+            // wait for the client's close reply for at most pong_timeout_ms, then drop
+            // the TCP connection (`RW-CLOSE-9`).
+            let _ = tokio::time::timeout(ms(cfg.pong_timeout_ms), async {
                 while let Some(Ok(m)) = stream.next().await {
                     if matches!(m, Message::Close(_)) {
                         break;
