@@ -22,3 +22,8 @@ Feature: Connection and authentication
   Scenario: token-expiry-mid-stream: token_expired + 4103: reconnect with a fresh token and resume from the cursor
     When the client under test plays fixture "token-expiry-mid-stream"
     Then the client passes the fixture
+
+  @must @RW-LIMIT-5 @RW-CONN-8 @RW-ORDER-5
+  Scenario: limits-announced-rate: The client keeps to the message rate welcome announces, not the default: a gap resubscribe waits for its token
+    When the client under test plays fixture "limits-announced-rate"
+    Then the client passes the fixture

@@ -68,6 +68,11 @@ pub(crate) struct ConnState {
     pub(crate) closed: Option<(Instant, Option<u16>)>,
     /// The mock ended the connection (drop, close).
     pub(crate) mock_ended: bool,
+    /// The announced `max_frame_bytes` and `max_messages_per_second`, once `welcome`
+    /// was sent (`RW-LIMIT-5`).
+    pub(crate) limits: Option<(u64, u64)>,
+    /// The client's token bucket under the announced rate: (tokens, last refill).
+    bucket: Option<(f64, Instant)>,
     consumed_pong: usize,
     consumed_sub: usize,
     consumed_type: usize,
@@ -645,6 +650,7 @@ async fn read_loop(
             Message::Text(t) => {
                 let text = t.as_str().to_owned();
                 sh.record(k, Direction::In, What::Text { text: text.clone() });
+                check_limits(&sh, k, &state, text.len());
                 match decode_client_message(text.as_bytes(), 1 << 20) {
                     Ok(m) => {
                         on_message(&sh, k, &state, &sink, &stalled, &script, m, first).await;
@@ -717,6 +723,42 @@ async fn read_loop(
         mark_ended(&sh, k, now);
     }
     tx.send_modify(|v| *v += 1);
+}
+
+/// `RW-LIMIT-5`: once `welcome` announced its limits, every client frame must fit
+/// `max_frame_bytes` and the client's messages must fit a token bucket of capacity and
+/// refill rate `max_messages_per_second` (the server's rule, `RW-LIMIT-4`).
+fn check_limits(sh: &Arc<Shared>, k: u32, state: &Arc<StdMutex<ConnState>>, len: usize) {
+    let mut st = state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some((max_frame, rate)) = st.limits else {
+        return;
+    };
+    let mut problems = Vec::new();
+    if len as u64 > max_frame {
+        problems.push(format!(
+            "the client sent a {len}-byte frame; welcome announced max_frame_bytes {max_frame}"
+        ));
+    }
+    if let Some((tokens, last)) = st.bucket {
+        let now = Instant::now();
+        let cap = rate as f64;
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * cap).min(cap);
+        if tokens < 1.0 {
+            problems.push(format!(
+                "the client sent messages faster than the announced max_messages_per_second \
+                 {rate} allows (token bucket empty)"
+            ));
+            st.bucket = Some((tokens, now));
+        } else {
+            st.bucket = Some((tokens - 1.0, now));
+        }
+    }
+    drop(st);
+    for p in problems {
+        sh.violate(Some(k), reqs::CLIENT_LIMITS, "limits", p);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1128,6 +1170,21 @@ impl Conn {
                         .unwrap_or("1.0")
                         .to_owned()
                 });
+                let lim = w.limits.clone().unwrap_or_default();
+                let frame_limit = lim
+                    .max_frame_bytes
+                    .unwrap_or(u64::from(defaults::MAX_FRAME_BYTES));
+                let rate_limit = lim
+                    .max_messages_per_second
+                    .unwrap_or(u64::from(defaults::MAX_MESSAGES_PER_SECOND));
+                {
+                    // The server's bucket is full when the connection opens and every
+                    // message so far (the hello) took a token from it (RW-LIMIT-4).
+                    let mut st = self.st();
+                    let used = st.msgs.len() as f64;
+                    st.limits = Some((frame_limit, rate_limit));
+                    st.bucket = Some(((rate_limit as f64 - used).max(0.0), Instant::now()));
+                }
                 let mut v = json!({
                     "type": "welcome",
                     "version": version,
@@ -1137,10 +1194,10 @@ impl Conn {
                     "batch_window_ms": sh.wire_ms(w.batch_window_ms.unwrap_or(0)),
                     "replay_window_events": w.replay_window_events.unwrap_or(1000),
                     "limits": {
-                        "max_frame_bytes": defaults::MAX_FRAME_BYTES,
-                        "max_event_bytes": defaults::MAX_EVENT_BYTES,
-                        "max_subscriptions": defaults::MAX_SUBSCRIPTIONS,
-                        "max_messages_per_second": defaults::MAX_MESSAGES_PER_SECOND,
+                        "max_frame_bytes": frame_limit,
+                        "max_event_bytes": lim.max_event_bytes.unwrap_or(u64::from(defaults::MAX_EVENT_BYTES)),
+                        "max_subscriptions": lim.max_subscriptions.unwrap_or(u64::from(defaults::MAX_SUBSCRIPTIONS)),
+                        "max_messages_per_second": rate_limit,
                     },
                     "server": { "name": "runwire-mock", "version": env!("CARGO_PKG_VERSION") },
                 });

@@ -482,9 +482,32 @@ pub struct WelcomeStep {
     /// Default 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_window_events: Option<u64>,
+    /// Announced limits that differ from the spec's defaults (§14). The mock holds the
+    /// client to the announced `max_frame_bytes` and `max_messages_per_second` for the
+    /// rest of the connection (`RW-CONN-8`, `RW-LIMIT-5`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<WelcomeLimits>,
     /// Extra members added to the frame (unknown fields).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra: Option<Map<String, Value>>,
+}
+
+/// Limits announced in `welcome`; absent members take the spec's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WelcomeLimits {
+    /// Default 65,536.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_frame_bytes: Option<u64>,
+    /// Default 65,536.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_event_bytes: Option<u64>,
+    /// Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_subscriptions: Option<u64>,
+    /// Default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_messages_per_second: Option<u64>,
 }
 
 /// `subscribed` contents.

@@ -51,12 +51,15 @@ pub const CLIENT_INPUT: &str = "RW-CONV-1";
 pub const CLIENT_SCHEMA: &str = "RW-COMPAT-5";
 /// `RW-VERSION-4`: unknown event types are delivered (or skipped), never an error.
 pub const UNKNOWN_IGNORED: &str = "RW-VERSION-4";
+/// `RW-LIMIT-5`: the client stays within the limits announced in `welcome`.
+pub const CLIENT_LIMITS: &str = "RW-LIMIT-5";
 /// Not a spec requirement: the adapter contract (`docs/client-adapter.md`), which the
 /// kit enforces so verdicts stay uniform.
 pub const ADAPTER: &str = "KIT-ADAPTER";
 
 /// Every spec requirement a built-in check may name.
 pub const ALL: &[&str] = &[
+    CLIENT_LIMITS,
     HELLO_FIRST,
     HELLO_VERSIONS,
     TOKEN,

@@ -177,6 +177,12 @@ fn cases() -> Vec<(&'static str, Bugs, &'static str, &'static str)> {
             "RW-ORDER-5",
         ),
         (
+            "ignore_rate_limit",
+            bugs(|b| b.ignore_rate_limit = true),
+            "limits-announced-rate",
+            "RW-LIMIT-5",
+        ),
+        (
             "wrong_close_code",
             bugs(|b| b.wrong_close_code = true),
             "happy-path",

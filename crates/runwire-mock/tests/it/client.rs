@@ -58,6 +58,8 @@ pub(crate) struct Bugs {
     pub(crate) no_resubscribe: bool,
     /// Close with code 4000 instead of 1000 when done.
     pub(crate) wrong_close_code: bool,
+    /// Send as fast as it likes, ignoring the announced `max_messages_per_second`.
+    pub(crate) ignore_rate_limit: bool,
     /// Report no connection state changes.
     pub(crate) silent_states: bool,
     /// Resubscribe runs whose subscription failed with `retryable: false`.
@@ -285,6 +287,24 @@ impl Client {
         }
     }
 
+    /// Waits for a token of the announced message rate (`RW-LIMIT-5`): a bucket of
+    /// capacity and refill rate `max_messages_per_second`, full when the connection
+    /// opened, as the server counts (`RW-LIMIT-4`).
+    async fn take_token(&self, bucket: &mut (f64, Instant, f64)) {
+        if self.bugs.ignore_rate_limit {
+            return;
+        }
+        let (tokens, last, rate) = *bucket;
+        let now = Instant::now();
+        let mut tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(rate);
+        if tokens < 1.0 {
+            // Rate limiting, not synchronization: wait until the bucket holds a token.
+            tokio::time::sleep(Duration::from_secs_f64((1.0 - tokens) / rate)).await;
+            tokens = 1.0;
+        }
+        *bucket = (tokens - 1.0, Instant::now(), rate);
+    }
+
     async fn send(ws: &mut Ws, v: Value) {
         let _ = ws.send(Message::text(v.to_string())).await;
     }
@@ -339,6 +359,9 @@ impl Client {
         }
         Self::send(&mut ws, hello).await;
         let started = Instant::now();
+        let default_rate = f64::from(runwire_protocol::defaults::MAX_MESSAGES_PER_SECOND);
+        // (tokens, last refill, rate); the hello took one token.
+        let mut bucket = (default_rate - 1.0, started, default_rate);
         let mut welcomed: Option<Instant> = None;
         let mut interval: Option<Duration> = None;
         let mut last_frame = Instant::now();
@@ -373,8 +396,10 @@ impl Client {
                         }
                     }
                     for r in resub {
+                        self.take_token(&mut bucket).await;
                         Self::send(&mut ws, json!({"type": "unsubscribe", "run_ids": [r.id]})).await;
                         let c = self.cursor(&r);
+                        self.take_token(&mut bucket).await;
                         Self::send(&mut ws, json!({"type": "subscribe", "subscriptions": [c]})).await;
                     }
                     continue;
@@ -435,6 +460,16 @@ impl Client {
                         };
                     }
                     welcomed = Some(Instant::now());
+                    if let Some(rate) = m
+                        .get("limits")
+                        .and_then(|l| l.get("max_messages_per_second"))
+                        .and_then(Value::as_u64)
+                        .filter(|r| *r > 0)
+                    {
+                        // The announced rate replaces the default (RW-CONN-8).
+                        let rate = rate as f64;
+                        bucket = (bucket.0.min(rate - 1.0).max(0.0), bucket.1, rate);
+                    }
                     interval = m
                         .get("heartbeat_interval_ms")
                         .and_then(Value::as_u64)
@@ -510,6 +545,7 @@ impl Client {
                 }
                 "ping" if !self.bugs.no_pong => {
                     let id = m.get("id").cloned().unwrap_or(Value::Null);
+                    self.take_token(&mut bucket).await;
                     Self::send(&mut ws, json!({"type": "pong", "id": id})).await;
                 }
                 "error" => {
