@@ -227,7 +227,24 @@ fn every_fixture_passes_against_the_reference_adapter() {
     for w in workers {
         w.join().expect("worker");
     }
-    let failures = failures.lock().expect("lock");
+    // A fixture whose scenario is a known reference-client bug, listed with its reason
+    // in conformance/expected-failures.json (pattern `client/<area>/<fixture id>-*`),
+    // may fail; every other fixture must pass.
+    let listed: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../conformance/expected-failures.json"
+        ))
+        .expect("expected-failures.json"),
+    )
+    .expect("expected-failures.json is an object");
+    let mut failures = failures.lock().expect("lock");
+    failures.retain(|f| {
+        let id = f.split(':').next().unwrap_or_default();
+        !listed
+            .keys()
+            .any(|k| k.starts_with("client/") && k.contains(&format!("/{id}-")))
+    });
     assert!(
         failures.is_empty(),
         "{} fixture(s) failed:\n{}",
