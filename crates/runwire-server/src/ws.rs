@@ -109,6 +109,7 @@ pub(crate) async fn serve_connection(
             _ = &mut writer => { writer_done = true; break; }
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
+                    conn.drain_subscriptions().await;
                     conn.shutdown_close();
                 }
             }
@@ -258,6 +259,22 @@ impl Conn {
                 ErrorCode::SlowConsumer,
                 "the client did not read fast enough; reconnect and resume from your cursor",
             ));
+        }
+    }
+
+    /// Graceful shutdown (`RW-SHUTDOWN-4`): each subscription sends the events it
+    /// holds in a pending batch and ends; waits for them at most `close_timeout_ms`,
+    /// so that `server_shutdown` follows every event already received.
+    async fn drain_subscriptions(&mut self) {
+        let subs = std::mem::take(&mut self.subs);
+        let limit = ms(self.state.config.close_timeout_ms);
+        let deadline = tokio::time::Instant::now() + limit;
+        for (_, mut h) in subs {
+            if tokio::time::timeout_at(deadline, &mut h).await.is_err() {
+                h.abort();
+                let _ = h.await;
+            }
+            Metrics::gauge(&self.state.metrics.subscriptions, -1);
         }
     }
 
@@ -726,6 +743,7 @@ async fn run_subscription(
         async move { send_events(&out, &metrics, batching, max, &evs).await }
     };
     let window = ms(cfg.batch_window_ms);
+    let mut shutdown = state.shutdown.clone();
     let mut batch: Vec<StoredEvent> = Vec::new();
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     let flush_at = tokio::time::sleep_until(far);
@@ -832,6 +850,13 @@ async fn run_subscription(
                     // The store is closing; shutdown closes the connection.
                     std::future::pending::<()>().await;
                 }
+            },
+            // Last in the biased order, so live events already received are batched
+            // first: on graceful shutdown send the pending batch, then end
+            // (`RW-SHUTDOWN-4`).
+            _ = async { shutdown.wait_for(|v| *v).await.is_ok() } => {
+                let _ = send(std::mem::take(&mut batch)).await;
+                return;
             }
         }
     }

@@ -31,3 +31,56 @@ async fn rw_shutdown_clients_get_server_shutdown_with_jittered_retry_then_4200()
         "no longer accepting"
     );
 }
+
+/// `RW-SHUTDOWN-4`: events held in a pending batch (the client's socket is busy, the
+/// batching window is long) are sent before `server_shutdown`, not dropped.
+#[tokio::test]
+async fn rw_shutdown_4_pending_batch_is_flushed_before_server_shutdown() {
+    let mut cfg = config();
+    cfg.batch_window_ms = 60_000;
+    cfg.heartbeat_interval_ms = 600_000;
+    cfg.slow_consumer_max_bytes = 32 * 1024 * 1024;
+    cfg.slow_consumer_max_age_ms = 600_000;
+    cfg.close_timeout_ms = 10_000;
+    cfg.shutdown_reconnect_spread_ms = 0;
+    let s = start(cfg).await;
+    let p = Producer::new(&s);
+    // A small receive buffer and no reading yet: the socket backs up, so live events
+    // wait in a batch.
+    let mut c = Client::connect_opts(&s, None, Some(4096)).await;
+    c.hello(json!([{"run_id": "flush"}])).await;
+    assert!(matches!(c.msg().await, ServerMessage::Subscribed(_)));
+    let pad = "z".repeat(60_000);
+    for _ in 0..4 {
+        let big: Vec<serde_json::Value> = (0..20)
+            .map(|i| json!({"type": "log.line", "data": {"level": "info", "message": format!("{i} {pad}")}}))
+            .collect();
+        p.ok("flush", serde_json::Value::Array(big)).await;
+    }
+    let last = p.progress("flush", 3).await["last_seq"]
+        .as_u64()
+        .expect("head_seq");
+    let stopping = tokio::spawn(s.shutdown());
+    let mut next = 1;
+    let e = loop {
+        match c.recv().await {
+            Frame::Msg(ServerMessage::Event(ev)) => {
+                assert_eq!(ev.event.seq, next);
+                next += 1;
+            }
+            Frame::Msg(ServerMessage::Batch(b)) => {
+                for ev in b.events {
+                    assert_eq!(ev.seq, next);
+                    next += 1;
+                }
+            }
+            Frame::Msg(ServerMessage::Error(e)) => break e,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(e.code.as_str(), "server_shutdown");
+    assert_eq!(next - 1, last, "events were dropped at shutdown");
+    assert!(matches!(c.recv().await, Frame::Close(Some(4200), _)));
+    drop(c);
+    stopping.await.expect("shutdown");
+}
