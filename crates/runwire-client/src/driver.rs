@@ -110,8 +110,12 @@ struct Limiter {
 }
 
 impl Limiter {
+    /// Starts the bucket when `welcome` arrives. The server's bucket was full when the
+    /// connection opened and `hello` already took one token (`RW-LIMIT-4`), so the
+    /// client starts with one token less; counting the refill since the upgrade would
+    /// need the server's clock, so this errs on the safe side.
     fn set(&mut self, limits: Limits) {
-        self.tokens = f64::from(limits.max_messages_per_second);
+        self.tokens = (f64::from(limits.max_messages_per_second) - 1.0).max(0.0);
         self.last = Some(Instant::now());
         self.limits = Some(limits);
     }

@@ -279,6 +279,7 @@ class Adapter:
     # -- one connection ------------------------------------------------------------------
 
     async def session(self, attempt, welcomed_at):
+        self.rate = None  # no limits known until this connection's welcome
         token = self.tokens[min(attempt, len(self.tokens)) - 1] if self.tokens else None
         try:
             ws = await connect(self.url, ping_interval=None, compression=None, proxy=None,
@@ -334,6 +335,12 @@ class Adapter:
                         raise Ended(TERMINAL, error={"code": "protocol_violation",
                                                      "message": f"welcome chose version {msg['version']} which was not offered"})
                     welcomed_at[0] = time.monotonic()
+                    # RW-LIMIT-5: keep to the announced message rate. The server's bucket
+                    # was full at the upgrade and hello took one token.
+                    limits = msg.get("limits") or {}
+                    self.rate = max(1, int(limits.get("max_messages_per_second", 50)))
+                    self.bucket = self.rate - 1.0
+                    self.bucket_at = time.monotonic()
                     budget = (msg["heartbeat_interval_ms"] + self.grace_ms) / 1000
                     out({"kind": "state", "state": "connected"})
                 elif t == "ping":
@@ -456,6 +463,16 @@ class Adapter:
             raise Ended("closed")
 
     async def send(self, msg):
+        rate = getattr(self, "rate", None)
+        if rate:
+            while True:
+                now = time.monotonic()
+                self.bucket = min(float(rate), self.bucket + (now - self.bucket_at) * rate)
+                self.bucket_at = now
+                if self.bucket >= 1.0:
+                    self.bucket -= 1.0
+                    break
+                await asyncio.sleep((1.0 - self.bucket) / rate)
         try:
             await self.ws.send(json.dumps(msg, separators=(",", ":")))
         except ConnectionClosed as e:
