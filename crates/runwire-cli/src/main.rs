@@ -22,11 +22,11 @@ enum Command {
     /// Schema tools: generate, diff, check, validate, list rules.
     #[command(subcommand)]
     Schema(cmd::schema::SchemaCommand),
+    /// Conformance kit: run the server and client suites, coverage, reports.
+    Conform(Box<cmd::conform::ConformArgs>),
     /// Serve one client fixture: play it to a connecting client (or an adapter spawned
     /// after `--`), print every frame, and judge.
     Mock(cmd::mock::MockArgs),
-    /// Conformance kit: run the server and client suites, coverage, reports.
-    Conform(Box<cmd::conform::ConformArgs>),
     /// Run the reference server: WebSocket stream and HTTP ingest on one port.
     Serve(cmd::serve::ServeArgs),
     /// Append events to a run through the producer HTTP API.
@@ -45,12 +45,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Schema(c) => cmd::schema::run(c),
+        Command::Conform(a) => cmd::conform::run(*a),
         Command::Serve(a) => cmd::serve::run(a),
         Command::Publish(a) => cmd::publish::run(a),
         Command::Mock(a) => cmd::mock::run(a),
         Command::ClientAdapter(a) => cmd::client_adapter::run(a),
         Command::Watch(a) => cmd::watch::run(a),
-        Command::Conform(a) => cmd::conform::run(*a),
     };
     match result {
         Ok(code) => code,

@@ -1,9 +1,9 @@
 //! One module per subcommand.
 
-pub(crate) mod schema;
+pub(crate) mod client_adapter;
 pub(crate) mod conform;
 pub(crate) mod mock;
 pub(crate) mod publish;
+pub(crate) mod schema;
 pub(crate) mod serve;
-pub(crate) mod client_adapter;
 pub(crate) mod watch;
