@@ -18,7 +18,7 @@ async def pipe(reader, writer):
             await writer.drain()
         if writer.can_write_eof():
             writer.write_eof()
-    except (ConnectionError, asyncio.CancelledError):
+    except (OSError, asyncio.CancelledError):
         writer.transport.abort()
 
 
