@@ -230,30 +230,6 @@ fn once<T, E: de::Error>(slot: &mut Option<T>, name: &'static str, v: T) -> Resu
     Ok(())
 }
 
-/// Decodes `data` for a known type with its payload struct; `None` for other types.
-fn known_payload<'de, A: MapAccess<'de>>(
-    ty: &str,
-    map: &mut A,
-) -> Result<Option<EventPayload>, A::Error> {
-    use runwire_protocol as p;
-    Ok(Some(match ty {
-        "run.status" => map.next_value::<p::RunStatusData>()?.into(),
-        "run.progress" => map.next_value::<p::ProgressData>()?.into(),
-        "run.metadata" => map.next_value::<p::RunMetadataData>()?.into(),
-        "run.phase" => map.next_value::<p::RunPhaseData>()?.into(),
-        "log.line" => map.next_value::<p::LogLineData>()?.into(),
-        "tool.started" => map.next_value::<p::ToolStartedData>()?.into(),
-        "tool.finished" => map.next_value::<p::ToolFinishedData>()?.into(),
-        "agent.message" => map.next_value::<p::AgentMessageData>()?.into(),
-        "agent.thinking" => map.next_value::<p::AgentThinkingData>()?.into(),
-        "file.changed" => map.next_value::<p::FileChangedData>()?.into(),
-        "artifact.created" => map.next_value::<p::ArtifactCreatedData>()?.into(),
-        "todo.updated" => map.next_value::<p::TodoUpdatedData>()?.into(),
-        "output.chunk" => map.next_value::<p::OutputChunkData>()?.into(),
-        _ => return Ok(None),
-    }))
-}
-
 impl<'de> Visitor<'de> for FastEvent {
     type Value = Event;
 
@@ -302,12 +278,12 @@ impl<'de> Visitor<'de> for FastEvent {
                     if payload.is_some() || early.is_some() {
                         return Err(de::Error::duplicate_field("data"));
                     }
-                    let known = match ty.as_deref() {
-                        Some(t) => known_payload(t, &mut map)?,
-                        None => None,
-                    };
-                    match known {
-                        Some(p) => payload = Some(p),
+                    // With the type known, decode `data` in place; otherwise keep it
+                    // as a value until the type arrives.
+                    match ty.as_deref() {
+                        Some(t) => {
+                            payload = Some(map.next_value_seed(runwire_protocol::PayloadSeed(t))?)
+                        }
                         None => early = Some(map.next_value()?),
                     }
                 }

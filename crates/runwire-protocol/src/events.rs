@@ -493,8 +493,12 @@ macro_rules! payloads {
     };
 }
 
-/// Deserializes `data` for a given event type.
-struct PayloadSeed<'a>(&'a str);
+/// Deserializes the `data` member of an event of the given type: known types into
+/// their payload struct, other (well-formed) type names into
+/// [`EventPayload::Unknown`] with an object `data`. Use it with
+/// `MapAccess::next_value_seed` to decode `data` in place, without a `Value` in between.
+#[derive(Debug, Clone, Copy)]
+pub struct PayloadSeed<'a>(pub &'a str);
 
 payloads! {
     RunStatus(RunStatusData) = "run.status",

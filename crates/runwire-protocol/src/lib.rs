@@ -29,8 +29,8 @@ pub use codes::{CloseAction, CloseCode, ErrorCode};
 pub use events::{
     AgentMessageData, AgentThinkingData, ArtifactCreatedData, ChunkEncoding, Event, EventData,
     EventPayload, FileChange, FileChangedData, KNOWN_EVENT_TYPES, LogLevel, LogLineData,
-    OutputChunkData, ProgressData, RunMetadataData, RunPhaseData, RunStatus, RunStatusData,
-    TodoItem, TodoStatus, TodoUpdatedData, ToolFinishedData, ToolStartedData,
+    OutputChunkData, PayloadSeed, ProgressData, RunMetadataData, RunPhaseData, RunStatus,
+    RunStatusData, TodoItem, TodoStatus, TodoUpdatedData, ToolFinishedData, ToolStartedData,
 };
 pub use ids::{EVENT_TYPE_PATTERN, Epoch, EventId, IdError, RunId, Timestamp, is_valid_event_type};
 pub use messages::{
