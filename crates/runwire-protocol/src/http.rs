@@ -259,4 +259,8 @@ impl HttpError {
 pub struct Health {
     /// `ok` when the server accepts appends and connections.
     pub status: String,
+    /// Why the server is not `ok`, for people (for example the event store's error);
+    /// not meant to be parsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }

@@ -87,6 +87,53 @@ impl AuthConfig {
     }
 }
 
+/// Which events the stores keep (spec section 8.3): by default every event of every
+/// run (`RW-RESUME-12`). With a limit, a run keeps at least its last `events` events
+/// (trimmed in steps of a tenth of it) plus a stored snapshot, so a reset still
+/// carries the whole folded state; older cursors are answered with 410
+/// `cursor_too_old` in history reads (`RW-INGEST-17`) and a `reset` on subscribe
+/// (`RW-RESUME-5`). Applies to the memory and SQLite stores (the Redis store has its
+/// own `retain_events` URL option).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Events every run keeps at least; 0 keeps every event.
+    pub events: u64,
+    /// Rules for some runs; the first whose pattern matches the run id wins.
+    pub runs: Vec<RetentionRule>,
+}
+
+/// A retention rule for the runs whose id matches a pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRule {
+    /// Run id pattern; `*` matches any run of characters (as in token `runs`).
+    pub pattern: String,
+    /// Events these runs keep at least; 0 keeps every event.
+    pub events: u64,
+}
+
+impl RetentionConfig {
+    /// The retention of `run_id`: events it keeps at least, 0 = all.
+    pub fn for_run(&self, run_id: &runwire_protocol::RunId) -> u64 {
+        self.runs
+            .iter()
+            .find(|r| crate::auth::glob(&r.pattern, run_id.as_str()))
+            .map_or(self.events, |r| r.events)
+    }
+
+    /// Whether any run is trimmed.
+    pub fn trims(&self) -> bool {
+        self.events > 0 || self.runs.iter().any(|r| r.events > 0)
+    }
+
+    /// How many events past its retention a run grows before it is trimmed: a
+    /// tenth of the retention, at least 10.
+    pub fn step(retain: u64) -> u64 {
+        (retain / 10).max(10)
+    }
+}
+
 /// SQLite store settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -100,6 +147,14 @@ pub struct SqliteConfig {
     pub group_commit_max: usize,
     /// Read connections for replay and history reads.
     pub readers: usize,
+    /// A run's folded snapshot is stored every this many events, so that a snapshot
+    /// read or a reset folds only the events after it (and retention can trim below
+    /// it).
+    pub snapshot_every: u64,
+    /// How often the background maintenance thread checkpoints the WAL into the
+    /// database file (only when something was committed since). Checkpoints run off
+    /// the writer thread, so appends never wait for one.
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for SqliteConfig {
@@ -108,6 +163,8 @@ impl Default for SqliteConfig {
             synchronous: "full".into(),
             group_commit_max: 256,
             readers: 4,
+            snapshot_every: 10_000,
+            checkpoint_interval_ms: 250,
         }
     }
 }
@@ -160,6 +217,8 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     /// SQLite store settings.
     pub sqlite: SqliteConfig,
+    /// Which events the memory and SQLite stores keep.
+    pub retention: RetentionConfig,
 }
 
 impl Default for ServerConfig {
@@ -186,6 +245,7 @@ impl Default for ServerConfig {
             allow_unauthenticated_public: false,
             auth: AuthConfig::default(),
             sqlite: SqliteConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -298,6 +358,11 @@ impl ServerConfig {
         }
         if self.slow_consumer_max_bytes == 0 || self.slow_consumer_max_age_ms == 0 {
             return bad("slow-consumer limits must be at least 1");
+        }
+        if self.sqlite.snapshot_every == 0 || self.sqlite.checkpoint_interval_ms == 0 {
+            return bad(
+                "sqlite.snapshot_every and sqlite.checkpoint_interval_ms must be at least 1",
+            );
         }
         if !matches!(
             self.sqlite.synchronous.as_str(),

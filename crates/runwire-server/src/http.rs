@@ -1,6 +1,6 @@
 //! The producer HTTP API, health and metrics (spec §4).
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::{
     body::Bytes,
@@ -82,6 +82,13 @@ fn store_error(state: &AppState, e: StoreError) -> ApiError {
             StatusCode::BAD_REQUEST,
             ErrorCode::InvalidRequest,
             format!("run {run_id} reached the largest sequence number"),
+        ),
+        StoreError::NotRetained { run_id, after_seq } => ApiError::new(
+            StatusCode::GONE,
+            ErrorCode::CursorTooOld,
+            format!(
+                "events of run {run_id} after seq {after_seq} are no longer retained; read the snapshot (GET /v1/runs/{run_id}) and continue from its as_of_seq"
+            ),
         ),
         StoreError::Closed => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -368,13 +375,35 @@ pub(crate) async fn history(
 /// `GET /healthz`.
 pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     if *state.shutdown.borrow() {
-        json(
+        return json(
             StatusCode::SERVICE_UNAVAILABLE,
             r#"{"status":"shutting_down"}"#.into(),
-        )
-    } else {
-        json(StatusCode::OK, r#"{"status":"ok"}"#.into())
+        );
     }
+    // The store decides whether appends and subscriptions can be served
+    // (`RW-INGEST-22`); a check that hangs counts as a failure.
+    let check = tokio::time::timeout(Duration::from_secs(2), state.store.health()).await;
+    match check {
+        Ok(Ok(())) => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
+        Ok(Err(e)) => unavailable_health(&e.to_string()),
+        Err(_) => unavailable_health("the event store did not answer within 2 s"),
+    }
+}
+
+fn unavailable_health(reason: &str) -> Response {
+    let body = runwire_protocol::http::Health {
+        status: "unavailable".into(),
+        reason: Some(reason.to_owned()),
+    };
+    let mut r = json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        runwire_protocol::codec::encode(&body),
+    );
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    r
 }
 
 /// `GET /metrics`.

@@ -64,7 +64,10 @@ pub mod store;
 mod ws;
 
 pub use auth::{Authenticator, Principal};
-pub use config::{AuthConfig, ConfigError, Role, ServerConfig, SqliteConfig, StaticToken};
+pub use config::{
+    AuthConfig, ConfigError, RetentionConfig, RetentionRule, Role, ServerConfig, SqliteConfig,
+    StaticToken,
+};
 pub use metrics::Metrics;
 pub use store::{EventStore, MemoryStore, SqliteStore, StoreError, open_store};
 

@@ -636,6 +636,8 @@ struct SubStart {
     delivered: u64,
     /// Replay up to here before going live.
     target: u64,
+    /// The first replay chunk, read while checking that the cursor is retained.
+    first: Vec<StoredEvent>,
 }
 
 /// Fixes a subscription's position and answers it with `subscribed` or `reset`
@@ -654,12 +656,27 @@ async fn open_subscription(
     let live = store.live(run_id);
     let info = store.open_run(run_id).await?;
     let after = req.after_seq.unwrap_or(0);
+    let mut first = Vec::new();
     let reason = if req.epoch.as_ref().is_some_and(|e| *e != info.epoch) {
         Some(ResetReason::EpochMismatch)
     } else if after > info.head_seq {
         Some(ResetReason::CursorAhead)
     } else if info.head_seq - after > cfg.replay_window_events {
         Some(ResetReason::CursorTooOld)
+    } else if after < info.head_seq {
+        // Read the first chunk now: a cursor whose next event retention deleted is
+        // reset too (`RW-RESUME-5`).
+        match store
+            .read(run_id, after, info.head_seq, cfg.replay_chunk_events)
+            .await
+        {
+            Ok(chunk) => {
+                first = chunk;
+                None
+            }
+            Err(crate::store::StoreError::NotRetained { .. }) => Some(ResetReason::CursorTooOld),
+            Err(e) => return Err(e),
+        }
     } else {
         None
     };
@@ -697,7 +714,35 @@ async fn open_subscription(
         live,
         delivered,
         target: info.head_seq.max(delivered),
+        first,
     }))
+}
+
+/// Sends a `reset` with the run's current snapshot on an open subscription
+/// (`RW-RESUME-13`) and returns the new (delivered, target) positions; `Ok(None)`:
+/// the frame could not be queued (slow consumer).
+async fn reset_subscription(
+    state: &AppState,
+    out: &Outbound,
+    run_id: &RunId,
+    reason: ResetReason,
+) -> Result<Option<(u64, u64)>, crate::store::StoreError> {
+    let info = state.store.open_run(run_id).await?;
+    let snapshot = state.store.snapshot(run_id).await?.unwrap_or_else(|| {
+        runwire_protocol::RunSnapshot::empty(run_id.clone(), info.epoch.clone())
+    });
+    Metrics::inc(&state.metrics.resets);
+    let as_of = snapshot.as_of_seq;
+    let msg = ServerMessage::Reset(Reset {
+        run_id: run_id.clone(),
+        epoch: snapshot.epoch.clone(),
+        reason,
+        snapshot,
+    });
+    if out.send(&msg).is_err() {
+        return Ok(None);
+    }
+    Ok(Some((as_of, info.head_seq.max(as_of))))
 }
 
 /// One subscription after its `subscribed`/`reset`: replay, then live, without gap or
@@ -734,6 +779,7 @@ async fn run_subscription(
         mut live,
         mut delivered,
         mut target,
+        first,
     } = start;
     let batching = cfg.batch_window_ms > 0;
     let send = |evs: Vec<StoredEvent>| {
@@ -748,6 +794,36 @@ async fn run_subscription(
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     let flush_at = tokio::time::sleep_until(far);
     tokio::pin!(flush_at);
+    if let Some(last) = first.last()
+        && first.first().map(|e| e.seq) == Some(delivered + 1)
+    {
+        delivered = last.seq;
+        match send(first).await {
+            Ok(()) => {}
+            Err(QueueError::SlowConsumer) => return slow(&out),
+            Err(QueueError::Closed) => return,
+        }
+    }
+    // A `reset` on the open subscription (`RW-RESUME-13`): the pending batch goes
+    // first, then the snapshot; the subscription continues after it.
+    macro_rules! reset_open {
+        ($reason:expr) => {{
+            flush_at.as_mut().reset(far);
+            match send(std::mem::take(&mut batch)).await {
+                Ok(()) => {}
+                Err(QueueError::SlowConsumer) => return slow(&out),
+                Err(QueueError::Closed) => return,
+            }
+            match reset_subscription(&state, &out, &run_id, $reason).await {
+                Ok(Some((d, t))) => {
+                    delivered = d;
+                    target = t;
+                }
+                Ok(None) => return slow(&out),
+                Err(e) => return fatal(&e),
+            }
+        }};
+    }
     loop {
         // Catch up from the store, read as the socket drains (`RW-SLOW-2`).
         while delivered < target {
@@ -760,6 +836,11 @@ async fn run_subscription(
                 .await
             {
                 Ok(c) => c,
+                // Trimmed by retention while this subscription caught up.
+                Err(crate::store::StoreError::NotRetained { .. }) => {
+                    reset_open!(ResetReason::CursorTooOld);
+                    continue;
+                }
                 Err(e) => return fatal(&e),
             };
             let Some(last) = chunk.last() else {
@@ -844,6 +925,11 @@ async fn run_subscription(
                         Ok(None) => {}
                         Err(e) => return fatal(&e),
                     }
+                }
+                LiveRecv::Recreated => reset_open!(ResetReason::EpochMismatch),
+                LiveRecv::Unavailable(why) => {
+                    let _ = send(std::mem::take(&mut batch)).await;
+                    return fatal(&why);
                 }
                 LiveRecv::Closed => {
                     let _ = send(std::mem::take(&mut batch)).await;

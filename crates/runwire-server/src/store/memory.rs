@@ -1,4 +1,10 @@
 //! An in-memory store for tests and ephemeral servers. Nothing survives a restart.
+//!
+//! With a [`RetentionConfig`], a run keeps at least its last `events` events: once it
+//! holds a tenth more, the oldest are dropped together with their idempotency
+//! records. The folded snapshot is kept whole, so resets still carry every event's
+//! effect (`RW-SNAP-2`); reads below the trimmed point are
+//! [`StoreError::NotRetained`].
 
 use std::{
     collections::BTreeMap,
@@ -10,6 +16,8 @@ use std::{
 
 use runwire_protocol::{Epoch, RunId, RunSnapshot, http::NewEvent};
 
+use crate::config::RetentionConfig;
+
 use super::{
     AppendOutcome, BoxFuture, EventStore, IdemRecord, LiveHub, LiveReceiver, RunInfo, StoreError,
     StoredEvent, new_epoch, plan_append,
@@ -18,7 +26,10 @@ use super::{
 #[derive(Debug)]
 struct MemRun {
     epoch: Epoch,
+    /// Events `trimmed + 1 ..= head`.
     events: Vec<StoredEvent>,
+    /// The highest seq no longer held (0: every event is).
+    trimmed: u64,
     idem: BTreeMap<String, IdemRecord>,
     snapshot: RunSnapshot,
 }
@@ -30,14 +41,32 @@ impl MemRun {
             snapshot: RunSnapshot::empty(run_id.clone(), epoch.clone()),
             epoch,
             events: Vec::new(),
+            trimmed: 0,
             idem: BTreeMap::new(),
         }
+    }
+
+    fn head(&self) -> u64 {
+        self.trimmed + self.events.len() as u64
+    }
+
+    /// Drops the oldest events once the run holds a step more than `retain`.
+    fn trim(&mut self, retain: u64) {
+        let held = self.events.len() as u64;
+        if retain == 0 || held < retain + RetentionConfig::step(retain) {
+            return;
+        }
+        let drop = usize::try_from(held - retain).unwrap_or(usize::MAX);
+        self.events.drain(..drop);
+        self.trimmed += drop as u64;
+        let trimmed = self.trimmed;
+        self.idem.retain(|_, r| r.seq > trimmed);
     }
 
     fn info(&self) -> RunInfo {
         RunInfo {
             epoch: self.epoch.clone(),
-            head_seq: self.events.len() as u64,
+            head_seq: self.head(),
             terminal: self.snapshot.is_terminal(),
         }
     }
@@ -49,12 +78,21 @@ pub struct MemoryStore {
     runs: Mutex<BTreeMap<RunId, MemRun>>,
     hub: LiveHub,
     closed: AtomicBool,
+    retention: RetentionConfig,
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store that keeps every event.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that trims runs to `retention`.
+    pub fn with_retention(retention: RetentionConfig) -> Self {
+        Self {
+            retention,
+            ..Self::default()
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<RunId, MemRun>> {
@@ -94,7 +132,7 @@ impl EventStore for MemoryStore {
             let run = runs
                 .entry(run_id.clone())
                 .or_insert_with(|| MemRun::new(run_id));
-            let head = run.events.len() as u64;
+            let head = run.head();
             let planned = match plan_append(
                 run_id,
                 &run.epoch,
@@ -133,6 +171,7 @@ impl EventStore for MemoryStore {
             if !stored.is_empty() {
                 // Published under the lock, so the feed is in seq order.
                 self.hub.publish(run_id, Arc::from(stored));
+                run.trim(self.retention.for_run(run_id));
             }
             Ok(AppendOutcome {
                 response: planned.response,
@@ -153,6 +192,16 @@ impl EventStore for MemoryStore {
             let Some(run) = runs.get(run_id) else {
                 return Ok(Vec::new());
             };
+            if after_seq >= up_to || limit == 0 || after_seq >= run.head() {
+                return Ok(Vec::new());
+            }
+            if after_seq < run.trimmed {
+                return Err(StoreError::NotRetained {
+                    run_id: run_id.clone(),
+                    after_seq,
+                });
+            }
+            let (after_seq, up_to) = (after_seq - run.trimmed, up_to - run.trimmed);
             let start = usize::try_from(after_seq)
                 .unwrap_or(usize::MAX)
                 .min(run.events.len());
@@ -173,6 +222,16 @@ impl EventStore for MemoryStore {
 
     fn live(&self, run_id: &RunId) -> LiveReceiver {
         self.hub.subscribe(run_id)
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            if self.closed.load(Ordering::Acquire) {
+                Err(StoreError::Closed)
+            } else {
+                Ok(())
+            }
+        })
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -67,6 +67,13 @@ impl StoredEvent {
 pub enum LiveEvent {
     /// Events just made durable, in seq order.
     Events(Arc<[StoredEvent]>),
+    /// The run's log was re-created (a new epoch) while it was watched: every open
+    /// subscription sends a `reset` with the new log's snapshot (`RW-RESUME-13`).
+    Recreated,
+    /// The store cannot serve the run's feed any more (its backend is unreachable):
+    /// open subscriptions end with `store_unavailable` (close 4105) and the clients
+    /// resume elsewhere or later.
+    Unavailable(Arc<str>),
 }
 
 /// A subscription to a run's live feed.
@@ -82,6 +89,10 @@ pub enum LiveRecv {
     Events(Arc<[StoredEvent]>),
     /// The receiver fell behind and missed some events: read them from the store.
     Lagged,
+    /// The run's log was re-created (see [`LiveEvent::Recreated`]).
+    Recreated,
+    /// The store cannot serve the feed (see [`LiveEvent::Unavailable`]).
+    Unavailable(Arc<str>),
     /// The store is closing.
     Closed,
 }
@@ -96,6 +107,8 @@ impl LiveReceiver {
     pub async fn recv(&mut self) -> LiveRecv {
         match self.rx.recv().await {
             Ok(LiveEvent::Events(e)) => LiveRecv::Events(e),
+            Ok(LiveEvent::Recreated) => LiveRecv::Recreated,
+            Ok(LiveEvent::Unavailable(why)) => LiveRecv::Unavailable(why),
             Err(broadcast::error::RecvError::Lagged(_)) => LiveRecv::Lagged,
             Err(broadcast::error::RecvError::Closed) => LiveRecv::Closed,
         }
@@ -151,6 +164,15 @@ pub enum StoreError {
     /// The run would exceed the largest seq.
     #[error("run {0} reached the largest sequence number")]
     SeqExhausted(RunId),
+    /// Events the read asked for were trimmed by the store's retention
+    /// (`RW-INGEST-17`, `RW-RESUME-5`): the reader needs a snapshot instead.
+    #[error("events of run {run_id} after seq {after_seq} are no longer retained")]
+    NotRetained {
+        /// The run.
+        run_id: RunId,
+        /// The cursor the read started from.
+        after_seq: u64,
+    },
     /// The backend failed; the operation did not happen (or, for appends, may be
     /// retried with the same idempotency keys).
     #[error("event store unavailable: {0}")]
@@ -182,6 +204,9 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<AppendOutcome, StoreError>>;
 
     /// Reads events with `after_seq < seq <= up_to`, at most `limit`, in seq order.
+    /// The answer starts at `after_seq + 1` or is empty (then `after_seq >= up_to` or
+    /// the run's head is at most `after_seq`); when the event after `after_seq` was
+    /// trimmed by retention it is [`StoreError::NotRetained`].
     fn read<'a>(
         &'a self,
         run_id: &'a RunId,
@@ -200,6 +225,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// Subscribes to the run's live feed. Call before reading the head so that no
     /// event falls between the two.
     fn live(&self, run_id: &RunId) -> LiveReceiver;
+
+    /// Checks that the backend answers, for `GET /healthz` (`RW-INGEST-22`): `Err`
+    /// when appends or reads would fail now.
+    fn health(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Makes everything acknowledged durable and stops accepting writes.
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
@@ -241,7 +270,9 @@ pub fn open_store(
     config: &crate::ServerConfig,
 ) -> Result<Arc<dyn EventStore>, StoreError> {
     if spec == "memory" {
-        return Ok(Arc::new(MemoryStore::new()));
+        return Ok(Arc::new(MemoryStore::with_retention(
+            config.retention.clone(),
+        )));
     }
     if let Some(path) = spec.strip_prefix("sqlite:") {
         if path.is_empty() {
@@ -249,7 +280,11 @@ pub fn open_store(
                 "sqlite store needs a path: sqlite:PATH".into(),
             ));
         }
-        return Ok(Arc::new(SqliteStore::open(path, &config.sqlite)?));
+        return Ok(Arc::new(SqliteStore::open_with(
+            path,
+            &config.sqlite,
+            config.retention.clone(),
+        )?));
     }
     if ["redis://", "rediss://", "redis+unix://", "unix://"]
         .iter()

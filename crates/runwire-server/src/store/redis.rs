@@ -1087,10 +1087,10 @@ impl Inner {
                 .is_some_and(|i| i.head_seq > after && up_to > after),
         };
         if missing {
-            return Err(StoreError::Unavailable(format!(
-                "events of run {run_id} after seq {after} are no longer retained (retain_events={})",
-                self.opts.retain_events
-            )));
+            return Err(StoreError::NotRetained {
+                run_id: run_id.clone(),
+                after_seq: after,
+            });
         }
         Ok(events)
     }
@@ -1252,7 +1252,8 @@ impl Inner {
 
     /// Records the epoch a subscriber of this node was told. A different epoch than
     /// the one recorded means the log was re-created while watched: its current
-    /// subscriptions are rung (`RW-RESUME-13` is then reached by resubscribing).
+    /// subscriptions are reset (`RW-RESUME-13`) and the reader, which was reading the
+    /// old log's stream position, starts over on the new one.
     fn note_epoch(&self, run_id: &RunId, epoch: &Epoch) {
         let mut w = self.watches.lock().unwrap_or_else(|e| e.into_inner());
         let Some(watch) = w.get_mut(run_id) else {
@@ -1261,34 +1262,32 @@ impl Inner {
         match &watch.seen_epoch {
             Some(e) if e.as_str() == epoch.as_str() => {}
             Some(_) => {
-                ring(watch);
+                recreated(watch);
                 watch.seen_epoch = Some(epoch.as_str().to_owned());
+                drop(w);
+                self.wake.notify_one();
             }
             None => watch.seen_epoch = Some(epoch.as_str().to_owned()),
         }
     }
 
-    /// Rings every local subscription with a seq jump: each reads from the store,
-    /// which fails while Redis is unreachable, and closes with `store_unavailable`.
-    fn ring_unavailable(&self, only: Option<&BTreeSet<RunId>>) {
+    /// Tells every local subscription that Redis is unreachable: each ends with
+    /// `store_unavailable` (close 4105) and its client resumes later or elsewhere.
+    fn ring_unavailable(&self) {
+        let why: Arc<str> = Arc::from(format!("redis at {} is unreachable", self.url));
         let mut w = self.watches.lock().unwrap_or_else(|e| e.into_inner());
-        for (run_id, watch) in w.iter_mut() {
-            if only.is_some_and(|o| !o.contains(run_id)) {
-                continue;
-            }
-            ring(watch);
+        for watch in w.values_mut() {
+            let _ = watch.tx.send(LiveEvent::Unavailable(Arc::clone(&why)));
+            watch.pos = None;
         }
     }
 }
 
-/// Sends a watch's subscriptions a seq jump past any log: each reads from the store,
-/// and ends with `store_unavailable` (4105) unless the log has what it needs.
-fn ring(watch: &mut Watch) {
-    let _ = watch.tx.send(LiveEvent::Events(Arc::from(vec![StoredEvent {
-        seq: u64::MAX,
-        json: Arc::from(""),
-        flush: true,
-    }])));
+/// Tells a watch's subscriptions that the run's log was re-created (Redis lost it,
+/// or it expired and was opened again): each sends a `reset` with the new log's
+/// snapshot (`RW-RESUME-13`).
+fn recreated(watch: &mut Watch) {
+    let _ = watch.tx.send(LiveEvent::Recreated);
     watch.pos = None;
 }
 
@@ -1346,7 +1345,7 @@ async fn reader_loop(inner: Arc<Inner>) {
                     if failures == 1 {
                         tracing::warn!(url = %inner.url, error = %e, "redis unreachable: live subscriptions are told to reconnect");
                     }
-                    inner.ring_unavailable(None);
+                    inner.ring_unavailable();
                     let backoff = Duration::from_millis((50u64 << failures.min(5)).min(1_000));
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
@@ -1451,7 +1450,7 @@ async fn reader_loop(inner: Arc<Inner>) {
                 }
                 // Try again at once; ring the subscriptions only if that fails.
                 if failures > 1 {
-                    inner.ring_unavailable(None);
+                    inner.ring_unavailable();
                 }
             }
         }
@@ -1523,7 +1522,7 @@ async fn init_positions(
             && watch.pos.is_none()
         {
             if seen.is_some() && epoch != seen {
-                ring(watch);
+                recreated(watch);
                 watch.seen_epoch.clone_from(&epoch);
             }
             watch.pos = Some(WatchPos { cursor, epoch });
@@ -1582,9 +1581,17 @@ async fn revalidate(inner: &Inner, c: &MultiplexedConnection) -> Result<(), Stor
     if !changed.is_empty() {
         tracing::warn!(
             runs = changed.len(),
-            "watched runs lost or re-created in redis; their subscriptions are told to reconnect"
+            "watched runs lost or re-created in redis; their subscriptions are reset"
         );
-        inner.ring_unavailable(Some(&changed));
+        let mut w = inner.watches.lock().unwrap_or_else(|e| e.into_inner());
+        for r in &changed {
+            if let Some(watch) = w.get_mut(r) {
+                recreated(watch);
+                // The resets open the run again (a new epoch if it is gone): that
+                // epoch is the one they were told, not another re-creation.
+                watch.seen_epoch = None;
+            }
+        }
     }
     Ok(())
 }
@@ -1679,6 +1686,13 @@ impl EventStore for RedisStore {
         run_id: &'a RunId,
     ) -> BoxFuture<'a, Result<Option<RunSnapshot>, StoreError>> {
         Box::pin(self.inner.snapshot(run_id, false))
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let _: String = self.inner.pool.query(&redis::cmd("PING")).await?;
+            Ok(())
+        })
     }
 
     fn live(&self, run_id: &RunId) -> LiveReceiver {

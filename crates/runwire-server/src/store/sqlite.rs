@@ -11,23 +11,42 @@
 //! a process crash (SIGKILL) but the last commits may be lost on power loss. A failed
 //! transaction is rolled back entirely and every request in the group gets
 //! `store_unavailable`; producers retry with their idempotency keys.
+//!
+//! # Maintenance: checkpoints, snapshots, retention
+//!
+//! A second thread with its own connection keeps the writer's path short:
+//!
+//! - It checkpoints the WAL into the database file every
+//!   `sqlite.checkpoint_interval_ms` when something was committed (the writer's
+//!   automatic checkpoint is off, so no append waits for one).
+//! - Every `sqlite.snapshot_every` events of a run it stores the run's folded
+//!   snapshot, so a snapshot read folds only the events after it.
+//! - With a [`RetentionConfig`] limit, it then deletes the run's events (and their
+//!   idempotency records) older than the limit, never past the stored snapshot: a
+//!   reset still carries every event's effect (`RW-SNAP-2`), and a read from a
+//!   trimmed cursor is [`StoreError::NotRetained`] (`RW-INGEST-17`, `RW-RESUME-5`).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::Path,
-    sync::{Arc, Mutex, mpsc},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
     thread,
+    time::Duration,
 };
 
 use runwire_protocol::{Epoch, RunId, RunSnapshot, http::NewEvent};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::{
     AppendOutcome, BoxFuture, EventStore, IdemRecord, LiveHub, LiveReceiver, RunInfo, StoreError,
     StoredEvent, new_epoch, plan_append,
 };
-use crate::config::SqliteConfig;
+use crate::config::{RetentionConfig, SqliteConfig};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -52,6 +71,13 @@ CREATE TABLE IF NOT EXISTS idempotency (
     fingerprint TEXT NOT NULL,
     PRIMARY KEY (run_id, key)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_by_seq ON idempotency (run_id, seq);
+CREATE TABLE IF NOT EXISTS snapshots (
+    run_id TEXT PRIMARY KEY,
+    as_of_seq INTEGER NOT NULL,
+    json TEXT NOT NULL,
+    trimmed INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
 ";
 
 fn db_err(e: rusqlite::Error) -> StoreError {
@@ -64,6 +90,8 @@ struct CachedRun {
     head: u64,
     terminal: bool,
     snapshot: Option<RunSnapshot>,
+    /// The head when maintenance was last asked to look at the run.
+    maint_at: u64,
 }
 
 impl CachedRun {
@@ -97,6 +125,30 @@ struct Shared {
     cache: Cache,
     hub: LiveHub,
     readers: Vec<Mutex<Connection>>,
+    retention: RetentionConfig,
+    snapshot_every: u64,
+    /// Commits so far (the maintenance thread checkpoints when it moved).
+    commits: AtomicU64,
+    /// Why the last group transaction failed, until one succeeds (`/healthz`).
+    failing: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Events between maintenance passes of a run: the snapshot interval, or the
+    /// retention step when that is shorter.
+    fn maint_every(&self, run_id: &RunId) -> u64 {
+        match self.retention.for_run(run_id) {
+            0 => self.snapshot_every,
+            r => self.snapshot_every.min(RetentionConfig::step(r)),
+        }
+    }
+}
+
+enum Maint {
+    Run(RunId),
+    /// Answered once everything asked before it is done, including a checkpoint.
+    Barrier(oneshot::Sender<()>),
+    Stop,
 }
 
 /// A durable [`EventStore`] on one SQLite file (see the module docs for durability).
@@ -104,6 +156,8 @@ pub struct SqliteStore {
     shared: Arc<Shared>,
     tx: Mutex<Option<mpsc::Sender<Cmd>>>,
     writer: Mutex<Option<thread::JoinHandle<()>>>,
+    maint: mpsc::Sender<Maint>,
+    maintainer: Mutex<Option<thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -131,14 +185,25 @@ fn read_run(conn: &Connection, run_id: &RunId) -> Result<Option<CachedRun>, Stor
                 head: u64::try_from(head).unwrap_or(0),
                 terminal: terminal != 0,
                 snapshot: None,
+                maint_at: u64::try_from(head).unwrap_or(0),
             })
         })
         .transpose()
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`, keeping every event.
     pub fn open(path: impl AsRef<Path>, config: &SqliteConfig) -> Result<Self, StoreError> {
+        Self::open_with(path, config, RetentionConfig::default())
+    }
+
+    /// Opens (creating if needed) the database at `path`, trimming runs to
+    /// `retention` (see the module docs).
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        config: &SqliteConfig,
+        retention: RetentionConfig,
+    ) -> Result<Self, StoreError> {
         let path = path.as_ref();
         let open_err = |e: rusqlite::Error| {
             StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
@@ -148,9 +213,22 @@ impl SqliteStore {
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", config.synchronous.as_str())
             .map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
+        // Checkpoints run on the maintenance thread, not inside an append.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        let maint_conn = Connection::open(path).map_err(open_err)?;
+        maint_conn
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
+        maint_conn
+            .pragma_update(None, "synchronous", config.synchronous.as_str())
+            .map_err(open_err)?;
+        maint_conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(open_err)?;
         let mut readers = Vec::new();
         for _ in 0..config.readers.max(1) {
             let r = Connection::open_with_flags(
@@ -158,27 +236,51 @@ impl SqliteStore {
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
             .map_err(open_err)?;
-            r.busy_timeout(std::time::Duration::from_secs(5))
-                .map_err(open_err)?;
+            r.busy_timeout(Duration::from_secs(5)).map_err(open_err)?;
             readers.push(Mutex::new(r));
         }
         let shared = Arc::new(Shared {
             cache: Mutex::new(BTreeMap::new()),
             hub: LiveHub::default(),
             readers,
+            retention,
+            snapshot_every: config.snapshot_every.max(1),
+            commits: AtomicU64::new(0),
+            failing: Mutex::new(None),
         });
+        let (maint, maint_rx) = mpsc::channel();
+        let s2 = Arc::clone(&shared);
+        let interval = Duration::from_millis(config.checkpoint_interval_ms.max(1));
+        let maintainer = thread::Builder::new()
+            .name("runwire-sqlite-maint".into())
+            .spawn(move || maintenance_loop(maint_conn, maint_rx, s2, interval))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start maintenance: {e}")))?;
         let (tx, rx) = mpsc::channel();
         let s2 = Arc::clone(&shared);
         let max = config.group_commit_max.max(1);
+        let to_maint = maint.clone();
         let writer = thread::Builder::new()
             .name("runwire-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, s2, max))
+            .spawn(move || writer_loop(conn, rx, s2, max, to_maint))
             .map_err(|e| StoreError::Unavailable(format!("cannot start writer: {e}")))?;
         Ok(Self {
             shared,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
+            maint,
+            maintainer: Mutex::new(Some(maintainer)),
         })
+    }
+
+    /// Waits until the maintenance thread has done everything asked of it so far:
+    /// stored snapshots, retention and a WAL checkpoint (see the module docs). For
+    /// tests and tools; the server never waits for maintenance.
+    pub async fn sync_maintenance(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.maint
+            .send(Maint::Barrier(tx))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)
     }
 
     fn send(&self, cmd: Cmd) -> Result<(), StoreError> {
@@ -262,6 +364,75 @@ fn read_events(
     rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
 }
 
+/// The run's stored snapshot and the highest seq trimmed below it (0: none).
+fn read_stored_snapshot(
+    conn: &Connection,
+    run_id: &RunId,
+) -> Result<Option<(RunSnapshot, u64)>, StoreError> {
+    conn.prepare_cached("SELECT json, trimmed FROM snapshots WHERE run_id = ?1")
+        .map_err(db_err)?
+        .query_row(params![run_id.as_str()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
+        .optional()
+        .map_err(db_err)?
+        .map(|(json, trimmed)| {
+            let snap: RunSnapshot = serde_json::from_str(&json).map_err(|e| {
+                StoreError::Unavailable(format!("corrupt snapshot of {run_id}: {e}"))
+            })?;
+            Ok((snap, u64::try_from(trimmed).unwrap_or(0)))
+        })
+        .transpose()
+}
+
+/// The highest seq of the run that retention deleted (0: none).
+fn read_trimmed(conn: &Connection, run_id: &RunId) -> Result<u64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT trimmed FROM snapshots WHERE run_id = ?1")
+        .map_err(db_err)?
+        .query_row(params![run_id.as_str()], |r| r.get::<_, i64>(0))
+        .optional()
+        .map_err(db_err)?
+        .map_or(0, |t| u64::try_from(t).unwrap_or(0)))
+}
+
+/// Folds the run's snapshot at `head`: from the stored snapshot (or `base`, when it
+/// is newer) plus the events after it, in the caller's transaction.
+fn fold_snapshot(
+    conn: &Connection,
+    run_id: &RunId,
+    run: &CachedRun,
+    base: Option<RunSnapshot>,
+) -> Result<RunSnapshot, StoreError> {
+    let stored = read_stored_snapshot(conn, run_id)?
+        .map(|(s, _)| s)
+        .filter(|s| s.epoch == run.epoch && s.as_of_seq <= run.head);
+    let mut snap = match (stored, base) {
+        (Some(s), Some(b)) if b.as_of_seq > s.as_of_seq => b,
+        (Some(s), _) => s,
+        (None, Some(b)) => b,
+        (None, None) => RunSnapshot::empty(run_id.clone(), run.epoch.clone()),
+    };
+    while snap.as_of_seq < run.head {
+        let chunk = read_events(conn, run_id, snap.as_of_seq, run.head, 10_000)?;
+        match chunk.first() {
+            Some(first) if first.seq == snap.as_of_seq + 1 => {}
+            _ => {
+                return Err(StoreError::Unavailable(format!(
+                    "the log of run {run_id} misses events after seq {} below its snapshot",
+                    snap.as_of_seq
+                )));
+            }
+        }
+        for e in &chunk {
+            let ev = runwire_protocol::codec::decode_event(e.json.as_bytes(), usize::MAX)
+                .map_err(|e| StoreError::Unavailable(format!("corrupt event: {e}")))?;
+            snap.apply(&ev);
+        }
+    }
+    Ok(snap)
+}
+
 impl EventStore for SqliteStore {
     fn open_run<'a>(&'a self, run_id: &'a RunId) -> BoxFuture<'a, Result<RunInfo, StoreError>> {
         Box::pin(async move {
@@ -322,8 +493,20 @@ impl EventStore for SqliteStore {
                 return Ok(Vec::new());
             }
             let id = run_id.clone();
-            self.with_reader(move |c| read_events(c, &id, after_seq, up_to, limit))
-                .await
+            self.with_reader(move |c| {
+                // One read transaction: the trim point and the events agree.
+                let tx = c.unchecked_transaction().map_err(db_err)?;
+                if read_trimmed(&tx, &id)? > after_seq {
+                    return Err(StoreError::NotRetained {
+                        run_id: id,
+                        after_seq,
+                    });
+                }
+                let events = read_events(&tx, &id, after_seq, up_to, limit)?;
+                tx.finish().map_err(db_err)?;
+                Ok(events)
+            })
+            .await
         })
     }
 
@@ -344,21 +527,7 @@ impl EventStore for SqliteStore {
                     let Some(run) = read_run(&tx, &id)? else {
                         return Ok(None);
                     };
-                    let mut snap = RunSnapshot::empty(id.clone(), run.epoch.clone());
-                    let mut after = 0;
-                    while after < run.head {
-                        let chunk = read_events(&tx, &id, after, run.head, 10_000)?;
-                        let Some(last) = chunk.last() else { break };
-                        after = last.seq;
-                        for e in &chunk {
-                            let ev = runwire_protocol::codec::decode_event(
-                                e.json.as_bytes(),
-                                usize::MAX,
-                            )
-                            .map_err(|e| StoreError::Unavailable(format!("corrupt event: {e}")))?;
-                            snap.apply(&ev);
-                        }
-                    }
+                    let snap = fold_snapshot(&tx, &id, &run, None)?;
                     tx.finish().map_err(db_err)?;
                     Ok(Some((run, snap)))
                 })
@@ -382,6 +551,34 @@ impl EventStore for SqliteStore {
         self.shared.hub.subscribe(run_id)
     }
 
+    fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let writer_alive = self
+                .writer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|h| !h.is_finished());
+            if !writer_alive {
+                return Err(StoreError::Closed);
+            }
+            if let Some(why) = self
+                .shared
+                .failing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+            {
+                return Err(StoreError::Unavailable(why));
+            }
+            self.with_reader(|c| {
+                c.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+                    .map_err(db_err)
+            })
+            .await
+        })
+    }
+
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
@@ -393,6 +590,15 @@ impl EventStore for SqliteStore {
             if let Some(h) = handle {
                 let _ = tokio::task::spawn_blocking(move || h.join()).await;
             }
+            let _ = self.maint.send(Maint::Stop);
+            let handle = self
+                .maintainer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(h) = handle {
+                let _ = tokio::task::spawn_blocking(move || h.join()).await;
+            }
             Ok(())
         })
     }
@@ -400,8 +606,10 @@ impl EventStore for SqliteStore {
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        // Dropping the sender ends the writer loop after the queued commands.
+        // Dropping the sender ends the writer loop after the queued commands; the
+        // maintenance thread ends at its next wake-up.
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let _ = self.maint.send(Maint::Stop);
     }
 }
 
@@ -424,7 +632,13 @@ enum Reply {
     ),
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>, shared: Arc<Shared>, max: usize) {
+fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Cmd>,
+    shared: Arc<Shared>,
+    max: usize,
+    maint: mpsc::Sender<Maint>,
+) {
     let mut closing: Vec<oneshot::Sender<()>> = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut cmds = vec![first];
@@ -437,13 +651,21 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>, shared: Arc<Shared
         let mut work: BTreeMap<RunId, Working> = BTreeMap::new();
         let mut replies = Vec::with_capacity(cmds.len());
         let result = (|| -> Result<(), StoreError> {
-            let tx = conn.transaction().map_err(db_err)?;
+            // Immediate: take the write lock up front (the maintenance thread writes
+            // too), instead of failing to upgrade a read transaction.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
             for cmd in cmds {
                 match cmd {
                     Cmd::Close { reply } => closing.push(reply),
                     Cmd::Open { run_id, reply } => {
-                        load(&tx, &shared, &mut work, &run_id)?.opened = true;
+                        // Every reply is kept, also the failing command's: the
+                        // group's error reaches it after the rollback.
+                        let opened =
+                            load(&tx, &shared, &mut work, &run_id).map(|w| w.opened = true);
                         replies.push(Reply::Open(reply, run_id));
+                        opened?;
                     }
                     Cmd::Append {
                         run_id,
@@ -451,11 +673,13 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>, shared: Arc<Shared
                         reply,
                     } => {
                         let r = append_one(&tx, &shared, &mut work, &run_id, events);
-                        match r {
-                            Err(StoreError::Unavailable(m)) => {
-                                return Err(StoreError::Unavailable(m));
-                            }
-                            r => replies.push(Reply::Append(reply, r)),
+                        let failed = match &r {
+                            Err(StoreError::Unavailable(m)) => Some(m.clone()),
+                            _ => None,
+                        };
+                        replies.push(Reply::Append(reply, r));
+                        if let Some(m) = failed {
+                            return Err(StoreError::Unavailable(m));
                         }
                     }
                 }
@@ -480,6 +704,12 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>, shared: Arc<Shared
         })();
         match result {
             Ok(()) => {
+                shared.commits.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .failing
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
                 {
                     let mut cache = shared.cache.lock().unwrap_or_else(|e| e.into_inner());
                     for (run_id, w) in &mut work {
@@ -490,6 +720,10 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>, shared: Arc<Shared
                         entry.epoch = w.run.epoch.clone();
                         entry.head = w.run.head;
                         entry.terminal = w.run.terminal;
+                        if entry.head.saturating_sub(entry.maint_at) >= shared.maint_every(run_id) {
+                            entry.maint_at = entry.head;
+                            let _ = maint.send(Maint::Run(run_id.clone()));
+                        }
                         if let Some(s) = &mut entry.snapshot {
                             for e in &w.new_events {
                                 s.apply(e);
@@ -521,6 +755,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>, shared: Arc<Shared
             }
             Err(e) => {
                 tracing::error!(error = %e, "sqlite transaction failed; rolled back");
+                *shared.failing.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
                 {
                     let mut cache = shared.cache.lock().unwrap_or_else(|e| e.into_inner());
                     for run_id in work.keys() {
@@ -577,6 +812,7 @@ fn load<'w>(
                         head: 0,
                         terminal: false,
                         snapshot: None,
+                        maint_at: 0,
                     },
                     true,
                 ),
@@ -695,4 +931,131 @@ fn append_one(
         response: planned.response,
         appended,
     })
+}
+
+/// The maintenance thread (see the module docs): checkpoints, stored snapshots and
+/// retention, on its own connection so that appends never wait for them.
+fn maintenance_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<Maint>,
+    shared: Arc<Shared>,
+    interval: Duration,
+) {
+    let mut checkpointed = 0;
+    loop {
+        let mut runs = BTreeSet::new();
+        let mut barriers = Vec::new();
+        let mut stop = false;
+        let mut take = |m: Maint| match m {
+            Maint::Run(r) => {
+                runs.insert(r);
+            }
+            Maint::Barrier(b) => barriers.push(b),
+            Maint::Stop => stop = true,
+        };
+        match rx.recv_timeout(interval) {
+            Ok(m) => take(m),
+            Err(mpsc::RecvTimeoutError::Disconnected) => take(Maint::Stop),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        while let Ok(m) = rx.try_recv() {
+            take(m);
+        }
+        if stop {
+            break;
+        }
+        for run_id in runs {
+            if let Err(e) = maintain(&conn, &shared, &run_id) {
+                tracing::warn!(run_id = %run_id, error = %e, "snapshot or retention pass failed; retried later");
+                if let Some(c) = shared
+                    .cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_mut(&run_id)
+                {
+                    // Ask again after the next append.
+                    c.maint_at = 0;
+                }
+            }
+        }
+        let commits = shared.commits.load(Ordering::Relaxed);
+        if commits != checkpointed {
+            // Passive: copies what no reader still needs, never blocks the writer.
+            match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                Ok(()) => checkpointed = commits,
+                Err(e) => tracing::warn!(error = %e, "wal checkpoint failed; retried later"),
+            }
+        }
+        for b in barriers {
+            let _ = b.send(());
+        }
+    }
+}
+
+/// Stores the run's snapshot at its head and trims it to its retention, never past
+/// the stored snapshot.
+fn maintain(conn: &Connection, shared: &Shared, run_id: &RunId) -> Result<(), StoreError> {
+    let cached = shared
+        .cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(run_id)
+        .and_then(|c| c.snapshot.clone());
+    let tx = conn.unchecked_transaction().map_err(db_err)?;
+    let Some(run) = read_run(&tx, run_id)? else {
+        return Ok(());
+    };
+    let (stored_at, trimmed) =
+        read_stored_snapshot(&tx, run_id)?.map_or((0, 0), |(s, t)| (s.as_of_seq, t));
+    // The writer's cached snapshot is committed state, possibly ahead of this read.
+    let base = cached.filter(|c| c.epoch == run.epoch);
+    let head = run.head.max(base.as_ref().map_or(0, |b| b.as_of_seq));
+    let snap = if base.as_ref().is_some_and(|b| b.as_of_seq == head) {
+        base.unwrap_or_else(|| RunSnapshot::empty(run_id.clone(), run.epoch.clone()))
+    } else {
+        fold_snapshot(&tx, run_id, &run, base)?
+    };
+    tx.finish().map_err(db_err)?;
+    let retain = shared.retention.for_run(run_id);
+    let cut = if retain == 0 {
+        0
+    } else {
+        snap.as_of_seq.saturating_sub(retain)
+    };
+    if snap.as_of_seq <= stored_at && cut <= trimmed {
+        return Ok(());
+    }
+    let json = serde_json::to_string(&snap)
+        .map_err(|e| StoreError::Unavailable(format!("cannot encode snapshot: {e}")))?;
+    let to_i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    // Immediate: take the write lock up front (rolled back if dropped on an error).
+    let conn_tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    conn_tx
+        .prepare_cached(
+            "INSERT INTO snapshots (run_id, as_of_seq, json, trimmed) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT(run_id) DO UPDATE SET as_of_seq = excluded.as_of_seq, json = excluded.json, \
+             trimmed = max(snapshots.trimmed, excluded.trimmed) \
+             WHERE excluded.as_of_seq >= snapshots.as_of_seq",
+        )
+        .map_err(db_err)?
+        .execute(params![run_id.as_str(), to_i(snap.as_of_seq), json, to_i(cut.max(trimmed))])
+        .map_err(db_err)?;
+    if cut > trimmed {
+        conn_tx
+            .prepare_cached("DELETE FROM events WHERE run_id = ?1 AND seq > ?2 AND seq <= ?3")
+            .map_err(db_err)?
+            .execute(params![run_id.as_str(), to_i(trimmed), to_i(cut)])
+            .map_err(db_err)?;
+        conn_tx
+            .prepare_cached("DELETE FROM idempotency WHERE run_id = ?1 AND seq <= ?2")
+            .map_err(db_err)?
+            .execute(params![run_id.as_str(), to_i(cut)])
+            .map_err(db_err)?;
+    }
+    conn_tx.commit().map_err(db_err)?;
+    if cut > trimmed {
+        tracing::debug!(run_id = %run_id, through = cut, "trimmed by retention");
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@ mod conn;
 mod ingest;
 mod input;
 mod redis;
+mod retention;
 mod shutdown;
 mod slow;
 mod store;

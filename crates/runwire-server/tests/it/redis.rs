@@ -167,7 +167,7 @@ async fn subscribe(server: &RunningServer, sub: Value) -> (Client, String, u64) 
     }
 }
 
-/// Events until the connection ends (a close or an abrupt end).
+/// Events until the connection ends (a close or an abrupt end), an error or a reset.
 async fn events_until_close(c: &mut Client, run: &RunId, out: &mut Vec<Event>) -> Frame {
     loop {
         match c.recv().await {
@@ -184,7 +184,7 @@ async fn events_until_close(c: &mut Client, run: &RunId, out: &mut Vec<Event>) -
                 )
                 .await;
             }
-            Frame::Msg(m @ ServerMessage::Error(_)) => {
+            Frame::Msg(m @ (ServerMessage::Error(_) | ServerMessage::Reset(_))) => {
                 return Frame::Msg(m);
             }
             Frame::Msg(_) => {}
@@ -703,28 +703,116 @@ async fn rw_event_10_redis_restarted_without_its_data_gives_a_new_epoch_and_a_re
     let (mut client, epoch, _) = subscribe(&b, json!({"run_id": "amnesia"})).await;
     client.events_until(&run, 0, 5).await;
     redis.restart();
-    // The node notices the log is gone when it reconnects (or fails to reach Redis
-    // first): the subscription ends with store_unavailable, never a silent gap.
+    // The node notices the log is gone. Either its reader reaches the new Redis at
+    // once and finds the run's epoch gone: the open subscription gets a reset with
+    // the new log's (empty) snapshot (RW-RESUME-13); or it fails to reach Redis
+    // first: the subscription ends with store_unavailable and the resuming client is
+    // reset (RW-EVENT-10, RW-RESUME-4). Never a silent gap.
     let mut tail = Vec::new();
-    match events_until_close(&mut client, &run, &mut tail).await {
-        Frame::Msg(ServerMessage::Error(e)) => {
-            assert_eq!(e.code.as_str(), "store_unavailable", "{e:?}");
-            assert_eq!(e.close_code, Some(4105));
-        }
-        other => panic!("expected a store_unavailable error, got {other:?}"),
-    }
-    assert!(tail.is_empty());
-    // The resuming client gets a reset with a new epoch (RW-EVENT-10, RW-RESUME-4).
-    let mut c = Client::connect(&b).await;
-    c.hello(json!([{"run_id": "amnesia", "after_seq": 5, "epoch": epoch}]))
-        .await;
-    match c.msg().await {
-        ServerMessage::Reset(r) => {
+    let new_epoch = match events_until_close(&mut client, &run, &mut tail).await {
+        Frame::Msg(ServerMessage::Reset(r)) => {
             assert_eq!(r.reason, runwire_protocol::ResetReason::EpochMismatch);
             assert_ne!(r.epoch.as_str(), epoch);
             assert_eq!(r.snapshot.as_of_seq, 0);
+            r.epoch.as_str().to_owned()
         }
-        other => panic!("expected reset, got {other:?}"),
+        Frame::Msg(ServerMessage::Error(e)) => {
+            assert_eq!(e.code.as_str(), "store_unavailable", "{e:?}");
+            assert_eq!(e.close_code, Some(4105));
+            let mut c = Client::connect(&b).await;
+            c.hello(json!([{"run_id": "amnesia", "after_seq": 5, "epoch": epoch}]))
+                .await;
+            match c.msg().await {
+                ServerMessage::Reset(r) => {
+                    assert_eq!(r.reason, runwire_protocol::ResetReason::EpochMismatch);
+                    assert_ne!(r.epoch.as_str(), epoch);
+                    assert_eq!(r.snapshot.as_of_seq, 0);
+                    client = c;
+                    r.epoch.as_str().to_owned()
+                }
+                other => panic!("expected reset, got {other:?}"),
+            }
+        }
+        other => panic!("expected a reset or a store_unavailable error, got {other:?}"),
+    };
+    assert!(tail.is_empty());
+    // Either way the subscription continues on the new log.
+    append_until_ok(&Producer::new(&b), "amnesia", lines(100, 3, "new")).await;
+    let got = client.events_until(&run, 0, 3).await;
+    assert_gapless(&got, 1, 3);
+    assert!(got.iter().all(|e| e.seq <= 3));
+    let (_, info) = Producer::new(&b).get("/v1/runs/amnesia").await;
+    assert_eq!(info["epoch"], json!(new_epoch));
+    b.shutdown().await;
+}
+
+/// The run's log is re-created while a client watches it (here: Redis loses every
+/// key while it stays up, and another client opens the run again): the open
+/// subscription gets a `reset` with the new epoch before any event of the new log,
+/// then continues (RW-RESUME-13).
+#[tokio::test]
+async fn rw_resume_13_log_recreated_while_subscribed_resets_the_open_subscription() {
+    let redis = Redis::start(false);
+    let b = node(&redis).await;
+    let run = run("phoenix");
+    Producer::new(&b).ok("phoenix", lines(0, 4, "old")).await;
+    let (mut client, epoch, _) = subscribe(&b, json!({"run_id": "phoenix"})).await;
+    client.events_until(&run, 0, 4).await;
+    let mut admin = redis::Client::open(redis.url())
+        .expect("client")
+        .get_connection()
+        .expect("admin connection");
+    let _: () = redis::cmd("FLUSHALL").query(&mut admin).expect("flushall");
+    // A second client opens the run: a new log with a new epoch.
+    let (_other, new_epoch, head) = subscribe(&b, json!({"run_id": "phoenix"})).await;
+    assert_ne!(new_epoch, epoch);
+    assert_eq!(head, 0);
+    match client.msg().await {
+        ServerMessage::Reset(r) => {
+            assert_eq!(r.reason, runwire_protocol::ResetReason::EpochMismatch);
+            assert_eq!(r.epoch.as_str(), new_epoch);
+            assert_eq!(r.snapshot.as_of_seq, 0);
+        }
+        other => panic!("expected a reset on the open subscription, got {other:?}"),
+    }
+    Producer::new(&b).ok("phoenix", lines(10, 2, "new")).await;
+    let got = client.events_until(&run, 0, 2).await;
+    assert_gapless(&got, 1, 2);
+    assert!(got.iter().all(|e| e.seq <= 2));
+    b.shutdown().await;
+}
+
+/// `/healthz` follows the store: 503 `unavailable` while Redis is down, 200 again
+/// once it is back (RW-INGEST-22).
+#[tokio::test]
+async fn rw_ingest_22_healthz_is_unavailable_while_redis_is_down() {
+    let mut redis = Redis::start(true);
+    let b = node(&redis).await;
+    let p = Producer::new(&b);
+    let (st, body) = p.get("/healthz").await;
+    assert_eq!((st, body), (200, json!({"status": "ok"})));
+    redis.kill();
+    let (st, body) = p.get("/healthz").await;
+    assert_eq!(st, 503, "{body}");
+    assert_eq!(body["status"], json!("unavailable"));
+    assert!(
+        body["reason"].as_str().is_some_and(|r| r.contains("redis")),
+        "{body}"
+    );
+    redis.restart();
+    // The pool reconnects on the next command after its short hold-off.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (st, body) = p.get("/healthz").await;
+        if st == 200 {
+            assert_eq!(body, json!({"status": "ok"}));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "healthz stayed {st}: {body}"
+        );
+        tokio::task::yield_now().await;
     }
     b.shutdown().await;
 }

@@ -1,0 +1,292 @@
+//! Retention (spec §4.5, §8.3): trimmed history is 410 `cursor_too_old`
+//! (`RW-INGEST-17`), a trimmed cursor is reset with the whole folded state
+//! (`RW-RESUME-5`, `RW-SNAP-2`), retained cursors replay (`RW-RESUME-7`); the
+//! SQLite store's maintenance thread (stored snapshots, checkpoints) and `/healthz`
+//! (`RW-INGEST-22`).
+
+use std::sync::Arc;
+
+use runwire_protocol::{ResetReason, ServerMessage};
+use runwire_server::{
+    EventStore, MemoryStore, RetentionConfig, RetentionRule, RunningServer, SqliteConfig,
+    SqliteStore,
+};
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+/// Runs matching `short-*` keep at least 20 events (trimmed once they hold 30);
+/// every other run keeps everything.
+fn retention() -> RetentionConfig {
+    RetentionConfig {
+        events: 0,
+        runs: vec![RetentionRule {
+            pattern: "short-*".into(),
+            events: 20,
+        }],
+    }
+}
+
+/// A server on a store with [`retention`], and a way to wait until the store has
+/// trimmed what it will trim.
+struct Fixture {
+    server: RunningServer,
+    sqlite: Option<Arc<SqliteStore>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn start(kind: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (store, sqlite): (Arc<dyn EventStore>, _) = if kind == "sqlite" {
+            let s = Arc::new(
+                SqliteStore::open_with(
+                    dir.path().join("r.db"),
+                    &SqliteConfig::default(),
+                    retention(),
+                )
+                .expect("open"),
+            );
+            (s.clone(), Some(s))
+        } else {
+            (Arc::new(MemoryStore::with_retention(retention())), None)
+        };
+        Self {
+            server: start_with(config(), store).await,
+            sqlite,
+            _dir: dir,
+        }
+    }
+
+    /// The memory store trims inside the append; SQLite's maintenance thread after it.
+    async fn settle(&self) {
+        if let Some(s) = &self.sqlite {
+            s.sync_maintenance().await.expect("maintenance");
+        }
+    }
+}
+
+/// seq 1 status running, seq 2 phase build, then `n` progress events in requests of 7.
+async fn fill(p: &Producer, run: &str, n: usize) {
+    p.ok(
+        run,
+        json!([
+            {"type": "run.status", "data": {"status": "running"}},
+            {"type": "run.phase", "data": {"phase": "build"}}
+        ]),
+    )
+    .await;
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(7);
+        p.progress(run, k).await;
+        left -= k;
+    }
+}
+
+async fn check_trimmed_history_and_snapshot(kind: &str) {
+    let f = Fixture::start(kind).await;
+    let p = Producer::new(&f.server);
+    fill(&p, "short-a", 98).await; // head 100
+    f.settle().await;
+    // The run keeps at least its last 20 events and at most about 30.
+    let (st, body) = p.get("/v1/runs/short-a/events?after_seq=0").await;
+    assert_eq!(st, 410, "{kind}: {body}");
+    assert_eq!(body["error"]["code"], json!("cursor_too_old"), "{kind}");
+    assert_eq!(body["error"]["retryable"], json!(false), "{kind}");
+    let (st, body) = p.get("/v1/runs/short-a/events?after_seq=80").await;
+    assert_eq!(st, 200, "{kind}: {body}");
+    let seqs: Vec<u64> = body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, (81..=100).collect::<Vec<_>>(), "{kind}");
+    assert_eq!(body["head_seq"], json!(100));
+    // At the head: empty, not 410 (RW-INGEST-18).
+    let (st, body) = p.get("/v1/runs/short-a/events?after_seq=100").await;
+    assert_eq!((st, body["events"].clone()), (200, json!([])), "{kind}");
+    // The snapshot still folds from seq 1 (RW-INGEST-15, RW-SNAP-2).
+    let (st, snap) = p.get("/v1/runs/short-a").await;
+    assert_eq!(st, 200);
+    assert_eq!(snap["as_of_seq"], json!(100), "{kind}");
+    assert_eq!(snap["status"], json!("running"), "{kind}");
+    assert_eq!(snap["phase"], json!("build"), "{kind}: {snap}");
+    // A run outside the rule keeps everything.
+    fill(&p, "long-a", 98).await;
+    f.settle().await;
+    let (st, body) = p.get("/v1/runs/long-a/events?after_seq=0&limit=1").await;
+    assert_eq!(
+        (st, body["events"][0]["seq"].clone()),
+        (200, json!(1)),
+        "{kind}"
+    );
+    f.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn rw_ingest_17_trimmed_history_is_410_and_the_snapshot_keeps_everything_sqlite() {
+    check_trimmed_history_and_snapshot("sqlite").await;
+}
+
+#[tokio::test]
+async fn rw_ingest_17_trimmed_history_is_410_and_the_snapshot_keeps_everything_memory() {
+    check_trimmed_history_and_snapshot("memory").await;
+}
+
+async fn check_trimmed_cursor_resets(kind: &str) {
+    let f = Fixture::start(kind).await;
+    let p = Producer::new(&f.server);
+    fill(&p, "short-b", 98).await;
+    f.settle().await;
+    let (_, snap) = p.get("/v1/runs/short-b").await;
+    let epoch = snap["epoch"].as_str().expect("epoch").to_owned();
+    // Within the replay window (100,000) but trimmed: reset (RW-RESUME-5).
+    let mut c = Client::connect(&f.server).await;
+    c.hello(json!([{"run_id": "short-b", "after_seq": 10, "epoch": epoch}]))
+        .await;
+    match c.msg().await {
+        ServerMessage::Reset(r) => {
+            assert_eq!(r.reason, ResetReason::CursorTooOld, "{kind}");
+            assert_eq!(r.snapshot.as_of_seq, 100, "{kind}");
+            assert_eq!(
+                serde_json::to_value(&r.snapshot).expect("json"),
+                snap,
+                "{kind}: the reset carries the same state as GET /v1/runs"
+            );
+        }
+        other => panic!("{kind}: expected reset, got {other:?}"),
+    }
+    p.progress("short-b", 2).await;
+    let got = c.events_until(&run("short-b"), 100, 102).await;
+    assert_eq!(got.len(), 2);
+    // A retained cursor replays without a reset (RW-RESUME-7).
+    let mut d = Client::connect(&f.server).await;
+    d.hello(json!([{"run_id": "short-b", "after_seq": 90, "epoch": epoch}]))
+        .await;
+    match d.msg().await {
+        ServerMessage::Subscribed(s) => assert_eq!(s.after_seq, 90),
+        other => panic!("{kind}: expected subscribed, got {other:?}"),
+    }
+    d.events_until(&run("short-b"), 90, 102).await;
+    f.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn rw_resume_5_trimmed_cursor_is_reset_with_the_whole_state_sqlite() {
+    check_trimmed_cursor_resets("sqlite").await;
+}
+
+#[tokio::test]
+async fn rw_resume_5_trimmed_cursor_is_reset_with_the_whole_state_memory() {
+    check_trimmed_cursor_resets("memory").await;
+}
+
+/// Trimming and the stored snapshot survive a restart; idempotency keys of retained
+/// events still deduplicate.
+#[tokio::test]
+async fn rw_ingest_3_sqlite_retention_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("r.db");
+    let before: Value = {
+        let store = Arc::new(
+            SqliteStore::open_with(&path, &SqliteConfig::default(), retention()).expect("open"),
+        );
+        let s = start_with(config(), store.clone()).await;
+        let p = Producer::new(&s);
+        fill(&p, "short-c", 98).await;
+        p.ok(
+            "short-c",
+            json!([{"type": "log.line", "data": {"level": "info", "message": "m"}, "idempotency_key": "k"}]),
+        )
+        .await;
+        store.sync_maintenance().await.expect("maintenance");
+        let (_, snap) = p.get("/v1/runs/short-c").await;
+        s.shutdown().await;
+        snap
+    };
+    let store = Arc::new(
+        SqliteStore::open_with(&path, &SqliteConfig::default(), retention()).expect("reopen"),
+    );
+    let s = start_with(config(), store).await;
+    let p = Producer::new(&s);
+    let (st, _) = p.get("/v1/runs/short-c/events?after_seq=0").await;
+    assert_eq!(st, 410);
+    let (_, snap) = p.get("/v1/runs/short-c").await;
+    assert_eq!(
+        snap, before,
+        "the snapshot after a restart folds the same state"
+    );
+    let r = p
+        .ok(
+            "short-c",
+            json!([{"type": "log.line", "data": {"level": "info", "message": "m"}, "idempotency_key": "k"}]),
+        )
+        .await;
+    assert_eq!(r["events"][0]["duplicate"], json!(true), "{r}");
+    s.shutdown().await;
+}
+
+/// The maintenance thread checkpoints the WAL into the database file (the writer's
+/// automatic checkpoint is off so that no append waits for one).
+#[tokio::test]
+async fn sqlite_maintenance_checkpoints_the_wal_into_the_database_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("c.db");
+    let store = Arc::new(SqliteStore::open(&path, &SqliteConfig::default()).expect("open"));
+    let s = start_with(config(), store.clone()).await;
+    let p = Producer::new(&s);
+    let db_size = || std::fs::metadata(&path).expect("db file").len();
+    let empty = db_size();
+    for _ in 0..20 {
+        p.progress("cp", 100).await;
+    }
+    store.sync_maintenance().await.expect("maintenance");
+    let after = db_size();
+    assert!(
+        after > empty + 256 * 1024,
+        "2000 events reached the database file: {empty} -> {after} bytes"
+    );
+    s.shutdown().await;
+}
+
+/// `/healthz` is 503 while the SQLite store fails its transactions, and 200 again
+/// after one succeeds (RW-INGEST-22).
+#[tokio::test]
+async fn rw_ingest_22_healthz_follows_a_failing_sqlite_store() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("h.db");
+    let store = Arc::new(SqliteStore::open(&path, &SqliteConfig::default()).expect("open"));
+    let s = start_with(config(), store).await;
+    let p = Producer::new(&s);
+    assert_eq!(p.get("/healthz").await, (200, json!({"status": "ok"})));
+    // Another connection makes every insert fail, as a full disk would.
+    let admin = rusqlite::Connection::open(&path).expect("admin");
+    admin
+        .execute_batch(
+            "CREATE TRIGGER fail BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
+        )
+        .expect("trigger");
+    let (st, body) = p
+        .append(
+            "h",
+            json!([{"type": "run.progress", "data": {"percent": 1}}]),
+        )
+        .await;
+    assert_eq!(st, 503, "{body}");
+    assert_eq!(body["error"]["code"], json!("store_unavailable"), "{body}");
+    let (st, body) = p.get("/healthz").await;
+    assert_eq!(st, 503, "{body}");
+    assert_eq!(body["status"], json!("unavailable"));
+    assert!(
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("disk full")),
+        "{body}"
+    );
+    admin.execute_batch("DROP TRIGGER fail;").expect("drop");
+    assert_eq!(p.progress_status("h").await, 200);
+    assert_eq!(p.get("/healthz").await, (200, json!({"status": "ok"})));
+    s.shutdown().await;
+}
