@@ -10,6 +10,8 @@
 
 #![allow(missing_docs, clippy::print_stdout, clippy::disallowed_types)]
 
+mod support;
+
 use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
@@ -20,10 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
-use tokio::sync::Barrier;
-use tokio_tungstenite::tungstenite::Message;
+use support::*;
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -59,64 +58,12 @@ fn child(args: &[String]) {
         .expect("runtime");
     rt.block_on(async {
         let store = args.first().cloned().expect("store");
-        let mut config = runwire_server::ServerConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            ..Default::default()
-        };
-        for kv in &args[1..] {
-            let (k, v) = kv.split_once('=').expect("KEY=VALUE");
-            config.set(k, v).expect("setting");
-        }
-        let store = runwire_server::open_store(&store, &config).expect("store");
-        let server = runwire_server::Server::bind(config, store)
-            .await
-            .expect("bind");
-        println!("{}", server.local_addr());
-        tokio::task::spawn_blocking(|| {
-            let mut s = String::new();
-            while std::io::stdin()
-                .read_line(&mut s)
-                .map(|n| n > 0)
-                .unwrap_or(false)
-            {
-                s.clear();
-            }
-        })
-        .await
-        .expect("stdin");
-        server.shutdown().await;
+        serve_child(&store, &args[1..]).await;
     });
 }
 
-struct Proc {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn node(store: &str) -> Proc {
-    let exe = std::env::current_exe().expect("exe");
-    let mut child = Command::new(exe)
-        .args(["child", store])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn node");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address");
-    Proc {
-        child,
-        addr: line.trim().to_owned(),
-    }
+    spawn(&self_exe(), &["child", store])
 }
 
 /// A private redis-server on a free port in a temporary directory.
@@ -178,117 +125,6 @@ fn redis(fsync: &str) -> Redis {
     }
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn ws_connect(url: &str) -> Ws {
-    let mut last = None;
-    for _ in 0..50 {
-        match tokio_tungstenite::connect_async(url).await {
-            Ok((ws, _)) => return ws,
-            Err(e) => last = Some(e),
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("cannot connect to {url}: {last:?}");
-}
-
-/// Events in an `event` or `batch` frame.
-fn count_events(t: &str) -> u64 {
-    if t.starts_with("{\"type\":\"event\"") {
-        1
-    } else if t.starts_with("{\"type\":\"batch\"") {
-        t.matches("\"event_id\":").count() as u64
-    } else {
-        0
-    }
-}
-
-/// `subs` subscribers of `run`, spread round-robin over `addrs`; resolves to the
-/// instant each received the `n`-th event.
-async fn subscribers(
-    addrs: &[String],
-    run: &str,
-    subs: usize,
-    n: u64,
-) -> tokio::task::JoinHandle<Vec<Instant>> {
-    let ready = Arc::new(Barrier::new(subs + 1));
-    let sem = Arc::new(tokio::sync::Semaphore::new(64));
-    let mut tasks = Vec::with_capacity(subs);
-    for i in 0..subs {
-        let url = format!("ws://{}/v1/stream", addrs[i % addrs.len()]);
-        let (ready, sem, run) = (Arc::clone(&ready), Arc::clone(&sem), run.to_owned());
-        tasks.push(tokio::spawn(async move {
-            let permit = sem.acquire_owned().await.expect("sem");
-            let mut ws = ws_connect(&url).await;
-            let hello =
-                json!({"type": "hello", "versions": ["1.0"], "subscriptions": [{"run_id": run}]});
-            ws.send(Message::text(hello.to_string()))
-                .await
-                .expect("hello");
-            let mut subscribed = false;
-            while !subscribed {
-                match ws.next().await {
-                    Some(Ok(Message::Text(t))) => subscribed = t.contains("\"subscribed\""),
-                    other => panic!("no subscribed: {other:?}"),
-                }
-            }
-            drop(permit);
-            ready.wait().await;
-            let mut got = 0;
-            while got < n {
-                match ws.next().await {
-                    Some(Ok(Message::Text(t))) => {
-                        if t.as_str().starts_with("{\"type\":\"ping\"") {
-                            let v: Value = serde_json::from_str(&t).expect("ping");
-                            let pong = json!({"type": "pong", "id": v["id"]});
-                            let _ = ws.send(Message::text(pong.to_string())).await;
-                            continue;
-                        }
-                        got += count_events(&t);
-                    }
-                    Some(Ok(_)) => {}
-                    other => panic!("subscriber lost its connection at {got}/{n}: {other:?}"),
-                }
-            }
-            Instant::now()
-        }));
-    }
-    ready.wait().await;
-    tokio::spawn(async move {
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.expect("subscriber"));
-        }
-        out
-    })
-}
-
-fn progress_events(from: u64, n: u64) -> Value {
-    let evs: Vec<Value> = (from..from + n)
-        .map(|i| json!({"type": "run.progress", "data": {"percent": 42.5, "step": "Compiling crate 17 of 40", "current": i, "total": 40, "message": "building"}}))
-        .collect();
-    json!({ "events": evs })
-}
-
-async fn post(http: &reqwest::Client, addr: &str, run: &str, body: &Value) {
-    let r = http
-        .post(format!("http://{addr}/v1/runs/{run}/events"))
-        .json(body)
-        .send()
-        .await
-        .expect("post");
-    assert!(r.status().is_success(), "append failed: {}", r.status());
-}
-
-fn fmt_rate(r: f64) -> String {
-    if r >= 1e6 {
-        format!("{:.2} M/s", r / 1e6)
-    } else {
-        format!("{:.0} k/s", r / 1e3)
-    }
-}
-
 /// One fan-out run: delivered events per second. `redis2`: two nodes on one
 /// Redis, subscribers split over both, producer on the first; `sqlite`: one node on
 /// the embedded store.
@@ -309,7 +145,11 @@ async fn fanout_once(kind: &str, subs: usize, n: u64) -> f64 {
     };
     let addrs: Vec<String> = nodes.iter().map(|p| p.addr.clone()).collect();
     let http = reqwest::Client::new();
-    let done = subscribers(&addrs, "bench-run", subs, n).await;
+    let urls: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("ws://{a}/v1/stream"))
+        .collect();
+    let done = subscribers(&urls, subs, n, Some("bench-run")).await;
     let t0 = Instant::now();
     let mut sent = 0;
     while sent < n {

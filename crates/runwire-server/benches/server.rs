@@ -11,9 +11,9 @@
 
 #![allow(missing_docs, clippy::print_stdout, clippy::disallowed_types)]
 
+mod support;
+
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -25,6 +25,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 use tokio_tungstenite::tungstenite::Message;
+
+use support::*;
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -72,41 +74,12 @@ fn child(args: &[String]) {
         match args.first().map(String::as_str) {
             Some("runwire") => {
                 let store = args.get(1).cloned().unwrap_or_else(|| "memory".into());
-                let mut config = runwire_server::ServerConfig {
-                    listen: "127.0.0.1:0".parse().expect("addr"),
-                    ..Default::default()
-                };
-                for kv in &args[2.min(args.len())..] {
-                    let (k, v) = kv.split_once('=').expect("KEY=VALUE");
-                    config.set(k, v).expect("setting");
-                }
-                let store = runwire_server::open_store(&store, &config).expect("store");
-                let server = runwire_server::Server::bind(config, store)
-                    .await
-                    .expect("bind");
-                println!("{}", server.local_addr());
-                wait_stdin_closed().await;
-                server.shutdown().await;
+                serve_child(&store, &args[2.min(args.len())..]).await;
             }
             Some("bare") => bare_broadcast().await,
             other => panic!("unknown child {other:?}"),
         }
     });
-}
-
-async fn wait_stdin_closed() {
-    tokio::task::spawn_blocking(|| {
-        let mut s = String::new();
-        while std::io::stdin()
-            .read_line(&mut s)
-            .map(|n| n > 0)
-            .unwrap_or(false)
-        {
-            s.clear();
-        }
-    })
-    .await
-    .expect("stdin");
 }
 
 fn bench_frame(seq: u64) -> String {
@@ -178,43 +151,6 @@ async fn bare_broadcast() {
     wait_stdin_closed().await;
 }
 
-struct Proc {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(cmd: &str, args: &[&str]) -> Proc {
-    let mut parts = cmd.split_whitespace();
-    let prog = parts.next().expect("program");
-    let mut child = Command::new(prog)
-        .args(parts)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd}: {e}"));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address line");
-    Proc {
-        child,
-        addr: line.trim().to_owned(),
-    }
-}
-
-fn self_exe() -> String {
-    std::env::current_exe().expect("exe").display().to_string()
-}
-
 fn runwire(store: &str, settings: &[&str]) -> Proc {
     let exe = self_exe();
     let mut args = vec!["child", "runwire", store];
@@ -231,131 +167,6 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 // ---------------------------------------------------------------- load generator
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn ws_connect(url: &str) -> Ws {
-    for _ in 0..50 {
-        if let Ok((ws, _)) = tokio_tungstenite::connect_async(url).await {
-            return ws;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("cannot connect to {url}");
-}
-
-/// Counts events in a frame without parsing it: every event carries one `"seq":`.
-fn count_events(t: &str) -> u64 {
-    memchr::memmem::find_iter(t.as_bytes(), b"\"seq\":").count() as u64
-}
-
-async fn runwire_subscribe(ws: &mut Ws, run: &str, after: Option<u64>) {
-    let mut sub = json!({"run_id": run});
-    if let Some(a) = after {
-        sub["after_seq"] = json!(a);
-    }
-    ws.send(Message::text(
-        json!({"type": "hello", "versions": ["1.0"], "subscriptions": [sub]}).to_string(),
-    ))
-    .await
-    .expect("hello");
-    loop {
-        let m = ws.next().await.expect("frame").expect("ok");
-        if m.to_text().expect("text").contains("\"subscribed\"") {
-            break;
-        }
-    }
-}
-
-/// Connects `subs` subscribers; each counts events until `n`, then reports its finish
-/// time. Returns once all are subscribed, with a handle to await the finish times.
-async fn subscribers(
-    url: &str,
-    subs: usize,
-    n: u64,
-    runwire_run: Option<&str>,
-) -> tokio::task::JoinHandle<Vec<Instant>> {
-    let ready = Arc::new(Barrier::new(subs + 1));
-    let mut tasks = Vec::with_capacity(subs);
-    let sem = Arc::new(tokio::sync::Semaphore::new(64));
-    for _ in 0..subs {
-        let url = url.to_owned();
-        let ready = Arc::clone(&ready);
-        let run = runwire_run.map(str::to_owned);
-        let sem = Arc::clone(&sem);
-        tasks.push(tokio::spawn(async move {
-            let permit = sem.acquire_owned().await.expect("sem");
-            let mut ws = ws_connect(&url).await;
-            match &run {
-                Some(run) => runwire_subscribe(&mut ws, run, None).await,
-                None => {
-                    ws.send(Message::text("sub")).await.expect("sub");
-                    let _ = ws.next().await;
-                }
-            }
-            drop(permit);
-            ready.wait().await;
-            let mut got = 0;
-            while got < n {
-                match ws.next().await {
-                    Some(Ok(Message::Text(t))) => {
-                        if t.as_str().starts_with("{\"type\":\"ping\"") {
-                            let v: Value = serde_json::from_str(&t).expect("ping");
-                            let _ = ws
-                                .send(Message::text(
-                                    json!({"type": "pong", "id": v["id"]}).to_string(),
-                                ))
-                                .await;
-                            continue;
-                        }
-                        got += count_events(&t);
-                    }
-                    Some(Ok(_)) => {}
-                    other => panic!("subscriber lost its connection at {got}/{n}: {other:?}"),
-                }
-            }
-            Instant::now()
-        }));
-    }
-    ready.wait().await;
-    tokio::spawn(async move {
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.expect("subscriber"));
-        }
-        out
-    })
-}
-
-fn progress_events(from: u64, n: u64) -> Value {
-    let evs: Vec<Value> = (from..from + n)
-        .map(|i| json!({"type": "run.progress", "data": {"percent": 42.5, "step": "Compiling crate 17 of 40", "current": i, "total": 40, "message": "building"}}))
-        .collect();
-    json!({ "events": evs })
-}
-
-async fn post(http: &reqwest::Client, addr: &str, run: &str, body: &Value) {
-    let r = http
-        .post(format!("http://{addr}/v1/runs/{run}/events"))
-        .json(body)
-        .send()
-        .await
-        .expect("post");
-    assert!(r.status().is_success(), "append failed: {}", r.status());
-}
-
-fn temp_db(tag: &str) -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!("runwire-bench-{tag}-{}.db", std::process::id()));
-    remove_db(&p);
-    p
-}
-
-fn remove_db(p: &std::path::Path) {
-    let _ = std::fs::remove_file(p);
-    let _ = std::fs::remove_file(p.with_extension("db-wal"));
-    let _ = std::fs::remove_file(p.with_extension("db-shm"));
-}
 
 /// One fanout run: returns delivered events per second.
 async fn fanout_once(kind: &str, subs: usize, n: u64) -> Option<f64> {
@@ -376,7 +187,13 @@ async fn fanout_once(kind: &str, subs: usize, n: u64) -> Option<f64> {
     } else {
         format!("ws://{}/", proc.addr)
     };
-    let done = subscribers(&url, subs, n, is_runwire.then_some("bench-run")).await;
+    let done = subscribers(
+        std::slice::from_ref(&url),
+        subs,
+        n,
+        is_runwire.then_some("bench-run"),
+    )
+    .await;
     let t0 = Instant::now();
     let _ctl = if is_runwire {
         // The producer pipelines its requests (up to 4 in flight), as a real producer
@@ -414,14 +231,6 @@ async fn fanout_once(kind: &str, subs: usize, n: u64) -> Option<f64> {
     drop(proc);
     remove_db(&db);
     Some((subs as u64 * n) as f64 / secs)
-}
-
-fn fmt_rate(r: f64) -> String {
-    if r >= 1e6 {
-        format!("{:.2} M/s", r / 1e6)
-    } else {
-        format!("{:.0} k/s", r / 1e3)
-    }
 }
 
 async fn fanout() {
@@ -473,22 +282,38 @@ async fn latency() {
     println!(
         "\n## publish-to-deliver latency, 100 subscribers, 10,000 events/s (10 per request per ms), default batch window (200 ms, adaptive)"
     );
-    for store in ["memory", "sqlite", "sqlite-normal"] {
+    // RUNWIRE_BENCH_LATENCY_SECONDS (default 10) sets the length of each run;
+    // RUNWIRE_BENCH_LATENCY_EXTRA="name:key=value,key=value;..." adds SQLite variants.
+    let seconds: u64 = std::env::var("RUNWIRE_BENCH_LATENCY_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let mut variants: Vec<(String, Vec<String>)> = vec![
+        ("memory".into(), vec![]),
+        ("sqlite".into(), vec![]),
+        (
+            "sqlite-normal".into(),
+            vec!["sqlite.synchronous=normal".into()],
+        ),
+    ];
+    if let Ok(extra) = std::env::var("RUNWIRE_BENCH_LATENCY_EXTRA") {
+        for v in extra.split(';').filter(|v| !v.is_empty()) {
+            let (name, sets) = v.split_once(':').unwrap_or((v, ""));
+            let sets = sets.split(',').filter(|s| !s.is_empty()).map(str::to_owned);
+            variants.push((name.to_owned(), sets.collect()));
+        }
+    }
+    for (store, settings) in &variants {
         let path = temp_db("latency");
         let spec = if store == "memory" {
             "memory".to_owned()
         } else {
             format!("sqlite:{}", path.display())
         };
-        let settings: &[&str] = if store == "sqlite-normal" {
-            &["sqlite.synchronous=normal"]
-        } else {
-            &[]
-        };
-        let proc = runwire(&spec, settings);
+        let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+        let proc = runwire(&spec, &settings);
         let url = format!("ws://{}/v1/stream", proc.addr);
         let subs = 100;
-        let seconds = 3u64;
         let rate = 10_000u64;
         let n = rate * seconds;
         let origin = Instant::now();
