@@ -1016,6 +1016,32 @@ fn maintain(conn: &Connection, shared: &Shared, run_id: &RunId) -> Result<(), St
         fold_snapshot(&tx, run_id, &run, base)?
     };
     tx.finish().map_err(db_err)?;
+    // Hand the fold to the writer, which then keeps it current event by event, so
+    // the next pass (and every snapshot read) needs no fold. Appends go on meanwhile:
+    // catch up with what they committed (a few rounds at most).
+    let mut snap = snap;
+    for _ in 0..4 {
+        let head = {
+            let mut cache = shared.cache.lock().unwrap_or_else(|e| e.into_inner());
+            match cache.get_mut(run_id) {
+                Some(c) if c.epoch == snap.epoch && c.head == snap.as_of_seq => {
+                    if c.snapshot.is_none() {
+                        c.snapshot = Some(snap.clone());
+                    }
+                    break;
+                }
+                Some(c) if c.epoch == snap.epoch && c.head > snap.as_of_seq => c.head,
+                _ => break,
+            }
+        };
+        let tx = conn.unchecked_transaction().map_err(db_err)?;
+        let target = CachedRun {
+            head,
+            ..run.clone()
+        };
+        snap = fold_snapshot(&tx, run_id, &target, Some(snap))?;
+        tx.finish().map_err(db_err)?;
+    }
     let retain = shared.retention.for_run(run_id);
     let cut = if retain == 0 {
         0
