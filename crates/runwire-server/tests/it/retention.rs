@@ -6,10 +6,11 @@
 
 use std::sync::Arc;
 
-use runwire_protocol::{ResetReason, ServerMessage};
+use runwire_protocol::{ResetReason, RunId, RunSnapshot, ServerMessage, http::NewEvent};
 use runwire_server::{
     EventStore, MemoryStore, RetentionConfig, RetentionRule, RunningServer, SqliteConfig,
-    SqliteStore,
+    SqliteStore, StoreError,
+    store::{AppendOutcome, BoxFuture, LiveReceiver, RunInfo, StoredEvent},
 };
 use serde_json::{Value, json};
 
@@ -288,5 +289,92 @@ async fn rw_ingest_22_healthz_follows_a_failing_sqlite_store() {
     admin.execute_batch("DROP TRIGGER fail;").expect("drop");
     assert_eq!(p.progress_status("h").await, 200);
     assert_eq!(p.get("/healthz").await, (200, json!({"status": "ok"})));
+    s.shutdown().await;
+}
+
+/// A memory store whose events after seq 5 "get trimmed" while a subscription is
+/// still replaying them: every read from a cursor at or past 5 is `NotRetained`.
+struct TrimmedMidReplay(MemoryStore);
+
+impl EventStore for TrimmedMidReplay {
+    fn open_run<'a>(&'a self, run_id: &'a RunId) -> BoxFuture<'a, Result<RunInfo, StoreError>> {
+        self.0.open_run(run_id)
+    }
+    fn run_info<'a>(
+        &'a self,
+        run_id: &'a RunId,
+    ) -> BoxFuture<'a, Result<Option<RunInfo>, StoreError>> {
+        self.0.run_info(run_id)
+    }
+    fn append<'a>(
+        &'a self,
+        run_id: &'a RunId,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<AppendOutcome, StoreError>> {
+        self.0.append(run_id, events)
+    }
+    fn read<'a>(
+        &'a self,
+        run_id: &'a RunId,
+        after_seq: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<StoredEvent>, StoreError>> {
+        if after_seq >= 5 && after_seq < up_to {
+            return Box::pin(async move {
+                Err(StoreError::NotRetained {
+                    run_id: run_id.clone(),
+                    after_seq,
+                })
+            });
+        }
+        self.0.read(run_id, after_seq, up_to, limit)
+    }
+    fn snapshot<'a>(
+        &'a self,
+        run_id: &'a RunId,
+    ) -> BoxFuture<'a, Result<Option<RunSnapshot>, StoreError>> {
+        self.0.snapshot(run_id)
+    }
+    fn live(&self, run_id: &RunId) -> LiveReceiver {
+        self.0.live(run_id)
+    }
+    fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.0.health()
+    }
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.0.close()
+    }
+}
+
+/// Events a subscription still has to replay are trimmed under it: it gets a
+/// `reset` with reason `cursor_too_old` and the snapshot on the open subscription,
+/// never a gap, and then continues live (RW-RESUME-13).
+#[tokio::test]
+async fn rw_resume_13_events_trimmed_during_replay_reset_the_open_subscription() {
+    let mut cfg = config();
+    cfg.replay_chunk_events = 5;
+    let s = start_with(cfg, Arc::new(TrimmedMidReplay(MemoryStore::new()))).await;
+    let p = Producer::new(&s);
+    fill(&p, "mid", 48).await; // head 50
+    let mut c = Client::connect(&s).await;
+    c.hello(json!([{"run_id": "mid"}])).await;
+    match c.msg().await {
+        ServerMessage::Subscribed(sub) => assert_eq!((sub.after_seq, sub.head_seq), (0, 50)),
+        other => panic!("expected subscribed, got {other:?}"),
+    }
+    let first = c.events_until(&run("mid"), 0, 5).await;
+    assert_eq!(first.len(), 5);
+    match c.msg().await {
+        ServerMessage::Reset(r) => {
+            assert_eq!(r.reason, ResetReason::CursorTooOld);
+            assert_eq!(r.snapshot.as_of_seq, 50);
+            assert_eq!(r.snapshot.phase.as_deref(), Some("build"));
+        }
+        other => panic!("expected a reset on the open subscription, got {other:?}"),
+    }
+    p.progress("mid", 1).await;
+    let live = c.events_until(&run("mid"), 50, 51).await;
+    assert_eq!(live.len(), 1);
     s.shutdown().await;
 }
