@@ -55,7 +55,7 @@ use std::{
 
 use axum::{extract::connect_info::Connected, serve::IncomingStream};
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::oneshot,
 };
@@ -245,11 +245,16 @@ pub(crate) async fn linger(tcp: &mut TcpStream, timeout: Duration, max_bytes: u6
     if tcp.shutdown().await.is_err() {
         return LingerEnd::Failed;
     }
-    let mut buf = vec![0u8; 16 * 1024];
     let mut read = 0u64;
     let drain = async {
         loop {
-            match tcp.read(&mut buf).await {
+            if tcp.readable().await.is_err() {
+                return LingerEnd::Failed;
+            }
+            // The scratch buffer lives on the stack between two awaits, never in the
+            // future: a connection waiting in its lingering close holds no buffer.
+            let mut scratch = [0u8; 8 * 1024];
+            match tcp.try_read(&mut scratch) {
                 Ok(0) => return LingerEnd::PeerClosed,
                 Ok(n) => {
                     read += n as u64;
@@ -257,7 +262,11 @@ pub(crate) async fn linger(tcp: &mut TcpStream, timeout: Duration, max_bytes: u6
                         return LingerEnd::TooMuch;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(_) => return LingerEnd::Failed,
             }
         }
@@ -271,6 +280,7 @@ pub(crate) async fn linger(tcp: &mut TcpStream, timeout: Duration, max_bytes: u6
 mod tests {
     use super::*;
     use axum::serve::Listener;
+    use tokio::io::AsyncReadExt;
 
     /// A connected pair: the accepted side as a [`LingerStream`] with its handle, and
     /// the client side.
