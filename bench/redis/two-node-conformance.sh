@@ -82,12 +82,8 @@ echo "pass 1: redis $store; producer on node A $a; clients on node B $b" >&2
   --token rwc-reference-full-token --limited-token rwc-reference-limited-token \
   --restart-cmd "$tmp/restart.sh" "$@"
 # Pass 2: clients spread over both nodes by the round-robin proxy (one connection
-# to A, the next to B, ...), producer on A; slow-consumer scenarios are left to pass 1,
-# and so are the oversize-frame scenarios (RW-LIMIT-1): the server closes while the
-# rest of the oversize frame is still unread, the kernel answers with a TCP reset, and
-# through the extra proxy hop the reset can overtake the error frame. Pass 1 runs them
-# on a direct connection.
+# to A, the next to B, ...), producer on A; slow-consumer scenarios are left to pass 1.
 echo "pass 2: clients round-robin over A and B via $lb; producer on node A" >&2
 "$runwire" conform server --url "ws://$lb/v1/stream" --ingest "http://$a" \
   --token rwc-reference-full-token --limited-token rwc-reference-limited-token \
-  --restart-cmd "$tmp/restart.sh" "${@:---tags=not @slow and not @RW-LIMIT-1}"
+  --restart-cmd "$tmp/restart.sh" "${@:---tags=not @slow}"

@@ -4,8 +4,8 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::{
     body::Bytes,
-    extract::{Path, Query, State, WebSocketUpgrade},
-    http::{HeaderMap, StatusCode, header},
+    extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade},
+    http::{HeaderMap, StatusCode, Version, header},
     response::{IntoResponse, Response},
 };
 use runwire_protocol::{
@@ -18,6 +18,7 @@ use crate::{
     AppState,
     auth::{AuthError, Authenticator, Principal},
     config::Role,
+    linger::LingerHandle,
     metrics::Metrics,
     store::StoreError,
 };
@@ -429,6 +430,8 @@ pub(crate) async fn not_found() -> ApiError {
 /// `Authorization` header; never in the query string (`RW-AUTH-2`).
 pub(crate) async fn stream(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(linger): ConnectInfo<LingerHandle>,
+    version: Version,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -446,5 +449,10 @@ pub(crate) async fn stream(
     ws.read_buffer_size(4096)
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| crate::ws::serve_connection(socket, state, token))
+        .on_upgrade(move |socket| {
+            // Only an HTTP/1.1 upgrade hands the whole TCP connection to the WebSocket,
+            // so only then can it close with a lingering close (see `linger`).
+            let linger = (version == Version::HTTP_11).then_some(linger);
+            crate::ws::serve_connection(socket, state, token, linger)
+        })
 }

@@ -58,6 +58,7 @@ use tokio::sync::{Notify, watch};
 pub mod auth;
 pub mod config;
 mod http;
+mod linger;
 pub mod metrics;
 mod outbound;
 pub mod store;
@@ -204,20 +205,11 @@ impl Server {
             .layer(DefaultBodyLimit::max(body_limit))
             .with_state(Arc::clone(&state));
         let mut stop = shutdown_rx;
-        // Frames are written whole and flushed on purpose: Nagle's algorithm would only
-        // delay them (up to the peer's delayed-ACK timeout).
-        // The kernel's send buffer is bounded too (`RW-SLOW-1`): with autotuning it
-        // grows to megabytes, which swallow what a stalled client does not read, so the
-        // connection's own queue (bounded by bytes and age) would never fill.
+        // Accepted sockets get TCP_NODELAY and a bounded send buffer, and can be taken
+        // back from a finished WebSocket for a lingering close (see `linger`).
         let sndbuf = send_buffer_bytes(state.config.slow_consumer_max_bytes);
-        let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-            if let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(sndbuf) {
-                tracing::debug!(error = %e, "cannot set SO_SNDBUF");
-            }
-        });
+        let listener = linger::LingerListener::new(listener, sndbuf);
+        let app = app.into_make_service_with_connect_info::<linger::LingerHandle>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = stop.wait_for(|v| *v).await;
         });

@@ -51,6 +51,8 @@ metrics! {
     auth_failures: counter = "runwire_auth_failures_total", "Refused tokens and forbidden runs (HTTP and WebSocket).";
     protocol_errors: counter = "runwire_protocol_errors_total", "Error frames sent for bad client input.";
     store_errors: counter = "runwire_store_errors_total", "Store operations that failed.";
+    lingering_closes: counter = "runwire_lingering_closes_total", "Connections closed with a lingering close (FIN sent, remaining client input read and discarded).";
+    linger_cutoffs: counter = "runwire_linger_cutoffs_total", "Lingering closes ended by close_timeout_ms or the byte bound instead of the client closing its side.";
 }
 
 impl Metrics {

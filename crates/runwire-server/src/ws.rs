@@ -15,12 +15,13 @@ use runwire_protocol::{
     codec::{DecodeError, decode_client_message, peek_type},
     negotiate_version,
 };
-use tokio::task::JoinHandle;
+use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
 
 use crate::{
     AppState,
     auth::{AuthError, Principal},
     config::Role,
+    linger::{self, LingerEnd, LingerHandle},
     metrics::Metrics,
     outbound::{Outbound, QueueError},
     store::{LiveRecv, StoredEvent},
@@ -51,10 +52,17 @@ fn ms(v: u64) -> Duration {
 }
 
 /// Serves one WebSocket connection until it closes.
+///
+/// When the connection ends before the client finished its side (it did not send a
+/// close frame or close TCP: the read failed, as on an oversize frame, or the server
+/// stopped waiting), and `linger` is given (an HTTP/1.1 upgrade), the socket is closed
+/// with a lingering close (see [`crate::linger`]), so that the final `error` frame and
+/// close frame are not destroyed by a TCP reset (`RW-LIMIT-1`, `RW-CLOSE-9`).
 pub(crate) async fn serve_connection(
     socket: WebSocket,
     state: Arc<AppState>,
     header_token: Option<String>,
+    linger: Option<LingerHandle>,
 ) {
     let metrics = Arc::clone(&state.metrics);
     Metrics::inc(&metrics.connections_total);
@@ -98,6 +106,13 @@ pub(crate) async fn serve_connection(
     let pong_deadline = tokio::time::sleep_until(far);
     tokio::pin!(pong_deadline);
     let mut writer_done = false;
+    // Whether the client finished its side: its close frame or the end of the stream
+    // was read. Otherwise it may still be sending, and the close lingers.
+    let mut peer_done = false;
+    // Whether a read failed (an oversize frame, a protocol violation, a broken socket):
+    // the stream then ends without reading the rest of the client's input, so its end
+    // says nothing about the client, and the close lingers.
+    let mut read_failed = false;
 
     if *shutdown.borrow() {
         conn.shutdown_close();
@@ -153,6 +168,7 @@ pub(crate) async fn serve_connection(
             }
             msg = stream.next() => {
                 let Some(msg) = msg else {
+                    peer_done = true;
                     out.finish();
                     break;
                 };
@@ -173,10 +189,12 @@ pub(crate) async fn serve_connection(
                     Ok(Message::Close(_)) => {
                         // Client-initiated close: the reply is flushed, no error frame
                         // (`RW-CLOSE-1`).
+                        peer_done = true;
                         out.finish();
                         break;
                     }
                     Err(e) => {
+                        read_failed = true;
                         let text = e.to_string();
                         if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
                             conn.frame_too_large();
@@ -216,16 +234,16 @@ pub(crate) async fn serve_connection(
     if !writer_done {
         let deadline = tokio::time::sleep(ms(cfg.close_timeout_ms));
         tokio::pin!(deadline);
-        let mut stream_open = true;
+        let mut stream_open = !peer_done && !read_failed;
         loop {
             tokio::select! {
-                _ = &mut writer => break,
+                _ = &mut writer => { writer_done = true; break; }
                 () = &mut deadline => { writer.abort(); break; }
-                m = stream.next(), if stream_open => {
-                    if matches!(m, None | Some(Err(_))) {
-                        stream_open = false;
-                    }
-                }
+                m = stream.next(), if stream_open => match m {
+                    None => { peer_done = true; stream_open = false; }
+                    Some(Err(_)) => { read_failed = true; stream_open = false; }
+                    Some(Ok(_)) => {}
+                },
             }
         }
         if stream_open {
@@ -233,16 +251,58 @@ pub(crate) async fn serve_connection(
             // wait for the client's close reply for at most pong_timeout_ms, then drop
             // the TCP connection (`RW-CLOSE-9`).
             let _ = tokio::time::timeout(ms(cfg.pong_timeout_ms), async {
-                while let Some(Ok(m)) = stream.next().await {
-                    if matches!(m, Message::Close(_)) {
-                        break;
+                loop {
+                    match stream.next().await {
+                        Some(Ok(Message::Close(_))) | None => {
+                            peer_done = true;
+                            break;
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) => {
+                            read_failed = true;
+                            break;
+                        }
                     }
                 }
             })
             .await;
         }
     }
+    match linger {
+        Some(linger) if !peer_done || read_failed => {
+            // The writer task holds the other half of the WebSocket: let it go first.
+            if !writer_done {
+                writer.abort();
+                let _ = writer.await;
+            }
+            let handed_over = linger.request();
+            drop(stream);
+            lingering_close(&state, handed_over).await;
+        }
+        _ => {}
+    }
     Metrics::gauge(&metrics.connections, -1);
+}
+
+/// Waits for the socket of a finished WebSocket (see [`crate::linger`]) and closes it
+/// with a lingering close: FIN after the close frame, then the client's remaining
+/// input is read and discarded until its EOF, for at most `close_timeout_ms`.
+async fn lingering_close(state: &AppState, handed_over: oneshot::Receiver<TcpStream>) {
+    let limit = ms(state.config.close_timeout_ms);
+    // Both halves of the WebSocket are dropped, so the stream comes at once; the bound
+    // only guards against a transport that something else still holds.
+    let Ok(Ok(mut tcp)) = tokio::time::timeout(limit, handed_over).await else {
+        return;
+    };
+    Metrics::inc(&state.metrics.lingering_closes);
+    match linger::linger(&mut tcp, limit, linger::LINGER_MAX_BYTES).await {
+        LingerEnd::PeerClosed | LingerEnd::Failed => {}
+        LingerEnd::TimedOut | LingerEnd::TooMuch => {
+            // Counted before the close, so a client that sees the cut-off sees the count.
+            Metrics::inc(&state.metrics.linger_cutoffs);
+        }
+    }
+    drop(tcp);
 }
 
 impl Conn {

@@ -8,6 +8,7 @@ mod common;
 mod conn;
 mod ingest;
 mod input;
+mod linger;
 mod redis;
 mod retention;
 mod shutdown;
