@@ -209,6 +209,12 @@ pub struct ServerConfig {
     pub shutdown_reconnect_spread_ms: u64,
     /// How long the server tries to deliver a final error and close frame.
     pub close_timeout_ms: u64,
+    /// The kernel send buffer of each connection (`SO_SNDBUF`); 0 (the default)
+    /// picks a quarter of `slow_consumer_max_bytes`, between 16 KiB and 1 MiB. A
+    /// connection's throughput is at most this per round trip: raise it for clients
+    /// far away (a larger buffer hides more of a stalled client from the
+    /// slow-consumer limits, `RW-SLOW-1`).
+    pub socket_send_buffer_bytes: u64,
     /// Largest HTTP request body.
     pub max_request_bytes: usize,
     /// Allow binding a non-loopback address without auth (not recommended).
@@ -241,6 +247,7 @@ impl Default for ServerConfig {
             slow_consumer_max_age_ms: defaults::SLOW_CONSUMER_MAX_AGE_MS,
             shutdown_reconnect_spread_ms: defaults::SHUTDOWN_RECONNECT_SPREAD_MS,
             close_timeout_ms: 5_000,
+            socket_send_buffer_bytes: 0,
             max_request_bytes: 16 * 1024 * 1024,
             allow_unauthenticated_public: false,
             auth: AuthConfig::default(),

@@ -141,12 +141,16 @@ pub(crate) struct AppState {
     pub(crate) tracker: Tracker,
 }
 
-/// The kernel send buffer of a connection's socket: a quarter of the slow-consumer
-/// byte bound, between 16 KiB and 1 MiB, so that most of what a stalled client has not
-/// read waits in the server's own queue, where its bytes and age are measured
-/// (`RW-SLOW-1`).
-pub(crate) fn send_buffer_bytes(slow_consumer_max_bytes: u64) -> usize {
-    let quarter = usize::try_from(slow_consumer_max_bytes / 4).unwrap_or(usize::MAX);
+/// The kernel send buffer of a connection's socket: `socket_send_buffer_bytes` when
+/// set, else a quarter of the slow-consumer byte bound, between 16 KiB and 1 MiB, so
+/// that most of what a stalled client has not read waits in the server's own queue,
+/// where its bytes and age are measured (`RW-SLOW-1`). One connection's throughput is
+/// at most this buffer per round trip (1 MiB at 100 ms: about 10 MB/s).
+pub(crate) fn send_buffer_bytes(config: &ServerConfig) -> usize {
+    if config.socket_send_buffer_bytes > 0 {
+        return usize::try_from(config.socket_send_buffer_bytes).unwrap_or(usize::MAX);
+    }
+    let quarter = usize::try_from(config.slow_consumer_max_bytes / 4).unwrap_or(usize::MAX);
     quarter.clamp(16 * 1024, 1024 * 1024)
 }
 
@@ -207,7 +211,7 @@ impl Server {
         let mut stop = shutdown_rx;
         // Accepted sockets get TCP_NODELAY and a bounded send buffer, and can be taken
         // back from a finished WebSocket for a lingering close (see `linger`).
-        let sndbuf = send_buffer_bytes(state.config.slow_consumer_max_bytes);
+        let sndbuf = send_buffer_bytes(&state.config);
         let listener = linger::LingerListener::new(listener, sndbuf);
         let app = app.into_make_service_with_connect_info::<linger::LingerHandle>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -284,5 +288,25 @@ impl RunningServer {
         if let Err(e) = self.state.store.close().await {
             tracing::error!(error = %e, "closing the store failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_buffer_follows_the_slow_consumer_bound_unless_set() {
+        let mut c = ServerConfig {
+            slow_consumer_max_bytes: 256 * 1024,
+            ..ServerConfig::default()
+        };
+        assert_eq!(send_buffer_bytes(&c), 64 * 1024);
+        c.slow_consumer_max_bytes = 1 << 30;
+        assert_eq!(send_buffer_bytes(&c), 1024 * 1024, "capped at 1 MiB");
+        c.slow_consumer_max_bytes = 1024;
+        assert_eq!(send_buffer_bytes(&c), 16 * 1024, "at least 16 KiB");
+        c.socket_send_buffer_bytes = 8 << 20;
+        assert_eq!(send_buffer_bytes(&c), 8 << 20, "an explicit size wins");
     }
 }
