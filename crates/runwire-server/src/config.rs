@@ -143,6 +143,11 @@ pub struct SqliteConfig {
     /// fsynced; acknowledged events survive a process crash but the last commits may
     /// be lost on power loss or an OS crash.
     pub synchronous: String,
+    /// With `full`: fsync inside the commit, before subscribers get the events
+    /// (`true`), instead of after it, before only the producers' answers (`false`,
+    /// the default). `true` also keeps events a subscriber saw from being lost to
+    /// power loss, at the price of every delivery waiting for the disk.
+    pub deliver_after_sync: bool,
     /// Most append requests folded into one transaction by the group-commit writer.
     pub group_commit_max: usize,
     /// Read connections for replay and history reads.
@@ -161,6 +166,7 @@ impl Default for SqliteConfig {
     fn default() -> Self {
         Self {
             synchronous: "full".into(),
+            deliver_after_sync: false,
             group_commit_max: 256,
             readers: 4,
             snapshot_every: 10_000,

@@ -4,11 +4,17 @@
 //!
 //! All writes go through one writer thread. It takes every append request waiting in
 //! its queue (up to `sqlite.group_commit_max`), applies them in one transaction and
-//! commits once; only then does it answer the producers and publish the events to
-//! subscribers. With `sqlite.synchronous = "full"` (the default) the commit fsyncs
-//! the WAL, so an acknowledged event survives a process crash, an OS crash and power
-//! loss. With `"normal"` the WAL is not fsynced at commit: acknowledged events survive
-//! a process crash (SIGKILL) but the last commits may be lost on power loss. A failed
+//! commits once; only then does it publish the events to subscribers and answer the
+//! producers. A committed transaction is in the WAL file: it survives a crash of the
+//! server process (SIGKILL), which is what the spec calls durable (`RW-INGEST-3`,
+//! `RW-INGEST-4`). With `sqlite.synchronous = "full"` (the default) the producers
+//! hear back only after the WAL is also fsynced, so an acknowledged event survives
+//! an OS crash and power loss too; a syncer thread does that fsync, once for every
+//! group committed meanwhile, so subscribers never wait for the disk. (With
+//! `sqlite.deliver_after_sync = true` the writer fsyncs inside the commit and
+//! subscribers wait as well: an event a subscriber saw is then never lost to power
+//! loss either.) With `"normal"` nothing is fsynced at commit: acknowledged events
+//! survive a process crash but the last commits may be lost on power loss. A failed
 //! transaction is rolled back entirely and every request in the group gets
 //! `store_unavailable`; producers retry with their idempotency keys.
 //!
@@ -131,6 +137,10 @@ struct Shared {
     commits: AtomicU64,
     /// Why the last group transaction failed, until one succeeds (`/healthz`).
     failing: Mutex<Option<String>>,
+    /// Why a WAL fsync failed: from then on the store refuses writes until it is
+    /// reopened (fail-stop, as PostgreSQL does: after a failed fsync the kernel may
+    /// have dropped the dirty pages, so no later fsync can vouch for them).
+    sync_failed: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -211,7 +221,17 @@ impl SqliteStore {
         let conn = Connection::open(path).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", config.synchronous.as_str())
+        // With `full` (and not `deliver_after_sync`) the writer commits without an
+        // fsync and a syncer thread fsyncs the WAL before the producers hear back:
+        // subscribers get events once they survive a server crash, acknowledgements
+        // once they survive power loss (module docs).
+        let split_sync = config.synchronous == "full" && !config.deliver_after_sync;
+        let writer_sync = if split_sync {
+            "normal"
+        } else {
+            config.synchronous.as_str()
+        };
+        conn.pragma_update(None, "synchronous", writer_sync)
             .map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(open_err)?;
@@ -247,6 +267,7 @@ impl SqliteStore {
             snapshot_every: config.snapshot_every.max(1),
             commits: AtomicU64::new(0),
             failing: Mutex::new(None),
+            sync_failed: Mutex::new(None),
         });
         let (maint, maint_rx) = mpsc::channel();
         let s2 = Arc::clone(&shared);
@@ -255,13 +276,25 @@ impl SqliteStore {
             .name("runwire-sqlite-maint".into())
             .spawn(move || maintenance_loop(maint_conn, maint_rx, s2, interval))
             .map_err(|e| StoreError::Unavailable(format!("cannot start maintenance: {e}")))?;
+        let syncer = if split_sync {
+            let (sync_tx, sync_rx) = mpsc::channel();
+            let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
+            let s2 = Arc::clone(&shared);
+            let handle = thread::Builder::new()
+                .name("runwire-sqlite-sync".into())
+                .spawn(move || syncer_loop(&wal, sync_rx, &s2))
+                .map_err(|e| StoreError::Unavailable(format!("cannot start syncer: {e}")))?;
+            Some((sync_tx, handle))
+        } else {
+            None
+        };
         let (tx, rx) = mpsc::channel();
         let s2 = Arc::clone(&shared);
         let max = config.group_commit_max.max(1);
         let to_maint = maint.clone();
         let writer = thread::Builder::new()
             .name("runwire-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, s2, max, to_maint))
+            .spawn(move || writer_loop(conn, rx, s2, max, to_maint, syncer))
             .map_err(|e| StoreError::Unavailable(format!("cannot start writer: {e}")))?;
         Ok(Self {
             shared,
@@ -562,14 +595,10 @@ impl EventStore for SqliteStore {
             if !writer_alive {
                 return Err(StoreError::Closed);
             }
-            if let Some(why) = self
-                .shared
-                .failing
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-            {
-                return Err(StoreError::Unavailable(why));
+            for flag in [&self.shared.sync_failed, &self.shared.failing] {
+                if let Some(why) = flag.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+                    return Err(StoreError::Unavailable(why));
+                }
             }
             self.with_reader(|c| {
                 c.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
@@ -638,6 +667,7 @@ fn writer_loop(
     shared: Arc<Shared>,
     max: usize,
     maint: mpsc::Sender<Maint>,
+    syncer: Option<(mpsc::Sender<Vec<Ready>>, thread::JoinHandle<()>)>,
 ) {
     let mut closing: Vec<oneshot::Sender<()>> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -650,7 +680,25 @@ fn writer_loop(
         }
         let mut work: BTreeMap<RunId, Working> = BTreeMap::new();
         let mut replies = Vec::with_capacity(cmds.len());
+        let sync_failed = shared
+            .sync_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let result = (|| -> Result<(), StoreError> {
+            if let Some(why) = sync_failed {
+                for cmd in cmds {
+                    match cmd {
+                        Cmd::Close { reply } => closing.push(reply),
+                        Cmd::Open { run_id, reply } => replies.push(Reply::Open(reply, run_id)),
+                        // Answered with the group's error below.
+                        Cmd::Append { reply, .. } => {
+                            replies.push(Reply::Append(reply, Err(StoreError::Closed)));
+                        }
+                    }
+                }
+                return Err(StoreError::Unavailable(why));
+            }
             // Immediate: take the write lock up front (the maintenance thread writes
             // too), instead of failing to upgrade a read transaction.
             let tx = conn
@@ -741,16 +789,25 @@ fn writer_loop(
                             .publish(run_id, Arc::from(std::mem::take(&mut w.stored)));
                     }
                 }
-                for r in replies {
-                    match r {
+                let ready: Vec<Ready> = replies
+                    .into_iter()
+                    .map(|r| match r {
                         Reply::Open(reply, run_id) => {
                             let info = work.get(&run_id).map(|w| w.run.info());
-                            let _ = reply.send(info.ok_or(StoreError::Closed));
+                            Ready::Open(reply, info.ok_or(StoreError::Closed))
                         }
-                        Reply::Append(reply, r) => {
-                            let _ = reply.send(r);
+                        Reply::Append(reply, r) => Ready::Append(reply, r),
+                    })
+                    .collect();
+                match &syncer {
+                    // The producers hear back once the syncer fsynced this commit.
+                    Some((to_sync, _)) => {
+                        if let Err(mpsc::SendError(ready)) = to_sync.send(ready) {
+                            let e = StoreError::Unavailable("the WAL syncer stopped".into());
+                            ready.into_iter().for_each(|r| r.fail(&e));
                         }
                     }
+                    None => ready.into_iter().for_each(Ready::send),
                 }
             }
             Err(e) => {
@@ -778,11 +835,92 @@ fn writer_loop(
             break;
         }
     }
+    if let Some((to_sync, handle)) = syncer {
+        // Every acknowledgement is out before the store reports itself closed.
+        drop(to_sync);
+        let _ = handle.join();
+    }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
         tracing::warn!(error = %e, "wal checkpoint at close failed");
     }
     for c in closing {
         let _ = c.send(());
+    }
+}
+
+/// An answer of a committed group, sent once the commit is as durable as configured.
+enum Ready {
+    Open(
+        oneshot::Sender<Result<RunInfo, StoreError>>,
+        Result<RunInfo, StoreError>,
+    ),
+    Append(
+        oneshot::Sender<Result<AppendOutcome, StoreError>>,
+        Result<AppendOutcome, StoreError>,
+    ),
+}
+
+impl Ready {
+    fn send(self) {
+        match self {
+            Ready::Open(tx, r) => {
+                let _ = tx.send(r);
+            }
+            Ready::Append(tx, r) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+
+    fn fail(self, e: &StoreError) {
+        match self {
+            Ready::Open(tx, _) => {
+                let _ = tx.send(Err(e.clone()));
+            }
+            Ready::Append(tx, _) => {
+                let _ = tx.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// The syncer thread of `synchronous = "full"`: takes the answers of every group
+/// committed since its last round, fsyncs the WAL once, then sends them. One fsync
+/// covers every commit before it, so the syncer batches as the writer does while the
+/// writer goes on committing (and delivering) the next groups.
+fn syncer_loop(wal: &Path, rx: mpsc::Receiver<Vec<Ready>>, shared: &Shared) {
+    let mut file: Option<(std::fs::File, u64)> = None;
+    while let Ok(mut batch) = rx.recv() {
+        while let Ok(more) = rx.try_recv() {
+            batch.extend(more);
+        }
+        if let Err(e) = sync_wal(wal, &mut file) {
+            // These commits were delivered already (they survive a server crash, the
+            // spec's "durable"), so their producers get their answers as usual; an
+            // error now would contradict what subscribers saw (`RW-INGEST-4`). The
+            // store stops taking writes instead.
+            let why = format!(
+                "the WAL {} could not be fsynced ({e}); writes are refused until the server restarts",
+                wal.display()
+            );
+            tracing::error!("{why}");
+            *shared.sync_failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+            file = None;
+        }
+        batch.into_iter().for_each(Ready::send);
+    }
+}
+
+/// fsyncs the WAL file, reopening it if it is not the file held (a new inode).
+fn sync_wal(wal: &Path, file: &mut Option<(std::fs::File, u64)>) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(wal)?.ino();
+    if file.as_ref().map(|(_, i)| *i) != Some(ino) {
+        *file = Some((std::fs::File::open(wal)?, ino));
+    }
+    match file {
+        Some((f, _)) => f.sync_data(),
+        None => Ok(()),
     }
 }
 

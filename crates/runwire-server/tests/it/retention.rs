@@ -378,3 +378,47 @@ async fn rw_resume_13_events_trimmed_during_replay_reset_the_open_subscription()
     assert_eq!(live.len(), 1);
     s.shutdown().await;
 }
+
+/// With `synchronous = "full"` the producers' answers wait for the syncer's WAL
+/// fsync. When it fails (here the WAL file was removed from under the server), the
+/// commit that was already delivered is still answered 200 (it survives a server
+/// crash, `RW-INGEST-3`; an error now would contradict what subscribers saw,
+/// `RW-INGEST-4`), and the store stops taking writes: later appends are 503
+/// `store_unavailable` naming the fsync, and `/healthz` is 503 (`RW-INGEST-22`).
+#[tokio::test]
+async fn rw_ingest_3_sqlite_full_stops_taking_writes_after_a_failed_wal_sync() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("s.db");
+    let store = Arc::new(SqliteStore::open(&path, &SqliteConfig::default()).expect("open"));
+    let s = start_with(config(), store).await;
+    let p = Producer::new(&s);
+    let mut c = Client::connect(&s).await;
+    c.hello(json!([{"run_id": "w"}])).await;
+    assert!(matches!(c.msg().await, ServerMessage::Subscribed(_)));
+    assert_eq!(p.progress_status("w").await, 200);
+    std::fs::remove_file(dir.path().join("s.db-wal")).expect("remove the WAL");
+    assert_eq!(p.progress_status("w").await, 200, "delivered, so answered");
+    c.events_until(&run("w"), 0, 2).await;
+    let (st, body) = p
+        .append(
+            "w",
+            json!([{"type": "run.progress", "data": {"percent": 3}}]),
+        )
+        .await;
+    assert_eq!(st, 503, "{body}");
+    assert_eq!(body["error"]["code"], json!("store_unavailable"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("fsync")),
+        "{body}"
+    );
+    let (st, health) = p.get("/healthz").await;
+    assert_eq!(st, 503, "{health}");
+    assert!(
+        health["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("fsync"))
+    );
+    s.shutdown().await;
+}
