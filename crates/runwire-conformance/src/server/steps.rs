@@ -824,11 +824,17 @@ impl ServerWorld {
                 let first = a.json().pointer("/events/0/seq").and_then(Value::as_u64);
                 match first {
                     Some(2) => Ok(false),
-                    Some(seq) => Err(StepFail::req(
+                    Some(seq) if seq > 2 => Err(StepFail::req(
                         "RW-INGEST-17",
                         format!(
                             "GET /v1/runs/{id}/events?after_seq=1 answered 200 with events from seq {seq}: events 2 to {} are no longer retained, so the read must be answered 410 cursor_too_old, not with a gap",
                             seq.saturating_sub(1)
+                        ),
+                    )),
+                    Some(seq) => Err(StepFail::req(
+                        "RW-INGEST-16",
+                        format!(
+                            "GET /v1/runs/{id}/events?after_seq=1 answered 200 starting with seq {seq}, not after seq 1"
                         ),
                     )),
                     None => Err(StepFail::req(
