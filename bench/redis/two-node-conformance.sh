@@ -74,6 +74,12 @@ python3 "$here/rr_proxy.py" "$a" "$b" >"$tmp/proxy.out" &
 pids+=($!)
 wait_line "$tmp/proxy.out" "$!" ":"
 lb="$(head -1 "$tmp/proxy.out")"
+# Neither pass declares --short-retention: the Redis store's retention (retain_events)
+# applies to every run and is at least the replay window plus 10 % (here 2000 events), so
+# it has no short per-prefix rule, and a trimmed run's head is always past the replay
+# window, where a reset would not tell trimming from the window. The @retention
+# scenarios are graded not implemented here; the reference target runs them
+# (docs/ci-guide.md, "Declaring a short retention").
 # Pass 1: every client on node B, the producer on node A: each live event crosses
 # nodes through Redis, and client sockets are direct (slow-consumer scenarios need
 # real back-pressure, which a buffering proxy would hide).

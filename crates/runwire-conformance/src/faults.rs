@@ -69,6 +69,9 @@ pub enum ServerFault {
     NoErrorBeforeClose,
     /// Announces no limits in welcome (`RW-CONN-7`).
     WelcomeWithoutLimits,
+    /// Answers a history read from a trimmed cursor with 200 and the events it still
+    /// has (a silent gap) instead of 410 `cursor_too_old` (`RW-INGEST-17`).
+    TrimmedHistoryAsGap,
 }
 
 impl ServerFault {
@@ -86,6 +89,7 @@ impl ServerFault {
         Self::WrongCloseCode,
         Self::NoErrorBeforeClose,
         Self::WelcomeWithoutLimits,
+        Self::TrimmedHistoryAsGap,
     ];
 
     /// The requirement the suites must name when they catch it.
@@ -103,6 +107,7 @@ impl ServerFault {
             Self::WrongCloseCode => "RW-ERROR-3",
             Self::NoErrorBeforeClose => "RW-CLOSE-1",
             Self::WelcomeWithoutLimits => "RW-CONN-7",
+            Self::TrimmedHistoryAsGap => "RW-INGEST-17",
         }
     }
 }
@@ -620,7 +625,10 @@ impl FaultyServer {
         if let Ok(mut s) = proxy.shared.lock() {
             s.full_token = target.token.clone();
         }
-        let (http, ingest) = if fault == ServerFault::NoIngestDedup {
+        let (http, ingest) = if matches!(
+            fault,
+            ServerFault::NoIngestDedup | ServerFault::TrimmedHistoryAsGap
+        ) {
             let upstream = target.ingest_url.clone();
             let l = TcpListener::bind(("127.0.0.1", 0))
                 .await
@@ -632,7 +640,7 @@ impl FaultyServer {
                 while let Ok((s, _)) = l.accept().await {
                     let upstream = upstream.clone();
                     tokio::spawn(async move {
-                        let _ = strip_keys(s, &upstream).await;
+                        let _ = forward_http(s, &upstream, fault).await;
                     });
                 }
             });
@@ -673,8 +681,11 @@ fn host_port(url: &str) -> Result<SocketAddr, Error> {
         .map_err(|_| Error::Target(format!("{url}: the proxy needs an IP:PORT address")))
 }
 
-/// Forwards one HTTP request with every `idempotency_key` removed from the body.
-async fn strip_keys(mut s: TcpStream, upstream: &str) -> Option<()> {
+/// Forwards one HTTP request through a producer-API fault: with
+/// [`ServerFault::NoIngestDedup`] every `idempotency_key` is removed from the body; with
+/// [`ServerFault::TrimmedHistoryAsGap`] a 410 history answer is replaced by the
+/// retained events.
+async fn forward_http(mut s: TcpStream, upstream: &str, fault: ServerFault) -> Option<()> {
     let head = read_head(&mut s).await?;
     let head_s = String::from_utf8_lossy(&head).into_owned();
     let len: usize = head_s
@@ -696,7 +707,9 @@ async fn strip_keys(mut s: TcpStream, upstream: &str) -> Option<()> {
         n.eq_ignore_ascii_case("authorization")
             .then(|| v.trim().trim_start_matches("Bearer ").to_owned())
     });
-    if let Ok(mut v) = serde_json::from_slice::<Value>(&body) {
+    if fault == ServerFault::NoIngestDedup
+        && let Ok(mut v) = serde_json::from_slice::<Value>(&body)
+    {
         if let Some(a) = v.get_mut("events").and_then(Value::as_array_mut) {
             for e in a {
                 if let Some(o) = e.as_object_mut() {
@@ -716,6 +729,13 @@ async fn strip_keys(mut s: TcpStream, upstream: &str) -> Option<()> {
     )
     .await
     .ok()?;
+    let a = if fault == ServerFault::TrimmedHistoryAsGap && method == "GET" && a.status == 410 {
+        retained_instead(upstream, &path, token.as_deref())
+            .await
+            .unwrap_or(a)
+    } else {
+        a
+    };
     let mut out = format!(
         "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
         a.status,
@@ -730,6 +750,65 @@ async fn strip_keys(mut s: TcpStream, upstream: &str) -> Option<()> {
     s.write_all(out.as_bytes()).await.ok()?;
     s.write_all(&a.body).await.ok()?;
     Some(())
+}
+
+/// For a history read `path` (`/v1/runs/{id}/events?after_seq=S…`) that was answered
+/// 410: the answer of the read from the oldest retained cursor instead (found by
+/// bisection between S and the head), as a server that skips what it trimmed would give.
+async fn retained_instead(
+    upstream: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Option<crate::http::HttpAnswer> {
+    let limit = std::time::Duration::from_secs(10);
+    let (route, query) = path.split_once('?').unwrap_or((path, ""));
+    let run = route
+        .strip_prefix("/v1/runs/")?
+        .strip_suffix("/events")?
+        .to_owned();
+    let param = |name: &str| {
+        query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == name).then(|| v.to_owned())
+        })
+    };
+    let after: u64 = param("after_seq").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let read = |from: u64, n: String| {
+        let path = format!("/v1/runs/{run}/events?after_seq={from}&limit={n}");
+        async move { crate::http::request(upstream, "GET", &path, token, None, limit).await }
+    };
+    let n = param("limit").unwrap_or_else(|| "1000".to_owned());
+    // A read after `lo` is 410. Trimming may move on while this searches, so the
+    // search starts again (bounded) when the final read is 410 after all.
+    let mut lo = after;
+    for _ in 0..10 {
+        let snap = crate::http::request(
+            upstream,
+            "GET",
+            &format!("/v1/runs/{run}"),
+            token,
+            None,
+            limit,
+        )
+        .await
+        .ok()?;
+        // A read after the head is 200 (empty).
+        let mut hi = snap.json().get("as_of_seq").and_then(Value::as_u64)?;
+        while hi > lo + 1 {
+            let mid = lo + (hi - lo) / 2;
+            if read(mid, "1".to_owned()).await.ok()?.status == 200 {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        let a = read(hi, n.clone()).await.ok()?;
+        if a.status == 200 {
+            return Some(a);
+        }
+        lo = hi;
+    }
+    None
 }
 
 /// Runs an adapter through a client fault: the proxy between the mock and the

@@ -1,17 +1,18 @@
 //! The bundled reference target: the reference server in process (embedded SQLite
-//! store in a temporary directory, short timers, two static tokens) with restart
-//! control.
+//! store in a temporary directory, short timers, two static tokens, a short retention
+//! for the runs `rwc-retained-*`) with restart control.
 
 use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
 
 use runwire_server::{
-    AuthConfig, EventStore, Role, RunningServer, Server, ServerConfig, SqliteStore, StaticToken,
+    AuthConfig, EventStore, RetentionConfig, RetentionRule, Role, RunningServer, Server,
+    ServerConfig, SqliteStore, StaticToken,
 };
 use tokio::sync::Mutex;
 
 use crate::{
     Error,
-    server::{ServerControl, ServerTarget},
+    server::{ServerControl, ServerTarget, ShortRetention},
 };
 
 /// The full-access token of the reference target.
@@ -20,6 +21,16 @@ pub const REFERENCE_TOKEN: &str = "rwc-reference-full-token";
 pub const REFERENCE_LIMITED_TOKEN: &str = "rwc-reference-limited-token";
 /// The JWT secret of the reference target (expiring tokens are minted with it).
 pub const REFERENCE_JWT_SECRET: &str = "rwc-reference-jwt-secret-for-expiring-tokens";
+
+/// The run-id prefix the reference target trims ([`REFERENCE_RETAINED_EVENTS`]); the
+/// kit names only the runs of `@retention` scenarios with it (ordinary runs are
+/// `rwc-<8 hex digits>-…`).
+pub const REFERENCE_RETAINED_PREFIX: &str = "rwc-retained-";
+/// The events every `rwc-retained-*` run of the reference target keeps at least: small,
+/// so the `@retention` scenarios trim a run with a few hundred events, and far below
+/// the reference target's replay window (1000), so a trimmed cursor is told apart
+/// from one outside the window.
+pub const REFERENCE_RETAINED_EVENTS: u64 = 50;
 
 /// The configuration the kit runs the reference server with: every timer short so
 /// the suite is fast, limits small enough to exceed in a test.
@@ -42,6 +53,15 @@ pub fn reference_config(time_scale: f64) -> ServerConfig {
     c.slow_consumer_max_age_ms = t(200);
     c.shutdown_reconnect_spread_ms = t(200);
     c.close_timeout_ms = t(2000);
+    // Only the retention scenarios' runs are trimmed; every other run keeps every
+    // event (RW-RESUME-12).
+    c.retention = RetentionConfig {
+        events: 0,
+        runs: vec![RetentionRule {
+            pattern: format!("{REFERENCE_RETAINED_PREFIX}*"),
+            events: REFERENCE_RETAINED_EVENTS,
+        }],
+    };
     c.auth = AuthConfig {
         tokens: vec![
             StaticToken {
@@ -89,7 +109,7 @@ impl ReferenceServer {
 
     async fn bind(config: &ServerConfig, db: &std::path::Path) -> Result<RunningServer, Error> {
         let store: Arc<dyn EventStore> = Arc::new(
-            SqliteStore::open(db, &config.sqlite)
+            SqliteStore::open_with(db, &config.sqlite, config.retention.clone())
                 .map_err(|e| Error::Target(format!("cannot open the store: {e}")))?,
         );
         Server::bind(config.clone(), store)
@@ -114,6 +134,7 @@ impl ReferenceServer {
             token_minter: Some(Arc::new(JwtMinter {
                 secret: REFERENCE_JWT_SECRET.into(),
             })),
+            short_retention: declared_retention(&self.config),
             description: format!(
                 "reference server {} (in process, SQLite store, short timers) at {}",
                 env!("CARGO_PKG_VERSION"),
@@ -128,6 +149,21 @@ impl ReferenceServer {
             s.shutdown().await;
         }
     }
+}
+
+/// The short retention the reference target declares: its rule for
+/// [`REFERENCE_RETAINED_PREFIX`], if `config` still has it.
+fn declared_retention(config: &ServerConfig) -> Option<ShortRetention> {
+    let pattern = format!("{REFERENCE_RETAINED_PREFIX}*");
+    config
+        .retention
+        .runs
+        .iter()
+        .find(|r| r.pattern == pattern && r.events > 0)
+        .map(|r| ShortRetention {
+            prefix: REFERENCE_RETAINED_PREFIX.into(),
+            events: r.events,
+        })
 }
 
 /// Mints HS256 JWTs with every role, expiring after a given time (seconds granularity,

@@ -86,6 +86,13 @@ struct ServerArgs {
     /// The server's hello deadline in ms (it is not announced).
     #[arg(long, default_value_t = runwire_protocol::defaults::HELLO_TIMEOUT_MS)]
     hello_timeout_ms: u64,
+    /// Declares that runs whose id starts with PREFIX keep at least their last N events
+    /// and are trimmed eventually once they hold more (e.g. `rwc-retained-=50`), for the
+    /// retention scenarios (trimmed history 410 `RW-INGEST-17`, reset of a trimmed
+    /// cursor `RW-RESUME-5`); without it they are graded not implemented. N should be
+    /// well below the announced replay_window_events.
+    #[arg(long, value_name = "PREFIX=N")]
+    short_retention: Option<runwire_conformance::ShortRetention>,
 }
 
 #[derive(Debug, Args)]
@@ -381,6 +388,7 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
                     token: s.token,
                     limited_token: s.limited_token,
                     hello_timeout_ms: s.hello_timeout_ms,
+                    short_retention: s.short_retention,
                 }),
                 client: None,
             },

@@ -225,3 +225,99 @@ fn list_and_report_schema() {
         "regenerate with: runwire conform report-schema > schema/tools/conformance-report.schema.json"
     );
 }
+
+/// A `runwire serve` child process, killed when dropped.
+struct ServeChild(std::process::Child);
+
+impl Drop for ServeChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `conform server --short-retention PREFIX=N` runs the retention scenarios against an
+/// external server whose store trims those runs (here `runwire serve` on the memory
+/// store, which trims in the append): they pass (`RW-INGEST-17`, `RW-RESUME-5`,
+/// `RW-RESUME-7`); without the flag they are graded not implemented and the run still
+/// passes; a malformed value is a usage error (exit 2).
+#[test]
+fn rw_ingest_17_short_retention_flag_drives_the_retention_scenarios() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("retention.toml");
+    std::fs::write(
+        &config,
+        "[[retention.runs]]\npattern = \"conform-short-*\"\nevents = 20\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runwire"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory"])
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _server = ServeChild(child);
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("runwire serve listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+    let run = |extra: &[&str]| {
+        let json = dir.path().join("report.json");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_runwire"))
+            .args(["conform", "server", "--seed", "17", "--quiet"])
+            .arg("--url")
+            .arg(format!("ws://{addr}/v1/stream"))
+            .arg("--ingest")
+            .arg(format!("http://{addr}"))
+            .args(["--tags", "@retention", "--json"])
+            .arg(&json)
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let report: Option<serde_json::Value> = std::fs::read(&json)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let _ = std::fs::remove_file(&json);
+        (out, report)
+    };
+    let grades = |r: &serde_json::Value| -> Vec<String> {
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["grade"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let (out, report) = run(&["--short-retention", "conform-short-=20"]);
+    let report = report.expect("a JSON report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        grades(&report),
+        vec!["pass"; 6],
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (out, report) = run(&[]);
+    let report = report.expect("a JSON report");
+    assert!(out.status.success());
+    assert_eq!(grades(&report), vec!["not_implemented"; 6]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no --short-retention PREFIX=N given"));
+    let (out, _) = run(&["--short-retention", "conform-short-*=20"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--short-retention"));
+}

@@ -33,6 +33,66 @@ pub trait TokenMinter: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>>;
 }
 
+/// A short retention the server under test declares for some runs (`--short-retention
+/// PREFIX=N`): every run whose id starts with `prefix` keeps at least its last `events`
+/// events, and its older events are trimmed eventually once it holds more (spec §4.4
+/// `RW-INGEST-17`, §8.3 `RW-RESUME-5`). `None` on the target grades the `@retention`
+/// scenarios not implemented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShortRetention {
+    /// The literal run-id prefix (no pattern characters); the runner names the
+    /// retained runs `<prefix><8 hex digits>[suffix]`.
+    pub prefix: String,
+    /// Events every such run keeps at least (N ≥ 1).
+    pub events: u64,
+}
+
+/// Why a `--short-retention` value does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShortRetentionError {
+    /// Not `PREFIX=N`.
+    #[error("expected PREFIX=N (e.g. rwc-retained-=50), got {0:?}")]
+    Syntax(String),
+    /// The prefix cannot start a run id (`RW-EVENT-2`) or leaves no room for the
+    /// runner's suffix.
+    #[error(
+        "the prefix {0:?} must be 1-100 characters of A-Z a-z 0-9 . _ : - starting with a letter or digit (a run id prefix, RW-EVENT-2)"
+    )]
+    Prefix(String),
+    /// N is not a positive integer.
+    #[error("the retention {0:?} must be a positive number of events")]
+    Events(String),
+}
+
+impl std::str::FromStr for ShortRetention {
+    type Err = ShortRetentionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (prefix, n) = s
+            .rsplit_once('=')
+            .ok_or_else(|| ShortRetentionError::Syntax(s.to_owned()))?;
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
+        if prefix.is_empty()
+            || prefix.len() > 100
+            || !prefix.starts_with(|c: char| c.is_ascii_alphanumeric())
+            || !prefix.chars().all(ok_char)
+        {
+            return Err(ShortRetentionError::Prefix(prefix.to_owned()));
+        }
+        let events = n
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|&e| e > 0)
+            .ok_or_else(|| ShortRetentionError::Events(n.to_owned()))?;
+        Ok(Self {
+            prefix: prefix.to_owned(),
+            events,
+        })
+    }
+}
+
 /// A server under test.
 #[derive(Clone)]
 pub struct ServerTarget {
@@ -52,6 +112,9 @@ pub struct ServerTarget {
     pub control: Option<Arc<dyn ServerControl>>,
     /// Mints expiring tokens; `None` grades token-expiry scenarios not implemented.
     pub token_minter: Option<Arc<dyn TokenMinter>>,
+    /// The short retention the server declares for some runs; `None` grades the
+    /// retention scenarios (trimmed history and cursors) not implemented.
+    pub short_retention: Option<ShortRetention>,
     /// How the target is described in reports.
     pub description: String,
 }
@@ -65,6 +128,7 @@ impl std::fmt::Debug for ServerTarget {
             .field("hello_timeout_ms", &self.hello_timeout_ms)
             .field("restartable", &self.control.is_some())
             .field("mints_tokens", &self.token_minter.is_some())
+            .field("short_retention", &self.short_retention)
             .finish()
     }
 }
@@ -103,4 +167,42 @@ impl WorldFactory for ServerFactory {
 /// Scales a duration in ms.
 pub(crate) fn scaled(ms: u64, scale: f64) -> Duration {
     Duration::from_millis((ms as f64 * scale).ceil() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ShortRetention, ShortRetentionError};
+
+    #[test]
+    fn short_retention_parses_prefix_and_count() {
+        assert_eq!(
+            "rwc-retained-=50".parse::<ShortRetention>(),
+            Ok(ShortRetention {
+                prefix: "rwc-retained-".into(),
+                events: 50
+            })
+        );
+        assert!(matches!(
+            "rwc-retained-".parse::<ShortRetention>(),
+            Err(ShortRetentionError::Syntax(_))
+        ));
+        for bad in ["=5", "-x=5", "a*=5", "a/b=5"] {
+            assert!(
+                matches!(
+                    bad.parse::<ShortRetention>(),
+                    Err(ShortRetentionError::Prefix(_))
+                ),
+                "{bad}"
+            );
+        }
+        for bad in ["a=0", "a=x", "a=-1", "a="] {
+            assert!(
+                matches!(
+                    bad.parse::<ShortRetention>(),
+                    Err(ShortRetentionError::Events(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -126,10 +126,45 @@ pub(crate) enum K {
     ConnectExpiring,
     HelloExpired,
     ExpiredInTime,
+    RequireRetention,
+    AppendUntilTrimmed,
+    RetainedHistory,
+    HeadInWindow,
+    SubRetained,
+    RecvSubscribedCursor,
+    ResetPhase,
 }
 
 /// Every server step: its kind and its pattern. More specific patterns come first.
 static STEPS: &[(K, &str)] = &[
+    (
+        K::RequireRetention,
+        "the server declares a short retention for the runs named \"retained*\"",
+    ),
+    (
+        K::AppendUntilTrimmed,
+        "the producer appends events to run {s} until a history read after seq 1 answers 410",
+    ),
+    (
+        K::RetainedHistory,
+        "the history of run {s} after its head minus the short retention is every retained event in order",
+    ),
+    (
+        K::HeadInWindow,
+        "the head of run {s} is within the replay window announced to client {s}",
+    ),
+    (
+        K::SubRetained,
+        "client {s} subscribes to run {s} half the short retention before its head with epoch {s}",
+    ),
+    (
+        K::RecvSubscribedCursor,
+        "client {s} receives subscribed for run {s} from that cursor to its head",
+    ),
+    (
+        K::ResetPhase,
+        "the reset snapshot of client {s} has phase {s}",
+    ),
     (
         K::ConnectExpiring,
         "client {s} is connected with a token that expires in {n} ms",
@@ -451,6 +486,8 @@ pub(crate) struct ServerWorld {
     resets: BTreeMap<String, Value>,
     restarting: Option<tokio::task::JoinHandle<Result<(), String>>>,
     expires: BTreeMap<String, std::time::SystemTime>,
+    /// The cursor each (client, run alias) last subscribed from by a computed seq.
+    sub_cursors: BTreeMap<(String, String), u64>,
 }
 
 type R<T> = Result<T, StepFail>;
@@ -524,6 +561,7 @@ impl ServerWorld {
             resets: BTreeMap::new(),
             restarting: None,
             expires: BTreeMap::new(),
+            sub_cursors: BTreeMap::new(),
         }
     }
 
@@ -537,9 +575,16 @@ impl ServerWorld {
 
     fn run(&mut self, alias: &str) -> &mut RunInfo {
         let ns = self.ns.clone();
+        let retained = self
+            .target
+            .short_retention
+            .as_ref()
+            .map(|r| r.prefix.clone());
         self.runs.entry(alias.to_owned()).or_insert_with(|| {
             let id = if let Some(rest) = alias.strip_prefix("allowed") {
                 format!("rwc-allowed-{ns}{rest}")
+            } else if let (Some(rest), Some(prefix)) = (alias.strip_prefix("retained"), retained) {
+                format!("{prefix}{ns}{rest}")
             } else {
                 format!("rwc-{ns}-{alias}")
             };
@@ -573,6 +618,8 @@ impl ServerWorld {
                 self.target.limited_token.clone().unwrap_or_default()
             } else if let Some(alias) = key.strip_prefix("epoch:") {
                 self.run(alias).epoch.clone().unwrap_or_default()
+            } else if let Some(alias) = key.strip_prefix("head:") {
+                self.run(alias).head.to_string()
             } else {
                 self.run_id(key)
             };
@@ -746,6 +793,63 @@ impl ServerWorld {
             )));
         }
         Ok(v)
+    }
+
+    /// The declared short retention, or not implemented.
+    fn retention(&self) -> R<super::ShortRetention> {
+        self.target.short_retention.clone().ok_or_else(|| {
+            StepFail::not_implemented(
+                "no --short-retention PREFIX=N given: retention scenarios need runs the server trims to a short retention",
+            )
+        })
+    }
+
+    /// Whether the first two events of run `alias` are trimmed:
+    /// `GET …/events?after_seq=1` answers 410. A 200 that does not start at seq 2 is a
+    /// silent gap (`RW-INGEST-17`: trimmed history is 410 `cursor_too_old`).
+    async fn second_trimmed(&mut self, alias: &str) -> R<bool> {
+        let id = self.run_id(alias);
+        let head = self.run(alias).head;
+        let a = self
+            .http(
+                "GET",
+                &format!("/v1/runs/{id}/events?after_seq=1&limit=1"),
+                self.token(),
+                None,
+            )
+            .await?;
+        match a.status {
+            410 => Ok(true),
+            200 => {
+                let first = a.json().pointer("/events/0/seq").and_then(Value::as_u64);
+                match first {
+                    Some(2) => Ok(false),
+                    Some(seq) if seq > 2 => Err(StepFail::req(
+                        "RW-INGEST-17",
+                        format!(
+                            "GET /v1/runs/{id}/events?after_seq=1 answered 200 with events from seq {seq}: events 2 to {} are no longer retained, so the read must be answered 410 cursor_too_old, not with a gap",
+                            seq.saturating_sub(1)
+                        ),
+                    )),
+                    Some(seq) => Err(StepFail::req(
+                        "RW-INGEST-16",
+                        format!(
+                            "GET /v1/runs/{id}/events?after_seq=1 answered 200 starting with seq {seq}, not after seq 1"
+                        ),
+                    )),
+                    None => Err(StepFail::req(
+                        "RW-INGEST-16",
+                        format!(
+                            "GET /v1/runs/{id}/events?after_seq=1 answered 200 without events although the head is {head}"
+                        ),
+                    )),
+                }
+            }
+            other => Err(StepFail::msg(format!(
+                "GET /v1/runs/{id}/events?after_seq=1 answered {other} {}",
+                clip(&String::from_utf8_lossy(&a.body))
+            ))),
+        }
     }
 
     fn sub_entry(&mut self, alias: &str, after: Option<u64>, epoch: Option<String>) -> Value {
@@ -2275,6 +2379,177 @@ impl ServerWorld {
                     return Err(StepFail::req(
                         "RW-AUTH-8",
                         format!("expected a close with 4103; {}", c.nothing_msg()),
+                    ));
+                }
+            }
+            K::RequireRetention => {
+                self.retention()?;
+            }
+            K::AppendUntilTrimmed => {
+                let ret = self.retention()?;
+                let alias = s(0);
+                let id = self.run_id(&alias);
+                if !id.starts_with(&ret.prefix) {
+                    return Err(StepFail::msg(format!(
+                        "step error: run {alias:?} ({id}) is not named with the short-retention prefix; use an alias starting with \"retained\""
+                    )));
+                }
+                let n = ret.events;
+                // Bounded: the server keeps at least n events and trims "eventually";
+                // 20 n + 1000 events is far past any reasonable trimming step.
+                let cap = n.saturating_mul(20).saturating_add(1000);
+                let batch = (n / 5).clamp(1, 500);
+                // Past 2 n + 10 events any reasonable trimming step is due (the
+                // reference trims once a run holds n + max(n / 10, 10)); from there on
+                // trimming may run in the background, so the runner polls (bounded)
+                // and appends only one more batch every 100 ms, for a server that trims
+                // only when appended to.
+                let enough = n.saturating_mul(2).saturating_add(10);
+                let poll = 3000;
+                let mut deadline = None;
+                let mut appended = 0u64;
+                let mut last_append = Instant::now();
+                loop {
+                    let head = self.run(&alias).head;
+                    if head > n && self.second_trimmed(&alias).await? {
+                        return Ok(());
+                    }
+                    let now = Instant::now();
+                    if head >= enough {
+                        let dl = *deadline.get_or_insert_with(|| now + self.ms(poll));
+                        if now >= dl {
+                            return Err(StepFail::msg(format!(
+                                "the server was declared (--short-retention {}={n}) to trim runs named {}* to their last {n} events, but after {appended} appended events (head {head}) and {poll} ms of polling, GET /v1/runs/{id}/events?after_seq=1 still answers 200 from seq 2: the declaration is wrong or the server does not trim within {poll} ms",
+                                ret.prefix, ret.prefix
+                            )));
+                        }
+                    }
+                    if appended < cap && (head < enough || now >= last_append + self.ms(100)) {
+                        let k = batch.min(cap - appended);
+                        let evs = (1..=k).map(|i| progress_event(head + i, 0)).collect();
+                        self.append(&alias, evs, self.token()).await?;
+                        appended += k;
+                        last_append = Instant::now();
+                    } else {
+                        tokio::time::sleep(self.ms(20)).await;
+                    }
+                }
+            }
+            K::RetainedHistory => {
+                let ret = self.retention()?;
+                let id = self.run_id(&s(0));
+                let head = self.run(&s(0)).head;
+                let after = head.saturating_sub(ret.events);
+                let limit = ret.events.clamp(1, 10_000);
+                let a = self
+                    .http(
+                        "GET",
+                        &format!("/v1/runs/{id}/events?after_seq={after}&limit={limit}"),
+                        self.token(),
+                        None,
+                    )
+                    .await?;
+                if a.status != 200 {
+                    return Err(StepFail::req(
+                        "RW-INGEST-17",
+                        format!(
+                            "the last {} events of {id} must still be retained (declared retention), but the read after seq {after} answered {} {}",
+                            ret.events,
+                            a.status,
+                            clip(&String::from_utf8_lossy(&a.body))
+                        ),
+                    ));
+                }
+                let v = a.json();
+                let seqs: Vec<u64> = v
+                    .get("events")
+                    .and_then(Value::as_array)
+                    .map(|e| {
+                        e.iter()
+                            .filter_map(|e| e.get("seq").and_then(Value::as_u64))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let want: Vec<u64> = (after + 1..=(after + limit).min(head)).collect();
+                let got_head = v.get("head_seq").and_then(Value::as_u64);
+                if seqs != want || got_head != Some(head) {
+                    return Err(StepFail::req(
+                        "RW-INGEST-16",
+                        format!(
+                            "the read after seq {after} must return seqs {}..={} and head_seq {head}, got head_seq {got_head:?} and seqs {}",
+                            after + 1,
+                            (after + limit).min(head),
+                            clip(&format!("{seqs:?}"))
+                        ),
+                    ));
+                }
+            }
+            K::HeadInWindow => {
+                let w = self
+                    .welcome_u64(&s(1), "/replay_window_events")
+                    .ok_or_else(|| StepFail::msg("step error: no welcome"))?;
+                let head = self.run(&s(0)).head;
+                if head > w {
+                    return Err(StepFail::not_implemented(format!(
+                        "the head {head} of the trimmed run exceeds the announced replay_window_events {w}, so a reset would not tell trimming from the replay window; declare a shorter --short-retention"
+                    )));
+                }
+            }
+            K::SubRetained => {
+                let ret = self.retention()?;
+                let w = self
+                    .welcome_u64(&s(0), "/replay_window_events")
+                    .ok_or_else(|| StepFail::msg("step error: no welcome"))?;
+                if ret.events / 2 > w {
+                    return Err(StepFail::not_implemented(format!(
+                        "half the declared retention ({}) exceeds the announced replay_window_events {w}",
+                        ret.events / 2
+                    )));
+                }
+                let after = self.run(&s(1)).head.saturating_sub(ret.events / 2);
+                self.sub_cursors.insert((s(0), s(1)), after);
+                return Box::pin(self.exec(
+                    K::SubEpoch,
+                    vec![s(0), s(1), after.to_string(), s(2)],
+                    doc,
+                ))
+                .await;
+            }
+            K::RecvSubscribedCursor => {
+                let after = *self
+                    .sub_cursors
+                    .get(&(s(0), s(1)))
+                    .ok_or_else(|| StepFail::msg("step error: no computed cursor"))?;
+                let head = self.run(&s(1)).head;
+                return Box::pin(self.exec(
+                    K::RecvSubscribed,
+                    vec![s(0), s(1), after.to_string(), head.to_string()],
+                    doc,
+                ))
+                .await
+                .map_err(|e| {
+                    if e.message.contains("\"reset\"") {
+                        StepFail::req(
+                            "RW-RESUME-7",
+                            format!(
+                                "after seq {after} every event up to the head {head} is retained and within the replay window, so the cursor must be replayed, not reset: {}",
+                                e.message
+                            ),
+                        )
+                    } else {
+                        e
+                    }
+                });
+            }
+            K::ResetPhase => {
+                let Some(r) = self.resets.get(&s(0)) else {
+                    return Err(StepFail::msg("step error: no reset received"));
+                };
+                let ph = r.pointer("/snapshot/phase").and_then(Value::as_str);
+                if ph != Some(s(1).as_str()) {
+                    return Err(StepFail::req(
+                        "RW-SNAP-2",
+                        format!("expected snapshot.phase {:?}, got {ph:?}", s(1)),
                     ));
                 }
             }

@@ -57,7 +57,7 @@ async fn reference_server_passes_every_server_scenario() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_scenarios_are_not_implemented_without_tokens() {
+async fn optional_capability_scenarios_are_not_implemented_without_them() {
     let server = reference::ReferenceServer::start(reference::reference_config(1.0))
         .await
         .unwrap();
@@ -65,9 +65,10 @@ async fn auth_scenarios_are_not_implemented_without_tokens() {
     target.token = None;
     target.limited_token = None;
     target.control = None;
+    target.short_retention = None;
     let opts = ConformOptions {
         seed: 5,
-        tags: Some(TagFilter::parse("@auth or @restart").unwrap()),
+        tags: Some(TagFilter::parse("@auth or @restart or @retention").unwrap()),
         ..ConformOptions::default()
     };
     let report = conform(
@@ -82,10 +83,17 @@ async fn auth_scenarios_are_not_implemented_without_tokens() {
     .unwrap();
     server.stop().await;
     assert!(report.counts.total > 0);
+    assert!(
+        report
+            .results
+            .iter()
+            .any(|r| r.id.starts_with("server/retention/")),
+        "the retention scenarios ran"
+    );
     assert_eq!(
         report.counts.not_implemented,
         report.counts.total,
-        "without tokens or restart control these scenarios are graded not implemented: {:?}",
+        "without tokens, restart control or a declared short retention these scenarios are graded not implemented: {:?}",
         report
             .results
             .iter()

@@ -53,3 +53,53 @@ async fn every_broken_server_is_caught_with_its_requirement() {
     server.stop().await;
     assert!(missed.is_empty(), "{}", missed.join("\n"));
 }
+
+/// A server that answers a trimmed history read with 200 and the events it still has
+/// (a silent gap) fails every retention scenario with `RW-INGEST-17`, while the history
+/// scenarios that never read trimmed events still pass through the same proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rw_ingest_17_a_gap_instead_of_410_fails_the_retention_scenarios() {
+    let server = reference::ReferenceServer::start(reference::reference_config(1.0))
+        .await
+        .unwrap();
+    let original = server.target();
+    assert!(original.short_retention.is_some());
+    let proxy = FaultyServer::start(&original, ServerFault::TrimmedHistoryAsGap)
+        .await
+        .unwrap();
+    let opts = ConformOptions {
+        seed: 17,
+        jobs: 4,
+        tags: Some(TagFilter::parse("@retention or @history").unwrap()),
+        ..ConformOptions::default()
+    };
+    println!("seed {}", opts.seed);
+    let report = conform(
+        Plan {
+            server: Some(proxy.target(&original)),
+            client: None,
+        },
+        &opts,
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    server.stop().await;
+    let mut retention = 0;
+    for r in &report.results {
+        let msg = r.message.clone().unwrap_or_default();
+        if r.id.starts_with("server/retention/") {
+            retention += 1;
+            assert_eq!(r.grade, Grade::Fail, "{}: {msg}", r.id);
+            assert!(
+                msg.contains("RW-INGEST-17") && msg.contains("not with a gap"),
+                "{}: {msg}",
+                r.id
+            );
+        } else {
+            assert_eq!(r.grade, Grade::Pass, "{}: {msg}", r.id);
+        }
+    }
+    assert_eq!(retention, 6, "every retention scenario ran");
+    assert!(!report.passed);
+}
