@@ -52,7 +52,7 @@ pub fn reference_config(time_scale: f64) -> ServerConfig {
     c.slow_consumer_max_bytes = 256 * 1024;
     c.slow_consumer_max_age_ms = t(200);
     c.shutdown_reconnect_spread_ms = t(200);
-    c.close_timeout_ms = t(2000);
+    c.close_timeout_ms = t(3000);
     // Only the retention scenarios' runs are trimmed; every other run keeps every
     // event (RW-RESUME-12).
     c.retention = RetentionConfig {
