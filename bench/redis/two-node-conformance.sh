@@ -81,16 +81,24 @@ lb="$(head -1 "$tmp/proxy.out")"
 # retained cursor); the two reset scenarios are graded not implemented, because a
 # trimmed run's head is then past the 1000-event replay window, where a reset would not
 # tell trimming from the window (docs/ci-guide.md, "Declaring a short retention").
+# Both passes leave out the RW-SHUTDOWN-1 scenario: it checks that once "the server"
+# has begun shutting down (the kit sees one node close a client with server_shutdown)
+# no new session is welcomed and no append accepted. Two nodes get their SIGTERM one
+# after the other, so for a moment one node shuts down while the other still serves;
+# a late connection or append that reaches the other node then succeeds, as it
+# should in a rolling deployment. That is a property of the test setup, not of a node;
+# the single-server reference run (`runwire conform`) checks RW-SHUTDOWN-1.
+skip_shutdown='not @RW-SHUTDOWN-1'
 # Pass 1: every client on node B, the producer on node A: each live event crosses
 # nodes through Redis, and client sockets are direct (slow-consumer scenarios need
 # real back-pressure, which a buffering proxy would hide).
 echo "pass 1: redis $store; producer on node A $a; clients on node B $b" >&2
 "$runwire" conform server --url "ws://$b/v1/stream" --ingest "http://$a" \
   --token rwc-reference-full-token --limited-token rwc-reference-limited-token \
-  --short-retention rwc-=2000 --restart-cmd "$tmp/restart.sh" "$@"
+  --short-retention rwc-=2000 --restart-cmd "$tmp/restart.sh" "${@:---tags=$skip_shutdown}"
 # Pass 2: clients spread over both nodes by the round-robin proxy (one connection
 # to A, the next to B, ...), producer on A; slow-consumer scenarios are left to pass 1.
 echo "pass 2: clients round-robin over A and B via $lb; producer on node A" >&2
 "$runwire" conform server --url "ws://$lb/v1/stream" --ingest "http://$a" \
   --token rwc-reference-full-token --limited-token rwc-reference-limited-token \
-  --short-retention rwc-=2000 --restart-cmd "$tmp/restart.sh" "${@:---tags=not @slow}"
+  --short-retention rwc-=2000 --restart-cmd "$tmp/restart.sh" "${@:---tags=not @slow and $skip_shutdown}"
