@@ -74,13 +74,9 @@ python3 "$here/rr_proxy.py" "$a" "$b" >"$tmp/proxy.out" &
 pids+=($!)
 wait_line "$tmp/proxy.out" "$!" ":"
 lb="$(head -1 "$tmp/proxy.out")"
-# Both passes declare the Redis store's own retention: retain_events applies to every
-# run and is the replay window plus max(10 %, 1000), here 2000 events, so
-# `--short-retention rwc-=2000` is true of every run. The @retention scenarios then
-# check trimming across nodes (410, the retained read, the snapshot, the replay of a
-# retained cursor); the two reset scenarios are graded not implemented, because a
-# trimmed run's head is then past the 1000-event replay window, where a reset would not
-# tell trimming from the window (docs/ci-guide.md, "Declaring a short retention").
+# Both passes declare the retention of conformance.toml's `[[retention.runs]]` rule
+# (`rwc-retained-*` keeps 50 events), which the Redis store applies per run, so the
+# @retention scenarios check trimming, 410 and resets across nodes.
 # Both passes leave out the RW-SHUTDOWN-1 scenario: it checks that once "the server"
 # has begun shutting down (the kit sees one node close a client with server_shutdown)
 # no new session is welcomed and no append accepted. Two nodes get their SIGTERM one
@@ -95,10 +91,10 @@ skip_shutdown='not @RW-SHUTDOWN-1'
 echo "pass 1: redis $store; producer on node A $a; clients on node B $b" >&2
 "$runwire" conform server --url "ws://$b/v1/stream" --ingest "http://$a" \
   --token rwc-reference-full-token --limited-token rwc-reference-limited-token \
-  --short-retention rwc-=2000 --restart-cmd "$tmp/restart.sh" "${@:---tags=$skip_shutdown}"
+  --short-retention rwc-retained-=50 --restart-cmd "$tmp/restart.sh" "${@:---tags=$skip_shutdown}"
 # Pass 2: clients spread over both nodes by the round-robin proxy (one connection
 # to A, the next to B, ...), producer on A; slow-consumer scenarios are left to pass 1.
 echo "pass 2: clients round-robin over A and B via $lb; producer on node A" >&2
 "$runwire" conform server --url "ws://$lb/v1/stream" --ingest "http://$a" \
   --token rwc-reference-full-token --limited-token rwc-reference-limited-token \
-  --short-retention rwc-=2000 --restart-cmd "$tmp/restart.sh" "${@:---tags=not @slow and $skip_shutdown}"
+  --short-retention rwc-retained-=50 --restart-cmd "$tmp/restart.sh" "${@:---tags=not @slow and $skip_shutdown}"

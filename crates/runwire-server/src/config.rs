@@ -92,8 +92,9 @@ impl AuthConfig {
 /// (trimmed in steps of a tenth of it) plus a stored snapshot, so a reset still
 /// carries the whole folded state; older cursors are answered with 410
 /// `cursor_too_old` in history reads (`RW-INGEST-17`) and a `reset` on subscribe
-/// (`RW-RESUME-5`). Applies to the memory and SQLite stores (the Redis store has its
-/// own `retain_events` URL option).
+/// (`RW-RESUME-5`). The memory and SQLite stores apply it to every run; the Redis
+/// store applies the runs it names (a rule, or a nonzero `events`) and keeps its
+/// URL's `retain_events` for the others.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {
@@ -120,6 +121,16 @@ impl RetentionConfig {
             .iter()
             .find(|r| crate::auth::glob(&r.pattern, run_id.as_str()))
             .map_or(self.events, |r| r.events)
+    }
+
+    /// The retention `[retention]` sets for `run_id`: its rule's, else a nonzero
+    /// `events`; `None` when neither applies (a store's own default then holds).
+    pub fn explicit_for(&self, run_id: &runwire_protocol::RunId) -> Option<u64> {
+        self.runs
+            .iter()
+            .find(|r| crate::auth::glob(&r.pattern, run_id.as_str()))
+            .map(|r| r.events)
+            .or((self.events > 0).then_some(self.events))
     }
 
     /// Whether any run is trimmed.

@@ -290,9 +290,10 @@ pub fn open_store(
         .iter()
         .any(|p| spec.starts_with(p))
     {
-        return Ok(Arc::new(RedisStore::open(
+        return Ok(Arc::new(RedisStore::open_with(
             spec,
             config.replay_window_events,
+            config.retention.clone(),
         )?));
     }
     Err(StoreError::Unavailable(format!(

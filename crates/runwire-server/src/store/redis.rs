@@ -57,7 +57,9 @@
 //! stores it back every `snapshot_every` events. Retention: a stream keeps at least
 //! `retain_events` events (default: the replay window plus 10 %) and never trims past
 //! the stored snapshot, so every cursor inside the replay window replays and a reset
-//! always has its snapshot; idempotency records are deleted with their events. A
+//! always has its snapshot; idempotency records are deleted with their events. A run
+//! that the server's `[retention]` names keeps that many events instead (also fewer
+//! than the window), with a snapshot stored every tenth of it. A
 //! run's keys expire `ttl_secs` after its last append (default 7 days) unless a node
 //! is watching it.
 
@@ -73,6 +75,8 @@ use std::{
 use redis::{AsyncConnectionConfig, RedisError, Script, Value, aio::MultiplexedConnection};
 use runwire_protocol::{Epoch, Event, EventId, RunId, RunSnapshot, http::NewEvent};
 use tokio::sync::{Notify, broadcast};
+
+use crate::config::RetentionConfig;
 
 use super::{
     AppendOutcome, BoxFuture, EventStore, LiveEvent, LiveReceiver, RunInfo, StoreError,
@@ -576,6 +580,7 @@ const READ_COUNT: usize = 1_000;
 
 struct Inner {
     opts: RedisOptions,
+    retention: RetentionConfig,
     url: String,
     client: redis::Client,
     pool: Pool,
@@ -701,6 +706,18 @@ impl RedisStore {
     /// Connects once to check that Redis answers, so that a server with an
     /// unreachable Redis fails at start with a clear error.
     pub fn open(url: &str, replay_window_events: u64) -> Result<Self, StoreError> {
+        Self::open_with(url, replay_window_events, RetentionConfig::default())
+    }
+
+    /// As [`RedisStore::open`], with the server's `[retention]` settings: a run that
+    /// a rule (or a nonzero `retention.events`) names keeps at least that many
+    /// events, trimmed in steps of a tenth, below the replay window too; every other
+    /// run keeps the URL's `retain_events`.
+    pub fn open_with(
+        url: &str,
+        replay_window_events: u64,
+        retention: RetentionConfig,
+    ) -> Result<Self, StoreError> {
         let (base, opts) = parse_url(url, replay_window_events)?;
         let shown = redact(&base);
         let client = redis::Client::open(base.as_str())
@@ -756,6 +773,7 @@ impl RedisStore {
             client,
             url: shown,
             opts,
+            retention,
             scripts: Scripts::new(),
             watches: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
@@ -978,7 +996,7 @@ impl Inner {
                 )));
             }
         }
-        if appended > 0 && head.saturating_sub(snap) >= self.opts.snapshot_every {
+        if appended > 0 && head.saturating_sub(snap) >= self.snapshot_every(run_id) {
             self.spawn_compaction(run_id);
         }
         Ok(AppendOutcome {
@@ -1205,7 +1223,7 @@ impl Inner {
                 // Unknown: the cached path does not read the stored position.
                 0
             };
-            if store || behind >= self.opts.snapshot_every {
+            if store || behind >= self.snapshot_every(run_id) {
                 self.store_snapshot(&k, &snap).await?;
             }
             return Ok(Some(snap));
@@ -1213,6 +1231,23 @@ impl Inner {
         Err(StoreError::Unavailable(format!(
             "the log of run {run_id} kept changing while its snapshot was read"
         )))
+    }
+
+    /// Events the run's stream keeps at least (0: all): its `[retention]` rule, else
+    /// the URL's `retain_events`.
+    fn retain(&self, run_id: &RunId) -> u64 {
+        self.retention
+            .explicit_for(run_id)
+            .unwrap_or(self.opts.retain_events)
+    }
+
+    /// Events between stored snapshots (each also trims): `snapshot_every`, or the
+    /// retention step of an explicit retention when that is shorter.
+    fn snapshot_every(&self, run_id: &RunId) -> u64 {
+        match self.retention.explicit_for(run_id) {
+            Some(r) if r > 0 => self.opts.snapshot_every.min(RetentionConfig::step(r)),
+            _ => self.opts.snapshot_every,
+        }
     }
 
     async fn store_snapshot(&self, k: &Keys, snap: &RunSnapshot) -> Result<(), StoreError> {
@@ -1225,7 +1260,7 @@ impl Inner {
             .arg(snap.epoch.as_str())
             .arg(snap.as_of_seq)
             .arg(json)
-            .arg(self.opts.retain_events)
+            .arg(self.retain(&snap.run_id))
             .arg(10 * READ_COUNT);
         let _: Value = self.pool.invoke(&inv).await?;
         Ok(())

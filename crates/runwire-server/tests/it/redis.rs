@@ -816,3 +816,84 @@ async fn rw_ingest_22_healthz_is_unavailable_while_redis_is_down() {
     }
     b.shutdown().await;
 }
+
+/// A `[retention]` rule trims a Redis run below the URL's retention: its history
+/// before the trim point is 410 `cursor_too_old`, a trimmed cursor on the other node
+/// is reset with the whole folded state, and runs without a rule keep everything
+/// (RW-INGEST-17, RW-RESUME-5, RW-SNAP-2).
+#[tokio::test]
+async fn rw_ingest_17_redis_retention_rule_trims_across_nodes() {
+    let redis = Redis::start(false);
+    let retention = runwire_server::RetentionConfig {
+        events: 0,
+        runs: vec![runwire_server::RetentionRule {
+            pattern: "short-*".into(),
+            events: 20,
+        }],
+    };
+    let open = || {
+        Arc::new(
+            RedisStore::open_with(
+                &redis.url(),
+                ServerConfig::default().replay_window_events,
+                retention.clone(),
+            )
+            .expect("redis store opens"),
+        )
+    };
+    let (a, b) = (
+        start_with(config(), open()).await,
+        start_with(config(), open()).await,
+    );
+    let pa = Producer::new(&a);
+    pa.ok(
+        "short-r",
+        json!([{"type": "run.status", "data": {"status": "running"}},
+               {"type": "run.phase", "data": {"phase": "deploy"}}]),
+    )
+    .await;
+    for _ in 0..20 {
+        pa.progress("short-r", 5).await;
+    }
+    // Compaction (snapshot + trim) runs in the background after an append: wait for
+    // the trim to show, bounded.
+    let pb = Producer::new(&b);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (st, body) = pb.get("/v1/runs/short-r/events?after_seq=0").await;
+        if st == 410 {
+            assert_eq!(body["error"]["code"], json!("cursor_too_old"));
+            break;
+        }
+        assert_eq!(st, 200, "{body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never trimmed: {body}"
+        );
+        pa.progress("short-r", 1).await;
+    }
+    let (_, snap) = pb.get("/v1/runs/short-r").await;
+    assert_eq!(snap["status"], json!("running"));
+    assert_eq!(snap["phase"], json!("deploy"));
+    let head = snap["as_of_seq"].as_u64().expect("head");
+    let epoch = snap["epoch"].as_str().expect("epoch").to_owned();
+    let mut c = Client::connect(&b).await;
+    c.hello(json!([{"run_id": "short-r", "after_seq": 1, "epoch": epoch}]))
+        .await;
+    match c.msg().await {
+        ServerMessage::Reset(r) => {
+            assert_eq!(r.reason, runwire_protocol::ResetReason::CursorTooOld);
+            assert!(r.snapshot.as_of_seq >= head);
+            assert_eq!(r.snapshot.phase.as_deref(), Some("deploy"));
+        }
+        other => panic!("expected reset, got {other:?}"),
+    }
+    // A run without a rule keeps the URL's retention (here: everything so far).
+    for _ in 0..20 {
+        pa.progress("long-r", 5).await;
+    }
+    let (st, body) = pb.get("/v1/runs/long-r/events?after_seq=0&limit=1").await;
+    assert_eq!((st, body["events"][0]["seq"].clone()), (200, json!(1)));
+    a.shutdown().await;
+    b.shutdown().await;
+}
