@@ -1130,6 +1130,9 @@ fn maintenance_loop(
     }
 }
 
+/// Events deleted per retention transaction.
+const TRIM_CHUNK: u64 = 5_000;
+
 /// Stores the run's snapshot at its head and trims it to its retention, never past
 /// the stored snapshot.
 fn maintain(conn: &Connection, shared: &Shared, run_id: &RunId) -> Result<(), StoreError> {
@@ -1198,26 +1201,36 @@ fn maintain(conn: &Connection, shared: &Shared, run_id: &RunId) -> Result<(), St
     conn_tx
         .prepare_cached(
             "INSERT INTO snapshots (run_id, as_of_seq, json, trimmed) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT(run_id) DO UPDATE SET as_of_seq = excluded.as_of_seq, json = excluded.json, \
-             trimmed = max(snapshots.trimmed, excluded.trimmed) \
+             ON CONFLICT(run_id) DO UPDATE SET as_of_seq = excluded.as_of_seq, json = excluded.json \
              WHERE excluded.as_of_seq >= snapshots.as_of_seq",
         )
         .map_err(db_err)?
-        .execute(params![run_id.as_str(), to_i(snap.as_of_seq), json, to_i(cut.max(trimmed))])
+        .execute(params![run_id.as_str(), to_i(snap.as_of_seq), json, to_i(trimmed)])
         .map_err(db_err)?;
-    if cut > trimmed {
-        conn_tx
-            .prepare_cached("DELETE FROM events WHERE run_id = ?1 AND seq > ?2 AND seq <= ?3")
-            .map_err(db_err)?
-            .execute(params![run_id.as_str(), to_i(trimmed), to_i(cut)])
-            .map_err(db_err)?;
-        conn_tx
-            .prepare_cached("DELETE FROM idempotency WHERE run_id = ?1 AND seq <= ?2")
-            .map_err(db_err)?
-            .execute(params![run_id.as_str(), to_i(cut)])
-            .map_err(db_err)?;
-    }
     conn_tx.commit().map_err(db_err)?;
+    // Trim in short transactions, so the writer never waits long for the lock (a
+    // retention set on a large existing log deletes in many steps). Each step moves
+    // the trim point and deletes up to it atomically: a reader sees either.
+    let mut done = trimmed;
+    while done < cut {
+        let upto = cut.min(done.saturating_add(TRIM_CHUNK));
+        let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        tx.prepare_cached("UPDATE snapshots SET trimmed = ?2 WHERE run_id = ?1 AND trimmed < ?2")
+            .map_err(db_err)?
+            .execute(params![run_id.as_str(), to_i(upto)])
+            .map_err(db_err)?;
+        tx.prepare_cached("DELETE FROM events WHERE run_id = ?1 AND seq > ?2 AND seq <= ?3")
+            .map_err(db_err)?
+            .execute(params![run_id.as_str(), to_i(done), to_i(upto)])
+            .map_err(db_err)?;
+        tx.prepare_cached("DELETE FROM idempotency WHERE run_id = ?1 AND seq > ?2 AND seq <= ?3")
+            .map_err(db_err)?
+            .execute(params![run_id.as_str(), to_i(done), to_i(upto)])
+            .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        done = upto;
+    }
     if cut > trimmed {
         tracing::debug!(run_id = %run_id, through = cut, "trimmed by retention");
     }

@@ -422,3 +422,55 @@ async fn rw_ingest_3_sqlite_full_stops_taking_writes_after_a_failed_wal_sync() {
     );
     s.shutdown().await;
 }
+
+/// Retention set on an existing SQLite log trims it in many short transactions (the
+/// writer never waits long for the lock) down to the limit, keeping the snapshot
+/// whole (RW-INGEST-17, RW-SNAP-2).
+#[tokio::test]
+async fn rw_ingest_17_sqlite_retention_set_on_a_long_existing_log_trims_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("big.db");
+    let before = {
+        let store = Arc::new(SqliteStore::open(&path, &SqliteConfig::default()).expect("open"));
+        let s = start_with(config(), store).await;
+        let p = Producer::new(&s);
+        fill(&p, "short-big", 0).await;
+        for _ in 0..12 {
+            p.progress("short-big", 1000).await;
+        }
+        let (_, snap) = p.get("/v1/runs/short-big").await;
+        s.shutdown().await;
+        snap
+    };
+    assert_eq!(before["as_of_seq"], json!(12_002));
+    let store = Arc::new(
+        SqliteStore::open_with(&path, &SqliteConfig::default(), retention()).expect("reopen"),
+    );
+    let s = start_with(config(), store.clone()).await;
+    let p = Producer::new(&s);
+    p.progress("short-big", 10).await; // head 12,012: a maintenance pass is due
+    store.sync_maintenance().await.expect("maintenance");
+    let (st, _) = p.get("/v1/runs/short-big/events?after_seq=0").await;
+    assert_eq!(st, 410);
+    let (st, body) = p
+        .get("/v1/runs/short-big/events?after_seq=11992&limit=100")
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["events"].as_array().map(Vec::len), Some(20));
+    let (_, snap) = p.get("/v1/runs/short-big").await;
+    assert_eq!(snap["as_of_seq"], json!(12_012));
+    assert_eq!(snap["phase"], before["phase"]);
+    assert_eq!(snap["status"], before["status"]);
+    s.shutdown().await;
+    drop(store);
+    // Nothing older than the limit is left in the file.
+    let conn = rusqlite::Connection::open(&path).expect("open db");
+    let left: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM events WHERE run_id = 'short-big'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert!((20..30).contains(&left), "{left} events left");
+}
