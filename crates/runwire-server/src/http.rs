@@ -381,14 +381,26 @@ pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
             r#"{"status":"shutting_down"}"#.into(),
         );
     }
-    // The store decides whether appends and subscriptions can be served
-    // (`RW-INGEST-22`); a check that hangs counts as a failure.
-    let check = tokio::time::timeout(Duration::from_secs(2), state.store.health()).await;
-    match check {
-        Ok(Ok(())) => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
-        Ok(Err(e)) => unavailable_health(&e.to_string()),
-        Err(_) => unavailable_health("the event store did not answer within 2 s"),
+    match store_health(&state).await {
+        Ok(()) => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
+        Err(why) => unavailable_health(&why),
     }
+}
+
+/// Asks the store whether appends and subscriptions can be served (`RW-INGEST-22`);
+/// a check that hangs counts as a failure. Sets the `runwire_store_up` gauge.
+async fn store_health(state: &AppState) -> Result<(), String> {
+    let check = tokio::time::timeout(Duration::from_secs(2), state.store.health()).await;
+    let result = match check {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the event store did not answer within 2 s".to_owned()),
+    };
+    state.metrics.store_up.store(
+        i64::from(result.is_ok()),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    result
 }
 
 fn unavailable_health(reason: &str) -> Response {
@@ -409,6 +421,7 @@ fn unavailable_health(reason: &str) -> Response {
 
 /// `GET /metrics`.
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let _ = store_health(&state).await;
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -52,6 +52,7 @@ metrics! {
     protocol_errors: counter = "runwire_protocol_errors_total", "Error frames sent for bad client input.";
     store_errors: counter = "runwire_store_errors_total", "Store operations that failed.";
     lingering_closes: counter = "runwire_lingering_closes_total", "Connections closed with a lingering close (FIN sent, remaining client input read and discarded).";
+    store_up: gauge = "runwire_store_up", "1 when the event store passed its last health check (run at every /healthz and /metrics request), else 0.";
     linger_cutoffs: counter = "runwire_linger_cutoffs_total", "Lingering closes ended by close_timeout_ms or the byte bound instead of the client closing its side.";
 }
 

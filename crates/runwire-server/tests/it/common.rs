@@ -276,6 +276,17 @@ impl Producer {
         self.ok(run, Value::Array(events)).await
     }
 
+    /// A GET whose answer is text (`/metrics`).
+    pub(crate) async fn get_text(&self, path: &str) -> String {
+        self.req(self.http.get(format!("{}{path}", self.base)))
+            .send()
+            .await
+            .expect("http")
+            .text()
+            .await
+            .expect("text body")
+    }
+
     pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         let r = self
             .req(self.http.get(format!("{}{path}", self.base)))

@@ -288,15 +288,7 @@ async fn metrics_count_events_and_connections() {
     let s = start(config()).await;
     let p = Producer::new(&s);
     p.progress("m", 3).await;
-    let text = p
-        .http
-        .get(format!("{}/metrics", s.http_url()))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = p.get_text("/metrics").await;
     assert!(text.contains("runwire_events_in_total 3"), "{text}");
     assert!(text.contains("# TYPE runwire_connections gauge"));
 }

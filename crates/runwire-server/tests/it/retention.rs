@@ -286,9 +286,13 @@ async fn rw_ingest_22_healthz_follows_a_failing_sqlite_store() {
             .is_some_and(|r| r.contains("disk full")),
         "{body}"
     );
+    let metrics = p.get_text("/metrics").await;
+    assert!(metrics.contains("\nrunwire_store_up 0\n"), "{metrics}");
     admin.execute_batch("DROP TRIGGER fail;").expect("drop");
     assert_eq!(p.progress_status("h").await, 200);
     assert_eq!(p.get("/healthz").await, (200, json!({"status": "ok"})));
+    let metrics = p.get_text("/metrics").await;
+    assert!(metrics.contains("\nrunwire_store_up 1\n"), "{metrics}");
     s.shutdown().await;
 }
 
