@@ -478,3 +478,173 @@ async fn rw_ingest_17_sqlite_retention_set_on_a_long_existing_log_trims_it() {
         .expect("count");
     assert!((20..30).contains(&left), "{left} events left");
 }
+
+/// What a model-based run does to the stores.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Append these events (JSON `{type, data}`), in one request.
+    Append(Vec<Value>),
+    /// Let the SQLite maintenance thread finish (snapshot, trim, checkpoint).
+    Settle,
+    /// Close and reopen the SQLite store.
+    Reopen,
+}
+
+fn event_strategy() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let word = proptest::sample::select(vec!["a", "b", "c"]);
+    prop_oneof![
+        (
+            proptest::option::of(0u8..=100),
+            proptest::option::of(word.clone())
+        )
+            .prop_map(|(p, s)| {
+                let mut d = serde_json::Map::new();
+                if let Some(p) = p {
+                    d.insert("percent".into(), json!(p));
+                }
+                if let Some(s) = s {
+                    d.insert("step".into(), json!(s));
+                }
+                json!({"type": "run.progress", "data": d})
+            }),
+        (word.clone(), word.clone())
+            .prop_map(|(k, v)| json!({"type": "run.metadata", "data": {"labels": {k: v}}})),
+        proptest::collection::vec(word.clone(), 0..3).prop_map(|ids| {
+            let items: Vec<Value> = ids
+                .iter()
+                .map(|i| json!({"id": i, "text": i, "status": "pending"}))
+                .collect();
+            json!({"type": "todo.updated", "data": {"items": items}})
+        }),
+        word.clone()
+            .prop_map(|p| json!({"type": "run.phase", "data": {"phase": p}})),
+        word.prop_map(|m| json!({"type": "log.line", "data": {"level": "info", "message": m}})),
+    ]
+}
+
+fn op_strategy() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => proptest::collection::vec(event_strategy(), 1..25).prop_map(Op::Append),
+        2 => Just(Op::Settle),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+/// The snapshot without what differs between two stores (the epoch).
+fn comparable(mut s: RunSnapshot) -> Value {
+    let mut v = serde_json::to_value(&mut s).expect("json");
+    v["epoch"] = Value::Null;
+    v
+}
+
+/// Against a memory store that keeps everything: after any sequence of appends,
+/// maintenance passes and restarts, the SQLite store with a 15-event retention folds
+/// the same snapshot (RW-SNAP-2), keeps at least the last 15 events, and every read
+/// is either exactly the events after the cursor or `NotRetained`, the latter only
+/// below the retention (RW-INGEST-17). Seeded (printed); `RUNWIRE_PROPTEST_SEED` and
+/// `RUNWIRE_PROPTEST_CASES` replay or widen it.
+#[test]
+fn rw_ingest_17_sqlite_retention_keeps_the_fold_and_the_tail_model() {
+    use proptest::test_runner::{Config, RngSeed, TestRunner};
+    let cases: u32 = std::env::var("RUNWIRE_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let seed: u64 = std::env::var("RUNWIRE_PROPTEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x52_57_52_54);
+    println!("proptest: {cases} cases, RUNWIRE_PROPTEST_SEED={seed}");
+    let mut runner = TestRunner::new(Config {
+        cases,
+        rng_seed: RngSeed::Fixed(seed),
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&proptest::collection::vec(op_strategy(), 1..14), |ops| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(check_model(ops));
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}\nreplay with RUNWIRE_PROPTEST_SEED={seed}");
+    }
+}
+
+async fn check_model(ops: Vec<Op>) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("m.db");
+    let retention = RetentionConfig {
+        events: 15,
+        runs: Vec::new(),
+    };
+    let open = || {
+        SqliteStore::open_with(&path, &SqliteConfig::default(), retention.clone()).expect("open")
+    };
+    let mut sqlite = open();
+    let model = MemoryStore::new();
+    let run = run("model");
+    let mut seconds = 0u32;
+    for op in ops {
+        match op {
+            Op::Append(evs) => {
+                let evs: Vec<NewEvent> = evs
+                    .into_iter()
+                    .map(|mut e| {
+                        seconds += 1;
+                        e["time"] = json!(format!(
+                            "2026-11-22T10:{:02}:{:02}.000Z",
+                            (seconds / 60) % 60,
+                            seconds % 60
+                        ));
+                        serde_json::from_value(e).expect("event")
+                    })
+                    .collect();
+                sqlite
+                    .append(&run, evs.clone())
+                    .await
+                    .expect("sqlite append");
+                model.append(&run, evs).await.expect("model append");
+            }
+            Op::Settle => sqlite.sync_maintenance().await.expect("maintenance"),
+            Op::Reopen => {
+                sqlite.close().await.expect("close");
+                drop(sqlite);
+                sqlite = open();
+            }
+        }
+        let head = model
+            .run_info(&run)
+            .await
+            .expect("info")
+            .map_or(0, |i| i.head_seq);
+        let snap = sqlite.snapshot(&run).await.expect("snapshot");
+        let want = model.snapshot(&run).await.expect("snapshot");
+        assert_eq!(snap.map(comparable), want.map(comparable), "the fold");
+        for after in 0..=head {
+            match sqlite.read(&run, after, head, 10_000).await {
+                Ok(evs) => {
+                    let seqs: Vec<u64> = evs.iter().map(|e| e.seq).collect();
+                    assert_eq!(
+                        seqs,
+                        (after + 1..=head).collect::<Vec<_>>(),
+                        "read after {after}"
+                    );
+                }
+                Err(StoreError::NotRetained { .. }) => {
+                    assert!(
+                        head - after > 15,
+                        "cursor {after} of {head} is within the retention"
+                    );
+                }
+                Err(e) => panic!("read after {after}: {e}"),
+            }
+        }
+    }
+    sqlite.close().await.expect("close");
+}
