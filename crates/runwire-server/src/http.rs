@@ -107,8 +107,20 @@ fn store_error(state: &AppState, e: StoreError) -> ApiError {
     }
 }
 
-fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
-    RunId::new(raw).map_err(|e| {
+/// The `{run_id}` path segment; a segment the framework cannot decode (not UTF-8)
+/// is answered like any invalid run id, with the spec's error body (`RW-INGEST-20`).
+pub(crate) type RunPath = Result<Path<String>, axum::extract::rejection::PathRejection>;
+
+fn parse_run_id(raw: RunPath) -> Result<RunId, ApiError> {
+    let Path(raw) = raw.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            format!("the run id in the path is not valid: {e}"),
+        )
+        .at("/run_id")
+    })?;
+    RunId::new(&raw).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorCode::InvalidRequest,
@@ -161,12 +173,32 @@ fn authorize(
 /// `POST /v1/runs/{run_id}/events` (spec §4.2).
 pub(crate) async fn append(
     State(state): State<Arc<AppState>>,
-    Path(run_id): Path<String>,
+    run_id: RunPath,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let run_id = parse_run_id(&run_id)?;
+    let run_id = parse_run_id(run_id)?;
     authorize(&state, &headers, &[Role::Producer], &run_id)?;
+    // A body over the limit is refused by the extractor before it is read whole; it
+    // still gets the spec's error body (`RW-INGEST-20`), not the framework's text.
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the request body exceeds max_request_bytes ({}); send fewer events per request",
+                    state.config.max_request_bytes
+                ),
+            )
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidRequest,
+                format!("the request body could not be read: {rejection}"),
+            )
+        }
+    })?;
     if *state.shutdown.borrow() {
         // `RW-SHUTDOWN-1`.
         return Err(ApiError::new(
@@ -277,10 +309,10 @@ fn refine_pointer(body: &[u8], e: &DecodeError) -> Option<(String, String)> {
 /// `GET /v1/runs/{run_id}` (spec §4.3).
 pub(crate) async fn snapshot(
     State(state): State<Arc<AppState>>,
-    Path(run_id): Path<String>,
+    run_id: RunPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let run_id = parse_run_id(&run_id)?;
+    let run_id = parse_run_id(run_id)?;
     authorize(&state, &headers, &[Role::Producer, Role::Consumer], &run_id)?;
     match state.store.snapshot(&run_id).await {
         Ok(Some(s)) => Ok(json(StatusCode::OK, encode(&s))),
@@ -314,11 +346,18 @@ fn query_u64(q: &BTreeMap<String, String>, key: &str) -> Result<Option<u64>, Api
 /// `GET /v1/runs/{run_id}/events?after_seq=&limit=` (spec §4.4).
 pub(crate) async fn history(
     State(state): State<Arc<AppState>>,
-    Path(run_id): Path<String>,
-    Query(q): Query<BTreeMap<String, String>>,
+    run_id: RunPath,
+    q: Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let run_id = parse_run_id(&run_id)?;
+    let run_id = parse_run_id(run_id)?;
+    let Query(q) = q.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            format!("the query string is not valid: {e}"),
+        )
+    })?;
     authorize(&state, &headers, &[Role::Producer, Role::Consumer], &run_id)?;
     let after = query_u64(&q, "after_seq")?.unwrap_or(0);
     let limit = query_u64(&q, "limit")?.unwrap_or(HISTORY_DEFAULT_LIMIT);
@@ -430,6 +469,16 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+/// A method the path does not take: 405 with `Allow` and the spec's error body
+/// (`RW-INGEST-20`).
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::InvalidRequest,
+        "this method is not allowed on this path (GET or POST, see the Allow header)",
+    )
+}
+
 /// Anything else.
 pub(crate) async fn not_found() -> ApiError {
     ApiError::new(
@@ -446,8 +495,22 @@ pub(crate) async fn stream(
     ConnectInfo(linger): ConnectInfo<LingerHandle>,
     version: Version,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidRequest,
+                format!(
+                    "{} takes a WebSocket upgrade (RFC 6455): {e}",
+                    runwire_protocol::STREAM_PATH
+                ),
+            )
+            .into_response();
+        }
+    };
     let token = Authenticator::bearer(
         headers
             .get(header::AUTHORIZATION)

@@ -206,6 +206,7 @@ impl Server {
             .route("/healthz", get(http::healthz))
             .route("/metrics", get(http::metrics))
             .fallback(http::not_found)
+            .method_not_allowed_fallback(http::method_not_allowed)
             .layer(DefaultBodyLimit::max(body_limit))
             .with_state(Arc::clone(&state));
         let mut stop = shutdown_rx;

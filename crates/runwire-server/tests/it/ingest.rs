@@ -1,5 +1,6 @@
 //! The producer HTTP API (spec §4).
 
+use runwire_server::ServerConfig;
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -291,4 +292,79 @@ async fn metrics_count_events_and_connections() {
     let text = p.get_text("/metrics").await;
     assert!(text.contains("runwire_events_in_total 3"), "{text}");
     assert!(text.contains("# TYPE runwire_connections gauge"));
+}
+
+/// A request body far over `max_request_bytes` is refused with 413 and the spec's
+/// error body, not the HTTP framework's plain text (RW-INGEST-20).
+#[tokio::test]
+async fn rw_ingest_20_oversize_request_body_gets_the_error_body() {
+    let s = start(ServerConfig {
+        max_request_bytes: 64 * 1024,
+        ..config()
+    })
+    .await;
+    let p = Producer::new(&s);
+    for size in [64 * 1024 + 10, 4 * 1024 * 1024] {
+        let line =
+            json!({"type": "log.line", "data": {"level": "info", "message": "x".repeat(1000)}});
+        let n = size / 1000;
+        let body = json!({ "events": vec![line; n.min(1000)] }).to_string();
+        let body = if body.len() < size {
+            format!("{}{}", body, " ".repeat(size - body.len()))
+        } else {
+            body
+        };
+        let (st, v) = p.post_raw("big", body).await;
+        assert_eq!(st, 413, "{size} bytes: {v}");
+        assert_eq!(v["error"]["code"], json!("invalid_request"), "{size} bytes");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("max_request_bytes")),
+            "{v}"
+        );
+    }
+}
+
+/// Requests the HTTP framework would refuse on its own (no WebSocket upgrade, a path
+/// segment that is not UTF-8, a method the path does not take, an unknown path) get
+/// the spec's error body too (RW-INGEST-20).
+#[tokio::test]
+async fn rw_ingest_20_framework_refusals_get_the_error_body() {
+    let s = start(config()).await;
+    let p = Producer::new(&s);
+    let base = s.http_url();
+    let cases = [
+        (reqwest::Method::GET, "/v1/stream", 400u16),
+        (reqwest::Method::GET, "/v1/runs/%FF/events", 400),
+        (reqwest::Method::PUT, "/v1/runs/r/events", 405),
+        (reqwest::Method::DELETE, "/v1/runs/r", 405),
+        (reqwest::Method::GET, "/v2/anything", 404),
+    ];
+    for (method, path, status) in cases {
+        let r = p
+            .http
+            .request(method.clone(), format!("{base}{path}"))
+            .send()
+            .await
+            .expect("http");
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        let allow = r.headers().get("allow").cloned();
+        let v: Value = r
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert_eq!(
+            v["error"]["code"],
+            json!("invalid_request"),
+            "{method} {path}: {v}"
+        );
+        assert_eq!(v["error"]["retryable"], json!(false));
+        if status == 405 {
+            assert!(
+                allow.is_some(),
+                "{method} {path}: 405 names the allowed methods"
+            );
+        }
+    }
 }
