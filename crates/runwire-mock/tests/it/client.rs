@@ -499,6 +499,13 @@ impl Client {
                     if let Some(r) = self.runs.iter_mut().find(|r| r.id == id) {
                         r.open = true;
                         r.epoch = m.get("epoch").and_then(Value::as_str).map(str::to_owned);
+                        // A subscription in another epoch is a new log: fold anew.
+                        if r.folded
+                            .as_ref()
+                            .is_some_and(|f| Some(f.epoch.as_str()) != r.epoch.as_deref())
+                        {
+                            r.folded = None;
+                        }
                         r.last = m.get("after_seq").and_then(Value::as_u64).unwrap_or(0);
                         r.buffer.clear();
                         r.gap_since = None;
