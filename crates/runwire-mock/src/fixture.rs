@@ -801,6 +801,11 @@ pub struct FinalExpect {
     /// The last line must be this `error` line with `terminal: true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminal_error: Option<ErrorLineExpect>,
+    /// The application's folded state of runs: the last `folded` line of each run
+    /// (`docs/client-adapter.md`) must equal the fold of its log. An adapter that prints
+    /// no `folded` line at all is graded *not implemented*.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub folded: Vec<FoldedExpect>,
     /// The reconnects of these connections (1-based numbers, each with a
     /// `reconnect_delay.backoff_attempt`) must not all sit at the top of their
     /// envelope: a client without jitter fails.
@@ -889,6 +894,27 @@ pub struct ResetLine {
     pub epoch: Option<String>,
     /// The snapshot's `as_of_seq`.
     pub as_of_seq: u64,
+}
+
+/// The folded state a run's application must end with (spec §8.3, `RW-SNAP-2`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FoldedExpect {
+    /// The run.
+    pub run: String,
+    /// The log folded: default the run's last declared epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+    /// Fold through this seq; default the whole log of that epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of_seq: Option<u64>,
+    /// Members the folded snapshot must also contain with equal values (objects
+    /// compared member by member), to state the point of the fixture in the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<Map<String, Value>>,
+    /// The requirement a violation names. Default: the fixture's first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirement: Option<String>,
 }
 
 /// An expected `error` line.

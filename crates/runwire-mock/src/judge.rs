@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use runwire_protocol::RunSnapshot;
 use serde_json::Value;
 
 use crate::{
@@ -11,6 +12,26 @@ use crate::{
     reqs,
     transcript::Violation,
 };
+
+/// The epoch of the last log declared for `run` (the one a fixture usually ends on).
+pub(crate) fn last_epoch(f: &Fixture, run: &str) -> Option<String> {
+    f.runs
+        .iter()
+        .rev()
+        .find(|r| r.run_id == run)
+        .map(|r| r.epoch.clone())
+}
+
+/// Whether `have` contains every member of `want` with an equal value (objects
+/// compared member by member, recursively).
+fn contains(have: &Value, want: &Value) -> bool {
+    match (have, want) {
+        (Value::Object(h), Value::Object(w)) => w
+            .iter()
+            .all(|(k, v)| h.get(k).is_some_and(|hv| contains(hv, v))),
+        _ => have == want,
+    }
+}
 
 /// One application-visible item of a run.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,14 +162,6 @@ impl Judge<'_> {
 
     /// Judges `expect.lines`: each must match a line after the previous match.
     pub(crate) fn lines(&mut self, lines: &[Value]) {
-        fn contains(have: &Value, want: &Value) -> bool {
-            match (have, want) {
-                (Value::Object(h), Value::Object(w)) => w
-                    .iter()
-                    .all(|(k, v)| h.get(k).is_some_and(|hv| contains(hv, v))),
-                _ => have == want,
-            }
-        }
         let mut from = 0;
         for l in self.fixture.expect.lines.clone() {
             let want = Value::Object(l.contains.clone());
@@ -173,6 +186,113 @@ impl Judge<'_> {
                 }
             }
         }
+    }
+
+    /// Judges `expect.folded`: the last `folded` line of each run must be the fold of
+    /// its log (spec §8.3). Returns `Some(feature)` when the fixture needs folded state
+    /// and the adapter printed no `folded` line at all (graded *not implemented*).
+    pub(crate) fn folded(&mut self, lines: &[Value]) -> Option<String> {
+        if self.fixture.expect.folded.is_empty() {
+            return None;
+        }
+        let folded: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l.get("kind").and_then(Value::as_str) == Some("folded"))
+            .collect();
+        if folded.is_empty() {
+            return Some("folded state (no `folded` line)".to_owned());
+        }
+        for fe in self.fixture.expect.folded.clone() {
+            let req = fe
+                .requirement
+                .clone()
+                .unwrap_or_else(|| self.fixture.primary_requirement().to_owned());
+            let epoch = fe
+                .epoch
+                .clone()
+                .or_else(|| last_epoch(self.fixture, &fe.run))
+                .unwrap_or_else(|| "e1".to_owned());
+            let len = self.logs.get(&fe.run, &epoch).map_or(0, |l| l.events.len());
+            let as_of = fe.as_of_seq.unwrap_or(len as u64);
+            let Some(want) = self.logs.snapshot(&fe.run, &epoch, as_of) else {
+                continue;
+            };
+            let Some(line) = folded
+                .iter()
+                .rev()
+                .find(|l| l.get("run_id").and_then(Value::as_str) == Some(fe.run.as_str()))
+            else {
+                self.violate(
+                    &req,
+                    "folded",
+                    format!(
+                        "run {}: the adapter printed no folded state of this run",
+                        fe.run
+                    ),
+                );
+                continue;
+            };
+            let have_raw = line.get("snapshot").cloned().unwrap_or(Value::Null);
+            match serde_json::from_value::<RunSnapshot>(have_raw.clone()) {
+                Err(e) => self.violate(
+                    &req,
+                    "folded",
+                    format!("run {}: the folded state is not a RunSnapshot: {e}", fe.run),
+                ),
+                Ok(have) if have != want => {
+                    let (h, w) = (
+                        serde_json::to_value(&have).unwrap_or_default(),
+                        serde_json::to_value(&want).unwrap_or_default(),
+                    );
+                    let mut diffs = Vec::new();
+                    let keys: std::collections::BTreeSet<&String> = h
+                        .as_object()
+                        .into_iter()
+                        .chain(w.as_object())
+                        .flat_map(|o| o.keys())
+                        .collect();
+                    for k in keys {
+                        let (hv, wv) = (h.get(k), w.get(k));
+                        if hv != wv {
+                            let show = |v: Option<&Value>| {
+                                let s = v.map_or_else(|| "absent".to_owned(), Value::to_string);
+                                if s.chars().count() > 200 {
+                                    format!("{}…", s.chars().take(200).collect::<String>())
+                                } else {
+                                    s
+                                }
+                            };
+                            diffs.push(format!("{k}: {} (expected {})", show(hv), show(wv)));
+                        }
+                    }
+                    self.violate(
+                        &req,
+                        "folded",
+                        format!(
+                            "run {}: the folded state differs from the fold of epoch {epoch}'s \
+                             log through seq {as_of}: {}",
+                            fe.run,
+                            diffs.join("; ")
+                        ),
+                    );
+                }
+                Ok(_) => {}
+            }
+            if let Some(c) = &fe.contains {
+                let c = Value::Object(c.clone());
+                if !contains(&have_raw, &c) {
+                    self.violate(
+                        &req,
+                        "folded",
+                        format!(
+                            "run {}: the folded state {have_raw} does not contain {c}",
+                            fe.run
+                        ),
+                    );
+                }
+            }
+        }
+        None
     }
 
     /// Judges `error` lines.

@@ -708,6 +708,7 @@ impl Mock {
             judge.delivered(&app.lines);
             judge.errors(&app.lines);
             judge.lines(&app.lines);
+            let no_fold = judge.folded(&app.lines);
             if exit_code == Some(89) && !app.killed_by_mock {
                 unimplemented = Some(
                     app.lines
@@ -718,12 +719,15 @@ impl Mock {
                         .unwrap_or("(no unimplemented line)")
                         .to_owned(),
                 );
+            } else if no_fold.is_some() {
+                unimplemented = no_fold;
             }
         } else if f.expect.exit.is_some()
             || !f.expect.delivered.is_empty()
             || !f.expect.errors.is_empty()
             || !f.expect.lines.is_empty()
             || f.expect.terminal_error.is_some()
+            || !f.expect.folded.is_empty()
         {
             notes.push(
                 "application expectations (exit, delivered, errors) not judged: no adapter attached"

@@ -529,6 +529,25 @@ fn check_expect(f: &Fixture) -> Result<(), Failure> {
             );
         }
     }
+    for (i, fe) in e.folded.iter().enumerate() {
+        let p = format!("/expect/folded/{i}");
+        declared_run(f, &format!("{p}/run"), &fe.run)?;
+        declared_epoch(f, &format!("{p}/epoch"), &fe.run, &fe.epoch)?;
+        check_requirement(&format!("{p}/requirement"), &fe.requirement)?;
+        if let Some(n) = fe.as_of_seq {
+            let epoch = fe
+                .epoch
+                .clone()
+                .or_else(|| crate::judge::last_epoch(f, &fe.run));
+            let len = max_length(f, &fe.run, &epoch);
+            if n > len {
+                return fail(
+                    format!("{p}/as_of_seq"),
+                    format!("run {:?} has only {len} events", fe.run),
+                );
+            }
+        }
+    }
     for (i, er) in e.errors.iter().enumerate() {
         check_requirement(&format!("/expect/errors/{i}/requirement"), &er.requirement)?;
     }

@@ -141,6 +141,71 @@ def decode(text):
     return msg
 
 
+SNAPSHOT_RECENT_LOGS = 50
+METADATA_MEMBERS = ("agent", "model", "project", "title")
+
+
+def empty_snapshot(run_id, epoch):
+    """The state of a run with no events (spec 8.3)."""
+    return {"run_id": run_id, "epoch": epoch, "as_of_seq": 0}
+
+
+def fold(snap, e):
+    """Folds one event into a snapshot dict, in place, by the table of spec 8.3.
+
+    Returns False (and changes nothing) for a seq at or below as_of_seq (RW-SNAP-3).
+    """
+    seq = e["seq"]
+    if seq <= snap["as_of_seq"]:
+        return False
+    snap["as_of_seq"] = seq
+    snap.setdefault("created_at", e["time"])
+    snap["updated_at"] = e["time"]
+    t, d = e["type"], e.get("data") or {}
+    if t == "run.status":
+        snap["status"] = d["status"]
+        if "reason" in d:
+            snap["status_reason"] = d["reason"]
+        else:
+            snap.pop("status_reason", None)
+    elif t == "run.progress":
+        # RW-TYPE-5: each member carried replaces the stored one, absent ones stay.
+        progress = snap.setdefault("progress", {})
+        progress.update(d)
+    elif t == "run.metadata":
+        # RW-TYPE-7: agent/model/project/title replaced when carried, labels merged.
+        meta = snap.setdefault("metadata", {})
+        for k in METADATA_MEMBERS:
+            if k in d:
+                meta[k] = d[k]
+        if d.get("labels"):
+            labels = meta.setdefault("labels", {})
+            labels.update(d["labels"])
+    elif t == "run.phase":
+        snap["phase"] = d["phase"]
+    elif t == "todo.updated":
+        # RW-TYPE-16: the list is replaced, never merged.
+        if d["items"]:
+            snap["todos"] = list(d["items"])
+        else:
+            snap.pop("todos", None)
+    elif t == "artifact.created":
+        snap.setdefault("artifacts", []).append(d)
+    elif t == "tool.started":
+        snap.setdefault("open_tool_calls", {})[d["call_id"]] = d
+    elif t == "tool.finished":
+        calls = snap.get("open_tool_calls", {})
+        calls.pop(d["call_id"], None)
+        if not calls:
+            snap.pop("open_tool_calls", None)
+    elif t == "log.line":
+        logs = snap.setdefault("recent_logs", [])
+        logs.append(d)
+        del logs[:-SNAPSHOT_RECENT_LOGS]
+    # Every other type changes only as_of_seq and updated_at (RW-SNAP-4).
+    return True
+
+
 class Run:
     """One run the application wants: its cursor and the receive state (spec 9)."""
 
@@ -152,6 +217,7 @@ class Run:
         self.open = False       # subscribed/reset seen on this connection
         self.resyncing = False
         self.terminal = False
+        self.folded = None      # the application's folded state (spec 8.3)
 
     def request(self, run_id):
         req = {"run_id": run_id}
@@ -354,6 +420,8 @@ class Adapter:
                     if r.epoch is not None and r.epoch != msg["epoch"]:
                         r.pending = {}
                     r.epoch, r.open, r.resyncing = msg["epoch"], True, False
+                    if r.folded is not None and r.folded["epoch"] != msg["epoch"]:
+                        r.folded = None  # another epoch is another log: fold anew
                     r.gap_deadline = time.monotonic() + self.gap_timeout_ms / 1000 if r.pending else None
                     out({"kind": "subscribed", "run_id": msg["run_id"], "epoch": msg["epoch"],
                          "after_seq": msg["after_seq"], "head_seq": msg["head_seq"]})
@@ -365,6 +433,8 @@ class Adapter:
                     r.terminal = snap.get("status") in TERMINAL_STATUSES
                     out({"kind": "reset", "run_id": msg["run_id"], "epoch": msg["epoch"],
                          "reason": msg.get("reason"), "snapshot": snap})
+                    r.folded = json.loads(json.dumps(snap))  # the new base
+                    out({"kind": "folded", "run_id": msg["run_id"], "snapshot": r.folded})
                     await self.maybe_done()
                 elif t == "error":
                     await self.on_error(msg)
@@ -436,6 +506,10 @@ class Adapter:
     def deliver(self, r, e):
         r.seq = e["seq"]
         out({"kind": "event", "event": e})
+        if r.folded is None:
+            r.folded = empty_snapshot(e["run_id"], r.epoch)
+        fold(r.folded, e)
+        out({"kind": "folded", "run_id": e["run_id"], "snapshot": r.folded})
         if e["type"] == "run.status" and e["data"].get("status") in TERMINAL_STATUSES:
             r.terminal = True
             self.done_pending = True

@@ -3,9 +3,12 @@
 //! Follows `docs/client-adapter.md` exactly: configured by `RUNWIRE_*` environment
 //! variables, prints one JSON line per thing the client delivers to its application,
 //! exits 0 once every subscribed run reached a terminal status (after closing with
-//! 1000), 1 after a terminal error (the last line is the `error` line).
+//! 1000), 1 after a terminal error (the last line is the `error` line). It also folds
+//! each run's state like an application would (spec §8.3, [`RunSnapshot::apply`]) and
+//! prints it as a `folded` line after every delivered event and reset.
 
 use std::{
+    collections::BTreeMap,
     io::Write,
     process::ExitCode,
     sync::{Arc, Mutex},
@@ -15,7 +18,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use runwire_client::{Client, ClientConfig, ClientEvent, ConnectionState, TokenProvider};
-use runwire_protocol::{Epoch, RunId, SubscriptionRequest};
+use runwire_protocol::{Epoch, RunId, RunSnapshot, SubscriptionRequest};
 use serde_json::{Value, json};
 
 /// Arguments of `runwire client-adapter` (all configuration comes from the
@@ -192,6 +195,57 @@ pub(crate) fn line(ev: &ClientEvent) -> Option<Value> {
     })
 }
 
+/// The application's folded state of every run (spec §8.3): a reset's snapshot is
+/// the new base, every delivered event is folded onto it with [`RunSnapshot::apply`]
+/// (which leaves the state unchanged for a seq at or below `as_of_seq`, `RW-SNAP-3`).
+#[derive(Debug, Default)]
+pub(crate) struct Folds {
+    runs: BTreeMap<RunId, RunSnapshot>,
+    epochs: BTreeMap<RunId, Epoch>,
+}
+
+impl Folds {
+    /// Folds one client event; returns the `folded` line to print after it, if the
+    /// event changed what the application holds (a delivered event or a reset).
+    pub(crate) fn fold(&mut self, ev: &ClientEvent) -> Option<Value> {
+        let run_id = match ev {
+            ClientEvent::Subscribed(s) => {
+                // A subscription in another epoch than the folded state is a new log.
+                if self
+                    .runs
+                    .get(&s.run_id)
+                    .is_some_and(|snap| snap.epoch != s.epoch)
+                {
+                    self.runs.remove(&s.run_id);
+                }
+                self.epochs.insert(s.run_id.clone(), s.epoch.clone());
+                return None;
+            }
+            ClientEvent::Reset(r) => {
+                self.epochs.insert(r.run_id.clone(), r.epoch.clone());
+                self.runs.insert(r.run_id.clone(), r.snapshot.clone());
+                r.run_id.clone()
+            }
+            ClientEvent::Event(e) => {
+                let snap = match self.runs.get_mut(&e.run_id) {
+                    Some(s) => s,
+                    None => {
+                        let epoch = self.epochs.get(&e.run_id)?.clone();
+                        self.runs
+                            .entry(e.run_id.clone())
+                            .or_insert_with(|| RunSnapshot::empty(e.run_id.clone(), epoch))
+                    }
+                };
+                snap.apply(e);
+                e.run_id.clone()
+            }
+            _ => return None,
+        };
+        let snap = self.runs.get(&run_id)?;
+        Some(json!({"kind": "folded", "run_id": run_id, "snapshot": snap}))
+    }
+}
+
 fn print(out: &mut impl Write, v: &Value) -> Result<()> {
     writeln!(out, "{v}")?;
     out.flush()?;
@@ -217,8 +271,12 @@ async fn drive(env: AdapterEnv) -> Result<ExitCode> {
     let mut client = Client::connect(env.config);
     let handle = client.handle();
     let mut closing = false;
+    let mut folds = Folds::default();
     while let Some(ev) = client.next().await {
         if let Some(v) = line(&ev) {
+            print(&mut out, &v)?;
+        }
+        if let Some(v) = folds.fold(&ev) {
             print(&mut out, &v)?;
         }
         let settled = match &ev {
@@ -268,5 +326,80 @@ mod tests {
         assert!(parse_run("run@x").is_err());
         assert!(parse_run("bad/id").is_err());
         assert!(parse_run("r@bad epoch:1").is_err());
+    }
+
+    fn ev(seq: u64, ty: &str, data: Value) -> ClientEvent {
+        ClientEvent::Event(
+            serde_json::from_value(json!({
+                "event_id": format!("ev-{seq}"), "run_id": "run-1", "seq": seq, "type": ty,
+                "time": "2026-11-22T10:00:00Z", "data": data,
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn subscribed(epoch: &str) -> ClientEvent {
+        ClientEvent::Subscribed(
+            serde_json::from_value(json!({
+                "type": "subscribed", "run_id": "run-1", "epoch": epoch, "after_seq": 0, "head_seq": 0,
+            }))
+            .unwrap(),
+        )
+    }
+
+    /// RW-TYPE-5, RW-TYPE-7, RW-TYPE-16 and RW-SNAP-3 through the adapter's fold: the
+    /// last `folded` line holds the merged progress and labels, the replaced todos, and
+    /// is unchanged by a repeat.
+    #[test]
+    fn folded_lines_follow_the_folding_rules() {
+        let mut f = Folds::default();
+        assert!(f.fold(&subscribed("e1")).is_none());
+        f.fold(&ev(
+            1,
+            "run.progress",
+            json!({"percent": 40, "step": "compile"}),
+        ));
+        f.fold(&ev(
+            2,
+            "run.metadata",
+            json!({"labels": {"a": "1", "b": "1"}}),
+        ));
+        f.fold(&ev(
+            3,
+            "todo.updated",
+            json!({"items": [{"id": "x", "text": "x", "status": "pending"}]}),
+        ));
+        f.fold(&ev(4, "run.progress", json!({"percent": 60})));
+        f.fold(&ev(5, "run.metadata", json!({"labels": {"b": "2"}})));
+        let line = f
+            .fold(&ev(
+                6,
+                "todo.updated",
+                json!({"items": [{"id": "y", "text": "y", "status": "pending"}]}),
+            ))
+            .unwrap();
+        assert_eq!(line["kind"], "folded");
+        assert_eq!(line["run_id"], "run-1");
+        let snap = &line["snapshot"];
+        assert_eq!(snap["as_of_seq"], 6);
+        assert_eq!(snap["progress"]["step"], "compile");
+        assert_eq!(snap["progress"]["percent"], 60.0);
+        assert_eq!(snap["metadata"]["labels"], json!({"a": "1", "b": "2"}));
+        assert_eq!(
+            snap["todos"],
+            json!([{"id": "y", "text": "y", "status": "pending"}])
+        );
+        // A repeat of seq 1 changes nothing.
+        let again = f
+            .fold(&ev(1, "run.progress", json!({"step": "fetch"})))
+            .unwrap();
+        assert_eq!(again["snapshot"], *snap);
+        // A subscription in a new epoch starts the fold over.
+        f.fold(&subscribed("e2"));
+        let fresh = f
+            .fold(&ev(1, "run.phase", json!({"phase": "plan"})))
+            .unwrap();
+        assert_eq!(fresh["snapshot"]["epoch"], "e2");
+        assert!(fresh["snapshot"].get("progress").is_none());
     }
 }

@@ -35,7 +35,7 @@ fn stale_unknown_and_reasonless_entries_are_problems() {
     let bad = list(&[
         ("RW-CLOSE-7", "claimed unobservable"),
         ("RW-NOPE-1", "no such requirement"),
-        ("RW-TYPE-5", "  "),
+        ("RW-TYPE-13", "  "),
     ]);
     let problems = coverage::mark_unobservable(&mut rows, &bad);
     assert_eq!(problems.len(), 3, "{problems:#?}");
@@ -52,7 +52,7 @@ fn stale_unknown_and_reasonless_entries_are_problems() {
     assert!(
         problems
             .iter()
-            .any(|p| p.starts_with("RW-TYPE-5") && p.contains("without a reason"))
+            .any(|p| p.starts_with("RW-TYPE-13") && p.contains("without a reason"))
     );
 }
 

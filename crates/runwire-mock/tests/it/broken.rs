@@ -188,7 +188,59 @@ fn cases() -> Vec<(&'static str, Bugs, &'static str, &'static str)> {
             "happy-path",
             "RW-CONN-11",
         ),
+        (
+            "merge_todos",
+            bugs(|b| b.merge_todos = true),
+            "fold-todos-replaced",
+            "RW-TYPE-16",
+        ),
+        (
+            "replace_progress",
+            bugs(|b| b.replace_progress = true),
+            "fold-progress-keeps-absent",
+            "RW-TYPE-5",
+        ),
+        (
+            "replace_labels",
+            bugs(|b| b.replace_labels = true),
+            "fold-metadata-merges-labels",
+            "RW-TYPE-7",
+        ),
+        (
+            "fold_duplicates",
+            bugs(|b| b.fold_duplicates = true),
+            "fold-duplicate-unchanged",
+            "RW-SNAP-3",
+        ),
+        (
+            "fold_duplicates",
+            bugs(|b| b.fold_duplicates = true),
+            "fold-from-reset-snapshot",
+            "RW-SNAP-3",
+        ),
     ]
+}
+
+/// A client that prints no `folded` line is graded *not implemented* on the fixtures
+/// that judge folded state (`docs/client-adapter.md`), never *passed*.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_folded_state_is_not_implemented_on_fold_fixtures() {
+    for id in [
+        "fold-todos-replaced",
+        "fold-progress-keeps-absent",
+        "fold-metadata-merges-labels",
+        "fold-duplicate-unchanged",
+        "fold-from-reset-snapshot",
+    ] {
+        let report = harness::play(harness::load(id), bugs(|b| b.no_folded_lines = true)).await;
+        assert_eq!(
+            report.verdict.outcome,
+            runwire_mock::Outcome::NotImplemented,
+            "{id}: {}",
+            report.verdict.render()
+        );
+        assert!(!report.verdict.passed(), "{id}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,6 +285,10 @@ fn every_bug_has_a_case() {
         "token_in_query",
         "no_resubscribe",
         "wrong_close_code",
+        "merge_todos",
+        "replace_progress",
+        "replace_labels",
+        "fold_duplicates",
     ] {
         assert!(names.contains(bug), "{bug}");
     }

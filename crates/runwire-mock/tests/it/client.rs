@@ -12,7 +12,9 @@ use futures_util::{SinkExt, StreamExt};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use runwire_mock::AppSink;
-use runwire_protocol::{CloseAction, CloseCode, defaults::backoff_ceiling_ms};
+use runwire_protocol::{
+    CloseAction, CloseCode, Epoch, Event, EventPayload, RunSnapshot, defaults::backoff_ceiling_ms,
+};
 use serde_json::{Value, json};
 use tokio::{
     net::TcpStream,
@@ -68,6 +70,20 @@ pub(crate) struct Bugs {
     pub(crate) deliver_foreign_runs: bool,
     /// Treat a run-scoped error as the end of an open subscription.
     pub(crate) run_error_ends_subscription: bool,
+    /// Fold `todo.updated` by merging the new items into the old list (by id) instead
+    /// of replacing it (`RW-TYPE-16`).
+    pub(crate) merge_todos: bool,
+    /// Fold `run.progress` by replacing the whole progress object, dropping members
+    /// the event does not carry (`RW-TYPE-5`).
+    pub(crate) replace_progress: bool,
+    /// Fold `run.metadata` labels by replacing the map instead of merging key by key
+    /// (`RW-TYPE-7`).
+    pub(crate) replace_labels: bool,
+    /// Fold every event frame received, also repeats at or below the folded
+    /// `as_of_seq` that are not delivered (`RW-SNAP-3`).
+    pub(crate) fold_duplicates: bool,
+    /// Print no `folded` lines (a client whose adapter does not fold).
+    pub(crate) no_folded_lines: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +153,8 @@ struct Run {
     gap_since: Option<Instant>,
     /// Seqs delivered, for the `no_order` bug (which de-duplicates but never orders).
     seen: std::collections::BTreeSet<u64>,
+    /// The application's folded state (spec §8.3), printed as `folded` lines.
+    folded: Option<RunSnapshot>,
 }
 
 enum End {
@@ -481,6 +499,13 @@ impl Client {
                     if let Some(r) = self.runs.iter_mut().find(|r| r.id == id) {
                         r.open = true;
                         r.epoch = m.get("epoch").and_then(Value::as_str).map(str::to_owned);
+                        // A subscription in another epoch is a new log: fold anew.
+                        if r.folded
+                            .as_ref()
+                            .is_some_and(|f| Some(f.epoch.as_str()) != r.epoch.as_deref())
+                        {
+                            r.folded = None;
+                        }
                         r.last = m.get("after_seq").and_then(Value::as_u64).unwrap_or(0);
                         r.buffer.clear();
                         r.gap_since = None;
@@ -518,6 +543,16 @@ impl Client {
                         line.remove("type");
                         line.insert("kind".into(), json!("reset"));
                         self.line(Value::Object(line));
+                        let snap = m
+                            .get("snapshot")
+                            .cloned()
+                            .and_then(|s| serde_json::from_value::<RunSnapshot>(s).ok());
+                        if let Some(idx) = self.runs.iter().position(|r| r.id == id)
+                            && let Some(snap) = snap
+                        {
+                            self.runs[idx].folded = Some(snap);
+                            self.print_folded(idx);
+                        }
                     }
                     if self.all_done() {
                         Self::close(&mut ws, self.done_code()).await;
@@ -639,7 +674,63 @@ impl Client {
         if terminal {
             self.runs[idx].terminal = true;
         }
-        self.line(json!({"kind": "event", "event": ev}));
+        self.line(json!({"kind": "event", "event": ev.clone()}));
+        self.fold(idx, &ev, false);
+    }
+
+    /// Folds one event into the run's application state (spec §8.3) and prints it.
+    /// `repeat` marks an event the client did not deliver (at or below its cursor).
+    fn fold(&mut self, idx: usize, ev: &Value, repeat: bool) {
+        let Ok(event) = serde_json::from_value::<Event>(ev.clone()) else {
+            return;
+        };
+        let bugs = self.bugs;
+        let run = &mut self.runs[idx];
+        let epoch = run
+            .epoch
+            .clone()
+            .and_then(|e| Epoch::new(e).ok())
+            .or_else(|| Epoch::new("e1").ok());
+        let Some(epoch) = epoch else { return };
+        let snap = run
+            .folded
+            .get_or_insert_with(|| RunSnapshot::empty(event.run_id.clone(), epoch));
+        let old_todos = snap.todos.clone();
+        if repeat {
+            // The fold_duplicates bug: no as_of_seq guard.
+            snap.as_of_seq = snap.as_of_seq.min(event.seq.saturating_sub(1));
+        }
+        if !snap.apply(&event) {
+            return;
+        }
+        match &event.payload {
+            EventPayload::TodoUpdated(_) if bugs.merge_todos => {
+                for old in old_todos.into_iter().rev() {
+                    if !snap.todos.iter().any(|t| t.id == old.id) {
+                        snap.todos.insert(0, old);
+                    }
+                }
+            }
+            EventPayload::RunProgress(d) if bugs.replace_progress => {
+                snap.progress = Some(d.clone());
+            }
+            EventPayload::RunMetadata(d) if bugs.replace_labels => {
+                if let Some(m) = snap.metadata.as_mut() {
+                    m.labels.clone_from(&d.labels);
+                }
+            }
+            _ => {}
+        }
+        self.print_folded(idx);
+    }
+
+    fn print_folded(&self, idx: usize) {
+        if self.bugs.no_folded_lines {
+            return;
+        }
+        if let Some(s) = &self.runs[idx].folded {
+            self.line(json!({"kind": "folded", "run_id": s.run_id, "snapshot": s}));
+        }
     }
 
     /// Processes one event; returns how the session ends when it does.
@@ -678,6 +769,8 @@ impl Client {
         } else if seq <= last {
             if self.bugs.no_dedup {
                 self.deliver(idx, ev);
+            } else if self.bugs.fold_duplicates {
+                self.fold(idx, &ev, true);
             }
             return None;
         } else if seq == last + 1 {

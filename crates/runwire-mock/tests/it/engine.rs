@@ -214,3 +214,67 @@ async fn dropping_a_mock_stops_it() {
         "the mock still accepts connections after drop"
     );
 }
+
+/// Plays a one-connection fixture with `expect.folded` against a hand-driven client
+/// whose application prints `lines`, and returns the report.
+async fn play_folded(lines: Vec<serde_json::Value>) -> Report {
+    let mock = start(fixture(
+        r#"[{"steps": [{"welcome": {}}, {"close": {"code": 1000}}]}]"#,
+        r#"{"folded": [{"run": "run-1", "requirement": "RW-SNAP-2"}]}"#,
+    ))
+    .await;
+    let app = mock.attach_app().expect("attach");
+    let (mut ws, _) = connect_async(mock.url()).await.expect("connect");
+    ws.send(Message::text(HELLO)).await.expect("hello");
+    while let Some(Ok(_)) = ws.next().await {}
+    for l in lines {
+        app.line(l);
+    }
+    app.exit(Some(0));
+    mock.finish().await
+}
+
+fn folded_violations(r: &Report) -> Vec<String> {
+    r.verdict
+        .violations
+        .iter()
+        .filter(|v| v.expectation == "folded")
+        .map(|v| format!("{} {}", v.requirement, v.message))
+        .collect()
+}
+
+/// `expect.folded` (RW-SNAP-2): a folded state that differs from the mock's own fold
+/// names each differing member; one that is not a `RunSnapshot` and a run without any
+/// `folded` line are violations too (a client with no `folded` line at all is *not
+/// implemented*, see broken.rs).
+#[tokio::test]
+async fn folded_state_is_compared_with_the_mock_fold() {
+    use serde_json::json;
+    // The log is seq 1 running, seq 2 completed: a state folded through seq 1 is stale.
+    let stale = play_folded(vec![json!({"kind": "folded", "run_id": "run-1",
+        "snapshot": {"run_id": "run-1", "epoch": "e1", "as_of_seq": 1, "status": "running"}})])
+    .await;
+    let v = folded_violations(&stale);
+    assert_eq!(v.len(), 1, "{}", stale.verdict.render());
+    assert!(v[0].starts_with("RW-SNAP-2 "), "{v:?}");
+    assert!(v[0].contains("as_of_seq: 1 (expected 2)"), "{v:?}");
+    assert!(
+        v[0].contains(r#"status: "running" (expected "completed")"#),
+        "{v:?}"
+    );
+
+    let garbage = play_folded(vec![
+        json!({"kind": "folded", "run_id": "run-1", "snapshot": {"as_of_seq": "two"}}),
+    ])
+    .await;
+    let v = folded_violations(&garbage);
+    assert_eq!(v.len(), 1, "{}", garbage.verdict.render());
+    assert!(v[0].contains("is not a RunSnapshot"), "{v:?}");
+
+    let other_run = play_folded(vec![json!({"kind": "folded", "run_id": "run-9",
+        "snapshot": {"run_id": "run-9", "epoch": "e1", "as_of_seq": 0}})])
+    .await;
+    let v = folded_violations(&other_run);
+    assert_eq!(v.len(), 1, "{}", other_run.verdict.render());
+    assert!(v[0].contains("no folded state of this run"), "{v:?}");
+}
