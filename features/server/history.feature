@@ -51,3 +51,8 @@ Feature: Snapshot and history over HTTP
     And the answer has "phase" equal to "test"
     And the answer has "progress.percent" equal to 40
     And the answer has "run_id" equal to "${A}"
+
+  @must @RW-INGEST-20
+  Scenario: a path no endpoint has is answered with the error body
+    When the producer sends GET /v1/rwc-no-such-endpoint
+    Then the answer is 404 with code "invalid_request"
