@@ -741,22 +741,7 @@ async fn open_subscription(
         None
     };
     let (msg, delivered) = match reason {
-        Some(reason) => {
-            let snapshot = store.snapshot(run_id).await?.unwrap_or_else(|| {
-                runwire_protocol::RunSnapshot::empty(run_id.clone(), info.epoch.clone())
-            });
-            Metrics::inc(&state.metrics.resets);
-            let as_of = snapshot.as_of_seq;
-            (
-                ServerMessage::Reset(Reset {
-                    run_id: run_id.clone(),
-                    epoch: info.epoch.clone(),
-                    reason,
-                    snapshot,
-                }),
-                as_of,
-            )
-        }
+        Some(reason) => reset_message(state, run_id, &info.epoch, reason).await?,
         None => (
             ServerMessage::Subscribed(Subscribed {
                 run_id: run_id.clone(),
@@ -788,9 +773,27 @@ async fn reset_subscription(
     reason: ResetReason,
 ) -> Result<Option<(u64, u64)>, crate::store::StoreError> {
     let info = state.store.open_run(run_id).await?;
-    let snapshot = state.store.snapshot(run_id).await?.unwrap_or_else(|| {
-        runwire_protocol::RunSnapshot::empty(run_id.clone(), info.epoch.clone())
-    });
+    let (msg, as_of) = reset_message(state, run_id, &info.epoch, reason).await?;
+    if out.send(&msg).is_err() {
+        return Ok(None);
+    }
+    Ok(Some((as_of, info.head_seq.max(as_of))))
+}
+
+/// A `reset` with the run's current snapshot (an empty one in `epoch` when the run
+/// has none yet) and the snapshot's `as_of_seq`. The frame's `epoch` is the
+/// snapshot's, so the two always agree (`RW-RESUME-8`).
+async fn reset_message(
+    state: &AppState,
+    run_id: &RunId,
+    epoch: &runwire_protocol::Epoch,
+    reason: ResetReason,
+) -> Result<(ServerMessage, u64), crate::store::StoreError> {
+    let snapshot = state
+        .store
+        .snapshot(run_id)
+        .await?
+        .unwrap_or_else(|| runwire_protocol::RunSnapshot::empty(run_id.clone(), epoch.clone()));
     Metrics::inc(&state.metrics.resets);
     let as_of = snapshot.as_of_seq;
     let msg = ServerMessage::Reset(Reset {
@@ -799,10 +802,7 @@ async fn reset_subscription(
         reason,
         snapshot,
     });
-    if out.send(&msg).is_err() {
-        return Ok(None);
-    }
-    Ok(Some((as_of, info.head_seq.max(as_of))))
+    Ok((msg, as_of))
 }
 
 /// One subscription after its `subscribed`/`reset`: replay, then live, without gap or
