@@ -661,6 +661,19 @@ enum Reply {
     ),
 }
 
+impl Reply {
+    /// The answer of a command of a committed group.
+    fn ready(self, work: &BTreeMap<RunId, Working>) -> Ready {
+        match self {
+            Reply::Open(reply, run_id) => {
+                let info = work.get(&run_id).map(|w| w.run.info());
+                Ready::Open(reply, info.ok_or(StoreError::Closed))
+            }
+            Reply::Append(reply, r) => Ready::Append(reply, r),
+        }
+    }
+}
+
 fn writer_loop(
     mut conn: Connection,
     rx: mpsc::Receiver<Cmd>,
@@ -789,16 +802,7 @@ fn writer_loop(
                             .publish(run_id, Arc::from(std::mem::take(&mut w.stored)));
                     }
                 }
-                let ready: Vec<Ready> = replies
-                    .into_iter()
-                    .map(|r| match r {
-                        Reply::Open(reply, run_id) => {
-                            let info = work.get(&run_id).map(|w| w.run.info());
-                            Ready::Open(reply, info.ok_or(StoreError::Closed))
-                        }
-                        Reply::Append(reply, r) => Ready::Append(reply, r),
-                    })
-                    .collect();
+                let ready: Vec<Ready> = replies.into_iter().map(|r| r.ready(&work)).collect();
                 match &syncer {
                     // The producers hear back once the syncer fsynced this commit.
                     Some((to_sync, _)) => {
@@ -819,16 +823,7 @@ fn writer_loop(
                         cache.remove(run_id);
                     }
                 }
-                for r in replies {
-                    match r {
-                        Reply::Open(reply, _) => {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                        Reply::Append(reply, _) => {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                    }
-                }
+                replies.into_iter().for_each(|r| r.ready(&work).fail(&e));
             }
         }
         if !closing.is_empty() {
