@@ -25,19 +25,12 @@ use std::{
 use support::*;
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
+    let args = bench_args();
     if args.first().map(String::as_str) == Some("child") {
         return child(&args[1..]);
     }
     let which = args.first().cloned().unwrap_or_else(|| "all".into());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         if which == "all" || which == "fanout" {
             fanout().await;
@@ -51,11 +44,7 @@ fn main() {
 /// A server node: `child STORE [KEY=VALUE…]`, prints its address, runs until stdin
 /// closes.
 fn child(args: &[String]) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         let store = args.first().cloned().expect("store");
         serve_child(&store, &args[1..]).await;

@@ -29,19 +29,12 @@ use tokio_tungstenite::tungstenite::Message;
 use support::*;
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
+    let args = bench_args();
     if args.first().map(String::as_str) == Some("child") {
         return child(&args[1..]);
     }
     let which = args.first().cloned().unwrap_or_else(|| "all".into());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         let all = which == "all";
         if all || which == "fanout" {
@@ -65,11 +58,7 @@ fn main() {
 // ---------------------------------------------------------------- child servers
 
 fn child(args: &[String]) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         match args.first().map(String::as_str) {
             Some("runwire") => {

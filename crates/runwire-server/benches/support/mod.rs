@@ -16,6 +16,24 @@ use serde_json::{Value, json};
 use tokio::sync::Barrier;
 use tokio_tungstenite::tungstenite::Message;
 
+/// The bench's arguments, without the `--bench` cargo adds.
+pub(crate) fn bench_args() -> Vec<String> {
+    std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect()
+}
+
+/// The runtime of the load generator and of every child server: 2 worker threads,
+/// one per core of the benchmark machine.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 // ---------------------------------------------------------------- child servers
 
 /// A child process serving on `addr` (the first line it printed); killed on drop.
