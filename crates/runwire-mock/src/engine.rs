@@ -42,6 +42,7 @@ use tokio_tungstenite::{
 };
 
 use crate::{
+    lateness::{Probe, TimingMiss},
     fixture::{Accept, Connection, EventsStep, Fixture, Step},
     generate::Logs,
     reqs,
@@ -125,6 +126,8 @@ pub(crate) struct Shared {
     pub(crate) changed: watch::Sender<u64>,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) wait_for_client: Option<Duration>,
+    /// Measures the lateness of this process's timers (timing judgments).
+    pub(crate) probe: Probe,
 }
 
 impl Shared {
@@ -189,12 +192,44 @@ impl Shared {
                 message: message.clone(),
             },
         );
-        self.lock().violations.push(Violation {
-            requirement: requirement.to_owned(),
-            expectation: expectation.to_owned(),
-            message,
-            conn,
-        });
+        self.lock()
+            .violations
+            .push(Violation::new(requirement, expectation, message, conn));
+        self.bump();
+    }
+
+    /// Records a violated timing judgment that missed its bound by `miss.margin`. When
+    /// the lateness the probe measured over the judged interval is at least the
+    /// margin, the violation is marked inconclusive (the machine may have caused it).
+    pub(crate) fn violate_timing(
+        &self,
+        conn: Option<u32>,
+        requirement: &str,
+        expectation: &str,
+        message: impl Into<String>,
+        miss: TimingMiss,
+    ) {
+        let (late, explained) = miss.judge(&self.probe);
+        let margin_ms = miss.margin.as_secs_f64() * 1000.0;
+        let lateness_ms = late.as_secs_f64() * 1000.0;
+        let mut message = message.into();
+        message.push_str(&format!(
+            " (missed by {margin_ms:.1} ms; the kit's timers ran up to {lateness_ms:.1} ms late meanwhile{})",
+            if explained { ": inconclusive" } else { "" }
+        ));
+        self.record(
+            conn.unwrap_or(0),
+            Direction::Mock,
+            What::Violation {
+                requirement: requirement.to_owned(),
+                message: message.clone(),
+            },
+        );
+        let mut v = Violation::new(requirement, expectation, message, conn);
+        v.margin_ms = Some(margin_ms);
+        v.lateness_ms = Some(lateness_ms);
+        v.inconclusive = explained;
+        self.lock().violations.push(v);
         self.bump();
     }
 

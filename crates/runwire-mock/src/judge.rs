@@ -92,12 +92,8 @@ pub(crate) struct Judge<'a> {
 
 impl Judge<'_> {
     fn violate(&mut self, requirement: &str, expectation: &str, message: String) {
-        self.out.push(Violation {
-            requirement: requirement.to_owned(),
-            expectation: expectation.to_owned(),
-            message,
-            conn: None,
-        });
+        self.out
+            .push(Violation::new(requirement, expectation, message, None));
     }
 
     fn first_epoch(&self, run: &str) -> String {

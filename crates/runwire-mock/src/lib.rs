@@ -24,6 +24,7 @@ mod engine;
 pub mod fixture;
 mod generate;
 mod judge;
+pub mod lateness;
 pub mod reqs;
 mod transcript;
 mod validate;
@@ -39,6 +40,7 @@ use std::{
 
 pub use fixture::{Fixture, FixtureError, Level};
 pub use generate::{LogData, Logs, SUPPORTED_TYPES};
+pub use lateness::{Probe, TimingMiss};
 pub use transcript::{Direction, Entry, Outcome, Transcript, Verdict, Violation, What};
 
 use engine::{AppState, Shared, State};
@@ -128,6 +130,9 @@ pub struct MockOptions {
     /// When set, the fixture's deadline starts at the first connection, and the mock
     /// waits up to this long for that connection (a client started by hand).
     pub wait_for_client: Option<Duration>,
+    /// The lateness probe that timing judgments consult ([`lateness`]); `None` starts
+    /// one for this mock.
+    pub probe: Option<Probe>,
 }
 
 impl Default for MockOptions {
@@ -138,6 +143,7 @@ impl Default for MockOptions {
             seed: None,
             live: None,
             wait_for_client: None,
+            probe: None,
         }
     }
 }
@@ -272,6 +278,7 @@ impl Mock {
             changed,
             shutdown,
             wait_for_client: options.wait_for_client,
+            probe: options.probe.unwrap_or_else(Probe::start_default),
         });
         shared.note(
             0,
@@ -746,6 +753,8 @@ impl Mock {
             Outcome::NotImplemented
         } else if violations.is_empty() {
             Outcome::Pass
+        } else if violations.iter().all(|v| v.inconclusive) {
+            Outcome::Inconclusive
         } else {
             Outcome::Fail
         };

@@ -218,7 +218,7 @@ impl Transcript {
 }
 
 /// One violated expectation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Violation {
     /// The requirement it proves violated.
     pub requirement: String,
@@ -229,6 +229,37 @@ pub struct Violation {
     /// The connection, when it concerns one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conn: Option<u32>,
+    /// For a timing judgment: how far outside its bound the measured time fell, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin_ms: Option<f64>,
+    /// For a timing judgment: the worst lateness of the kit's own timers measured
+    /// over the judged interval, in ms ([`crate::lateness`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lateness_ms: Option<f64>,
+    /// The miss lies within the measured lateness: the machine, not the client, may
+    /// have caused it. Such a violation makes the outcome inconclusive, not a failure.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inconclusive: bool,
+}
+
+impl Violation {
+    /// A violation of a non-timing expectation.
+    pub fn new(
+        requirement: impl Into<String>,
+        expectation: impl Into<String>,
+        message: impl Into<String>,
+        conn: Option<u32>,
+    ) -> Self {
+        Self {
+            requirement: requirement.into(),
+            expectation: expectation.into(),
+            message: message.into(),
+            conn,
+            margin_ms: None,
+            lateness_ms: None,
+            inconclusive: false,
+        }
+    }
 }
 
 /// How a fixture run is graded.
@@ -241,6 +272,10 @@ pub enum Outcome {
     Fail,
     /// The adapter said it does not implement a feature the fixture needs (exit 89).
     NotImplemented,
+    /// Every violation was a timing judgment that missed its bound by no more than
+    /// the lateness measured on this machine meanwhile: the run cannot tell whether
+    /// the client or the machine was late (rerun it, alone or at a larger time scale).
+    Inconclusive,
 }
 
 /// The judgement of one fixture run.
@@ -293,6 +328,12 @@ impl Verdict {
                 self.level.as_str(),
                 self.unimplemented.as_deref().unwrap_or("?")
             ),
+            Outcome::Inconclusive => format!(
+                "INCONCLUSIVE {} ({}): {} timing judgment(s) missed by less than the machine's measured lateness",
+                self.fixture,
+                self.level.as_str(),
+                self.violations.len()
+            ),
         };
         let _ = write!(s, " [seed {}]", self.seed);
         for v in &self.violations {
@@ -302,6 +343,13 @@ impl Verdict {
                 let _ = write!(s, " (connection {c})");
             }
             let _ = write!(s, ": {}", v.message);
+            if let (Some(m), Some(l)) = (v.margin_ms, v.lateness_ms) {
+                let _ = write!(
+                    s,
+                    " (missed by {m:.1} ms; lateness measured meanwhile {l:.1} ms{})",
+                    if v.inconclusive { ": inconclusive" } else { "" }
+                );
+            }
         }
         for n in &self.notes {
             let _ = write!(s, "\n  note: {n}");

@@ -1,0 +1,277 @@
+//! Lateness: how late this process's timers and tasks run, measured all the time.
+//!
+//! A conformance verdict on timing ("the ping came 40 ms after the interval", "the
+//! client reconnected 30 ms after its envelope") is only as good as the clock work of
+//! the machine that measured it. On a busy CI runner the kit's own tasks, the adapter
+//! it spawned and the server it runs in process are all descheduled for tens or
+//! hundreds of milliseconds at a time; a judgment that misses its bound by less than
+//! that says nothing about the implementation.
+//!
+//! A [`Probe`] is a task on the async runtime that sleeps for a short period again and
+//! again and records by how much each sleep overran. Its samples cover every moment of
+//! a run, so a timing judgment over an interval asks the probe for the worst lateness
+//! seen during that interval ([`Probe::max_between`]) and compares it with the margin
+//! by which the judgment failed: a miss within the measured lateness is
+//! *inconclusive*, never a violation (see `docs/ci-guide.md`, "Inconclusive").
+//!
+//! The probe runs on the same runtime as the kit (and, in the bundled mode, as the
+//! reference server), so it sees both the operating system descheduling the process
+//! and the runtime's workers being busy with other tasks. It costs about 200 wake-ups
+//! a second.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+/// How long a probe sleeps between samples.
+pub const DEFAULT_PERIOD: Duration = Duration::from_millis(5);
+
+/// Samples older than this are dropped (a judgment never looks further back).
+const KEEP: Duration = Duration::from_secs(600);
+
+/// One sample: a sleep that started at `begin_us` and ended at `end_us` (µs since the
+/// probe started), `late_us` later than asked.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    begin_us: u64,
+    end_us: u64,
+    late_us: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    origin: Instant,
+    period: Duration,
+    samples: Mutex<VecDeque<Sample>>,
+    /// When the sleep in progress began (µs since `origin`, + 1; 0 = none).
+    current_begin: AtomicU64,
+}
+
+/// Measures timer lateness continuously; cheap to clone (an `Arc`). The measuring task
+/// stops when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    inner: Arc<Inner>,
+}
+
+/// What a probe saw over an interval.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LatenessSummary {
+    /// Samples that overlap the interval.
+    pub samples: usize,
+    /// Median lateness, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Worst, ms.
+    pub max_ms: f64,
+}
+
+impl Probe {
+    /// Starts a probe on the current tokio runtime, sleeping `period` between samples.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (as `tokio::spawn` does).
+    pub fn start(period: Duration) -> Self {
+        let inner = Arc::new(Inner {
+            origin: Instant::now(),
+            period,
+            samples: Mutex::new(VecDeque::new()),
+            current_begin: AtomicU64::new(0),
+        });
+        tokio::spawn(measure(Arc::downgrade(&inner)));
+        Self { inner }
+    }
+
+    /// Starts a probe with [`DEFAULT_PERIOD`].
+    pub fn start_default() -> Self {
+        Self::start(DEFAULT_PERIOD)
+    }
+
+    fn us(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.inner.origin).as_micros())
+            .unwrap_or(u64::MAX)
+    }
+
+    /// The lateness of every sample overlapping `[from, to]`, including the sleep in
+    /// progress (which is at least as late as the time it has overrun so far).
+    fn overlapping(&self, from: Instant, to: Instant) -> Vec<u64> {
+        let (a, b) = (self.us(from.min(to)), self.us(from.max(to)));
+        let mut out: Vec<u64> = self
+            .inner
+            .samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .rev()
+            .take_while(|s| s.end_us >= a)
+            .filter(|s| s.begin_us <= b)
+            .map(|s| s.late_us)
+            .collect();
+        let cur = self.inner.current_begin.load(Ordering::Acquire);
+        if cur > 0 {
+            let begin = cur - 1;
+            let now = self.us(Instant::now());
+            let period = u64::try_from(self.inner.period.as_micros()).unwrap_or(0);
+            if begin <= b {
+                out.push(now.saturating_sub(begin).saturating_sub(period));
+            }
+        }
+        out
+    }
+
+    /// The worst lateness seen during `[from, to]` (either order). Zero when the
+    /// probe has no sample there (it started later).
+    pub fn max_between(&self, from: Instant, to: Instant) -> Duration {
+        Duration::from_micros(
+            self.overlapping(from, to)
+                .into_iter()
+                .max()
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Median, 99th percentile and worst lateness during `[from, to]`.
+    pub fn summary(&self, from: Instant, to: Instant) -> LatenessSummary {
+        let mut v = self.overlapping(from, to);
+        if v.is_empty() {
+            return LatenessSummary::default();
+        }
+        v.sort_unstable();
+        let at = |q: f64| {
+            let i = ((v.len() - 1) as f64 * q).round() as usize;
+            v[i.min(v.len() - 1)] as f64 / 1000.0
+        };
+        LatenessSummary {
+            samples: v.len(),
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+            max_ms: v[v.len() - 1] as f64 / 1000.0,
+        }
+    }
+
+    /// The sleep period between samples.
+    pub fn period(&self) -> Duration {
+        self.inner.period
+    }
+}
+
+async fn measure(weak: Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let period = inner.period;
+        let begin = Instant::now();
+        let begin_us =
+            u64::try_from(begin.saturating_duration_since(inner.origin).as_micros()).unwrap_or(0);
+        inner.current_begin.store(begin_us + 1, Ordering::Release);
+        drop(inner);
+        tokio::time::sleep(period).await;
+        let end = Instant::now();
+        let Some(inner) = weak.upgrade() else { return };
+        let end_us =
+            u64::try_from(end.saturating_duration_since(inner.origin).as_micros()).unwrap_or(0);
+        let late_us = u64::try_from(
+            end.saturating_duration_since(begin)
+                .saturating_sub(period)
+                .as_micros(),
+        )
+        .unwrap_or(u64::MAX);
+        let keep_us = u64::try_from(KEEP.as_micros()).unwrap_or(u64::MAX);
+        let mut s = inner.samples.lock().unwrap_or_else(|e| e.into_inner());
+        s.push_back(Sample {
+            begin_us,
+            end_us,
+            late_us,
+        });
+        while s.front().is_some_and(|f| f.end_us + keep_us < end_us) {
+            s.pop_front();
+        }
+        drop(s);
+        inner.current_begin.store(0, Ordering::Release);
+    }
+}
+
+/// A timing judgment that missed its bound: by how much, and over which interval the
+/// machine's lateness could have caused it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimingMiss {
+    /// How far outside its bound the measured time fell.
+    pub margin: Duration,
+    /// The start of the interval the judgment measured.
+    pub from: Instant,
+    /// Its end.
+    pub to: Instant,
+}
+
+impl TimingMiss {
+    /// A miss by `margin` over `[from, to]` (tokio or std instants).
+    pub fn new(margin: Duration, from: impl Into<Instant>, to: impl Into<Instant>) -> Self {
+        Self {
+            margin,
+            from: from.into(),
+            to: to.into(),
+        }
+    }
+
+    /// The lateness `probe` measured over this miss's interval, and whether it
+    /// explains the miss (the margin is at most the lateness): then the judgment is
+    /// inconclusive, not a violation.
+    pub fn judge(&self, probe: &Probe) -> (Duration, bool) {
+        let late = probe.max_between(self.from, self.to);
+        (late, self.margin <= late)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_blocked_runtime_shows_as_lateness() {
+        let probe = Probe::start(Duration::from_millis(2));
+        // Let the probe take a few samples on an idle runtime.
+        let t0 = Instant::now();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let idle = probe.max_between(t0, Instant::now());
+        // Block both workers: the probe cannot run for 120 ms.
+        let t1 = Instant::now();
+        let h1 = tokio::spawn(async { std::thread::sleep(Duration::from_millis(120)) });
+        let h2 = tokio::spawn(async { std::thread::sleep(Duration::from_millis(120)) });
+        std::thread::sleep(Duration::from_millis(120));
+        h1.await.unwrap();
+        h2.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let t2 = Instant::now();
+        let busy = probe.max_between(t1, t2);
+        assert!(
+            busy >= Duration::from_millis(60),
+            "blocked workers must show as lateness: idle {idle:?}, busy {busy:?}"
+        );
+        // A miss within that lateness is explained, a larger one is not.
+        let small = TimingMiss::new(busy / 2, t1, t2);
+        assert!(small.judge(&probe).1);
+        let big = TimingMiss::new(busy + Duration::from_secs(5), t1, t2);
+        assert!(!big.judge(&probe).1);
+        let s = probe.summary(t1, t2);
+        assert!(s.samples > 0 && s.max_ms >= s.p50_ms);
+    }
+
+    #[tokio::test]
+    async fn an_interval_before_the_probe_started_has_no_lateness() {
+        let before = Instant::now();
+        let probe = Probe::start(Duration::from_millis(2));
+        let (Some(a), Some(b)) = (
+            before.checked_sub(Duration::from_secs(5)),
+            before.checked_sub(Duration::from_secs(4)),
+        ) else {
+            return;
+        };
+        assert_eq!(probe.max_between(a, b), Duration::ZERO);
+    }
+}
