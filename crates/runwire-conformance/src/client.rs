@@ -10,7 +10,7 @@ use crate::{
     Error,
     model::{ScenarioDef, WireEntry},
     pattern,
-    runner::{BoxFut, Recorder, StepFail, StepResultT, World, WorldFactory},
+    runner::{AttemptCtx, BoxFut, Recorder, StepFail, StepResultT, World, WorldFactory},
 };
 
 /// Every client step pattern.
@@ -40,6 +40,7 @@ pub struct ClientFactory {
     target: Arc<ClientTarget>,
     fixtures: Arc<BTreeMap<String, Fixture>>,
     time_scale: f64,
+    probe: runwire_mock::Probe,
 }
 
 impl ClientFactory {
@@ -48,6 +49,7 @@ impl ClientFactory {
         target: ClientTarget,
         fixtures_dir: Option<&Path>,
         time_scale: f64,
+        probe: runwire_mock::Probe,
     ) -> Result<Self, Error> {
         let mut map = BTreeMap::new();
         if let Some(dir) = fixtures_dir {
@@ -64,6 +66,7 @@ impl ClientFactory {
             target: Arc::new(target),
             fixtures: Arc::new(map),
             time_scale,
+            probe,
         })
     }
 
@@ -74,14 +77,15 @@ impl ClientFactory {
 }
 
 impl WorldFactory for ClientFactory {
-    fn make(&self, _scenario: &ScenarioDef, seed: u64) -> Box<dyn World> {
+    fn make(&self, _scenario: &ScenarioDef, seed: u64, attempt: AttemptCtx) -> Box<dyn World> {
         Box::new(ClientWorld {
             target: Arc::clone(&self.target),
             fixtures: Arc::clone(&self.fixtures),
-            scale: self.time_scale,
+            scale: self.time_scale * attempt.scale_factor,
             seed,
             rec: Recorder::new(),
             last: None,
+            probe: self.probe.clone(),
         })
     }
 
@@ -89,6 +93,14 @@ impl WorldFactory for ClientFactory {
         STEP_PATTERNS
             .iter()
             .any(|p| pattern::matches(p, text).is_some())
+    }
+
+    fn time_scale(&self) -> f64 {
+        self.time_scale
+    }
+
+    fn rescalable(&self) -> bool {
+        true
     }
 }
 
@@ -99,6 +111,7 @@ struct ClientWorld {
     seed: u64,
     rec: Recorder,
     last: Option<Report>,
+    probe: runwire_mock::Probe,
 }
 
 fn to_wire(e: &runwire_mock::Entry) -> WireEntry {
@@ -147,6 +160,7 @@ impl ClientWorld {
         let opts = MockOptions {
             time_scale: self.scale,
             seed: Some(self.seed),
+            probe: Some(self.probe.clone()),
             ..MockOptions::default()
         };
         let mut mock = Mock::start(fixture, opts)
@@ -212,29 +226,44 @@ impl ClientWorld {
                     .as_deref()
                     .unwrap_or("a feature this fixture needs")
             ))),
-            _ => {
-                let v = r.verdict.violations.first();
+            Outcome::Inconclusive | Outcome::Fail => {
+                let inconclusive = r.verdict.outcome == Outcome::Inconclusive;
+                // Causes before symptoms: a conclusive violation before an inconclusive
+                // one, and a specific violation before a stall ("did not end the
+                // connection", "did not exit") that it may well have caused.
+                let mut ordered: Vec<&runwire_mock::Violation> =
+                    r.verdict.violations.iter().collect();
+                ordered.sort_by_key(|v| (v.inconclusive, is_stall(v)));
+                let v = ordered.first().copied();
                 let mut msg = v.map_or_else(
                     || "the fixture failed".to_owned(),
                     |v| format!("[{}] {}", v.expectation, v.message),
                 );
-                for o in r.verdict.violations.iter().skip(1).take(5) {
+                for o in ordered.iter().skip(1).take(5) {
                     msg.push_str(&format!(
                         "; also {} [{}]: {}",
                         o.requirement, o.expectation, o.message
                     ));
                 }
-                if r.verdict.violations.len() > 6 {
-                    msg.push_str(&format!("; and {} more", r.verdict.violations.len() - 6));
+                if ordered.len() > 6 {
+                    msg.push_str(&format!("; and {} more", ordered.len() - 6));
                 }
-                Err(StepFail {
-                    requirement: v.map(|v| v.requirement.clone()),
-                    message: msg,
-                    not_implemented: false,
-                })
+                let mut f = StepFail::msg(msg);
+                f.requirement = v.map(|v| v.requirement.clone());
+                f.inconclusive = inconclusive;
+                Err(f)
             }
         }
     }
+}
+
+/// Whether a violation is a stall: the client did not do something in time (end the
+/// connection, exit, send a message), which is often the symptom of another violation.
+fn is_stall(v: &runwire_mock::Violation) -> bool {
+    v.message.contains("did not end the connection")
+        || v.message.contains("did not exit")
+        || v.message.starts_with("no ")
+        || v.message.contains("still running")
 }
 
 impl World for ClientWorld {

@@ -116,16 +116,16 @@ impl ExpectedFailures {
 /// A results baseline: scenario id → grade.
 pub type Baseline = BTreeMap<String, String>;
 
-/// The baseline of a run. A scenario listed in the expected-failures file is recorded
-/// as `expected_failure` whether it failed or passed this time: a listed scenario that
-/// starts passing is reported as a stale entry, not as a baseline difference, so a
-/// flaky listed scenario does not make the baseline flap.
+/// The baseline of a run: every scenario's grade as it ran. A scenario listed in the
+/// expected-failures file that passed is recorded as `pass` (what it did), and the
+/// entry is reported as stale. An inconclusive scenario is recorded as
+/// `inconclusive`, which [`diff_baseline`] never counts as a difference.
 pub fn baseline_of(results: &[ScenarioResult]) -> Baseline {
     results
         .iter()
         .map(|r| {
             let g = match r.grade {
-                Grade::UnexpectedPass => Grade::ExpectedFailure,
+                Grade::UnexpectedPass => Grade::Pass,
                 g => g,
             };
             (r.id.clone(), g.as_str().to_owned())
@@ -145,13 +145,19 @@ pub fn load_baseline(path: &Path) -> Result<Baseline, Error> {
     })
 }
 
-/// The differences between a committed baseline and this run: one line each.
+/// The differences between a committed baseline and this run: one line each. A
+/// grade of `inconclusive` on either side is not a difference: the machine could not
+/// judge the scenario, so it neither confirms nor breaks the baseline (the summary
+/// lists it apart).
 pub fn diff_baseline(old: &Baseline, new: &Baseline) -> Vec<String> {
+    let inconclusive = Grade::Inconclusive.as_str();
     let mut out = Vec::new();
     for (id, g) in old {
         match new.get(id) {
             None => out.push(format!("- {id}: {g} (no longer run)")),
-            Some(n) if n != g => out.push(format!("~ {id}: {g} -> {n}")),
+            Some(n) if n != g && n != inconclusive && g != inconclusive => {
+                out.push(format!("~ {id}: {g} -> {n}"));
+            }
             _ => {}
         }
     }
@@ -180,6 +186,13 @@ mod tests {
         assert!(ExpectedFailures::parse(r#"{"server/x": ""}"#, "f").is_err());
         let x = ExpectedFailures::parse(r#"{"$comment": "c", "server/x": "bug 1"}"#, "f").unwrap();
         assert_eq!(x.entries.len(), 1);
+    }
+
+    #[test]
+    fn inconclusive_is_no_baseline_difference() {
+        let old: Baseline = [("a".into(), "pass".into()), ("b".into(), "inconclusive".into())].into();
+        let new: Baseline = [("a".into(), "inconclusive".into()), ("b".into(), "fail".into())].into();
+        assert!(diff_baseline(&old, &new).is_empty());
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub mod features;
 mod http;
 pub mod model;
 mod pattern;
+pub mod preflight;
 pub mod reference;
 pub mod report;
 pub mod runner;
@@ -142,6 +143,13 @@ pub struct ConformOptions {
     pub global_timeout_ms: u64,
     /// Expected failures.
     pub expected_failures: Option<expect::ExpectedFailures>,
+    /// How many times an inconclusive scenario is rerun at most (alone; the client
+    /// suite at twice the previous time scale each time).
+    pub retries: u32,
+    /// The lateness probe timing judgments consult; `None` starts one for the run.
+    pub probe: Option<runwire_mock::Probe>,
+    /// The preflight measurement, recorded in the report.
+    pub calibration: Option<model::Calibration>,
 }
 
 impl Default for ConformOptions {
@@ -158,6 +166,9 @@ impl Default for ConformOptions {
             scenario_timeout_ms: 20_000,
             global_timeout_ms: 600_000,
             expected_failures: None,
+            retries: 2,
+            probe: None,
+            calibration: None,
         }
     }
 }
@@ -286,6 +297,11 @@ pub async fn conform(
         scenario_timeout: server::scaled(opts.scenario_timeout_ms, opts.time_scale),
         global_timeout: server::scaled(opts.global_timeout_ms, opts.time_scale),
         seed: opts.seed,
+        retries: opts.retries,
+        probe: opts
+            .probe
+            .clone()
+            .unwrap_or_else(runwire_mock::Probe::start_default),
     };
     let mut results = Vec::new();
     let mut targets = Vec::new();
@@ -316,11 +332,12 @@ pub async fn conform(
             t,
             opts.fixtures_dir.as_deref(),
             opts.client_time_scale.unwrap_or(opts.time_scale),
+            exec.probe.clone(),
         )?);
         results.extend(runner::run_all(f, &sc, &exec, progress).await);
     }
     let mut report = RunReport {
-        format: 1,
+        format: 2,
         tool_version: env!("CARGO_PKG_VERSION").to_owned(),
         seed: opts.seed,
         time_scale: opts.time_scale,
@@ -331,6 +348,8 @@ pub async fn conform(
         passed: false,
         results,
         stale_expected_failures: Vec::new(),
+        retries: opts.retries,
+        calibration: opts.calibration.clone(),
     };
     if let Some(x) = &opts.expected_failures {
         report.stale_expected_failures = x.apply(&mut report.results);
@@ -338,6 +357,14 @@ pub async fn conform(
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     report.finalize();
     Ok(report)
+}
+
+/// `GET <ingest>/healthz`: the status code, or why there was no answer (for waiting
+/// on a restarted server).
+pub async fn healthz(ingest_url: &str, limit: Duration) -> Result<u16, String> {
+    http::request(ingest_url, "GET", "/healthz", None, None, limit)
+        .await
+        .map(|a| a.status)
 }
 
 /// The default scenario timeout as a duration (for callers that print it).

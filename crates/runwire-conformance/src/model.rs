@@ -112,6 +112,12 @@ pub enum Grade {
     /// It passed although the expected-failures file lists it (stale entry): graded
     /// like a pass, reported as stale.
     UnexpectedPass,
+    /// Every attempt failed only timing judgments, each by less than the lateness the
+    /// kit measured on this machine meanwhile: the machine, not the implementation,
+    /// may have caused the misses. Rerun alone (and, for the client suite, at twice
+    /// the time scale) up to `--retries` times; still undecided, it neither passes nor
+    /// fails the run (`docs/ci-guide.md`, "Inconclusive").
+    Inconclusive,
 }
 
 impl Grade {
@@ -123,6 +129,7 @@ impl Grade {
             Self::NotImplemented => "not_implemented",
             Self::ExpectedFailure => "expected_failure",
             Self::UnexpectedPass => "unexpected_pass",
+            Self::Inconclusive => "inconclusive",
         }
     }
 }
@@ -206,6 +213,79 @@ pub struct ScenarioResult {
     pub steps: Vec<StepResult>,
     /// The wire transcript.
     pub transcript: Vec<WireEntry>,
+    /// The requirement the failure names (a failed or inconclusive result), when the
+    /// step or the mock named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub violated: Option<String>,
+    /// The level of `violated` in the spec. A MUST violated inside a SHOULD or MAY
+    /// scenario fails the run like a MUST scenario does ([`ScenarioResult::effective_level`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub violated_level: Option<Level>,
+    /// The time scale this result was judged at.
+    pub time_scale: f64,
+    /// The lateness of the kit's own timers while this attempt ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lateness: Option<Lateness>,
+    /// Earlier attempts, when the first was inconclusive and the scenario was rerun
+    /// (oldest first); the result above is the last attempt's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+}
+
+impl ScenarioResult {
+    /// The level a failure counts at: the scenario's, raised to MUST when the
+    /// requirement the failure names is a MUST (a MUST violated inside a SHOULD
+    /// scenario is a MUST violation). Never lowered.
+    pub fn effective_level(&self) -> Level {
+        match self.violated_level {
+            Some(Level::Must) => Level::Must,
+            _ => self.level,
+        }
+    }
+}
+
+/// How late the kit's own timers ran over an interval (a lateness probe sleeping
+/// 5 ms at a time; see `docs/ci-guide.md`, "Inconclusive").
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Lateness {
+    /// Samples taken.
+    pub samples: u64,
+    /// Median lateness, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Worst, ms.
+    pub max_ms: f64,
+}
+
+impl From<runwire_mock::lateness::LatenessSummary> for Lateness {
+    fn from(s: runwire_mock::lateness::LatenessSummary) -> Self {
+        Self {
+            samples: s.samples as u64,
+            p50_ms: s.p50_ms,
+            p99_ms: s.p99_ms,
+            max_ms: s.max_ms,
+        }
+    }
+}
+
+/// An earlier attempt of a rerun scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Attempt {
+    /// Its grade (before expected failures were applied).
+    pub grade: Grade,
+    /// Its message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Wall time, ms.
+    pub duration_ms: u64,
+    /// The time scale it ran at.
+    pub time_scale: f64,
+    /// Whether it ran alone (reruns do) or beside other scenarios.
+    pub alone: bool,
+    /// The lateness measured while it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lateness: Option<Lateness>,
 }
 
 /// Counts per grade.
@@ -229,17 +309,25 @@ pub struct Counts {
     pub expected_failure: u32,
     /// Listed as expected failures but passed.
     pub unexpected_pass: u32,
+    /// Still inconclusive after every retry.
+    pub inconclusive: u32,
+    /// Results whose first attempt was inconclusive (rerun), whatever they ended as.
+    pub rerun: u32,
 }
 
 impl Counts {
     /// Adds one result.
     pub fn add(&mut self, r: &ScenarioResult) {
         self.total += 1;
+        if !r.attempts.is_empty() {
+            self.rerun += 1;
+        }
         match r.grade {
             Grade::Pass => self.pass += 1,
+            Grade::Inconclusive => self.inconclusive += 1,
             Grade::Fail => {
                 self.fail += 1;
-                match r.level {
+                match r.effective_level() {
                     Level::Must => self.fail_must += 1,
                     Level::Should => self.fail_should += 1,
                     Level::May => self.fail_may += 1,
@@ -266,7 +354,8 @@ pub struct StaleEntry {
 /// The whole report of one `runwire conform` invocation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RunReport {
-    /// The format version of this report (`1`).
+    /// The format version of this report (`2`: grade `inconclusive`, attempts,
+    /// lateness and calibration were added).
     pub format: u32,
     /// The `runwire` version that produced it.
     pub tool_version: String,
@@ -288,6 +377,32 @@ pub struct RunReport {
     pub results: Vec<ScenarioResult>,
     /// Stale expected-failure entries.
     pub stale_expected_failures: Vec<StaleEntry>,
+    /// How many times an inconclusive scenario was rerun at most (`--retries`).
+    pub retries: u32,
+    /// What the kit measured of the machine before the first scenario, and the time
+    /// scale it chose from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+}
+
+/// The preflight measurement of the machine (`docs/ci-guide.md`, "Calibration").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Calibration {
+    /// The lateness of the kit's timers while it measured (about 300 ms of 5 ms
+    /// sleeps).
+    pub timer_lateness: Lateness,
+    /// How long the client adapter took from spawn to its first connection, ms (the
+    /// client suite only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter_startup_ms: Option<f64>,
+    /// `--time-scale auto`: the scale was chosen from these numbers.
+    pub auto: bool,
+    /// The time scale of the server suite.
+    pub time_scale: f64,
+    /// The time scale of the client suite.
+    pub client_time_scale: f64,
+    /// Why this scale (one sentence).
+    pub reason: String,
 }
 
 /// What a suite ran against.
@@ -300,10 +415,12 @@ pub struct Target {
 }
 
 impl RunReport {
-    /// Whether a result fails the run: MUST failures always, SHOULD failures with
-    /// `strict`.
+    /// Whether a result fails the run: MUST failures always (also a MUST requirement
+    /// violated inside a SHOULD scenario), SHOULD failures with `strict`. Inconclusive
+    /// results never do.
     pub fn is_failing(r: &ScenarioResult, strict: bool) -> bool {
-        r.grade == Grade::Fail && (r.level == Level::Must || (strict && r.level == Level::Should))
+        let level = r.effective_level();
+        r.grade == Grade::Fail && (level == Level::Must || (strict && level == Level::Should))
     }
 
     /// Recomputes `counts` and `passed` from `results`.

@@ -1,6 +1,18 @@
 //! The executor: runs scenarios (concurrently where they share no state, `@serial`
-//! ones alone afterwards), bounds each by its timeout, grades the outcome and applies
-//! the expected-failures file.
+//! ones alone afterwards), bounds each by its timeout, grades the outcome, and reruns
+//! the inconclusive ones alone.
+//!
+//! # Lateness-aware grading
+//!
+//! A step that fails a timing judgment says by how much it missed its bound and over
+//! which interval ([`StepFail::timing`]). The runner asks the lateness probe
+//! ([`runwire_mock::lateness`]) for the worst lateness of the kit's own timers over
+//! that interval: a miss no larger than it is *inconclusive* (the machine may have
+//! caused it), a larger one is a violation. Inconclusive scenarios are rerun after
+//! all others, one at a time, up to `retries` times (the client suite at twice the
+//! previous time scale): the first attempt that passes or fails conclusively decides;
+//! if every attempt is inconclusive the grade stays inconclusive, which neither passes
+//! nor fails the run.
 
 use std::{
     future::Future,
@@ -10,9 +22,12 @@ use std::{
 };
 
 use futures_util::{FutureExt, StreamExt, stream};
+use runwire_mock::lateness::{Probe, TimingMiss};
 use tokio::time::Instant;
 
-use crate::model::{Grade, ScenarioDef, ScenarioResult, StepResult, StepStatus, WireEntry};
+use crate::model::{
+    Attempt, Grade, Level, ScenarioDef, ScenarioResult, StepResult, StepStatus, WireEntry,
+};
 
 /// Records a scenario's wire transcript.
 #[derive(Clone)]
@@ -96,6 +111,12 @@ pub struct StepFail {
     pub message: String,
     /// The implementation does not implement what the step needs.
     pub not_implemented: bool,
+    /// A timing judgment that missed its bound: the runner compares the miss with the
+    /// lateness measured over its interval, and grades the scenario inconclusive when
+    /// the lateness explains it.
+    pub timing: Option<TimingMiss>,
+    /// Already judged inconclusive (the mock server judged the client's timing).
+    pub inconclusive: bool,
 }
 
 impl StepFail {
@@ -105,6 +126,8 @@ impl StepFail {
             requirement: Some(requirement.into()),
             message: message.into(),
             not_implemented: false,
+            timing: None,
+            inconclusive: false,
         }
     }
 
@@ -114,6 +137,8 @@ impl StepFail {
             requirement: None,
             message: message.into(),
             not_implemented: false,
+            timing: None,
+            inconclusive: false,
         }
     }
 
@@ -123,6 +148,20 @@ impl StepFail {
             requirement: None,
             message: message.into(),
             not_implemented: true,
+            timing: None,
+            inconclusive: false,
+        }
+    }
+
+    /// A timing judgment of `requirement` that missed its bound by `miss.margin`.
+    pub fn timing(
+        requirement: impl Into<String>,
+        message: impl Into<String>,
+        miss: TimingMiss,
+    ) -> Self {
+        Self {
+            timing: Some(miss),
+            ..Self::req(requirement, message)
         }
     }
 }
@@ -155,14 +194,47 @@ pub trait World: Send {
     fn teardown(&mut self) -> BoxFut<'_, ()>;
     /// The transcript recorder.
     fn recorder(&self) -> Recorder;
+    /// How long this scenario needs at least, once the target's timers are known
+    /// (for example three heartbeat intervals of what the server announced): the
+    /// runner extends the scenario's deadline to it (never past the global one).
+    fn min_timeout(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// How one attempt of a scenario runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttemptCtx {
+    /// 1 for the first attempt.
+    pub number: u32,
+    /// Multiplies the suite's time scale (reruns of the client suite double it).
+    pub scale_factor: f64,
+    /// The scenario runs alone (a rerun).
+    pub alone: bool,
+}
+
+impl AttemptCtx {
+    /// The first attempt, at the suite's own time scale.
+    pub const FIRST: Self = Self {
+        number: 1,
+        scale_factor: 1.0,
+        alone: false,
+    };
 }
 
 /// Makes a fresh world per scenario.
 pub trait WorldFactory: Send + Sync {
-    /// A world for `scenario`, with its seed.
-    fn make(&self, scenario: &ScenarioDef, seed: u64) -> Box<dyn World>;
+    /// A world for `scenario`, with its seed, for one attempt.
+    fn make(&self, scenario: &ScenarioDef, seed: u64, attempt: AttemptCtx) -> Box<dyn World>;
     /// Whether a step text is defined (checked before anything runs).
     fn is_defined(&self, text: &str) -> bool;
+    /// The time scale the worlds of this factory run at (before an attempt's factor).
+    fn time_scale(&self) -> f64;
+    /// Whether a rerun may run at a larger time scale (the client suite: the mock
+    /// scales every fixture timer and the adapter's configuration with it).
+    fn rescalable(&self) -> bool {
+        false
+    }
 }
 
 /// Execution options.
@@ -176,6 +248,10 @@ pub struct ExecOptions {
     pub global_timeout: Duration,
     /// The run seed; each scenario derives its own from it and its id.
     pub seed: u64,
+    /// How many times an inconclusive scenario is rerun at most.
+    pub retries: u32,
+    /// The lateness probe timing judgments are compared with.
+    pub probe: Probe,
 }
 
 /// Derives a scenario seed from the run seed and the scenario id (stable across runs
@@ -193,21 +269,75 @@ fn first_req(sc: &ScenarioDef) -> String {
     sc.requirements.join(", ")
 }
 
-/// Runs one scenario to a graded result.
+/// The level of a requirement in the spec (`spec/requirements.json`, embedded).
+pub fn requirement_level(id: &str) -> Option<Level> {
+    static LEVELS: std::sync::OnceLock<std::collections::BTreeMap<String, Level>> =
+        std::sync::OnceLock::new();
+    LEVELS
+        .get_or_init(|| {
+            crate::coverage::requirements()
+                .into_iter()
+                .map(|r| {
+                    let l = match r.level.as_str() {
+                        "MUST" => Level::Must,
+                        "SHOULD" => Level::Should,
+                        _ => Level::May,
+                    };
+                    (r.id, l)
+                })
+                .collect()
+        })
+        .get(id)
+        .copied()
+}
+
+/// The judgment of a failed step: a violation, or inconclusive when the failure was
+/// a timing miss within the measured lateness. Appends the numbers to the message.
+fn judge_fail(f: &mut StepFail, probe: &Probe) -> bool {
+    if let Some(miss) = f.timing {
+        let (late, explained) = miss.judge(probe);
+        f.message.push_str(&format!(
+            " (missed by {:.1} ms; the kit's own timers ran up to {:.1} ms late meanwhile{})",
+            miss.margin.as_secs_f64() * 1000.0,
+            late.as_secs_f64() * 1000.0,
+            if explained {
+                ": inconclusive, the machine may have caused it"
+            } else {
+                ""
+            }
+        ));
+        return explained;
+    }
+    f.inconclusive
+}
+
+/// Runs one attempt of a scenario to a graded result.
 pub async fn run_one(
     factory: &dyn WorldFactory,
     sc: &ScenarioDef,
     opts: &ExecOptions,
     global_deadline: Instant,
+    attempt: AttemptCtx,
 ) -> ScenarioResult {
     let seed = scenario_seed(opts.seed, &sc.id);
     let started = Instant::now();
-    let deadline = (started + opts.scenario_timeout).min(global_deadline);
-    let mut world = factory.make(sc, seed);
+    let mut deadline = (started + opts.scenario_timeout).min(global_deadline);
+    let mut world = factory.make(sc, seed, attempt);
     let rec = world.recorder();
+    if attempt.number > 1 {
+        rec.note(
+            "runner",
+            format!(
+                "attempt {} (alone, time scale {}): the previous attempt was inconclusive",
+                attempt.number,
+                factory.time_scale() * attempt.scale_factor
+            ),
+        );
+    }
     let mut steps = Vec::new();
     let mut grade = Grade::Pass;
     let mut message = None;
+    let mut violated = None;
     let mut failed = false;
     for st in &sc.steps {
         if failed {
@@ -219,6 +349,9 @@ pub async fn run_one(
                 duration_ms: 0,
             });
             continue;
+        }
+        if let Some(min) = world.min_timeout() {
+            deadline = deadline.max(started + min).min(global_deadline);
         }
         rec.note("runner", format!("step: {} {}", st.keyword, st.text));
         let t0 = Instant::now();
@@ -247,7 +380,7 @@ pub async fn run_one(
             },
             Err(_) => Err(StepFail::msg(format!(
                 "the scenario did not finish within its timeout of {} ms (this step was running)",
-                opts.scenario_timeout.as_millis()
+                deadline.saturating_duration_since(started).as_millis()
             ))),
         };
         let duration_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -276,15 +409,27 @@ pub async fn run_one(
                         format!("{}; then: {then}", v.message),
                     );
                 }
+                let inconclusive = !f.not_implemented && judge_fail(&mut f, &opts.probe);
                 let req = f.requirement.clone().unwrap_or_else(|| first_req(sc));
+                let level = requirement_level(&req).unwrap_or(sc.level);
                 let msg = if f.not_implemented {
                     grade = Grade::NotImplemented;
                     format!("not implemented: {}", f.message)
                 } else {
-                    grade = Grade::Fail;
+                    grade = if inconclusive {
+                        Grade::Inconclusive
+                    } else {
+                        Grade::Fail
+                    };
+                    violated = Some(req.clone());
                     format!(
-                        "{req} ({}) violated at step \"{} {}\" (line {}): {}",
-                        sc.level.as_str(),
+                        "{req} ({}) {} at step \"{} {}\" (line {}): {}",
+                        level.as_str(),
+                        if inconclusive {
+                            "undecided"
+                        } else {
+                            "violated"
+                        },
                         st.keyword,
                         st.text,
                         st.line,
@@ -310,11 +455,22 @@ pub async fn run_one(
     if !failed && let Ok(Err(f)) = tokio::time::timeout_at(deadline, world.check()).await {
         grade = Grade::Fail;
         let req = f.requirement.clone().unwrap_or_else(|| first_req(sc));
-        let msg = format!("{req} ({}) violated: {}", sc.level.as_str(), f.message);
+        let level = requirement_level(&req).unwrap_or(sc.level);
+        let msg = format!("{req} ({}) violated: {}", level.as_str(), f.message);
         rec.note("runner", &msg);
+        violated = Some(req);
         message = Some(msg);
     }
     let _ = tokio::time::timeout(Duration::from_secs(3), world.teardown()).await;
+    let ended = std::time::Instant::now();
+    let lateness: crate::model::Lateness = opts.probe.summary(started.into_std(), ended).into();
+    // A failure that names several requirements ("RW-A-1, RW-A-2") counts at the
+    // strongest of them.
+    let violated_level = violated.as_deref().and_then(|v| {
+        v.split(", ")
+            .filter_map(requirement_level)
+            .min()
+    });
     ScenarioResult {
         id: sc.id.clone(),
         suite: sc.suite,
@@ -331,10 +487,16 @@ pub async fn run_one(
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         steps,
         transcript: rec.take(),
+        violated,
+        violated_level,
+        time_scale: factory.time_scale() * attempt.scale_factor,
+        lateness: Some(lateness),
+        attempts: Vec::new(),
     }
 }
 
-/// Runs scenarios: the parallel ones `jobs` at a time, then the `@serial` ones alone.
+/// Runs scenarios: the parallel ones `jobs` at a time, then the `@serial` ones alone,
+/// then reruns the inconclusive ones alone (up to `opts.retries` times each).
 /// Results come back in scenario order. `progress` is called as each finishes.
 pub async fn run_all(
     factory: Arc<dyn WorldFactory>,
@@ -354,7 +516,12 @@ pub async fn run_all(
         let mut s = stream::iter(parallel.into_iter().map(|i| {
             let f = Arc::clone(&factory);
             let sc = &scenarios[i];
-            async move { (i, run_one(&*f, sc, opts, global_deadline).await) }
+            async move {
+                (
+                    i,
+                    run_one(&*f, sc, opts, global_deadline, AttemptCtx::FIRST).await,
+                )
+            }
         }))
         .buffer_unordered(opts.jobs.max(1));
         while let Some((i, r)) = s.next().await {
@@ -363,9 +530,78 @@ pub async fn run_all(
         }
     }
     for i in serial {
-        let r = run_one(&*factory, &scenarios[i], opts, global_deadline).await;
+        let r = run_one(
+            &*factory,
+            &scenarios[i],
+            opts,
+            global_deadline,
+            AttemptCtx {
+                alone: true,
+                ..AttemptCtx::FIRST
+            },
+        )
+        .await;
         progress(&r);
         results[i] = Some(r);
     }
+    for (i, slot) in results.iter_mut().enumerate() {
+        let Some(first) = slot.take() else { continue };
+        *slot = Some(
+            rerun_inconclusive(&*factory, &scenarios[i], opts, global_deadline, first, progress)
+                .await,
+        );
+    }
     results.into_iter().flatten().collect()
+}
+
+/// Reruns an inconclusive result alone until an attempt decides (passes or fails
+/// conclusively) or `opts.retries` reruns are spent; the result returned is the last
+/// attempt's, with the earlier ones in `attempts`.
+async fn rerun_inconclusive(
+    factory: &dyn WorldFactory,
+    sc: &ScenarioDef,
+    opts: &ExecOptions,
+    global_deadline: Instant,
+    first: ScenarioResult,
+    progress: &(dyn Fn(&ScenarioResult) + Sync),
+) -> ScenarioResult {
+    let mut current = first;
+    let mut attempts = Vec::new();
+    let mut factor = 1.0;
+    let mut number = 1;
+    while current.grade == Grade::Inconclusive
+        && number <= opts.retries
+        && Instant::now() < global_deadline
+    {
+        number += 1;
+        if factory.rescalable() {
+            factor *= 2.0;
+        }
+        attempts.push(Attempt {
+            grade: current.grade,
+            message: current.message.clone(),
+            duration_ms: current.duration_ms,
+            time_scale: current.time_scale,
+            alone: number > 2 || sc.serial,
+            lateness: current.lateness,
+        });
+        current = run_one(
+            factory,
+            sc,
+            opts,
+            global_deadline,
+            AttemptCtx {
+                number,
+                scale_factor: factor,
+                alone: true,
+            },
+        )
+        .await;
+        current.attempts = attempts.clone();
+        progress(&current);
+    }
+    if current.attempts.is_empty() && !attempts.is_empty() {
+        current.attempts = attempts;
+    }
+    current
 }

@@ -22,7 +22,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use runwire_conformance::{
     ClientTarget, ConformOptions, Plan, ServerControl, ServerTarget, coverage, expect,
-    features::TagFilter, model::report_schema, reference, report,
+    features::TagFilter, model::report_schema, preflight, reference, report,
 };
 
 /// Known bugs of the bundled reference implementations (applied in the default mode).
@@ -74,8 +74,9 @@ struct ServerArgs {
     /// A token allowed to read only runs named `rwc-allowed-*` (per-run authorization).
     #[arg(long, env = "RUNWIRE_CONFORM_LIMITED_TOKEN")]
     limited_token: Option<String>,
-    /// A shell command that restarts the server gracefully (restart/shutdown scenarios);
-    /// the runner waits for GET /healthz to answer 200 afterwards.
+    /// A shell command that restarts the server gracefully (restart/shutdown scenarios).
+    /// When it has exited, the runner polls `GET <ingest>/healthz` every 100 ms until it
+    /// answers 200 (at most 30 s).
     #[arg(long)]
     restart_cmd: Option<String>,
     /// A shell command that prints a token with every permission expiring after
@@ -110,14 +111,21 @@ struct Common {
     /// Seed of every random choice (default: random, printed).
     #[arg(long, global = true)]
     seed: Option<u64>,
-    /// Multiply every timer and deadline (slow systems: 2, 5, …).
-    #[arg(long, global = true, default_value_t = 1.0)]
-    time_scale: f64,
-    /// Time scale of the client suite (default: --time-scale; in the default mode twice
-    /// --time-scale, because the adapter is a separate process whose scheduling delays
-    /// count against the tight backoff envelopes of the fixtures).
+    /// Multiply every timer and deadline by this (slow systems: 2, 5, …), or `auto`:
+    /// measure this machine's timer lateness and the adapter's start-up time first and
+    /// choose the scale from them (printed, and recorded in every report).
+    #[arg(long, global = true, default_value = "auto")]
+    time_scale: TimeScale,
+    /// Time scale of the client suite (default: with `--time-scale auto` chosen from
+    /// the measured lateness and adapter start-up; otherwise --time-scale, doubled in
+    /// the default mode because the adapter is a separate process).
     #[arg(long, global = true)]
     client_time_scale: Option<f64>,
+    /// Rerun a scenario whose timing judgments were inconclusive (missed by less than
+    /// the measured lateness) up to this many times, alone; the client suite at twice
+    /// the previous time scale each time.
+    #[arg(long, global = true, default_value_t = 2)]
+    retries: u32,
     /// Scenarios run concurrently (those tagged @serial run alone afterwards).
     #[arg(long, global = true, default_value_t = 8)]
     jobs: usize,
@@ -165,6 +173,27 @@ struct Common {
     /// No progress lines.
     #[arg(long, short, global = true)]
     quiet: bool,
+}
+
+/// `--time-scale`: a number, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum TimeScale {
+    Auto,
+    Fixed(f64),
+}
+
+impl std::str::FromStr for TimeScale {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "auto" {
+            return Ok(Self::Auto);
+        }
+        match s.parse::<f64>() {
+            Ok(x) if x > 0.0 && x.is_finite() => Ok(Self::Fixed(x)),
+            _ => Err(format!("{s:?} is not a positive number or `auto`")),
+        }
+    }
 }
 
 /// Mints expiring tokens with a shell command.
@@ -218,22 +247,19 @@ impl ServerControl for CmdRestart {
             if !st.success() {
                 return Err(format!("{:?} exited with {st}", self.cmd));
             }
-            let host = self
-                .ingest
-                .trim_start_matches("http://")
-                .split('/')
-                .next()
-                .unwrap_or("")
-                .to_owned();
-            // Wait (bounded: 30 s) until the server accepts connections again.
+            // Wait (bounded: 30 s) until GET /healthz answers 200 again.
+            let mut last = String::from("no answer yet");
             for _ in 0..300 {
-                if tokio::net::TcpStream::connect(&host).await.is_ok() {
-                    return Ok(());
+                match runwire_conformance::healthz(&self.ingest, Duration::from_secs(2)).await {
+                    Ok(200) => return Ok(()),
+                    Ok(status) => last = format!("GET /healthz answered {status}"),
+                    Err(e) => last = e,
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(format!(
-                "the server at {host} did not come back within 30 s"
+                "{} did not answer GET /healthz with 200 within 30 s after the restart command ({last})",
+                self.ingest
             ))
         })
     }
@@ -331,15 +357,10 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
         _ => {}
     }
     let seed = common.seed.unwrap_or_else(rand::random::<u64>);
-    if !(common.time_scale > 0.0 && common.time_scale.is_finite()) {
-        bail!("--time-scale must be a positive number");
-    }
     let mut opts = ConformOptions {
         seed,
-        time_scale: common.time_scale,
-        client_time_scale: common
-            .client_time_scale
-            .or_else(|| args.target.is_none().then_some(common.time_scale * 2.0)),
+        time_scale: 1.0,
+        client_time_scale: None,
         jobs: common.jobs.max(1),
         strict: common.strict,
         tags: common.tags.as_deref().map(TagFilter::parse).transpose()?,
@@ -348,6 +369,9 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
         scenario_timeout_ms: common.scenario_timeout_ms,
         global_timeout_ms: common.timeout_s.saturating_mul(1000),
         expected_failures: None,
+        retries: common.retries,
+        probe: None,
+        calibration: None,
     };
     if let Some(p) = &common.expected_failures {
         opts.expected_failures = Some(expect::ExpectedFailures::load(p)?);
@@ -363,16 +387,19 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    eprintln!(
-        "runwire conform: seed {seed} (replay with --seed {seed}), time scale {}",
-        common.time_scale
-    );
+    eprintln!("runwire conform: seed {seed} (replay with --seed {seed})");
     let quiet = common.quiet;
+    let bundled = args.target.is_none();
+    let want = common.suite.as_deref();
     let report = rt.block_on(async {
-        let mut reference_server = None;
-        let plan = match args.target {
-            Some(Target::Server(s)) => Plan {
-                server: Some(ServerTarget {
+        let probe = runwire_mock::Probe::start_default();
+        opts.probe = Some(probe.clone());
+        // The targets, before anything runs.
+        let mut server_target = None;
+        let mut client_target = None;
+        match args.target {
+            Some(Target::Server(s)) => {
+                server_target = Some(ServerTarget {
                     description: format!("{} (ingest {})", s.url, s.ingest),
                     token_minter: s.expiring_token_cmd.clone().map(|cmd| {
                         Arc::new(CmdMinter { cmd }) as Arc<dyn runwire_conformance::TokenMinter>
@@ -389,43 +416,29 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
                     limited_token: s.limited_token,
                     hello_timeout_ms: s.hello_timeout_ms,
                     short_retention: s.short_retention,
-                }),
-                client: None,
-            },
+                });
+            }
             Some(Target::Client(c)) => {
                 let mut it = c.command.into_iter();
                 let program = it.next().context("no adapter command given after --")?;
                 let args: Vec<OsString> = it.collect();
-                Plan {
-                    server: None,
-                    client: Some(ClientTarget {
-                        description: std::iter::once(&program)
-                            .chain(args.iter())
-                            .map(|a| a.to_string_lossy().into_owned())
-                            .collect::<Vec<_>>()
-                            .join(" "),
-                        program,
-                        args,
-                        env: Vec::new(),
-                        fault: None,
-                    }),
-                }
+                client_target = Some(ClientTarget {
+                    description: std::iter::once(&program)
+                        .chain(args.iter())
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    program,
+                    args,
+                    env: Vec::new(),
+                    fault: None,
+                });
             }
             _ => {
-                let want = common.suite.as_deref();
-                let mut plan = Plan::default();
-                if want.is_none_or(|s| s == "server") {
-                    let srv = reference::ReferenceServer::start(reference::reference_config(
-                        common.time_scale,
-                    ))
-                    .await?;
-                    plan.server = Some(srv.target());
-                    reference_server = Some(srv);
-                }
                 if want.is_none_or(|s| s == "client") {
                     let exe =
                         std::env::current_exe().context("cannot find the runwire executable")?;
-                    plan.client = Some(ClientTarget {
+                    client_target = Some(ClientTarget {
                         description: format!(
                             "reference client adapter ({} client-adapter)",
                             exe.display()
@@ -436,8 +449,59 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
                         fault: None,
                     });
                 }
-                plan
             }
+        }
+        // Preflight: an unreachable target or an adapter that cannot start is one
+        // line and exit 2, not a hundred violations.
+        if let Some(t) = &server_target
+            && let Err(e) = preflight::check_server(t, Duration::from_secs(5)).await
+        {
+            return Ok(Err(e.to_string()));
+        }
+        let startup = match &client_target {
+            Some(t) => match preflight::adapter_startup(t, Duration::from_secs(30)).await {
+                Ok(d) => Some(d),
+                Err(e) => return Ok(Err(e.to_string())),
+            },
+            None => None,
+        };
+        // Calibration: how late this machine runs timers right now.
+        let lateness = preflight::timer_lateness(&probe, Duration::from_millis(300)).await;
+        let (time_scale, client_time_scale, auto, reason) = match common.time_scale {
+            TimeScale::Auto => {
+                let (s, c, why) = preflight::choose_scales(&lateness, startup);
+                let c = common.client_time_scale.unwrap_or(c);
+                (s, c, true, why)
+            }
+            TimeScale::Fixed(x) => {
+                let c = common
+                    .client_time_scale
+                    .unwrap_or(if bundled { x * 2.0 } else { x });
+                (x, c, false, "--time-scale".to_owned())
+            }
+        };
+        opts.time_scale = time_scale;
+        opts.client_time_scale = Some(client_time_scale);
+        let cal = preflight::calibration(
+            lateness,
+            startup,
+            auto,
+            time_scale,
+            client_time_scale,
+            reason,
+        );
+        eprintln!("{}", report::calibration_line(&cal));
+        opts.calibration = Some(cal);
+        let mut reference_server = None;
+        if bundled && want.is_none_or(|s| s == "server") {
+            let srv =
+                reference::ReferenceServer::start(reference::reference_config(time_scale)).await?;
+            server_target = Some(srv.target());
+            reference_server = Some(srv);
+        }
+        let plan = Plan {
+            server: server_target,
+            client: client_target,
         };
         let lock = Mutex::new(());
         let progress = |r: &runwire_conformance::ScenarioResult| {
@@ -451,8 +515,16 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
         if let Some(s) = reference_server {
             s.stop().await;
         }
-        anyhow::Ok(rep?)
+        anyhow::Ok(Ok(rep?))
     })?;
+    let report = match report {
+        Ok(r) => r,
+        Err(line) => {
+            eprintln!("error: {line}");
+            eprintln!("runwire conform: the kit could not run (exit 2); no scenario was judged");
+            return Ok(ExitCode::from(2));
+        }
+    };
     print!("{}", report::summary(&report));
     if let Some(p) = &common.junit {
         std::fs::write(p, report::junit(&report))

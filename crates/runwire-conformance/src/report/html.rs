@@ -15,7 +15,7 @@ main{padding:20px 28px}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}
 .pass{background:#d8f3dc;color:#1b5e20}.fail{background:#ffd6d6;color:#8b0000}
 .warn{background:#fff1c1;color:#7a5200}.ni{background:#e3e7ee;color:#444}
-.xfail{background:#e8dcff;color:#4a2b8a}
+.xfail{background:#e8dcff;color:#4a2b8a}.inc{background:#d9ecff;color:#0d3c6e}
 .cards{display:flex;gap:12px;flex-wrap:wrap;margin-bottom:18px}
 .card{background:#fff;border-radius:8px;padding:10px 16px;box-shadow:0 1px 2px #0001;min-width:110px}
 .card b{display:block;font-size:22px}
@@ -23,7 +23,7 @@ table.matrix{border-collapse:collapse;background:#fff;margin-bottom:24px}
 .matrix td,.matrix th{border:1px solid #e1e4ea;padding:4px 8px;text-align:left;vertical-align:top}
 .cell{display:inline-block;width:14px;height:14px;margin:1px;border-radius:3px}
 .cell.pass{background:#4caf50}.cell.fail{background:#e53935}.cell.warn{background:#f9a825}
-.cell.ni{background:#9e9e9e}.cell.xfail{background:#7e57c2}
+.cell.ni{background:#9e9e9e}.cell.xfail{background:#7e57c2}.cell.inc{background:#42a5f5}
 details.sc{background:#fff;border-radius:8px;margin:8px 0;box-shadow:0 1px 2px #0001}
 details.sc>summary{padding:8px 12px;cursor:pointer}
 details.sc .body{padding:4px 16px 14px}
@@ -41,10 +41,11 @@ details.sc .body{padding:4px 16px 14px}
 fn class(r: &ScenarioResult) -> &'static str {
     match r.grade {
         Grade::Pass | Grade::UnexpectedPass => "pass",
-        Grade::Fail if r.level == Level::Must => "fail",
+        Grade::Fail if r.effective_level() == Level::Must => "fail",
         Grade::Fail => "warn",
         Grade::NotImplemented => "ni",
         Grade::ExpectedFailure => "xfail",
+        Grade::Inconclusive => "inc",
     }
 }
 
@@ -52,10 +53,11 @@ fn label(r: &ScenarioResult) -> &'static str {
     match r.grade {
         Grade::Pass => "pass",
         Grade::UnexpectedPass => "pass (listed as expected failure)",
-        Grade::Fail if r.level == Level::Must => "FAIL",
+        Grade::Fail if r.effective_level() == Level::Must => "FAIL",
         Grade::Fail => "warning",
         Grade::NotImplemented => "not implemented",
         Grade::ExpectedFailure => "expected failure",
+        Grade::Inconclusive => "inconclusive",
     }
 }
 
@@ -84,16 +86,21 @@ pub fn html(report: &RunReport) -> String {
     for t in &report.targets {
         let _ = write!(s, "<br>{} suite: {}", t.suite.as_str(), esc(&t.description));
     }
+    if let Some(cal) = &report.calibration {
+        let _ = write!(s, "<br>{}", esc(&super::calibration_line(cal)));
+    }
     s.push_str("</div></header><main>");
     let _ = write!(
         s,
-        "<div class=\"cards\"><div class=\"card\"><b>{}</b>scenarios</div><div class=\"card\"><b>{}</b>passed</div><div class=\"card\"><b>{}</b>MUST failures</div><div class=\"card\"><b>{}</b>SHOULD/MAY warnings</div><div class=\"card\"><b>{}</b>not implemented</div><div class=\"card\"><b>{}</b>expected failures</div></div>",
+        "<div class=\"cards\"><div class=\"card\"><b>{}</b>scenarios</div><div class=\"card\"><b>{}</b>passed</div><div class=\"card\"><b>{}</b>MUST failures</div><div class=\"card\"><b>{}</b>SHOULD/MAY warnings</div><div class=\"card\"><b>{}</b>not implemented</div><div class=\"card\"><b>{}</b>expected failures</div><div class=\"card\"><b>{}</b>inconclusive</div><div class=\"card\"><b>{}</b>rerun</div></div>",
         c.total,
         c.pass + c.unexpected_pass,
         c.fail_must,
         c.fail_should + c.fail_may,
         c.not_implemented,
-        c.expected_failure
+        c.expected_failure,
+        c.inconclusive,
+        c.rerun
     );
     // Matrix: area × scenarios.
     let mut areas: BTreeMap<(String, String), Vec<&ScenarioResult>> = BTreeMap::new();
@@ -138,15 +145,16 @@ pub fn html(report: &RunReport) -> String {
         let rank = match class(r) {
             "fail" => 0,
             "warn" => 1,
-            "xfail" => 2,
-            "ni" => 3,
-            _ => 4,
+            "inc" => 2,
+            "xfail" => 3,
+            "ni" => 4,
+            _ => 5,
         };
         (rank, r.id.clone())
     });
     s.push_str("<h2>Scenarios <button onclick=\"document.querySelectorAll('details.sc').forEach(d=>d.open=true)\">expand all</button> <button onclick=\"document.querySelectorAll('details.sc').forEach(d=>d.open=false)\">collapse all</button></h2>");
     for r in order {
-        let open = if matches!(class(r), "fail" | "warn") {
+        let open = if matches!(class(r), "fail" | "warn" | "inc") {
             " open"
         } else {
             ""
@@ -168,6 +176,27 @@ pub fn html(report: &RunReport) -> String {
         }
         if let Some(x) = &r.expected_failure_reason {
             let _ = write!(s, "<p>Expected failure: {}</p>", esc(x));
+        }
+        for (i, a) in r.attempts.iter().enumerate() {
+            let _ = write!(
+                s,
+                "<p class=\"tags\">attempt {} ({}, time scale {}{}): {} — {}</p>",
+                i + 1,
+                a.grade.as_str(),
+                a.time_scale,
+                if a.alone { ", alone" } else { "" },
+                a.lateness
+                    .map(|l| format!("timer lateness p99 {:.1} ms, max {:.1} ms", l.p99_ms, l.max_ms))
+                    .unwrap_or_default(),
+                esc(a.message.as_deref().unwrap_or(""))
+            );
+        }
+        if let Some(l) = &r.lateness {
+            let _ = write!(
+                s,
+                "<div class=\"tags\">kit timer lateness during this attempt: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples) · time scale {}</div>",
+                l.p50_ms, l.p99_ms, l.max_ms, l.samples, r.time_scale
+            );
         }
         let _ = write!(
             s,

@@ -7,13 +7,13 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 pub use html::html;
 
-use crate::model::{Grade, Level, RunReport, ScenarioResult};
+use crate::model::{Calibration, Grade, Level, RunReport, ScenarioResult};
 
-/// One progress line for a finished scenario.
+/// One progress line for a finished scenario (or a rerun of one).
 pub fn progress_line(r: &ScenarioResult) -> String {
     let mark = match r.grade {
         Grade::Pass => "pass",
-        Grade::Fail => match r.level {
+        Grade::Fail => match r.effective_level() {
             Level::Must => "FAIL",
             Level::Should => "warn",
             Level::May => "note",
@@ -21,8 +21,41 @@ pub fn progress_line(r: &ScenarioResult) -> String {
         Grade::NotImplemented => "n/i ",
         Grade::ExpectedFailure => "xfail",
         Grade::UnexpectedPass => "XPASS",
+        Grade::Inconclusive => "inc?",
     };
-    format!("{mark:<5} {:>6} ms  {}", r.duration_ms, r.id)
+    let attempt = if r.attempts.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "  (attempt {}, alone, time scale {})",
+            r.attempts.len() + 1,
+            r.time_scale
+        )
+    };
+    format!("{mark:<5} {:>6} ms  {}{attempt}", r.duration_ms, r.id)
+}
+
+/// One line describing the calibration: what was measured and the scale chosen.
+pub fn calibration_line(c: &Calibration) -> String {
+    let mut s = format!(
+        "calibration: timer lateness p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        c.timer_lateness.p50_ms, c.timer_lateness.p99_ms, c.timer_lateness.max_ms
+    );
+    if let Some(a) = c.adapter_startup_ms {
+        let _ = write!(s, "; adapter start-up {a:.0} ms");
+    }
+    let _ = write!(
+        s,
+        "; time scale {} (server suite), {} (client suite){}",
+        c.time_scale,
+        c.client_time_scale,
+        if c.auto {
+            format!(", chosen by --time-scale auto: {}", c.reason)
+        } else {
+            format!(" ({})", c.reason)
+        }
+    );
+    s
 }
 
 /// The summary: a table per suite and area, then every failure with its message.
@@ -32,7 +65,10 @@ pub fn summary(report: &RunReport) -> String {
     for t in &report.targets {
         let _ = writeln!(s, "{} suite: {}", t.suite.as_str(), t.description);
     }
-    let mut areas: BTreeMap<(String, String), [u32; 6]> = BTreeMap::new();
+    if let Some(cal) = &report.calibration {
+        let _ = writeln!(s, "{}", calibration_line(cal));
+    }
+    let mut areas: BTreeMap<(String, String), [u32; 7]> = BTreeMap::new();
     for r in &report.results {
         let e = areas
             .entry((r.suite.as_str().to_owned(), r.area.clone()))
@@ -40,28 +76,29 @@ pub fn summary(report: &RunReport) -> String {
         e[0] += 1;
         match r.grade {
             Grade::Pass | Grade::UnexpectedPass => e[1] += 1,
-            Grade::Fail if r.level == Level::Must => e[2] += 1,
+            Grade::Fail if r.effective_level() == Level::Must => e[2] += 1,
             Grade::Fail => e[3] += 1,
             Grade::NotImplemented => e[4] += 1,
             Grade::ExpectedFailure => e[5] += 1,
+            Grade::Inconclusive => e[6] += 1,
         }
     }
     let _ = writeln!(
         s,
-        "\n{:<7} {:<16} {:>5} {:>5} {:>9} {:>11} {:>8} {:>6}",
-        "suite", "area", "total", "pass", "fail MUST", "warn SHOULD", "not impl", "xfail"
+        "\n{:<7} {:<16} {:>5} {:>5} {:>9} {:>11} {:>8} {:>6} {:>6}",
+        "suite", "area", "total", "pass", "fail MUST", "warn SHOULD", "not impl", "xfail", "incon"
     );
     for ((suite, area), c) in &areas {
         let _ = writeln!(
             s,
-            "{suite:<7} {area:<16} {:>5} {:>5} {:>9} {:>11} {:>8} {:>6}",
-            c[0], c[1], c[2], c[3], c[4], c[5]
+            "{suite:<7} {area:<16} {:>5} {:>5} {:>9} {:>11} {:>8} {:>6} {:>6}",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6]
         );
     }
     let c = &report.counts;
     let _ = writeln!(
         s,
-        "{:<7} {:<16} {:>5} {:>5} {:>9} {:>11} {:>8} {:>6}",
+        "{:<7} {:<16} {:>5} {:>5} {:>9} {:>11} {:>8} {:>6} {:>6}",
         "all",
         "",
         c.total,
@@ -69,26 +106,81 @@ pub fn summary(report: &RunReport) -> String {
         c.fail_must,
         c.fail_should + c.fail_may,
         c.not_implemented,
-        c.expected_failure
+        c.expected_failure,
+        c.inconclusive
     );
     let mut failures: Vec<&ScenarioResult> = report
         .results
         .iter()
         .filter(|r| r.grade == Grade::Fail)
         .collect();
-    failures.sort_by_key(|r| (r.level, r.id.clone()));
+    failures.sort_by_key(|r| (r.effective_level(), r.id.clone()));
     if !failures.is_empty() {
         let _ = writeln!(s, "\nFailures:");
         for r in failures {
+            let level = if r.effective_level() != r.level {
+                format!(
+                    "{} scenario, {} violated",
+                    r.level.as_str(),
+                    r.effective_level().as_str()
+                )
+            } else {
+                r.level.as_str().to_owned()
+            };
             let _ = writeln!(
                 s,
-                "  {} [{}] {}\n    {}\n    replay: --seed {} --tags '@{}'",
+                "  {} [{level}] {}\n    {}{}\n    replay: --seed {} --tags '@{}'",
+                r.id,
+                r.name,
+                r.message.as_deref().unwrap_or("failed"),
+                attempts_note(r),
+                report.seed,
+                r.requirements.first().map_or("", String::as_str)
+            );
+        }
+    }
+    let inconclusive: Vec<&ScenarioResult> = report
+        .results
+        .iter()
+        .filter(|r| r.grade == Grade::Inconclusive)
+        .collect();
+    if !inconclusive.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nInconclusive (every attempt missed a timing bound by less than the kit's own measured lateness; \
+             neither pass nor fail: rerun on a quieter machine or with a larger --time-scale):"
+        );
+        for r in inconclusive {
+            let _ = writeln!(
+                s,
+                "  {} [{}] {}\n    {}{}",
                 r.id,
                 r.level.as_str(),
                 r.name,
-                r.message.as_deref().unwrap_or("failed"),
-                report.seed,
-                r.requirements.first().map_or("", String::as_str)
+                r.message.as_deref().unwrap_or(""),
+                attempts_note(r)
+            );
+        }
+    }
+    let decided: Vec<&ScenarioResult> = report
+        .results
+        .iter()
+        .filter(|r| !r.attempts.is_empty() && r.grade != Grade::Inconclusive)
+        .collect();
+    if !decided.is_empty() {
+        let _ = writeln!(s, "\nDecided on a rerun (the first attempt was inconclusive):");
+        for r in decided {
+            let _ = writeln!(
+                s,
+                "  {}: {} at attempt {} (time scale {}); first attempt: {}",
+                r.id,
+                r.grade.as_str(),
+                r.attempts.len() + 1,
+                r.time_scale,
+                r.attempts
+                    .first()
+                    .and_then(|a| a.message.as_deref())
+                    .unwrap_or("")
             );
         }
     }
@@ -132,7 +224,7 @@ pub fn summary(report: &RunReport) -> String {
     }
     let _ = writeln!(
         s,
-        "\n{} scenarios: {} passed, {} failed ({} MUST, {} SHOULD, {} MAY), {} not implemented, {} expected failures in {:.1} s (seed {}, time scale {})",
+        "\n{} scenarios: {} passed, {} failed ({} MUST, {} SHOULD, {} MAY), {} not implemented, {} expected failures, {} inconclusive ({} rerun) in {:.1} s (seed {}, time scale {})",
         c.total,
         c.pass + c.unexpected_pass,
         c.fail,
@@ -141,6 +233,8 @@ pub fn summary(report: &RunReport) -> String {
         c.fail_may,
         c.not_implemented,
         c.expected_failure,
+        c.inconclusive,
+        c.rerun,
         report.duration_ms as f64 / 1000.0,
         report.seed,
         report.time_scale
@@ -148,13 +242,42 @@ pub fn summary(report: &RunReport) -> String {
     let _ = writeln!(
         s,
         "{}",
-        if report.passed {
-            "RESULT: PASS"
-        } else {
-            "RESULT: FAIL"
+        match (report.passed, c.inconclusive) {
+            (false, _) => "RESULT: FAIL".to_owned(),
+            (true, 0) => "RESULT: PASS".to_owned(),
+            (true, n) => format!(
+                "RESULT: PASS ({n} inconclusive: not judged on this machine, see above)"
+            ),
         }
     );
     s
+}
+
+/// ` (attempt N of M; earlier: ...)` for a rerun result, else empty.
+fn attempts_note(r: &ScenarioResult) -> String {
+    if r.attempts.is_empty() {
+        return String::new();
+    }
+    let earlier: Vec<String> = r
+        .attempts
+        .iter()
+        .map(|a| {
+            format!(
+                "{} at time scale {}{}",
+                a.grade.as_str(),
+                a.time_scale,
+                a.lateness
+                    .map(|l| format!(" (timer lateness max {:.0} ms)", l.max_ms))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    format!(
+        "\n    attempt {} (alone, time scale {}); earlier attempts: {}",
+        r.attempts.len() + 1,
+        r.time_scale,
+        earlier.join("; ")
+    )
 }
 
 /// Escapes XML text.
@@ -205,7 +328,12 @@ pub fn junit(report: &RunReport) -> String {
             .count();
         let skipped = rs
             .iter()
-            .filter(|r| matches!(r.grade, Grade::NotImplemented | Grade::ExpectedFailure))
+            .filter(|r| {
+                matches!(
+                    r.grade,
+                    Grade::NotImplemented | Grade::ExpectedFailure | Grade::Inconclusive
+                )
+            })
             .count();
         let time: u64 = rs.iter().map(|r| r.duration_ms).sum();
         let _ = writeln!(
@@ -231,9 +359,10 @@ pub fn junit(report: &RunReport) -> String {
                 Grade::Fail if RunReport::is_failing(r, report.strict) => {
                     let _ = write!(
                         s,
-                        "<failure message=\"{}\" type=\"{}\">{}</failure>",
+                        "<failure message=\"{}\" type=\"{}\">{}{}</failure>",
                         xml_escape(msg),
-                        r.level.as_str(),
+                        r.effective_level().as_str(),
+                        xml_escape(&attempts_note(r)),
                         xml_escape(&transcript_text(r))
                     );
                 }
@@ -241,8 +370,17 @@ pub fn junit(report: &RunReport) -> String {
                     let _ = write!(
                         s,
                         "<system-out>{} warning: {}</system-out>",
-                        r.level.as_str(),
+                        r.effective_level().as_str(),
                         xml_escape(msg)
+                    );
+                }
+                Grade::Inconclusive => {
+                    let _ = write!(
+                        s,
+                        "<skipped message=\"inconclusive: {}\"/><system-out>{}{}</system-out>",
+                        xml_escape(msg),
+                        xml_escape(&attempts_note(r)),
+                        xml_escape(&transcript_text(r))
                     );
                 }
                 Grade::NotImplemented => {

@@ -150,7 +150,12 @@ impl ServerFactory {
 }
 
 impl WorldFactory for ServerFactory {
-    fn make(&self, scenario: &crate::model::ScenarioDef, seed: u64) -> Box<dyn World> {
+    fn make(
+        &self,
+        scenario: &crate::model::ScenarioDef,
+        seed: u64,
+        _attempt: crate::runner::AttemptCtx,
+    ) -> Box<dyn World> {
         Box::new(steps::ServerWorld::new(
             Arc::clone(&self.target),
             self.time_scale,
@@ -161,6 +166,10 @@ impl WorldFactory for ServerFactory {
 
     fn is_defined(&self, text: &str) -> bool {
         steps::parse_step(text).is_some()
+    }
+
+    fn time_scale(&self) -> f64 {
+        self.time_scale
     }
 }
 
