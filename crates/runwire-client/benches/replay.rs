@@ -59,6 +59,8 @@ async fn serve(listener: TcpListener, total: u64) {
             max_event_bytes: 65_536,
             max_subscriptions: 100,
             max_messages_per_second: 50,
+            slow_consumer_max_bytes: None,
+            slow_consumer_max_age_ms: None,
         },
         server: None,
     });

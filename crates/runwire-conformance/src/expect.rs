@@ -190,8 +190,16 @@ mod tests {
 
     #[test]
     fn inconclusive_is_no_baseline_difference() {
-        let old: Baseline = [("a".into(), "pass".into()), ("b".into(), "inconclusive".into())].into();
-        let new: Baseline = [("a".into(), "inconclusive".into()), ("b".into(), "fail".into())].into();
+        let old: Baseline = [
+            ("a".into(), "pass".into()),
+            ("b".into(), "inconclusive".into()),
+        ]
+        .into();
+        let new: Baseline = [
+            ("a".into(), "inconclusive".into()),
+            ("b".into(), "fail".into()),
+        ]
+        .into();
         assert!(diff_baseline(&old, &new).is_empty());
     }
 

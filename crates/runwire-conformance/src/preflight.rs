@@ -343,6 +343,7 @@ mod tests {
             control: None,
             token_minter: None,
             short_retention: None,
+            send_buffer: None,
             description: String::new(),
         };
         let e = check_server(&t, Duration::from_secs(1)).await.unwrap_err();
@@ -375,6 +376,9 @@ mod tests {
         let e = adapter_startup(&t, Duration::from_secs(5))
             .await
             .unwrap_err();
-        assert!(e.to_string().contains("exited") && e.to_string().contains("broken"), "{e}");
+        assert!(
+            e.to_string().contains("exited") && e.to_string().contains("broken"),
+            "{e}"
+        );
     }
 }

@@ -466,11 +466,9 @@ pub async fn run_one(
     let lateness: crate::model::Lateness = opts.probe.summary(started.into_std(), ended).into();
     // A failure that names several requirements ("RW-A-1, RW-A-2") counts at the
     // strongest of them.
-    let violated_level = violated.as_deref().and_then(|v| {
-        v.split(", ")
-            .filter_map(requirement_level)
-            .min()
-    });
+    let violated_level = violated
+        .as_deref()
+        .and_then(|v| v.split(", ").filter_map(requirement_level).min());
     ScenarioResult {
         id: sc.id.clone(),
         suite: sc.suite,
@@ -547,8 +545,15 @@ pub async fn run_all(
     for (i, slot) in results.iter_mut().enumerate() {
         let Some(first) = slot.take() else { continue };
         *slot = Some(
-            rerun_inconclusive(&*factory, &scenarios[i], opts, global_deadline, first, progress)
-                .await,
+            rerun_inconclusive(
+                &*factory,
+                &scenarios[i],
+                opts,
+                global_deadline,
+                first,
+                progress,
+            )
+            .await,
         );
     }
     results.into_iter().flatten().collect()

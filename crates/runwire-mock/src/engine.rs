@@ -42,9 +42,9 @@ use tokio_tungstenite::{
 };
 
 use crate::{
-    lateness::{Probe, TimingMiss},
     fixture::{Accept, Connection, EventsStep, Fixture, Step},
     generate::Logs,
+    lateness::{Probe, TimingMiss},
     reqs,
     transcript::{Direction, Entry, Violation, What},
 };

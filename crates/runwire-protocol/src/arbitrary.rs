@@ -410,10 +410,11 @@ pub fn server_message() -> impl Strategy<Value = ServerMessage> {
             nonempty(32),
             (1u64..=MAX_SEQ, 1u64..=MAX_SEQ, safe_u64(), safe_u64()),
             (u32_pos(), u32_pos(), u32_pos(), u32_pos()),
-            option::of((text(), text()).prop_map(|(name, version)| ServerInfo { name, version }))
+            option::of((text(), text()).prop_map(|(name, version)| ServerInfo { name, version })),
+            (option::of(1u64..=MAX_SEQ), option::of(1u64..=MAX_SEQ))
         )
             .prop_map(
-                |(version, session_id, (hb, pt, bw, rw), (a, b, c, d), server)| {
+                |(version, session_id, (hb, pt, bw, rw), (a, b, c, d), server, (sb, sa))| {
                     ServerMessage::Welcome(Welcome {
                         version,
                         session_id,
@@ -426,6 +427,8 @@ pub fn server_message() -> impl Strategy<Value = ServerMessage> {
                             max_event_bytes: b,
                             max_subscriptions: c,
                             max_messages_per_second: d,
+                            slow_consumer_max_bytes: sb,
+                            slow_consumer_max_age_ms: sa,
                         },
                         server,
                     })

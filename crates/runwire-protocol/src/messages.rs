@@ -213,6 +213,23 @@ pub struct Limits {
     /// Most client messages per second (sustained; bursts up to this many at once).
     #[schemars(range(min = 1, max = 4_294_967_295u32))]
     pub max_messages_per_second: u32,
+    /// The byte bound of the connection's outbound queue (spec §15, `RW-SLOW-5`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "num::opt_safe_u64"
+    )]
+    #[schemars(range(min = 1, max = 9_007_199_254_740_991u64))]
+    pub slow_consumer_max_bytes: Option<u64>,
+    /// The age bound of the connection's outbound queue, in ms (spec §15,
+    /// `RW-SLOW-5`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "num::opt_safe_u64"
+    )]
+    #[schemars(range(min = 1, max = 9_007_199_254_740_991u64))]
+    pub slow_consumer_max_age_ms: Option<u64>,
 }
 
 /// `welcome`: the server's answer to a valid `hello` (spec §5).

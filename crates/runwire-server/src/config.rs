@@ -409,6 +409,8 @@ impl ServerConfig {
             max_event_bytes: self.max_event_bytes,
             max_subscriptions: self.max_subscriptions,
             max_messages_per_second: self.max_messages_per_second,
+            slow_consumer_max_bytes: Some(self.slow_consumer_max_bytes),
+            slow_consumer_max_age_ms: Some(self.slow_consumer_max_age_ms),
         }
     }
 }

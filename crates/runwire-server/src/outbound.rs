@@ -60,12 +60,16 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
-    /// Creates the queue and spawns the writer task over `sink`.
+    /// Creates the queue and spawns the writer task over `sink`. The final frames of
+    /// an ordinary close get `close_timeout` to be written; those of a slow-consumer
+    /// close get `slow_close_timeout`, at least the pong timeout (`RW-SLOW-6`: they
+    /// wait behind what the socket already holds until the client reads again).
     pub(crate) fn spawn(
         sink: SplitSink<WebSocket, Message>,
         max_bytes: u64,
         max_age: Duration,
         close_timeout: Duration,
+        slow_close_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -83,7 +87,7 @@ impl Outbound {
             metrics,
         });
         let o = Arc::clone(&out);
-        let handle = tokio::spawn(writer(o, sink, rx, close_timeout));
+        let handle = tokio::spawn(writer(o, sink, rx, close_timeout, slow_close_timeout));
         (out, handle)
     }
 
@@ -245,6 +249,7 @@ async fn writer(
     mut sink: SplitSink<WebSocket, Message>,
     mut rx: mpsc::UnboundedReceiver<Out>,
     close_timeout: Duration,
+    slow_close_timeout: Duration,
 ) {
     let mut pending: Option<Out> = None;
     loop {
@@ -317,6 +322,6 @@ async fn writer(
     // Urgent close: drop the queue, send the error and the close.
     let urgent = out.urgent.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some((error, code, reason)) = urgent {
-        goodbye(&mut sink, error, code, reason, close_timeout).await;
+        goodbye(&mut sink, error, code, reason, slow_close_timeout).await;
     }
 }

@@ -75,6 +75,7 @@ pub(crate) async fn serve_connection(
         cfg.slow_consumer_max_bytes,
         ms(cfg.slow_consumer_max_age_ms),
         ms(cfg.close_timeout_ms),
+        ms(cfg.close_timeout_ms.max(cfg.pong_timeout_ms)),
         Arc::clone(&metrics),
     );
     let (reports_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
@@ -639,10 +640,13 @@ async fn send_events(
     batching: bool,
     max_events: usize,
     events: &[StoredEvent],
+    paced: bool,
 ) -> Result<(), QueueError> {
     let mut i = 0;
     while i < events.len() {
-        out.wait_drained().await;
+        if paced {
+            out.wait_drained().await;
+        }
         if out.is_closing() {
             return Err(QueueError::Closed);
         }
@@ -842,11 +846,21 @@ async fn run_subscription(
         first,
     } = start;
     let batching = cfg.batch_window_ms > 0;
+    // Live events go to the outbound queue as they come: that queue is what the
+    // slow-consumer bounds apply to (§15, `RW-SLOW-1`), so a client that stops
+    // reading fills it and is closed. Events read from the store (replay, catch-up)
+    // are read as the socket drains instead (`RW-SLOW-2`).
     let send = |evs: Vec<StoredEvent>| {
         let out = Arc::clone(&out);
         let metrics = Arc::clone(&state.metrics);
         let max = cfg.batch_max_events;
-        async move { send_events(&out, &metrics, batching, max, &evs).await }
+        async move { send_events(&out, &metrics, batching, max, &evs, false).await }
+    };
+    let send_paced = |evs: Vec<StoredEvent>| {
+        let out = Arc::clone(&out);
+        let metrics = Arc::clone(&state.metrics);
+        let max = cfg.batch_max_events;
+        async move { send_events(&out, &metrics, batching, max, &evs, true).await }
     };
     let window = ms(cfg.batch_window_ms);
     let mut shutdown = state.shutdown.clone();
@@ -858,7 +872,7 @@ async fn run_subscription(
         && first.first().map(|e| e.seq) == Some(delivered + 1)
     {
         delivered = last.seq;
-        match send(first).await {
+        match send_paced(first).await {
             Ok(()) => {}
             Err(QueueError::SlowConsumer) => return slow(&out),
             Err(QueueError::Closed) => return,
@@ -915,7 +929,7 @@ async fn run_subscription(
                 ));
             }
             delivered = last.seq;
-            match send(chunk).await {
+            match send_paced(chunk).await {
                 Ok(()) => {}
                 Err(QueueError::SlowConsumer) => return slow(&out),
                 Err(QueueError::Closed) => return,

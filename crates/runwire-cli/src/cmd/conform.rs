@@ -94,6 +94,12 @@ struct ServerArgs {
     /// well below the announced replay_window_events.
     #[arg(long, value_name = "PREFIX=N")]
     short_retention: Option<runwire_conformance::ShortRetention>,
+    /// The largest kernel send buffer of the server's sockets, in bytes (default: this
+    /// machine's net.ipv4.tcp_wmem maximum). Declare it when the server runs on another
+    /// host or sets SO_SNDBUF: the slow-consumer scenarios count a frame as queued only
+    /// once more than this was sent.
+    #[arg(long, value_name = "BYTES")]
+    server_send_buffer: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -416,6 +422,7 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
                     limited_token: s.limited_token,
                     hello_timeout_ms: s.hello_timeout_ms,
                     short_retention: s.short_retention,
+                    send_buffer: s.server_send_buffer,
                 });
             }
             Some(Target::Client(c)) => {

@@ -93,6 +93,8 @@ impl Conn {
                 max_event_bytes: 65_536,
                 max_subscriptions: 10,
                 max_messages_per_second: 100,
+                slow_consumer_max_bytes: None,
+                slow_consumer_max_age_ms: None,
             },
             server: None,
         }))

@@ -229,6 +229,8 @@ pub(crate) fn welcome(heartbeat_ms: u64) -> ServerMessage {
             max_event_bytes: 65_536,
             max_subscriptions: 100,
             max_messages_per_second: 1_000,
+            slow_consumer_max_bytes: None,
+            slow_consumer_max_age_ms: None,
         },
         server: None,
     })

@@ -186,7 +186,10 @@ pub fn html(report: &RunReport) -> String {
                 a.time_scale,
                 if a.alone { ", alone" } else { "" },
                 a.lateness
-                    .map(|l| format!("timer lateness p99 {:.1} ms, max {:.1} ms", l.p99_ms, l.max_ms))
+                    .map(|l| format!(
+                        "timer lateness p99 {:.1} ms, max {:.1} ms",
+                        l.p99_ms, l.max_ms
+                    ))
                     .unwrap_or_default(),
                 esc(a.message.as_deref().unwrap_or(""))
             );

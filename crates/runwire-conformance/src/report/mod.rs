@@ -168,7 +168,10 @@ pub fn summary(report: &RunReport) -> String {
         .filter(|r| !r.attempts.is_empty() && r.grade != Grade::Inconclusive)
         .collect();
     if !decided.is_empty() {
-        let _ = writeln!(s, "\nDecided on a rerun (the first attempt was inconclusive):");
+        let _ = writeln!(
+            s,
+            "\nDecided on a rerun (the first attempt was inconclusive):"
+        );
         for r in decided {
             let _ = writeln!(
                 s,
@@ -245,9 +248,8 @@ pub fn summary(report: &RunReport) -> String {
         match (report.passed, c.inconclusive) {
             (false, _) => "RESULT: FAIL".to_owned(),
             (true, 0) => "RESULT: PASS".to_owned(),
-            (true, n) => format!(
-                "RESULT: PASS ({n} inconclusive: not judged on this machine, see above)"
-            ),
+            (true, n) =>
+                format!("RESULT: PASS ({n} inconclusive: not judged on this machine, see above)"),
         }
     );
     s

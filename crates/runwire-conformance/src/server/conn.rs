@@ -37,6 +37,12 @@ use tokio_tungstenite::{
 use crate::runner::Recorder;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The receive buffer assumed when the kit could not read its socket's: Linux's
+/// largest default (`net.ipv4.tcp_rmem`, 6 MiB) would be too pessimistic for loopback,
+/// where the kit asks for 32 KiB and gets 64 KiB; 256 KiB also covers what the
+/// WebSocket reader may have pulled into memory before it stopped.
+pub(crate) const DEFAULT_RECV_BUFFER: u64 = 256 * 1024;
 type Sink = Arc<Mutex<SplitSink<Ws, Message>>>;
 
 /// What the reader task saw.
@@ -46,6 +52,28 @@ enum In {
     Binary,
     Close(Option<u16>, String),
     Gone(String),
+}
+
+/// How something due by a deadline came ([`Conn::wait_due`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// In time.
+    OnTime,
+    /// Late by `by`, at `at`.
+    Late {
+        /// How late.
+        by: Duration,
+        /// When it arrived.
+        at: Instant,
+    },
+    /// Not within the extension either (`waited` past the deadline), or the
+    /// connection ended first.
+    Never {
+        /// How long past the deadline the kit waited.
+        waited: Duration,
+        /// The connection ended, so it cannot come any more.
+        ended: bool,
+    },
 }
 
 /// A violated invariant, seen while routing frames.
@@ -94,6 +122,16 @@ pub(crate) struct Conn {
     pub(crate) arrivals: Vec<(String, u64, Instant)>,
     /// Invariant violations.
     pub(crate) violations: Vec<Violation>,
+    /// When the reader last stopped reading (a slow consumer), if it is stopped.
+    pub(crate) paused_at: Option<Instant>,
+    /// The receive buffer the kernel gave this client's socket, in bytes (what the
+    /// client side can hold unread).
+    pub(crate) recv_buffer: u64,
+    /// When the WebSocket upgrade completed (the server's hello deadline started a
+    /// little earlier).
+    pub(crate) opened_at: Instant,
+    /// When the kit finished sending `hello`.
+    pub(crate) hello_sent: Option<Instant>,
 }
 
 /// How to open a connection.
@@ -123,6 +161,7 @@ impl Conn {
         let mut cfg = WebSocketConfig::default();
         cfg.max_message_size = Some(256 << 20);
         cfg.max_frame_size = Some(256 << 20);
+        let mut recv_buffer = DEFAULT_RECV_BUFFER;
         let (ws, _resp) = tokio::time::timeout(limit, async {
             if req.uri().scheme_str() == Some("ws") {
                 // A small receive buffer, so that a client that stops reading fills the
@@ -146,6 +185,9 @@ impl Conn {
                 }
                 .map_err(tokio_tungstenite::tungstenite::Error::Io)?;
                 let _ = sock.set_recv_buffer_size(32 * 1024);
+                if let Ok(n) = sock.recv_buffer_size() {
+                    recv_buffer = u64::from(n);
+                }
                 let stream = sock
                     .connect(addr)
                     .await
@@ -169,6 +211,7 @@ impl Conn {
             )
         })?
         .map_err(|e| format!("the WebSocket upgrade failed: {e}"))?;
+        let opened_at = Instant::now();
         rec.note(name, format!("connected to {url}"));
         let (sink, stream) = ws.split();
         let sink = Arc::new(Mutex::new(sink));
@@ -208,6 +251,10 @@ impl Conn {
             singles: 0,
             arrivals: Vec::new(),
             violations: Vec::new(),
+            paused_at: None,
+            recv_buffer,
+            opened_at,
+            hello_sent: None,
         })
     }
 
@@ -281,7 +328,8 @@ impl Conn {
     }
 
     /// Stops or resumes reading the socket (a slow consumer).
-    pub(crate) fn set_paused(&self, paused: bool) {
+    pub(crate) fn set_paused(&mut self, paused: bool) {
+        self.paused_at = paused.then(Instant::now);
         let _ = self.pause.send(paused);
     }
 
@@ -579,6 +627,46 @@ impl Conn {
             }
         }
         true
+    }
+
+    /// Waits for something that was due at `due` (`found` returns when it arrived).
+    /// When it has not arrived by then, keeps waiting until `due + extension` to
+    /// measure how late it comes, so that the judgment can weigh the miss against
+    /// the machine's lateness instead of failing at the first millisecond.
+    pub(crate) async fn wait_due(
+        &mut self,
+        due: Instant,
+        extension: Duration,
+        found: impl Fn(&Self) -> Option<Instant>,
+    ) -> Due {
+        while found(self).is_none() {
+            if !self.pump(due).await {
+                break;
+            }
+        }
+        if let Some(at) = found(self) {
+            return if at <= due {
+                Due::OnTime
+            } else {
+                Due::Late { by: at - due, at }
+            };
+        }
+        let end = due + extension;
+        while found(self).is_none() {
+            if !self.pump(end).await {
+                break;
+            }
+        }
+        match found(self) {
+            Some(at) => Due::Late {
+                by: at.saturating_duration_since(due),
+                at,
+            },
+            None => Due::Never {
+                waited: Instant::now().saturating_duration_since(due),
+                ended: self.ended || self.closed.is_some(),
+            },
+        }
     }
 
     /// Drains whatever arrives until the deadline.

@@ -7,6 +7,7 @@
 //! against one server without sharing state.
 
 mod conn;
+mod slow;
 mod steps;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
@@ -115,6 +116,10 @@ pub struct ServerTarget {
     /// The short retention the server declares for some runs; `None` grades the
     /// retention scenarios (trimmed history and cursors) not implemented.
     pub short_retention: Option<ShortRetention>,
+    /// The largest kernel send buffer of the server's sockets, in bytes, when it is
+    /// not this machine's `net.ipv4.tcp_wmem` maximum (a remote host, or a server
+    /// that sets `SO_SNDBUF`): the slow-consumer scenarios count on it (§15).
+    pub send_buffer: Option<u64>,
     /// How the target is described in reports.
     pub description: String,
 }
@@ -129,6 +134,7 @@ impl std::fmt::Debug for ServerTarget {
             .field("restartable", &self.control.is_some())
             .field("mints_tokens", &self.token_minter.is_some())
             .field("short_retention", &self.short_retention)
+            .field("send_buffer", &self.send_buffer)
             .finish()
     }
 }

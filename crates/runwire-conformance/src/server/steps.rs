@@ -5,13 +5,15 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use runwire_mock::TimingMiss;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::{
     ServerTarget,
-    conn::{Conn, ConnectOptions, clip},
+    conn::{Conn, ConnectOptions, Due, clip},
     scaled,
+    slow::SlowPlan,
 };
 use crate::{
     http::{HttpAnswer, request},
@@ -28,6 +30,7 @@ pub(crate) enum K {
     Restartable,
     Append,
     AppendBig,
+    AppendUntilSlow,
     AppendStatus,
     AppendTyped,
     AppendKeyed,
@@ -74,6 +77,7 @@ pub(crate) enum K {
     FirstWelcome,
     WelcomeVersion,
     WelcomeComplete,
+    WelcomeLimits,
     DistinctSessions,
     RecvSubscribed,
     RecvSubscribedAny,
@@ -225,6 +229,10 @@ static STEPS: &[(K, &str)] = &[
     (K::Restartable, "the server can be restarted"),
     (K::Append, "the producer appends {n} events to run {s}"),
     (
+        K::AppendUntilSlow,
+        "the producer appends events of {n} bytes to run {s} until client {s} must be closed as a slow consumer",
+    ),
+    (
         K::AppendBig,
         "the producer appends {n} events of {n} bytes to run {s}",
     ),
@@ -342,6 +350,10 @@ static STEPS: &[(K, &str)] = &[
     (
         K::WelcomeComplete,
         "the welcome of client {s} announces a session id, timers and limits",
+    ),
+    (
+        K::WelcomeLimits,
+        "the welcome of client {s} announces limits {s} and {s}",
     ),
     (
         K::DistinctSessions,
@@ -488,6 +500,15 @@ pub(crate) struct ServerWorld {
     expires: BTreeMap<String, std::time::SystemTime>,
     /// The cursor each (client, run alias) last subscribed from by a computed seq.
     sub_cursors: BTreeMap<(String, String), u64>,
+    /// The stop-reading plan of each client that stopped reading (§15).
+    slow: BTreeMap<String, SlowPlan>,
+    /// Whether a step will send hello with an expired token (minted before the
+    /// first step, so that minting never runs while a socket waits for its hello).
+    needs_expired_token: bool,
+    /// That token, once minted.
+    expired_token: Option<String>,
+    /// When the scenario began.
+    started: Instant,
 }
 
 type R<T> = Result<T, StepFail>;
@@ -540,6 +561,37 @@ fn progress_event(i: u64, pad: usize) -> Value {
 }
 
 impl ServerWorld {
+    /// A failure while the server had closed, as a slow consumer, a client the
+    /// scenario never stopped reading: the kit's reader fell behind, which on a busy
+    /// machine is the kit's lateness, not the server's fault. The miss is the age
+    /// bound (the kit would have had to fall behind longer than it for a correct
+    /// server to give up), judged against the lateness measured since the scenario
+    /// began.
+    fn unexpected_slow_close(&self, f: StepFail) -> StepFail {
+        if f.timing.is_some() || f.inconclusive || f.not_implemented {
+            return f;
+        }
+        let Some(c) = self.clients.values().chain(self.retired.iter()).find(|c| {
+            !self.slow.contains_key(&c.name) && c.closed.as_ref().is_some_and(|x| x.0 == Some(4100))
+        }) else {
+            return f;
+        };
+        let age = c
+            .welcome
+            .as_ref()
+            .and_then(|(w, _)| w.pointer("/limits/slow_consumer_max_age_ms"))
+            .and_then(Value::as_u64)
+            .unwrap_or(super::slow::DEFAULT_MAX_AGE_MS);
+        StepFail::timing(
+            f.requirement.unwrap_or_else(|| "RW-SLOW-1".into()),
+            format!(
+                "{}; the server had closed client {} as a slow consumer although the kit never stopped reading it (its reader may have fallen behind on a busy machine)",
+                f.message, c.name
+            ),
+            TimingMiss::new(Duration::from_millis(age), self.started, Instant::now()),
+        )
+    }
+
     pub(crate) fn new(target: Arc<ServerTarget>, scale: f64, seed: u64, sc: &ScenarioDef) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let ns = format!("{:08x}", rng.random::<u32>());
@@ -562,6 +614,13 @@ impl ServerWorld {
             restarting: None,
             expires: BTreeMap::new(),
             sub_cursors: BTreeMap::new(),
+            slow: BTreeMap::new(),
+            needs_expired_token: sc
+                .steps
+                .iter()
+                .any(|st| parse_step(&st.text).is_some_and(|(k, _)| k == K::HelloExpired)),
+            expired_token: None,
+            started: Instant::now(),
         }
     }
 
@@ -751,7 +810,49 @@ impl ServerWorld {
         subs: Vec<Value>,
     ) -> R<()> {
         let h = Conn::hello(&versions, token.as_deref(), subs);
-        self.client(name)?.send(&h).await.map_err(StepFail::msg)
+        let deadline = Duration::from_millis(self.target.hello_timeout_ms);
+        let c = self.client(name)?;
+        if let Err(e) = c.send(&h).await {
+            // The server may have closed the socket at its hello deadline because
+            // the kit itself was too late to send.
+            let after = c.opened_at.elapsed();
+            return Err(StepFail::timing(
+                "RW-CONN-3",
+                format!(
+                    "the kit could not send its hello {} ms after the upgrade (the server's hello deadline is {} ms): {e}",
+                    after.as_millis(),
+                    deadline.as_millis()
+                ),
+                TimingMiss::new(deadline.saturating_sub(after), c.opened_at, Instant::now()),
+            ));
+        }
+        c.hello_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    /// When a step expected something else and got `hello_timeout`: the server's
+    /// deadline ran from the upgrade, so a hello the kit itself sent late (a busy
+    /// machine) is not the server's fault. The miss is how much earlier than the
+    /// announced deadline the kit sent its hello; none (the kit was later than the
+    /// deadline) is always inconclusive.
+    fn hello_timeout_miss(&self, name: &str, v: &Value) -> Option<StepFail> {
+        if v.get("code").and_then(Value::as_str) != Some("hello_timeout") {
+            return None;
+        }
+        let c = self.clients.get(name)?;
+        let sent = c.hello_sent?;
+        let after = sent.saturating_duration_since(c.opened_at);
+        let deadline = Duration::from_millis(self.target.hello_timeout_ms);
+        Some(StepFail::timing(
+            "RW-CONN-3",
+            format!(
+                "expected welcome, got {}: the kit sent its hello {} ms after the upgrade, and the server's hello deadline is {} ms",
+                clip(&v.to_string()),
+                after.as_millis(),
+                deadline.as_millis()
+            ),
+            runwire_mock::TimingMiss::new(deadline.saturating_sub(after), c.opened_at, sent),
+        ))
     }
 
     async fn expect_welcome(&mut self, name: &str) -> R<Value> {
@@ -761,6 +862,9 @@ impl ServerWorld {
             StepFail::req("RW-CONN-5", format!("expected welcome after hello; {e}"))
         })?;
         if v.get("type").and_then(Value::as_str) != Some("welcome") {
+            if let Some(f) = self.hello_timeout_miss(name, &v) {
+                return Err(f);
+            }
             return Err(StepFail::req(
                 "RW-CONN-6",
                 format!("expected welcome, got {}", clip(&v.to_string())),
@@ -787,6 +891,9 @@ impl ServerWorld {
             self.last_error.insert(name.to_owned(), v.clone());
         }
         if v.get("type").and_then(Value::as_str) != Some(ty) {
+            if let Some(f) = self.hello_timeout_miss(name, &v) {
+                return Err(f);
+            }
             return Err(StepFail::msg(format!(
                 "expected a {ty} frame, got {}",
                 clip(&v.to_string())
@@ -1262,8 +1369,80 @@ impl ServerWorld {
                 self.expect_welcome(&s(0)).await?;
             }
             K::StopPong => self.client(&s(0))?.set_auto_pong(false),
-            K::StopRead => self.client(&s(0))?.set_paused(true),
-            K::ResumeRead => self.client(&s(0))?.set_paused(false),
+            K::StopRead => {
+                let c = self.client(&s(0))?;
+                c.set_paused(true);
+                let welcome = c.welcome.as_ref().map(|w| w.0.clone()).unwrap_or_default();
+                let plan = SlowPlan::new(
+                    c.paused_at.unwrap_or_else(Instant::now),
+                    &welcome,
+                    c.recv_buffer,
+                    self.target.send_buffer,
+                );
+                self.slow.insert(s(0), plan);
+            }
+            K::ResumeRead => {
+                if let Some(plan) = self.slow.get(&s(0)) {
+                    let at = plan.resume_at();
+                    self.rec.note(
+                        "runner",
+                        format!(
+                            "client {} reads again {} ms after it stopped ({})",
+                            s(0),
+                            at.saturating_duration_since(plan.paused_at).as_millis(),
+                            plan.obliged.as_ref().map_or(
+                                "the server was not obliged to close it yet: the budget of 0.8 x pong_timeout_ms is spent".to_owned(),
+                                |(t, why)| format!(
+                                    "obliged to close it at {} ms: {why}",
+                                    t.saturating_duration_since(plan.paused_at).as_millis()
+                                )
+                            )
+                        ),
+                    );
+                    tokio::time::sleep_until(at).await;
+                }
+                self.client(&s(0))?.set_paused(false);
+                if let Some(plan) = self.slow.get_mut(&s(0)) {
+                    plan.resumed_at = Some(Instant::now());
+                }
+            }
+            K::AppendUntilSlow => {
+                let size = num(&s(0));
+                let (run, name) = (s(1), s(2));
+                let Some(mut plan) = self.slow.remove(&name) else {
+                    return Err(StepFail::msg(format!(
+                        "step error: client {name:?} has not stopped reading"
+                    )));
+                };
+                self.rec.note(
+                    "runner",
+                    format!(
+                        "appending until the server must close client {name}: buffers {} B ({}), slow_consumer_max_bytes {}, slow_consumer_max_age_ms {}, batch_window_ms {}, read again by {} ms",
+                        plan.buffers,
+                        plan.buffers_source,
+                        plan.max_bytes,
+                        plan.max_age_ms,
+                        plan.batch_ms,
+                        plan.budget_end().saturating_duration_since(plan.paused_at).as_millis()
+                    ),
+                );
+                let mut res = Ok(());
+                while plan.keep_appending(Instant::now()) {
+                    let base = self.run(&run).head;
+                    let evs = (1..=10)
+                        .map(|i| progress_event(base + i, size as usize))
+                        .collect();
+                    match self.append(&run, evs, self.token()).await {
+                        Ok(_) => plan.appended(10, size, Instant::now()),
+                        Err(e) => {
+                            res = Err(e);
+                            break;
+                        }
+                    }
+                }
+                self.slow.insert(name, plan);
+                res?;
+            }
             K::Ping => {
                 let m = json!({"type": "ping", "id": s(1)});
                 self.client(&s(0))?.send(&m).await.map_err(StepFail::msg)?;
@@ -1343,6 +1522,20 @@ impl ServerWorld {
                             "RW-CONN-7",
                             format!("welcome lacks {p}: {w}"),
                         ));
+                    }
+                }
+            }
+            K::WelcomeLimits => {
+                let w = self.welcome_of(&s(0))?;
+                for m in [s(1), s(2)] {
+                    let ptr = format!("/limits/{m}");
+                    if w.pointer(&ptr)
+                        .and_then(Value::as_u64)
+                        .is_none_or(|x| x == 0)
+                    {
+                        return Err(StepFail::msg(format!(
+                            "welcome.limits lacks a positive {m}: {w}"
+                        )));
                     }
                 }
             }
@@ -1506,18 +1699,34 @@ impl ServerWorld {
             }
             K::RecvErr | K::RecvErrClose | K::RecvErrRun => {
                 let wait = self.timer_wait(&s(0));
-                let v = self
-                    .expect_control(&s(0), "error", wait)
-                    .await
-                    .map_err(|e| {
-                        StepFail::msg(format!("expected error {}: {}", s(1), e.message))
-                    })?;
+                // A client that stopped reading: what it failed to see is judged
+                // against when the server was obliged to close it (§15).
+                let slow = (s(1) == "slow_consumer")
+                    .then(|| self.slow.get(&s(0)).cloned())
+                    .flatten();
+                let got = self.expect_control(&s(0), "error", wait).await;
+                let v = match got {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let f = StepFail::msg(format!("expected error {}: {}", s(1), e.message));
+                        return Err(match slow {
+                            Some(plan) => {
+                                let dropped = self
+                                    .client(&s(0))
+                                    .is_ok_and(|c| c.ended && c.closed.is_none());
+                                plan.judge_failure(f, dropped)
+                            }
+                            None => f,
+                        });
+                    }
+                };
                 let code = v.get("code").and_then(Value::as_str).unwrap_or("");
                 if code != s(1) {
-                    return Err(StepFail::msg(format!(
-                        "expected error code {}, got {v}",
-                        s(1)
-                    )));
+                    let f = StepFail::msg(format!("expected error code {}, got {v}", s(1)));
+                    return Err(match slow {
+                        Some(plan) => plan.judge_failure(f, false),
+                        None => f,
+                    });
                 }
                 let cc = v.get("close_code").and_then(Value::as_u64);
                 match k {
@@ -1659,39 +1868,53 @@ impl ServerWorld {
                 let hb = self
                     .welcome_u64(&s(0), "/heartbeat_interval_ms")
                     .ok_or_else(|| StepFail::msg("step error: no welcome"))?;
+                // The server's own timer granularity: a tenth of the interval plus
+                // 150 ms. A later ping is a miss, judged against the kit's lateness.
                 let slack = self.ms(hb / 10 + 150);
+                let extension = self.ms(hb.max(1000));
                 let c = self.client(&s(0))?;
                 let Some((_, w_at)) = c.welcome.clone() else {
                     return Err(StepFail::msg("step error: no welcome"));
                 };
                 let interval = Duration::from_millis(hb);
                 while c.pings.len() < n {
+                    let k = c.pings.len();
                     let prev = c.pings.last().copied().unwrap_or(w_at);
-                    let dl = prev + interval + slack;
-                    if !c.pump(dl).await && c.pings.last().copied().unwrap_or(w_at) == prev {
-                        return Err(StepFail::req(
-                            "RW-HEART-1",
-                            format!(
-                                "ping {} did not arrive within heartbeat_interval_ms {hb} of the previous ping (or welcome); {}",
-                                c.pings.len() + 1,
+                    let due = prev + interval + slack;
+                    let what = format!(
+                        "ping {} (due within heartbeat_interval_ms {hb} + {} ms of the previous ping or welcome)",
+                        k + 1,
+                        slack.as_millis()
+                    );
+                    match c
+                        .wait_due(due, extension, |c| c.pings.get(k).copied())
+                        .await
+                    {
+                        Due::OnTime => {}
+                        Due::Late { by, at } => {
+                            return Err(StepFail::timing(
+                                "RW-HEART-1",
+                                format!("{what} came {} ms late", by.as_millis()),
+                                TimingMiss::new(by, prev, at),
+                            ));
+                        }
+                        Due::Never { waited, ended } => {
+                            let msg = format!(
+                                "{what} did not arrive ({} ms past due); {}",
+                                waited.as_millis(),
                                 c.nothing_msg()
-                            ),
-                        ));
+                            );
+                            return Err(if ended {
+                                StepFail::req("RW-HEART-1", msg)
+                            } else {
+                                StepFail::timing(
+                                    "RW-HEART-1",
+                                    msg,
+                                    TimingMiss::new(waited, prev, Instant::now()),
+                                )
+                            });
+                        }
                     }
-                }
-                let mut prev = w_at;
-                for (i, p) in c.pings.iter().take(n).enumerate() {
-                    if p.duration_since(prev) > interval + slack {
-                        return Err(StepFail::req(
-                            "RW-HEART-1",
-                            format!(
-                                "ping {} came {} ms after the previous one (interval {hb} ms)",
-                                i + 1,
-                                p.duration_since(prev).as_millis()
-                            ),
-                        ));
-                    }
-                    prev = *p;
                 }
             }
             K::Identical => {
@@ -2011,20 +2234,48 @@ impl ServerWorld {
             K::WithinWindow => {
                 let id = self.run_id(&s(0));
                 let window = self.welcome_u64(&s(1), "/batch_window_ms").unwrap_or(200);
+                // The server's scheduling slack beyond the window; a later event is a
+                // miss judged against the kit's lateness.
                 let slack = self.ms(250);
+                let extension = self.ms(1000);
                 let acked = self.run(&s(0)).acked.clone();
                 let c = self.client(&s(1))?;
                 for (seq, at) in acked {
-                    let dl = at + Duration::from_millis(window) + slack;
-                    while !c.arrivals.iter().any(|(r, q, _)| r == &id && *q == seq) {
-                        if !c.pump(dl).await {
-                            return Err(StepFail::req(
+                    let due = at + Duration::from_millis(window) + slack;
+                    let arrival = |c: &Conn| {
+                        c.arrivals
+                            .iter()
+                            .find(|(r, q, _)| r == &id && *q == seq)
+                            .map(|x| x.2)
+                    };
+                    let what = format!(
+                        "event seq {seq} of {id} (due {window} ms, the announced window, + {} ms after its append was acknowledged)",
+                        slack.as_millis()
+                    );
+                    match c.wait_due(due, extension, arrival).await {
+                        Due::OnTime => {}
+                        Due::Late { by, at: got } => {
+                            return Err(StepFail::timing(
                                 "RW-BATCH-1",
-                                format!(
-                                    "event seq {seq} of {id} had not arrived {window} ms (the announced window) + {} ms after its append was acknowledged",
-                                    slack.as_millis()
-                                ),
+                                format!("{what} came {} ms late", by.as_millis()),
+                                TimingMiss::new(by, at, got),
                             ));
+                        }
+                        Due::Never { waited, ended } => {
+                            let msg = format!(
+                                "{what} had not arrived {} ms past due; {}",
+                                waited.as_millis(),
+                                c.nothing_msg()
+                            );
+                            return Err(if ended {
+                                StepFail::req("RW-BATCH-1", msg)
+                            } else {
+                                StepFail::timing(
+                                    "RW-BATCH-1",
+                                    msg,
+                                    TimingMiss::new(waited, at, Instant::now()),
+                                )
+                            });
                         }
                     }
                 }
@@ -2109,17 +2360,42 @@ impl ServerWorld {
                     )));
                 };
                 let slack = self.ms(100);
+                let extension = self.ms(1000);
                 let c = self.client(&s(2))?;
-                let dl = at + slack;
-                while !c.arrivals.iter().any(|(r, q, _)| r == &id && *q == seq) {
-                    if !c.pump(dl).await {
-                        return Err(StepFail::req(
+                let arrival = |c: &Conn| {
+                    c.arrivals
+                        .iter()
+                        .find(|(r, q, _)| r == &id && *q == seq)
+                        .map(|x| x.2)
+                };
+                let what = format!(
+                    "event seq {seq} of {id} must be flushed at once (within {} ms of its append's acknowledgement)",
+                    slack.as_millis()
+                );
+                match c.wait_due(at + slack, extension, arrival).await {
+                    Due::OnTime => {}
+                    Due::Late { by, at: got } => {
+                        return Err(StepFail::timing(
                             "RW-BATCH-3",
-                            format!(
-                                "event seq {seq} of {id} had not arrived {} ms after its append was acknowledged (it must be flushed at once)",
-                                slack.as_millis()
-                            ),
+                            format!("{what}; it came {} ms late", by.as_millis()),
+                            TimingMiss::new(by, at, got),
                         ));
+                    }
+                    Due::Never { waited, ended } => {
+                        let msg = format!(
+                            "{what}; it had not arrived {} ms past that; {}",
+                            waited.as_millis(),
+                            c.nothing_msg()
+                        );
+                        return Err(if ended {
+                            StepFail::req("RW-BATCH-3", msg)
+                        } else {
+                            StepFail::timing(
+                                "RW-BATCH-3",
+                                msg,
+                                TimingMiss::new(waited, at, Instant::now()),
+                            )
+                        });
                     }
                 }
             }
@@ -2191,24 +2467,42 @@ impl ServerWorld {
                     .await
                     .map_err(|e| StepFail::msg(e.to_string()))?;
                 let upgraded = Instant::now();
-                let limit = upgraded + self.ms(self.target.hello_timeout_ms + pong + 500);
+                // The hello deadline, then the close handshake's pong_timeout_ms, then
+                // 500 ms for the server's timers; a later drop is a miss judged against
+                // the kit's lateness (the kit keeps reading to measure it).
+                let due = upgraded + self.ms(self.target.hello_timeout_ms + pong + 500);
+                let end = due + self.ms(pong.max(1000));
                 let mut buf = vec![0u8; 65536];
                 let mut got = Vec::new();
                 loop {
-                    match tokio::time::timeout_at(limit, tcp.read(&mut buf)).await {
+                    match tokio::time::timeout_at(end, tcp.read(&mut buf)).await {
                         Err(_) => {
-                            return Err(StepFail::req(
+                            return Err(StepFail::timing(
                                 "RW-CLOSE-9",
                                 format!(
-                                    "the server still held the TCP connection {} ms after the upgrade (hello deadline {} ms + pong_timeout_ms {pong} + 500 ms slack) although the client never completed the close handshake",
+                                    "the server still held the TCP connection {} ms after the upgrade (hello deadline {} ms + pong_timeout_ms {pong} + 500 ms) although the client never completed the close handshake",
                                     upgraded.elapsed().as_millis(),
                                     self.target.hello_timeout_ms
                                 ),
+                                TimingMiss::new(end - due, upgraded, Instant::now()),
                             ));
                         }
                         Ok(Ok(0)) | Ok(Err(_)) => break,
                         Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
                     }
+                }
+                let dropped = Instant::now();
+                if dropped > due {
+                    return Err(StepFail::timing(
+                        "RW-CLOSE-9",
+                        format!(
+                            "the server dropped the TCP connection {} ms after the upgrade, {} ms after the hello deadline {} ms + pong_timeout_ms {pong} + 500 ms",
+                            dropped.saturating_duration_since(upgraded).as_millis(),
+                            dropped.saturating_duration_since(due).as_millis(),
+                            self.target.hello_timeout_ms
+                        ),
+                        TimingMiss::new(dropped - due, upgraded, dropped),
+                    ));
                 }
                 self.rec.inn(
                     "raw",
@@ -2321,10 +2615,21 @@ impl ServerWorld {
                 } else {
                     0
                 };
-                let tok = m
-                    .mint(ttl)
-                    .await
-                    .map_err(|e| StepFail::msg(format!("minting a token failed: {e}")))?;
+                // An already expired token was minted before the scenario opened its
+                // socket (minting runs a command, whose run time must not count
+                // against the server's hello deadline).
+                let premint = if k == K::HelloExpired {
+                    self.expired_token.take()
+                } else {
+                    None
+                };
+                let tok = match premint {
+                    Some(t) => t,
+                    None => m
+                        .mint(ttl)
+                        .await
+                        .map_err(|e| StepFail::msg(format!("minting a token failed: {e}")))?,
+                };
                 // The token's own expiry (JWT `exp`, whole seconds) when readable.
                 let exp = jwt_exp(&tok).unwrap_or_else(|| {
                     std::time::SystemTime::now() + std::time::Duration::from_millis(ttl)
@@ -2348,22 +2653,42 @@ impl ServerWorld {
                 let left = exp
                     .duration_since(std::time::SystemTime::now())
                     .unwrap_or_default();
-                let limit = Instant::now() + left + self.ms(1000);
+                let expired = Instant::now() + left;
+                let due = expired + self.ms(1000);
+                let end = due + self.ms(2000);
                 let c = self.client(&s(0))?;
                 let v = loop {
-                    match c.next_control(limit).await {
+                    match c.next_control(end).await {
                         Ok(v) if v.get("type").and_then(Value::as_str) == Some("pong") => {}
                         Ok(v) => break v,
                         Err(e) => {
-                            return Err(StepFail::req(
-                                "RW-AUTH-8",
-                                format!(
-                                    "no token_expired error within 1000 ms after the token expired; {e}"
-                                ),
-                            ));
+                            let msg = format!(
+                                "no token_expired error within 1000 ms after the token expired, nor {} ms later; {e}",
+                                (end - due).as_millis()
+                            );
+                            return Err(if c.ended || c.closed.is_some() {
+                                StepFail::req("RW-AUTH-8", msg)
+                            } else {
+                                StepFail::timing(
+                                    "RW-AUTH-8",
+                                    msg,
+                                    TimingMiss::new(end - due, expired, Instant::now()),
+                                )
+                            });
                         }
                     }
                 };
+                let now = Instant::now();
+                if now > due {
+                    return Err(StepFail::timing(
+                        "RW-AUTH-8",
+                        format!(
+                            "the token_expired error came {} ms after the token expired (allowed: 1000 ms)",
+                            now.saturating_duration_since(expired).as_millis()
+                        ),
+                        TimingMiss::new(now - due, expired, now),
+                    ));
+                }
                 if v.get("code").and_then(Value::as_str) != Some("token_expired")
                     || v.get("close_code").and_then(Value::as_u64) != Some(4103)
                 {
@@ -2647,8 +2972,38 @@ impl World for ServerWorld {
             let Some((k, args)) = parse_step(text) else {
                 return Err(StepFail::msg(format!("undefined step: {text}")));
             };
-            self.exec(k, args, doc).await
+            if std::mem::take(&mut self.needs_expired_token)
+                && let Some(m) = self.target.token_minter.clone()
+            {
+                self.expired_token = Some(
+                    m.mint(0)
+                        .await
+                        .map_err(|e| StepFail::msg(format!("minting a token failed: {e}")))?,
+                );
+            }
+            let r = self.exec(k, args, doc).await;
+            r.map_err(|f| self.unexpected_slow_close(f))
         })
+    }
+
+    /// Sized from what the server announced: a scenario may wait for several
+    /// heartbeat intervals, a pong timeout and the hello deadline, which a server
+    /// run with its production timers (a 25 s heartbeat) needs far more than the
+    /// default scenario timeout for.
+    fn min_timeout(&self) -> Option<Duration> {
+        let need = self
+            .clients
+            .values()
+            .chain(self.retired.iter())
+            .filter_map(|c| c.welcome.as_ref())
+            .map(|(w, _)| {
+                let n = |p: &str| w.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+                4 * n("/heartbeat_interval_ms")
+                    + 2 * n("/pong_timeout_ms")
+                    + self.target.hello_timeout_ms
+            })
+            .max()?;
+        Some(Duration::from_millis(need) + self.ms(10_000))
     }
 
     fn check<'a>(&'a mut self) -> BoxFut<'a, StepResultT> {
