@@ -3,6 +3,10 @@
 //! - `cargo xtask schema` — regenerate `schema/` from the Rust types.
 //! - `cargo xtask spec` — extract `spec/requirements.json` from `spec/protocol.md`.
 //! - `cargo xtask check` — fail if either generated artifact differs from the committed one.
+//! - `cargo xtask test [ARGS…]` — the README's test command: make sure what the tests
+//!   need beyond the Rust toolchain is there (the `websockets` Python package for the
+//!   example adapter's tests, `redis-server` for the Redis store's tests, installed with
+//!   pip and apt-get when missing), then run `cargo test --workspace --locked [ARGS…]`.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -20,8 +24,9 @@ fn main() -> ExitCode {
         Some("schema") => schema(),
         Some("spec") => spec_cmd(),
         Some("check") => check(),
+        Some("test") => test(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <schema|spec|check>");
+            eprintln!("usage: cargo xtask <schema|spec|check|test [cargo test args…]>");
             return ExitCode::from(2);
         }
     };
@@ -32,6 +37,67 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a command, inheriting stdout and stderr; whether it succeeded.
+fn run(program: &str, args: &[&str]) -> bool {
+    std::process::Command::new(program)
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether `program` is on the PATH.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
+
+/// The version of `websockets` the Python adapter is tested with.
+const WEBSOCKETS: &str = "websockets==17.4";
+
+/// Brings what the tests need beyond the Rust toolchain, then runs the workspace
+/// tests.
+fn test(extra: &[String]) -> anyhow::Result<()> {
+    // The example Python adapter (examples/adapters/python) needs `websockets`.
+    if !run("python3", &["-c", "import websockets"]) {
+        println!("xtask test: installing the Python package {WEBSOCKETS} (example adapter tests)");
+        if !run(
+            "python3",
+            &[
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                WEBSOCKETS,
+            ],
+        ) {
+            bail!(
+                "cannot install {WEBSOCKETS} with `python3 -m pip`; install it by hand (the example adapter's tests need it)"
+            );
+        }
+    }
+    // The Redis store tests start their own `redis-server` on a free port.
+    if !on_path("redis-server") {
+        println!("xtask test: installing redis-server (Redis store tests)");
+        let apt = on_path("apt-get")
+            && run("apt-get", &["update", "-qq"])
+            && run("apt-get", &["install", "-y", "-qq", "redis-server"]);
+        if !apt || !on_path("redis-server") {
+            bail!(
+                "the Redis store tests need `redis-server` on the PATH and it could not be installed with apt-get (not root, or no apt-get); install it (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) and run again"
+            );
+        }
+    }
+    let mut args = vec!["test", "--workspace", "--locked"];
+    args.extend(extra.iter().map(String::as_str));
+    println!("xtask test: cargo {}", args.join(" "));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    if !run(&cargo, &args) {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
 }
 
 fn schema_dir() -> PathBuf {

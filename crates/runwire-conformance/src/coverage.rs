@@ -47,6 +47,18 @@ pub fn suites_for(subject: &str) -> &'static [Suite] {
     }
 }
 
+/// Which suites a coverage question is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Both suites: a requirement is covered by a scenario of any suite that can test
+    /// its subject.
+    All,
+    /// One suite: a requirement it can test is covered only by a scenario of this
+    /// suite (a `both` requirement needs one here too, or an entry saying why this
+    /// suite cannot observe it).
+    Only(Suite),
+}
+
 /// One row of the matrix.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -54,9 +66,11 @@ pub struct Row {
     pub requirement: Requirement,
     /// Scenario ids per suite.
     pub scenarios: BTreeMap<Suite, Vec<String>>,
-    /// Why no scenario can observe it, when `conformance/unobservable.json` lists it
-    /// (set by [`mark_unobservable`]).
+    /// Why no scenario of any suite can observe it, when `conformance/unobservable.json`
+    /// lists it (set by [`mark_unobservable`]).
     pub unobservable: Option<String>,
+    /// Why one suite cannot observe it (entries `client:RW-…` or `server:RW-…`).
+    pub unobservable_in: BTreeMap<Suite, String>,
 }
 
 impl Row {
@@ -76,6 +90,41 @@ impl Row {
     pub fn covered_by(&self, suite: Suite) -> bool {
         self.scenarios.get(&suite).is_some_and(|v| !v.is_empty())
     }
+
+    /// Whether it is covered in `scope`.
+    pub fn is_covered(&self, scope: Scope) -> bool {
+        match scope {
+            Scope::All => self.covered(),
+            Scope::Only(s) => self.covered_by(s),
+        }
+    }
+
+    /// Why it cannot be observed in `scope`, when it is not covered there and the
+    /// list says so: for one suite, the entry for all suites or for that suite; for
+    /// both, the entry for all suites, or entries for every suite that can test it.
+    pub fn unobservable_in_scope(&self, scope: Scope) -> Option<String> {
+        if self.is_covered(scope) {
+            return None;
+        }
+        if let Some(r) = &self.unobservable {
+            return Some(r.clone());
+        }
+        match scope {
+            Scope::Only(s) => self.unobservable_in.get(&s).cloned(),
+            Scope::All => {
+                let suites = suites_for(&self.requirement.subject);
+                let reasons: Vec<String> = suites
+                    .iter()
+                    .filter_map(|s| {
+                        self.unobservable_in
+                            .get(s)
+                            .map(|r| format!("{}: {r}", s.as_str()))
+                    })
+                    .collect();
+                (reasons.len() == suites.len()).then(|| reasons.join("; "))
+            }
+        }
+    }
 }
 
 /// The matrix.
@@ -93,6 +142,7 @@ pub fn matrix(scenarios: &[ScenarioDef]) -> Vec<Row> {
                 requirement: r,
                 scenarios: m,
                 unobservable: None,
+                unobservable_in: BTreeMap::new(),
             }
         })
         .collect()
@@ -115,33 +165,69 @@ pub fn parse_unobservable(text: &str) -> Result<BTreeMap<String, String>, serde_
 /// Marks the rows the list names, and returns the list's problems: entries naming a
 /// requirement the spec does not have, entries for a requirement that has a scenario
 /// (stale: the scenario observes it after all), and entries without a reason.
+///
+/// A key `RW-AREA-N` says no suite can observe the requirement; `client:RW-AREA-N` or
+/// `server:RW-AREA-N` says that one suite cannot (for a `both` requirement the other
+/// suite covers), and is stale once that suite has a scenario for it.
 /// Pass the full matrix (not one filtered by suite) so staleness is judged on all
 /// scenarios.
 pub fn mark_unobservable(rows: &mut [Row], list: &BTreeMap<String, String>) -> Vec<String> {
     let mut problems = Vec::new();
-    for (id, reason) in list {
-        let Some(row) = rows.iter_mut().find(|r| &r.requirement.id == id) else {
+    for (key, reason) in list {
+        let (suite, id) = match key.split_once(':') {
+            Some(("client", id)) => (Some(Suite::Client), id),
+            Some(("server", id)) => (Some(Suite::Server), id),
+            Some((other, _)) => {
+                problems.push(format!(
+                    "{key}: the suite before ':' must be client or server, not {other:?}"
+                ));
+                continue;
+            }
+            None => (None, key.as_str()),
+        };
+        let Some(row) = rows.iter_mut().find(|r| r.requirement.id == id) else {
             problems.push(format!(
-                "{id} is listed as unobservable but spec/requirements.json has no such requirement"
+                "{key} is listed as unobservable but spec/requirements.json has no such requirement"
             ));
             continue;
         };
         if reason.trim().is_empty() {
-            problems.push(format!("{id} is listed as unobservable without a reason"));
+            problems.push(format!("{key} is listed as unobservable without a reason"));
         }
-        if row.covered() {
-            let ids: Vec<&str> = row
-                .scenarios
-                .values()
-                .flatten()
-                .map(String::as_str)
-                .collect();
-            problems.push(format!(
-                "{id} is listed as unobservable but has a scenario ({}): remove it from the list",
-                ids.join(" ")
-            ));
+        match suite {
+            None => {
+                if row.covered() {
+                    let ids: Vec<&str> = row
+                        .scenarios
+                        .values()
+                        .flatten()
+                        .map(String::as_str)
+                        .collect();
+                    problems.push(format!(
+                        "{key} is listed as unobservable but has a scenario ({}): remove it from the list",
+                        ids.join(" ")
+                    ));
+                }
+                row.unobservable = Some(reason.clone());
+            }
+            Some(s) => {
+                if !row.testable_by(s) {
+                    problems.push(format!(
+                        "{key}: the {} suite cannot test a requirement whose subject is {}",
+                        s.as_str(),
+                        row.requirement.subject
+                    ));
+                }
+                if row.covered_by(s) {
+                    problems.push(format!(
+                        "{key} is listed as unobservable by the {} suite but it has a scenario ({}): remove it from the list",
+                        s.as_str(),
+                        row.scenarios.get(&s).map(|v| v.join(" ")).unwrap_or_default()
+                    ));
+                }
+                row.unobservable_in.insert(s, reason.clone());
+            }
         }
-        row.unobservable = Some(reason.clone());
     }
     problems
 }
@@ -161,8 +247,10 @@ pub fn unknown_tags(scenarios: &[ScenarioDef]) -> Vec<(String, String)> {
     out
 }
 
-/// The text form: one line per requirement, then the uncovered MUSTs.
-pub fn render(rows: &[Row], verbose: bool) -> String {
+/// The text form: one line per requirement, then the unobservable ones with their
+/// reasons, then a summary line, all judged in `scope` (the same definition
+/// [`missing_musts`] uses, so the summary's "missing" and the exit status agree).
+pub fn render(rows: &[Row], verbose: bool, scope: Scope) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -177,9 +265,9 @@ pub fn render(rows: &[Row], verbose: bool) -> String {
         } else {
             format!("{} {} (+{})", ids[0], ids[1], ids.len() - 2)
         };
-        let mark = if r.covered() {
+        let mark = if r.is_covered(scope) {
             ""
-        } else if r.unobservable.is_some() {
+        } else if r.unobservable_in_scope(scope).is_some() {
             "  <- not observable (see below)"
         } else {
             "  <- no scenario"
@@ -195,34 +283,32 @@ pub fn render(rows: &[Row], verbose: bool) -> String {
         );
     }
     let total = rows.len();
-    let covered = rows.iter().filter(|r| r.covered()).count();
+    let covered = rows.iter().filter(|r| r.is_covered(scope)).count();
     let must: Vec<&Row> = rows
         .iter()
         .filter(|r| r.requirement.level == "MUST")
         .collect();
-    let must_cov = must.iter().filter(|r| r.covered()).count();
-    let unobs: Vec<&Row> = rows
+    let must_cov = must.iter().filter(|r| r.is_covered(scope)).count();
+    let unobs: Vec<(&Row, String)> = rows
         .iter()
-        .filter(|r| !r.covered() && r.unobservable.is_some())
+        .filter_map(|r| r.unobservable_in_scope(scope).map(|why| (r, why)))
         .collect();
     if !unobs.is_empty() {
         let _ = writeln!(
             s,
             "\nNot observable through the adapter/server contract (conformance/unobservable.json):"
         );
-        for r in &unobs {
+        for (r, why) in &unobs {
             let _ = writeln!(
                 s,
-                "  {:<14} {:<6} {}",
-                r.requirement.id,
-                r.requirement.level,
-                r.unobservable.as_deref().unwrap_or_default()
+                "  {:<14} {:<6} {why}",
+                r.requirement.id, r.requirement.level
             );
         }
     }
     let must_unobs = must
         .iter()
-        .filter(|r| !r.covered() && r.unobservable.is_some())
+        .filter(|r| r.unobservable_in_scope(scope).is_some())
         .count();
     let _ = writeln!(
         s,
@@ -234,10 +320,15 @@ pub fn render(rows: &[Row], verbose: bool) -> String {
     s
 }
 
-/// The MUST requirements that have no scenario and are not listed as unobservable.
-pub fn missing_musts(rows: &[Row], covered: impl Fn(&Row) -> bool) -> Vec<&str> {
+/// The MUST requirements that have no scenario in `scope` and are not listed as
+/// unobservable there.
+pub fn missing_musts(rows: &[Row], scope: Scope) -> Vec<&str> {
     rows.iter()
-        .filter(|r| r.requirement.level == "MUST" && r.unobservable.is_none() && !covered(r))
+        .filter(|r| {
+            r.requirement.level == "MUST"
+                && !r.is_covered(scope)
+                && r.unobservable_in_scope(scope).is_none()
+        })
         .map(|r| r.requirement.id.as_str())
         .collect()
 }

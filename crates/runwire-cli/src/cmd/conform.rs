@@ -297,11 +297,17 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
                 Some("client") => Some(runwire_conformance::Suite::Client),
                 Some(other) => bail!("--suite must be server or client, not {other:?}"),
             };
-            if let Some(suite) = only {
-                // "both" requirements count for the suite that is asked about.
-                rows.retain(|r| r.testable_by(suite));
-            }
-            print!("{}", coverage::render(&rows, verbose));
+            let scope = match only {
+                Some(suite) => {
+                    // Only the requirements this suite can test; a "both" requirement
+                    // needs a scenario of this suite (or an entry saying why it cannot
+                    // observe it).
+                    rows.retain(|r| r.testable_by(suite));
+                    coverage::Scope::Only(suite)
+                }
+                None => coverage::Scope::All,
+            };
+            print!("{}", coverage::render(&rows, verbose, scope));
             let unknown = coverage::unknown_tags(&sc);
             for (s, r) in &unknown {
                 eprintln!(
@@ -311,10 +317,7 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
             for p in &list_problems {
                 eprintln!("error: conformance/unobservable.json: {p}");
             }
-            let missing = coverage::missing_musts(&rows, |r| match only {
-                Some(suite) => r.covered_by(suite),
-                None => r.covered(),
-            });
+            let missing = coverage::missing_musts(&rows, scope);
             if !missing.is_empty() {
                 eprintln!(
                     "error: {} MUST requirement(s) have no scenario: {}",
