@@ -41,7 +41,28 @@ enum Command {
     // added here, one variant and one module each.
 }
 
+/// A closed standard output (`runwire conform list | head`) ends the program quietly
+/// with status 141, as a Unix tool killed by SIGPIPE does, instead of the panic that
+/// `println!` raises on a broken pipe. (Restoring the default SIGPIPE action would
+/// need `unsafe`, which the workspace forbids.)
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Schema(c) => cmd::schema::run(c),

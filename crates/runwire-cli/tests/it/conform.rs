@@ -173,29 +173,6 @@ fn default_mode_passes_and_writes_every_report() {
 }
 
 #[test]
-fn an_external_server_is_driven_by_url() {
-    // A server that is not there: every scenario fails, nothing panics, exit 1.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runwire"))
-        .args([
-            "conform",
-            "server",
-            "--url",
-            "ws://127.0.0.1:9/v1/stream",
-            "--ingest",
-            "http://127.0.0.1:9",
-            "--tags",
-            "@version",
-            "--quiet",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("RW-CONN-1"), "{stdout}");
-}
-
-#[test]
 fn list_and_report_schema() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_runwire"))
         .args(["conform", "list", "--tags", "@must and @heartbeat"])
@@ -320,4 +297,53 @@ fn rw_ingest_17_short_retention_flag_drives_the_retention_scenarios() {
     let (out, _) = run(&["--short-retention", "conform-short-*=20"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--short-retention"));
+}
+
+/// `runwire conform list | head`: a reader that closes the pipe early ends the
+/// program quietly (status 141, like SIGPIPE), never with a panic.
+#[test]
+fn a_closed_pipe_is_not_a_panic() {
+    for args in [
+        &["conform", "list"][..],
+        &["conform", "steps"],
+        &["conform", "coverage"],
+    ] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runwire"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the read end before the program writes anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+    }
+}
+
+/// An unreachable target: exit 2 at once, with one line naming the refused address.
+#[test]
+fn an_unreachable_server_is_one_line_and_exit_2() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runwire"))
+        .args([
+            "conform",
+            "server",
+            "--url",
+            "ws://127.0.0.1:1/v1/stream",
+            "--ingest",
+            "http://127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "error: cannot open ws://127.0.0.1:1/v1/stream: connection refused by 127.0.0.1:1"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("violated"), "{err}");
 }
