@@ -38,3 +38,12 @@ Feature: Reset with a snapshot
     Then client "a" receives reset for run "A" with reason "cursor_ahead" as of seq 4
     And the reset snapshot of client "a" has status "running"
     And the reset snapshot of client "a" equals the snapshot of run "A" read over HTTP
+
+  @must @RW-SNAP-1 @RW-SNAP-2 @RW-SNAP-4 @RW-SNAP-5 @RW-RESUME-8 @RW-INGEST-15
+  Scenario: snapshots are the fold of a random log of every event type by the spec's table
+    Given the producer appends 300 random events of every type to run "A"
+    Then the snapshot of run "A" over HTTP is the fold of its history by the spec's table
+    Given client "a" is connected
+    When client "a" subscribes to run "A" after seq 100000
+    Then client "a" receives reset for run "A" with reason "cursor_ahead" as of its head
+    And the reset snapshot of client "a" is the fold of the history of run "A" by the spec's table

@@ -72,6 +72,9 @@ pub enum ServerFault {
     /// Answers a history read from a trimmed cursor with 200 and the events it still
     /// has (a silent gap) instead of 410 `cursor_too_old` (`RW-INGEST-17`).
     TrimmedHistoryAsGap,
+    /// Folds a recent-log window one line short: a snapshot read over HTTP that holds
+    /// the full 50 lines loses its oldest one (`RW-SNAP-2`).
+    SnapshotLogWindowShort,
 }
 
 impl ServerFault {
@@ -90,6 +93,7 @@ impl ServerFault {
         Self::NoErrorBeforeClose,
         Self::WelcomeWithoutLimits,
         Self::TrimmedHistoryAsGap,
+        Self::SnapshotLogWindowShort,
     ];
 
     /// The requirement the suites must name when they catch it.
@@ -108,6 +112,7 @@ impl ServerFault {
             Self::NoErrorBeforeClose => "RW-CLOSE-1",
             Self::WelcomeWithoutLimits => "RW-CONN-7",
             Self::TrimmedHistoryAsGap => "RW-INGEST-17",
+            Self::SnapshotLogWindowShort => "RW-SNAP-2",
         }
     }
 }
@@ -627,7 +632,9 @@ impl FaultyServer {
         }
         let (http, ingest) = if matches!(
             fault,
-            ServerFault::NoIngestDedup | ServerFault::TrimmedHistoryAsGap
+            ServerFault::NoIngestDedup
+                | ServerFault::TrimmedHistoryAsGap
+                | ServerFault::SnapshotLogWindowShort
         ) {
             let upstream = target.ingest_url.clone();
             let l = TcpListener::bind(("127.0.0.1", 0))
@@ -729,13 +736,27 @@ async fn forward_http(mut s: TcpStream, upstream: &str, fault: ServerFault) -> O
     )
     .await
     .ok()?;
-    let a = if fault == ServerFault::TrimmedHistoryAsGap && method == "GET" && a.status == 410 {
+    let mut a = if fault == ServerFault::TrimmedHistoryAsGap && method == "GET" && a.status == 410 {
         retained_instead(upstream, &path, token.as_deref())
             .await
             .unwrap_or(a)
     } else {
         a
     };
+    if fault == ServerFault::SnapshotLogWindowShort
+        && method == "GET"
+        && a.status == 200
+        && path.starts_with("/v1/runs/")
+        && !path.contains("/events")
+    {
+        let mut v = a.json();
+        if let Some(logs) = v.get_mut("recent_logs").and_then(Value::as_array_mut)
+            && logs.len() >= crate::fold::RECENT_LOGS
+        {
+            logs.remove(0);
+            a.body = serde_json::to_vec(&v).unwrap_or(a.body);
+        }
+    }
     let mut out = format!(
         "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
         a.status,

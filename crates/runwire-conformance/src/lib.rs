@@ -47,6 +47,7 @@ pub mod coverage;
 pub mod expect;
 pub mod faults;
 pub mod features;
+pub mod fold;
 mod http;
 pub mod model;
 mod pattern;

@@ -31,6 +31,9 @@ pub(crate) enum K {
     Append,
     AppendBig,
     AppendUntilSlow,
+    AppendRandom,
+    SnapshotIsFold,
+    ResetIsFold,
     AppendStatus,
     AppendTyped,
     AppendKeyed,
@@ -228,6 +231,18 @@ static STEPS: &[(K, &str)] = &[
     ),
     (K::Restartable, "the server can be restarted"),
     (K::Append, "the producer appends {n} events to run {s}"),
+    (
+        K::AppendRandom,
+        "the producer appends {n} random events of every type to run {s}",
+    ),
+    (
+        K::SnapshotIsFold,
+        "the snapshot of run {s} over HTTP is the fold of its history by the spec's table",
+    ),
+    (
+        K::ResetIsFold,
+        "the reset snapshot of client {s} is the fold of the history of run {s} by the spec's table",
+    ),
     (
         K::AppendUntilSlow,
         "the producer appends events of {n} bytes to run {s} until client {s} must be closed as a slow consumer",
@@ -902,6 +917,60 @@ impl ServerWorld {
         Ok(v)
     }
 
+    /// Every event of run `id` with `seq` 1 through `through`, read over HTTP in pages
+    /// (`RW-INGEST-16`).
+    async fn history_through(&mut self, id: &str, through: u64) -> R<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut after = 0u64;
+        while after < through {
+            let a = self
+                .http(
+                    "GET",
+                    &format!("/v1/runs/{id}/events?after_seq={after}&limit=1000"),
+                    self.token(),
+                    None,
+                )
+                .await?;
+            if a.status != 200 {
+                return Err(StepFail::req(
+                    "RW-INGEST-16",
+                    format!(
+                        "a history read after seq {after} of {id} answered {}",
+                        a.status
+                    ),
+                ));
+            }
+            let page = a
+                .json()
+                .get("events")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let Some(last) = page
+                .last()
+                .and_then(|e| e.get("seq"))
+                .and_then(Value::as_u64)
+            else {
+                return Err(StepFail::req(
+                    "RW-INGEST-16",
+                    format!(
+                        "a history read after seq {after} of {id} returned no events, but the snapshot is as of seq {through}"
+                    ),
+                ));
+            };
+            out.extend(page.into_iter().filter(|e| {
+                e.get("seq")
+                    .and_then(Value::as_u64)
+                    .is_some_and(|q| q <= through)
+            }));
+            if last <= after {
+                break;
+            }
+            after = last;
+        }
+        Ok(out)
+    }
+
     /// The declared short retention, or not implemented.
     fn retention(&self) -> R<super::ShortRetention> {
         self.target.short_retention.clone().ok_or_else(|| {
@@ -1404,6 +1473,80 @@ impl ServerWorld {
                 self.client(&s(0))?.set_paused(false);
                 if let Some(plan) = self.slow.get_mut(&s(0)) {
                     plan.resumed_at = Some(Instant::now());
+                }
+            }
+            K::AppendRandom => {
+                let n = num(&s(0)) as usize;
+                let events = crate::fold::random_events(&mut self.rng, n);
+                for chunk in events.chunks(25) {
+                    self.append(&s(1), chunk.to_vec(), self.token()).await?;
+                }
+            }
+            K::SnapshotIsFold | K::ResetIsFold => {
+                let (client, alias) = if k == K::ResetIsFold {
+                    (Some(s(0)), s(1))
+                } else {
+                    (None, s(0))
+                };
+                let id = self.run_id(&alias);
+                let (snap, req, what) = match &client {
+                    Some(name) => {
+                        let r = self
+                            .resets
+                            .get(name)
+                            .cloned()
+                            .ok_or_else(|| StepFail::msg("step error: no reset received"))?;
+                        (
+                            r.get("snapshot").cloned().unwrap_or(Value::Null),
+                            "RW-RESUME-8",
+                            format!("the reset snapshot of client {name}"),
+                        )
+                    }
+                    None => {
+                        let a = self
+                            .http("GET", &format!("/v1/runs/{id}"), self.token(), None)
+                            .await?;
+                        if a.status != 200 {
+                            return Err(StepFail::req(
+                                "RW-INGEST-15",
+                                format!("GET /v1/runs/{id} answered {}", a.status),
+                            ));
+                        }
+                        (a.json(), "RW-SNAP-1", "GET /v1/runs/{id}".to_owned())
+                    }
+                };
+                let as_of = snap.get("as_of_seq").and_then(Value::as_u64).unwrap_or(0);
+                let epoch = snap
+                    .get("epoch")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                let history = self.history_through(&id, as_of).await?;
+                let want = crate::fold::fold(&id, &epoch, &history);
+                let diffs = crate::fold::diff(&want, &snap);
+                if !diffs.is_empty() {
+                    // Name the row of the table that the first difference breaks.
+                    let first = &diffs[0];
+                    let req = if first.starts_with("run_id")
+                        || first.starts_with("epoch")
+                        || first.starts_with("as_of_seq")
+                    {
+                        req
+                    } else {
+                        "RW-SNAP-2"
+                    };
+                    return Err(StepFail::req(
+                        req,
+                        format!(
+                            "{what} (as_of_seq {as_of}) is not the fold of events 1 to {as_of} by the table of spec §8.3: {}{}",
+                            diffs.iter().take(4).cloned().collect::<Vec<_>>().join("; "),
+                            if diffs.len() > 4 {
+                                format!("; and {} more", diffs.len() - 4)
+                            } else {
+                                String::new()
+                            }
+                        ),
+                    ));
                 }
             }
             K::AppendUntilSlow => {
