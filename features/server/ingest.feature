@@ -10,6 +10,13 @@ Feature: Producer ingest
     Then the retry was answered with the original assignments
     And run "A" has 3 events over HTTP
 
+  @must @RW-INGEST-5 @RW-EVENT-3
+  Scenario: a retry that adds one more event keeps the log gapless
+    Given the producer appends 3 events with idempotency keys "k" to run "A"
+    When the producer retries the last append with one more event
+    Then the last append was assigned seqs 1 to 4
+    And run "A" has 4 events over HTTP
+
   @must @RW-INGEST-6
   Scenario: the same key with different data is a conflict
     Given the producer appends a "run.progress" event with data {"percent":10} and idempotency key "same" to run "A"

@@ -75,6 +75,10 @@ pub enum ServerFault {
     /// Folds a recent-log window one line short: a snapshot read over HTTP that holds
     /// the full 50 lines loses its oldest one (`RW-SNAP-2`).
     SnapshotLogWindowShort,
+    /// Numbers the new events of a retry that mixes stored idempotency keys with new
+    /// events by their index in the request (`head + index`), so the log shows a gap
+    /// (`RW-EVENT-3`). The proxy rewrites the answer as such a server would give it.
+    RetrySeqByIndex,
 }
 
 impl ServerFault {
@@ -94,6 +98,7 @@ impl ServerFault {
         Self::WelcomeWithoutLimits,
         Self::TrimmedHistoryAsGap,
         Self::SnapshotLogWindowShort,
+        Self::RetrySeqByIndex,
     ];
 
     /// The requirement the suites must name when they catch it.
@@ -113,6 +118,7 @@ impl ServerFault {
             Self::WelcomeWithoutLimits => "RW-CONN-7",
             Self::TrimmedHistoryAsGap => "RW-INGEST-17",
             Self::SnapshotLogWindowShort => "RW-SNAP-2",
+            Self::RetrySeqByIndex => "RW-EVENT-3",
         }
     }
 }
@@ -635,6 +641,7 @@ impl FaultyServer {
             ServerFault::NoIngestDedup
                 | ServerFault::TrimmedHistoryAsGap
                 | ServerFault::SnapshotLogWindowShort
+                | ServerFault::RetrySeqByIndex
         ) {
             let upstream = target.ingest_url.clone();
             let l = TcpListener::bind(("127.0.0.1", 0))
@@ -643,11 +650,13 @@ impl FaultyServer {
             let a = l
                 .local_addr()
                 .map_err(|e| Error::Target(format!("proxy addr: {e}")))?;
+            let keys: Keys = Arc::default();
             let h = tokio::spawn(async move {
                 while let Ok((s, _)) = l.accept().await {
                     let upstream = upstream.clone();
+                    let keys = Arc::clone(&keys);
                     tokio::spawn(async move {
-                        let _ = forward_http(s, &upstream, fault).await;
+                        let _ = forward_http(s, &upstream, fault, &keys).await;
                     });
                 }
             });
@@ -692,7 +701,15 @@ fn host_port(url: &str) -> Result<SocketAddr, Error> {
 /// [`ServerFault::NoIngestDedup`] every `idempotency_key` is removed from the body; with
 /// [`ServerFault::TrimmedHistoryAsGap`] a 410 history answer is replaced by the
 /// retained events.
-async fn forward_http(mut s: TcpStream, upstream: &str, fault: ServerFault) -> Option<()> {
+/// Idempotency keys seen in answers, per (path, key): their seqs.
+type Keys = Arc<Mutex<BTreeMap<(String, String), u64>>>;
+
+async fn forward_http(
+    mut s: TcpStream,
+    upstream: &str,
+    fault: ServerFault,
+    keys: &Keys,
+) -> Option<()> {
     let head = read_head(&mut s).await?;
     let head_s = String::from_utf8_lossy(&head).into_owned();
     let len: usize = head_s
@@ -743,6 +760,9 @@ async fn forward_http(mut s: TcpStream, upstream: &str, fault: ServerFault) -> O
     } else {
         a
     };
+    if fault == ServerFault::RetrySeqByIndex && method == "POST" && a.status == 200 {
+        renumber_retry(&path, &body, &mut a, keys);
+    }
     if fault == ServerFault::SnapshotLogWindowShort
         && method == "GET"
         && a.status == 200
@@ -771,6 +791,58 @@ async fn forward_http(mut s: TcpStream, upstream: &str, fault: ServerFault) -> O
     s.write_all(out.as_bytes()).await.ok()?;
     s.write_all(&a.body).await.ok()?;
     Some(())
+}
+
+/// [`ServerFault::RetrySeqByIndex`]: in an append answer whose request retried some
+/// stored keys, each new event's seq moves up by the number of retried events (as if
+/// numbered `head + index in request`).
+fn renumber_retry(path: &str, body: &[u8], a: &mut crate::http::HttpAnswer, keys: &Keys) {
+    let Ok(req) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    let req_keys: Vec<Option<String>> = req
+        .get("events")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    e.get("idempotency_key")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let Ok(mut seen) = keys.lock() else { return };
+    let retried = req_keys
+        .iter()
+        .flatten()
+        .filter(|k| seen.contains_key(&(path.to_owned(), (*k).clone())))
+        .count() as u64;
+    let mut v = a.json();
+    let mut last = None;
+    if let Some(evs) = v.get_mut("events").and_then(Value::as_array_mut) {
+        for (i, e) in evs.iter_mut().enumerate() {
+            let key = req_keys.get(i).cloned().flatten();
+            let stored = key
+                .as_ref()
+                .is_some_and(|k| seen.contains_key(&(path.to_owned(), k.clone())));
+            if let Some(q) = e.get("seq").and_then(Value::as_u64) {
+                let q = if retried > 0 && !stored { q + retried } else { q };
+                e["seq"] = json!(q);
+                last = Some(last.map_or(q, |l: u64| l.max(q)));
+                if let Some(k) = key {
+                    seen.entry((path.to_owned(), k)).or_insert(q);
+                }
+            }
+        }
+    }
+    if retried > 0
+        && let Some(l) = last
+    {
+        v["last_seq"] = json!(l);
+        a.body = serde_json::to_vec(&v).unwrap_or_default();
+    }
 }
 
 /// For a history read `path` (`/v1/runs/{id}/events?after_seq=S…`) that was answered

@@ -32,6 +32,7 @@ pub(crate) enum K {
     AppendBig,
     AppendUntilSlow,
     AppendRandom,
+    RetryPlusOne,
     SnapshotIsFold,
     ResetIsFold,
     AppendStatus,
@@ -266,6 +267,10 @@ static STEPS: &[(K, &str)] = &[
     (
         K::AppendTyped,
         "the producer appends a {s} event with data {rest} to run {s}",
+    ),
+    (
+        K::RetryPlusOne,
+        "the producer retries the last append with one more event",
     ),
     (K::Retry, "the producer retries the last append"),
     (
@@ -1145,6 +1150,43 @@ impl ServerWorld {
                     ));
                 }
                 self.retry_answer = Some(a.json());
+            }
+            K::RetryPlusOne => {
+                let Some((path, body, _)) = self.last_append.clone() else {
+                    return Err(StepFail::msg("step error: no append to retry"));
+                };
+                let mut v: Value = serde_json::from_slice(&body)
+                    .map_err(|e| StepFail::msg(format!("step error: last body: {e}")))?;
+                let n = v
+                    .get("events")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len) as u64;
+                let mut extra = progress_event(n + 1, 0);
+                extra["idempotency_key"] = json!(format!("rwc-extra-{}", self.ns));
+                if let Some(a) = v.get_mut("events").and_then(Value::as_array_mut) {
+                    a.push(extra);
+                }
+                let body = serde_json::to_vec(&v).unwrap_or_default();
+                let a = self.http("POST", &path, self.token(), Some(body.clone())).await?;
+                if a.status != 200 {
+                    return Err(StepFail::req(
+                        "RW-INGEST-5",
+                        format!(
+                            "expected 200 for a retry of stored events plus one new event, got {} {}",
+                            a.status,
+                            clip(&String::from_utf8_lossy(&a.body))
+                        ),
+                    ));
+                }
+                let answer = a.json();
+                let alias = self
+                    .runs
+                    .iter()
+                    .find(|(_, r)| path == format!("/v1/runs/{}/events", r.id))
+                    .map(|(k, _)| k.clone())
+                    .unwrap_or_default();
+                self.note_append(&alias, &answer);
+                self.last_append = Some((path, body, answer));
             }
             K::AppendConcurrent => {
                 let (p, n) = (num(&s(0)), num(&s(1)));
