@@ -98,6 +98,8 @@ pub(crate) struct ConnRecord {
     pub(crate) accepted: Instant,
     pub(crate) ended: Option<Instant>,
     pub(crate) script_done: bool,
+    /// When the script was played to its end.
+    pub(crate) done_at: Option<Instant>,
     pub(crate) step: Option<usize>,
     pub(crate) state: Arc<StdMutex<ConnState>>,
     pub(crate) scripted: bool,
@@ -115,6 +117,8 @@ pub(crate) struct AppState {
     pub(crate) line_at: Vec<Instant>,
     /// `Some(code)` once the client ended (`code` None: killed by a signal).
     pub(crate) exit: Option<Option<i32>>,
+    /// When the client ended.
+    pub(crate) exit_at: Option<Instant>,
     pub(crate) killed_by_mock: bool,
 }
 
@@ -334,6 +338,7 @@ pub(crate) async fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
                 accepted: now,
                 ended: None,
                 script_done: false,
+                done_at: None,
                 step: None,
                 state: state.clone(),
                 scripted: is_scripted,
@@ -384,6 +389,7 @@ fn mark_done(sh: &Shared, k: u32) {
     let mut st = sh.lock();
     if let Some(c) = st.conns.get_mut((k - 1) as usize) {
         c.script_done = true;
+        c.done_at.get_or_insert_with(Instant::now);
         c.step = None;
     }
     drop(st);

@@ -246,11 +246,17 @@ impl AppSink {
 
     /// The client ended with an exit code (None: killed by a signal).
     pub fn exit(&self, code: Option<i32>) {
+        self.exit_at(code, Instant::now());
+    }
+
+    /// The client ended at `at` (the moment its process was seen to end).
+    fn exit_at(&self, code: Option<i32>, at: Instant) {
         self.shared.record(0, Direction::App, What::Exit { code });
         {
             let mut st = self.shared.lock();
             if st.app.exit.is_none() {
                 st.app.exit = Some(code);
+                st.app.exit_at = Some(at);
             }
         }
         self.shared.bump();
@@ -486,9 +492,10 @@ impl Mock {
                     child.wait().await.ok()
                 }
             };
+            let ended = Instant::now();
             let _ = out_task.await;
             let _ = timeout(Duration::from_millis(500), err_task).await;
-            sink.exit(status.and_then(|s| s.code()));
+            sink.exit_at(status.and_then(|s| s.code()), ended);
             let _ = done_tx.send(());
         });
         self.kill = Some(kill_tx);
@@ -599,8 +606,6 @@ impl Mock {
                         deadline,
                         until,
                         from: timers_from,
-                        connected,
-                        pending,
                     }
                 });
                 if now >= o.until {
@@ -616,26 +621,17 @@ impl Mock {
         }
         let end = Instant::now();
         let mut deadline_miss = None;
-        if let Some(o) = overtime {
-            let watched = end.saturating_duration_since(o.deadline);
-            if timed_out {
+        match overtime {
+            Some(o) if timed_out => {
                 // Whatever is missing now missed the deadline by the whole extension.
-                deadline_miss = Some(TimingMiss::new(watched, o.from, end));
-            } else if o.connected {
-                sh.violate_timing(
-                    None,
-                    f.primary_requirement(),
-                    "deadline",
-                    format!(
-                        "the fixture was not over by its deadline of {} ms after the first \
-                         connection ({}); it was over {:.1} ms later",
-                        sh.wire_ms(f.deadline_ms()),
-                        o.pending,
-                        engine::ms(watched)
-                    ),
-                    TimingMiss::new(watched, o.from, end),
-                );
+                deadline_miss = Some(TimingMiss::new(
+                    end.saturating_duration_since(o.deadline),
+                    o.from,
+                    end,
+                ));
             }
+            _ if !timed_out => self.judge_over_in_time(fixture_deadline),
+            _ => {}
         }
         // Stop accepting, end the adapter, end every connection.
         let _ = sh.shutdown.send(true);
@@ -650,6 +646,59 @@ impl Mock {
             t.abort();
         }
         self.judge(timed_out, deadline_miss, end)
+    }
+
+    /// A fixture that ended (not on its deadline): the last thing it waited for (a
+    /// scripted connection, the end of a script, the exit of a client expected to
+    /// exit) must have happened within the deadline from the first connection; if it
+    /// came later (the mock watched an extension, or the mock itself was stalled past
+    /// the deadline), the fixture was late by that margin.
+    fn judge_over_in_time(&self, fixture_deadline: Duration) {
+        let sh = &self.shared;
+        let f = &sh.fixture;
+        let (first, last, what) = {
+            let st = sh.lock();
+            let Some(first) = st.conns.first().map(|c| c.accepted) else {
+                return;
+            };
+            let mut last: Option<(Instant, String)> = None;
+            let mut later = |at: Option<Instant>, what: String| {
+                if let Some(at) = at
+                    && last.as_ref().is_none_or(|l| at > l.0)
+                {
+                    last = Some((at, what));
+                }
+            };
+            for (i, c) in st.conns.iter().enumerate().filter(|(_, c)| c.scripted) {
+                later(Some(c.accepted), format!("connection {} came", i + 1));
+                later(c.done_at, format!("connection {} played its script", i + 1));
+            }
+            if st.app.attached
+                && !st.app.killed_by_mock
+                && f.expect.exit.is_some_and(|e| e != ExitExpect::Running)
+            {
+                later(st.app.exit_at, "the client exited".into());
+            }
+            let Some((last, what)) = last else { return };
+            (first, last, what)
+        };
+        let deadline = first + fixture_deadline;
+        if last <= deadline {
+            return;
+        }
+        let late = last.saturating_duration_since(deadline);
+        sh.violate_timing(
+            None,
+            f.primary_requirement(),
+            "deadline",
+            format!(
+                "the fixture was not over by its deadline of {} ms after the first connection: \
+                 {what} {:.1} ms after it",
+                sh.wire_ms(f.deadline_ms()),
+                engine::ms(late)
+            ),
+            TimingMiss::new(late, first, last),
+        );
     }
 
     /// What the final judgment would find missing if the fixture ended now: a
@@ -744,6 +793,7 @@ impl Mock {
                 lines: st.app.lines.clone(),
                 line_at: st.app.line_at.clone(),
                 exit: st.app.exit,
+                exit_at: st.app.exit_at,
                 killed_by_mock: st.app.killed_by_mock,
             };
             (conns, app, st.app.started.unwrap_or(sh.start))
@@ -967,10 +1017,6 @@ struct Overtime {
     until: Instant,
     /// When the timers that deadline belongs to started (the judged interval).
     from: Instant,
-    /// The deadline was the fixture's (not the start-up wait).
-    connected: bool,
-    /// What was pending.
-    pending: String,
 }
 
 impl Drop for Mock {
