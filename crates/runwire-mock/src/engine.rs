@@ -44,7 +44,7 @@ use tokio_tungstenite::{
 use crate::{
     fixture::{Accept, Connection, EventsStep, Fixture, Step},
     generate::Logs,
-    lateness::{Probe, TimingMiss},
+    lateness::{Probe, RunQueueWait, TimingMiss},
     reqs,
     transcript::{Direction, Entry, Violation, What},
 };
@@ -119,6 +119,8 @@ pub(crate) struct AppState {
     pub(crate) exit: Option<Option<i32>>,
     /// When the client ended.
     pub(crate) exit_at: Option<Instant>,
+    /// The run-queue wait of the client's process, when it runs as one.
+    pub(crate) run_wait: Option<RunQueueWait>,
     pub(crate) killed_by_mock: bool,
 }
 
@@ -198,10 +200,21 @@ impl Shared {
     /// came late by a measured margin; what does not come at all missed by the whole
     /// extension.
     pub(crate) fn extension(&self, from: Instant) -> Duration {
-        let late = self
-            .probe
-            .max_between(from.into_std(), std::time::Instant::now());
-        self.dur(EXTENSION_MS).max(late.saturating_mul(2))
+        let (timers, adapter) = self.lateness(from, Instant::now());
+        self.dur(EXTENSION_MS)
+            .max((timers + adapter).saturating_mul(2))
+    }
+
+    /// The lateness measured over `[from, to]`: how late the kit's own timers ran
+    /// (the probe), and how long the client's process waited for a CPU (zero for an
+    /// in-process client, or where the kernel does not say).
+    pub(crate) fn lateness(&self, from: Instant, to: Instant) -> (Duration, Duration) {
+        let timers = self.probe.max_between(from.into_std(), to.into_std());
+        let wait = self.lock().app.run_wait.clone();
+        let adapter = wait.map_or(Duration::ZERO, |w| {
+            w.between(from.into_std(), to.into_std())
+        });
+        (timers, adapter)
     }
 
     pub(crate) fn note(&self, conn: u32, text: impl Into<String>) {
@@ -241,9 +254,26 @@ impl Shared {
         message: impl Into<String>,
         miss: TimingMiss,
     ) {
-        let (late, explained) = miss.judge(&self.probe);
+        // The machine may have delayed both the kit (its timers ran late) and the
+        // client's process (it waited for a CPU): together, the most it added.
+        let (timers, adapter) = self.lateness(miss.from.into(), miss.to.into());
+        let late = timers + adapter;
+        let explained = miss.margin <= late;
         let margin_ms = ms(miss.margin);
         let lateness_ms = ms(late);
+        let measured = if adapter.is_zero() {
+            format!(
+                "the kit's timers ran up to {:.1} ms late meanwhile",
+                ms(timers)
+            )
+        } else {
+            format!(
+                "the kit's timers ran up to {:.1} ms late and the client's process waited \
+                 {:.1} ms for a CPU meanwhile",
+                ms(timers),
+                ms(adapter)
+            )
+        };
         let message = message.into();
         // The transcript line carries the numbers; the verdict keeps them in fields
         // (and `Verdict::render` prints them).
@@ -253,8 +283,7 @@ impl Shared {
             What::Violation {
                 requirement: requirement.to_owned(),
                 message: format!(
-                    "{message} (missed by {margin_ms:.1} ms; the kit's timers ran up to \
-                     {lateness_ms:.1} ms late meanwhile{})",
+                    "{message} (missed by {margin_ms:.1} ms; {measured}{})",
                     if explained { ": inconclusive" } else { "" }
                 ),
             },

@@ -197,6 +197,122 @@ async fn measure(weak: Weak<Inner>) {
     }
 }
 
+/// Measures how long another process (the client's adapter) waited for a CPU: the
+/// time its threads were ready to run but not running (Linux
+/// `/proc/PID/task/TID/schedstat`, second field), sampled every [`DEFAULT_PERIOD`].
+///
+/// The [`Probe`] sees how late this process runs; an adapter is another process, and
+/// on a loaded machine it is descheduled on its own account: a correct client's
+/// reconnect or pong comes late by the time it spent waiting for a CPU, which only
+/// the kernel knows. [`RunQueueWait::between`] is that time over an interval, added to
+/// the probe's lateness when a judgment involves the adapter. Cheap to clone; the
+/// sampling task stops when the process is gone or the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct RunQueueWait {
+    inner: Arc<WaitInner>,
+}
+
+#[derive(Debug)]
+struct WaitInner {
+    pid: u32,
+    origin: Instant,
+    /// (µs since `origin`, cumulative run-queue wait in ns since the first sample).
+    samples: Mutex<VecDeque<(u64, u64)>>,
+}
+
+/// Per thread of `pid`: its cumulative run-queue wait in ns (`None`: not readable,
+/// e.g. not Linux or the process is gone).
+fn read_waits(pid: u32) -> Option<Vec<(u64, u64)>> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Some(tid) = e.file_name().to_str().and_then(|t| t.parse::<u64>().ok()) else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(e.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(wait) = text.split_whitespace().nth(1).and_then(|w| w.parse().ok()) {
+            out.push((tid, wait));
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+impl RunQueueWait {
+    /// Starts sampling process `pid` on the current tokio runtime; `None` when its
+    /// scheduler statistics cannot be read (not Linux, or the process is gone).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (as `tokio::spawn` does).
+    pub fn start(pid: u32) -> Option<Self> {
+        let first = read_waits(pid)?;
+        let inner = Arc::new(WaitInner {
+            pid,
+            origin: Instant::now(),
+            samples: Mutex::new(VecDeque::from([(0, 0)])),
+        });
+        tokio::spawn(sample_waits(Arc::downgrade(&inner), first));
+        Some(Self { inner })
+    }
+
+    /// The process sampled.
+    pub fn pid(&self) -> u32 {
+        self.inner.pid
+    }
+
+    fn us(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.inner.origin).as_micros())
+            .unwrap_or(u64::MAX)
+    }
+
+    /// How long the process waited for a CPU during `[from, to]` (either order),
+    /// rounded outwards to the samples around the interval (at most one period more on
+    /// each side). Zero before the first sample.
+    pub fn between(&self, from: Instant, to: Instant) -> Duration {
+        let (a, b) = (self.us(from.min(to)), self.us(from.max(to)));
+        let s = self.inner.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let start = s
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= a)
+            .or(s.front())
+            .map_or(0, |x| x.1);
+        let end = s
+            .iter()
+            .find(|(t, _)| *t >= b)
+            .or(s.back())
+            .map_or(0, |x| x.1);
+        Duration::from_nanos(end.saturating_sub(start))
+    }
+}
+
+async fn sample_waits(weak: Weak<WaitInner>, first: Vec<(u64, u64)>) {
+    let mut last: std::collections::BTreeMap<u64, u64> = first.into_iter().collect();
+    let mut total: u64 = 0;
+    loop {
+        tokio::time::sleep(DEFAULT_PERIOD).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let Some(now) = read_waits(inner.pid) else {
+            return;
+        };
+        for (tid, wait) in now {
+            // A thread seen for the first time waited all of its count since it began,
+            // which is after the previous sample's threads were read.
+            let before = last.insert(tid, wait).unwrap_or(0);
+            total = total.saturating_add(wait.saturating_sub(before));
+        }
+        let t = u64::try_from(inner.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let keep_us = u64::try_from(KEEP.as_micros()).unwrap_or(u64::MAX);
+        let mut s = inner.samples.lock().unwrap_or_else(|e| e.into_inner());
+        s.push_back((t, total));
+        while s.len() > 2 && s.front().is_some_and(|f| f.0 + keep_us < t) {
+            s.pop_front();
+        }
+    }
+}
+
 /// A timing judgment that missed its bound: by how much, and over which interval the
 /// machine's lateness could have caused it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -260,6 +376,39 @@ mod tests {
         assert!(!big.judge(&probe).1);
         let s = probe.summary(t1, t2);
         assert!(s.samples > 0 && s.max_ms >= s.p50_ms);
+    }
+
+    /// A process that competes for the CPUs with more busy threads than there are
+    /// CPUs waits on the run queue, and that wait is measured.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_process_waiting_for_a_cpu_shows_as_run_queue_wait() {
+        let Some(w) = RunQueueWait::start(std::process::id()) else {
+            return; // no scheduler statistics here (not Linux)
+        };
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let t0 = Instant::now();
+        let spinners: Vec<_> = (0..cpus * 3)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let end = Instant::now() + Duration::from_millis(200);
+                    let mut x = 0u64;
+                    while Instant::now() < end {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    }
+                    x
+                })
+            })
+            .collect();
+        for s in spinners {
+            let _ = s.join();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let waited = w.between(t0, Instant::now());
+        assert!(
+            waited >= Duration::from_millis(50),
+            "threads that outnumber the CPUs wait for them: {waited:?}"
+        );
+        assert_eq!(w.pid(), std::process::id());
     }
 
     #[tokio::test]

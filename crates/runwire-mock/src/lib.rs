@@ -41,7 +41,7 @@ use std::{
 
 pub use fixture::{Fixture, FixtureError, Level};
 pub use generate::{LogData, Logs, SUPPORTED_TYPES};
-pub use lateness::{LatenessSummary, Probe, TimingMiss};
+pub use lateness::{LatenessSummary, Probe, RunQueueWait, TimingMiss};
 pub use transcript::{Direction, Entry, Outcome, Transcript, Verdict, Violation, What};
 
 use engine::{AppState, Shared, State};
@@ -231,6 +231,20 @@ impl AppSink {
                 );
             }
         }
+    }
+
+    /// The client runs as process `pid`: the time it waits for a CPU counts as
+    /// lateness in every timing judgment ([`RunQueueWait`]; Linux only, elsewhere
+    /// this does nothing). [`Mock::spawn_adapter`] does this for the adapter it spawns.
+    pub fn watch_process(&self, pid: u32) {
+        let wait = RunQueueWait::start(pid);
+        if wait.is_none() {
+            self.shared.note(
+                0,
+                format!("cannot read the scheduler statistics of process {pid}"),
+            );
+        }
+        self.shared.lock().app.run_wait = wait;
     }
 
     /// One stderr line (recorded, not judged).
@@ -452,6 +466,9 @@ impl Mock {
         })?;
         // The start-up runs from the spawn.
         self.shared.lock().app.started = Some(Instant::now());
+        if let Some(pid) = child.id() {
+            sink.watch_process(pid);
+        }
         self.shared
             .note(0, format!("spawned adapter {}", program.to_string_lossy()));
         let stdout = child.stdout.take();
@@ -794,6 +811,7 @@ impl Mock {
                 line_at: st.app.line_at.clone(),
                 exit: st.app.exit,
                 exit_at: st.app.exit_at,
+                run_wait: None,
                 killed_by_mock: st.app.killed_by_mock,
             };
             (conns, app, st.app.started.unwrap_or(sh.start))
