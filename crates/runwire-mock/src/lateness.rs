@@ -257,6 +257,24 @@ impl RunQueueWait {
         Some(Self { inner })
     }
 
+    /// A sampler that does not sample: it says the process waited `waited` during
+    /// `[at, at + span]` (tests of the judgments that use it).
+    #[cfg(test)]
+    pub(crate) fn fixed(at: Instant, span: Duration, waited: Duration) -> Self {
+        let inner = Arc::new(WaitInner {
+            pid: 0,
+            origin: at,
+            samples: Mutex::new(VecDeque::from([
+                (0, 0),
+                (
+                    u64::try_from(span.as_micros()).unwrap_or(u64::MAX),
+                    u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
+                ),
+            ])),
+        });
+        Self { inner }
+    }
+
     /// The process sampled.
     pub fn pid(&self) -> u32 {
         self.inner.pid

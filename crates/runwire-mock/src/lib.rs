@@ -1042,3 +1042,48 @@ impl Drop for Mock {
         self.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> Fixture {
+        Fixture::parse(
+            r#"{"id": "t", "title": "t", "requirements": ["RW-HEART-4"], "level": "must",
+            "runs": [{"run_id": "run-1", "length": 1}], "client": {"runs": [{"run_id": "run-1"}]},
+            "connections": [{"steps": []}]}"#,
+            "t.json",
+        )
+        .expect("fixture")
+    }
+
+    /// A 300 ms miss over an interval in which the client's process waited 400 ms for
+    /// a CPU is inconclusive; the same miss while it did not wait is a violation.
+    #[tokio::test]
+    async fn the_clients_run_queue_wait_counts_as_lateness() {
+        let mut outcomes = Vec::new();
+        for waited in [Duration::from_millis(400), Duration::ZERO] {
+            let mock = Mock::start(fixture(), MockOptions::default())
+                .await
+                .expect("start");
+            let from = Instant::now();
+            let to = from + Duration::from_millis(500);
+            mock.shared.lock().app.run_wait = Some(RunQueueWait::fixed(
+                from.into_std(),
+                Duration::from_millis(500),
+                waited,
+            ));
+            mock.shared.violate_timing(
+                Some(1),
+                "RW-HEART-4",
+                "pong",
+                "no pong within 100 ms: it came 300.0 ms late",
+                TimingMiss::new(Duration::from_millis(300), from, to),
+            );
+            let v = mock.shared.lock().violations[0].clone();
+            outcomes.push((v.inconclusive, v.lateness_ms.unwrap_or_default()));
+        }
+        assert!(outcomes[0].0 && outcomes[0].1 >= 400.0, "{outcomes:?}");
+        assert!(!outcomes[1].0, "{outcomes:?}");
+    }
+}
