@@ -200,21 +200,19 @@ impl Shared {
     /// came late by a measured margin; what does not come at all missed by the whole
     /// extension.
     pub(crate) fn extension(&self, from: Instant) -> Duration {
-        let (timers, adapter) = self.lateness(from, Instant::now());
-        self.dur(EXTENSION_MS)
-            .max((timers + adapter).saturating_mul(2))
+        let late = self.lateness(from, Instant::now()).total();
+        self.dur(EXTENSION_MS).max(late.saturating_mul(2))
     }
 
-    /// The lateness measured over `[from, to]`: how late the kit's own timers ran
-    /// (the probe), and how long the client's process waited for a CPU (zero for an
-    /// in-process client, or where the kernel does not say).
-    pub(crate) fn lateness(&self, from: Instant, to: Instant) -> (Duration, Duration) {
-        let timers = self.probe.max_between(from.into_std(), to.into_std());
+    /// The lateness measured over `[from, to]`.
+    pub(crate) fn lateness(&self, from: Instant, to: Instant) -> Lateness {
+        let (from, to) = (from.into_std(), to.into_std());
         let wait = self.lock().app.run_wait.clone();
-        let adapter = wait.map_or(Duration::ZERO, |w| {
-            w.between(from.into_std(), to.into_std())
-        });
-        (timers, adapter)
+        Lateness {
+            timers: self.probe.max_between(from, to),
+            kit_waited: self.probe.threads_waited(from, to),
+            client_waited: wait.map_or(Duration::ZERO, |w| w.between(from, to)),
+        }
     }
 
     pub(crate) fn note(&self, conn: u32, text: impl Into<String>) {
@@ -254,26 +252,12 @@ impl Shared {
         message: impl Into<String>,
         miss: TimingMiss,
     ) {
-        // The machine may have delayed both the kit (its timers ran late) and the
-        // client's process (it waited for a CPU): together, the most it added.
-        let (timers, adapter) = self.lateness(miss.from.into(), miss.to.into());
-        let late = timers + adapter;
+        let lateness = self.lateness(miss.from.into(), miss.to.into());
+        let late = lateness.total();
         let explained = miss.margin <= late;
         let margin_ms = ms(miss.margin);
         let lateness_ms = ms(late);
-        let measured = if adapter.is_zero() {
-            format!(
-                "the kit's timers ran up to {:.1} ms late meanwhile",
-                ms(timers)
-            )
-        } else {
-            format!(
-                "the kit's timers ran up to {:.1} ms late and the client's process waited \
-                 {:.1} ms for a CPU meanwhile",
-                ms(timers),
-                ms(adapter)
-            )
-        };
+        let measured = lateness.describe();
         let message = message.into();
         // The transcript line carries the numbers; the verdict keeps them in fields
         // (and `Verdict::render` prints them).
@@ -1034,6 +1018,47 @@ enum Waited<T> {
     Found(T),
     Closed,
     Timeout,
+}
+
+/// The lateness measured over an interval: what the machine may have added to a time
+/// the mock measured.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lateness {
+    /// The worst lateness of the kit's own timers (the probe).
+    pub(crate) timers: Duration,
+    /// How long the kit's runtime threads waited for a CPU.
+    pub(crate) kit_waited: Duration,
+    /// How long the client's process waited for a CPU (zero for an in-process client,
+    /// whose waits are the kit's, or where the kernel does not say).
+    pub(crate) client_waited: Duration,
+}
+
+impl Lateness {
+    /// The most the machine may have added: the kit may have noticed late, and both
+    /// the kit and the client may have been descheduled (an upper bound: a stall can
+    /// show in more than one of them).
+    pub(crate) fn total(self) -> Duration {
+        self.timers + self.kit_waited + self.client_waited
+    }
+
+    /// "the kit's timers ran up to 3.1 ms late, …": for messages.
+    fn describe(self) -> String {
+        let mut s = format!("the kit's timers ran up to {:.1} ms late", ms(self.timers));
+        if !self.kit_waited.is_zero() {
+            s.push_str(&format!(
+                ", its threads waited {:.1} ms for a CPU",
+                ms(self.kit_waited)
+            ));
+        }
+        if !self.client_waited.is_zero() {
+            s.push_str(&format!(
+                ", the client's process waited {:.1} ms for a CPU",
+                ms(self.client_waited)
+            ));
+        }
+        s.push_str(" meanwhile");
+        s
+    }
 }
 
 /// What a "within W" wait saw ([`Conn::wait_timed`]).

@@ -41,6 +41,19 @@ struct Sample {
     begin_us: u64,
     end_us: u64,
     late_us: u64,
+    /// The thread the probe woke up on and its cumulative run-queue wait in ns
+    /// (Linux; `None` elsewhere).
+    thread: Option<(u64, u64)>,
+}
+
+/// The calling thread's id and cumulative run-queue wait in ns: the time it was ready
+/// to run but waited for a CPU (Linux `/proc/thread-self/schedstat`).
+fn this_thread_wait() -> Option<(u64, u64)> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    let tid = link.file_name()?.to_str()?.parse().ok()?;
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let wait = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((tid, wait))
 }
 
 #[derive(Debug)]
@@ -137,6 +150,50 @@ impl Probe {
         )
     }
 
+    /// How long the threads this probe ran on (the runtime's workers) waited for a CPU
+    /// during `[from, to]` (either order), summed over the threads: a task is delayed
+    /// by every time its thread was descheduled, also by the short ones between two
+    /// samples that no single sample's lateness shows. Rounded outwards to the samples
+    /// around the interval; zero where the kernel does not say (not Linux).
+    pub fn threads_waited(&self, from: Instant, to: Instant) -> Duration {
+        use std::collections::BTreeMap;
+        let (a, b) = (self.us(from.min(to)), self.us(from.max(to)));
+        // Per thread: its reading at the first sample at or after the interval's end
+        // (else its last one), and at the last sample at or before its start (else
+        // its first one after the start).
+        let mut end: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut start: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut first_inside: BTreeMap<u64, u64> = BTreeMap::new();
+        let samples = self.inner.samples.lock().unwrap_or_else(|e| e.into_inner());
+        for s in samples.iter().rev() {
+            let Some((tid, wait)) = s.thread else {
+                continue;
+            };
+            if s.end_us >= b {
+                // Scanning backwards: the earliest such reading stays.
+                end.insert(tid, wait);
+                continue;
+            }
+            end.entry(tid).or_insert(wait);
+            if s.end_us > a {
+                first_inside.insert(tid, wait);
+                continue;
+            }
+            start.entry(tid).or_insert(wait);
+            if end.keys().all(|t| start.contains_key(t)) {
+                break;
+            }
+        }
+        let ns = end
+            .iter()
+            .map(|(tid, e)| {
+                let s = start.get(tid).or(first_inside.get(tid)).unwrap_or(e);
+                e.saturating_sub(*s)
+            })
+            .sum();
+        Duration::from_nanos(ns)
+    }
+
     /// Median, 99th percentile and worst lateness during `[from, to]`.
     pub fn summary(&self, from: Instant, to: Instant) -> LatenessSummary {
         let mut v = self.overlapping(from, to);
@@ -188,6 +245,7 @@ async fn measure(weak: Weak<Inner>) {
             begin_us,
             end_us,
             late_us,
+            thread: this_thread_wait(),
         });
         while s.front().is_some_and(|f| f.end_us + keep_us < end_us) {
             s.pop_front();
@@ -427,6 +485,46 @@ mod tests {
             "threads that outnumber the CPUs wait for them: {waited:?}"
         );
         assert_eq!(w.pid(), std::process::id());
+    }
+
+    /// The probe's threads competing with more busy threads than there are CPUs wait
+    /// on the run queue, and that wait is measured; an idle interval shows (almost)
+    /// none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_probes_threads_waiting_for_a_cpu_are_measured() {
+        if this_thread_wait().is_none() {
+            return; // no scheduler statistics here (not Linux)
+        }
+        let probe = Probe::start(Duration::from_millis(2));
+        let t0 = Instant::now();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let idle = probe.threads_waited(t0, Instant::now());
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let t1 = Instant::now();
+        let spinners: Vec<_> = (0..cpus * 4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let end = Instant::now() + Duration::from_millis(300);
+                    let mut x = 0u64;
+                    while Instant::now() < end {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    }
+                    x
+                })
+            })
+            .collect();
+        // Keep the probe waking up while the spinners run (not a synchronization).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for s in spinners {
+            let _ = s.join();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let busy = probe.threads_waited(t1, Instant::now());
+        assert!(
+            busy >= Duration::from_millis(5) && busy > idle,
+            "runtime threads that compete for the CPUs wait for them: idle {idle:?}, busy \
+             {busy:?}"
+        );
     }
 
     #[tokio::test]

@@ -202,17 +202,18 @@ async fn a_late_pong_while_the_runtime_was_stalled_is_inconclusive() {
 
 #[tokio::test]
 async fn the_same_late_pong_without_a_stall_fails() {
-    let r = harness::play(pong_fixture(5000), bugs(|b| b.pong_delay_ms = 300)).await;
+    let r = settled(pong_fixture(5000), bugs(|b| b.pong_delay_ms = 300)).await;
     assert_eq!(r.verdict.outcome, Outcome::Fail, "{}", show(&r));
     let v = of(&r, "pong");
     assert_eq!(v.len(), 1, "{}", show(&r));
     assert!(!v[0].inconclusive, "{v:?}");
-    // It came about 200 ms after the 100 ms allowed; the mock watched past the
-    // deadline and measured that.
+    // It came at least 200 ms after the 100 ms allowed; the mock watched past the
+    // deadline (250 ms at least) and measured how late.
     let margin = v[0].margin_ms.expect("margin");
-    assert!((150.0..260.0).contains(&margin), "{v:?}");
+    assert!(margin >= 190.0, "{v:?}");
     assert!(
-        v[0].message.contains("within 100 ms: it came"),
+        v[0].message
+            .contains("no pong for ping \"p\" within 100 ms: it came"),
         "{}",
         show(&r)
     );
@@ -223,7 +224,7 @@ async fn the_same_late_pong_without_a_stall_fails() {
 /// was stalled that is inconclusive; otherwise a failure.
 #[tokio::test]
 async fn an_exit_after_the_deadline_fails_unless_the_machine_stalled() {
-    let late = harness::play(pong_fixture(600), bugs(|b| b.exit_delay_ms = 750)).await;
+    let late = settled(pong_fixture(600), bugs(|b| b.exit_delay_ms = 750)).await;
     assert_eq!(late.verdict.outcome, Outcome::Fail, "{}", show(&late));
     let v = of(&late, "deadline");
     assert_eq!(v.len(), 1, "{}", show(&late));
@@ -254,7 +255,7 @@ async fn an_exit_after_the_deadline_fails_unless_the_machine_stalled() {
 #[tokio::test]
 async fn a_client_that_never_exits_misses_by_the_extension() {
     // Far longer than the deadline and its extension: the mock ends the client.
-    let r = harness::play(pong_fixture(300), bugs(|b| b.exit_delay_ms = 60_000)).await;
+    let r = settled(pong_fixture(300), bugs(|b| b.exit_delay_ms = 60_000)).await;
     assert_eq!(r.verdict.outcome, Outcome::Fail, "{}", show(&r));
     let v = of(&r, "exit");
     assert_eq!(v.len(), 1, "{}", show(&r));

@@ -25,8 +25,6 @@ fn wire_text(t: &Transcript) -> String {
             "reconnect delay ",
             "first connection ",
             "connect overhead ",
-            "missed by ",
-            "ran up to ",
             "ran late by ",
             " ms (median), ",
             " ms (99th percentile), ",
@@ -34,6 +32,17 @@ fn wire_text(t: &Transcript) -> String {
             "it came ",
         ] {
             line = redact_after(&line, marker, |c| c.is_ascii_digit() || c == '.', "D");
+        }
+        // The measured part of a timing violation says which lateness sources were
+        // nonzero: redact it whole.
+        if let Some(i) = line.find(" (missed by ")
+            && let Some(j) = line[i..].find(')')
+        {
+            line = format!(
+                "{} (missed by D; lateness D){}",
+                &line[..i],
+                &line[i + j + 1..]
+            );
         }
         out.push_str(&line);
         out.push('\n');
