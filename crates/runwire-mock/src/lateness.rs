@@ -18,6 +18,14 @@
 //! reference server), so it sees both the operating system descheduling the process
 //! and the runtime's workers being busy with other tasks. It costs about 200 wake-ups
 //! a second.
+//!
+//! A single sample only shows a stall that covers its wake-up; a task is delayed by
+//! every preemption of its thread, also the short ones between two samples. So at
+//! each wake-up the probe also reads how long its thread has waited for a CPU (Linux
+//! scheduler statistics), and [`Probe::threads_waited`] sums that over an interval.
+//! A client adapter is another process, descheduled on its own account:
+//! [`RunQueueWait`] measures its threads' CPU wait the same way. A timing judgment
+//! adds the three up (the mock's `Shared::violate_timing`).
 
 use std::{
     collections::VecDeque,
