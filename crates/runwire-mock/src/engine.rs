@@ -44,12 +44,21 @@ use tokio_tungstenite::{
 use crate::{
     fixture::{Accept, Connection, EventsStep, Fixture, Step},
     generate::Logs,
-    lateness::{Probe, TimingMiss},
+    lateness::{Probe, RunQueueWait, TimingMiss},
     reqs,
     transcript::{Direction, Entry, Violation, What},
 };
 
 type Sink = SplitSink<WebSocketStream<TcpStream>, Message>;
+
+/// How long (unscaled ms) a "within W" judgment keeps watching after its deadline at
+/// least; see [`Shared::extension`].
+pub(crate) const EXTENSION_MS: u64 = 250;
+
+/// A duration in fractional milliseconds (for messages).
+pub(crate) fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
 
 /// What the mock knows about one connection, shared between its tasks.
 #[derive(Debug, Default)]
@@ -58,10 +67,14 @@ pub(crate) struct ConnState {
     pub(crate) msgs: Vec<(Instant, ClientMessage)>,
     /// The hello, when it arrived.
     pub(crate) hello: Option<Hello>,
+    /// When the hello arrived.
+    pub(crate) hello_at: Option<Instant>,
     /// The bearer token of the upgrade request's `Authorization` header.
     pub(crate) header_token: Option<String>,
     /// The first request per run on this connection: (after_seq, epoch).
     pub(crate) requested: BTreeMap<String, (Option<u64>, Option<String>)>,
+    /// When the first request per run arrived.
+    pub(crate) requested_at: BTreeMap<String, Instant>,
     /// The latest request per run on this connection.
     pub(crate) latest: BTreeMap<String, (Option<u64>, Option<String>)>,
     /// When the client ended the connection, and its close code (None: TCP close
@@ -85,9 +98,9 @@ pub(crate) struct ConnRecord {
     pub(crate) accepted: Instant,
     pub(crate) ended: Option<Instant>,
     pub(crate) script_done: bool,
+    /// When the script was played to its end.
+    pub(crate) done_at: Option<Instant>,
     pub(crate) step: Option<usize>,
-    pub(crate) delay_ms: Option<f64>,
-    pub(crate) ceiling_ms: Option<f64>,
     pub(crate) state: Arc<StdMutex<ConnState>>,
     pub(crate) scripted: bool,
 }
@@ -96,9 +109,18 @@ pub(crate) struct ConnRecord {
 #[derive(Debug, Default)]
 pub(crate) struct AppState {
     pub(crate) attached: bool,
+    /// When the client was started (spawned or attached); its start-up runs from here
+    /// to the first accept.
+    pub(crate) started: Option<Instant>,
     pub(crate) lines: Vec<Value>,
+    /// When each of `lines` reached the mock.
+    pub(crate) line_at: Vec<Instant>,
     /// `Some(code)` once the client ended (`code` None: killed by a signal).
     pub(crate) exit: Option<Option<i32>>,
+    /// When the client ended.
+    pub(crate) exit_at: Option<Instant>,
+    /// The run-queue wait of the client's process, when it runs as one.
+    pub(crate) run_wait: Option<RunQueueWait>,
     pub(crate) killed_by_mock: bool,
 }
 
@@ -172,6 +194,27 @@ impl Shared {
         self.lock().entries.push(entry);
     }
 
+    /// How long a "within W" judgment keeps watching after its deadline passed: 250 ms
+    /// × the time scale, or twice the worst lateness measured since `from` (the start
+    /// of the judged interval), whichever is longer. What comes during the extension
+    /// came late by a measured margin; what does not come at all missed by the whole
+    /// extension.
+    pub(crate) fn extension(&self, from: Instant) -> Duration {
+        let late = self.lateness(from, Instant::now()).total();
+        self.dur(EXTENSION_MS).max(late.saturating_mul(2))
+    }
+
+    /// The lateness measured over `[from, to]`.
+    pub(crate) fn lateness(&self, from: Instant, to: Instant) -> Lateness {
+        let (from, to) = (from.into_std(), to.into_std());
+        let wait = self.lock().app.run_wait.clone();
+        Lateness {
+            timers: self.probe.max_between(from, to),
+            kit_waited: self.probe.threads_waited(from, to),
+            client_waited: wait.map_or(Duration::ZERO, |w| w.between(from, to)),
+        }
+    }
+
     pub(crate) fn note(&self, conn: u32, text: impl Into<String>) {
         self.record(conn, Direction::Mock, What::Note { text: text.into() });
     }
@@ -209,20 +252,24 @@ impl Shared {
         message: impl Into<String>,
         miss: TimingMiss,
     ) {
-        let (late, explained) = miss.judge(&self.probe);
-        let margin_ms = miss.margin.as_secs_f64() * 1000.0;
-        let lateness_ms = late.as_secs_f64() * 1000.0;
-        let mut message = message.into();
-        message.push_str(&format!(
-            " (missed by {margin_ms:.1} ms; the kit's timers ran up to {lateness_ms:.1} ms late meanwhile{})",
-            if explained { ": inconclusive" } else { "" }
-        ));
+        let lateness = self.lateness(miss.from.into(), miss.to.into());
+        let late = lateness.total();
+        let explained = miss.margin <= late;
+        let margin_ms = ms(miss.margin);
+        let lateness_ms = ms(late);
+        let measured = lateness.describe();
+        let message = message.into();
+        // The transcript line carries the numbers; the verdict keeps them in fields
+        // (and `Verdict::render` prints them).
         self.record(
             conn.unwrap_or(0),
             Direction::Mock,
             What::Violation {
                 requirement: requirement.to_owned(),
-                message: message.clone(),
+                message: format!(
+                    "{message} (missed by {margin_ms:.1} ms; {measured}{})",
+                    if explained { ": inconclusive" } else { "" }
+                ),
             },
         );
         let mut v = Violation::new(requirement, expectation, message, conn);
@@ -283,6 +330,18 @@ pub(crate) async fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
         let state = Arc::new(StdMutex::new(ConnState::default()));
         let now = Instant::now();
         let is_scripted = (k as usize) <= scripted;
+        if k == 1 {
+            let started = sh.lock().app.started.unwrap_or(sh.start);
+            sh.note(
+                1,
+                format!(
+                    "first connection {:.1} ms after the client started (start-up); the \
+                     fixture deadline of {} ms counts from here",
+                    ms(now.saturating_duration_since(started)),
+                    sh.wire_ms(sh.fixture.deadline_ms())
+                ),
+            );
+        }
         {
             let mut st = sh.lock();
             if !is_scripted {
@@ -292,9 +351,8 @@ pub(crate) async fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
                 accepted: now,
                 ended: None,
                 script_done: false,
+                done_at: None,
                 step: None,
-                delay_ms: None,
-                ceiling_ms: None,
                 state: state.clone(),
                 scripted: is_scripted,
             });
@@ -344,18 +402,23 @@ fn mark_done(sh: &Shared, k: u32) {
     let mut st = sh.lock();
     if let Some(c) = st.conns.get_mut((k - 1) as usize) {
         c.script_done = true;
+        c.done_at.get_or_insert_with(Instant::now);
         c.step = None;
     }
     drop(st);
     sh.bump();
 }
 
-async fn check_reconnect_delay(sh: &Shared, k: u32, script: &Connection) {
+/// Notes the observed reconnect delay of connection `k` (from the end of connection
+/// `k - 1` to this accept) in the transcript. Reconnect delays are judged when the
+/// fixture ends ([`crate::reconnect`]), when every `reconnecting` line the client
+/// printed has arrived.
+async fn note_reconnect_delay(sh: &Shared, k: u32) {
     if k < 2 {
         return;
     }
     // The previous connection's end may be processed a moment after this accept.
-    let grace = Instant::now() + sh.dur(100).max(Duration::from_millis(50));
+    let grace = Instant::now() + one_connection_grace(sh);
     let mut rx = sh.changed.subscribe();
     loop {
         rx.borrow_and_update();
@@ -376,76 +439,17 @@ async fn check_reconnect_delay(sh: &Shared, k: u32, script: &Connection) {
         let prev = st.conns.get((k - 2) as usize).and_then(|p| p.ended);
         (cur.accepted, prev)
     };
-    let delay = match prev_ended {
-        Some(e) => accepted.saturating_duration_since(e),
-        None => {
-            sh.violate(
-                Some(k),
-                reqs::ONE_CONNECTION,
-                "one_connection",
-                format!(
-                    "the client opened connection {k} while connection {} was still open",
-                    k - 1
-                ),
-            );
-            Duration::ZERO
-        }
-    };
-    let delay_ms = delay.as_secs_f64() * 1000.0;
-    let Some(d) = &script.reconnect_delay else {
-        sh.lock().conns[(k - 1) as usize].delay_ms = Some(delay_ms);
-        return;
-    };
-    let r = &sh.fixture.client.reconnect;
-    let ceiling = d
-        .backoff_attempt
-        .map(|n| defaults::backoff_ceiling_ms(n, r.base_ms, r.factor, r.cap_ms) as f64 * sh.scale);
-    {
-        let mut st = sh.lock();
-        let c = &mut st.conns[(k - 1) as usize];
-        c.delay_ms = Some(delay_ms);
-        c.ceiling_ms = ceiling;
+    if let Some(e) = prev_ended {
+        let delay = ms(accepted.saturating_duration_since(e));
+        sh.note(k, format!("reconnect delay {delay:.1} ms"));
     }
-    let tol = |bound: f64| 30.0 * sh.scale + bound * 0.1;
-    sh.note(k, format!("reconnect delay {delay_ms:.1} ms"));
-    if let (Some(c), Some(n)) = (ceiling, d.backoff_attempt)
-        && delay_ms > c + tol(c)
-    {
-        let req = d.requirement.as_deref().unwrap_or(reqs::BACKOFF);
-        sh.violate(
-            Some(k),
-            req,
-            "reconnect_delay",
-            format!(
-                "reconnect delay was {delay_ms:.0} ms; backoff attempt {n} allows 0..={c:.0} ms \
-                 (min(cap, base * factor^{n}) with full jitter)"
-            ),
-        );
-    }
-    if let Some(min) = d.min_ms {
-        let min = min as f64 * sh.scale;
-        if delay_ms + 2.0 < min {
-            let req = d.requirement.as_deref().unwrap_or(reqs::RETRY_AFTER);
-            sh.violate(
-                Some(k),
-                req,
-                "reconnect_delay",
-                format!("reconnect delay was {delay_ms:.0} ms; expected at least {min:.0} ms"),
-            );
-        }
-    }
-    if let Some(max) = d.max_ms {
-        let max = max as f64 * sh.scale;
-        if delay_ms > max + tol(max) {
-            let req = d.requirement.as_deref().unwrap_or(reqs::BACKOFF);
-            sh.violate(
-                Some(k),
-                req,
-                "reconnect_delay",
-                format!("reconnect delay was {delay_ms:.0} ms; expected at most {max:.0} ms"),
-            );
-        }
-    }
+}
+
+/// How long after accepting connection `k` the mock still takes the end of
+/// connection `k - 1` as having come first: the two are noticed by different tasks,
+/// in either order (`RW-RECONNECT-9`).
+pub(crate) fn one_connection_grace(sh: &Shared) -> Duration {
+    sh.dur(100).max(Duration::from_millis(50))
 }
 
 async fn run_connection(
@@ -457,7 +461,7 @@ async fn run_connection(
     scripted: bool,
 ) {
     if scripted {
-        check_reconnect_delay(&sh, k, &script).await;
+        note_reconnect_delay(&sh, k).await;
     }
     match &script.accept {
         Accept::Reset => {
@@ -560,12 +564,31 @@ async fn run_connection(
         }
         Ok(resp)
     };
-    let ws = match timeout(
-        sh.dur(2000).max(Duration::from_millis(200)),
-        tokio_tungstenite::accept_hdr_async(tcp, callback),
-    )
-    .await
-    {
+    // The upgrade must complete within 2 s × the time scale; like every deadline, the
+    // mock keeps watching for an extension before it gives the connection up (a client
+    // descheduled during its handshake is late, not broken).
+    let started = Instant::now();
+    let limit = sh.dur(2000).max(Duration::from_millis(200));
+    let mut handshake = std::pin::pin!(tokio_tungstenite::accept_hdr_async(tcp, callback));
+    let upgraded = match timeout(limit, &mut handshake).await {
+        Err(_) => {
+            let ext = sh.extension(started);
+            let r = timeout(ext, &mut handshake).await;
+            if r.is_ok() {
+                sh.note(
+                    k,
+                    format!(
+                        "the WebSocket handshake took {:.1} ms (limit {} ms)",
+                        ms(started.elapsed()),
+                        limit.as_millis()
+                    ),
+                );
+            }
+            r
+        }
+        done => done,
+    };
+    let ws = match upgraded {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             sh.note(k, format!("WebSocket handshake failed: {e}"));
@@ -674,6 +697,8 @@ async fn read_loop(
 ) {
     let mut first = true;
     while let Some(item) = stream.next().await {
+        // When the frame arrived: the time every judgment of it uses.
+        let at = Instant::now();
         let msg = match item {
             Ok(m) => m,
             Err(e) => {
@@ -685,10 +710,10 @@ async fn read_loop(
             Message::Text(t) => {
                 let text = t.as_str().to_owned();
                 sh.record(k, Direction::In, What::Text { text: text.clone() });
-                check_limits(&sh, k, &state, text.len());
+                check_limits(&sh, k, &state, text.len(), at);
                 match decode_client_message(text.as_bytes(), 1 << 20) {
                     Ok(m) => {
-                        on_message(&sh, k, &state, &sink, &stalled, &script, m, first).await;
+                        on_message(&sh, k, &state, &sink, &stalled, &script, m, first, at).await;
                     }
                     Err(e) => sh.violate(
                         Some(k),
@@ -729,7 +754,7 @@ async fn read_loop(
                     && st.closed.is_none()
                     && !st.mock_ended
                 {
-                    st.closed = Some((Instant::now(), code));
+                    st.closed = Some((at, code));
                 }
                 tx.send_modify(|v| *v += 1);
             }
@@ -763,36 +788,59 @@ async fn read_loop(
 /// `RW-LIMIT-5`: once `welcome` announced its limits, every client frame must fit
 /// `max_frame_bytes` and the client's messages must fit a token bucket of capacity and
 /// refill rate `max_messages_per_second` (the server's rule, `RW-LIMIT-4`).
-fn check_limits(sh: &Arc<Shared>, k: u32, state: &Arc<StdMutex<ConnState>>, len: usize) {
+///
+/// The bucket is a timing judgment: messages the client spaced correctly arrive
+/// bunched when this process was descheduled while they were on their way. A message
+/// that finds the bucket empty came `(1 - tokens) / rate` too early; that margin is
+/// judged against the lateness measured over the bucket's refill window (1 s).
+fn check_limits(
+    sh: &Arc<Shared>,
+    k: u32,
+    state: &Arc<StdMutex<ConnState>>,
+    len: usize,
+    at: Instant,
+) {
     let mut st = state
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some((max_frame, rate)) = st.limits else {
         return;
     };
-    let mut problems = Vec::new();
+    let mut too_big = None;
     if len as u64 > max_frame {
-        problems.push(format!(
+        too_big = Some(format!(
             "the client sent a {len}-byte frame; welcome announced max_frame_bytes {max_frame}"
         ));
     }
+    let mut too_early = None;
     if let Some((tokens, last)) = st.bucket {
-        let now = Instant::now();
         let cap = rate as f64;
-        let tokens = (tokens + now.duration_since(last).as_secs_f64() * cap).min(cap);
+        let tokens = (tokens + at.saturating_duration_since(last).as_secs_f64() * cap).min(cap);
         if tokens < 1.0 {
-            problems.push(format!(
-                "the client sent messages faster than the announced max_messages_per_second \
-                 {rate} allows (token bucket empty)"
-            ));
-            st.bucket = Some((tokens, now));
+            too_early = Some(Duration::from_secs_f64((1.0 - tokens) / cap.max(1.0)));
+            st.bucket = Some((tokens, at));
         } else {
-            st.bucket = Some((tokens - 1.0, now));
+            st.bucket = Some((tokens - 1.0, at));
         }
     }
     drop(st);
-    for p in problems {
+    if let Some(p) = too_big {
         sh.violate(Some(k), reqs::CLIENT_LIMITS, "limits", p);
+    }
+    if let Some(early) = too_early {
+        let from = at.checked_sub(Duration::from_secs(1)).unwrap_or(at);
+        sh.violate_timing(
+            Some(k),
+            reqs::CLIENT_LIMITS,
+            "limits",
+            format!(
+                "the client sent messages faster than the announced max_messages_per_second \
+                 {rate} allows (token bucket empty: this message came {:.1} ms before the \
+                 bucket held a token)",
+                ms(early)
+            ),
+            TimingMiss::new(early, from, at),
+        );
     }
 }
 
@@ -806,6 +854,7 @@ async fn on_message(
     script: &Connection,
     m: ClientMessage,
     first: bool,
+    at: Instant,
 ) {
     let is_hello = matches!(m, ClientMessage::Hello(_));
     if first && !is_hello {
@@ -867,6 +916,7 @@ async fn on_message(
                 } else {
                     st.requested
                         .insert(run.clone(), (s.after_seq, epoch.clone()));
+                    st.requested_at.insert(run.clone(), at);
                     true
                 }
             })
@@ -928,8 +978,9 @@ async fn on_message(
             && st.hello.is_none()
         {
             st.hello = Some(h.clone());
+            st.hello_at = Some(at);
         }
-        st.msgs.push((Instant::now(), m));
+        st.msgs.push((at, m));
     }
     if let Some(answer) = answer
         && !stalled.load(Ordering::SeqCst)
@@ -967,6 +1018,70 @@ enum Waited<T> {
     Found(T),
     Closed,
     Timeout,
+}
+
+/// The lateness measured over an interval: what the machine may have added to a time
+/// the mock measured.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lateness {
+    /// The worst lateness of the kit's own timers (the probe).
+    pub(crate) timers: Duration,
+    /// How long the kit's runtime threads waited for a CPU.
+    pub(crate) kit_waited: Duration,
+    /// How long the client's process waited for a CPU (zero for an in-process client,
+    /// whose waits are the kit's, or where the kernel does not say).
+    pub(crate) client_waited: Duration,
+}
+
+impl Lateness {
+    /// The most the machine may have added: the kit may have noticed late, and both
+    /// the kit and the client may have been descheduled (an upper bound: a stall can
+    /// show in more than one of them).
+    pub(crate) fn total(self) -> Duration {
+        self.timers + self.kit_waited + self.client_waited
+    }
+
+    /// "the kit's timers ran up to 3.1 ms late, …": for messages.
+    fn describe(self) -> String {
+        let mut s = format!("the kit's timers ran up to {:.1} ms late", ms(self.timers));
+        if !self.kit_waited.is_zero() {
+            s.push_str(&format!(
+                ", its threads waited {:.1} ms for a CPU",
+                ms(self.kit_waited)
+            ));
+        }
+        if !self.client_waited.is_zero() {
+            s.push_str(&format!(
+                ", the client's process waited {:.1} ms for a CPU",
+                ms(self.client_waited)
+            ));
+        }
+        s.push_str(" meanwhile");
+        s
+    }
+}
+
+/// What a "within W" wait saw ([`Conn::wait_timed`]).
+enum Timed<T> {
+    /// It happened in time.
+    InTime(T),
+    /// It happened at `at`, `by` after the deadline (during the extension).
+    Late { value: T, by: Duration, at: Instant },
+    /// The connection ended before the deadline without it.
+    Closed,
+    /// It did not happen by the deadline nor during the `watched` time after it (the
+    /// whole extension, or until the connection ended: `closed`).
+    Missing { watched: Duration, closed: bool },
+}
+
+impl<T> Timed<T> {
+    /// The value, in time or late.
+    fn value(self) -> Option<T> {
+        match self {
+            Self::InTime(v) | Self::Late { value: v, .. } => Some(v),
+            Self::Closed | Self::Missing { .. } => None,
+        }
+    }
 }
 
 impl Conn {
@@ -1010,6 +1125,94 @@ impl Conn {
                     };
                 }
             }
+        }
+    }
+
+    /// Waits for something that must happen by `deadline` (`f` returns it with the
+    /// time it happened). When the deadline passes without it, keeps watching for
+    /// [`Shared::extension`] measured from `from`, so that a late arrival is judged by
+    /// how late it came, and a missing one by the whole time watched.
+    async fn wait_timed<T>(
+        &mut self,
+        from: Instant,
+        deadline: Instant,
+        mut f: impl FnMut(&mut ConnState) -> Option<(T, Instant)>,
+    ) -> Timed<T> {
+        let (value, at) = match self.wait_for(deadline, &mut f).await {
+            Waited::Found(x) => x,
+            Waited::Closed => return Timed::Closed,
+            Waited::Timeout => {
+                let ext = self.sh.extension(from);
+                match self.wait_for(deadline + ext, &mut f).await {
+                    Waited::Found(x) => x,
+                    Waited::Closed => {
+                        let end = self
+                            .st()
+                            .closed
+                            .map_or_else(Instant::now, |c| c.0)
+                            .max(deadline);
+                        return Timed::Missing {
+                            watched: end.saturating_duration_since(deadline).min(ext),
+                            closed: true,
+                        };
+                    }
+                    Waited::Timeout => {
+                        return Timed::Missing {
+                            watched: ext,
+                            closed: false,
+                        };
+                    }
+                }
+            }
+        };
+        if at <= deadline {
+            Timed::InTime(value)
+        } else {
+            Timed::Late {
+                value,
+                by: at.saturating_duration_since(deadline),
+                at,
+            }
+        }
+    }
+
+    /// Records the violation of a "within W" judgment that came late or not at all:
+    /// `what` names what was expected ("no pong for ping \"p-1\" within 300 ms").
+    fn violate_within<T>(
+        &self,
+        requirement: &str,
+        expectation: &str,
+        what: &str,
+        timed: &Timed<T>,
+        from: Instant,
+    ) {
+        let now = Instant::now();
+        match timed {
+            Timed::Late { by, at, .. } => self.sh.violate_timing(
+                Some(self.k),
+                requirement,
+                expectation,
+                format!("{what}: it came {:.1} ms late", ms(*by)),
+                TimingMiss::new(*by, from, *at),
+            ),
+            Timed::Missing { watched, closed } => self.sh.violate_timing(
+                Some(self.k),
+                requirement,
+                expectation,
+                if *closed {
+                    format!(
+                        "{what}, nor in the {:.0} ms after that before the connection ended",
+                        ms(*watched)
+                    )
+                } else {
+                    format!(
+                        "{what}, nor in the {:.0} ms watched after that",
+                        ms(*watched)
+                    )
+                },
+                TimingMiss::new(*watched, from, now),
+            ),
+            Timed::InTime(_) | Timed::Closed => {}
         }
     }
 
@@ -1076,11 +1279,24 @@ impl Conn {
         let k = self.k;
         // Every connection begins with the client's hello.
         let within = sh.dur(script.hello.within_ms.unwrap_or(1000));
-        let deadline = Instant::now() + within;
-        let hello = self.wait_for(deadline, |st| st.hello.clone()).await;
-        let hello = match hello {
-            Waited::Found(h) => h,
-            Waited::Closed => {
+        let start = Instant::now();
+        let timed = self
+            .wait_timed(start, start + within, |st| {
+                Some((st.hello.clone()?, st.hello_at.unwrap_or_else(Instant::now)))
+            })
+            .await;
+        if scripted {
+            self.violate_within(
+                reqs::HELLO_FIRST,
+                "hello",
+                &format!("no hello within {} ms of the upgrade", within.as_millis()),
+                &timed,
+                start,
+            );
+        }
+        let hello = match timed {
+            Timed::InTime(h) | Timed::Late { value: h, .. } => h,
+            Timed::Closed => {
                 if scripted && !script.steps.is_empty() {
                     sh.violate(
                         Some(k),
@@ -1091,17 +1307,7 @@ impl Conn {
                 }
                 return;
             }
-            Waited::Timeout => {
-                if scripted {
-                    sh.violate(
-                        Some(k),
-                        reqs::HELLO_FIRST,
-                        "hello",
-                        format!("no hello within {} ms of the upgrade", within.as_millis()),
-                    );
-                }
-                return;
-            }
+            Timed::Missing { .. } => return,
         };
         if !scripted {
             return;
@@ -1160,35 +1366,40 @@ impl Conn {
         run: &str,
         within_ms: Option<u64>,
     ) -> Option<(Option<u64>, Option<String>)> {
-        let deadline = Instant::now() + self.sh.dur(within_ms.unwrap_or(1000));
+        let within = self.sh.dur(within_ms.unwrap_or(1000));
+        let start = Instant::now();
         let r = run.to_owned();
-        match self
-            .wait_for(deadline, |st| st.requested.get(&r).cloned())
-            .await
-        {
-            Waited::Found(v) => Some(v),
-            Waited::Closed => {
-                self.sh.violate(
-                    Some(self.k),
-                    reqs::SUBSCRIBE,
-                    "subscribe",
-                    format!("the connection ended before the client subscribed to run {run}"),
-                );
-                None
-            }
-            Waited::Timeout => {
-                self.sh.violate(
-                    Some(self.k),
-                    reqs::SUBSCRIBE,
-                    "subscribe",
-                    format!(
-                        "the client did not subscribe to run {run} within {} ms",
-                        self.sh.dur(within_ms.unwrap_or(1000)).as_millis()
-                    ),
-                );
-                None
-            }
+        let timed = self
+            .wait_timed(start, start + within, |st| {
+                let v = st.requested.get(&r).cloned()?;
+                Some((
+                    v,
+                    st.requested_at
+                        .get(&r)
+                        .copied()
+                        .unwrap_or_else(Instant::now),
+                ))
+            })
+            .await;
+        self.violate_within(
+            reqs::SUBSCRIBE,
+            "subscribe",
+            &format!(
+                "the client did not subscribe to run {run} within {} ms",
+                within.as_millis()
+            ),
+            &timed,
+            start,
+        );
+        if matches!(timed, Timed::Closed) {
+            self.sh.violate(
+                Some(self.k),
+                reqs::SUBSCRIBE,
+                "subscribe",
+                format!("the connection ended before the client subscribed to run {run}"),
+            );
         }
+        timed.value()
     }
 
     #[allow(clippy::too_many_lines)]
@@ -1508,8 +1719,8 @@ impl Conn {
                 };
                 let within = sh.dur(a.within_ms.unwrap_or(500));
                 let req = self.requirement(&a.requirement, reqs::PONG).to_owned();
-                let got = self
-                    .wait_for(since + within, |st| {
+                let timed = self
+                    .wait_timed(since, since + within, |st| {
                         let start = st.consumed_pong;
                         let found = st.msgs[start..]
                             .iter()
@@ -1518,16 +1729,20 @@ impl Conn {
                                 ClientMessage::Pong(p) => Some((start + i, *at, p.id.clone())),
                                 _ => None,
                             });
-                        if let Some((i, at, pid)) = found {
-                            st.consumed_pong = i + 1;
-                            Some((at, pid))
-                        } else {
-                            None
-                        }
+                        let (i, at, pid) = found?;
+                        st.consumed_pong = i + 1;
+                        Some((pid, at))
                     })
                     .await;
-                match got {
-                    Waited::Found((at, pid)) => {
+                self.violate_within(
+                    &req,
+                    "pong",
+                    &format!("no pong for ping {id:?} within {} ms", within.as_millis()),
+                    &timed,
+                    since,
+                );
+                match timed {
+                    Timed::InTime(pid) | Timed::Late { value: pid, .. } => {
                         if pid != id {
                             sh.violate(
                                 Some(k),
@@ -1535,59 +1750,55 @@ impl Conn {
                                 "pong",
                                 format!("the pong echoed id {pid:?}; the ping had id {id:?}"),
                             );
-                        } else if at.saturating_duration_since(since) > within {
-                            sh.violate(
-                                Some(k),
-                                &req,
-                                "pong",
-                                format!(
-                                    "the pong for ping {id:?} came after {} ms; expected within {} ms",
-                                    at.saturating_duration_since(since).as_millis(),
-                                    within.as_millis()
-                                ),
-                            );
                         }
                     }
-                    Waited::Closed => sh.violate(
+                    Timed::Closed => sh.violate(
                         Some(k),
                         &req,
                         "pong",
                         format!("the connection ended before a pong for ping {id:?}"),
                     ),
-                    Waited::Timeout => sh.violate(
-                        Some(k),
-                        &req,
-                        "pong",
-                        format!("no pong for ping {id:?} within {} ms", within.as_millis()),
-                    ),
+                    Timed::Missing { .. } => {}
                 }
             }
             Step::AwaitSubscribe(a) => {
                 let within = sh.dur(a.within_ms.unwrap_or(1000));
                 let req = self.requirement(&a.requirement, reqs::GAP).to_owned();
                 let run = a.run.clone();
-                let got = self
-                    .wait_for(Instant::now() + within, |st| {
-                        let start = st.consumed_sub;
+                let start = Instant::now();
+                let timed = self
+                    .wait_timed(start, start + within, |st| {
+                        let from = st.consumed_sub;
                         let found =
-                            st.msgs[start..]
+                            st.msgs[from..]
                                 .iter()
                                 .enumerate()
-                                .find_map(|(i, (_, m))| match m {
+                                .find_map(|(i, (at, m))| match m {
                                     ClientMessage::Subscribe(s) => s
                                         .subscriptions
                                         .iter()
                                         .find(|r| r.run_id.as_str() == run)
-                                        .map(|r| (start + i, r.clone())),
+                                        .map(|r| (from + i, r.clone(), *at)),
                                     _ => None,
                                 });
-                        let (i, r) = found?;
+                        let (i, r, at) = found?;
                         st.consumed_sub = i + 1;
-                        Some(r)
+                        Some((r, at))
                     })
                     .await;
-                match got {
-                    Waited::Found(r) => {
+                self.violate_within(
+                    &req,
+                    "resubscribe",
+                    &format!(
+                        "the client did not subscribe to run {} within {} ms",
+                        a.run,
+                        within.as_millis()
+                    ),
+                    &timed,
+                    start,
+                );
+                match timed {
+                    Timed::InTime(r) | Timed::Late { value: r, .. } => {
                         if let Some(want) = a.after_seq
                             && r.after_seq.unwrap_or(0) != want
                         {
@@ -1617,7 +1828,7 @@ impl Conn {
                             );
                         }
                     }
-                    Waited::Closed => sh.violate(
+                    Timed::Closed => sh.violate(
                         Some(k),
                         &req,
                         "resubscribe",
@@ -1626,16 +1837,7 @@ impl Conn {
                             a.run
                         ),
                     ),
-                    Waited::Timeout => sh.violate(
-                        Some(k),
-                        &req,
-                        "resubscribe",
-                        format!(
-                            "the client did not subscribe to run {} within {} ms",
-                            a.run,
-                            within.as_millis()
-                        ),
-                    ),
+                    Timed::Missing { .. } => {}
                 }
             }
             Step::AwaitMessage(a) => {
@@ -1644,26 +1846,29 @@ impl Conn {
                     .requirement(&a.requirement, sh.fixture.primary_requirement())
                     .to_owned();
                 let ty = a.message_type.clone();
-                let got = self
-                    .wait_for(Instant::now() + within, |st| {
-                        let start = st.consumed_type;
-                        let i = st.msgs[start..]
+                let start = Instant::now();
+                let timed = self
+                    .wait_timed(start, start + within, |st| {
+                        let from = st.consumed_type;
+                        let i = st.msgs[from..]
                             .iter()
                             .position(|(_, m)| m.message_type() == ty)?;
-                        st.consumed_type = start + i + 1;
-                        Some(())
+                        st.consumed_type = from + i + 1;
+                        Some(((), st.msgs[from + i].0))
                     })
                     .await;
-                if !matches!(got, Waited::Found(())) {
+                let what = format!(
+                    "no {} message from the client within {} ms",
+                    a.message_type,
+                    within.as_millis()
+                );
+                self.violate_within(&req, "await_message", &what, &timed, start);
+                if matches!(timed, Timed::Closed) {
                     sh.violate(
                         Some(k),
                         &req,
                         "await_message",
-                        format!(
-                            "no {} message from the client within {} ms",
-                            a.message_type,
-                            within.as_millis()
-                        ),
+                        format!("{what}: the connection ended first"),
                     );
                 }
             }
@@ -1673,37 +1878,46 @@ impl Conn {
                 let req = self
                     .requirement(&a.requirement, sh.fixture.primary_requirement())
                     .to_owned();
-                let got = self.wait_for(start + within, |st| st.closed).await;
-                let closed = match got {
-                    Waited::Found(c) => Some(c),
-                    Waited::Closed => self.st().closed,
-                    Waited::Timeout => None,
+                let timed = self
+                    .wait_timed(start, start + within, |st| st.closed.map(|c| (c, c.0)))
+                    .await;
+                let what = format!(
+                    "the client did not end the connection within {} ms",
+                    within.as_millis()
+                );
+                self.violate_within(&req, "client_close", &what, &timed, start);
+                let closed = match timed {
+                    Timed::InTime(c) | Timed::Late { value: c, .. } => Some(c),
+                    // The mock ended the connection itself: the client did not.
+                    Timed::Closed => {
+                        let c = self.st().closed;
+                        if c.is_none() {
+                            sh.violate(Some(k), &req, "client_close", what);
+                        }
+                        c
+                    }
+                    Timed::Missing { .. } => None,
                 };
                 match closed {
-                    None => sh.violate(
-                        Some(k),
-                        &req,
-                        "client_close",
-                        format!(
-                            "the client did not end the connection within {} ms",
-                            within.as_millis()
-                        ),
-                    ),
+                    None => {}
                     Some((at, code)) => {
                         if let Some(min) = a.min_ms {
                             let min = sh.dur(min);
                             let after = at.saturating_duration_since(start);
                             if after < min {
-                                sh.violate(
+                                // A lower bound: the client was early by `min - after`
+                                // (a step that began late shortens `after`).
+                                sh.violate_timing(
                                     Some(k),
                                     &req,
                                     "client_close",
                                     format!(
-                                        "the client ended the connection after {} ms; it must \
-                                         wait at least {} ms",
-                                        after.as_millis(),
+                                        "the client ended the connection after {:.1} ms; it \
+                                         must wait at least {} ms",
+                                        ms(after),
                                         min.as_millis()
                                     ),
+                                    TimingMiss::new(min - after, start, at),
                                 );
                             }
                         }
@@ -1736,7 +1950,7 @@ impl Conn {
                 let req = self
                     .requirement(&s.requirement, sh.fixture.primary_requirement())
                     .to_owned();
-                let offending: Vec<String> = self
+                let offending: Vec<(Instant, String)> = self
                     .st()
                     .msgs
                     .iter()
@@ -1749,18 +1963,36 @@ impl Conn {
                                 s.types.iter().any(|t| t == m.message_type())
                             }
                     })
-                    .map(|(_, m)| m.message_type().to_owned())
+                    .map(|(at, m)| (*at, m.message_type().to_owned()))
                     .collect();
-                if !offending.is_empty() {
-                    sh.violate(
+                // A message near either edge of the window may lie inside it only
+                // because of lateness: one sent before the window arrived late, or the
+                // window began late (the step started late, so it ends late too). The
+                // margin is how deep inside the window the deepest message arrived.
+                let deepest = offending
+                    .iter()
+                    .map(|(at, _)| {
+                        at.saturating_duration_since(start)
+                            .min(end.saturating_duration_since(*at))
+                    })
+                    .max();
+                if let Some(depth) = deepest {
+                    let shown: Vec<String> = offending
+                        .iter()
+                        .map(|(at, t)| {
+                            format!("{t} at {:.1} ms", ms(at.saturating_duration_since(start)))
+                        })
+                        .collect();
+                    sh.violate_timing(
                         Some(k),
                         &req,
                         "silence",
                         format!(
                             "expected no client messages for {} ms; got {}",
                             sh.wire_ms(s.ms),
-                            offending.join(", ")
+                            shown.join(", ")
                         ),
+                        TimingMiss::new(depth, start, end),
                     );
                 }
             }

@@ -298,23 +298,28 @@ pub enum Accept {
     Silent,
 }
 
-/// Bounds on a reconnect delay, measured from the moment the previous connection
-/// ended (the mock closed or dropped it, or the client closed it) to this attempt.
+/// Bounds on the reconnect delay before this connection. The delay the client
+/// announced (`delay_ms` of its `reconnecting` line, `docs/client-adapter.md`) must lie
+/// within them exactly, and the client must have waited what it announced; a client
+/// that announces nothing is judged on the time from the end of the previous
+/// connection to this attempt (see `docs/fixtures.md`, "Reconnect delays").
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DelayExpect {
     /// The delay must lie inside the full-jitter envelope of this (0-based) backoff
-    /// attempt: `0 ..= min(cap, base * factor^attempt)`, plus a tolerance.
+    /// attempt: `0 ..= min(cap, base * factor^attempt)`, computed from the scaled
+    /// reconnect parameters the adapter received.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_attempt: Option<u32>,
     /// The delay must be at least this (e.g. the `retry_after_ms` just sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_ms: Option<u64>,
-    /// The delay must be at most this (plus the tolerance).
+    /// The delay must be at most this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ms: Option<u64>,
     /// The requirement a violation names. Default: `RW-RECONNECT-1`, or
-    /// `RW-RECONNECT-5` for `min_ms`.
+    /// `RW-RECONNECT-2` for `min_ms` (and for a mismatch between the announced and the
+    /// observed wait when `min_ms` is the only bound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requirement: Option<String>,
 }

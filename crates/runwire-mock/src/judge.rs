@@ -84,16 +84,35 @@ pub(crate) fn ranges(seqs: &[u64]) -> String {
     out.join(", ")
 }
 
+/// One violation of the final judgment.
+pub(crate) struct Judged {
+    pub(crate) violation: Violation,
+    /// It judges something that did not happen (a line, an event, the exit): when the
+    /// fixture ended on its deadline, the client may merely not have got there yet.
+    pub(crate) absence: bool,
+}
+
 pub(crate) struct Judge<'a> {
     pub(crate) fixture: &'a Fixture,
     pub(crate) logs: &'a Logs,
-    pub(crate) out: Vec<Violation>,
+    pub(crate) out: Vec<Judged>,
 }
 
 impl Judge<'_> {
+    /// Something the client did wrong.
     fn violate(&mut self, requirement: &str, expectation: &str, message: String) {
-        self.out
-            .push(Violation::new(requirement, expectation, message, None));
+        self.out.push(Judged {
+            violation: Violation::new(requirement, expectation, message, None),
+            absence: false,
+        });
+    }
+
+    /// Something the client did not do (yet).
+    fn absent(&mut self, requirement: &str, expectation: &str, message: String) {
+        self.out.push(Judged {
+            violation: Violation::new(requirement, expectation, message, None),
+            absence: true,
+        });
     }
 
     fn first_epoch(&self, run: &str) -> String {
@@ -132,7 +151,12 @@ impl Judge<'_> {
                         ExitExpect::Unimplemented => "exit 89 (not implemented)",
                         ExitExpect::Running => "",
                     };
-                    self.violate(&primary, "exit", format!("expected {what}; {seen}"));
+                    let message = format!("expected {what}; {seen}");
+                    if killed {
+                        self.absent(&primary, "exit", message);
+                    } else {
+                        self.violate(&primary, "exit", message);
+                    }
                 }
             }
         }
@@ -171,7 +195,7 @@ impl Judge<'_> {
                         .requirement
                         .clone()
                         .unwrap_or_else(|| self.fixture.primary_requirement().to_owned());
-                    self.violate(
+                    self.absent(
                         &req,
                         "line",
                         format!(
@@ -218,7 +242,7 @@ impl Judge<'_> {
                 .rev()
                 .find(|l| l.get("run_id").and_then(Value::as_str) == Some(fe.run.as_str()))
             else {
-                self.violate(
+                self.absent(
                     &req,
                     "folded",
                     format!(
@@ -261,7 +285,8 @@ impl Judge<'_> {
                             diffs.push(format!("{k}: {} (expected {})", show(hv), show(wv)));
                         }
                     }
-                    self.violate(
+                    // A state behind the log may be one the client had not finished.
+                    self.absent(
                         &req,
                         "folded",
                         format!(
@@ -277,7 +302,7 @@ impl Judge<'_> {
             if let Some(c) = &fe.contains {
                 let c = Value::Object(c.clone());
                 if !contains(&have_raw, &c) {
-                    self.violate(
+                    self.absent(
                         &req,
                         "folded",
                         format!(
@@ -322,7 +347,7 @@ impl Judge<'_> {
                     .requirement
                     .clone()
                     .unwrap_or_else(|| self.fixture.primary_requirement().to_owned());
-                self.violate(
+                self.absent(
                     &req,
                     "error_line",
                     format!(
@@ -348,7 +373,7 @@ impl Judge<'_> {
             want.terminal = Some(true);
             match errors.last() {
                 Some(l) if Self::error_matches(&want, l) => {}
-                _ => self.violate(
+                _ => self.absent(
                     &req,
                     "terminal_error",
                     format!(
@@ -457,8 +482,8 @@ impl Judge<'_> {
             let before = self.out.len();
             self.judge_run(&d.run, &expected, &actual);
             if let Some(r) = &d.requirement {
-                for v in &mut self.out[before..] {
-                    v.requirement.clone_from(r);
+                for j in &mut self.out[before..] {
+                    j.violation.requirement.clone_from(r);
                 }
             }
         }
@@ -500,17 +525,18 @@ impl Judge<'_> {
                 .iter()
                 .filter_map(|s| s.0.as_ref().map(fmt_reset))
                 .collect();
-            self.violate(
-                reqs::RESET,
-                "delivered",
-                format!(
-                    "run {run}: expected {} reset(s) [{}]; the application saw {} [{}]",
-                    want.len(),
-                    want.join("; "),
-                    got.len(),
-                    got.join("; ")
-                ),
+            let message = format!(
+                "run {run}: expected {} reset(s) [{}]; the application saw {} [{}]",
+                want.len(),
+                want.join("; "),
+                got.len(),
+                got.join("; ")
             );
+            if segs.len() < expected.len() {
+                self.absent(reqs::RESET, "delivered", message);
+            } else {
+                self.violate(reqs::RESET, "delivered", message);
+            }
             // Compare the events as if there were no resets beyond the expected ones.
             if segs.len() > expected.len() {
                 let extra: Vec<_> = segs.drain(expected.len()..).flat_map(|s| s.1).collect();
@@ -526,7 +552,7 @@ impl Judge<'_> {
                     .map(|e| e.seq)
                     .collect();
                 if !required.is_empty() {
-                    self.violate(
+                    self.absent(
                         reqs::COMPLETE,
                         "delivered",
                         format!(
@@ -597,7 +623,7 @@ impl Judge<'_> {
                 .map(|e| e.seq)
                 .collect();
             if !missing.is_empty() {
-                self.violate(
+                self.absent(
                     reqs::COMPLETE,
                     "delivered",
                     format!(

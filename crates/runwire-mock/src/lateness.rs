@@ -18,6 +18,14 @@
 //! reference server), so it sees both the operating system descheduling the process
 //! and the runtime's workers being busy with other tasks. It costs about 200 wake-ups
 //! a second.
+//!
+//! A single sample only shows a stall that covers its wake-up; a task is delayed by
+//! every preemption of its thread, also the short ones between two samples. So at
+//! each wake-up the probe also reads how long its thread has waited for a CPU (Linux
+//! scheduler statistics), and [`Probe::threads_waited`] sums that over an interval.
+//! A client adapter is another process, descheduled on its own account:
+//! [`RunQueueWait`] measures its threads' CPU wait the same way. A timing judgment
+//! adds the three up (the mock's `Shared::violate_timing`).
 
 use std::{
     collections::VecDeque,
@@ -41,6 +49,19 @@ struct Sample {
     begin_us: u64,
     end_us: u64,
     late_us: u64,
+    /// The thread the probe woke up on and its cumulative run-queue wait in ns
+    /// (Linux; `None` elsewhere).
+    thread: Option<(u64, u64)>,
+}
+
+/// The calling thread's id and cumulative run-queue wait in ns: the time it was ready
+/// to run but waited for a CPU (Linux `/proc/thread-self/schedstat`).
+fn this_thread_wait() -> Option<(u64, u64)> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    let tid = link.file_name()?.to_str()?.parse().ok()?;
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let wait = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((tid, wait))
 }
 
 #[derive(Debug)]
@@ -137,6 +158,50 @@ impl Probe {
         )
     }
 
+    /// How long the threads this probe ran on (the runtime's workers) waited for a CPU
+    /// during `[from, to]` (either order), summed over the threads: a task is delayed
+    /// by every time its thread was descheduled, also by the short ones between two
+    /// samples that no single sample's lateness shows. Rounded outwards to the samples
+    /// around the interval; zero where the kernel does not say (not Linux).
+    pub fn threads_waited(&self, from: Instant, to: Instant) -> Duration {
+        use std::collections::BTreeMap;
+        let (a, b) = (self.us(from.min(to)), self.us(from.max(to)));
+        // Per thread: its reading at the first sample at or after the interval's end
+        // (else its last one), and at the last sample at or before its start (else
+        // its first one after the start).
+        let mut end: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut start: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut first_inside: BTreeMap<u64, u64> = BTreeMap::new();
+        let samples = self.inner.samples.lock().unwrap_or_else(|e| e.into_inner());
+        for s in samples.iter().rev() {
+            let Some((tid, wait)) = s.thread else {
+                continue;
+            };
+            if s.end_us >= b {
+                // Scanning backwards: the earliest such reading stays.
+                end.insert(tid, wait);
+                continue;
+            }
+            end.entry(tid).or_insert(wait);
+            if s.end_us > a {
+                first_inside.insert(tid, wait);
+                continue;
+            }
+            start.entry(tid).or_insert(wait);
+            if end.keys().all(|t| start.contains_key(t)) {
+                break;
+            }
+        }
+        let ns = end
+            .iter()
+            .map(|(tid, e)| {
+                let s = start.get(tid).or(first_inside.get(tid)).unwrap_or(e);
+                e.saturating_sub(*s)
+            })
+            .sum();
+        Duration::from_nanos(ns)
+    }
+
     /// Median, 99th percentile and worst lateness during `[from, to]`.
     pub fn summary(&self, from: Instant, to: Instant) -> LatenessSummary {
         let mut v = self.overlapping(from, to);
@@ -188,12 +253,147 @@ async fn measure(weak: Weak<Inner>) {
             begin_us,
             end_us,
             late_us,
+            thread: this_thread_wait(),
         });
         while s.front().is_some_and(|f| f.end_us + keep_us < end_us) {
             s.pop_front();
         }
         drop(s);
         inner.current_begin.store(0, Ordering::Release);
+    }
+}
+
+/// Measures how long another process (the client's adapter) waited for a CPU: the
+/// time its threads were ready to run but not running (Linux
+/// `/proc/PID/task/TID/schedstat`, second field), sampled every [`DEFAULT_PERIOD`].
+///
+/// The [`Probe`] sees how late this process runs; an adapter is another process, and
+/// on a loaded machine it is descheduled on its own account: a correct client's
+/// reconnect or pong comes late by the time it spent waiting for a CPU, which only
+/// the kernel knows. [`RunQueueWait::between`] is that time over an interval, added to
+/// the probe's lateness when a judgment involves the adapter. Cheap to clone; the
+/// sampling task stops when the process is gone or the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct RunQueueWait {
+    inner: Arc<WaitInner>,
+}
+
+#[derive(Debug)]
+struct WaitInner {
+    pid: u32,
+    origin: Instant,
+    /// (µs since `origin`, cumulative run-queue wait in ns since the first sample).
+    samples: Mutex<VecDeque<(u64, u64)>>,
+}
+
+/// Per thread of `pid`: its cumulative run-queue wait in ns (`None`: not readable,
+/// e.g. not Linux or the process is gone).
+fn read_waits(pid: u32) -> Option<Vec<(u64, u64)>> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Some(tid) = e.file_name().to_str().and_then(|t| t.parse::<u64>().ok()) else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(e.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(wait) = text.split_whitespace().nth(1).and_then(|w| w.parse().ok()) {
+            out.push((tid, wait));
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+impl RunQueueWait {
+    /// Starts sampling process `pid` on the current tokio runtime; `None` when its
+    /// scheduler statistics cannot be read (not Linux, or the process is gone).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (as `tokio::spawn` does).
+    pub fn start(pid: u32) -> Option<Self> {
+        let first = read_waits(pid)?;
+        let inner = Arc::new(WaitInner {
+            pid,
+            origin: Instant::now(),
+            samples: Mutex::new(VecDeque::from([(0, 0)])),
+        });
+        tokio::spawn(sample_waits(Arc::downgrade(&inner), first));
+        Some(Self { inner })
+    }
+
+    /// A sampler that does not sample: it says the process waited `waited` during
+    /// `[at, at + span]` (tests of the judgments that use it).
+    #[cfg(test)]
+    pub(crate) fn fixed(at: Instant, span: Duration, waited: Duration) -> Self {
+        let inner = Arc::new(WaitInner {
+            pid: 0,
+            origin: at,
+            samples: Mutex::new(VecDeque::from([
+                (0, 0),
+                (
+                    u64::try_from(span.as_micros()).unwrap_or(u64::MAX),
+                    u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
+                ),
+            ])),
+        });
+        Self { inner }
+    }
+
+    /// The process sampled.
+    pub fn pid(&self) -> u32 {
+        self.inner.pid
+    }
+
+    fn us(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.inner.origin).as_micros())
+            .unwrap_or(u64::MAX)
+    }
+
+    /// How long the process waited for a CPU during `[from, to]` (either order),
+    /// rounded outwards to the samples around the interval (at most one period more on
+    /// each side). Zero before the first sample.
+    pub fn between(&self, from: Instant, to: Instant) -> Duration {
+        let (a, b) = (self.us(from.min(to)), self.us(from.max(to)));
+        let s = self.inner.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let start = s
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= a)
+            .or(s.front())
+            .map_or(0, |x| x.1);
+        let end = s
+            .iter()
+            .find(|(t, _)| *t >= b)
+            .or(s.back())
+            .map_or(0, |x| x.1);
+        Duration::from_nanos(end.saturating_sub(start))
+    }
+}
+
+async fn sample_waits(weak: Weak<WaitInner>, first: Vec<(u64, u64)>) {
+    let mut last: std::collections::BTreeMap<u64, u64> = first.into_iter().collect();
+    let mut total: u64 = 0;
+    loop {
+        tokio::time::sleep(DEFAULT_PERIOD).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let Some(now) = read_waits(inner.pid) else {
+            return;
+        };
+        for (tid, wait) in now {
+            // A thread seen for the first time waited all of its count since it began,
+            // which is after the previous sample's threads were read.
+            let before = last.insert(tid, wait).unwrap_or(0);
+            total = total.saturating_add(wait.saturating_sub(before));
+        }
+        let t = u64::try_from(inner.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let keep_us = u64::try_from(KEEP.as_micros()).unwrap_or(u64::MAX);
+        let mut s = inner.samples.lock().unwrap_or_else(|e| e.into_inner());
+        s.push_back((t, total));
+        while s.len() > 2 && s.front().is_some_and(|f| f.0 + keep_us < t) {
+            s.pop_front();
+        }
     }
 }
 
@@ -260,6 +460,79 @@ mod tests {
         assert!(!big.judge(&probe).1);
         let s = probe.summary(t1, t2);
         assert!(s.samples > 0 && s.max_ms >= s.p50_ms);
+    }
+
+    /// A process that competes for the CPUs with more busy threads than there are
+    /// CPUs waits on the run queue, and that wait is measured.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_process_waiting_for_a_cpu_shows_as_run_queue_wait() {
+        let Some(w) = RunQueueWait::start(std::process::id()) else {
+            return; // no scheduler statistics here (not Linux)
+        };
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let t0 = Instant::now();
+        let spinners: Vec<_> = (0..cpus * 3)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let end = Instant::now() + Duration::from_millis(200);
+                    let mut x = 0u64;
+                    while Instant::now() < end {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    }
+                    x
+                })
+            })
+            .collect();
+        for s in spinners {
+            let _ = s.join();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let waited = w.between(t0, Instant::now());
+        assert!(
+            waited >= Duration::from_millis(50),
+            "threads that outnumber the CPUs wait for them: {waited:?}"
+        );
+        assert_eq!(w.pid(), std::process::id());
+    }
+
+    /// The probe's threads competing with more busy threads than there are CPUs wait
+    /// on the run queue, and that wait is measured; an idle interval shows (almost)
+    /// none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_probes_threads_waiting_for_a_cpu_are_measured() {
+        if this_thread_wait().is_none() {
+            return; // no scheduler statistics here (not Linux)
+        }
+        let probe = Probe::start(Duration::from_millis(2));
+        let t0 = Instant::now();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let idle = probe.threads_waited(t0, Instant::now());
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let t1 = Instant::now();
+        let spinners: Vec<_> = (0..cpus * 4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let end = Instant::now() + Duration::from_millis(300);
+                    let mut x = 0u64;
+                    while Instant::now() < end {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    }
+                    x
+                })
+            })
+            .collect();
+        // Keep the probe waking up while the spinners run (not a synchronization).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for s in spinners {
+            let _ = s.join();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let busy = probe.threads_waited(t1, Instant::now());
+        assert!(
+            busy >= Duration::from_millis(5) && busy > idle,
+            "runtime threads that compete for the CPUs wait for them: idle {idle:?}, busy \
+             {busy:?}"
+        );
     }
 
     #[tokio::test]

@@ -25,6 +25,7 @@ pub mod fixture;
 mod generate;
 mod judge;
 pub mod lateness;
+mod reconnect;
 pub mod reqs;
 mod transcript;
 mod validate;
@@ -40,7 +41,7 @@ use std::{
 
 pub use fixture::{Fixture, FixtureError, Level};
 pub use generate::{LogData, Logs, SUPPORTED_TYPES};
-pub use lateness::{Probe, TimingMiss};
+pub use lateness::{LatenessSummary, Probe, RunQueueWait, TimingMiss};
 pub use transcript::{Direction, Entry, Outcome, Transcript, Verdict, Violation, What};
 
 use engine::{AppState, Shared, State};
@@ -115,6 +116,11 @@ pub enum MockError {
     AlreadyAttached,
 }
 
+/// How long the mock waits for a client's first connection by default
+/// ([`MockOptions::wait_for_client`]): an adapter in an interpreted language on a
+/// loaded machine takes seconds to start.
+pub const DEFAULT_STARTUP_WAIT: Duration = Duration::from_secs(30);
+
 /// How to run a fixture.
 #[derive(Debug, Clone)]
 pub struct MockOptions {
@@ -127,8 +133,11 @@ pub struct MockOptions {
     pub seed: Option<u64>,
     /// Receives every transcript entry as it happens (for live printing).
     pub live: Option<mpsc::UnboundedSender<Entry>>,
-    /// When set, the fixture's deadline starts at the first connection, and the mock
-    /// waits up to this long for that connection (a client started by hand).
+    /// How long the mock waits for the client's first connection, from the moment
+    /// the adapter is spawned (or the in-process client attached, or the mock started
+    /// when neither happens): the client's start-up. `None`:
+    /// [`DEFAULT_STARTUP_WAIT`]. The fixture's deadline always counts from the first
+    /// connection, so a slow start-up never eats the fixture's timers.
     pub wait_for_client: Option<Duration>,
     /// The lateness probe that timing judgments consult ([`lateness`]); `None` starts
     /// one for this mock.
@@ -160,6 +169,16 @@ pub struct Report {
     /// How the application ended: `Some(Some(code))` exited, `Some(None)` killed by
     /// a signal, `None` no application attached (or it never reported its end).
     pub exit: Option<Option<i32>>,
+    /// The client's start-up: from spawning the adapter (attaching the in-process
+    /// client, or starting the mock) to the first accepted connection; `None` when no
+    /// connection came. The fixture's timers start at that connection.
+    pub startup: Option<Duration>,
+    /// The adapter's connect overhead: from its first `connecting` line reaching the
+    /// mock to the first accept; `None` when it printed no `connecting` line (or never
+    /// connected). Reconnect judgments use it as slack (`docs/fixtures.md`).
+    pub connect_overhead: Option<Duration>,
+    /// How late the kit's own timers ran over the whole run ([`lateness`]).
+    pub lateness: LatenessSummary,
 }
 
 /// Where an in-process client reports what it delivered, in the adapter contract's
@@ -173,6 +192,7 @@ pub struct AppSink {
 impl AppSink {
     /// One line the client printed.
     pub fn line(&self, line: Value) {
+        let at = Instant::now();
         self.shared.record(
             0,
             Direction::App,
@@ -180,7 +200,11 @@ impl AppSink {
                 line: line.to_string(),
             },
         );
-        self.shared.lock().app.lines.push(line);
+        {
+            let mut st = self.shared.lock();
+            st.app.lines.push(line);
+            st.app.line_at.push(at);
+        }
         self.shared.bump();
     }
 
@@ -209,6 +233,20 @@ impl AppSink {
         }
     }
 
+    /// The client runs as process `pid`: the time it waits for a CPU counts as
+    /// lateness in every timing judgment ([`RunQueueWait`]; Linux only, elsewhere
+    /// this does nothing). [`Mock::spawn_adapter`] does this for the adapter it spawns.
+    pub fn watch_process(&self, pid: u32) {
+        let wait = RunQueueWait::start(pid);
+        if wait.is_none() {
+            self.shared.note(
+                0,
+                format!("cannot read the scheduler statistics of process {pid}"),
+            );
+        }
+        self.shared.lock().app.run_wait = wait;
+    }
+
     /// One stderr line (recorded, not judged).
     pub fn stderr(&self, text: &str) {
         self.shared.record(
@@ -222,11 +260,17 @@ impl AppSink {
 
     /// The client ended with an exit code (None: killed by a signal).
     pub fn exit(&self, code: Option<i32>) {
+        self.exit_at(code, Instant::now());
+    }
+
+    /// The client ended at `at` (the moment its process was seen to end).
+    fn exit_at(&self, code: Option<i32>, at: Instant) {
         self.shared.record(0, Direction::App, What::Exit { code });
         {
             let mut st = self.shared.lock();
             if st.app.exit.is_none() {
                 st.app.exit = Some(code);
+                st.app.exit_at = Some(at);
             }
         }
         self.shared.bump();
@@ -391,6 +435,7 @@ impl Mock {
             return Err(MockError::AlreadyAttached);
         }
         st.app.attached = true;
+        st.app.started = Some(Instant::now());
         Ok(AppSink {
             shared: self.shared.clone(),
         })
@@ -419,6 +464,11 @@ impl Mock {
                 source,
             }
         })?;
+        // The start-up runs from the spawn.
+        self.shared.lock().app.started = Some(Instant::now());
+        if let Some(pid) = child.id() {
+            sink.watch_process(pid);
+        }
         self.shared
             .note(0, format!("spawned adapter {}", program.to_string_lossy()));
         let stdout = child.stdout.take();
@@ -459,9 +509,10 @@ impl Mock {
                     child.wait().await.ok()
                 }
             };
+            let ended = Instant::now();
             let _ = out_task.await;
             let _ = timeout(Duration::from_millis(500), err_task).await;
-            sink.exit(status.and_then(|s| s.code()));
+            sink.exit_at(status.and_then(|s| s.code()), ended);
             let _ = done_tx.send(());
         });
         self.kill = Some(kill_tx);
@@ -471,10 +522,19 @@ impl Mock {
 
     /// Waits until the fixture is over (every script played and the client gone, or
     /// the deadline), stops everything, and judges.
+    ///
+    /// The fixture's deadline counts from the first connection; before it, the mock
+    /// waits for the client's start-up ([`MockOptions::wait_for_client`]). When the
+    /// deadline passes with something still to come (a scripted connection, a script
+    /// step, the client's exit), the mock keeps watching for an extension (250 ms ×
+    /// the time scale, or twice the lateness measured so far): a fixture that ends
+    /// during it ended late by a measured margin, one that does not end missed by the
+    /// whole extension, and what is missing then is a timing judgment.
     pub async fn finish(mut self) -> Report {
         let sh = self.shared.clone();
         let f = &sh.fixture;
         let fixture_deadline = sh.dur(f.deadline_ms());
+        let startup_wait = sh.wait_for_client.unwrap_or(DEFAULT_STARTUP_WAIT);
         let quiet = sh.dur(f.expect.quiet_ms.unwrap_or(0));
         let expect_running = f.expect.exit == Some(ExitExpect::Running);
         let scripts = f.connections.len();
@@ -483,15 +543,20 @@ impl Mock {
         // When every script finished: the quiet period of a client that keeps running
         // counts from there.
         let mut done_since: Option<Instant> = None;
+        // The deadline passed with something pending: the extension being watched.
+        let mut overtime: Option<Overtime> = None;
         loop {
             rx.borrow_and_update();
             let now = Instant::now();
-            let deadline = match sh.wait_for_client {
-                None => sh.start + fixture_deadline,
-                Some(wait) => match sh.lock().conns.first() {
-                    Some(c) => c.accepted + fixture_deadline,
-                    None => sh.start + wait,
-                },
+            let (timers_from, deadline, connected) = {
+                let st = sh.lock();
+                match st.conns.first() {
+                    Some(c) => (c.accepted, c.accepted + fixture_deadline, true),
+                    None => {
+                        let started = st.app.started.unwrap_or(sh.start);
+                        (started, started + startup_wait, false)
+                    }
+                }
             };
             let wake: Option<Instant> = {
                 let st = sh.lock();
@@ -528,15 +593,62 @@ impl Mock {
                     None
                 }
             };
+            let mut until = wake.map_or(deadline, |w| w.min(deadline));
             if now >= deadline {
-                timed_out = true;
-                break;
+                if overtime.as_ref().is_some_and(|o| o.deadline != deadline) {
+                    // The first connection came during the start-up extension: the
+                    // fixture's own deadline now applies.
+                    overtime = None;
+                    continue;
+                }
+                let Some(pending) = self.pending() else {
+                    timed_out = true;
+                    break;
+                };
+                let o = overtime.get_or_insert_with(|| {
+                    let until = deadline + sh.extension(timers_from);
+                    sh.note(
+                        0,
+                        format!(
+                            "{} passed ({pending}); watching {:.0} ms more",
+                            if connected {
+                                "the fixture deadline"
+                            } else {
+                                "the client's start-up wait"
+                            },
+                            engine::ms(until.saturating_duration_since(deadline))
+                        ),
+                    );
+                    Overtime {
+                        deadline,
+                        until,
+                        from: timers_from,
+                    }
+                });
+                if now >= o.until {
+                    timed_out = true;
+                    break;
+                }
+                until = wake.map_or(o.until, |w| w.min(o.until));
             }
-            let until = wake.map_or(deadline, |w| w.min(deadline));
             tokio::select! {
                 _ = rx.changed() => {}
                 _ = sleep_until(until) => {}
             }
+        }
+        let end = Instant::now();
+        let mut deadline_miss = None;
+        match overtime {
+            Some(o) if timed_out => {
+                // Whatever is missing now missed the deadline by the whole extension.
+                deadline_miss = Some(TimingMiss::new(
+                    end.saturating_duration_since(o.deadline),
+                    o.from,
+                    end,
+                ));
+            }
+            _ if !timed_out => self.judge_over_in_time(fixture_deadline),
+            _ => {}
         }
         // Stop accepting, end the adapter, end every connection.
         let _ = sh.shutdown.send(true);
@@ -550,7 +662,86 @@ impl Mock {
         for t in tasks {
             t.abort();
         }
-        self.judge(timed_out)
+        self.judge(timed_out, deadline_miss, end)
+    }
+
+    /// A fixture that ended (not on its deadline): the last thing it waited for (a
+    /// scripted connection, the end of a script, the exit of a client expected to
+    /// exit) must have happened within the deadline from the first connection; if it
+    /// came later (the mock watched an extension, or the mock itself was stalled past
+    /// the deadline), the fixture was late by that margin.
+    fn judge_over_in_time(&self, fixture_deadline: Duration) {
+        let sh = &self.shared;
+        let f = &sh.fixture;
+        let (first, last, what) = {
+            let st = sh.lock();
+            let Some(first) = st.conns.first().map(|c| c.accepted) else {
+                return;
+            };
+            let mut last: Option<(Instant, String)> = None;
+            let mut later = |at: Option<Instant>, what: String| {
+                if let Some(at) = at
+                    && last.as_ref().is_none_or(|l| at > l.0)
+                {
+                    last = Some((at, what));
+                }
+            };
+            for (i, c) in st.conns.iter().enumerate().filter(|(_, c)| c.scripted) {
+                later(Some(c.accepted), format!("connection {} came", i + 1));
+                later(c.done_at, format!("connection {} played its script", i + 1));
+            }
+            if st.app.attached
+                && !st.app.killed_by_mock
+                && f.expect.exit.is_some_and(|e| e != ExitExpect::Running)
+            {
+                later(st.app.exit_at, "the client exited".into());
+            }
+            let Some((last, what)) = last else { return };
+            (first, last, what)
+        };
+        let deadline = first + fixture_deadline;
+        if last <= deadline {
+            return;
+        }
+        let late = last.saturating_duration_since(deadline);
+        sh.violate_timing(
+            None,
+            f.primary_requirement(),
+            "deadline",
+            format!(
+                "the fixture was not over by its deadline of {} ms after the first connection: \
+                 {what} {:.1} ms after it",
+                sh.wire_ms(f.deadline_ms()),
+                engine::ms(late)
+            ),
+            TimingMiss::new(late, first, last),
+        );
+    }
+
+    /// What the final judgment would find missing if the fixture ended now: a
+    /// scripted connection that has not come, a script not played to its end, or the
+    /// exit of a client expected to exit. `None` when nothing is.
+    fn pending(&self) -> Option<String> {
+        let sh = &self.shared;
+        let st = sh.lock();
+        let arrived = st.conns.iter().filter(|c| c.scripted).count();
+        if arrived < sh.fixture.connections.len() {
+            return Some(format!("connection {} had not come", arrived + 1));
+        }
+        if let Some(i) = st.conns.iter().position(|c| c.scripted && !c.script_done) {
+            return Some(format!("connection {} had not played its script", i + 1));
+        }
+        if st.app.attached
+            && st.app.exit.is_none()
+            && sh
+                .fixture
+                .expect
+                .exit
+                .is_some_and(|e| e != ExitExpect::Running)
+        {
+            return Some("the client had not exited".into());
+        }
+        None
     }
 
     fn stop(&mut self) {
@@ -564,11 +755,37 @@ impl Mock {
         }
     }
 
-    fn judge(&self, timed_out: bool) -> Report {
+    /// Records a violation found by the final judgment. `absence` marks a judgment of
+    /// something that did not happen (a connection, a script step, an exit, a line):
+    /// when the fixture ended on its deadline, that is a timing judgment, missed by
+    /// the extension watched after the deadline.
+    fn report(
+        &self,
+        deadline_miss: Option<TimingMiss>,
+        absence: bool,
+        conn: Option<u32>,
+        requirement: &str,
+        expectation: &str,
+        message: String,
+    ) {
+        match deadline_miss {
+            Some(miss) if absence => self.shared.violate_timing(
+                conn,
+                requirement,
+                expectation,
+                format!("{message} (the fixture deadline passed)"),
+                miss,
+            ),
+            _ => self.shared.violate(conn, requirement, expectation, message),
+        }
+    }
+
+    #[allow(clippy::too_many_lines)]
+    fn judge(&self, timed_out: bool, deadline_miss: Option<TimingMiss>, end: Instant) -> Report {
         let sh = &self.shared;
         let f = &sh.fixture;
         let primary = f.primary_requirement().to_owned();
-        let (conns, app, extra) = {
+        let (conns, app, started) = {
             let st = sh.lock();
             let conns: Vec<_> = st
                 .conns
@@ -578,21 +795,46 @@ impl Mock {
                         c.scripted,
                         c.script_done,
                         c.step,
-                        c.delay_ms,
-                        c.ceiling_ms,
+                        reconnect::ConnTimes {
+                            accepted: c.accepted,
+                            ended: c.ended,
+                            scripted: c.scripted,
+                        },
                         c.state.clone(),
                     )
                 })
                 .collect();
             let app = AppState {
                 attached: st.app.attached,
+                started: st.app.started,
                 lines: st.app.lines.clone(),
+                line_at: st.app.line_at.clone(),
                 exit: st.app.exit,
+                exit_at: st.app.exit_at,
+                run_wait: None,
                 killed_by_mock: st.app.killed_by_mock,
             };
-            (conns, app, st.extra_conns)
+            (conns, app, st.app.started.unwrap_or(sh.start))
         };
-        let _ = extra;
+        let first_accept = conns.first().map(|c| c.3.accepted);
+        let timed_lines: Vec<(Instant, Value)> = app
+            .line_at
+            .iter()
+            .copied()
+            .zip(app.lines.iter().cloned())
+            .collect();
+        let startup = first_accept.map(|a| a.saturating_duration_since(started));
+        let overhead = reconnect::connect_overhead(&timed_lines, first_accept);
+        if let Some(o) = overhead {
+            sh.note(
+                0,
+                format!(
+                    "connect overhead {:.1} ms (the client's first connecting line to the \
+                     first accept)",
+                    engine::ms(o)
+                ),
+            );
+        }
         // Scripted connections that never came, or did not finish.
         let arrived = conns.iter().filter(|c| c.0).count();
         for k in arrived..f.connections.len() {
@@ -602,12 +844,15 @@ impl Mock {
                 .as_ref()
                 .and_then(|d| d.requirement.clone())
                 .unwrap_or_else(|| primary.clone());
-            let why = if app.exit.is_some() && !app.killed_by_mock {
+            let exited_first = app.exit.is_some() && !app.killed_by_mock;
+            let why = if exited_first {
                 "the client exited first"
             } else {
                 "the fixture deadline passed"
             };
-            sh.violate(
+            self.report(
+                deadline_miss,
+                !exited_first,
                 Some(k as u32 + 1),
                 &req,
                 "connection",
@@ -627,7 +872,9 @@ impl Mock {
                     || "hello".to_owned(),
                     |s| format!("step {s} ({})", f.connections[i].steps[s].name()),
                 );
-                sh.violate(
+                self.report(
+                    deadline_miss,
+                    true,
                     Some(i as u32 + 1),
                     &primary,
                     "script",
@@ -644,7 +891,7 @@ impl Mock {
                 continue;
             }
             let st =
-                c.5.lock()
+                c.4.lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
             if st.hello.is_none() {
                 continue;
@@ -658,7 +905,9 @@ impl Mock {
                 .collect();
             drop(st);
             for run in missing {
-                sh.violate(
+                self.report(
+                    deadline_miss,
+                    true,
                     Some(i as u32 + 1),
                     reqs::SUBSCRIBE,
                     "subscribe",
@@ -666,33 +915,9 @@ impl Mock {
                 );
             }
         }
-        // Jitter.
-        if let Some(j) = &f.expect.jitter {
-            let samples: Vec<(f64, f64)> = j
-                .connections
-                .iter()
-                .filter_map(|&n| conns.get(n - 1))
-                .filter_map(|c| Some((c.3?, c.4?)))
-                .collect();
-            if samples.len() == j.connections.len()
-                && samples.iter().all(|(d, c)| *c > 0.0 && d / c >= 0.9)
-            {
-                let shown: Vec<String> = samples
-                    .iter()
-                    .map(|(d, c)| format!("{d:.0}/{c:.0} ms"))
-                    .collect();
-                sh.violate(
-                    None,
-                    j.requirement.as_deref().unwrap_or(reqs::BACKOFF),
-                    "jitter",
-                    format!(
-                        "reconnect delays all sit at the top of their backoff envelopes ({}): \
-                         no full jitter",
-                        shown.join(", ")
-                    ),
-                );
-            }
-        }
+        // Reconnect delays, one connection at a time, jitter.
+        let times: Vec<reconnect::ConnTimes> = conns.iter().map(|c| c.3).collect();
+        reconnect::judge(sh, &times, &timed_lines, overhead, end);
         let mut notes = Vec::new();
         if timed_out {
             notes.push(format!(
@@ -741,9 +966,25 @@ impl Mock {
                     .into(),
             );
         }
-        for v in judge.out {
-            sh.violate(None, &v.requirement, &v.expectation, v.message);
+        for j in judge.out {
+            self.report(
+                deadline_miss,
+                j.absence,
+                None,
+                &j.violation.requirement,
+                &j.violation.expectation,
+                j.violation.message,
+            );
         }
+        let lateness = sh.probe.summary(sh.start.into_std(), end.into_std());
+        sh.note(
+            0,
+            format!(
+                "the kit's timers ran late by {:.1} ms (median), {:.1} ms (99th percentile), \
+                 {:.1} ms (worst) during the run",
+                lateness.p50_ms, lateness.p99_ms, lateness.max_ms
+            ),
+        );
         let st = sh.lock();
         let violations = st.violations.clone();
         let mut all_notes = st.notes.clone();
@@ -779,12 +1020,70 @@ impl Mock {
             transcript,
             app_lines: app.lines,
             exit: app.exit,
+            startup,
+            connect_overhead: overhead,
+            lateness,
         }
     }
+}
+
+/// The fixture's deadline (or the start-up wait) passed with something pending.
+struct Overtime {
+    /// The deadline that passed.
+    deadline: Instant,
+    /// The end of the extension.
+    until: Instant,
+    /// When the timers that deadline belongs to started (the judged interval).
+    from: Instant,
 }
 
 impl Drop for Mock {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> Fixture {
+        Fixture::parse(
+            r#"{"id": "t", "title": "t", "requirements": ["RW-HEART-4"], "level": "must",
+            "runs": [{"run_id": "run-1", "length": 1}], "client": {"runs": [{"run_id": "run-1"}]},
+            "connections": [{"steps": []}]}"#,
+            "t.json",
+        )
+        .expect("fixture")
+    }
+
+    /// A 300 ms miss over an interval in which the client's process waited 400 ms for
+    /// a CPU is inconclusive; the same miss while it did not wait is a violation.
+    #[tokio::test]
+    async fn the_clients_run_queue_wait_counts_as_lateness() {
+        let mut outcomes = Vec::new();
+        for waited in [Duration::from_millis(400), Duration::ZERO] {
+            let mock = Mock::start(fixture(), MockOptions::default())
+                .await
+                .expect("start");
+            let from = Instant::now();
+            let to = from + Duration::from_millis(500);
+            mock.shared.lock().app.run_wait = Some(RunQueueWait::fixed(
+                from.into_std(),
+                Duration::from_millis(500),
+                waited,
+            ));
+            mock.shared.violate_timing(
+                Some(1),
+                "RW-HEART-4",
+                "pong",
+                "no pong within 100 ms: it came 300.0 ms late",
+                TimingMiss::new(Duration::from_millis(300), from, to),
+            );
+            let v = mock.shared.lock().violations[0].clone();
+            outcomes.push((v.inconclusive, v.lateness_ms.unwrap_or_default()));
+        }
+        assert!(outcomes[0].0 && outcomes[0].1 >= 400.0, "{outcomes:?}");
+        assert!(!outcomes[1].0, "{outcomes:?}");
     }
 }

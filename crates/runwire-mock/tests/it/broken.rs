@@ -248,14 +248,22 @@ async fn every_broken_client_fails_its_fixtures_naming_the_requirement() {
     let results: Vec<_> = stream::iter(cases())
         .map(|(bug, b, fixture, req)| async move {
             let report = harness::play(harness::load(fixture), b).await;
-            (bug, fixture, req, report)
+            (bug, b, fixture, req, report)
         })
         .buffer_unordered(4)
         .collect()
         .await;
     let mut wrong = Vec::new();
-    for (bug, fixture, req, report) in &results {
-        if report.verdict.passed() || !report.verdict.violates(req) {
+    for (bug, b, fixture, req, first) in results {
+        // A bug is caught conclusively: replayed alone while inconclusive, the run
+        // must fail with a violation of the requirement that is not inconclusive.
+        let report = harness::settle(harness::load(fixture), b, first).await;
+        let conclusive = report
+            .verdict
+            .violations
+            .iter()
+            .any(|v| v.requirement == req && !v.inconclusive);
+        if report.verdict.outcome != runwire_mock::Outcome::Fail || !conclusive {
             wrong.push(format!(
                 "bug {bug} on {fixture}: expected a violation of {req}; got\n{}\n{}",
                 report.verdict.render(),

@@ -84,6 +84,37 @@ pub(crate) struct Bugs {
     pub(crate) fold_duplicates: bool,
     /// Print no `folded` lines (a client whose adapter does not fold).
     pub(crate) no_folded_lines: bool,
+    /// Choose, announce and wait a backoff delay 1 ms above the envelope's ceiling.
+    pub(crate) announce_over_ceiling: bool,
+    /// Wait this much longer before reconnecting than the delay it announces.
+    pub(crate) reconnect_extra_ms: u64,
+    /// Announce a reconnect delay, then reconnect at once.
+    pub(crate) reconnect_at_once: bool,
+    /// Wait this long before answering a ping.
+    pub(crate) pong_delay_ms: u64,
+    /// Wait this long after closing before reporting its exit.
+    pub(crate) exit_delay_ms: u64,
+    /// Wait this long before its first connection (a slow start-up).
+    pub(crate) start_delay_ms: u64,
+    /// The waits above block the runtime thread (`std::thread::sleep`) instead of
+    /// awaiting: on a current-thread runtime the whole process stalls, mock included,
+    /// as when the machine deschedules it.
+    pub(crate) block_runtime: bool,
+}
+
+impl Bugs {
+    /// Waits `ms` milliseconds the way [`Bugs::block_runtime`] says (the behavior under
+    /// test, not synchronization).
+    async fn pause(&self, ms: u64) {
+        if ms == 0 {
+            return;
+        }
+        if self.block_runtime {
+            std::thread::sleep(Duration::from_millis(ms));
+        } else {
+            sleep(Duration::from_millis(ms)).await;
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -203,7 +234,9 @@ pub(crate) async fn run(env: Vec<(String, String)>, bugs: Bugs, app: AppSink) {
         app: app.clone(),
         runs,
     };
+    c.bugs.pause(c.bugs.start_delay_ms).await;
     let code = c.main().await;
+    c.bugs.pause(c.bugs.exit_delay_ms).await;
     app.exit(Some(code));
 }
 
@@ -291,7 +324,9 @@ impl Client {
                 retry_after.unwrap_or_else(|| self.rng.random_range(0..=self.cfg.base))
             } else {
                 let c = backoff_ceiling_ms(failures, self.cfg.base, self.cfg.factor, self.cfg.cap);
-                let d = if self.bugs.no_jitter {
+                let d = if self.bugs.announce_over_ceiling {
+                    c + 1
+                } else if self.bugs.no_jitter {
                     c
                 } else {
                     self.rng.random_range(0..=c)
@@ -301,7 +336,9 @@ impl Client {
             self.line(json!({
                 "kind": "state", "state": "reconnecting", "attempt": attempt + 1, "delay_ms": delay,
             }));
-            sleep(Duration::from_millis(delay)).await;
+            if !self.bugs.reconnect_at_once {
+                sleep(Duration::from_millis(delay + self.bugs.reconnect_extra_ms)).await;
+            }
         }
     }
 
@@ -580,6 +617,7 @@ impl Client {
                 }
                 "ping" if !self.bugs.no_pong => {
                     let id = m.get("id").cloned().unwrap_or(Value::Null);
+                    self.bugs.pause(self.bugs.pong_delay_ms).await;
                     self.take_token(&mut bucket).await;
                     Self::send(&mut ws, json!({"type": "pong", "id": id})).await;
                 }

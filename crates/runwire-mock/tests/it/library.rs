@@ -6,17 +6,23 @@ use runwire_mock::load_dir;
 use crate::{client::Bugs, harness};
 
 /// Plays every fixture of the library against the correct client, a few at a time.
+///
+/// A correct client never fails. Run four at a time on a busy test machine, a timing
+/// judgment may miss by less than the lateness measured meanwhile: such a run is
+/// inconclusive, and (as the conformance runner does) it is played again alone, where
+/// it must pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fixture_passes_with_the_correct_client() {
     let fixtures = load_dir(&harness::fixture_dir()).unwrap_or_else(|e| panic!("{e}"));
     assert!(fixtures.len() >= 40, "only {} fixtures", fixtures.len());
     let reports: Vec<_> = stream::iter(fixtures)
-        .map(|(_, f)| harness::play(f, Bugs::default()))
+        .map(|(_, f)| async move { (f.clone(), harness::play(f, Bugs::default()).await) })
         .buffer_unordered(4)
         .collect()
         .await;
     let mut failed = Vec::new();
-    for r in &reports {
+    for (f, first) in reports {
+        let r = harness::settle(f, Bugs::default(), first).await;
         if !r.verdict.passed() {
             failed.push(format!(
                 "{}\n{}",
@@ -38,25 +44,34 @@ async fn every_fixture_passes_with_the_correct_client() {
 #[tokio::test]
 async fn time_scale_widens_every_duration() {
     use runwire_mock::{Mock, MockOptions};
-    let fixture = harness::load("liveness-timeout");
-    let mock = Mock::start(
-        fixture,
-        MockOptions {
-            seed: Some(harness::SEED),
-            time_scale: 3.0,
-            ..MockOptions::default()
-        },
-    )
-    .await
-    .expect("start");
-    let env = mock.adapter_env();
-    let get = |k: &str| env.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
-    assert_eq!(get("RUNWIRE_LIVENESS_GRACE_MS").as_deref(), Some("240"));
-    assert_eq!(get("RUNWIRE_RECONNECT_BASE_MS").as_deref(), Some("60"));
-    assert_eq!(get("RUNWIRE_TIME_SCALE").as_deref(), Some("3"));
-    let app = mock.attach_app().expect("attach");
-    tokio::spawn(crate::client::run(env, Bugs::default(), app));
-    let report = mock.finish().await;
+    let mut report = None;
+    // Replayed while inconclusive (see `harness::settle`).
+    for _ in 0..4 {
+        let mock = Mock::start(
+            harness::load("liveness-timeout"),
+            MockOptions {
+                seed: Some(harness::SEED),
+                time_scale: 3.0,
+                ..MockOptions::default()
+            },
+        )
+        .await
+        .expect("start");
+        let env = mock.adapter_env();
+        let get = |k: &str| env.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
+        assert_eq!(get("RUNWIRE_LIVENESS_GRACE_MS").as_deref(), Some("240"));
+        assert_eq!(get("RUNWIRE_RECONNECT_BASE_MS").as_deref(), Some("60"));
+        assert_eq!(get("RUNWIRE_TIME_SCALE").as_deref(), Some("3"));
+        let app = mock.attach_app().expect("attach");
+        tokio::spawn(crate::client::run(env, Bugs::default(), app));
+        let r = mock.finish().await;
+        let settled = r.verdict.outcome != runwire_mock::Outcome::Inconclusive;
+        report = Some(r);
+        if settled {
+            break;
+        }
+    }
+    let report = report.expect("played");
     assert!(report.verdict.passed(), "{}", report.verdict.render());
     // The welcome announced the scaled heartbeat interval.
     let welcome = report

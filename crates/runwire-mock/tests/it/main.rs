@@ -7,4 +7,5 @@ mod engine;
 mod format;
 mod harness;
 mod library;
+mod timing;
 mod transcript;

@@ -19,13 +19,31 @@ fn wire_text(t: &Transcript) -> String {
             Some(i) if line.starts_with('[') => format!("[t]{}", &line[i + 1..]),
             _ => line,
         };
-        let line = redact_after(&line, "127.0.0.1:", |c| c.is_ascii_digit(), "PORT");
-        let line = redact_after(
-            &line,
+        let mut line = redact_after(&line, "127.0.0.1:", |c| c.is_ascii_digit(), "PORT");
+        // Measured times: delays, start-up, overheads, margins and lateness.
+        for marker in [
             "reconnect delay ",
-            |c| c.is_ascii_digit() || c == '.',
-            "D",
-        );
+            "first connection ",
+            "connect overhead ",
+            "ran late by ",
+            " ms (median), ",
+            " ms (99th percentile), ",
+            "nor in the ",
+            "it came ",
+        ] {
+            line = redact_after(&line, marker, |c| c.is_ascii_digit() || c == '.', "D");
+        }
+        // The measured part of a timing violation says which lateness sources were
+        // nonzero: redact it whole.
+        if let Some(i) = line.find(" (missed by ")
+            && let Some(j) = line[i..].find(')')
+        {
+            line = format!(
+                "{} (missed by D; lateness D){}",
+                &line[..i],
+                &line[i + j + 1..]
+            );
+        }
         out.push_str(&line);
         out.push('\n');
     }
@@ -75,7 +93,16 @@ async fn violation_transcript() {
     let r = harness::play(harness::load("ping-pong"), b).await;
     assert!(!r.verdict.passed());
     insta::assert_snapshot!(wire_text(&r.transcript));
-    insta::assert_snapshot!("violation_verdict", r.verdict.render());
+    let verdict =
+        ["missed by ", "meanwhile ", "nor in the "]
+            .iter()
+            .fold(r.verdict.render(), |v, m| {
+                v.lines()
+                    .map(|l| redact_after(l, m, |c| c.is_ascii_digit() || c == '.', "D"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+    insta::assert_snapshot!("violation_verdict", verdict);
 }
 
 /// The JSON form of an entry: field names and tags are part of the contract.
