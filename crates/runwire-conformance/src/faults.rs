@@ -828,7 +828,11 @@ fn renumber_retry(path: &str, body: &[u8], a: &mut crate::http::HttpAnswer, keys
                 .as_ref()
                 .is_some_and(|k| seen.contains_key(&(path.to_owned(), k.clone())));
             if let Some(q) = e.get("seq").and_then(Value::as_u64) {
-                let q = if retried > 0 && !stored { q + retried } else { q };
+                let q = if retried > 0 && !stored {
+                    q + retried
+                } else {
+                    q
+                };
                 e["seq"] = json!(q);
                 last = Some(last.map_or(q, |l: u64| l.max(q)));
                 if let Some(k) = key {
@@ -955,6 +959,10 @@ impl FaultyClient {
         let mut child = cmd
             .spawn()
             .map_err(|e| Error::Target(format!("cannot spawn the adapter: {e}")))?;
+        // The adapter's waits for a CPU count as lateness in the mock's judgments.
+        if let Some(pid) = child.id() {
+            sink.watch_process(pid);
+        }
         let fault = self.fault;
         let shared = Arc::clone(&self.proxy.shared);
         let out = child.stdout.take();

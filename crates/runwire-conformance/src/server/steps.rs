@@ -1167,7 +1167,9 @@ impl ServerWorld {
                     a.push(extra);
                 }
                 let body = serde_json::to_vec(&v).unwrap_or_default();
-                let a = self.http("POST", &path, self.token(), Some(body.clone())).await?;
+                let a = self
+                    .http("POST", &path, self.token(), Some(body.clone()))
+                    .await?;
                 if a.status != 200 {
                     return Err(StepFail::req(
                         "RW-INGEST-5",

@@ -105,27 +105,37 @@ async fn an_announced_delay_outside_the_envelope_fails_conclusively() {
     assert!(!v[0].inconclusive && v[0].margin_ms.is_none(), "{v:?}");
 }
 
-/// A client that announces one delay and waits much longer fails: the wait is judged
-/// against its own announcement.
+/// A client that announces one delay and waits much longer did not keep its word:
+/// it is judged on the observed delay, which lies 400 ms beyond its envelope.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_waits_longer_than_it_announced_fails() {
+async fn a_client_that_waits_longer_than_it_announced_is_judged_on_what_it_did() {
     let r = settled(reconnect_fixture(), bugs(|b| b.reconnect_extra_ms = 400)).await;
     assert_eq!(r.verdict.outcome, Outcome::Fail, "{}", show(&r));
     let v = of(&r, "reconnect_delay");
     assert_eq!(v.len(), 1, "{}", show(&r));
     assert!(
-        v[0].message.contains("it waited longer than it said"),
+        v[0].message.contains("backoff attempt 1 allows 0..=200 ms"),
         "{}",
         show(&r)
     );
     assert!(!v[0].inconclusive, "{v:?}");
     let margin = v[0].margin_ms.expect("a timing judgment");
-    assert!(margin > 300.0, "{v:?}");
+    assert!(margin > 150.0, "{v:?}");
+    assert!(
+        r.transcript
+            .to_text()
+            .contains("the announcement was not kept"),
+        "{}",
+        show(&r)
+    );
 }
 
-/// A client that announces a delay and reconnects at once fails.
+/// A client that announces a delay and reconnects at once broke its word, but a delay
+/// of 0 lies inside the full-jitter envelope: the spec judges what the client does, so
+/// it passes, with a note (a client that never backs off is caught by the jitter
+/// judgments over several reconnects).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_reconnects_at_once_after_announcing_a_delay_fails() {
+async fn a_client_that_reconnects_at_once_after_announcing_a_delay_is_judged_on_what_it_did() {
     let r = settled(
         reconnect_fixture(),
         bugs(|b| {
@@ -134,19 +144,14 @@ async fn a_client_that_reconnects_at_once_after_announcing_a_delay_fails() {
         }),
     )
     .await;
-    assert_eq!(r.verdict.outcome, Outcome::Fail, "{}", show(&r));
-    let v = of(&r, "reconnect_delay");
-    assert_eq!(v.len(), 1, "{}", show(&r));
+    assert_eq!(r.verdict.outcome, Outcome::Pass, "{}", show(&r));
     assert!(
-        v[0].message
-            .contains("announced a reconnect delay of 200 ms but connected")
-            && v[0]
-                .message
-                .contains("it did not wait the delay it announced"),
+        r.transcript
+            .to_text()
+            .contains("before the delay had passed"),
         "{}",
         show(&r)
     );
-    assert!(!v[0].inconclusive, "{v:?}");
 }
 
 /// A client that announces nothing is judged on the observed delay (end of the
