@@ -32,7 +32,7 @@ Feature: Authentication and per-run authorization
     When client "a" sends hello with token "rwc-bogus-secret-4712"
     Then client "a" receives error "unauthorized" and is closed with code 4003
 
-  @must @RW-AUTH-6 @RW-SUB-9 @RW-SEC-5
+  @must @RW-AUTH-6 @RW-SUB-9 @RW-SEC-5 @RW-SUB-2
   Scenario: a run the token does not allow fails alone
     Given the server gives the limited token only runs named "rwc-allowed-*"
     And the producer appends 2 events to run "allowed1"

@@ -32,7 +32,7 @@ Feature: Batching
     Then event 1 of run "A" reached client "a" at once
     And client "a" receives events 1 to 1 of run "A"
 
-  @must @RW-BATCH-2 @RW-BATCH-5
+  @must @RW-BATCH-2 @RW-BATCH-5 @RW-SUB-2
   Scenario: a long replay stays ordered whatever the batch boundaries
     Given the producer appends 900 events to run "A"
     And client "a" is connected

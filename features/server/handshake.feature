@@ -34,7 +34,7 @@ Feature: Connection handshake
     Then client "a" receives error "hello_timeout" and is closed with code 4108
     And client "a" was closed with reason "hello_timeout"
 
-  @must @RW-CONN-5 @RW-SUB-1
+  @must @RW-CONN-5 @RW-SUB-1 @RW-SUB-2
   Scenario: subscriptions in hello open right after welcome
     Given the producer appends 3 events to run "A"
     And client "a" connects
@@ -43,7 +43,7 @@ Feature: Connection handshake
     And client "a" receives subscribed for run "A" with after_seq 0 and head_seq 3
     And client "a" receives events 1 to 3 of run "A"
 
-  @must @RW-CONN-5 @RW-RESUME-1
+  @must @RW-CONN-5 @RW-RESUME-1 @RW-SUB-2
   Scenario: a cursor in hello resumes after it
     Given the producer appends 6 events to run "A"
     And client "a" connects

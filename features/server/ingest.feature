@@ -110,7 +110,7 @@ Feature: Producer ingest
     When the producer sends GET /v1/runs/${A}/events
     Then the answer has "events.0.time" equal to "2020-01-02T03:04:05.678Z"
 
-  @must @RW-INGEST-13 @RW-EVENT-10
+  @must @RW-INGEST-13 @RW-EVENT-10 @RW-SUB-2
   Scenario: the first append creates the run with an epoch that subscriptions report
     Given the producer appends 1 events to run "A"
     And client "a" is connected

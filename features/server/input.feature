@@ -91,7 +91,7 @@ Feature: Bad input
     When client "a" sends hello
     Then client "a" receives error "duplicate_hello" and is closed with code 4000
 
-  @must @RW-INPUT-10 @RW-COMPAT-1
+  @must @RW-INPUT-10 @RW-COMPAT-1 @RW-SUB-2
   Scenario: unknown members of known messages are ignored
     Given the producer appends 1 events to run "A"
     And client "a" connects

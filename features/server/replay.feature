@@ -3,7 +3,7 @@ Feature: Replay, resume and the hand-off to live events
   A late joiner gets the whole log, a returning client resumes from its cursor, and
   nothing falls between replay and live (spec section 8.2).
 
-  @must @RW-RESUME-1 @RW-RESUME-3 @RW-EVENT-1 @RW-EVENT-5 @RW-EVENT-7
+  @must @RW-RESUME-1 @RW-RESUME-3 @RW-EVENT-1 @RW-EVENT-5 @RW-EVENT-7 @RW-SUB-2
   Scenario: a late joiner receives the whole log
     Given the producer appends 20 events to run "A"
     And client "a" is connected
@@ -22,7 +22,7 @@ Feature: Replay, resume and the hand-off to live events
     And client "a" receives events 1 to 30 of run "A"
     And client "a" receives no event of run "A"
 
-  @must @RW-RESUME-1 @RW-RESUME-7
+  @must @RW-RESUME-1 @RW-RESUME-7 @RW-SUB-2
   Scenario: resume with zero events seen
     Given the producer appends 4 events to run "A"
     And client "a" is connected
@@ -30,7 +30,7 @@ Feature: Replay, resume and the hand-off to live events
     Then client "a" receives subscribed for run "A" with after_seq 0 and head_seq 4
     And client "a" receives events 1 to 4 of run "A"
 
-  @must @RW-RESUME-1 @RW-RESUME-7
+  @must @RW-RESUME-1 @RW-RESUME-7 @RW-SUB-2
   Scenario: resume from the middle of the log
     Given the producer appends 10 events to run "A"
     And client "a" is connected
@@ -38,7 +38,7 @@ Feature: Replay, resume and the hand-off to live events
     Then client "a" receives subscribed for run "A" with after_seq 7 and head_seq 10
     And client "a" receives events 8 to 10 of run "A"
 
-  @must @RW-RESUME-1 @RW-RESUME-7
+  @must @RW-RESUME-1 @RW-RESUME-7 @RW-SUB-2
   Scenario: resume at the head gets only live events
     Given the producer appends 5 events to run "A"
     And client "a" is connected
@@ -48,7 +48,7 @@ Feature: Replay, resume and the hand-off to live events
     When the producer appends 2 events to run "A"
     Then client "a" receives events 6 to 7 of run "A"
 
-  @must @RW-RESUME-1 @RW-CONN-10
+  @must @RW-RESUME-1 @RW-CONN-10 @RW-SUB-2
   Scenario: a client that reconnects resumes from its cursor without loss or repeat
     Given the producer appends 5 events to run "A"
     And client "a" is connected
@@ -61,7 +61,7 @@ Feature: Replay, resume and the hand-off to live events
     Then client "a" receives subscribed for run "A" with after_seq 5 and head_seq 10
     And client "a" receives events 6 to 10 of run "A"
 
-  @must @RW-RESUME-1
+  @must @RW-RESUME-1 @RW-SUB-2
   Scenario: resubscribing on the same connection continues from the cursor
     Given the producer appends 3 events to run "A"
     And client "a" is connected
@@ -75,7 +75,7 @@ Feature: Replay, resume and the hand-off to live events
     Then client "a" receives subscribed for run "A" with after_seq 3 and head_seq 6
     And client "a" receives events 4 to 6 of run "A"
 
-  @must @RW-EVENT-8 @RW-ORDER-2
+  @must @RW-EVENT-8 @RW-ORDER-2 @RW-SUB-2
   Scenario: replayed events equal live events and the history read
     Given client "a" is connected
     And client "a" subscribes to run "A"

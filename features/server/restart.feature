@@ -7,7 +7,7 @@ Feature: Restart and graceful shutdown
   Background:
     Given the server can be restarted
 
-  @must @serial @RW-SHUTDOWN-2 @RW-SHUTDOWN-3 @RW-INGEST-3 @RW-EVENT-10
+  @must @serial @RW-SHUTDOWN-2 @RW-SHUTDOWN-3 @RW-INGEST-3 @RW-EVENT-10 @RW-SUB-2
   Scenario: a client resumes across a server restart without loss
     Given the producer appends 5 events to run "A"
     And client "a" is connected
@@ -32,7 +32,7 @@ Feature: Restart and graceful shutdown
     And client "b" receives error "server_shutdown" and is closed with code 4200
     And the last error of client "b" has retryable true
 
-  @must @serial @RW-SHUTDOWN-3 @RW-RESUME-1
+  @must @serial @RW-SHUTDOWN-3 @RW-RESUME-1 @RW-SUB-2
   Scenario: a late joiner after a restart receives every acknowledged event
     Given the producer appends 30 events to run "A"
     When the server restarts

@@ -40,7 +40,7 @@ Feature: Slow consumers
     Then client "a" receives subscribed for run "A"
     And client "a" receives every event of run "A"
 
-  @must @RW-SLOW-2
+  @must @RW-SLOW-2 @RW-SUB-2
   Scenario: a long replay of large events does not trip the slow-consumer bound
     Given the producer appends 40 events of 50000 bytes to run "A"
     And client "a" is connected

@@ -19,7 +19,7 @@ Feature: Subscribing and unsubscribing
     Then client "a" receives subscribed for run "A" with after_seq 2 and head_seq 5
     And client "a" receives events 3 to 5 of run "A"
 
-  @must @RW-SUB-1
+  @must @RW-SUB-1 @RW-SUB-2
   Scenario: the entries of one subscribe are answered in order
     Given the producer appends 1 events to run "A"
     And the producer appends 2 events to run "B"
@@ -42,7 +42,7 @@ Feature: Subscribing and unsubscribing
     When the producer appends 2 events to run "A"
     Then client "a" receives events 3 to 4 of run "A"
 
-  @must @RW-SUB-7 @RW-SUB-9
+  @must @RW-SUB-7 @RW-SUB-9 @RW-SUB-2
   Scenario: a duplicate entry in one message fails alone
     Given the producer appends 1 events to run "A"
     And client "a" is connected
@@ -71,7 +71,7 @@ Feature: Subscribing and unsubscribing
     Then client "a" receives error "not_subscribed" for run "A"
     And client "a" stays connected
 
-  @must @RW-INPUT-11 @RW-SUB-4
+  @must @RW-INPUT-11 @RW-SUB-4 @RW-SUB-2 @RW-RESUME-7
   Scenario: unsubscribe then subscribe are answered in that order
     Given the producer appends 3 events to run "A"
     And client "a" is connected

@@ -51,7 +51,9 @@ pub enum ServerFault {
     /// Answers the server's pings itself, so a silent client is never closed
     /// (`RW-HEART-3`).
     IgnorePongTimeout,
-    /// Resumes one event late: `after_seq` + 1 (`RW-RESUME-1`).
+    /// Resumes one event late: `after_seq` + 1. The first thing a client sees is a
+    /// `subscribed` that does not echo its cursor (`RW-SUB-2`); the event after the
+    /// cursor never comes (`RW-RESUME-1`).
     WrongResumeCursor,
     /// Accepts any version: rewrites `hello.versions` to `["1.0"]` (`RW-VERSION-3`).
     NoUnsupportedVersion,
@@ -108,7 +110,7 @@ impl ServerFault {
             Self::DuplicateEvents => "RW-ORDER-2",
             Self::NeverPing => "RW-HEART-1",
             Self::IgnorePongTimeout => "RW-HEART-3",
-            Self::WrongResumeCursor => "RW-RESUME-1",
+            Self::WrongResumeCursor => "RW-SUB-2",
             Self::NoUnsupportedVersion => "RW-VERSION-3",
             Self::LeakUnauthorizedRuns => "RW-AUTH-6",
             Self::AcceptBeforeHello => "RW-INPUT-7",

@@ -16,6 +16,25 @@ pub use steps::step_patterns;
 
 use crate::runner::{World, WorldFactory};
 
+/// The requirements every frame is checked against as it arrives, whatever the
+/// scenario is about (`docs/server-guide.md`, "What is checked besides the steps"): a
+/// failure may name one of these although the scenario is not tagged with it.
+pub const WIRE_INVARIANTS: &[&str] = &[
+    "RW-CONV-1",
+    "RW-CONV-3",
+    "RW-COMPAT-5",
+    "RW-CONN-6",
+    "RW-ORDER-1",
+    "RW-ORDER-2",
+    "RW-SEC-5",
+    "RW-BATCH-2",
+    "RW-CLOSE-1",
+    "RW-CLOSE-4",
+    "RW-ERROR-1",
+    "RW-ERROR-3",
+    "RW-HEART-2",
+];
+
 /// Restarts the server under test (for `@restart` and shutdown scenarios).
 pub trait ServerControl: Send + Sync {
     /// Shuts the server down gracefully (`server_shutdown` to every client, store

@@ -1019,9 +1019,9 @@ impl ServerWorld {
                         ),
                     )),
                     None => Err(StepFail::req(
-                        "RW-INGEST-16",
+                        "RW-INGEST-17",
                         format!(
-                            "GET /v1/runs/{id}/events?after_seq=1 answered 200 without events although the head is {head}"
+                            "GET /v1/runs/{id}/events?after_seq=1 answered 200 without events although the head is {head}: events no longer retained must be answered 410 cursor_too_old"
                         ),
                     )),
                 }
@@ -1742,7 +1742,14 @@ impl ServerWorld {
                     .expect_control(&s(0), "subscribed", 3000)
                     .await
                     .map_err(|e| {
-                        StepFail::req("RW-SUB-1", format!("for run {id}: {}", e.message))
+                        // A reset where a replay was due breaks RW-RESUME-7; anything
+                        // else (an error, nothing) leaves the entry unanswered.
+                        let req = if e.message.contains("\"type\":\"reset\"") {
+                            "RW-RESUME-7"
+                        } else {
+                            "RW-SUB-1"
+                        };
+                        StepFail::req(req, format!("for run {id}: {}", e.message))
                     })?;
                 if v.get("run_id").and_then(Value::as_str) != Some(id.as_str()) {
                     return Err(StepFail::req(
@@ -1781,19 +1788,18 @@ impl ServerWorld {
             }
             K::RecvReset => {
                 let id = self.run_id(&s(1));
-                let v = self
-                    .expect_control(&s(0), "reset", 3000)
-                    .await
-                    .map_err(|e| {
-                        StepFail::req("RW-RESUME-5", format!("for run {id}: {}", e.message))
-                    })?;
-                let reason = v.get("reason").and_then(Value::as_str).unwrap_or("");
-                let as_of = v.pointer("/snapshot/as_of_seq").and_then(Value::as_u64);
+                // The requirement that asks for this reason (spec §8.3).
                 let want_req = match s(2).as_str() {
                     "epoch_mismatch" => "RW-RESUME-4",
                     "cursor_ahead" => "RW-RESUME-6",
                     _ => "RW-RESUME-5",
                 };
+                let v = self
+                    .expect_control(&s(0), "reset", 3000)
+                    .await
+                    .map_err(|e| StepFail::req(want_req, format!("for run {id}: {}", e.message)))?;
+                let reason = v.get("reason").and_then(Value::as_str).unwrap_or("");
+                let as_of = v.pointer("/snapshot/as_of_seq").and_then(Value::as_u64);
                 if v.get("run_id").and_then(Value::as_str) != Some(id.as_str()) || reason != s(2) {
                     return Err(StepFail::req(
                         want_req,

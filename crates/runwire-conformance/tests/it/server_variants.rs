@@ -15,13 +15,16 @@ async fn every_broken_server_is_caught_with_its_requirement() {
         .unwrap();
     let original = server.target();
     let mut missed = Vec::new();
+    let mut misnamed = Vec::new();
     assert!(ServerFault::ALL.len() >= 10);
-    for fault in ServerFault::ALL {
+    for (i, fault) in ServerFault::ALL.iter().enumerate() {
         let proxy = FaultyServer::start(&original, *fault).await.unwrap();
         let req = fault.requirement();
         // The scenarios that prove the requirement, and the area around it.
         let opts = ConformOptions {
-            seed: 77,
+            // A seed per fault: run names derive from it, and the faults share one
+            // server, so each fault's scenarios get runs of their own.
+            seed: 77 + i as u64,
             jobs: 8,
             tags: Some(TagFilter::parse(&format!("@{req} and not @serial")).unwrap()),
             ..ConformOptions::default()
@@ -39,6 +42,23 @@ async fn every_broken_server_is_caught_with_its_requirement() {
         let caught = report.results.iter().any(|r| {
             r.grade == Grade::Fail && r.message.as_deref().is_some_and(|m| m.contains(req))
         });
+        // Every failure names a requirement its scenario is tagged with, or one of the
+        // wire invariants checked in every scenario: a message that blames the wrong
+        // requirement sends an implementer to the wrong section of the spec.
+        for r in report.results.iter().filter(|r| r.grade == Grade::Fail) {
+            let named = r.violated.clone().unwrap_or_default();
+            for req in named.split(", ") {
+                if !(r.requirements.iter().any(|t| t == req)
+                    || runwire_conformance::server::WIRE_INVARIANTS.contains(&req))
+                {
+                    misnamed.push(format!(
+                        "{fault:?}: {} names {req}, which it is not tagged with: {}",
+                        r.id,
+                        r.message.as_deref().unwrap_or("")
+                    ));
+                }
+            }
+        }
         if !caught || report.passed {
             missed.push(format!(
                 "{fault:?} ({req}) was not caught: {:?}",
@@ -52,6 +72,7 @@ async fn every_broken_server_is_caught_with_its_requirement() {
     }
     server.stop().await;
     assert!(missed.is_empty(), "{}", missed.join("\n"));
+    assert!(misnamed.is_empty(), "{}", misnamed.join("\n"));
 }
 
 /// A server that answers a trimmed history read with 200 and the events it still has
