@@ -81,6 +81,9 @@ pub enum ServerFault {
     /// events by their index in the request (`head + index`), so the log shows a gap
     /// (`RW-EVENT-3`). The proxy rewrites the answer as such a server would give it.
     RetrySeqByIndex,
+    /// Batches a terminal status or a todo update like any event: it waits out the
+    /// announced batching window (`RW-BATCH-3`).
+    UrgentNotFlushed,
 }
 
 impl ServerFault {
@@ -101,6 +104,7 @@ impl ServerFault {
         Self::TrimmedHistoryAsGap,
         Self::SnapshotLogWindowShort,
         Self::RetrySeqByIndex,
+        Self::UrgentNotFlushed,
     ];
 
     /// The requirement the suites must name when they catch it.
@@ -121,6 +125,7 @@ impl ServerFault {
             Self::TrimmedHistoryAsGap => "RW-INGEST-17",
             Self::SnapshotLogWindowShort => "RW-SNAP-2",
             Self::RetrySeqByIndex => "RW-EVENT-3",
+            Self::UrgentNotFlushed => "RW-BATCH-3",
         }
     }
 }
@@ -198,7 +203,7 @@ enum From {
 }
 
 /// What the proxy does to frames.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
     Server(ServerFault),
     Client(ClientFault),
@@ -210,6 +215,8 @@ struct ConnState {
     conn: u32,
     hello_seen: bool,
     offered: Vec<String>,
+    /// The batching window the server announced in `welcome`.
+    batch_window_ms: u64,
 }
 
 /// Shared state of one proxy.
@@ -218,6 +225,41 @@ struct Shared {
     /// The client saw a frame of an unknown type (for [`ClientFault::CrashOnUnknownType`]).
     unknown_seen: bool,
     full_token: Option<String>,
+}
+
+/// [`ServerFault::UrgentNotFlushed`]: how long to hold a server frame that carries a
+/// terminal status or a todo update (the announced window); records the window from
+/// `welcome`.
+fn urgent_hold(fault: Fault, st: &Mutex<ConnState>, m: &Message) -> Option<std::time::Duration> {
+    if fault != Fault::Server(ServerFault::UrgentNotFlushed) {
+        return None;
+    }
+    let Message::Text(t) = m else { return None };
+    let v: Value = serde_json::from_str(t.as_str()).ok()?;
+    let mut g = st.lock().ok()?;
+    if v.get("type").and_then(Value::as_str) == Some("welcome") {
+        g.batch_window_ms = v
+            .get("batch_window_ms")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        return None;
+    }
+    let events: Vec<&Value> = match v.get("type").and_then(Value::as_str) {
+        Some("event") => v.get("event").into_iter().collect(),
+        Some("batch") => v
+            .get("events")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default(),
+        _ => return None,
+    };
+    let urgent = events.iter().any(|e| {
+        let ty = e.get("type").and_then(Value::as_str).unwrap_or("");
+        let status = e.pointer("/data/status").and_then(Value::as_str);
+        ty == "todo.updated"
+            || (ty == "run.status" && matches!(status, Some("completed" | "failed" | "cancelled")))
+    });
+    (urgent && g.batch_window_ms > 0).then(|| std::time::Duration::from_millis(g.batch_window_ms))
 }
 
 fn text(v: &Value) -> Message {
@@ -553,6 +595,9 @@ async fn relay(
             while let Some(Ok(m)) = u_rx.next().await {
                 if matches!(m, Message::Ping(_) | Message::Pong(_)) {
                     continue;
+                }
+                if let Some(hold) = urgent_hold(fault, &st, &m) {
+                    tokio::time::sleep(hold).await;
                 }
                 let (fwd, back) = {
                     let Ok(mut g) = st.lock() else { return };
