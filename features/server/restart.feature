@@ -54,3 +54,12 @@ Feature: Restart and graceful shutdown
     And client "slow" resumes reading
     And client "b" is connected
     Then client "b" stays connected
+
+  @should @serial @RW-SHUTDOWN-4 @RW-SHUTDOWN-1
+  Scenario: every acknowledged event reaches a subscriber before server_shutdown
+    Given client "a" is connected
+    And client "a" subscribes to run "A"
+    And client "a" receives subscribed for run "A"
+    When the producer appends 40 events to run "A" one at a time while the server begins restarting
+    Then client "a" received every acknowledged event of run "A" before its server_shutdown error
+    When the server is back

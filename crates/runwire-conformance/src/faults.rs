@@ -84,6 +84,9 @@ pub enum ServerFault {
     /// Batches a terminal status or a todo update like any event: it waits out the
     /// announced batching window (`RW-BATCH-3`).
     UrgentNotFlushed,
+    /// Holds event frames for 200 ms like a pending batch and drops what it holds when
+    /// the server shuts down, instead of flushing it first (`RW-SHUTDOWN-4`).
+    ShutdownDropsPending,
 }
 
 impl ServerFault {
@@ -105,6 +108,7 @@ impl ServerFault {
         Self::SnapshotLogWindowShort,
         Self::RetrySeqByIndex,
         Self::UrgentNotFlushed,
+        Self::ShutdownDropsPending,
     ];
 
     /// The requirement the suites must name when they catch it.
@@ -126,6 +130,7 @@ impl ServerFault {
             Self::SnapshotLogWindowShort => "RW-SNAP-2",
             Self::RetrySeqByIndex => "RW-EVENT-3",
             Self::UrgentNotFlushed => "RW-BATCH-3",
+            Self::ShutdownDropsPending => "RW-SHUTDOWN-4",
         }
     }
 }
@@ -592,12 +597,47 @@ async fn relay(
         let st = Arc::clone(&st);
         let sh = Arc::clone(&shared);
         tokio::spawn(async move {
-            while let Some(Ok(m)) = u_rx.next().await {
+            // ShutdownDropsPending: event frames wait here like a pending batch, and a
+            // server_shutdown error discards what is waiting.
+            let pending_batch = fault == Fault::Server(ServerFault::ShutdownDropsPending);
+            let mut held: Vec<Message> = Vec::new();
+            let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400);
+            let release = tokio::time::sleep_until(far);
+            tokio::pin!(release);
+            loop {
+                let m = tokio::select! {
+                    m = u_rx.next() => match m {
+                        Some(Ok(m)) => m,
+                        _ => break,
+                    },
+                    () = &mut release, if !held.is_empty() => {
+                        for h in held.drain(..) {
+                            let _ = to_client.send(h);
+                        }
+                        release.as_mut().reset(far);
+                        continue;
+                    }
+                };
                 if matches!(m, Message::Ping(_) | Message::Pong(_)) {
                     continue;
                 }
                 if let Some(hold) = urgent_hold(fault, &st, &m) {
                     tokio::time::sleep(hold).await;
+                }
+                if pending_batch && let Message::Text(t) = &m {
+                    let t = t.as_str();
+                    if t.contains("\"type\":\"event\"") || t.contains("\"type\":\"batch\"") {
+                        if held.is_empty() {
+                            release.as_mut().reset(
+                                tokio::time::Instant::now() + std::time::Duration::from_millis(200),
+                            );
+                        }
+                        held.push(m);
+                        continue;
+                    }
+                    if t.contains("\"server_shutdown\"") {
+                        held.clear();
+                    }
                 }
                 let (fwd, back) = {
                     let Ok(mut g) = st.lock() else { return };
@@ -609,6 +649,9 @@ async fn relay(
                 for b in back {
                     let _ = to_server.send(b);
                 }
+            }
+            for h in held.drain(..) {
+                let _ = to_client.send(h);
             }
             let _ = to_client.send(Message::Close(None));
         })

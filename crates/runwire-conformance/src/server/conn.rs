@@ -132,6 +132,8 @@ pub(crate) struct Conn {
     pub(crate) opened_at: Instant,
     /// When the kit finished sending `hello`.
     pub(crate) hello_sent: Option<Instant>,
+    /// Every error frame's code and when it arrived.
+    pub(crate) errors_at: Vec<(String, Instant)>,
 }
 
 /// How to open a connection.
@@ -255,6 +257,7 @@ impl Conn {
             recv_buffer,
             opened_at,
             hello_sent: None,
+            errors_at: Vec::new(),
         })
     }
 
@@ -491,6 +494,7 @@ impl Conn {
                         }
                     }
                     "error" => {
+                        self.errors_at.push((str_of(&v, "code"), at));
                         if let Some(c) = v.get("close_code").and_then(Value::as_u64) {
                             self.pending_close_code = Some(c);
                         }

@@ -32,6 +32,8 @@ pub(crate) enum K {
     AppendBig,
     AppendUntilSlow,
     AppendRandom,
+    AppendWhileRestarting,
+    AckedBeforeShutdown,
     RetryPlusOne,
     SnapshotIsFold,
     ResetIsFold,
@@ -232,6 +234,14 @@ static STEPS: &[(K, &str)] = &[
     ),
     (K::Restartable, "the server can be restarted"),
     (K::Append, "the producer appends {n} events to run {s}"),
+    (
+        K::AppendWhileRestarting,
+        "the producer appends {n} events to run {s} one at a time while the server begins restarting",
+    ),
+    (
+        K::AckedBeforeShutdown,
+        "client {s} received every acknowledged event of run {s} before its server_shutdown error",
+    ),
     (
         K::AppendRandom,
         "the producer appends {n} random events of every type to run {s}",
@@ -1517,6 +1527,103 @@ impl ServerWorld {
                 self.client(&s(0))?.set_paused(false);
                 if let Some(plan) = self.slow.get_mut(&s(0)) {
                     plan.resumed_at = Some(Instant::now());
+                }
+            }
+            K::AppendWhileRestarting => {
+                let Some(ctl) = self.target.control.clone() else {
+                    return Err(StepFail::not_implemented("no --restart-cmd given"));
+                };
+                let n = num(&s(0));
+                let id = self.run_id(&s(1));
+                let path = format!("/v1/runs/{id}/events");
+                let mut restart = None;
+                let mut acked = 0;
+                for i in 1..=n {
+                    if i == n / 2 + 1 {
+                        self.rec
+                            .note("runner", "restarting the server (in the background)");
+                        let ctl = Arc::clone(&ctl);
+                        restart = Some(tokio::spawn(async move { ctl.restart().await }));
+                    }
+                    let body = serde_json::to_vec(&json!({"events": [progress_event(i, 0)]}))
+                        .unwrap_or_default();
+                    let a = match self.http("POST", &path, self.token(), Some(body)).await {
+                        Ok(a) => a,
+                        // The server went away mid-request: not acknowledged.
+                        Err(_) => break,
+                    };
+                    match a.status {
+                        200 => {
+                            acked += 1;
+                            let v = a.json();
+                            self.note_append(&s(1), &v);
+                        }
+                        // Refused once shutdown began (RW-SHUTDOWN-1): stop appending.
+                        503 => break,
+                        other => {
+                            return Err(StepFail::req(
+                                "RW-SHUTDOWN-1",
+                                format!(
+                                    "an append during shutdown was answered {other}; expected 200 (acknowledged) or 503 server_shutdown"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                self.rec.note(
+                    "runner",
+                    format!("{acked} appends acknowledged before shutdown"),
+                );
+                self.restarting = restart;
+            }
+            K::AckedBeforeShutdown => {
+                let id = self.run_id(&s(1));
+                let acked: Vec<u64> = self.run(&s(1)).acked.iter().map(|x| x.0).collect();
+                let wait = self.timer_wait(&s(0));
+                let dl = self.dl(wait);
+                let c = self.client(&s(0))?;
+                if !c.wait_end(dl).await {
+                    return Err(StepFail::req(
+                        "RW-SHUTDOWN-2",
+                        format!(
+                            "the connection did not end after the shutdown began; {}",
+                            c.nothing_msg()
+                        ),
+                    ));
+                }
+                let Some(shutdown_at) = c
+                    .errors_at
+                    .iter()
+                    .find(|(code, _)| code == "server_shutdown")
+                    .map(|x| x.1)
+                else {
+                    return Err(StepFail::req(
+                        "RW-SHUTDOWN-2",
+                        format!(
+                            "no server_shutdown error before the connection ended; {}",
+                            c.nothing_msg()
+                        ),
+                    ));
+                };
+                let missing: Vec<u64> = acked
+                    .iter()
+                    .copied()
+                    .filter(|q| {
+                        !c.arrivals
+                            .iter()
+                            .any(|(r, s, at)| r == &id && s == q && *at <= shutdown_at)
+                    })
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(StepFail::req(
+                        "RW-SHUTDOWN-4",
+                        format!(
+                            "{} of the {} acknowledged events of {id} had not reached the client before server_shutdown (seqs {}): pending events must be flushed before it",
+                            missing.len(),
+                            acked.len(),
+                            clip(&format!("{missing:?}"))
+                        ),
+                    ));
                 }
             }
             K::AppendRandom => {

@@ -26,7 +26,16 @@ async fn every_broken_server_is_caught_with_its_requirement() {
             // server, so each fault's scenarios get runs of their own.
             seed: 77 + i as u64,
             jobs: 8,
-            tags: Some(TagFilter::parse(&format!("@{req} and not @serial")).unwrap()),
+            // Restart scenarios only for the fault that needs one: they restart the
+            // shared reference server.
+            tags: Some(
+                TagFilter::parse(&if *fault == ServerFault::ShutdownDropsPending {
+                    format!("@{req}")
+                } else {
+                    format!("@{req} and not @serial")
+                })
+                .unwrap(),
+            ),
             ..ConformOptions::default()
         };
         let report = conform(
@@ -59,7 +68,10 @@ async fn every_broken_server_is_caught_with_its_requirement() {
                 }
             }
         }
-        if !caught || report.passed {
+        // A MUST violation fails the run; a SHOULD one only warns.
+        let must = runwire_conformance::runner::requirement_level(req)
+            == Some(runwire_conformance::Level::Must);
+        if !caught || (must && report.passed) {
             missed.push(format!(
                 "{fault:?} ({req}) was not caught: {:?}",
                 report
