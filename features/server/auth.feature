@@ -104,3 +104,11 @@ Feature: Authentication and per-run authorization
     Given client "a" connects
     When client "a" sends hello with an expired token
     Then client "a" receives error "token_expired" and is closed with code 4103
+
+  @must @RW-INGEST-23 @RW-AUTH-11
+  Scenario: authentication is judged before the body
+    When the producer posts to run "A" without a token:
+      """
+      {"events": "not a list"}
+      """
+    Then the answer is 401 with code "unauthorized"

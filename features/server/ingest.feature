@@ -209,3 +209,27 @@ Feature: Producer ingest
     When the producer appends a "acme.ci.cache.hit" event with data {"key":"deps"} to run "A"
     Then client "a" receives events 1 to 1 of run "A"
     And event 1 of run "A" delivered to client "a" has type "acme.ci.cache.hit" and data {"key":"deps"}
+
+  @must @RW-TYPE-24 @RW-CONV-2
+  Scenario: an integer a JavaScript reader would round is refused in custom data
+    When the producer posts to run "A":
+      """
+      {"events": [{"type": "rwc.custom-counter", "data": {"ok": -5, "nested": {"count": 9007199254740993}}}]}
+      """
+    Then the answer is 400 with code "invalid_request" and pointer "/events/0/data/nested/count"
+    When the producer appends a "rwc.custom-counter" event with data {"count":9007199254740991,"ok":-5,"ratio":0.5} to run "A"
+    Then run "A" has 1 events over HTTP
+
+  @must @RW-INGEST-23 @RW-INGEST-10
+  Scenario: stored events plus a new one for an ended run are refused whole
+    Given the producer appends 1 events to run "A"
+    When the producer posts to run "A":
+      """
+      {"events":[{"type":"run.status","data":{"status":"completed"},"idempotency_key":"end"}]}
+      """
+    And the producer posts to run "A":
+      """
+      {"events":[{"type":"run.status","data":{"status":"completed"},"idempotency_key":"end"},{"type":"log.line","data":{"level":"info","message":"late"},"idempotency_key":"late"}]}
+      """
+    Then the answer is 409 with code "run_terminal"
+    And run "A" has 2 events over HTTP

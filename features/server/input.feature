@@ -130,3 +130,19 @@ Feature: Bad input
     And the producer appends 5 events to run "A"
     Then client "a" receives error "invalid_json" and is closed with code 4000
     And client "b" receives events 1 to 10 of run "A"
+
+  @must @RW-CONV-6 @RW-INPUT-4
+  Scenario: an integer written with a fraction is invalid_message
+    Given the producer appends 2 events to run "A"
+    And client "a" is connected
+    When client "a" sends the frame {"type":"subscribe","subscriptions":[{"run_id":"${A}","after_seq":1.0}]}
+    Then client "a" receives error "invalid_message" and is closed with code 4000
+    And client "a" receives no event of run "A"
+
+  @must @RW-CONV-7
+  Scenario: an optional member that is null counts as absent
+    Given the producer appends 2 events to run "A"
+    And client "a" is connected
+    When client "a" sends the frame {"type":"subscribe","subscriptions":[{"run_id":"${A}","after_seq":null,"epoch":null}]}
+    Then client "a" receives subscribed for run "A" with after_seq 0 and head_seq 2
+    And client "a" receives events 1 to 2 of run "A"

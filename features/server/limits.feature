@@ -21,6 +21,14 @@ Feature: Limits
     When client "a" subscribes to one run more than the announced max_subscriptions
     Then client "a" stays connected
 
+  @must @RW-SUB-11 @RW-SUB-7 @RW-LIMIT-3
+  Scenario: at the subscription limit a repeated entry is already_subscribed
+    Given client "a" is connected
+    When client "a" subscribes to one run more than the announced max_subscriptions
+    And client "a" subscribes to run "lim0"
+    Then client "a" receives error "already_subscribed" for run "lim0"
+    And client "a" stays connected
+
   @must @RW-LIMIT-4
   Scenario: a client over the message rate is rate_limited
     Given client "a" is connected

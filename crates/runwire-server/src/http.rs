@@ -251,6 +251,27 @@ pub(crate) async fn append(
             .at(format!("/events/{i}/idempotency_key")));
         }
     }
+    // `RW-TYPE-24`: no integer a JavaScript reader would round, in any event's data
+    // (the typed members are checked by the decoder; this covers custom types and the
+    // free-form members of known ones).
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
+        && let Some(evs) = v.get("events").and_then(serde_json::Value::as_array)
+    {
+        for (i, e) in evs.iter().enumerate() {
+            if let Some(data) = e.get("data")
+                && let Some((pointer, n)) = unsafe_integer(data, format!("/events/{i}/data"))
+            {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "{n} is an integer beyond ±(2^53 - 1), which JavaScript readers would round (RW-TYPE-24); send it as a string"
+                    ),
+                )
+                .at(pointer));
+            }
+        }
+    }
     let max_event = state.config.max_event_bytes as usize;
     for (i, e) in req.events.iter().enumerate() {
         // The envelope adds event_id, run_id, seq and time to what the producer sent.
@@ -274,6 +295,32 @@ pub(crate) async fn append(
     Metrics::add(&state.metrics.events_in, outcome.appended as u64);
     Metrics::inc(&state.metrics.append_requests);
     Ok(json(StatusCode::OK, encode(&outcome.response)))
+}
+
+/// The first number in `v` (depth first, pointer `at`) whose value is an integer of
+/// magnitude above 2^53 − 1, with its pointer and its text.
+fn unsafe_integer(v: &serde_json::Value, at: String) -> Option<(String, String)> {
+    const MAX: f64 = 9_007_199_254_740_991.0;
+    match v {
+        serde_json::Value::Number(n) => {
+            let bad = match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                (Some(u), _, _) => u > 9_007_199_254_740_991,
+                (None, Some(i), _) => i < -9_007_199_254_740_991,
+                (None, None, Some(f)) => f.fract() == 0.0 && f.abs() > MAX,
+                _ => false,
+            };
+            bad.then(|| (at, n.to_string()))
+        }
+        serde_json::Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| unsafe_integer(x, format!("{at}/{i}"))),
+        serde_json::Value::Object(o) => o.iter().find_map(|(k, x)| {
+            let k = k.replace('~', "~0").replace('/', "~1");
+            unsafe_integer(x, format!("{at}/{k}"))
+        }),
+        _ => None,
+    }
 }
 
 /// When an event's `data` precedes its `type` in the body, the decoder can only point
