@@ -9,6 +9,12 @@ Feature: Limits
     When client "a" sends a frame larger than the announced max_frame_bytes
     Then client "a" receives error "frame_too_large" and is closed with code 4009
 
+  @should @RW-CLOSE-10
+  Scenario: the closing frames survive the client's unread input (lingering close)
+    Given client "a" is connected
+    When client "a" sends a frame larger than the announced max_frame_bytes
+    Then client "a" receives error "frame_too_large" and is closed with code 4009
+
   @must @RW-LIMIT-1
   Scenario: a frame of exactly max_frame_bytes is accepted
     Given client "a" is connected
