@@ -3,6 +3,10 @@
 //! - `cargo xtask schema` — regenerate `schema/` from the Rust types.
 //! - `cargo xtask spec` — extract `spec/requirements.json` from `spec/protocol.md`.
 //! - `cargo xtask check` — fail if either generated artifact differs from the committed one.
+//! - `cargo xtask mutants [GROUP…] [--shard K/N] [--check-only]` — mutation testing of
+//!   the reference implementations against the conformance suites; surviving mutants
+//!   must be listed with a reason in `conformance/surviving-mutants.json` (see
+//!   `mutants.rs`).
 //! - `cargo xtask test [ARGS…]` — the README's test command: make sure what the tests
 //!   need beyond the Rust toolchain is there (the `websockets` Python package for the
 //!   example adapter's tests, `redis-server` for the Redis store's tests, installed with
@@ -12,6 +16,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, bail};
 
+mod mutants;
 mod spec;
 
 fn root() -> PathBuf {
@@ -25,8 +30,11 @@ fn main() -> ExitCode {
         Some("spec") => spec_cmd(),
         Some("check") => check(),
         Some("test") => test(&args[1..]),
+        Some("mutants") => mutants::run(&root(), &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <schema|spec|check|test [cargo test args…]>");
+            eprintln!(
+                "usage: cargo xtask <schema|spec|check|test [cargo test args…]|mutants [server|fold|client] [--shard K/N] [--check-only]>"
+            );
             return ExitCode::from(2);
         }
     };
