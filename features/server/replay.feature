@@ -88,3 +88,9 @@ Feature: Replay, resume and the hand-off to live events
     And client "b" receives events 1 to 12 of run "A"
     And clients "a" and "b" received identical events of run "A"
     And the events of run "A" delivered to client "a" equal the history read over HTTP
+
+  @must @RW-RESUME-1 @RW-ORDER-2 @RW-SUB-4
+  Scenario: subscriptions opened while the producer appends hand off to live events exactly once
+    Given client "a" is connected
+    When client "a" subscribes to run "A" and unsubscribes 40 times while the producer appends to it without pause
+    Then client "a" stays connected

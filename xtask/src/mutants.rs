@@ -107,8 +107,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
                 .arg(&out)
                 .args(["--timeout-multiplier", "3"]);
             for f in g.files {
-                cmd.arg("--file")
-                    .arg(format!("crates/{}/{f}", g.package));
+                cmd.arg("--file").arg(format!("crates/{}/{f}", g.package));
             }
             if let Some(s) = &shard {
                 cmd.args(["--shard", s]);
@@ -247,10 +246,14 @@ fn mutant_key(line: &str) -> String {
 }
 
 fn read_list(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let mut m: BTreeMap<String, String> = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a JSON object of mutant to reason", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut m: BTreeMap<String, String> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a JSON object of mutant to reason",
+            path.display()
+        )
+    })?;
     m.retain(|k, _| !k.starts_with('$'));
     Ok(m)
 }
@@ -262,7 +265,9 @@ mod tests {
     #[test]
     fn keys_drop_line_and_column() {
         assert_eq!(
-            mutant_key("crates/runwire-server/src/ws.rs:123:5: replace == with != in Conn::subscribe"),
+            mutant_key(
+                "crates/runwire-server/src/ws.rs:123:5: replace == with != in Conn::subscribe"
+            ),
             "crates/runwire-server/src/ws.rs: replace == with != in Conn::subscribe"
         );
         assert_eq!(mutant_key("odd line"), "odd line");

@@ -87,6 +87,12 @@ pub enum ServerFault {
     /// Holds event frames for 200 ms like a pending batch and drops what it holds when
     /// the server shuts down, instead of flushing it first (`RW-SHUTDOWN-4`).
     ShutdownDropsPending,
+    /// Does not de-duplicate the live feed against the replay: an event appended while
+    /// a subscription opened (its server-assigned `time` is not before the `subscribe`
+    /// passed the proxy) and at or below the subscription's `head_seq` is sent twice, as
+    /// a server that attaches its feed and reads its head at two moments would
+    /// (`RW-ORDER-2`, §8.2).
+    DuplicateAtHandoff,
 }
 
 impl ServerFault {
@@ -109,6 +115,7 @@ impl ServerFault {
         Self::RetrySeqByIndex,
         Self::UrgentNotFlushed,
         Self::ShutdownDropsPending,
+        Self::DuplicateAtHandoff,
     ];
 
     /// The requirement the suites must name when they catch it.
@@ -131,6 +138,7 @@ impl ServerFault {
             Self::RetrySeqByIndex => "RW-EVENT-3",
             Self::UrgentNotFlushed => "RW-BATCH-3",
             Self::ShutdownDropsPending => "RW-SHUTDOWN-4",
+            Self::DuplicateAtHandoff => "RW-ORDER-2",
         }
     }
 }
@@ -222,6 +230,9 @@ struct ConnState {
     offered: Vec<String>,
     /// The batching window the server announced in `welcome`.
     batch_window_ms: u64,
+    /// Per run: when its last `subscribe` passed the proxy (RFC 3339, ms) and the
+    /// `head_seq` the server answered it with ([`ServerFault::DuplicateAtHandoff`]).
+    opening: BTreeMap<String, (String, Option<u64>)>,
 }
 
 /// Shared state of one proxy.
@@ -265,6 +276,32 @@ fn urgent_hold(fault: Fault, st: &Mutex<ConnState>, m: &Message) -> Option<std::
             || (ty == "run.status" && matches!(status, Some("completed" | "failed" | "cancelled")))
     });
     (urgent && g.batch_window_ms > 0).then(|| std::time::Duration::from_millis(g.batch_window_ms))
+}
+
+/// A UTC time as RFC 3339 with milliseconds (`2026-12-05T06:05:00.123Z`), the form
+/// servers write `time` in, so that the two compare as strings.
+fn rfc3339_ms(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = if month <= 2 { y + 1 } else { y };
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
 }
 
 fn text(v: &Value) -> Message {
@@ -356,12 +393,52 @@ fn transform(
                 }
                 (vec![text(&v)], vec![])
             }
+            ServerFault::DuplicateAtHandoff if ty == "subscribed" => {
+                let run = v.get("run_id").and_then(Value::as_str).unwrap_or("");
+                if let Some(o) = st.opening.get_mut(run) {
+                    o.1 = v.get("head_seq").and_then(Value::as_u64);
+                }
+                (vec![msg], vec![])
+            }
+            ServerFault::DuplicateAtHandoff if ty == "event" || ty == "batch" => {
+                let events: Vec<Value> = match ty.as_str() {
+                    "event" => v.get("event").cloned().into_iter().collect(),
+                    _ => v
+                        .get("events")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                };
+                let mut out = vec![msg];
+                for e in events {
+                    let run = e.get("run_id").and_then(Value::as_str).unwrap_or("");
+                    let seq = e.get("seq").and_then(Value::as_u64).unwrap_or(0);
+                    let time = e.get("time").and_then(Value::as_str).unwrap_or("");
+                    if let Some((opened, Some(head))) = st.opening.get(run)
+                        && seq <= *head
+                        && time >= opened.as_str()
+                    {
+                        out.push(text(&json!({"type": "event", "event": e})));
+                    }
+                }
+                (out, vec![])
+            }
             _ => (vec![msg], vec![]),
         },
         (Fault::Server(f), From::Client) => {
             let first = !st.hello_seen;
             if ty == "hello" {
                 st.hello_seen = true;
+            }
+            if f == ServerFault::DuplicateAtHandoff
+                && let Some(a) = v.get("subscriptions").and_then(Value::as_array)
+            {
+                let now = rfc3339_ms(std::time::SystemTime::now());
+                for e in a {
+                    if let Some(run) = e.get("run_id").and_then(Value::as_str) {
+                        st.opening.insert(run.to_owned(), (now.clone(), None));
+                    }
+                }
             }
             match f {
                 ServerFault::WrongResumeCursor if ty == "subscribe" || ty == "hello" => {
@@ -1132,4 +1209,17 @@ pub fn catalog() -> BTreeMap<String, &'static str> {
         m.insert(format!("client:{f:?}"), f.requirement());
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_ms_writes_utc_with_millis() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_764_910_800_123);
+        assert_eq!(super::rfc3339_ms(t), "2025-12-05T05:00:00.123Z");
+        assert_eq!(
+            super::rfc3339_ms(std::time::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000Z"
+        );
+    }
 }

@@ -32,6 +32,7 @@ pub(crate) enum K {
     AppendBig,
     AppendUntilSlow,
     AppendRandom,
+    SubscribeChurn,
     AppendWhileRestarting,
     AckedBeforeShutdown,
     RetryPlusOne,
@@ -241,6 +242,10 @@ static STEPS: &[(K, &str)] = &[
     (
         K::AckedBeforeShutdown,
         "client {s} received every acknowledged event of run {s} before its server_shutdown error",
+    ),
+    (
+        K::SubscribeChurn,
+        "client {s} subscribes to run {s} and unsubscribes {n} times while the producer appends to it without pause",
     ),
     (
         K::AppendRandom,
@@ -930,6 +935,24 @@ impl ServerWorld {
             )));
         }
         Ok(v)
+    }
+
+    /// The head of run `id` over HTTP (0 when it does not exist yet).
+    async fn run_head_over_http(&mut self, id: &str) -> R<u64> {
+        let a = request(
+            &self.target.ingest_url,
+            "GET",
+            &format!("/v1/runs/{id}/events?after_seq=0&limit=1"),
+            self.token().as_deref(),
+            None,
+            self.ms(10_000),
+        )
+        .await
+        .map_err(|e| StepFail::msg(format!("GET history of {id}: {e}")))?;
+        Ok(a.json()
+            .get("head_seq")
+            .and_then(Value::as_u64)
+            .unwrap_or(0))
     }
 
     /// Every event of run `id` with `seq` 1 through `through`, read over HTTP in pages
@@ -1625,6 +1648,131 @@ impl ServerWorld {
                         ),
                     ));
                 }
+            }
+            K::SubscribeChurn => {
+                // The hand-off from replay to live events (§8.2, RW-RESUME-1): a
+                // server that attaches its live feed and reads the head at two moments
+                // must drop live events at or below the head, or an event appended in
+                // between arrives twice. The window is inside the server; the kit makes
+                // hitting it likely by appending without pause while it opens many
+                // subscriptions, each resuming a few events behind the head, so every
+                // opening has a replay and a hand-off. Every frame is checked as it
+                // arrives (no duplicate, no gap, nothing outside a subscription).
+                let (name, alias, n) = (s(0), s(1), num(&s(2)));
+                let id = self.run_id(&alias);
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let producer = {
+                    let stop = Arc::clone(&stop);
+                    let base = self.target.ingest_url.clone();
+                    let token = self.token();
+                    let path = format!("/v1/runs/{id}/events");
+                    let limit = self.ms(10_000);
+                    tokio::spawn(async move {
+                        let mut acked = 0u64;
+                        let mut i = 0u64;
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            i += 1;
+                            let body =
+                                serde_json::to_vec(&json!({"events": [progress_event(i, 0)]}))
+                                    .unwrap_or_default();
+                            match request(
+                                &base,
+                                "POST",
+                                &path,
+                                token.as_deref(),
+                                Some(&body),
+                                limit,
+                            )
+                            .await
+                            {
+                                Ok(a) if a.status == 200 => acked += 1,
+                                Ok(a) => {
+                                    return Err(format!("an append was answered {}", a.status));
+                                }
+                                Err(e) => return Err(e),
+                            }
+                        }
+                        Ok(acked)
+                    })
+                };
+                // Let the run exist before the first subscription.
+                let first = self.dl(5000);
+                while self.run_head_over_http(&id).await? == 0 {
+                    if Instant::now() > first {
+                        return Err(StepFail::req(
+                            "RW-INGEST-1",
+                            "no append was acknowledged within 5 s",
+                        ));
+                    }
+                    tokio::time::sleep(self.ms(10)).await;
+                }
+                let mut result = Ok(());
+                for round in 0..n {
+                    let last = self
+                        .clients
+                        .get(&name)
+                        .and_then(|c| c.cursors.get(&id))
+                        .map_or(0, |c| c.1);
+                    let after = last.saturating_sub(3);
+                    let entry = json!({"run_id": id, "after_seq": after});
+                    if let Err(e) = self.subscribe(&name, vec![entry]).await {
+                        result = Err(e);
+                        break;
+                    }
+                    let v = match self.expect_control(&name, "subscribed", 3000).await {
+                        Ok(v) => v,
+                        Err(e) => {
+                            result = Err(StepFail::req(
+                                "RW-SUB-1",
+                                format!("round {round}: {}", e.message),
+                            ));
+                            break;
+                        }
+                    };
+                    // Wait for the replay and at least one live event after it.
+                    let head = v.get("head_seq").and_then(Value::as_u64).unwrap_or(0);
+                    let dl = self.dl(3000);
+                    let c = self.client(&name)?;
+                    while c.cursors.get(&id).map_or(0, |x| x.1) <= head {
+                        if !c.pump(dl).await {
+                            result = Err(StepFail::req(
+                                "RW-RESUME-1",
+                                format!(
+                                    "round {round}: subscribed after seq {after} with head {head}, but the events up to and past the head did not all arrive; {}",
+                                    c.nothing_msg()
+                                ),
+                            ));
+                            break;
+                        }
+                    }
+                    if result.is_err() {
+                        break;
+                    }
+                    let m = json!({"type": "unsubscribe", "run_ids": [id.clone()]});
+                    if let Err(e) = self.client(&name)?.send(&m).await {
+                        result = Err(StepFail::msg(e));
+                        break;
+                    }
+                    if let Err(e) = self.expect_control(&name, "unsubscribed", 3000).await {
+                        result = Err(StepFail::req(
+                            "RW-SUB-4",
+                            format!("round {round}: {}", e.message),
+                        ));
+                        break;
+                    }
+                }
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                let acked = producer
+                    .await
+                    .map_err(|e| StepFail::msg(format!("producer task: {e}")))?
+                    .map_err(|e| StepFail::req("RW-INGEST-1", e))?;
+                self.rec.note(
+                    "producer",
+                    format!(
+                        "{acked} appends acknowledged while the client opened {n} subscriptions"
+                    ),
+                );
+                result?;
             }
             K::AppendRandom => {
                 let n = num(&s(0)) as usize;
