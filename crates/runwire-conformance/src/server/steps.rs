@@ -2146,7 +2146,20 @@ impl ServerWorld {
                 }
             }
             K::RecvErr | K::RecvErrClose | K::RecvErrRun => {
-                let wait = self.timer_wait(&s(0));
+                // The hello deadline is declared (--hello-timeout-ms), not announced: a
+                // server without one is named for it (RW-CONN-3) once the deadline plus
+                // 2 s has passed, rather than by the scenario's timeout.
+                let hello_deadline = (s(1) == "hello_timeout")
+                    .then(|| self.target.hello_timeout_ms)
+                    .filter(|_| {
+                        self.clients
+                            .get(&s(0))
+                            .is_some_and(|c| c.hello_sent.is_none())
+                    });
+                let wait = match hello_deadline {
+                    Some(h) => h + 2000 + 2000,
+                    None => self.timer_wait(&s(0)),
+                };
                 // A client that stopped reading: what it failed to see is judged
                 // against when the server was obliged to close it (§15).
                 let slow = (s(1) == "slow_consumer")
@@ -2155,6 +2168,18 @@ impl ServerWorld {
                 let got = self.expect_control(&s(0), "error", wait).await;
                 let v = match got {
                     Ok(v) => v,
+                    Err(e) if hello_deadline.is_some() => {
+                        let h = hello_deadline.unwrap_or_default();
+                        let opened = self.client(&s(0))?.opened_at;
+                        return Err(StepFail::timing(
+                            "RW-CONN-3",
+                            format!(
+                                "no hello_timeout error within the hello deadline of {h} ms (--hello-timeout-ms) plus 2000 ms: the server has no hello deadline, or a longer one than declared; {}",
+                                e.message
+                            ),
+                            TimingMiss::new(Duration::from_millis(2000), opened, Instant::now()),
+                        ));
+                    }
                     Err(e) => {
                         let f = StepFail::msg(format!("expected error {}: {}", s(1), e.message));
                         return Err(match slow {
