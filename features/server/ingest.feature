@@ -233,3 +233,13 @@ Feature: Producer ingest
       """
     Then the answer is 409 with code "run_terminal"
     And run "A" has 2 events over HTTP
+
+  @must @RW-TYPE-25 @RW-COMPAT-1
+  Scenario: the data of a known type is relayed as the producer sent it
+    Given client "a" is connected
+    And client "a" subscribes to run "A"
+    And client "a" receives subscribed for run "A"
+    When the producer appends a "run.progress" event with data {"percent":1,"message":"tick","sent_us":123} to run "A"
+    Then client "a" receives events 1 to 1 of run "A"
+    And event 1 of run "A" delivered to client "a" has type "run.progress" and data {"percent":1,"message":"tick","sent_us":123}
+    And the events of run "A" delivered to client "a" equal the history read over HTTP

@@ -164,7 +164,7 @@ impl Default for ConformOptions {
             tags: None,
             features_dir: None,
             fixtures_dir: None,
-            scenario_timeout_ms: 20_000,
+            scenario_timeout_ms: 60_000,
             global_timeout_ms: 600_000,
             expected_failures: None,
             retries: 2,

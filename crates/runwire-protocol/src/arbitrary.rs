@@ -475,6 +475,7 @@ pub fn new_event() -> impl Strategy<Value = NewEvent> {
         option::of(timestamp()),
     )
         .prop_map(|(payload, idempotency_key, time)| NewEvent {
+            raw_data: None,
             payload,
             idempotency_key,
             time,

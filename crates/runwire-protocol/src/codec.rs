@@ -87,6 +87,30 @@ pub fn encode<T: Serialize + ?Sized>(msg: &T) -> String {
     })
 }
 
+/// Encodes an event envelope whose `data` is `data` when given (the producer's data
+/// kept verbatim, `RW-TYPE-25`), else the typed payload's. Member order and values are
+/// those of [`encode`], with `data` last.
+pub fn encode_event_with_data(event: &crate::Event, data: Option<&serde_json::Value>) -> String {
+    let Some(data) = data else {
+        return encode(event);
+    };
+    let mut s = String::with_capacity(256);
+    s.push_str("{\"event_id\":");
+    s.push_str(&encode(&event.event_id));
+    s.push_str(",\"run_id\":");
+    s.push_str(&encode(&event.run_id));
+    s.push_str(",\"seq\":");
+    s.push_str(&event.seq.to_string());
+    s.push_str(",\"type\":");
+    s.push_str(&encode(event.payload.event_type()));
+    s.push_str(",\"time\":");
+    s.push_str(&encode(&event.time));
+    s.push_str(",\"data\":");
+    s.push_str(&encode(data));
+    s.push('}');
+    s
+}
+
 fn strip_position(msg: String) -> String {
     match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_owned(),

@@ -46,6 +46,11 @@ pub struct NewEvent {
     pub idempotency_key: Option<String>,
     /// When the event happened, if the producer knows better than the server.
     pub time: Option<Timestamp>,
+    /// The event's `data` exactly as the producer sent it, which a server stores and
+    /// delivers instead of re-encoding `payload` (spec §3.12, `RW-TYPE-25`: members the
+    /// typed payload does not know are kept, numbers are not re-encoded). Set by the
+    /// server from the request body; `None` encodes `payload`. Never serialized.
+    pub raw_data: Option<serde_json::Value>,
 }
 
 impl NewEvent {
@@ -55,6 +60,7 @@ impl NewEvent {
             payload: payload.into(),
             idempotency_key: None,
             time: None,
+            raw_data: None,
         }
     }
 
@@ -116,6 +122,7 @@ impl<'de> Deserialize<'de> for NewEvent {
                     payload: td.finish()?,
                     idempotency_key: key_,
                     time,
+                    raw_data: None,
                 })
             }
         }

@@ -253,11 +253,15 @@ pub(crate) async fn append(
     }
     // `RW-TYPE-24`: no integer a JavaScript reader would round, in any event's data
     // (the typed members are checked by the decoder; this covers custom types and the
-    // free-form members of known ones).
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
-        && let Some(evs) = v.get("events").and_then(serde_json::Value::as_array)
+    // free-form members of known ones). `RW-TYPE-25`: each event's data is then kept as
+    // the producer sent it (members the typed payload does not know, numbers as written).
+    let mut req = req;
+    if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body)
+        && let Some(evs) = v
+            .get_mut("events")
+            .and_then(serde_json::Value::as_array_mut)
     {
-        for (i, e) in evs.iter().enumerate() {
+        for (i, e) in evs.iter_mut().enumerate() {
             if let Some(data) = e.get("data")
                 && let Some((pointer, n)) = unsafe_integer(data, format!("/events/{i}/data"))
             {
@@ -270,12 +274,20 @@ pub(crate) async fn append(
                 )
                 .at(pointer));
             }
+            if let (Some(ne), Some(data)) = (req.events.get_mut(i), e.get_mut("data")) {
+                ne.raw_data = Some(data.take());
+            }
         }
     }
     let max_event = state.config.max_event_bytes as usize;
     for (i, e) in req.events.iter().enumerate() {
         // The envelope adds event_id, run_id, seq and time to what the producer sent.
-        let size = encode(e).len() + run_id.as_str().len() + 128;
+        let body_len = match &e.raw_data {
+            // The data stored is the producer's (RW-TYPE-25).
+            Some(d) => encode(d).len() + e.payload.event_type().len() + 24,
+            None => encode(e).len(),
+        };
+        let size = body_len + run_id.as_str().len() + 128;
         if size > max_event {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

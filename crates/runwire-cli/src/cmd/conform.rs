@@ -168,7 +168,7 @@ struct Common {
     #[arg(long, global = true)]
     fixtures_dir: Option<PathBuf>,
     /// Upper bound per scenario, in ms (scaled by --time-scale).
-    #[arg(long, global = true, default_value_t = 20_000)]
+    #[arg(long, global = true, default_value_t = 60_000)]
     scenario_timeout_ms: u64,
     /// Upper bound for the whole run, in seconds (scaled by --time-scale).
     #[arg(long, global = true, default_value_t = 600)]

@@ -152,7 +152,7 @@ impl EventStore for MemoryStore {
             };
             let appended = planned.new_events.len();
             let mut stored = Vec::with_capacity(appended);
-            for (event, idem) in planned.new_events {
+            for (event, idem, raw) in planned.new_events {
                 if let Some((key, fingerprint)) = idem {
                     run.idem.insert(
                         key,
@@ -164,7 +164,7 @@ impl EventStore for MemoryStore {
                     );
                 }
                 run.snapshot.apply(&event);
-                let s = StoredEvent::from_event(&event);
+                let s = StoredEvent::from_event_with_data(&event, raw.as_ref());
                 run.events.push(s.clone());
                 stored.push(s);
             }

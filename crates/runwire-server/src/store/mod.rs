@@ -54,9 +54,15 @@ pub struct StoredEvent {
 impl StoredEvent {
     /// Encodes an event.
     pub fn from_event(event: &Event) -> Self {
+        Self::from_event_with_data(event, None)
+    }
+
+    /// Encodes an event whose `data` is the producer's, kept verbatim when given
+    /// (`RW-TYPE-25`).
+    pub fn from_event_with_data(event: &Event, data: Option<&serde_json::Value>) -> Self {
         Self {
             seq: event.seq,
-            json: Arc::from(runwire_protocol::codec::encode(event)),
+            json: Arc::from(runwire_protocol::codec::encode_event_with_data(event, data)),
             flush: event.payload.flushes_batch(),
         }
     }
@@ -314,7 +320,9 @@ pub(crate) struct IdemRecord {
 pub(crate) struct Planned {
     pub(crate) response: AppendResponse,
     /// Newly appended events with their idempotency key and fingerprint.
-    pub(crate) new_events: Vec<(Event, Option<(String, String)>)>,
+    /// The new events, their idempotency record (key, fingerprint) and the producer's
+    /// `data` to store verbatim (`RW-TYPE-25`).
+    pub(crate) new_events: Vec<(Event, Option<(String, String)>, Option<serde_json::Value>)>,
     pub(crate) terminal: bool,
 }
 
@@ -370,6 +378,7 @@ pub(crate) fn plan_append(
             return Err(StoreError::SeqExhausted(run_id.clone()));
         }
         next += 1;
+        let raw = e.raw_data;
         let event = Event {
             event_id: new_event_id(),
             run_id: run_id.clone(),
@@ -399,7 +408,7 @@ pub(crate) fn plan_append(
             }
             _ => None,
         };
-        new_events.push((event, idem));
+        new_events.push((event, idem, raw));
     }
     let first_seq = out.first().map_or(head, |a| a.seq);
     let last_seq = out.last().map_or(head, |a| a.seq);

@@ -681,8 +681,11 @@ fn parse_entries(v: Value) -> Result<Vec<StoredEvent>, StoreError> {
 
 /// An event's JSON split around its seq: the envelope starts with `event_id`,
 /// `run_id` and `seq`, in that order.
-fn split_json(event: &Event) -> Result<(String, String), StoreError> {
-    let json = runwire_protocol::codec::encode(event);
+fn split_json(
+    event: &Event,
+    data: Option<&serde_json::Value>,
+) -> Result<(String, String), StoreError> {
+    let json = runwire_protocol::codec::encode_event_with_data(event, data);
     let prefix = format!(
         "{{\"event_id\":{},\"run_id\":{},\"seq\":",
         runwire_protocol::codec::encode(&event.event_id),
@@ -912,6 +915,7 @@ impl Inner {
                 u8::from(e.payload.flushes_batch()),
                 u8::from(e.payload.is_terminal())
             );
+            let raw = e.raw_data;
             let event = Event {
                 event_id: new_event_id(),
                 run_id: run_id.clone(),
@@ -919,7 +923,7 @@ impl Inner {
                 time: e.time.unwrap_or_else(|| now.clone()),
                 payload: e.payload,
             };
-            let (prefix, suffix) = split_json(&event)?;
+            let (prefix, suffix) = split_json(&event, raw.as_ref())?;
             let key = e.idempotency_key.unwrap_or_default();
             inv.arg(&key)
                 .arg(fp)
@@ -1803,7 +1807,7 @@ mod tests {
             }
             .into(),
         };
-        let (prefix, suffix) = split_json(&ev).expect("splits");
+        let (prefix, suffix) = split_json(&ev, None).expect("splits");
         ev.seq = 9_007_199_254_740_991;
         assert_eq!(
             format!("{prefix}9007199254740991{suffix}"),

@@ -1027,8 +1027,8 @@ fn append_one(
                 "INSERT INTO idempotency (run_id, key, seq, event_id, fingerprint) VALUES (?1, ?2, ?3, ?4, ?5)",
             )
             .map_err(db_err)?;
-        for (event, key) in &planned.new_events {
-            let s = StoredEvent::from_event(event);
+        for (event, key, raw) in &planned.new_events {
+            let s = StoredEvent::from_event_with_data(event, raw.as_ref());
             let seq = i64::try_from(event.seq).unwrap_or(i64::MAX);
             ins.execute(params![
                 run_id.as_str(),
@@ -1053,12 +1053,12 @@ fn append_one(
     }
     if appended > 0 {
         w.dirty = true;
-        if let Some((last, _)) = planned.new_events.last() {
+        if let Some((last, _, _)) = planned.new_events.last() {
             w.run.head = last.seq;
         }
         w.run.terminal = planned.terminal;
         w.new_events
-            .extend(planned.new_events.into_iter().map(|(e, _)| e));
+            .extend(planned.new_events.into_iter().map(|(e, _, _)| e));
     }
     Ok(AppendOutcome {
         response: planned.response,
