@@ -322,9 +322,13 @@ pub(crate) struct Planned {
     /// Newly appended events with their idempotency key and fingerprint.
     /// The new events, their idempotency record (key, fingerprint) and the producer's
     /// `data` to store verbatim (`RW-TYPE-25`).
-    pub(crate) new_events: Vec<(Event, Option<(String, String)>, Option<serde_json::Value>)>,
+    pub(crate) new_events: Vec<PlannedEvent>,
     pub(crate) terminal: bool,
 }
+
+/// One event a planned append adds: the event, its idempotency record (key,
+/// fingerprint) if it has a key, and the producer's `data` to store verbatim.
+pub(crate) type PlannedEvent = (Event, Option<(String, String)>, Option<serde_json::Value>);
 
 /// Assigns seq, event id and time to `events` against a run at `head`, applying
 /// idempotency (`RW-INGEST-5`) and the terminal rule (`RW-INGEST-6`). Pure: the caller
