@@ -9,7 +9,7 @@ Feature: Limits
     When client "a" sends a frame larger than the announced max_frame_bytes
     Then client "a" receives error "frame_too_large" and is closed with code 4009
 
-  @should @RW-CLOSE-10
+  @should @RW-CLOSE-11
   Scenario: the closing frames survive the client's unread input (lingering close)
     Given client "a" is connected
     When client "a" sends a frame larger than the announced max_frame_bytes
