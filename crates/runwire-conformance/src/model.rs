@@ -450,3 +450,52 @@ pub fn report_schema() -> serde_json::Value {
     }
     schema
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(level: Level, grade: Grade, violated_level: Option<Level>) -> ScenarioResult {
+        ScenarioResult {
+            id: "server/x/y".into(),
+            suite: Suite::Server,
+            feature: "f".into(),
+            name: "n".into(),
+            area: "x".into(),
+            level,
+            requirements: vec!["RW-X-1".into()],
+            tags: vec![],
+            grade,
+            message: Some("m".into()),
+            expected_failure_reason: None,
+            seed: 1,
+            duration_ms: 1,
+            steps: vec![],
+            transcript: vec![],
+            violated: Some("RW-X-2".into()),
+            violated_level,
+            time_scale: 1.0,
+            lateness: None,
+            attempts: vec![],
+        }
+    }
+
+    #[test]
+    fn a_must_violated_in_a_should_scenario_fails_the_run() {
+        let r = result(Level::Should, Grade::Fail, Some(Level::Must));
+        assert_eq!(r.effective_level(), Level::Must);
+        assert!(RunReport::is_failing(&r, false));
+        let mut c = Counts::default();
+        c.add(&r);
+        assert_eq!((c.fail_must, c.fail_should), (1, 0));
+        // Never lowered: a SHOULD requirement named in a MUST scenario still fails.
+        let r = result(Level::Must, Grade::Fail, Some(Level::Should));
+        assert!(RunReport::is_failing(&r, false));
+        // A plain SHOULD failure only warns; inconclusive never fails.
+        assert!(!RunReport::is_failing(&result(Level::Should, Grade::Fail, None), false));
+        assert!(!RunReport::is_failing(
+            &result(Level::Must, Grade::Inconclusive, Some(Level::Must)),
+            true
+        ));
+    }
+}
