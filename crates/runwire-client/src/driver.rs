@@ -97,6 +97,9 @@ pub(crate) struct Driver {
     last_error_code: Option<String>,
     /// The limits of the current connection, once `welcome` announced them.
     limiter: Limiter,
+    /// Connection attempts made since the client started, never reset: what the token
+    /// provider is told (`RW-AUTH-9`).
+    attempts_made: u32,
 }
 
 /// Keeps the client within the limits `welcome` announced (`RW-LIMIT-5`): message
@@ -198,6 +201,7 @@ impl Driver {
             resync_unsubs: BTreeSet::new(),
             last_error_code: None,
             limiter: Limiter::default(),
+            attempts_made: 0,
         };
         d.sync_cursors();
         d
@@ -212,14 +216,16 @@ impl Driver {
                 self.finish(end).await;
                 return;
             }
-            let attempt = self.backoff.failures() + 1;
+            let attempt = self.backoff.failures();
             let mut st = StateChange::new(ConnectionState::Connecting);
             st.attempt = Some(attempt);
             if self.emit(ClientEvent::State(st)).await.is_err() {
                 return;
             }
             let mut healthy = false;
-            let end = match self.session(attempt, &mut healthy).await {
+            let earlier = self.attempts_made;
+            self.attempts_made = self.attempts_made.saturating_add(1);
+            let end = match self.session(earlier, &mut healthy).await {
                 Ok(()) => Ended::backoff(None),
                 Err(e) => e,
             };
@@ -366,9 +372,11 @@ impl Driver {
             })
     }
 
-    async fn connect(&mut self, attempt: u32) -> Result<Ws, Ended> {
+    /// Opens the connection attempt that follows `earlier` attempts since the client
+    /// started, asking the token provider first (`RW-AUTH-9`).
+    async fn connect(&mut self, earlier: u32) -> Result<Ws, Ended> {
         let token = match &self.config.token {
-            Some(p) => match p.token(attempt).await {
+            Some(p) => match p.token(earlier).await {
                 Ok(t) => t,
                 Err(msg) => {
                     self.emit(ClientEvent::Error(client_error(
@@ -435,8 +443,8 @@ impl Driver {
     }
 
     /// One connection, from the attempt to its end.
-    async fn session(&mut self, attempt: u32, healthy: &mut bool) -> Flow {
-        let mut ws = self.connect(attempt).await?;
+    async fn session(&mut self, earlier: u32, healthy: &mut bool) -> Flow {
+        let mut ws = self.connect(earlier).await?;
         let result = self.session_loop(&mut ws, healthy).await;
         if let Err(Ended::AppGone) = result {
             // The application dropped the client: still a clean close (RW-CONN-11).

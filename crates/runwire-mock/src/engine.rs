@@ -711,6 +711,14 @@ async fn read_loop(
                 let text = t.as_str().to_owned();
                 sh.record(k, Direction::In, What::Text { text: text.clone() });
                 check_limits(&sh, k, &state, text.len(), at);
+                if let Some(name) = crate::validate::duplicate_member(&text) {
+                    sh.violate(
+                        Some(k),
+                        reqs::DUPLICATE_MEMBERS,
+                        "client_message",
+                        format!("the client sent a JSON object with the member {name:?} twice"),
+                    );
+                }
                 match decode_client_message(text.as_bytes(), 1 << 20) {
                     Ok(m) => {
                         on_message(&sh, k, &state, &sink, &stalled, &script, m, first, at).await;
@@ -739,8 +747,21 @@ async fn read_loop(
                     Some(f) => (Some(u16::from(f.code)), f.reason.as_str().to_owned()),
                     None => (None, String::new()),
                 };
+                // The WebSocket layer replaces a code it does not accept (the reserved
+                // 1004-1006 and 1015, codes outside 1000-4999; also 1014) by 1002
+                // "Protocol violation" before handing the frame over.
+                let replaced = code == Some(1002) && reason == "Protocol violation";
                 sh.record(k, Direction::In, What::Close { code, reason });
-                if let Some(c) = code
+                if replaced {
+                    sh.violate(
+                        Some(k),
+                        reqs::CLOSE_SENDABLE,
+                        "close_code",
+                        "the client sent a close code the WebSocket layer refuses to accept \
+                         (a reserved code 1004-1006 or 1015, or one outside 1000-4999; or \
+                         1014, which no client sends: RW-CLOSE-8)",
+                    );
+                } else if let Some(c) = code
                     && !CloseCode(c).is_sendable()
                 {
                     sh.violate(
@@ -1326,13 +1347,30 @@ impl Conn {
             let header = self.st().header_token.clone();
             let ok = hello.token.as_ref() == Some(tok) || header.as_ref() == Some(tok);
             if !ok {
+                // A token in hello or the header, but not this attempt's: the client did
+                // not ask its token provider again (RW-AUTH-9). No token there at all is a
+                // token that did not travel where it must (RW-AUTH-1).
+                let tokens = &sh.fixture.client.tokens;
+                let presented = hello.token.as_ref().or(header.as_ref());
+                let (req, why) = match presented {
+                    Some(p) if !tokens.is_empty() => (
+                        reqs::TOKEN_FRESH,
+                        if tokens.iter().any(|t| t == p) {
+                            " (a stale token: the provider's answer for another attempt; the \
+                             provider is asked before every connection attempt)"
+                        } else {
+                            " (the provider is asked before every connection attempt)"
+                        },
+                    ),
+                    _ => (reqs::TOKEN, ""),
+                };
                 sh.violate(
                     Some(k),
-                    reqs::TOKEN,
+                    req,
                     "token",
                     format!(
                         "expected token {tok:?} in hello.token or an Authorization header; got \
-                         hello.token {:?}, header {:?}",
+                         hello.token {:?}, header {:?}{why}",
                         hello.token, header
                     ),
                 );

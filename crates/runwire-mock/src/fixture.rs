@@ -935,6 +935,11 @@ pub struct ErrorLineExpect {
     /// `run_id` must be this, when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
+    /// Any other members the line must have, with equal values (objects compared
+    /// member by member, recursively, as in `lines`), e.g.
+    /// `{"supported_versions": ["2.0"]}` or `{"close_code": 4002}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<Map<String, Value>>,
     /// The requirement a violation names. Default: the fixture's first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requirement: Option<String>,

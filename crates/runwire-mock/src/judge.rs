@@ -177,7 +177,31 @@ impl Judge<'_> {
         {
             return false;
         }
+        if let Some(c) = &e.contains
+            && !contains(line, &Value::Object(c.clone()))
+        {
+            return false;
+        }
         true
+    }
+
+    /// How an expected error line is described in a violation.
+    fn describe_error(e: &ErrorLineExpect) -> String {
+        format!(
+            "{}{}{}{}",
+            e.code,
+            e.terminal
+                .map(|t| format!(", terminal {t}"))
+                .unwrap_or_default(),
+            e.run
+                .as_ref()
+                .map(|r| format!(", run {r}"))
+                .unwrap_or_default(),
+            e.contains
+                .as_ref()
+                .map(|c| format!(", containing {}", Value::Object(c.clone())))
+                .unwrap_or_default(),
+        )
     }
 
     /// Judges `expect.lines`: each must match a line after the previous match.
@@ -351,15 +375,8 @@ impl Judge<'_> {
                     &req,
                     "error_line",
                     format!(
-                        "expected an error line with code {}{}{}; error lines seen: {seen}",
-                        e.code,
-                        e.terminal
-                            .map(|t| format!(", terminal {t}"))
-                            .unwrap_or_default(),
-                        e.run
-                            .as_ref()
-                            .map(|r| format!(", run {r}"))
-                            .unwrap_or_default(),
+                        "expected an error line with code {}; error lines seen: {seen}",
+                        Self::describe_error(&e)
                     ),
                 );
             }
@@ -378,8 +395,12 @@ impl Judge<'_> {
                     "terminal_error",
                     format!(
                         "expected the client to stop with a terminal error {}; error lines seen: \
-                         {seen}",
-                        t.code
+                         {seen}{}",
+                        Self::describe_error(&t),
+                        errors
+                            .last()
+                            .map(|l| format!("; the last one was {l}"))
+                            .unwrap_or_default()
                     ),
                 ),
             }

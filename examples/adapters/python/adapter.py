@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import sys
 import time
 
@@ -95,11 +96,34 @@ def _is_uint(v):
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 2**53 - 1
 
 
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+EVENT_TYPE = re.compile(r"[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)+")
+TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z")
+
+
+def _unsafe_integer(v):
+    """Whether an integer above 2^53 - 1 or below 0 sits anywhere in v (RW-CONV-2)."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return v < 0 or v > 2**53 - 1
+    if isinstance(v, list):
+        return any(_unsafe_integer(x) for x in v)
+    if isinstance(v, dict):
+        return any(_unsafe_integer(x) for x in v.values())
+    return False
+
+
 def check_event(e):
     _check(isinstance(e, dict), "an event must be an object")
     for k in ("event_id", "run_id", "type", "time"):
         _check(isinstance(e.get(k), str) and e[k], f"event.{k} must be a non-empty string")
     _check(_is_uint(e.get("seq")) and e["seq"] >= 1, "event.seq must be an integer >= 1")
+    # RW-EVENT-2, RW-EVENT-5, RW-EVENT-6, RW-EVENT-7.
+    _check(RUN_ID.fullmatch(e["run_id"]) is not None, "event.run_id does not match the run id pattern")
+    _check(len(e["type"]) <= 128 and EVENT_TYPE.fullmatch(e["type"]) is not None,
+           "event.type does not match the event type pattern")
+    _check(TIME.fullmatch(e["time"]) is not None, "event.time is not RFC 3339 UTC with Z")
     _check(isinstance(e.get("data"), dict), "event.data must be an object")
 
 
@@ -113,6 +137,10 @@ def decode(text):
     _check(isinstance(msg, dict), "a frame must be a JSON object")
     t = msg.get("type")
     _check(isinstance(t, str), "a frame needs a string `type`")
+    # RW-CONV-2: no integer member of a known message is above 2^53 - 1 or below 0
+    # (unknown message types are ignored whole, RW-VERSION-5).
+    if t in KNOWN_TYPES:
+        _check(not _unsafe_integer(msg), "an integer above 2^53 - 1 or below 0")
     if t == "event":
         check_event(msg.get("event"))
     elif t == "batch":
@@ -141,6 +169,7 @@ def decode(text):
     return msg
 
 
+KNOWN_TYPES = {"welcome", "subscribed", "unsubscribed", "reset", "event", "batch", "ping", "pong", "error"}
 SNAPSHOT_RECENT_LOGS = 50
 METADATA_MEMBERS = ("agent", "model", "project", "title")
 
@@ -265,6 +294,7 @@ class Adapter:
         print(f"python adapter: RUNWIRE_SEED={self.seed}", file=sys.stderr)
         self.rng = random.Random(self.seed)
         self.failures = 0
+        self.attempts_made = 0  # every connection attempt since the start, never reset
         self.last_error_code = None
         self.closing = False
 
@@ -293,7 +323,8 @@ class Adapter:
 
     async def run(self):
         while True:
-            attempt = self.failures + 1
+            # The attempt number n of spec 12: consecutive failed attempts before this one.
+            attempt = self.failures
             out({"kind": "state", "state": "connecting", "attempt": attempt})
             welcomed_at = [None]
             try:
@@ -321,7 +352,7 @@ class Adapter:
                     "message": f"gave up after {self.max_attempts} consecutive failed attempts "
                                f"(last close code {end.close_code}, last error code {self.last_error_code})",
                 }, end.close_code)
-            line = {"kind": "state", "state": "reconnecting", "attempt": self.failures + 1, "delay_ms": delay}
+            line = {"kind": "state", "state": "reconnecting", "attempt": self.failures, "delay_ms": delay}
             if end.close_code is not None:
                 line["close_code"] = end.close_code
             out(line)
@@ -346,7 +377,10 @@ class Adapter:
 
     async def session(self, attempt, welcomed_at):
         self.rate = None  # no limits known until this connection's welcome
-        token = self.tokens[min(attempt, len(self.tokens)) - 1] if self.tokens else None
+        # The token provider is asked before every attempt (RW-AUTH-9): the n-th attempt
+        # since the start gets the n-th token, whatever healthy sessions came between.
+        token = self.tokens[min(self.attempts_made, len(self.tokens) - 1)] if self.tokens else None
+        self.attempts_made += 1
         try:
             ws = await connect(self.url, ping_interval=None, compression=None, proxy=None,
                                max_size=16 * 1024 * 1024, open_timeout=10, close_timeout=1)

@@ -97,8 +97,10 @@ impl AdapterEnv {
         }
         if let Some(tokens) = var("RUNWIRE_TOKENS") {
             let tokens: Vec<String> = tokens.split(',').map(|t| t.trim().to_owned()).collect();
-            config.token = Some(TokenProvider::from_fn(move |attempt| {
-                let i = (attempt as usize).saturating_sub(1).min(tokens.len() - 1);
+            // The n-th connection attempt since the start (never reset) gets the n-th
+            // token; the last one repeats (docs/client-adapter.md, RW-AUTH-9).
+            config.token = Some(TokenProvider::from_fn(move |earlier| {
+                let i = (earlier as usize).min(tokens.len() - 1);
                 Some(tokens[i].clone())
             }));
         } else if let Some(t) = var("RUNWIRE_TOKEN") {
