@@ -38,7 +38,7 @@ Feature: Errors and close codes
     When the client under test plays fixture "close-terminal-1008"
     Then the client passes the fixture
 
-  @must @RW-RECONNECT-5 @RW-CLOSE-2
+  @must @RW-RECONNECT-5 @RW-CLOSE-2 @RW-ERROR-8
   Scenario: close-terminal-unauthorized: unauthorized + close 4003 is terminal: no reconnect, terminal error
     When the client under test plays fixture "close-terminal-unauthorized"
     Then the client passes the fixture

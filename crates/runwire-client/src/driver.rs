@@ -65,6 +65,7 @@ fn client_error(code: &str, message: impl Into<String>, terminal: bool) -> Clien
         retry_after_ms: None,
         close_code: None,
         supported_versions: None,
+        last_error_code: None,
     }
 }
 
@@ -78,6 +79,7 @@ fn from_frame(e: &ErrorFrame, terminal: bool) -> ClientError {
         retry_after_ms: e.retry_after_ms,
         close_code: e.close_code,
         supported_versions: e.supported_versions.clone(),
+        last_error_code: None,
     }
 }
 
@@ -260,6 +262,7 @@ impl Driver {
                             true,
                         );
                         e.close_code = close_code;
+                        e.last_error_code.clone_from(&self.last_error_code);
                         self.finish(Ended::Terminal(e)).await;
                         return;
                     }
@@ -548,11 +551,22 @@ impl Driver {
                     }
                 }
                 _ = sleep_until(s.liveness) => {
-                    let what = if s.welcomed { "no frame from the server" } else { "no welcome" };
-                    tracing::debug!("liveness timeout: {what} within {:?}", s.budget);
+                    if !s.welcomed {
+                        // RW-RECONNECT-11, RW-ERROR-7: no welcome in time is a failed
+                        // attempt; close with 1000 (RW-CLOSE-8) and back off.
+                        self.emit(ClientEvent::Error(client_error(
+                            "welcome_timeout",
+                            format!("no welcome within {} ms; reconnecting", s.budget.as_millis()),
+                            false,
+                        )))
+                        .await?;
+                        close_with(ws, WsCloseCode::Normal, "").await;
+                        return Err(Ended::backoff(None));
+                    }
+                    tracing::debug!("liveness timeout: no frame within {:?}", s.budget);
                     self.emit(ClientEvent::Error(client_error(
                         "liveness_timeout",
-                        format!("{what} within {} ms; reconnecting", s.budget.as_millis()),
+                        format!("no frame from the server within {} ms; reconnecting", s.budget.as_millis()),
                         false,
                     )))
                     .await?;
@@ -745,10 +759,17 @@ struct Session {
     pending_error: Option<ErrorFrame>,
 }
 
+/// The cursor a subscription request starts from. A cursor without its epoch starts
+/// from the beginning of the log: its `seq` may name an event of a log that no longer
+/// exists, and it cannot be sent without an epoch (`RW-RESUME-11`, `RW-RESUME-15`).
 fn request_cursor(r: &SubscriptionRequest) -> Cursor {
     Cursor {
         epoch: r.epoch.clone(),
-        seq: r.after_seq.unwrap_or(0),
+        seq: if r.epoch.is_some() {
+            r.after_seq.unwrap_or(0)
+        } else {
+            0
+        },
     }
 }
 

@@ -156,6 +156,9 @@ pub struct ClientError {
     pub close_code: Option<u16>,
     /// For `unsupported_version`: the versions the server speaks (`RW-VERSION-6`).
     pub supported_versions: Option<Vec<String>>,
+    /// For `reconnect_failed`: the code of the last `error` frame the client saw
+    /// before it gave up (`RW-RECONNECT-3`), if any.
+    pub last_error_code: Option<String>,
 }
 
 impl ClientError {

@@ -168,8 +168,9 @@ pub enum ClientFault {
     /// Folds a reset's snapshot onto the state it held instead of replacing it: in the
     /// `folded` lines, members the snapshot lacks keep their old values (`RW-SNAP-2`).
     FoldsResetOntoOldState,
-    /// Reports a terminal `unsupported_version` without the server's
-    /// `supported_versions` (`RW-VERSION-6`).
+    /// Reports its terminal errors without their details: `unsupported_version`
+    /// without the server's `supported_versions` (`RW-VERSION-6`), `reconnect_failed`
+    /// without `last_error_code`.
     DropsErrorDetails,
     /// Presents the previous connection's token again instead of asking its token
     /// provider on every attempt (`RW-AUTH-9`).
@@ -1417,6 +1418,7 @@ impl LineFilter {
             (ClientFault::DropsErrorDetails, "error") => {
                 if let Some(o) = v.as_object_mut() {
                     o.remove("supported_versions");
+                    o.remove("last_error_code");
                 }
             }
             (ClientFault::FoldsResetOntoOldState, "reset") => {

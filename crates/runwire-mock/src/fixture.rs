@@ -188,6 +188,14 @@ pub struct ClientConfig {
     /// `RUNWIRE_GAP_TIMEOUT_MS`. Default 100.
     #[serde(default = "default_gap")]
     pub gap_timeout_ms: u64,
+    /// `RUNWIRE_WELCOME_TIMEOUT_MS`: how long the client waits for `welcome` after
+    /// `hello` (`RW-RECONNECT-11`). Default 1000.
+    #[serde(default = "default_welcome_timeout")]
+    pub welcome_timeout_ms: u64,
+}
+
+fn default_welcome_timeout() -> u64 {
+    1000
 }
 
 fn default_stable() -> u64 {

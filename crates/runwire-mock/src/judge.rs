@@ -381,6 +381,32 @@ impl Judge<'_> {
                 );
             }
         }
+        // RW-ERROR-8: an error frame that announces a terminal close is reported once,
+        // as the terminal error, not also as a non-terminal error right before it.
+        if let [.., before, last] = errors.as_slice()
+            && last.get("terminal").and_then(Value::as_bool) == Some(true)
+            && before.get("terminal").and_then(Value::as_bool) != Some(true)
+            && last
+                .get("close_code")
+                .and_then(Value::as_u64)
+                .and_then(|c| u16::try_from(c).ok())
+                .is_some_and(|c| {
+                    runwire_protocol::CloseCode(c).action()
+                        == runwire_protocol::CloseAction::Terminal
+                })
+            && before.get("code").is_some()
+            && before.get("code") == last.get("code")
+            && before.get("message") == last.get("message")
+        {
+            self.violate(
+                reqs::ERROR_ONCE,
+                "error_line",
+                format!(
+                    "the client reported the error that announced its terminal close twice: \
+                     first as a non-terminal error ({before}), then as the terminal one ({last})"
+                ),
+            );
+        }
         if let Some(t) = self.fixture.expect.terminal_error.clone() {
             let req = t
                 .requirement

@@ -423,6 +423,10 @@ impl Mock {
                 "RUNWIRE_GAP_TIMEOUT_MS".into(),
                 sh.wire_ms(c.gap_timeout_ms).to_string(),
             ),
+            (
+                "RUNWIRE_WELCOME_TIMEOUT_MS".into(),
+                sh.wire_ms(c.welcome_timeout_ms).to_string(),
+            ),
             ("RUNWIRE_SEED".into(), sh.seed.to_string()),
             ("RUNWIRE_TIME_SCALE".into(), sh.scale.to_string()),
         ]);

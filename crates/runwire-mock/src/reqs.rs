@@ -10,6 +10,8 @@ pub const TOKEN: &str = "RW-AUTH-1";
 /// `RW-AUTH-9`: a client with a token provider asks it before every connection
 /// attempt, so a reconnect presents a fresh token.
 pub const TOKEN_FRESH: &str = "RW-AUTH-9";
+/// `RW-ERROR-8`: an error frame announcing a terminal close is reported once.
+pub const ERROR_ONCE: &str = "RW-ERROR-8";
 /// `RW-CONV-3`: no JSON object with two members of the same name.
 pub const DUPLICATE_MEMBERS: &str = "RW-CONV-3";
 /// `RW-RECONNECT-8`: every (re)connection subscribes every wanted run with its cursor.
@@ -67,6 +69,7 @@ pub const ALL: &[&str] = &[
     CLIENT_LIMITS,
     TOKEN_FRESH,
     DUPLICATE_MEMBERS,
+    ERROR_ONCE,
     HELLO_FIRST,
     HELLO_VERSIONS,
     TOKEN,

@@ -63,7 +63,8 @@ def parse_runs(value):
                 raise ConfigError(f"RUNWIRE_RUNS entry {entry!r}: {s!r} is not a seq")
         if not run_id or run_id in runs:
             raise ConfigError(f"RUNWIRE_RUNS entry {entry!r} is empty or repeated")
-        runs[run_id] = {"epoch": epoch, "seq": seq}
+        # RW-RESUME-15: a cursor without its epoch starts from the beginning of the log.
+        runs[run_id] = {"epoch": epoch, "seq": seq if epoch else 0}
     if not runs:
         raise ConfigError("RUNWIRE_RUNS lists no run")
     return runs
@@ -288,7 +289,7 @@ class Adapter:
         self.grace_ms = env_int("RUNWIRE_LIVENESS_GRACE_MS", 10000)
         self.gap_timeout_ms = env_int("RUNWIRE_GAP_TIMEOUT_MS", 2000)
         self.gap_buffer = 1000
-        self.welcome_timeout_ms = 10000
+        self.welcome_timeout_ms = env_int("RUNWIRE_WELCOME_TIMEOUT_MS", 10000)
         seed = os.environ.get("RUNWIRE_SEED", "").strip()
         self.seed = int(seed) if seed else random.randrange(2**63)
         print(f"python adapter: RUNWIRE_SEED={self.seed}", file=sys.stderr)
@@ -349,6 +350,7 @@ class Adapter:
             if delay is None:
                 return self.fail({
                     "code": "reconnect_failed",
+                    "last_error_code": self.last_error_code,
                     "message": f"gave up after {self.max_attempts} consecutive failed attempts "
                                f"(last close code {end.close_code}, last error code {self.last_error_code})",
                 }, end.close_code)
@@ -368,6 +370,8 @@ class Adapter:
             line["run_id"] = error["run_id"]
         if error.get("supported_versions"):
             line["supported_versions"] = error["supported_versions"]
+        if error.get("last_error_code"):
+            line["last_error_code"] = error["last_error_code"]  # RW-RECONNECT-3
         if close_code is not None:
             line["close_code"] = close_code
         out(line)
@@ -410,8 +414,10 @@ class Adapter:
                 except asyncio.TimeoutError:
                     now = time.monotonic()
                     if now >= last_frame + budget:
-                        # RW-HEART-5: silence; reconnect with backoff.
-                        out({"kind": "error", "code": "liveness_timeout", "terminal": False,
+                        # RW-RECONNECT-11 before welcome, RW-HEART-5 after: reconnect
+                        # with backoff.
+                        code = "liveness_timeout" if welcomed_at[0] is not None else "welcome_timeout"
+                        out({"kind": "error", "code": code, "terminal": False,
                              "message": f"no frame within {int(budget * 1000)} ms"})
                         await self.close(1000)
                         raise Ended(BACKOFF)

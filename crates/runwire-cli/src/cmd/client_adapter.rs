@@ -127,6 +127,9 @@ impl AdapterEnv {
         if let Some(v) = number("RUNWIRE_LIVENESS_GRACE_MS")? {
             config.liveness_grace = Duration::from_millis(v);
         }
+        if let Some(v) = number("RUNWIRE_WELCOME_TIMEOUT_MS")? {
+            config.welcome_timeout = Duration::from_millis(v);
+        }
         if let Some(v) = number("RUNWIRE_GAP_TIMEOUT_MS")? {
             config.ordering.gap_timeout = Duration::from_millis(v);
         }
@@ -190,6 +193,9 @@ pub(crate) fn line(ev: &ClientEvent) -> Option<Value> {
             }
             if let Some(sv) = &e.supported_versions {
                 v["supported_versions"] = json!(sv);
+            }
+            if let Some(c) = &e.last_error_code {
+                v["last_error_code"] = json!(c);
             }
             v
         }

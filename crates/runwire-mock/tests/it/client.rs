@@ -105,6 +105,9 @@ pub(crate) struct Bugs {
     pub(crate) case_insensitive: bool,
     /// Fold a `status` or `phase` found in the data of any event type (`RW-SNAP-4`).
     pub(crate) fold_unknown_types: bool,
+    /// Resume from a persisted cursor that has no epoch, sending its `after_seq`
+    /// without one (`RW-RESUME-15`).
+    pub(crate) epochless_cursor: bool,
     /// Write the member `versions` of `hello` twice (`RW-CONV-3`).
     pub(crate) duplicate_members: bool,
     /// Print no `folded` lines (a client whose adapter does not fold).
@@ -156,6 +159,7 @@ struct Config {
     stable: Duration,
     grace: Duration,
     gap: Duration,
+    welcome: Duration,
     seed: u64,
 }
 
@@ -191,6 +195,7 @@ fn parse(env: &[(String, String)]) -> Config {
         stable: Duration::from_millis(num("RUNWIRE_STABLE_SESSION_MS", 5000)),
         grace: Duration::from_millis(num("RUNWIRE_LIVENESS_GRACE_MS", 10_000)),
         gap: Duration::from_millis(num("RUNWIRE_GAP_TIMEOUT_MS", 2000)),
+        welcome: Duration::from_millis(num("RUNWIRE_WELCOME_TIMEOUT_MS", 10_000)),
         seed: num("RUNWIRE_SEED", 0),
     }
 }
@@ -237,6 +242,10 @@ struct Client {
     rng: ChaCha8Rng,
     /// `supported_versions` of the last error frame, for the terminal error line.
     supported: Option<Value>,
+    /// The last close code and error code seen, for `reconnect_failed`
+    /// (`RW-RECONNECT-3`).
+    last_close: Option<u16>,
+    last_error_code: Option<String>,
 }
 
 /// Runs the client until it ends, reporting through `app`, and reports its exit code.
@@ -250,7 +259,12 @@ pub(crate) async fn run(env: Vec<(String, String)>, bugs: Bugs, app: AppSink) {
             initial_after: *after,
             initial_epoch: epoch.clone(),
             epoch: epoch.clone(),
-            last: *after,
+            // RW-RESUME-15: a cursor without its epoch starts from the beginning.
+            last: if epoch.is_some() || bugs.epochless_cursor {
+                *after
+            } else {
+                0
+            },
             ..Run::default()
         })
         .collect();
@@ -261,6 +275,8 @@ pub(crate) async fn run(env: Vec<(String, String)>, bugs: Bugs, app: AppSink) {
         app: app.clone(),
         runs,
         supported: None,
+        last_close: None,
+        last_error_code: None,
     };
     c.bugs.pause(c.bugs.start_delay_ms).await;
     let code = c.main().await;
@@ -346,12 +362,21 @@ impl Client {
                 failures += 1;
             }
             if failures >= self.cfg.max_attempts && !self.bugs.no_max_attempts {
-                self.line(json!({
+                let mut line = json!({
                     "kind": "error",
                     "code": "reconnect_failed",
                     "message": format!("{failures} consecutive failed attempts"),
                     "terminal": true,
-                }));
+                });
+                if !self.bugs.drop_error_details {
+                    if let Some(c) = self.last_close {
+                        line["close_code"] = json!(c);
+                    }
+                    if let Some(c) = &self.last_error_code {
+                        line["last_error_code"] = json!(c);
+                    }
+                }
+                self.line(line);
                 self.line(json!({"kind": "state", "state": "failed"}));
                 return 1;
             }
@@ -477,7 +502,8 @@ impl Client {
         loop {
             let live_deadline = match interval {
                 Some(i) => last_frame + i + self.cfg.grace,
-                None => started + self.cfg.grace.max(Duration::from_millis(200)) * 4,
+                // RW-RECONNECT-11: the welcome deadline.
+                None => started + self.cfg.welcome,
             };
             let gap_deadline = self
                 .runs
@@ -489,6 +515,9 @@ impl Client {
             let msg = tokio::select! {
                 m = ws.next() => m,
                 () = sleep_until(live_deadline), if !self.bugs.no_liveness => {
+                    if welcomed.is_none() {
+                        self.line(json!({"kind": "error", "code": "welcome_timeout", "message": "no welcome", "terminal": false}));
+                    }
                     Self::close(&mut ws, 1000).await;
                     return End::Reconnect { now: false, retry_after: None, welcomed };
                 }
@@ -573,7 +602,7 @@ impl Client {
                         Self::close(&mut ws, 4000).await;
                         return End::Terminal {
                             code: Some(4000),
-                            error: Some("version_mismatch".into()),
+                            error: Some("protocol_violation".into()),
                         };
                     }
                     welcomed = Some(Instant::now());
@@ -711,6 +740,7 @@ impl Client {
                     let retry = m.get("retry_after_ms").and_then(Value::as_u64);
                     let retryable = m.get("retryable").and_then(Value::as_bool).unwrap_or(false);
                     self.supported = m.get("supported_versions").cloned();
+                    self.last_error_code = Some(code.clone());
                     let run = m.get("run_id").and_then(Value::as_str).map(str::to_owned);
                     let mut line = json!({"kind": "error", "code": code, "message": m.get("message").cloned().unwrap_or(json!("")), "terminal": false});
                     if let Some(r) = &run {
@@ -761,6 +791,7 @@ impl Client {
         welcomed: Option<Instant>,
     ) -> End {
         let retry_after = last_error.as_ref().and_then(|e| e.1);
+        self.last_close = code;
         let action = code.map_or(CloseAction::ReconnectWithBackoff, |c| CloseCode(c).action());
         match action {
             CloseAction::Terminal => End::Terminal {
