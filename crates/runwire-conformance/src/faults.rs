@@ -421,12 +421,25 @@ struct Shared {
 /// need it: epochs for [`ClientFault::KeepsEpochAfterReset`], the gap buffer for
 /// [`ClientFault::KeepsBufferAcrossReset`]. Returns the frames to send the client after
 /// `v`: the old epoch's buffered events, when a broken client would deliver them.
-fn track_server_frame(fault: ClientFault, shared: &Mutex<Shared>, ty: &str, v: &Value) -> Vec<Message> {
+fn track_server_frame(
+    fault: ClientFault,
+    shared: &Mutex<Shared>,
+    ty: &str,
+    v: &Value,
+) -> Vec<Message> {
     let Ok(mut sh) = shared.lock() else {
         return Vec::new();
     };
-    let run = v.get("run_id").and_then(Value::as_str).unwrap_or("").to_owned();
-    let epoch = v.get("epoch").and_then(Value::as_str).unwrap_or("").to_owned();
+    let run = v
+        .get("run_id")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let epoch = v
+        .get("epoch")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     let mut extra = Vec::new();
     match ty {
         "subscribed" => {
@@ -527,10 +540,8 @@ fn transform(
                 vec![],
             );
         }
-        if let (
-            Message::Binary(_),
-            Fault::Client(ClientFault::Swallows(Invalid::NotOneObject)),
-        ) = (&msg, fault)
+        if let (Message::Binary(_), Fault::Client(ClientFault::Swallows(Invalid::NotOneObject))) =
+            (&msg, fault)
             && from == From::Server
         {
             return (vec![], vec![]);
@@ -1407,7 +1418,11 @@ impl LineFilter {
         let Ok(mut v) = serde_json::from_str::<Value>(&line) else {
             return line;
         };
-        let kind = v.get("kind").and_then(Value::as_str).unwrap_or("").to_owned();
+        let kind = v
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         let run = v
             .get("run_id")
             .or_else(|| v.pointer("/event/run_id"))
@@ -1436,7 +1451,10 @@ impl LineFilter {
                 return line;
             }
             (ClientFault::FoldsUnknownTypes, "event") => {
-                let ty = v.pointer("/event/type").and_then(Value::as_str).unwrap_or("");
+                let ty = v
+                    .pointer("/event/type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 let kept = self.kept.entry(run).or_default();
                 if FOLDED_TYPES.contains(&ty) {
                     // A real status or phase event sets the member again.

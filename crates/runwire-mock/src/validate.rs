@@ -658,7 +658,8 @@ mod duplicate_tests {
     fn finds_a_member_named_twice_at_any_depth() {
         assert_eq!(duplicate_member(r#"{"a":1,"b":2}"#), None);
         assert_eq!(
-            duplicate_member(r#"{"versions":["1.0"],"type":"hello","versions":["1.0"]}"#).as_deref(),
+            duplicate_member(r#"{"versions":["1.0"],"type":"hello","versions":["1.0"]}"#)
+                .as_deref(),
             Some("versions")
         );
         assert_eq!(

@@ -341,7 +341,11 @@ impl Client {
                         "message": "terminal close",
                         "terminal": true,
                     });
-                    if let Some(v) = self.supported.clone().filter(|_| !self.bugs.drop_error_details) {
+                    if let Some(v) = self
+                        .supported
+                        .clone()
+                        .filter(|_| !self.bugs.drop_error_details)
+                    {
                         line["supported_versions"] = v;
                     }
                     self.line(line);
@@ -570,7 +574,10 @@ impl Client {
             // does not match its schema (the protocol crate's decoder), is undecodable.
             let decodes = self.bugs.no_validation
                 || runwire_protocol::codec::decode_server_message(text.as_bytes(), 1 << 24).is_ok();
-            let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&text).map_err(|_| ()).and_then(|v| if decodes { Ok(v) } else { Err(()) }) else {
+            let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&text)
+                .map_err(|_| ())
+                .and_then(|v| if decodes { Ok(v) } else { Err(()) })
+            else {
                 self.line(json!({"kind": "error", "code": "invalid_frame", "message": "undecodable frame", "terminal": false}));
                 Self::close(&mut ws, 4000).await;
                 return End::Reconnect {
@@ -680,19 +687,22 @@ impl Client {
                         if let Some(idx) = self.runs.iter().position(|r| r.id == id)
                             && let Some(snap) = snap
                         {
-                            let snap = match (&self.runs[idx].folded, self.bugs.fold_reset_onto_state) {
-                                // Old members the snapshot lacks survive.
-                                (Some(old), true) => {
-                                    let mut merged = serde_json::to_value(old).unwrap_or_default();
-                                    if let (Some(o), Value::Object(n)) =
-                                        (merged.as_object_mut(), serde_json::to_value(&snap).unwrap_or_default())
-                                    {
-                                        o.extend(n);
+                            let snap =
+                                match (&self.runs[idx].folded, self.bugs.fold_reset_onto_state) {
+                                    // Old members the snapshot lacks survive.
+                                    (Some(old), true) => {
+                                        let mut merged =
+                                            serde_json::to_value(old).unwrap_or_default();
+                                        if let (Some(o), Value::Object(n)) = (
+                                            merged.as_object_mut(),
+                                            serde_json::to_value(&snap).unwrap_or_default(),
+                                        ) {
+                                            o.extend(n);
+                                        }
+                                        serde_json::from_value(merged).unwrap_or(snap)
                                     }
-                                    serde_json::from_value(merged).unwrap_or(snap)
-                                }
-                                _ => snap,
-                            };
+                                    _ => snap,
+                                };
                             self.runs[idx].folded = Some(snap);
                             self.print_folded(idx);
                         }
