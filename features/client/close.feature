@@ -87,3 +87,8 @@ Feature: Errors and close codes
   Scenario: run-error-keeps-subscription: An error with a run_id answers one entry; the open subscription goes on
     When the client under test plays fixture "run-error-keeps-subscription"
     Then the client passes the fixture
+
+  @must @RW-INPUT-12 @RW-CLOSE-10 @RW-CLOSE-8
+  Scenario: invalid-utf8-text-frame: A text frame that is not valid UTF-8: report an error, deliver nothing, close 4000 (browsers: their WebSocket layer closes)
+    When the client under test plays fixture "invalid-utf8-text-frame"
+    Then the client passes the fixture

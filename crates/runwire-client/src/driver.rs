@@ -470,6 +470,19 @@ impl Driver {
                 biased;
                 msg = ws.next() => {
                     let Some(Ok(msg)) = msg else {
+                        if let Some(Err(tungstenite::Error::Utf8(e))) = msg {
+                            // A text frame that is not UTF-8 is undecodable
+                            // (RW-INPUT-12): report it, deliver nothing, close 4000
+                            // (RW-CLOSE-8) and reconnect with backoff.
+                            self.emit(ClientEvent::Error(client_error(
+                                "invalid_frame",
+                                format!("the server sent a text frame that is not UTF-8: {e}"),
+                                false,
+                            )))
+                            .await?;
+                            close_with(ws, WsCloseCode::Library(4000), "protocol_error").await;
+                            return Err(Ended::backoff(None));
+                        }
                         if let Some(Err(e)) = msg {
                             tracing::debug!(error = %e, "connection lost");
                         }

@@ -193,6 +193,21 @@ pub enum ClientFault {
     /// state: a `status` or `phase` in such an event's data lands in the `folded`
     /// lines (`RW-SNAP-4`).
     FoldsUnknownTypes,
+    /// Waits for `welcome` for a minute: the adapter gets
+    /// `RUNWIRE_WELCOME_TIMEOUT_MS=60000` (`RW-RECONNECT-11`).
+    NoWelcomeDeadline,
+    /// Sends the `after_seq` of a cursor that has no epoch: the proxy adds
+    /// `after_seq: 1` to every subscription entry without an epoch (`RW-RESUME-15`).
+    SendsEpochlessCursor,
+    /// Reports its own failures with codes of its own: `welcome_timeout` as `timeout`,
+    /// `protocol_violation` as `bad_version` (`RW-ERROR-7`).
+    OwnErrorCodes,
+    /// Reports the error frame that announced a terminal close twice: once as a
+    /// non-terminal error, then as the terminal one (`RW-ERROR-8`).
+    ReportsTerminalErrorTwice,
+    /// Declares the `browser` profile (its WebSocket layer fails a connection on a text
+    /// frame that is not UTF-8) but reports nothing when that happens (`RW-CLOSE-10`).
+    BrowserWithoutReport,
 }
 
 /// A kind of invalid server input a broken client does not notice
@@ -334,6 +349,11 @@ impl ClientFault {
         Self::SendsInvalidHello,
         Self::SendsDuplicateMembers,
         Self::FoldsUnknownTypes,
+        Self::NoWelcomeDeadline,
+        Self::SendsEpochlessCursor,
+        Self::OwnErrorCodes,
+        Self::ReportsTerminalErrorTwice,
+        Self::BrowserWithoutReport,
     ];
 
     /// The requirement the client suite must name when it catches it.
@@ -361,6 +381,11 @@ impl ClientFault {
             Self::SendsInvalidHello => "RW-COMPAT-5",
             Self::SendsDuplicateMembers => "RW-CONV-3",
             Self::FoldsUnknownTypes => "RW-SNAP-4",
+            Self::NoWelcomeDeadline => "RW-RECONNECT-11",
+            Self::SendsEpochlessCursor => "RW-RESUME-15",
+            Self::OwnErrorCodes => "RW-ERROR-7",
+            Self::ReportsTerminalErrorTwice => "RW-ERROR-8",
+            Self::BrowserWithoutReport => "RW-CLOSE-10",
         }
     }
 
@@ -372,6 +397,9 @@ impl ClientFault {
                 ("RUNWIRE_RECONNECT_BASE_MS".into(), "1".into()),
                 ("RUNWIRE_RECONNECT_FACTOR".into(), "1".into()),
             ],
+            Self::NoWelcomeDeadline => {
+                vec![("RUNWIRE_WELCOME_TIMEOUT_MS".into(), "60000".into())]
+            }
             _ => Vec::new(),
         }
     }
@@ -756,6 +784,19 @@ fn transform(
                 ClientFault::SendsDuplicateMembers if ty == "hello" => {
                     st.hello_seen = true;
                     (duplicate_versions(&v).into_iter().collect(), vec![])
+                }
+                ClientFault::SendsEpochlessCursor if ty == "hello" || ty == "subscribe" => {
+                    if let Some(a) = v.get_mut("subscriptions").and_then(Value::as_array_mut) {
+                        for e in a {
+                            if e.get("epoch").is_none() {
+                                e["after_seq"] = json!(1);
+                            }
+                        }
+                    }
+                    if ty == "hello" {
+                        st.hello_seen = true;
+                    }
+                    (vec![text(&v)], vec![])
                 }
                 ClientFault::NoPong if ty == "pong" => (vec![], vec![]),
                 ClientFault::NoLivenessTimeout
@@ -1376,7 +1417,9 @@ impl FaultyClient {
                             if let Some(p) = held.take() {
                                 sink.raw_line(&p);
                             }
-                            sink.raw_line(&lines_filter.apply(fault, line));
+                            for l in lines_filter.apply(fault, line) {
+                                sink.raw_line(&l);
+                            }
                         }
                     }
                 }
@@ -1411,10 +1454,40 @@ struct LineFilter {
     last: BTreeMap<String, serde_json::Map<String, Value>>,
     /// Per run, members a broken fold keeps (or adds) in every later `folded` line.
     kept: BTreeMap<String, serde_json::Map<String, Value>>,
+    /// The `platform` line was printed ([`ClientFault::BrowserWithoutReport`]).
+    platform_sent: bool,
 }
 
 impl LineFilter {
-    fn apply(&mut self, fault: ClientFault, line: String) -> String {
+    fn apply(&mut self, fault: ClientFault, line: String) -> Vec<String> {
+        if fault == ClientFault::BrowserWithoutReport {
+            let mut out = Vec::new();
+            if !self.platform_sent {
+                self.platform_sent = true;
+                out.push(json!({"kind": "platform", "profile": "browser"}).to_string());
+            }
+            let silent = serde_json::from_str::<Value>(&line).is_ok_and(|v| {
+                v.get("kind").and_then(Value::as_str) == Some("error")
+                    && v.get("code").and_then(Value::as_str) == Some("invalid_frame")
+            });
+            if !silent {
+                out.push(line);
+            }
+            return out;
+        }
+        if fault == ClientFault::ReportsTerminalErrorTwice
+            && let Ok(mut v) = serde_json::from_str::<Value>(&line)
+            && v.get("kind").and_then(Value::as_str) == Some("error")
+            && v.get("terminal").and_then(Value::as_bool) == Some(true)
+        {
+            // The same error once more, first, as if reported when the frame came.
+            v["terminal"] = json!(false);
+            return vec![v.to_string(), line];
+        }
+        vec![self.apply_one(fault, line)]
+    }
+
+    fn apply_one(&mut self, fault: ClientFault, line: String) -> String {
         let Ok(mut v) = serde_json::from_str::<Value>(&line) else {
             return line;
         };
@@ -1430,6 +1503,14 @@ impl LineFilter {
             .unwrap_or("")
             .to_owned();
         match (fault, kind.as_str()) {
+            (ClientFault::OwnErrorCodes, "error") => {
+                let code = match v.get("code").and_then(Value::as_str) {
+                    Some("welcome_timeout") => "timeout",
+                    Some("protocol_violation") => "bad_version",
+                    _ => return line,
+                };
+                v["code"] = json!(code);
+            }
             (ClientFault::DropsErrorDetails, "error") => {
                 if let Some(o) = v.as_object_mut() {
                     o.remove("supported_versions");

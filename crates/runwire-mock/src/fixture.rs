@@ -662,13 +662,17 @@ pub struct FrameStep {
     pub json: Map<String, Value>,
 }
 
-/// Raw frame contents: exactly one of `text` and `binary_hex`.
+/// Raw frame contents: exactly one of `text`, `text_hex` and `binary_hex`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStep {
     /// Sent as a text frame as is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// Sent as a text frame whose payload is these bytes (hex digits), which need not
+    /// be valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_hex: Option<String>,
     /// Sent as a binary frame (hex digits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binary_hex: Option<String>,
@@ -775,6 +779,13 @@ pub struct AwaitCloseStep {
     /// Deadline from the start of the step. Default 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within_ms: Option<u64>,
+    /// The frame before this step is a text frame that is not valid UTF-8: a client
+    /// whose adapter declared the `browser` profile (a `platform` line,
+    /// `docs/client-adapter.md`) has a WebSocket layer that fails the connection by
+    /// itself, so for it any end of the connection counts and `code` is not judged
+    /// (`RW-CLOSE-10`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unless_browser: bool,
     /// The requirement a violation names. Default: the fixture's first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requirement: Option<String>,

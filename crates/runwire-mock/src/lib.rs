@@ -925,6 +925,27 @@ impl Mock {
         // Reconnect delays, one connection at a time, jitter.
         let times: Vec<reconnect::ConnTimes> = conns.iter().map(|c| c.3).collect();
         reconnect::judge(sh, &times, &timed_lines, overhead, end);
+        // RW-CLOSE-10: close codes after a frame that is not valid UTF-8 are judged
+        // unless the adapter declared the browser profile.
+        let pending = sh
+            .st
+            .lock()
+            .map(|mut st| std::mem::take(&mut st.unless_browser))
+            .unwrap_or_default();
+        let browser = app.lines.iter().any(|l| {
+            l.get("kind").and_then(Value::as_str) == Some("platform")
+                && l.get("profile").and_then(Value::as_str) == Some("browser")
+        });
+        for (k, req, message) in pending {
+            if browser {
+                sh.note(
+                    k,
+                    format!("{message}: not judged, the adapter declared the browser profile (RW-CLOSE-10)"),
+                );
+            } else {
+                sh.violate(Some(k), &req, "client_close", message);
+            }
+        }
         let mut notes = Vec::new();
         if timed_out {
             notes.push(format!(

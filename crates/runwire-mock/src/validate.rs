@@ -434,17 +434,19 @@ fn check_connection(f: &Fixture, ci: usize, c: &crate::fixture::Connection) -> R
                     return fail(format!("{sp}/json"), "the frame needs a string \"type\"");
                 }
             }
-            Step::Raw(r) => match (&r.text, &r.binary_hex) {
-                (Some(_), None) => {}
-                (None, Some(h)) => {
+            Step::Raw(r) => match (&r.text, &r.text_hex, &r.binary_hex) {
+                (Some(_), None, None) => {}
+                (None, Some(h), None) | (None, None, Some(h)) => {
+                    let member = if r.text_hex.is_some() {
+                        "text_hex"
+                    } else {
+                        "binary_hex"
+                    };
                     if h.len() % 2 != 0 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
-                        return fail(
-                            format!("{sp}/binary_hex"),
-                            "not an even number of hex digits",
-                        );
+                        return fail(format!("{sp}/{member}"), "not an even number of hex digits");
                     }
                 }
-                _ => return fail(&sp, "give exactly one of text and binary_hex"),
+                _ => return fail(&sp, "give exactly one of text, text_hex and binary_hex"),
             },
             Step::Repeat(r) => {
                 let back = r.back.unwrap_or(1);

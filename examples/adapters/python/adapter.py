@@ -323,6 +323,10 @@ class Adapter:
         return max(draw, end.retry_after_ms or 0)
 
     async def run(self):
+        # The websockets library fails a connection by itself (close 1007) when a text
+        # frame is not valid UTF-8, as browsers do: declare the browser profile, so the
+        # kit judges those frames by RW-CLOSE-10 (docs/client-adapter.md).
+        out({"kind": "platform", "profile": "browser"})
         while True:
             # The attempt number n of spec 12: consecutive failed attempts before this one.
             attempt = self.failures
@@ -424,6 +428,12 @@ class Adapter:
                     await self.resync(now)
                     continue
                 except ConnectionClosed as e:
+                    if e.sent is not None and e.sent.code == 1007:
+                        # RW-CLOSE-10: the library closed on a frame that is not UTF-8;
+                        # report it and reconnect with backoff (nothing was delivered).
+                        out({"kind": "error", "code": "invalid_frame", "terminal": False,
+                             "message": f"the server sent an invalid text frame: {e.sent.reason}"})
+                        raise Ended(BACKOFF)
                     raise self.closed(e.rcvd.code if e.rcvd else None)
                 last_frame = time.monotonic()
                 if isinstance(frame, bytes):

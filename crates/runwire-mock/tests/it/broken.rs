@@ -57,6 +57,27 @@ fn cases() -> Vec<(&'static str, Bugs, &'static str, &'static str)> {
             "RW-RESUME-15",
         ),
         (
+            "no_welcome_timeout",
+            bugs(|b| b.no_welcome_timeout = true),
+            "welcome-timeout",
+            "RW-RECONNECT-11",
+        ),
+        (
+            "double_terminal_report",
+            bugs(|b| b.double_terminal_report = true),
+            "close-terminal-unauthorized",
+            "RW-ERROR-8",
+        ),
+        (
+            "browser_silent",
+            bugs(|b| {
+                b.browser = true;
+                b.browser_silent = true;
+            }),
+            "invalid-utf8-text-frame",
+            "RW-CLOSE-10",
+        ),
+        (
             "stale_token",
             bugs(|b| b.stale_token = true),
             "token-after-stable-session",
@@ -416,7 +437,34 @@ fn every_bug_has_a_case() {
         "fold_unknown_types",
         "duplicate_members",
         "epochless_cursor",
+        "no_welcome_timeout",
+        "double_terminal_report",
+        "browser_silent",
     ] {
         assert!(names.contains(bug), "{bug}");
     }
+}
+
+/// RW-CLOSE-10: a client whose WebSocket layer fails the connection by itself on a
+/// text frame that is not UTF-8 (a browser) and declares the browser profile passes
+/// the fixture without closing with 4000 (the close code is noted, not judged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_client_is_judged_by_its_profile() {
+    let browser = bugs(|b| b.browser = true);
+    let first = harness::play(harness::load("invalid-utf8-text-frame"), browser).await;
+    let report = harness::settle(harness::load("invalid-utf8-text-frame"), browser, first).await;
+    assert!(
+        report.verdict.passed(),
+        "{}\n{}",
+        report.verdict.render(),
+        report.transcript.to_text()
+    );
+    assert!(
+        report
+            .transcript
+            .to_text()
+            .contains("not judged, the adapter declared the browser profile"),
+        "{}",
+        report.transcript.to_text()
+    );
 }

@@ -108,6 +108,18 @@ pub(crate) struct Bugs {
     /// Resume from a persisted cursor that has no epoch, sending its `after_seq`
     /// without one (`RW-RESUME-15`).
     pub(crate) epochless_cursor: bool,
+    /// Wait for `welcome` for ever (`RW-RECONNECT-11`).
+    pub(crate) no_welcome_timeout: bool,
+    /// Report the error frame that announced a terminal close twice: as a
+    /// non-terminal error, then as the terminal one (`RW-ERROR-8`).
+    pub(crate) double_terminal_report: bool,
+    /// Behave like a browser: declare the `browser` profile and, on a text frame that
+    /// is not UTF-8, let the connection fail without a close code (still reporting
+    /// the error and reconnecting with backoff, `RW-CLOSE-10`). Not a bug.
+    pub(crate) browser: bool,
+    /// With `browser`: report nothing when the connection fails on such a frame
+    /// (`RW-CLOSE-10`).
+    pub(crate) browser_silent: bool,
     /// Write the member `versions` of `hello` twice (`RW-CONV-3`).
     pub(crate) duplicate_members: bool,
     /// Print no `folded` lines (a client whose adapter does not fold).
@@ -279,6 +291,9 @@ pub(crate) async fn run(env: Vec<(String, String)>, bugs: Bugs, app: AppSink) {
         last_error_code: None,
     };
     c.bugs.pause(c.bugs.start_delay_ms).await;
+    if c.bugs.browser {
+        c.line(json!({"kind": "platform", "profile": "browser"}));
+    }
     let code = c.main().await;
     c.bugs.pause(c.bugs.exit_delay_ms).await;
     app.exit(Some(code));
@@ -347,6 +362,14 @@ impl Client {
                         .filter(|_| !self.bugs.drop_error_details)
                     {
                         line["supported_versions"] = v;
+                    }
+                    if let Some(c) = code {
+                        line["close_code"] = json!(c);
+                    }
+                    if self.bugs.double_terminal_report {
+                        let mut first = line.clone();
+                        first["terminal"] = json!(false);
+                        self.line(first);
                     }
                     self.line(line);
                     self.line(json!({"kind": "state", "state": "failed", "close_code": code}));
@@ -507,6 +530,7 @@ impl Client {
             let live_deadline = match interval {
                 Some(i) => last_frame + i + self.cfg.grace,
                 // RW-RECONNECT-11: the welcome deadline.
+                None if self.bugs.no_welcome_timeout => started + Duration::from_secs(3600),
                 None => started + self.cfg.welcome,
             };
             let gap_deadline = self
@@ -565,6 +589,21 @@ impl Client {
                     };
                 }
                 Some(Ok(_)) => continue,
+                Some(Err(tokio_tungstenite::tungstenite::Error::Utf8(_))) => {
+                    // RW-INPUT-12 (natively) or RW-CLOSE-10 (a browser's WebSocket layer
+                    // fails the connection itself): report, deliver nothing, back off.
+                    if !(self.bugs.browser && self.bugs.browser_silent) {
+                        self.line(json!({"kind": "error", "code": "invalid_frame", "message": "text frame not UTF-8", "terminal": false}));
+                    }
+                    if !self.bugs.browser {
+                        Self::close(&mut ws, 4000).await;
+                    }
+                    return End::Reconnect {
+                        now: false,
+                        retry_after: None,
+                        welcomed,
+                    };
+                }
                 Some(Err(_)) | None => {
                     let code = last_error.as_ref().and_then(|e| e.2);
                     return self.on_close(code, last_error, welcomed);
