@@ -514,8 +514,7 @@ fn track_server_frame(
                 };
                 if seq == *last + 1 {
                     *last = seq;
-                    while let Some(next) = buf.remove(&(*last + 1)) {
-                        drop(next);
+                    while buf.remove(&(*last + 1)).is_some() {
                         *last += 1;
                     }
                     buf.retain(|s, _| *s > *last);
