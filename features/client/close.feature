@@ -38,7 +38,7 @@ Feature: Errors and close codes
     When the client under test plays fixture "close-terminal-1008"
     Then the client passes the fixture
 
-  @must @RW-RECONNECT-5 @RW-CLOSE-2
+  @must @RW-RECONNECT-5 @RW-CLOSE-2 @RW-ERROR-8
   Scenario: close-terminal-unauthorized: unauthorized + close 4003 is terminal: no reconnect, terminal error
     When the client under test plays fixture "close-terminal-unauthorized"
     Then the client passes the fixture
@@ -86,4 +86,9 @@ Feature: Errors and close codes
   @must @RW-SUB-5 @RW-ERROR-5
   Scenario: run-error-keeps-subscription: An error with a run_id answers one entry; the open subscription goes on
     When the client under test plays fixture "run-error-keeps-subscription"
+    Then the client passes the fixture
+
+  @must @RW-INPUT-12 @RW-CLOSE-10 @RW-CLOSE-8
+  Scenario: invalid-utf8-text-frame: A text frame that is not valid UTF-8: report an error, deliver nothing, close 4000 (browsers: their WebSocket layer closes)
+    When the client under test plays fixture "invalid-utf8-text-frame"
     Then the client passes the fixture

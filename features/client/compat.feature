@@ -42,3 +42,58 @@ Feature: Must-ignore and payloads
   Scenario: unknown-enum-values: Unknown phase names, artifact kinds and error codes are accepted and presented as given
     When the client under test plays fixture "unknown-enum-values"
     Then the client passes the fixture
+
+  @must @RW-CONV-2 @RW-INPUT-12
+  Scenario: invalid-unsafe-integer: An event whose seq is above 2^53 - 1 is rejected, not rounded
+    When the client under test plays fixture "invalid-unsafe-integer"
+    Then the client passes the fixture
+
+  @must @RW-CONV-2 @RW-INPUT-12
+  Scenario: invalid-negative-integer: A subscribed frame with a negative head_seq is rejected
+    When the client under test plays fixture "invalid-negative-integer"
+    Then the client passes the fixture
+
+  @must @RW-EVENT-2 @RW-INPUT-12
+  Scenario: invalid-run-id: An event whose run_id breaks the run id pattern is undecodable
+    When the client under test plays fixture "invalid-run-id"
+    Then the client passes the fixture
+
+  @must @RW-EVENT-5 @RW-INPUT-12
+  Scenario: invalid-event-time: An event whose time has a numeric offset is undecodable
+    When the client under test plays fixture "invalid-event-time"
+    Then the client passes the fixture
+
+  @must @RW-EVENT-6 @RW-INPUT-12
+  Scenario: invalid-event-type: An event whose type is one segment is undecodable
+    When the client under test plays fixture "invalid-event-type"
+    Then the client passes the fixture
+
+  @must @RW-EVENT-7 @RW-INPUT-12
+  Scenario: invalid-event-data: An event whose data is an array is undecodable
+    When the client under test plays fixture "invalid-event-data"
+    Then the client passes the fixture
+
+  @must @RW-HEART-2 @RW-INPUT-12
+  Scenario: invalid-ping-id: A ping whose id is 65 characters long is undecodable
+    When the client under test plays fixture "invalid-ping-id"
+    Then the client passes the fixture
+
+  @must @RW-CONV-1 @RW-INPUT-12 @RW-CLOSE-8 @RW-CLOSE-4
+  Scenario: invalid-two-objects: A text frame holding two JSON objects is undecodable
+    When the client under test plays fixture "invalid-two-objects"
+    Then the client passes the fixture
+
+  @must @RW-CONV-1 @RW-INPUT-12
+  Scenario: invalid-json-array: A text frame holding a JSON array is undecodable
+    When the client under test plays fixture "invalid-json-array"
+    Then the client passes the fixture
+
+  @must @RW-CONV-5 @RW-VERSION-5
+  Scenario: case-sensitive-types: Message types are case-sensitive: "Ping" is an unknown message type
+    When the client under test plays fixture "case-sensitive-types"
+    Then the client passes the fixture
+
+  @must @RW-COMPAT-5 @RW-CONV-3 @RW-CONV-1 @RW-CLOSE-4
+  Scenario: client-messages-valid: Every message the client sends is one valid JSON object with no member named twice
+    When the client under test plays fixture "client-messages-valid"
+    Then the client passes the fixture

@@ -30,3 +30,13 @@ Feature: Folding events into run state
   Scenario: fold-from-reset-snapshot: After a reset the client folds onto the snapshot, and events it already covers change nothing
     When the client under test plays fixture "fold-from-reset-snapshot"
     Then the client passes the fixture
+
+  @must @RW-SNAP-2 @RW-RESUME-9
+  Scenario: fold-reset-replaces-state: A reset's snapshot replaces the folded state; nothing of the old state survives
+    When the client under test plays fixture "fold-reset-replaces-state"
+    Then the client passes the fixture
+
+  @must @RW-SNAP-4 @RW-SNAP-2
+  Scenario: fold-unknown-types-change-nothing: Events of types the folding table does not name change only as_of_seq and updated_at
+    When the client under test plays fixture "fold-unknown-types-change-nothing"
+    Then the client passes the fixture

@@ -72,3 +72,23 @@ Feature: Reconnect policy
   Scenario: server-restart-retry-after: server_shutdown with a jittered retry_after_ms + 4200: reconnect after exactly that delay
     When the client under test plays fixture "server-restart-retry-after"
     Then the client passes the fixture
+
+  @must @RW-RECONNECT-1
+  Scenario: backoff-distribution: Eleven refused attempts: the delays spread over their envelopes, neither all at the top nor all near 0
+    When the client under test plays fixture "backoff-distribution"
+    Then the client passes the fixture
+
+  @must @RW-AUTH-9 @RW-AUTH-10 @RW-RECONNECT-4
+  Scenario: token-after-stable-session: After a session longer than the stable-session time, the reconnect still asks the token provider
+    When the client under test plays fixture "token-after-stable-session"
+    Then the client passes the fixture
+
+  @must @RW-RECONNECT-11 @RW-ERROR-7
+  Scenario: welcome-timeout: No welcome after hello: the client gives up on the attempt and reconnects with backoff
+    When the client under test plays fixture "welcome-timeout"
+    Then the client passes the fixture
+
+  @must @RW-RECONNECT-3
+  Scenario: max-attempts-last-error: Giving up after the last allowed attempt reports the last close code and error code
+    When the client under test plays fixture "max-attempts-last-error"
+    Then the client passes the fixture

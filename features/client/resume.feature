@@ -52,3 +52,18 @@ Feature: Resume and reset
   Scenario: resume-persisted-no-new-events: A resumed subscription with nothing new keeps the persisted cursor across a drop
     When the client under test plays fixture "resume-persisted-no-new-events"
     Then the client passes the fixture
+
+  @must @RW-RESUME-9 @RW-RESUME-10 @RW-RESUME-11 @RW-RESUME-14
+  Scenario: reset-new-epoch-cursor: After a reset into a new epoch, the next hello resumes with the new epoch
+    When the client under test plays fixture "reset-new-epoch-cursor"
+    Then the client passes the fixture
+
+  @must @RW-RESUME-9 @RW-RESUME-14
+  Scenario: reset-new-epoch-discards-buffer: A reset into a new epoch discards buffered events above its as_of_seq
+    When the client under test plays fixture "reset-new-epoch-discards-buffer"
+    Then the client passes the fixture
+
+  @must @RW-RESUME-15 @RW-RESUME-11
+  Scenario: persisted-cursor-without-epoch: A persisted cursor without its epoch is not sent: the run is replayed from the start
+    When the client under test plays fixture "persisted-cursor-without-epoch"
+    Then the client passes the fixture

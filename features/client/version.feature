@@ -13,7 +13,7 @@ Feature: Version negotiation
     When the client under test plays fixture "version-mismatch"
     Then the client passes the fixture
 
-  @must @RW-VERSION-7 @RW-CLOSE-8
+  @must @RW-VERSION-7 @RW-CLOSE-8 @RW-ERROR-7
   Scenario: welcome-version-not-offered: A welcome naming a version the client did not offer: close 4000, terminal error
     When the client under test plays fixture "welcome-version-not-offered"
     Then the client passes the fixture

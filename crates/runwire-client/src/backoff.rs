@@ -35,9 +35,9 @@ impl Default for BackoffConfig {
 /// One planned reconnect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Planned {
-    /// The 1-based number of the connection attempt this delay precedes, counted
-    /// since the last healthy session: `n + 1` for the spec's attempt number `n`
-    /// (`RW-RECONNECT-1`), so attempt 1 follows a healthy session.
+    /// The spec's attempt number `n` of the connection attempt this delay precedes
+    /// (`RW-RECONNECT-1`): the consecutive failed attempts before it, 0 for the first
+    /// reconnect after a healthy session. The delay was drawn from `0..=ceiling(n)`.
     pub attempt: u32,
     /// How long to wait before connecting.
     pub delay: Duration,
@@ -133,7 +133,7 @@ impl Backoff {
             }
         };
         Some(Planned {
-            attempt: n + 1,
+            attempt: n,
             delay: Duration::from_millis(delay_ms),
             ceiling_ms,
             retry_after_ms,

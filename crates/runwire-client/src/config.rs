@@ -11,8 +11,10 @@ use crate::{BackoffConfig, OrderingConfig};
 pub type TokenFuture = Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send>>;
 
 /// Supplies the bearer token for `hello.token` (spec §7). It is called before every
-/// connection attempt, with the 1-based attempt number, so it can refresh an expired
-/// token (`token_expired` closes with a reconnect code, `RW-AUTH-4`).
+/// connection attempt (`RW-AUTH-9`), with the number of connection attempts the
+/// client made before this one since it started (0 for the first; never reset, also
+/// not by a healthy session), so it can refresh an expired token (`token_expired`
+/// closes with a reconnect code, `RW-AUTH-8`).
 #[derive(Clone)]
 pub struct TokenProvider(Arc<dyn Fn(u32) -> TokenFuture + Send + Sync>);
 
@@ -46,7 +48,8 @@ impl TokenProvider {
         Self(Arc::new(move |attempt| Box::pin(f(attempt))))
     }
 
-    /// Asks for the token of connection attempt `attempt`.
+    /// Asks for the token of the connection attempt that follows `attempts` earlier
+    /// ones.
     pub fn token(&self, attempt: u32) -> TokenFuture {
         (self.0)(attempt)
     }

@@ -65,6 +65,7 @@ fn client_error(code: &str, message: impl Into<String>, terminal: bool) -> Clien
         retry_after_ms: None,
         close_code: None,
         supported_versions: None,
+        last_error_code: None,
     }
 }
 
@@ -78,6 +79,7 @@ fn from_frame(e: &ErrorFrame, terminal: bool) -> ClientError {
         retry_after_ms: e.retry_after_ms,
         close_code: e.close_code,
         supported_versions: e.supported_versions.clone(),
+        last_error_code: None,
     }
 }
 
@@ -97,6 +99,9 @@ pub(crate) struct Driver {
     last_error_code: Option<String>,
     /// The limits of the current connection, once `welcome` announced them.
     limiter: Limiter,
+    /// Connection attempts made since the client started, never reset: what the token
+    /// provider is told (`RW-AUTH-9`).
+    attempts_made: u32,
 }
 
 /// Keeps the client within the limits `welcome` announced (`RW-LIMIT-5`): message
@@ -198,6 +203,7 @@ impl Driver {
             resync_unsubs: BTreeSet::new(),
             last_error_code: None,
             limiter: Limiter::default(),
+            attempts_made: 0,
         };
         d.sync_cursors();
         d
@@ -212,14 +218,16 @@ impl Driver {
                 self.finish(end).await;
                 return;
             }
-            let attempt = self.backoff.failures() + 1;
+            let attempt = self.backoff.failures();
             let mut st = StateChange::new(ConnectionState::Connecting);
             st.attempt = Some(attempt);
             if self.emit(ClientEvent::State(st)).await.is_err() {
                 return;
             }
             let mut healthy = false;
-            let end = match self.session(attempt, &mut healthy).await {
+            let earlier = self.attempts_made;
+            self.attempts_made = self.attempts_made.saturating_add(1);
+            let end = match self.session(earlier, &mut healthy).await {
                 Ok(()) => Ended::backoff(None),
                 Err(e) => e,
             };
@@ -254,6 +262,7 @@ impl Driver {
                             true,
                         );
                         e.close_code = close_code;
+                        e.last_error_code.clone_from(&self.last_error_code);
                         self.finish(Ended::Terminal(e)).await;
                         return;
                     }
@@ -366,9 +375,11 @@ impl Driver {
             })
     }
 
-    async fn connect(&mut self, attempt: u32) -> Result<Ws, Ended> {
+    /// Opens the connection attempt that follows `earlier` attempts since the client
+    /// started, asking the token provider first (`RW-AUTH-9`).
+    async fn connect(&mut self, earlier: u32) -> Result<Ws, Ended> {
         let token = match &self.config.token {
-            Some(p) => match p.token(attempt).await {
+            Some(p) => match p.token(earlier).await {
                 Ok(t) => t,
                 Err(msg) => {
                     self.emit(ClientEvent::Error(client_error(
@@ -435,8 +446,8 @@ impl Driver {
     }
 
     /// One connection, from the attempt to its end.
-    async fn session(&mut self, attempt: u32, healthy: &mut bool) -> Flow {
-        let mut ws = self.connect(attempt).await?;
+    async fn session(&mut self, earlier: u32, healthy: &mut bool) -> Flow {
+        let mut ws = self.connect(earlier).await?;
         let result = self.session_loop(&mut ws, healthy).await;
         if let Err(Ended::AppGone) = result {
             // The application dropped the client: still a clean close (RW-CONN-11).
@@ -459,6 +470,19 @@ impl Driver {
                 biased;
                 msg = ws.next() => {
                     let Some(Ok(msg)) = msg else {
+                        if let Some(Err(tungstenite::Error::Utf8(e))) = msg {
+                            // A text frame that is not UTF-8 is undecodable
+                            // (RW-INPUT-12): report it, deliver nothing, close 4000
+                            // (RW-CLOSE-8) and reconnect with backoff.
+                            self.emit(ClientEvent::Error(client_error(
+                                "invalid_frame",
+                                format!("the server sent a text frame that is not UTF-8: {e}"),
+                                false,
+                            )))
+                            .await?;
+                            close_with(ws, WsCloseCode::Library(4000), "protocol_error").await;
+                            return Err(Ended::backoff(None));
+                        }
                         if let Some(Err(e)) = msg {
                             tracing::debug!(error = %e, "connection lost");
                         }
@@ -540,11 +564,22 @@ impl Driver {
                     }
                 }
                 _ = sleep_until(s.liveness) => {
-                    let what = if s.welcomed { "no frame from the server" } else { "no welcome" };
-                    tracing::debug!("liveness timeout: {what} within {:?}", s.budget);
+                    if !s.welcomed {
+                        // RW-RECONNECT-11, RW-ERROR-7: no welcome in time is a failed
+                        // attempt; close with 1000 (RW-CLOSE-8) and back off.
+                        self.emit(ClientEvent::Error(client_error(
+                            "welcome_timeout",
+                            format!("no welcome within {} ms; reconnecting", s.budget.as_millis()),
+                            false,
+                        )))
+                        .await?;
+                        close_with(ws, WsCloseCode::Normal, "").await;
+                        return Err(Ended::backoff(None));
+                    }
+                    tracing::debug!("liveness timeout: no frame within {:?}", s.budget);
                     self.emit(ClientEvent::Error(client_error(
                         "liveness_timeout",
-                        format!("{what} within {} ms; reconnecting", s.budget.as_millis()),
+                        format!("no frame from the server within {} ms; reconnecting", s.budget.as_millis()),
                         false,
                     )))
                     .await?;
@@ -737,10 +772,17 @@ struct Session {
     pending_error: Option<ErrorFrame>,
 }
 
+/// The cursor a subscription request starts from. A cursor without its epoch starts
+/// from the beginning of the log: its `seq` may name an event of a log that no longer
+/// exists, and it cannot be sent without an epoch (`RW-RESUME-11`, `RW-RESUME-15`).
 fn request_cursor(r: &SubscriptionRequest) -> Cursor {
     Cursor {
         epoch: r.epoch.clone(),
-        seq: r.after_seq.unwrap_or(0),
+        seq: if r.epoch.is_some() {
+            r.after_seq.unwrap_or(0)
+        } else {
+            0
+        },
     }
 }
 

@@ -105,9 +105,11 @@ impl ConnectionState {
 pub struct StateChange {
     /// The new state.
     pub state: ConnectionState,
-    /// `Connecting`: the connection attempt number since the last stable session
-    /// (1 = the first). `Reconnecting`: the reconnect attempt number (1-based); its
-    /// delay was drawn from `0..=min(cap, base * factor^(attempt-1))`.
+    /// The spec's attempt number `n` (`RW-RECONNECT-1`): the consecutive failed
+    /// attempts before this connection attempt, 0 for the first attempt and for the
+    /// first after a healthy session. `Connecting`: the attempt under way.
+    /// `Reconnecting`: the attempt that follows the delay, which was drawn from
+    /// `0..=min(cap, base * factor^n)`.
     pub attempt: Option<u32>,
     /// `Reconnecting`: the delay before the next attempt.
     pub delay: Option<Duration>,
@@ -154,6 +156,9 @@ pub struct ClientError {
     pub close_code: Option<u16>,
     /// For `unsupported_version`: the versions the server speaks (`RW-VERSION-6`).
     pub supported_versions: Option<Vec<String>>,
+    /// For `reconnect_failed`: the code of the last `error` frame the client saw
+    /// before it gave up (`RW-RECONNECT-3`), if any.
+    pub last_error_code: Option<String>,
 }
 
 impl ClientError {

@@ -172,6 +172,169 @@ pub enum ClientFault {
     AcceptsUnofferedVersion,
     /// Never closes with 1000 when its runs are done (`RW-CONN-11`).
     NoCloseWhenDone,
+    /// Reconnects in a tight loop: the adapter gets `RUNWIRE_RECONNECT_BASE_MS=1` and
+    /// `RUNWIRE_RECONNECT_FACTOR=1`, so every delay it announces lies inside the
+    /// fixture's envelope but is 0 or 1 ms (`RW-RECONNECT-1`).
+    NoBackoff,
+    /// Keeps the old epoch in its cursor after a reset into a new epoch: the proxy puts
+    /// the run's epoch from before the reset back into later `hello` and `subscribe`
+    /// cursors (`RW-RESUME-9`).
+    KeepsEpochAfterReset,
+    /// Keeps its gap buffer across a reset into a new epoch: after the reset the proxy
+    /// hands the client again the old epoch's events it was holding above the reset's
+    /// `as_of_seq`, as a client that never cleared its buffer delivers them
+    /// (`RW-RESUME-9`).
+    KeepsBufferAcrossReset,
+    /// Folds a reset's snapshot onto the state it held instead of replacing it: in the
+    /// `folded` lines, members the snapshot lacks keep their old values (`RW-SNAP-2`).
+    FoldsResetOntoOldState,
+    /// Reports its terminal errors without their details: `unsupported_version`
+    /// without the server's `supported_versions` (`RW-VERSION-6`), `reconnect_failed`
+    /// without `last_error_code`.
+    DropsErrorDetails,
+    /// Presents the previous connection's token again instead of asking its token
+    /// provider on every attempt (`RW-AUTH-9`).
+    ReusesStaleToken,
+    /// Does not validate one kind of input: the proxy swallows the server frames that
+    /// carry it, so the client neither reports them nor closes with 4000 (see
+    /// [`Invalid`] for the requirement of each kind).
+    Swallows(Invalid),
+    /// Compares message types without regard to case: the proxy lower-cases the `type`
+    /// of every server message (`RW-CONV-5`).
+    IgnoresCase,
+    /// Closes with the reserved code 1006 where it closes with 4000 (`RW-CLOSE-4`).
+    SendsReservedCloseCode,
+    /// Sends a `hello` whose `client` object lacks the required `version`
+    /// (`RW-COMPAT-5`).
+    SendsInvalidHello,
+    /// Writes the member `versions` of its `hello` twice (`RW-CONV-3`).
+    SendsDuplicateMembers,
+    /// Folds events of types the folding table does not name as if their `data` were
+    /// state: a `status` or `phase` in such an event's data lands in the `folded`
+    /// lines (`RW-SNAP-4`).
+    FoldsUnknownTypes,
+    /// Waits for `welcome` for a minute: the adapter gets
+    /// `RUNWIRE_WELCOME_TIMEOUT_MS=60000` (`RW-RECONNECT-11`).
+    NoWelcomeDeadline,
+    /// Sends the `after_seq` of a cursor that has no epoch: the proxy adds
+    /// `after_seq: 1` to every subscription entry without an epoch (`RW-RESUME-15`).
+    SendsEpochlessCursor,
+    /// Reports its own failures with codes of its own: `welcome_timeout` as `timeout`,
+    /// `protocol_violation` as `bad_version` (`RW-ERROR-7`).
+    OwnErrorCodes,
+    /// Reports the error frame that announced a terminal close twice: once as a
+    /// non-terminal error, then as the terminal one (`RW-ERROR-8`).
+    ReportsTerminalErrorTwice,
+    /// Declares the `browser` profile (its WebSocket layer fails a connection on a text
+    /// frame that is not UTF-8) but reports nothing when that happens (`RW-CLOSE-10`).
+    BrowserWithoutReport,
+}
+
+/// A kind of invalid server input a broken client does not notice
+/// ([`ClientFault::Swallows`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Invalid {
+    /// An integer above 2^53 − 1 or below 0 (`RW-CONV-2`).
+    UnsafeInteger,
+    /// An event whose `run_id` breaks the run id pattern (`RW-EVENT-2`).
+    BadRunId,
+    /// An event whose `time` is not RFC 3339 UTC with `Z` (`RW-EVENT-5`).
+    BadTime,
+    /// An event whose `type` breaks the type pattern (`RW-EVENT-6`).
+    BadEventType,
+    /// An event whose `data` is not an object (`RW-EVENT-7`).
+    NonObjectData,
+    /// A `ping` whose `id` is empty or longer than 64 characters (`RW-HEART-2`).
+    BadPingId,
+    /// A frame that is not one JSON object: a binary frame, an array, two objects
+    /// (`RW-CONV-1`).
+    NotOneObject,
+}
+
+impl Invalid {
+    /// Every kind.
+    pub const ALL: &'static [Self] = &[
+        Self::UnsafeInteger,
+        Self::BadRunId,
+        Self::BadTime,
+        Self::BadEventType,
+        Self::NonObjectData,
+        Self::BadPingId,
+        Self::NotOneObject,
+    ];
+
+    /// The requirement a client that accepts this input breaks.
+    pub fn requirement(self) -> &'static str {
+        match self {
+            Self::UnsafeInteger => "RW-CONV-2",
+            Self::BadRunId => "RW-EVENT-2",
+            Self::BadTime => "RW-EVENT-5",
+            Self::BadEventType => "RW-EVENT-6",
+            Self::NonObjectData => "RW-EVENT-7",
+            Self::BadPingId => "RW-HEART-2",
+            Self::NotOneObject => "RW-CONV-1",
+        }
+    }
+
+    /// Whether a server text frame carries this kind of invalid input.
+    fn in_text(self, text: &str) -> bool {
+        let parsed = serde_json::from_str::<Value>(text);
+        if self == Self::NotOneObject {
+            return !matches!(parsed, Ok(Value::Object(_)));
+        }
+        let Ok(v) = parsed else {
+            return false;
+        };
+        let events: Vec<&Value> = match v.get("type").and_then(Value::as_str) {
+            Some("event") => v.get("event").into_iter().collect(),
+            Some("batch") => v
+                .get("events")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let str_of = |e: &Value, k: &str| e.get(k).and_then(Value::as_str).map(str::to_owned);
+        match self {
+            Self::UnsafeInteger => unsafe_integer(&v),
+            Self::BadRunId => events.iter().any(|e| {
+                str_of(e, "run_id").is_none_or(|r| runwire_protocol::RunId::new(r).is_err())
+            }),
+            Self::BadTime => events.iter().any(|e| {
+                str_of(e, "time").is_none_or(|t| runwire_protocol::Timestamp::new(t).is_err())
+            }),
+            Self::BadEventType => events.iter().any(|e| {
+                str_of(e, "type").is_none_or(|t| !runwire_protocol::is_valid_event_type(&t))
+            }),
+            Self::NonObjectData => events
+                .iter()
+                .any(|e| !e.get("data").is_some_and(Value::is_object)),
+            Self::BadPingId => {
+                v.get("type").and_then(Value::as_str) == Some("ping")
+                    && v.get("id")
+                        .and_then(Value::as_str)
+                        .is_none_or(|i| i.is_empty() || i.chars().count() > 64)
+            }
+            Self::NotOneObject => false,
+        }
+    }
+}
+
+/// Whether a JSON value holds an integer above 2^53 − 1 or below 0 anywhere.
+fn unsafe_integer(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => {
+            n.as_u64()
+                .is_some_and(|u| u > runwire_protocol::MAX_SAFE_INTEGER)
+                || n.as_i64().is_some_and(|i| i < 0)
+                || n.as_f64()
+                    .is_some_and(|f| f.fract() == 0.0 && f.abs() > 9_007_199_254_740_991.0)
+        }
+        Value::Array(a) => a.iter().any(unsafe_integer),
+        Value::Object(o) => o.values().any(unsafe_integer),
+        _ => false,
+    }
 }
 
 impl ClientFault {
@@ -188,6 +351,29 @@ impl ClientFault {
         Self::NoResubscribeOnGap,
         Self::AcceptsUnofferedVersion,
         Self::NoCloseWhenDone,
+        Self::NoBackoff,
+        Self::KeepsEpochAfterReset,
+        Self::KeepsBufferAcrossReset,
+        Self::FoldsResetOntoOldState,
+        Self::DropsErrorDetails,
+        Self::ReusesStaleToken,
+        Self::Swallows(Invalid::UnsafeInteger),
+        Self::Swallows(Invalid::BadRunId),
+        Self::Swallows(Invalid::BadTime),
+        Self::Swallows(Invalid::BadEventType),
+        Self::Swallows(Invalid::NonObjectData),
+        Self::Swallows(Invalid::BadPingId),
+        Self::Swallows(Invalid::NotOneObject),
+        Self::IgnoresCase,
+        Self::SendsReservedCloseCode,
+        Self::SendsInvalidHello,
+        Self::SendsDuplicateMembers,
+        Self::FoldsUnknownTypes,
+        Self::NoWelcomeDeadline,
+        Self::SendsEpochlessCursor,
+        Self::OwnErrorCodes,
+        Self::ReportsTerminalErrorTwice,
+        Self::BrowserWithoutReport,
     ];
 
     /// The requirement the client suite must name when it catches it.
@@ -204,6 +390,37 @@ impl ClientFault {
             Self::NoResubscribeOnGap => "RW-ORDER-5",
             Self::AcceptsUnofferedVersion => "RW-VERSION-7",
             Self::NoCloseWhenDone => "RW-CONN-11",
+            Self::NoBackoff => "RW-RECONNECT-1",
+            Self::KeepsEpochAfterReset | Self::KeepsBufferAcrossReset => "RW-RESUME-9",
+            Self::FoldsResetOntoOldState => "RW-SNAP-2",
+            Self::DropsErrorDetails => "RW-VERSION-6",
+            Self::ReusesStaleToken => "RW-AUTH-9",
+            Self::Swallows(i) => i.requirement(),
+            Self::IgnoresCase => "RW-CONV-5",
+            Self::SendsReservedCloseCode => "RW-CLOSE-4",
+            Self::SendsInvalidHello => "RW-COMPAT-5",
+            Self::SendsDuplicateMembers => "RW-CONV-3",
+            Self::FoldsUnknownTypes => "RW-SNAP-4",
+            Self::NoWelcomeDeadline => "RW-RECONNECT-11",
+            Self::SendsEpochlessCursor => "RW-RESUME-15",
+            Self::OwnErrorCodes => "RW-ERROR-7",
+            Self::ReportsTerminalErrorTwice => "RW-ERROR-8",
+            Self::BrowserWithoutReport => "RW-CLOSE-10",
+        }
+    }
+
+    /// Extra environment the broken client's adapter gets (after the mock's, so it
+    /// overrides it).
+    pub fn env(self) -> Vec<(String, String)> {
+        match self {
+            Self::NoBackoff => vec![
+                ("RUNWIRE_RECONNECT_BASE_MS".into(), "1".into()),
+                ("RUNWIRE_RECONNECT_FACTOR".into(), "1".into()),
+            ],
+            Self::NoWelcomeDeadline => {
+                vec![("RUNWIRE_WELCOME_TIMEOUT_MS".into(), "60000".into())]
+            }
+            _ => Vec::new(),
         }
     }
 }
@@ -241,6 +458,107 @@ struct Shared {
     /// The client saw a frame of an unknown type (for [`ClientFault::CrashOnUnknownType`]).
     unknown_seen: bool,
     full_token: Option<String>,
+    /// Per run, the epoch of the latest `subscribed` or `reset` the server sent.
+    epochs: BTreeMap<String, String>,
+    /// Per run, the epoch it had before a reset into a new epoch
+    /// ([`ClientFault::KeepsEpochAfterReset`]).
+    old_epochs: BTreeMap<String, String>,
+    /// Per run, the highest seq the client has in order, and the events it holds
+    /// above a gap ([`ClientFault::KeepsBufferAcrossReset`]).
+    held: BTreeMap<String, (u64, BTreeMap<u64, Value>)>,
+    /// The token of the first `hello` ([`ClientFault::ReusesStaleToken`]).
+    first_token: Option<String>,
+}
+
+/// Tracks what a client holds per run, from the server's frames, for the faults that
+/// need it: epochs for [`ClientFault::KeepsEpochAfterReset`], the gap buffer for
+/// [`ClientFault::KeepsBufferAcrossReset`]. Returns the frames to send the client after
+/// `v`: the old epoch's buffered events, when a broken client would deliver them.
+fn track_server_frame(
+    fault: ClientFault,
+    shared: &Mutex<Shared>,
+    ty: &str,
+    v: &Value,
+) -> Vec<Message> {
+    let Ok(mut sh) = shared.lock() else {
+        return Vec::new();
+    };
+    let run = v
+        .get("run_id")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let epoch = v
+        .get("epoch")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let mut extra = Vec::new();
+    match ty {
+        "subscribed" => {
+            let after = v.get("after_seq").and_then(Value::as_u64).unwrap_or(0);
+            sh.held.insert(run.clone(), (after, BTreeMap::new()));
+            sh.epochs.insert(run, epoch);
+        }
+        "reset" => {
+            let as_of = v
+                .pointer("/snapshot/as_of_seq")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let old = sh.epochs.insert(run.clone(), epoch.clone());
+            if let Some(old) = old.filter(|o| *o != epoch) {
+                if fault == ClientFault::KeepsBufferAcrossReset
+                    && let Some((_, buf)) = sh.held.get(&run)
+                {
+                    for e in buf.range(as_of + 1..).map(|(_, e)| e) {
+                        extra.push(text(&json!({"type": "event", "event": e})));
+                    }
+                }
+                sh.old_epochs.insert(run.clone(), old);
+            }
+            sh.held.insert(run, (as_of, BTreeMap::new()));
+        }
+        "event" | "batch" => {
+            let events: Vec<Value> = match ty {
+                "event" => v.get("event").cloned().into_iter().collect(),
+                _ => v
+                    .get("events")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            for e in events {
+                let (Some(r), Some(seq)) = (
+                    e.get("run_id").and_then(Value::as_str),
+                    e.get("seq").and_then(Value::as_u64),
+                ) else {
+                    continue;
+                };
+                let Some((last, buf)) = sh.held.get_mut(r) else {
+                    continue;
+                };
+                if seq == *last + 1 {
+                    *last = seq;
+                    while buf.remove(&(*last + 1)).is_some() {
+                        *last += 1;
+                    }
+                    buf.retain(|s, _| *s > *last);
+                } else if seq > *last + 1 {
+                    buf.insert(seq, e.clone());
+                }
+            }
+        }
+        _ => {}
+    }
+    extra
+}
+
+/// Writes the member `versions` of a `hello` twice ([`ClientFault::SendsDuplicateMembers`]).
+fn duplicate_versions(v: &Value) -> Option<Message> {
+    let versions = v.get("versions")?.to_string();
+    let body = v.to_string();
+    let rest = body.strip_prefix('{')?;
+    Some(Message::text(format!("{{\"versions\":{versions},{rest}")))
 }
 
 /// [`ServerFault::UrgentNotFlushed`]: how long to hold a server frame that carries a
@@ -322,6 +640,25 @@ fn transform(
         {
             return (vec![Message::Close(None)], vec![]);
         }
+        if let (Message::Close(Some(cf)), Fault::Client(ClientFault::SendsReservedCloseCode)) =
+            (&msg, fault)
+            && from == From::Client
+            && u16::from(cf.code) == 4000
+        {
+            return (
+                vec![Message::Close(Some(CloseFrame {
+                    code: WsCloseCode::from(1006),
+                    reason: "".into(),
+                }))],
+                vec![],
+            );
+        }
+        if let (Message::Binary(_), Fault::Client(ClientFault::Swallows(Invalid::NotOneObject))) =
+            (&msg, fault)
+            && from == From::Server
+        {
+            return (vec![], vec![]);
+        }
         if let (Message::Close(Some(cf)), Fault::Client(ClientFault::ReconnectAfterTerminal)) =
             (&msg, fault)
             && from == From::Server
@@ -352,6 +689,12 @@ fn transform(
         }
         return (vec![msg], vec![]);
     };
+    if let Fault::Client(ClientFault::Swallows(kind)) = fault
+        && from == From::Server
+        && kind.in_text(t)
+    {
+        return (vec![], vec![]);
+    }
     let Ok(mut v) = serde_json::from_str::<Value>(t) else {
         return (vec![msg], vec![]);
     };
@@ -478,7 +821,17 @@ fn transform(
             if !known && let Ok(mut s) = shared.lock() {
                 s.unknown_seen = true;
             }
+            let extra = track_server_frame(f, shared, &ty, &v);
+            if !extra.is_empty() {
+                let mut out = vec![msg];
+                out.extend(extra);
+                return (out, vec![]);
+            }
             match f {
+                ClientFault::IgnoresCase if ty.chars().any(|c| c.is_ascii_uppercase()) => {
+                    v["type"] = json!(ty.to_ascii_lowercase());
+                    (vec![text(&v)], vec![])
+                }
                 ClientFault::IgnoreRetryAfter if ty == "error" => {
                     if let Some(o) = v.as_object_mut() {
                         o.remove("retry_after_ms");
@@ -519,6 +872,57 @@ fn transform(
                     .unwrap_or_default();
             }
             match f {
+                ClientFault::KeepsEpochAfterReset if ty == "hello" || ty == "subscribe" => {
+                    let old = shared
+                        .lock()
+                        .map(|s| s.old_epochs.clone())
+                        .unwrap_or_default();
+                    if let Some(a) = v.get_mut("subscriptions").and_then(Value::as_array_mut) {
+                        for e in a {
+                            let run = e.get("run_id").and_then(Value::as_str).unwrap_or("");
+                            if let Some(o) = old.get(run) {
+                                e["epoch"] = json!(o);
+                            }
+                        }
+                    }
+                    if ty == "hello" {
+                        st.hello_seen = true;
+                    }
+                    (vec![text(&v)], vec![])
+                }
+                ClientFault::ReusesStaleToken if ty == "hello" => {
+                    st.hello_seen = true;
+                    if let Ok(mut s) = shared.lock() {
+                        match (&s.first_token, v.get("token").and_then(Value::as_str)) {
+                            (Some(first), Some(_)) => v["token"] = json!(first),
+                            (None, Some(t)) => s.first_token = Some(t.to_owned()),
+                            _ => {}
+                        }
+                    }
+                    (vec![text(&v)], vec![])
+                }
+                ClientFault::SendsInvalidHello if ty == "hello" => {
+                    st.hello_seen = true;
+                    v["client"] = json!({"name": "broken-client"});
+                    (vec![text(&v)], vec![])
+                }
+                ClientFault::SendsDuplicateMembers if ty == "hello" => {
+                    st.hello_seen = true;
+                    (duplicate_versions(&v).into_iter().collect(), vec![])
+                }
+                ClientFault::SendsEpochlessCursor if ty == "hello" || ty == "subscribe" => {
+                    if let Some(a) = v.get_mut("subscriptions").and_then(Value::as_array_mut) {
+                        for e in a {
+                            if e.get("epoch").is_none() {
+                                e["after_seq"] = json!(1);
+                            }
+                        }
+                    }
+                    if ty == "hello" {
+                        st.hello_seen = true;
+                    }
+                    (vec![text(&v)], vec![])
+                }
                 ClientFault::NoPong if ty == "pong" => (vec![], vec![]),
                 ClientFault::NoLivenessTimeout
                     if ty == "pong"
@@ -1106,7 +1510,7 @@ impl FaultyClient {
         sink: runwire_mock::AppSink,
     ) -> Result<tokio::task::JoinHandle<()>, Error> {
         let url = self.url();
-        let env: Vec<(String, String)> = env
+        let mut env: Vec<(String, String)> = env
             .into_iter()
             .map(|(k, v)| {
                 if k == "RUNWIRE_URL" {
@@ -1116,6 +1520,7 @@ impl FaultyClient {
                 }
             })
             .collect();
+        env.extend(self.fault.env());
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .envs(env)
@@ -1136,6 +1541,7 @@ impl FaultyClient {
         Ok(tokio::spawn(async move {
             use tokio::io::AsyncBufReadExt;
             let mut held: Option<String> = None;
+            let mut lines_filter = LineFilter::default();
             if let Some(out) = out {
                 let mut lines = tokio::io::BufReader::new(out).lines();
                 loop {
@@ -1177,7 +1583,9 @@ impl FaultyClient {
                             if let Some(p) = held.take() {
                                 sink.raw_line(&p);
                             }
-                            sink.raw_line(&line);
+                            for l in lines_filter.apply(fault, line) {
+                                sink.raw_line(&l);
+                            }
                         }
                     }
                 }
@@ -1188,6 +1596,145 @@ impl FaultyClient {
             let status = child.wait().await.ok();
             sink.exit(status.and_then(|s| s.code()));
         }))
+    }
+}
+
+/// The event types the folding table of spec §8.3 names.
+const FOLDED_TYPES: &[&str] = &[
+    "run.status",
+    "run.progress",
+    "run.metadata",
+    "run.phase",
+    "log.line",
+    "tool.started",
+    "tool.finished",
+    "artifact.created",
+    "todo.updated",
+];
+
+/// Rewrites the adapter's lines for the faults that break what the client reports
+/// rather than what it sends.
+#[derive(Debug, Default)]
+struct LineFilter {
+    /// Per run, the last `folded` snapshot printed.
+    last: BTreeMap<String, serde_json::Map<String, Value>>,
+    /// Per run, members a broken fold keeps (or adds) in every later `folded` line.
+    kept: BTreeMap<String, serde_json::Map<String, Value>>,
+    /// The `platform` line was printed ([`ClientFault::BrowserWithoutReport`]).
+    platform_sent: bool,
+}
+
+impl LineFilter {
+    fn apply(&mut self, fault: ClientFault, line: String) -> Vec<String> {
+        if fault == ClientFault::BrowserWithoutReport {
+            let mut out = Vec::new();
+            if !self.platform_sent {
+                self.platform_sent = true;
+                out.push(json!({"kind": "platform", "profile": "browser"}).to_string());
+            }
+            let silent = serde_json::from_str::<Value>(&line).is_ok_and(|v| {
+                v.get("kind").and_then(Value::as_str) == Some("error")
+                    && v.get("code").and_then(Value::as_str) == Some("invalid_frame")
+            });
+            if !silent {
+                out.push(line);
+            }
+            return out;
+        }
+        if fault == ClientFault::ReportsTerminalErrorTwice
+            && let Ok(mut v) = serde_json::from_str::<Value>(&line)
+            && v.get("kind").and_then(Value::as_str) == Some("error")
+            && v.get("terminal").and_then(Value::as_bool) == Some(true)
+        {
+            // The same error once more, first, as if reported when the frame came.
+            v["terminal"] = json!(false);
+            return vec![v.to_string(), line];
+        }
+        vec![self.apply_one(fault, line)]
+    }
+
+    fn apply_one(&mut self, fault: ClientFault, line: String) -> String {
+        let Ok(mut v) = serde_json::from_str::<Value>(&line) else {
+            return line;
+        };
+        let kind = v
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let run = v
+            .get("run_id")
+            .or_else(|| v.pointer("/event/run_id"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        match (fault, kind.as_str()) {
+            (ClientFault::OwnErrorCodes, "error") => {
+                let code = match v.get("code").and_then(Value::as_str) {
+                    Some("welcome_timeout") => "timeout",
+                    Some("protocol_violation") => "bad_version",
+                    _ => return line,
+                };
+                v["code"] = json!(code);
+            }
+            (ClientFault::DropsErrorDetails, "error") => {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("supported_versions");
+                    o.remove("last_error_code");
+                }
+            }
+            (ClientFault::FoldsResetOntoOldState, "reset") => {
+                // The old state's members the snapshot lacks survive the "fold".
+                let snap = v.get("snapshot").and_then(Value::as_object);
+                let mut kept = serde_json::Map::new();
+                if let (Some(old), Some(snap)) = (self.last.get(&run), snap) {
+                    for (k, val) in old {
+                        if !snap.contains_key(k) {
+                            kept.insert(k.clone(), val.clone());
+                        }
+                    }
+                }
+                self.kept.insert(run, kept);
+                return line;
+            }
+            (ClientFault::FoldsUnknownTypes, "event") => {
+                let ty = v
+                    .pointer("/event/type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let kept = self.kept.entry(run).or_default();
+                if FOLDED_TYPES.contains(&ty) {
+                    // A real status or phase event sets the member again.
+                    let data = v.pointer("/event/data").and_then(Value::as_object);
+                    for k in ["status", "phase"] {
+                        if data.is_some_and(|d| d.contains_key(k)) {
+                            kept.remove(k);
+                        }
+                    }
+                } else if let Some(d) = v.pointer("/event/data").and_then(Value::as_object) {
+                    for k in ["status", "phase"] {
+                        if let Some(x) = d.get(k).filter(|x| x.is_string()) {
+                            kept.insert(k.to_owned(), x.clone());
+                        }
+                    }
+                }
+                return line;
+            }
+            (ClientFault::FoldsResetOntoOldState | ClientFault::FoldsUnknownTypes, "folded") => {
+                if let Some(snap) = v.get_mut("snapshot").and_then(Value::as_object_mut) {
+                    if let Some(kept) = self.kept.get(&run) {
+                        for (k, val) in kept {
+                            if fault == ClientFault::FoldsUnknownTypes || !snap.contains_key(k) {
+                                snap.insert(k.clone(), val.clone());
+                            }
+                        }
+                    }
+                    self.last.insert(run, snap.clone());
+                }
+            }
+            _ => return line,
+        }
+        v.to_string()
     }
 }
 

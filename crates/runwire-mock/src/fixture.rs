@@ -188,6 +188,14 @@ pub struct ClientConfig {
     /// `RUNWIRE_GAP_TIMEOUT_MS`. Default 100.
     #[serde(default = "default_gap")]
     pub gap_timeout_ms: u64,
+    /// `RUNWIRE_WELCOME_TIMEOUT_MS`: how long the client waits for `welcome` after
+    /// `hello` (`RW-RECONNECT-11`). Default 1000.
+    #[serde(default = "default_welcome_timeout")]
+    pub welcome_timeout_ms: u64,
+}
+
+fn default_welcome_timeout() -> u64 {
+    1000
 }
 
 fn default_stable() -> u64 {
@@ -654,13 +662,17 @@ pub struct FrameStep {
     pub json: Map<String, Value>,
 }
 
-/// Raw frame contents: exactly one of `text` and `binary_hex`.
+/// Raw frame contents: exactly one of `text`, `text_hex` and `binary_hex`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStep {
     /// Sent as a text frame as is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// Sent as a text frame whose payload is these bytes (hex digits), which need not
+    /// be valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_hex: Option<String>,
     /// Sent as a binary frame (hex digits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binary_hex: Option<String>,
@@ -767,6 +779,13 @@ pub struct AwaitCloseStep {
     /// Deadline from the start of the step. Default 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within_ms: Option<u64>,
+    /// The frame before this step is a text frame that is not valid UTF-8: a client
+    /// whose adapter declared the `browser` profile (a `platform` line,
+    /// `docs/client-adapter.md`) has a WebSocket layer that fails the connection by
+    /// itself, so for it any end of the connection counts and `code` is not judged
+    /// (`RW-CLOSE-10`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unless_browser: bool,
     /// The requirement a violation names. Default: the fixture's first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requirement: Option<String>,
@@ -935,6 +954,11 @@ pub struct ErrorLineExpect {
     /// `run_id` must be this, when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
+    /// Any other members the line must have, with equal values (objects compared
+    /// member by member, recursively, as in `lines`), e.g.
+    /// `{"supported_versions": ["2.0"]}` or `{"close_code": 4002}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<Map<String, Value>>,
     /// The requirement a violation names. Default: the fixture's first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requirement: Option<String>,

@@ -177,7 +177,31 @@ impl Judge<'_> {
         {
             return false;
         }
+        if let Some(c) = &e.contains
+            && !contains(line, &Value::Object(c.clone()))
+        {
+            return false;
+        }
         true
+    }
+
+    /// How an expected error line is described in a violation.
+    fn describe_error(e: &ErrorLineExpect) -> String {
+        format!(
+            "{}{}{}{}",
+            e.code,
+            e.terminal
+                .map(|t| format!(", terminal {t}"))
+                .unwrap_or_default(),
+            e.run
+                .as_ref()
+                .map(|r| format!(", run {r}"))
+                .unwrap_or_default(),
+            e.contains
+                .as_ref()
+                .map(|c| format!(", containing {}", Value::Object(c.clone())))
+                .unwrap_or_default(),
+        )
     }
 
     /// Judges `expect.lines`: each must match a line after the previous match.
@@ -351,18 +375,37 @@ impl Judge<'_> {
                     &req,
                     "error_line",
                     format!(
-                        "expected an error line with code {}{}{}; error lines seen: {seen}",
-                        e.code,
-                        e.terminal
-                            .map(|t| format!(", terminal {t}"))
-                            .unwrap_or_default(),
-                        e.run
-                            .as_ref()
-                            .map(|r| format!(", run {r}"))
-                            .unwrap_or_default(),
+                        "expected an error line with code {}; error lines seen: {seen}",
+                        Self::describe_error(&e)
                     ),
                 );
             }
+        }
+        // RW-ERROR-8: an error frame that announces a terminal close is reported once,
+        // as the terminal error, not also as a non-terminal error right before it.
+        if let [.., before, last] = errors.as_slice()
+            && last.get("terminal").and_then(Value::as_bool) == Some(true)
+            && before.get("terminal").and_then(Value::as_bool) != Some(true)
+            && last
+                .get("close_code")
+                .and_then(Value::as_u64)
+                .and_then(|c| u16::try_from(c).ok())
+                .is_some_and(|c| {
+                    runwire_protocol::CloseCode(c).action()
+                        == runwire_protocol::CloseAction::Terminal
+                })
+            && before.get("code").is_some()
+            && before.get("code") == last.get("code")
+            && before.get("message") == last.get("message")
+        {
+            self.violate(
+                reqs::ERROR_ONCE,
+                "error_line",
+                format!(
+                    "the client reported the error that announced its terminal close twice: \
+                     first as a non-terminal error ({before}), then as the terminal one ({last})"
+                ),
+            );
         }
         if let Some(t) = self.fixture.expect.terminal_error.clone() {
             let req = t
@@ -378,8 +421,12 @@ impl Judge<'_> {
                     "terminal_error",
                     format!(
                         "expected the client to stop with a terminal error {}; error lines seen: \
-                         {seen}",
-                        t.code
+                         {seen}{}",
+                        Self::describe_error(&t),
+                        errors
+                            .last()
+                            .map(|l| format!("; the last one was {l}"))
+                            .unwrap_or_default()
                     ),
                 ),
             }

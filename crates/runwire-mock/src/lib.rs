@@ -42,6 +42,9 @@ use std::{
 pub use fixture::{Fixture, FixtureError, Level};
 pub use generate::{LogData, Logs, SUPPORTED_TYPES};
 pub use lateness::{LatenessSummary, Probe, RunQueueWait, TimingMiss};
+pub use reconnect::{
+    JITTER_FALSE_ALARM_PER_FIXTURE, JITTER_FALSE_ALARM_PER_RUN, JITTER_FIXTURES, jitter_tail,
+};
 pub use transcript::{Direction, Entry, Outcome, Transcript, Verdict, Violation, What};
 
 use engine::{AppState, Shared, State};
@@ -419,6 +422,10 @@ impl Mock {
             (
                 "RUNWIRE_GAP_TIMEOUT_MS".into(),
                 sh.wire_ms(c.gap_timeout_ms).to_string(),
+            ),
+            (
+                "RUNWIRE_WELCOME_TIMEOUT_MS".into(),
+                sh.wire_ms(c.welcome_timeout_ms).to_string(),
             ),
             ("RUNWIRE_SEED".into(), sh.seed.to_string()),
             ("RUNWIRE_TIME_SCALE".into(), sh.scale.to_string()),
@@ -918,6 +925,27 @@ impl Mock {
         // Reconnect delays, one connection at a time, jitter.
         let times: Vec<reconnect::ConnTimes> = conns.iter().map(|c| c.3).collect();
         reconnect::judge(sh, &times, &timed_lines, overhead, end);
+        // RW-CLOSE-10: close codes after a frame that is not valid UTF-8 are judged
+        // unless the adapter declared the browser profile.
+        let pending = sh
+            .st
+            .lock()
+            .map(|mut st| std::mem::take(&mut st.unless_browser))
+            .unwrap_or_default();
+        let browser = app.lines.iter().any(|l| {
+            l.get("kind").and_then(Value::as_str) == Some("platform")
+                && l.get("profile").and_then(Value::as_str) == Some("browser")
+        });
+        for (k, req, message) in pending {
+            if browser {
+                sh.note(
+                    k,
+                    format!("{message}: not judged, the adapter declared the browser profile (RW-CLOSE-10)"),
+                );
+            } else {
+                sh.violate(Some(k), &req, "client_close", message);
+            }
+        }
         let mut notes = Vec::new();
         if timed_out {
             notes.push(format!(

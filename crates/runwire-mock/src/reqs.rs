@@ -7,6 +7,13 @@ pub const HELLO_FIRST: &str = "RW-CONN-4";
 pub const HELLO_VERSIONS: &str = "RW-VERSION-1";
 /// `RW-AUTH-1`: tokens travel in `hello.token` or a header, never in the URL.
 pub const TOKEN: &str = "RW-AUTH-1";
+/// `RW-AUTH-9`: a client with a token provider asks it before every connection
+/// attempt, so a reconnect presents a fresh token.
+pub const TOKEN_FRESH: &str = "RW-AUTH-9";
+/// `RW-ERROR-8`: an error frame announcing a terminal close is reported once.
+pub const ERROR_ONCE: &str = "RW-ERROR-8";
+/// `RW-CONV-3`: no JSON object with two members of the same name.
+pub const DUPLICATE_MEMBERS: &str = "RW-CONV-3";
 /// `RW-RECONNECT-8`: every (re)connection subscribes every wanted run with its cursor.
 pub const SUBSCRIBE: &str = "RW-RECONNECT-8";
 /// `RW-RESUME-10`: the resume cursor is the last delivered seq of the epoch.
@@ -60,6 +67,9 @@ pub const ADAPTER: &str = "KIT-ADAPTER";
 /// Every spec requirement a built-in check may name.
 pub const ALL: &[&str] = &[
     CLIENT_LIMITS,
+    TOKEN_FRESH,
+    DUPLICATE_MEMBERS,
+    ERROR_ONCE,
     HELLO_FIRST,
     HELLO_VERSIONS,
     TOKEN,

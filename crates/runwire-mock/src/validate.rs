@@ -434,17 +434,19 @@ fn check_connection(f: &Fixture, ci: usize, c: &crate::fixture::Connection) -> R
                     return fail(format!("{sp}/json"), "the frame needs a string \"type\"");
                 }
             }
-            Step::Raw(r) => match (&r.text, &r.binary_hex) {
-                (Some(_), None) => {}
-                (None, Some(h)) => {
+            Step::Raw(r) => match (&r.text, &r.text_hex, &r.binary_hex) {
+                (Some(_), None, None) => {}
+                (None, Some(h), None) | (None, None, Some(h)) => {
+                    let member = if r.text_hex.is_some() {
+                        "text_hex"
+                    } else {
+                        "binary_hex"
+                    };
                     if h.len() % 2 != 0 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
-                        return fail(
-                            format!("{sp}/binary_hex"),
-                            "not an even number of hex digits",
-                        );
+                        return fail(format!("{sp}/{member}"), "not an even number of hex digits");
                     }
                 }
-                _ => return fail(&sp, "give exactly one of text and binary_hex"),
+                _ => return fail(&sp, "give exactly one of text, text_hex and binary_hex"),
             },
             Step::Repeat(r) => {
                 let back = r.back.unwrap_or(1);
@@ -588,4 +590,85 @@ fn check_expect(f: &Fixture) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The first member name that appears twice in one JSON object of `text`, at any
+/// depth (`RW-CONV-3`); `None` when there is none or `text` is not JSON.
+pub(crate) fn duplicate_member(text: &str) -> Option<String> {
+    use serde::de::{Deserializer as _, MapAccess, SeqAccess, Visitor};
+    use std::fmt;
+
+    struct Dup<'a>(&'a mut Option<String>);
+
+    impl<'de> serde::de::DeserializeSeed<'de> for Dup<'_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Dup<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::BTreeSet::new();
+            while let Some(key) = m.next_key::<String>()? {
+                if !seen.insert(key.clone()) && self.0.is_none() {
+                    *self.0 = Some(key);
+                }
+                m.next_value_seed(Dup(&mut *self.0))?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<(), A::Error> {
+            while s.next_element_seed(Dup(&mut *self.0))?.is_some() {}
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_any(Dup(&mut found)).ok()?;
+    found
+}
+
+#[cfg(test)]
+mod duplicate_tests {
+    use super::duplicate_member;
+
+    #[test]
+    fn finds_a_member_named_twice_at_any_depth() {
+        assert_eq!(duplicate_member(r#"{"a":1,"b":2}"#), None);
+        assert_eq!(
+            duplicate_member(r#"{"versions":["1.0"],"type":"hello","versions":["1.0"]}"#)
+                .as_deref(),
+            Some("versions")
+        );
+        assert_eq!(
+            duplicate_member(r#"{"s":[{"run_id":"a","run_id":"b"}]}"#).as_deref(),
+            Some("run_id")
+        );
+        assert_eq!(duplicate_member(r#"[{"a":1},{"a":1}]"#), None);
+        assert_eq!(duplicate_member("not json"), None);
+    }
 }

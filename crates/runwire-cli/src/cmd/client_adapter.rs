@@ -97,8 +97,10 @@ impl AdapterEnv {
         }
         if let Some(tokens) = var("RUNWIRE_TOKENS") {
             let tokens: Vec<String> = tokens.split(',').map(|t| t.trim().to_owned()).collect();
-            config.token = Some(TokenProvider::from_fn(move |attempt| {
-                let i = (attempt as usize).saturating_sub(1).min(tokens.len() - 1);
+            // The n-th connection attempt since the start (never reset) gets the n-th
+            // token; the last one repeats (docs/client-adapter.md, RW-AUTH-9).
+            config.token = Some(TokenProvider::from_fn(move |earlier| {
+                let i = (earlier as usize).min(tokens.len() - 1);
                 Some(tokens[i].clone())
             }));
         } else if let Some(t) = var("RUNWIRE_TOKEN") {
@@ -124,6 +126,9 @@ impl AdapterEnv {
         }
         if let Some(v) = number("RUNWIRE_LIVENESS_GRACE_MS")? {
             config.liveness_grace = Duration::from_millis(v);
+        }
+        if let Some(v) = number("RUNWIRE_WELCOME_TIMEOUT_MS")? {
+            config.welcome_timeout = Duration::from_millis(v);
         }
         if let Some(v) = number("RUNWIRE_GAP_TIMEOUT_MS")? {
             config.ordering.gap_timeout = Duration::from_millis(v);
@@ -188,6 +193,9 @@ pub(crate) fn line(ev: &ClientEvent) -> Option<Value> {
             }
             if let Some(sv) = &e.supported_versions {
                 v["supported_versions"] = json!(sv);
+            }
+            if let Some(c) = &e.last_error_code {
+                v["last_error_code"] = json!(c);
             }
             v
         }

@@ -30,7 +30,7 @@ fn rw_reconnect_1_envelope_per_attempt() {
         let p = b
             .plan(CloseAction::ReconnectWithBackoff, None, true)
             .expect("within max attempts");
-        assert_eq!(p.attempt, i as u32 + 2, "attempt number");
+        assert_eq!(p.attempt, i as u32 + 1, "attempt number");
         assert_eq!(p.ceiling_ms, *ceiling, "ceiling of failure {}", i + 1);
         assert!(p.delay <= Duration::from_millis(*ceiling), "{p:?}");
         delays.push(p.delay);
@@ -59,7 +59,7 @@ fn rw_reconnect_1_first_reconnect_after_healthy_session() {
     let p = b
         .plan(CloseAction::ReconnectWithBackoff, None, false)
         .expect("planned");
-    assert_eq!((p.attempt, p.ceiling_ms), (1, 500));
+    assert_eq!((p.attempt, p.ceiling_ms), (0, 500));
     assert!(p.delay <= Duration::from_millis(500));
 }
 
@@ -124,7 +124,7 @@ fn rw_reconnect_4_reset_after_stable_session() {
     let p = b
         .plan(CloseAction::ReconnectWithBackoff, None, false)
         .expect("count was reset");
-    assert_eq!((p.attempt, p.ceiling_ms), (1, 500));
+    assert_eq!((p.attempt, p.ceiling_ms), (0, 500));
     assert!(
         b.plan(CloseAction::ReconnectWithBackoff, None, true)
             .is_some()

@@ -54,7 +54,8 @@ async fn rw_auth_9_hello_token_per_attempt_and_resume_cursors() {
     let mut cfg = server.config(SEED);
     cfg.token = Some(TokenProvider::from_fn(move |attempt| {
         calls2.fetch_add(1, Ordering::SeqCst);
-        Some(format!("tok-{attempt}"))
+        // The provider hears how many attempts came before: 0 for the first.
+        Some(format!("tok-{}", attempt + 1))
     }));
     cfg.subscriptions.push(SubscriptionRequest::new(r.clone()));
     let mut client = Client::connect(cfg);
@@ -587,7 +588,7 @@ async fn rw_reconnect_3_gives_up_after_max_attempts() {
             _ => None,
         })
         .collect();
-    assert_eq!(attempts, vec![1, 2, 3, 4]);
+    assert_eq!(attempts, vec![0, 1, 2, 3]);
     assert!(evs.iter().any(|e| matches!(e, ClientEvent::Error(e)
         if e.terminal && e.code == "reconnect_failed")));
     client.join().await;
@@ -595,7 +596,7 @@ async fn rw_reconnect_3_gives_up_after_max_attempts() {
 }
 
 /// RW-RECONNECT-4: a session that stays up for stable_session_ms resets the count, so
-/// the next reconnect is attempt 1 again.
+/// the next reconnect is attempt 0 again.
 #[tokio::test]
 async fn rw_reconnect_4_stable_session_resets_attempts() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -636,14 +637,14 @@ async fn rw_reconnect_4_stable_session_resets_attempts() {
             _ => None,
         })
         .collect();
-    assert_eq!(attempts, vec![1, 2, 3]);
+    assert_eq!(attempts, vec![0, 1, 2]);
     let evs = collect_until(&mut client, |e| is_state(e, ConnectionState::Reconnecting)).await;
     let Some(ClientEvent::State(st)) = evs.last() else {
         unreachable!()
     };
     assert_eq!(
         st.attempt,
-        Some(1),
+        Some(0),
         "the stable session reset the count: {st:?}"
     );
 }
@@ -851,10 +852,10 @@ async fn rw_auth_9_async_token_provider_failure_is_a_failed_attempt() {
     .await;
     let mut cfg = server.config(SEED);
     cfg.token = Some(TokenProvider::from_async(|attempt| async move {
-        if attempt == 1 {
+        if attempt == 0 {
             Err("identity provider unavailable".to_owned())
         } else {
-            Ok(Some(format!("fresh-{attempt}")))
+            Ok(Some(format!("fresh-{}", attempt + 1)))
         }
     }));
     let mut client = Client::connect(cfg);

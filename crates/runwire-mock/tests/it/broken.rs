@@ -15,6 +15,135 @@ fn bugs(f: impl FnOnce(&mut Bugs)) -> Bugs {
 fn cases() -> Vec<(&'static str, Bugs, &'static str, &'static str)> {
     vec![
         (
+            "no_backoff",
+            bugs(|b| b.no_backoff = true),
+            "backoff-distribution",
+            "RW-RECONNECT-1",
+        ),
+        (
+            "keep_epoch_on_reset",
+            bugs(|b| b.keep_epoch_on_reset = true),
+            "reset-new-epoch-cursor",
+            "RW-RESUME-9",
+        ),
+        (
+            "keep_buffer_on_reset",
+            bugs(|b| b.keep_buffer_on_reset = true),
+            "reset-new-epoch-discards-buffer",
+            "RW-RESUME-9",
+        ),
+        (
+            "fold_reset_onto_state",
+            bugs(|b| b.fold_reset_onto_state = true),
+            "fold-reset-replaces-state",
+            "RW-SNAP-2",
+        ),
+        (
+            "drop_error_details",
+            bugs(|b| b.drop_error_details = true),
+            "version-mismatch",
+            "RW-VERSION-6",
+        ),
+        (
+            "drop_error_details",
+            bugs(|b| b.drop_error_details = true),
+            "max-attempts-last-error",
+            "RW-RECONNECT-3",
+        ),
+        (
+            "epochless_cursor",
+            bugs(|b| b.epochless_cursor = true),
+            "persisted-cursor-without-epoch",
+            "RW-RESUME-15",
+        ),
+        (
+            "no_welcome_timeout",
+            bugs(|b| b.no_welcome_timeout = true),
+            "welcome-timeout",
+            "RW-RECONNECT-11",
+        ),
+        (
+            "double_terminal_report",
+            bugs(|b| b.double_terminal_report = true),
+            "close-terminal-unauthorized",
+            "RW-ERROR-8",
+        ),
+        (
+            "browser_silent",
+            bugs(|b| {
+                b.browser = true;
+                b.browser_silent = true;
+            }),
+            "invalid-utf8-text-frame",
+            "RW-CLOSE-10",
+        ),
+        (
+            "stale_token",
+            bugs(|b| b.stale_token = true),
+            "token-after-stable-session",
+            "RW-AUTH-9",
+        ),
+        (
+            "no_validation",
+            bugs(|b| b.no_validation = true),
+            "invalid-unsafe-integer",
+            "RW-CONV-2",
+        ),
+        (
+            "no_validation",
+            bugs(|b| b.no_validation = true),
+            "invalid-negative-integer",
+            "RW-CONV-2",
+        ),
+        (
+            "no_validation",
+            bugs(|b| b.no_validation = true),
+            "invalid-run-id",
+            "RW-EVENT-2",
+        ),
+        (
+            "no_validation",
+            bugs(|b| b.no_validation = true),
+            "invalid-event-time",
+            "RW-EVENT-5",
+        ),
+        (
+            "no_validation",
+            bugs(|b| b.no_validation = true),
+            "invalid-event-type",
+            "RW-EVENT-6",
+        ),
+        (
+            "no_validation",
+            bugs(|b| b.no_validation = true),
+            "invalid-event-data",
+            "RW-EVENT-7",
+        ),
+        (
+            "no_validation",
+            bugs(|b| b.no_validation = true),
+            "invalid-ping-id",
+            "RW-HEART-2",
+        ),
+        (
+            "case_insensitive",
+            bugs(|b| b.case_insensitive = true),
+            "case-sensitive-types",
+            "RW-CONV-5",
+        ),
+        (
+            "fold_unknown_types",
+            bugs(|b| b.fold_unknown_types = true),
+            "fold-unknown-types-change-nothing",
+            "RW-SNAP-4",
+        ),
+        (
+            "duplicate_members",
+            bugs(|b| b.duplicate_members = true),
+            "client-messages-valid",
+            "RW-CONV-3",
+        ),
+        (
             "no_dedup",
             bugs(|b| b.no_dedup = true),
             "duplicate-frame",
@@ -297,7 +426,45 @@ fn every_bug_has_a_case() {
         "replace_progress",
         "replace_labels",
         "fold_duplicates",
+        "no_backoff",
+        "keep_epoch_on_reset",
+        "keep_buffer_on_reset",
+        "fold_reset_onto_state",
+        "drop_error_details",
+        "stale_token",
+        "no_validation",
+        "case_insensitive",
+        "fold_unknown_types",
+        "duplicate_members",
+        "epochless_cursor",
+        "no_welcome_timeout",
+        "double_terminal_report",
+        "browser_silent",
     ] {
         assert!(names.contains(bug), "{bug}");
     }
+}
+
+/// RW-CLOSE-10: a client whose WebSocket layer fails the connection by itself on a
+/// text frame that is not UTF-8 (a browser) and declares the browser profile passes
+/// the fixture without closing with 4000 (the close code is noted, not judged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_client_is_judged_by_its_profile() {
+    let browser = bugs(|b| b.browser = true);
+    let first = harness::play(harness::load("invalid-utf8-text-frame"), browser).await;
+    let report = harness::settle(harness::load("invalid-utf8-text-frame"), browser, first).await;
+    assert!(
+        report.verdict.passed(),
+        "{}\n{}",
+        report.verdict.render(),
+        report.transcript.to_text()
+    );
+    assert!(
+        report
+            .transcript
+            .to_text()
+            .contains("not judged, the adapter declared the browser profile"),
+        "{}",
+        report.transcript.to_text()
+    );
 }

@@ -82,6 +82,46 @@ pub(crate) struct Bugs {
     /// Fold every event frame received, also repeats at or below the folded
     /// `as_of_seq` that are not delivered (`RW-SNAP-3`).
     pub(crate) fold_duplicates: bool,
+    /// Reconnect after a delay of 0 every time: announced delays are legal, but the
+    /// client never backs off (`RW-RECONNECT-1`, the jitter judgment's bottom tail).
+    pub(crate) no_backoff: bool,
+    /// Keep the cursor's epoch across a reset into a new epoch (`RW-RESUME-9`).
+    pub(crate) keep_epoch_on_reset: bool,
+    /// Keep the gap buffer across a reset (`RW-RESUME-9`).
+    pub(crate) keep_buffer_on_reset: bool,
+    /// Fold a reset's snapshot onto the old state instead of replacing it
+    /// (`RW-SNAP-2`).
+    pub(crate) fold_reset_onto_state: bool,
+    /// Report a terminal `unsupported_version` without `supported_versions`
+    /// (`RW-VERSION-6`).
+    pub(crate) drop_error_details: bool,
+    /// Index its tokens by the attempt number since the last healthy session, not by
+    /// every attempt since the start (`RW-AUTH-9`).
+    pub(crate) stale_token: bool,
+    /// Decode nothing beyond JSON: deliver events and answer pings whatever their
+    /// schema (`RW-CONV-2`, `RW-EVENT-2`, `RW-EVENT-5` to `RW-EVENT-7`, `RW-HEART-2`).
+    pub(crate) no_validation: bool,
+    /// Match message types without regard to case (`RW-CONV-5`).
+    pub(crate) case_insensitive: bool,
+    /// Fold a `status` or `phase` found in the data of any event type (`RW-SNAP-4`).
+    pub(crate) fold_unknown_types: bool,
+    /// Resume from a persisted cursor that has no epoch, sending its `after_seq`
+    /// without one (`RW-RESUME-15`).
+    pub(crate) epochless_cursor: bool,
+    /// Wait for `welcome` for ever (`RW-RECONNECT-11`).
+    pub(crate) no_welcome_timeout: bool,
+    /// Report the error frame that announced a terminal close twice: as a
+    /// non-terminal error, then as the terminal one (`RW-ERROR-8`).
+    pub(crate) double_terminal_report: bool,
+    /// Behave like a browser: declare the `browser` profile and, on a text frame that
+    /// is not UTF-8, let the connection fail without a close code (still reporting
+    /// the error and reconnecting with backoff, `RW-CLOSE-10`). Not a bug.
+    pub(crate) browser: bool,
+    /// With `browser`: report nothing when the connection fails on such a frame
+    /// (`RW-CLOSE-10`).
+    pub(crate) browser_silent: bool,
+    /// Write the member `versions` of `hello` twice (`RW-CONV-3`).
+    pub(crate) duplicate_members: bool,
     /// Print no `folded` lines (a client whose adapter does not fold).
     pub(crate) no_folded_lines: bool,
     /// Choose, announce and wait a backoff delay 1 ms above the envelope's ceiling.
@@ -131,6 +171,7 @@ struct Config {
     stable: Duration,
     grace: Duration,
     gap: Duration,
+    welcome: Duration,
     seed: u64,
 }
 
@@ -166,6 +207,7 @@ fn parse(env: &[(String, String)]) -> Config {
         stable: Duration::from_millis(num("RUNWIRE_STABLE_SESSION_MS", 5000)),
         grace: Duration::from_millis(num("RUNWIRE_LIVENESS_GRACE_MS", 10_000)),
         gap: Duration::from_millis(num("RUNWIRE_GAP_TIMEOUT_MS", 2000)),
+        welcome: Duration::from_millis(num("RUNWIRE_WELCOME_TIMEOUT_MS", 10_000)),
         seed: num("RUNWIRE_SEED", 0),
     }
 }
@@ -210,6 +252,12 @@ struct Client {
     app: AppSink,
     runs: Vec<Run>,
     rng: ChaCha8Rng,
+    /// `supported_versions` of the last error frame, for the terminal error line.
+    supported: Option<Value>,
+    /// The last close code and error code seen, for `reconnect_failed`
+    /// (`RW-RECONNECT-3`).
+    last_close: Option<u16>,
+    last_error_code: Option<String>,
 }
 
 /// Runs the client until it ends, reporting through `app`, and reports its exit code.
@@ -223,7 +271,12 @@ pub(crate) async fn run(env: Vec<(String, String)>, bugs: Bugs, app: AppSink) {
             initial_after: *after,
             initial_epoch: epoch.clone(),
             epoch: epoch.clone(),
-            last: *after,
+            // RW-RESUME-15: a cursor without its epoch starts from the beginning.
+            last: if epoch.is_some() || bugs.epochless_cursor {
+                *after
+            } else {
+                0
+            },
             ..Run::default()
         })
         .collect();
@@ -233,8 +286,14 @@ pub(crate) async fn run(env: Vec<(String, String)>, bugs: Bugs, app: AppSink) {
         bugs,
         app: app.clone(),
         runs,
+        supported: None,
+        last_close: None,
+        last_error_code: None,
     };
     c.bugs.pause(c.bugs.start_delay_ms).await;
+    if c.bugs.browser {
+        c.line(json!({"kind": "platform", "profile": "browser"}));
+    }
     let code = c.main().await;
     c.bugs.pause(c.bugs.exit_delay_ms).await;
     app.exit(Some(code));
@@ -257,11 +316,19 @@ impl Client {
         let mut attempt: usize = 0;
         loop {
             attempt += 1;
-            self.line(json!({"kind": "state", "state": "connecting", "attempt": attempt}));
+            // The spec's attempt number n: consecutive failed attempts before this one.
+            self.line(json!({"kind": "state", "state": "connecting", "attempt": failures}));
+            // The token provider is asked before every attempt, counting every attempt
+            // since the start (RW-AUTH-9).
+            let index = if self.bugs.stale_token {
+                failures as usize
+            } else {
+                attempt - 1
+            };
             let token = if self.cfg.tokens.is_empty() {
                 self.cfg.token.clone()
             } else {
-                Some(self.cfg.tokens[(attempt - 1).min(self.cfg.tokens.len() - 1)].clone())
+                Some(self.cfg.tokens[index.min(self.cfg.tokens.len() - 1)].clone())
             };
             let url = match (&token, self.bugs.token_in_query) {
                 (Some(t), true) => format!("{}?token={t}", self.cfg.url),
@@ -283,12 +350,28 @@ impl Client {
                 }
                 End::Crash => return 2,
                 End::Terminal { code, error } if !self.bugs.reconnect_after_terminal => {
-                    self.line(json!({
+                    let mut line = json!({
                         "kind": "error",
                         "code": error.unwrap_or_else(|| format!("closed_{}", code.unwrap_or(0))),
                         "message": "terminal close",
                         "terminal": true,
-                    }));
+                    });
+                    if let Some(v) = self
+                        .supported
+                        .clone()
+                        .filter(|_| !self.bugs.drop_error_details)
+                    {
+                        line["supported_versions"] = v;
+                    }
+                    if let Some(c) = code {
+                        line["close_code"] = json!(c);
+                    }
+                    if self.bugs.double_terminal_report {
+                        let mut first = line.clone();
+                        first["terminal"] = json!(false);
+                        self.line(first);
+                    }
+                    self.line(line);
                     self.line(json!({"kind": "state", "state": "failed", "close_code": code}));
                     return 1;
                 }
@@ -306,12 +389,21 @@ impl Client {
                 failures += 1;
             }
             if failures >= self.cfg.max_attempts && !self.bugs.no_max_attempts {
-                self.line(json!({
+                let mut line = json!({
                     "kind": "error",
                     "code": "reconnect_failed",
                     "message": format!("{failures} consecutive failed attempts"),
                     "terminal": true,
-                }));
+                });
+                if !self.bugs.drop_error_details {
+                    if let Some(c) = self.last_close {
+                        line["close_code"] = json!(c);
+                    }
+                    if let Some(c) = &self.last_error_code {
+                        line["last_error_code"] = json!(c);
+                    }
+                }
+                self.line(line);
                 self.line(json!({"kind": "state", "state": "failed"}));
                 return 1;
             }
@@ -326,6 +418,8 @@ impl Client {
                 let c = backoff_ceiling_ms(failures, self.cfg.base, self.cfg.factor, self.cfg.cap);
                 let d = if self.bugs.announce_over_ceiling {
                     c + 1
+                } else if self.bugs.no_backoff {
+                    0
                 } else if self.bugs.no_jitter {
                     c
                 } else {
@@ -334,7 +428,7 @@ impl Client {
                 retry_after.map_or(d, |r| r.max(d))
             };
             self.line(json!({
-                "kind": "state", "state": "reconnecting", "attempt": attempt + 1, "delay_ms": delay,
+                "kind": "state", "state": "reconnecting", "attempt": failures, "delay_ms": delay,
             }));
             if !self.bugs.reconnect_at_once {
                 sleep(Duration::from_millis(delay + self.bugs.reconnect_extra_ms)).await;
@@ -412,7 +506,18 @@ impl Client {
         if let (Some(t), false) = (&token, self.bugs.token_in_query) {
             hello["token"] = json!(t);
         }
-        Self::send(&mut ws, hello).await;
+        if self.bugs.duplicate_members {
+            let body = hello.to_string();
+            let versions = hello["versions"].to_string();
+            let _ = ws
+                .send(Message::text(format!(
+                    "{{\"versions\":{versions},{}",
+                    &body[1..]
+                )))
+                .await;
+        } else {
+            Self::send(&mut ws, hello).await;
+        }
         let started = Instant::now();
         let default_rate = f64::from(runwire_protocol::defaults::MAX_MESSAGES_PER_SECOND);
         // (tokens, last refill, rate); the hello took one token.
@@ -424,7 +529,9 @@ impl Client {
         loop {
             let live_deadline = match interval {
                 Some(i) => last_frame + i + self.cfg.grace,
-                None => started + self.cfg.grace.max(Duration::from_millis(200)) * 4,
+                // RW-RECONNECT-11: the welcome deadline.
+                None if self.bugs.no_welcome_timeout => started + Duration::from_secs(3600),
+                None => started + self.cfg.welcome,
             };
             let gap_deadline = self
                 .runs
@@ -436,6 +543,9 @@ impl Client {
             let msg = tokio::select! {
                 m = ws.next() => m,
                 () = sleep_until(live_deadline), if !self.bugs.no_liveness => {
+                    if welcomed.is_none() {
+                        self.line(json!({"kind": "error", "code": "welcome_timeout", "message": "no welcome", "terminal": false}));
+                    }
                     Self::close(&mut ws, 1000).await;
                     return End::Reconnect { now: false, retry_after: None, welcomed };
                 }
@@ -479,12 +589,34 @@ impl Client {
                     };
                 }
                 Some(Ok(_)) => continue,
+                Some(Err(tokio_tungstenite::tungstenite::Error::Utf8(_))) => {
+                    // RW-INPUT-12 (natively) or RW-CLOSE-10 (a browser's WebSocket layer
+                    // fails the connection itself): report, deliver nothing, back off.
+                    if !(self.bugs.browser && self.bugs.browser_silent) {
+                        self.line(json!({"kind": "error", "code": "invalid_frame", "message": "text frame not UTF-8", "terminal": false}));
+                    }
+                    if !self.bugs.browser {
+                        Self::close(&mut ws, 4000).await;
+                    }
+                    return End::Reconnect {
+                        now: false,
+                        retry_after: None,
+                        welcomed,
+                    };
+                }
                 Some(Err(_)) | None => {
                     let code = last_error.as_ref().and_then(|e| e.2);
                     return self.on_close(code, last_error, welcomed);
                 }
             };
-            let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&text) else {
+            // RW-INPUT-12: a frame that is not one JSON object, or a known message that
+            // does not match its schema (the protocol crate's decoder), is undecodable.
+            let decodes = self.bugs.no_validation
+                || runwire_protocol::codec::decode_server_message(text.as_bytes(), 1 << 24).is_ok();
+            let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&text)
+                .map_err(|_| ())
+                .and_then(|v| if decodes { Ok(v) } else { Err(()) })
+            else {
                 self.line(json!({"kind": "error", "code": "invalid_frame", "message": "undecodable frame", "terminal": false}));
                 Self::close(&mut ws, 4000).await;
                 return End::Reconnect {
@@ -498,6 +630,11 @@ impl Client {
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_owned();
+            let ty = if self.bugs.case_insensitive {
+                ty.to_ascii_lowercase()
+            } else {
+                ty
+            };
             let run_of = |m: &serde_json::Map<String, Value>| {
                 m.get("run_id")
                     .and_then(Value::as_str)
@@ -511,7 +648,7 @@ impl Client {
                         Self::close(&mut ws, 4000).await;
                         return End::Terminal {
                             code: Some(4000),
-                            error: Some("version_mismatch".into()),
+                            error: Some("protocol_violation".into()),
                         };
                     }
                     welcomed = Some(Instant::now());
@@ -561,12 +698,14 @@ impl Client {
                         .unwrap_or(0);
                     if let Some(r) = self.runs.iter_mut().find(|r| r.id == id) {
                         r.open = true;
-                        if !self.bugs.ignore_reset {
+                        if !self.bugs.ignore_reset && !self.bugs.keep_epoch_on_reset {
                             r.epoch = m.get("epoch").and_then(Value::as_str).map(str::to_owned);
                         }
                         r.last = as_of;
-                        r.buffer.clear();
-                        r.gap_since = None;
+                        if !self.bugs.keep_buffer_on_reset {
+                            r.buffer.clear();
+                            r.gap_since = None;
+                        }
                         if m.get("snapshot")
                             .and_then(|s| s.get("status"))
                             .and_then(Value::as_str)
@@ -587,6 +726,22 @@ impl Client {
                         if let Some(idx) = self.runs.iter().position(|r| r.id == id)
                             && let Some(snap) = snap
                         {
+                            let snap =
+                                match (&self.runs[idx].folded, self.bugs.fold_reset_onto_state) {
+                                    // Old members the snapshot lacks survive.
+                                    (Some(old), true) => {
+                                        let mut merged =
+                                            serde_json::to_value(old).unwrap_or_default();
+                                        if let (Some(o), Value::Object(n)) = (
+                                            merged.as_object_mut(),
+                                            serde_json::to_value(&snap).unwrap_or_default(),
+                                        ) {
+                                            o.extend(n);
+                                        }
+                                        serde_json::from_value(merged).unwrap_or(snap)
+                                    }
+                                    _ => snap,
+                                };
                             self.runs[idx].folded = Some(snap);
                             self.print_folded(idx);
                         }
@@ -633,6 +788,8 @@ impl Client {
                         .and_then(|c| u16::try_from(c).ok());
                     let retry = m.get("retry_after_ms").and_then(Value::as_u64);
                     let retryable = m.get("retryable").and_then(Value::as_bool).unwrap_or(false);
+                    self.supported = m.get("supported_versions").cloned();
+                    self.last_error_code = Some(code.clone());
                     let run = m.get("run_id").and_then(Value::as_str).map(str::to_owned);
                     let mut line = json!({"kind": "error", "code": code, "message": m.get("message").cloned().unwrap_or(json!("")), "terminal": false});
                     if let Some(r) = &run {
@@ -683,6 +840,7 @@ impl Client {
         welcomed: Option<Instant>,
     ) -> End {
         let retry_after = last_error.as_ref().and_then(|e| e.1);
+        self.last_close = code;
         let action = code.map_or(CloseAction::ReconnectWithBackoff, |c| CloseCode(c).action());
         match action {
             CloseAction::Terminal => End::Terminal {
@@ -758,6 +916,30 @@ impl Client {
                 }
             }
             _ => {}
+        }
+        let ty = ev.get("type").and_then(Value::as_str).unwrap_or("");
+        let named = [
+            "run.status",
+            "run.progress",
+            "run.metadata",
+            "run.phase",
+            "log.line",
+            "tool.started",
+            "tool.finished",
+            "artifact.created",
+            "todo.updated",
+        ];
+        if bugs.fold_unknown_types && !named.contains(&ty) {
+            // The bug: a status or phase in any event's data lands in the state.
+            let mut v = serde_json::to_value(&*snap).unwrap_or_default();
+            for k in ["status", "phase"] {
+                if let Some(x) = ev.pointer(&format!("/data/{k}")).filter(|x| x.is_string()) {
+                    v[k] = x.clone();
+                }
+            }
+            if let Ok(polluted) = serde_json::from_value::<RunSnapshot>(v) {
+                *snap = polluted;
+            }
         }
         self.print_folded(idx);
     }

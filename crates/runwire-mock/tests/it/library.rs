@@ -113,3 +113,35 @@ async fn a_seed_replays_a_run_exactly() {
     assert_ne!(wire(&a), wire(&c));
     assert!(a.verdict.passed() && c.verdict.passed());
 }
+
+/// The jitter judgments' false-alarm budget holds: at most `JITTER_FIXTURES` fixtures
+/// carry `expect.jitter`, so a correct client fails some jitter judgment of a
+/// conformance run with probability at most `JITTER_FALSE_ALARM_PER_RUN`
+/// (`docs/fixtures.md`, "Jitter").
+#[test]
+fn jitter_judgments_stay_within_their_false_alarm_budget() {
+    let fixtures = load_dir(&harness::fixture_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let with: Vec<String> = fixtures
+        .iter()
+        .filter(|(_, f)| f.expect.jitter.is_some())
+        .map(|(_, f)| f.id.clone())
+        .collect();
+    assert!(
+        with.len() <= runwire_mock::JITTER_FIXTURES,
+        "{} fixtures carry expect.jitter ({}), the budget is shared by {}: raise \
+         JITTER_FIXTURES and revisit docs/fixtures.md",
+        with.len(),
+        with.join(", "),
+        runwire_mock::JITTER_FIXTURES
+    );
+    let total = with.len() as f64 * runwire_mock::JITTER_FALSE_ALARM_PER_FIXTURE;
+    assert!(total <= runwire_mock::JITTER_FALSE_ALARM_PER_RUN * (1.0 + 1e-9));
+    // Every judgment has enough reconnects for its bottom tail to catch a client
+    // whose delays are all 0 against a 40 ms envelope.
+    for (_, f) in &fixtures {
+        if let Some(j) = &f.expect.jitter {
+            let q = runwire_mock::jitter_tail(j.connections.len());
+            assert!(q > 1.0 / 41.0, "{}: q {q} too small", f.id);
+        }
+    }
+}
