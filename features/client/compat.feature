@@ -97,3 +97,13 @@ Feature: Must-ignore and payloads
   Scenario: client-messages-valid: Every message the client sends is one valid JSON object with no member named twice
     When the client under test plays fixture "client-messages-valid"
     Then the client passes the fixture
+
+  @must @RW-CONV-6 @RW-INPUT-12
+  Scenario: invalid-fraction-integer: A subscribed frame with head_seq written as 2.0 is rejected
+    When the client under test plays fixture "invalid-fraction-integer"
+    Then the client passes the fixture
+
+  @must @RW-CONV-7
+  Scenario: null-optional-members: Optional members sent as null count as absent
+    When the client under test plays fixture "null-optional-members"
+    Then the client passes the fixture

@@ -250,6 +250,8 @@ pub enum Invalid {
     /// A frame that is not one JSON object: a binary frame, an array, two objects
     /// (`RW-CONV-1`).
     NotOneObject,
+    /// An integer member written with a fraction, `2.0` (`RW-CONV-6`).
+    FractionInteger,
 }
 
 impl Invalid {
@@ -262,6 +264,7 @@ impl Invalid {
         Self::NonObjectData,
         Self::BadPingId,
         Self::NotOneObject,
+        Self::FractionInteger,
     ];
 
     /// The requirement a client that accepts this input breaks.
@@ -274,6 +277,7 @@ impl Invalid {
             Self::NonObjectData => "RW-EVENT-7",
             Self::BadPingId => "RW-HEART-2",
             Self::NotOneObject => "RW-CONV-1",
+            Self::FractionInteger => "RW-CONV-6",
         }
     }
 
@@ -317,6 +321,14 @@ impl Invalid {
                         .is_none_or(|i| i.is_empty() || i.chars().count() > 64)
             }
             Self::NotOneObject => false,
+            Self::FractionInteger => {
+                let fraction = |x: Option<&Value>| x.is_some_and(Value::is_f64);
+                ["after_seq", "head_seq"]
+                    .iter()
+                    .any(|m| fraction(v.get(*m)))
+                    || fraction(v.pointer("/snapshot/as_of_seq"))
+                    || events.iter().any(|e| fraction(e.get("seq")))
+            }
         }
     }
 }
@@ -364,6 +376,7 @@ impl ClientFault {
         Self::Swallows(Invalid::NonObjectData),
         Self::Swallows(Invalid::BadPingId),
         Self::Swallows(Invalid::NotOneObject),
+        Self::Swallows(Invalid::FractionInteger),
         Self::IgnoresCase,
         Self::SendsReservedCloseCode,
         Self::SendsInvalidHello,

@@ -492,7 +492,10 @@ mod tests {
         let r = result(Level::Must, Grade::Fail, Some(Level::Should));
         assert!(RunReport::is_failing(&r, false));
         // A plain SHOULD failure only warns; inconclusive never fails.
-        assert!(!RunReport::is_failing(&result(Level::Should, Grade::Fail, None), false));
+        assert!(!RunReport::is_failing(
+            &result(Level::Should, Grade::Fail, None),
+            false
+        ));
         assert!(!RunReport::is_failing(
             &result(Level::Must, Grade::Inconclusive, Some(Level::Must)),
             true
