@@ -3229,7 +3229,9 @@ impl ServerWorld {
                 // and appends only one more batch every 100 ms, for a server that trims
                 // only when appended to.
                 let enough = n.saturating_mul(2).saturating_add(10);
-                let poll = 3000;
+                // As long as any answer wait: trimming in the background may lag on a
+                // busy disk; only a server that does not trim waits this long.
+                let poll = ANSWER_WAIT_MS;
                 let mut deadline = None;
                 let mut appended = 0u64;
                 let mut last_append = Instant::now();
