@@ -48,6 +48,9 @@ pub(crate) struct Outbound {
     /// Enqueue time of the oldest frame not yet written.
     oldest: Mutex<Option<Instant>>,
     max_bytes: u64,
+    /// Refused at once beyond this (four times the bound, at least the bound plus
+    /// 16 MiB): what one burst may briefly queue before the periodic check.
+    hard_cap: u64,
     max_age: Duration,
     low_watermark: u64,
     drained: Notify,
@@ -78,6 +81,9 @@ impl Outbound {
             queued_bytes: AtomicU64::new(0),
             oldest: Mutex::new(None),
             max_bytes,
+            hard_cap: max_bytes
+                .saturating_mul(4)
+                .max(max_bytes.saturating_add(16 << 20)),
             max_age,
             low_watermark: (max_bytes / 4).clamp(1, 1 << 20),
             drained: Notify::new(),
@@ -119,7 +125,11 @@ impl Outbound {
         {
             return Err(QueueError::Closed);
         }
-        if total > self.max_bytes {
+        // The byte bound itself (`RW-SLOW-1`) is judged by the periodic check
+        // ([`Outbound::over_limit`]), after the writer had a chance to hand a burst to
+        // the socket: one large append must not cut off a client that reads at full
+        // speed. Only a runaway queue far past the bound is refused at once.
+        if total > self.hard_cap {
             return Err(QueueError::SlowConsumer);
         }
         Ok(())

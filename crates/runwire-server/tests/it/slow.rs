@@ -135,3 +135,35 @@ async fn rw_slow_1_backlog_that_fits_kernel_buffers_still_closes_slow_consumer()
         "the slow client got everything yet was closed"
     );
 }
+
+/// `RW-SLOW-1` is about clients that do not read: one append larger than the byte
+/// bound, to a client that reads at full speed, is handed to its socket before the
+/// bound is judged, and the client stays.
+#[tokio::test]
+async fn rw_slow_1_a_burst_over_the_byte_bound_does_not_cut_off_a_reader() {
+    let mut cfg = config();
+    cfg.slow_consumer_max_bytes = 64 * 1024;
+    cfg.slow_consumer_max_age_ms = 1000;
+    cfg.batch_window_ms = 0;
+    let s = start(cfg).await;
+    let p = Producer::new(&s);
+    let mut fast = Client::connect(&s).await;
+    fast.hello(json!([{"run_id": "burst"}])).await;
+    assert!(matches!(fast.msg().await, ServerMessage::Subscribed(_)));
+    let pad = "y".repeat(20_000);
+    // 20 events of 20 KB in one append: 400 KB, six times the bound.
+    let events: Vec<Value> = (0..20)
+        .map(|i| json!({"type": "log.line", "data": {"level": "info", "message": format!("{i} {pad}")}}))
+        .collect();
+    p.ok("burst", Value::Array(events)).await;
+    let got = fast.events_until(&run("burst"), 0, 20).await;
+    assert_eq!(got.len(), 20);
+    // One more event after the burst: the connection is still open.
+    p.ok(
+        "burst",
+        json!([{"type": "log.line", "data": {"level": "info", "message": "after"}}]),
+    )
+    .await;
+    assert_eq!(fast.events_until(&run("burst"), 20, 21).await.len(), 1);
+    assert_eq!(s.metrics().slow_consumer_closes.load(Ordering::Relaxed), 0);
+}
