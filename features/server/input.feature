@@ -146,3 +146,7 @@ Feature: Bad input
     When client "a" sends the frame {"type":"subscribe","subscriptions":[{"run_id":"${A}","after_seq":null,"epoch":null}]}
     Then client "a" receives subscribed for run "A" with after_seq 0 and head_seq 2
     And client "a" receives events 1 to 2 of run "A"
+
+  @must @RW-CLOSE-12
+  Scenario: a client that breaks the WebSocket protocol is closed with 1002
+    Then a raw connection that sends an unmasked frame after the upgrade is closed with code 1002

@@ -28,6 +28,12 @@ enum Out {
     },
     /// The client closed or vanished: flush (which sends the close reply) and stop.
     Finish,
+    /// The WebSocket layer failed the connection (an RFC 6455 protocol error): a close
+    /// frame with this code and no error frame (`RW-CLOSE-12`).
+    Bare {
+        code: u16,
+        reason: Utf8Bytes,
+    },
 }
 
 /// Why a frame could not be queued.
@@ -200,6 +206,17 @@ impl Outbound {
         self.drained.notify_waiters();
     }
 
+    /// The client broke the WebSocket protocol itself (RFC 6455 §7.4.1): the writer
+    /// flushes what it has, then closes with `code` (1002) and no error frame.
+    pub(crate) fn close_protocol(&self, code: u16, reason: &str) {
+        self.closing.store(true, Ordering::Release);
+        let _ = self.tx.send(Out::Bare {
+            code,
+            reason: Utf8Bytes::from(reason),
+        });
+        self.drained.notify_waiters();
+    }
+
     /// The client ended the connection: the writer flushes what it has (including the
     /// reply to a client close) and stops.
     pub(crate) fn finish(&self) {
@@ -288,6 +305,14 @@ async fn writer(
                 let _ = tokio::time::timeout(close_timeout, sink.close()).await;
                 return;
             }
+            Out::Bare { code, reason } => {
+                let _ = tokio::time::timeout(
+                    close_timeout,
+                    sink.send(Message::Close(Some(CloseFrame { code, reason }))),
+                )
+                .await;
+                return;
+            }
         };
         *out.oldest.lock().unwrap_or_else(|e| e.into_inner()) = Some(enqueued);
         // Feed everything that is ready, then flush once.
@@ -302,7 +327,7 @@ async fn writer(
                         frames += 1;
                         sink.feed(Message::Text(text)).await?;
                     }
-                    Ok(last @ (Out::Close { .. } | Out::Finish)) => {
+                    Ok(last @ (Out::Close { .. } | Out::Finish | Out::Bare { .. })) => {
                         pending = Some(last);
                         break;
                     }

@@ -204,6 +204,14 @@ pub(crate) async fn serve_connection(
                                 ErrorCode::InvalidJson,
                                 "the text frame is not valid UTF-8",
                             ));
+                        } else if is_protocol_error(&text) {
+                            // The client broke RFC 6455 itself (an unmasked frame, a
+                            // reserved opcode or bit, bad fragmentation): the stream
+                            // cannot carry an error frame reliably, so the close says
+                            // 1002 alone (`RW-CLOSE-12`).
+                            Metrics::inc(&metrics.protocol_errors);
+                            out.close_protocol(1002, "websocket protocol error");
+                            break;
                         } else {
                             out.finish();
                             break;
@@ -807,6 +815,24 @@ async fn reset_message(
         snapshot,
     });
     Ok((msg, as_of))
+}
+
+/// Whether a read error is the client breaking the WebSocket protocol (RFC 6455 §5),
+/// as tungstenite words it, rather than the connection going away.
+fn is_protocol_error(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    [
+        "protocol",
+        "mask",
+        "reserved",
+        "opcode",
+        "fragment",
+        "continue frame",
+        "rsv",
+    ]
+    .iter()
+    .any(|w| t.contains(w))
+        && !t.contains("reset without closing handshake")
 }
 
 /// One subscription after its `subscribed`/`reset`: replay, then live, without gap or

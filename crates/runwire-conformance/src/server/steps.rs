@@ -130,6 +130,7 @@ pub(crate) enum K {
     CloseReason,
     PostRawNoToken,
     RawCloseDrop,
+    RawUnmasked,
     RestartBegin,
     RestartDone,
     NoWelcomeDuringShutdown,
@@ -227,6 +228,10 @@ static STEPS: &[(K, &str)] = &[
     (
         K::RawCloseDrop,
         "a raw connection that never answers the close handshake is dropped within the pong timeout announced to client {s}",
+    ),
+    (
+        K::RawUnmasked,
+        "a raw connection that sends an unmasked frame after the upgrade is closed with code 1002",
     ),
     (K::RequireAuth, "the server requires authentication"),
     (
@@ -2937,6 +2942,101 @@ impl ServerWorld {
                     return Err(StepFail::req(
                         "RW-CLOSE-6",
                         format!("expected close reason {:?}, got {got:?}", s(1)),
+                    ));
+                }
+            }
+            K::RawUnmasked => {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let url = self.target.ws_url.clone();
+                let rest = url
+                    .strip_prefix("ws://")
+                    .ok_or_else(|| StepFail::not_implemented("raw connections need a ws:// URL"))?;
+                let (hostport, path) = rest
+                    .split_once('/')
+                    .map_or((rest, String::from("/")), |(h, p)| (h, format!("/{p}")));
+                let mut tcp = tokio::net::TcpStream::connect(hostport)
+                    .await
+                    .map_err(|e| StepFail::req("RW-CONN-1", format!("cannot connect: {e}")))?;
+                let req = format!(
+                    "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                );
+                tcp.write_all(req.as_bytes())
+                    .await
+                    .map_err(|e| StepFail::msg(e.to_string()))?;
+                // Read the 101 answer (the head ends with an empty line).
+                let mut head = Vec::new();
+                let mut buf = vec![0u8; 4096];
+                let dl = self.dl(ANSWER_WAIT_MS);
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tokio::time::timeout_at(dl, tcp.read(&mut buf)).await {
+                        Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+                        _ => {
+                            return Err(StepFail::req("RW-CONN-1", "the upgrade was not answered"));
+                        }
+                    }
+                }
+                let at = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+                let mut got = head.split_off(at);
+                // A text frame with the mask bit clear, which RFC 6455 §5.1 forbids
+                // from a client.
+                let payload = br#"{"type":"ping","id":"unmasked"}"#;
+                let mut frame = vec![0x81, payload.len() as u8];
+                frame.extend_from_slice(payload);
+                self.rec.out(
+                    "raw",
+                    "<unmasked text frame: {\"type\":\"ping\",\"id\":\"unmasked\"}>",
+                );
+                tcp.write_all(&frame)
+                    .await
+                    .map_err(|e| StepFail::msg(e.to_string()))?;
+                loop {
+                    match tokio::time::timeout_at(dl, tcp.read(&mut buf)).await {
+                        Ok(Ok(0)) | Ok(Err(_)) => break,
+                        Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                        Err(_) => {
+                            return Err(StepFail::req(
+                                "RW-CLOSE-12",
+                                "the connection stayed open after an unmasked client frame",
+                            ));
+                        }
+                    }
+                }
+                // The last frame must be a close frame with code 1002.
+                let mut i = 0;
+                let mut close_code = None;
+                let mut last_op = None;
+                while i + 2 <= got.len() {
+                    let op = got[i] & 0x0f;
+                    let mut len = usize::from(got[i + 1] & 0x7f);
+                    let mut h = 2;
+                    if len == 126 && i + 4 <= got.len() {
+                        len = usize::from(u16::from_be_bytes([got[i + 2], got[i + 3]]));
+                        h = 4;
+                    } else if len == 127 {
+                        break;
+                    }
+                    if i + h + len > got.len() {
+                        break;
+                    }
+                    let body = &got[i + h..i + h + len];
+                    last_op = Some(op);
+                    close_code = (op == 8 && body.len() >= 2)
+                        .then(|| u16::from_be_bytes([body[0], body[1]]));
+                    i += h + len;
+                }
+                self.rec.inn(
+                    "raw",
+                    &format!(
+                        "{} bytes, last frame opcode {last_op:?}, close code {close_code:?}",
+                        got.len()
+                    ),
+                );
+                if last_op != Some(8) || close_code != Some(1002) {
+                    return Err(StepFail::req(
+                        "RW-CLOSE-12",
+                        format!(
+                            "after an unmasked client frame the server must close with 1002; its last frame had opcode {last_op:?} and close code {close_code:?}"
+                        ),
                     ));
                 }
             }
