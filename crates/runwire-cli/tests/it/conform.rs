@@ -88,6 +88,23 @@ async fn every_broken_client_is_caught_with_its_requirement() {
         let caught = report.results.iter().any(|r| {
             r.grade == Grade::Fail && r.message.as_deref().is_some_and(|m| m.contains(req))
         });
+        // Every failure names a requirement its scenario is tagged with, or one the
+        // mock checks on every connection (`runwire_mock::reqs::ALL`, the adapter
+        // contract).
+        for r in report.results.iter().filter(|r| r.grade == Grade::Fail) {
+            for named in r.violated.as_deref().unwrap_or("").split(", ") {
+                if !(r.requirements.iter().any(|t| t == named)
+                    || runwire_mock::reqs::ALL.contains(&named)
+                    || named == runwire_mock::reqs::ADAPTER)
+                {
+                    missed.push(format!(
+                        "{fault:?}: {} names {named}, which it is not tagged with: {}",
+                        r.id,
+                        r.message.as_deref().unwrap_or("")
+                    ));
+                }
+            }
+        }
         if !caught {
             missed.push(format!(
                 "{fault:?} ({req}) was not caught: {:?}",
