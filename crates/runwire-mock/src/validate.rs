@@ -594,7 +594,7 @@ fn check_expect(f: &Fixture) -> Result<(), Failure> {
 
 /// The first member name that appears twice in one JSON object of `text`, at any
 /// depth (`RW-CONV-3`); `None` when there is none or `text` is not JSON.
-pub(crate) fn duplicate_member(text: &str) -> Option<String> {
+pub fn duplicate_member(text: &str) -> Option<String> {
     use serde::de::{Deserializer as _, MapAccess, SeqAccess, Visitor};
     use std::fmt;
 

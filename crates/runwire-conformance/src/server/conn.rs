@@ -706,65 +706,9 @@ impl Conn {
 }
 
 /// The first member name that appears twice in one object of `text`, if any
-/// (`serde_json` keeps the last value silently, so this is checked on the raw text).
-pub(crate) fn duplicate_member(text: &str) -> Option<String> {
-    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-    use std::cell::RefCell;
-
-    struct Seed<'a>(&'a RefCell<Option<String>>);
-    impl<'de> DeserializeSeed<'de> for Seed<'_> {
-        type Value = ();
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-    impl<'de> Visitor<'de> for Seed<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("any JSON value")
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_str<E>(self, _: &str) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_unit<E>(self) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_none<E>(self) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
-            while a.next_element_seed(Seed(self.0))?.is_some() {}
-            Ok(())
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
-            let mut keys = std::collections::BTreeSet::new();
-            while let Some(k) = a.next_key::<String>()? {
-                if !keys.insert(k.clone()) && self.0.borrow().is_none() {
-                    *self.0.borrow_mut() = Some(k);
-                }
-                a.next_value_seed(Seed(self.0))?;
-            }
-            let _ = IgnoredAny;
-            Ok(())
-        }
-    }
-    let found = RefCell::new(None);
-    let mut de = serde_json::Deserializer::from_str(text);
-    let _ = Seed(&found).deserialize(&mut de);
-    found.into_inner()
-}
+/// (`serde_json` keeps the last value silently, so this is checked on the raw text;
+/// the mock checks client frames with the same function).
+pub(crate) use runwire_mock::duplicate_member;
 
 fn str_of(v: &Value, key: &str) -> String {
     v.get(key).and_then(Value::as_str).unwrap_or("").to_owned()
@@ -843,20 +787,5 @@ async fn reader(
                 return;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::duplicate_member;
-
-    #[test]
-    fn finds_duplicate_members_at_any_depth() {
-        assert_eq!(duplicate_member(r#"{"a":1,"b":2}"#), None);
-        assert_eq!(duplicate_member(r#"{"a":1,"a":2}"#).as_deref(), Some("a"));
-        assert_eq!(
-            duplicate_member(r#"{"x":[{"k":1,"k":1}]}"#).as_deref(),
-            Some("k")
-        );
     }
 }

@@ -553,6 +553,43 @@ pub(crate) struct ServerWorld {
 
 type R<T> = Result<T, StepFail>;
 
+/// The verdict of a wait for something due ([`Conn::wait_due`]): `None` when it came
+/// on time; a timing miss over `[from, arrival]` when it came late, or over the whole
+/// extension when it never came (a plain violation when the connection ended first,
+/// since then it cannot come any more).
+fn due_verdict(
+    due: Due,
+    requirement: &str,
+    what: &str,
+    from: Instant,
+    nothing: impl FnOnce() -> String,
+) -> Option<StepFail> {
+    match due {
+        Due::OnTime => None,
+        Due::Late { by, at } => Some(StepFail::timing(
+            requirement,
+            format!("{what}: it came {} ms late", by.as_millis()),
+            TimingMiss::new(by, from, at),
+        )),
+        Due::Never { waited, ended } => {
+            let msg = format!(
+                "{what}: it had not arrived {} ms past due; {}",
+                waited.as_millis(),
+                nothing()
+            );
+            Some(if ended {
+                StepFail::req(requirement, msg)
+            } else {
+                StepFail::timing(
+                    requirement,
+                    msg,
+                    TimingMiss::new(waited, from, Instant::now()),
+                )
+            })
+        }
+    }
+}
+
 /// How long (unscaled ms) a step waits for an answer the spec requires but does not
 /// time (a `subscribed`, a `welcome`, the close after a closing error, events being
 /// delivered). Only a failing run ever waits this long, so it is generous: a server
@@ -2376,34 +2413,12 @@ impl ServerWorld {
                         k + 1,
                         slack.as_millis()
                     );
-                    match c
+                    let got = c
                         .wait_due(due, extension, |c| c.pings.get(k).copied())
-                        .await
+                        .await;
+                    if let Some(f) = due_verdict(got, "RW-HEART-1", &what, prev, || c.nothing_msg())
                     {
-                        Due::OnTime => {}
-                        Due::Late { by, at } => {
-                            return Err(StepFail::timing(
-                                "RW-HEART-1",
-                                format!("{what} came {} ms late", by.as_millis()),
-                                TimingMiss::new(by, prev, at),
-                            ));
-                        }
-                        Due::Never { waited, ended } => {
-                            let msg = format!(
-                                "{what} did not arrive ({} ms past due); {}",
-                                waited.as_millis(),
-                                c.nothing_msg()
-                            );
-                            return Err(if ended {
-                                StepFail::req("RW-HEART-1", msg)
-                            } else {
-                                StepFail::timing(
-                                    "RW-HEART-1",
-                                    msg,
-                                    TimingMiss::new(waited, prev, Instant::now()),
-                                )
-                            });
-                        }
+                        return Err(f);
                     }
                 }
             }
@@ -2756,31 +2771,9 @@ impl ServerWorld {
                         "event seq {seq} of {id} (due {window} ms, the announced window, + {} ms after its append was acknowledged)",
                         slack.as_millis()
                     );
-                    match c.wait_due(due, extension, arrival).await {
-                        Due::OnTime => {}
-                        Due::Late { by, at: got } => {
-                            return Err(StepFail::timing(
-                                "RW-BATCH-1",
-                                format!("{what} came {} ms late", by.as_millis()),
-                                TimingMiss::new(by, at, got),
-                            ));
-                        }
-                        Due::Never { waited, ended } => {
-                            let msg = format!(
-                                "{what} had not arrived {} ms past due; {}",
-                                waited.as_millis(),
-                                c.nothing_msg()
-                            );
-                            return Err(if ended {
-                                StepFail::req("RW-BATCH-1", msg)
-                            } else {
-                                StepFail::timing(
-                                    "RW-BATCH-1",
-                                    msg,
-                                    TimingMiss::new(waited, at, Instant::now()),
-                                )
-                            });
-                        }
+                    let got = c.wait_due(due, extension, arrival).await;
+                    if let Some(f) = due_verdict(got, "RW-BATCH-1", &what, at, || c.nothing_msg()) {
+                        return Err(f);
                     }
                 }
             }
@@ -2876,31 +2869,9 @@ impl ServerWorld {
                     "event seq {seq} of {id} must be flushed at once (within {} ms of its append's acknowledgement)",
                     slack.as_millis()
                 );
-                match c.wait_due(at + slack, extension, arrival).await {
-                    Due::OnTime => {}
-                    Due::Late { by, at: got } => {
-                        return Err(StepFail::timing(
-                            "RW-BATCH-3",
-                            format!("{what}; it came {} ms late", by.as_millis()),
-                            TimingMiss::new(by, at, got),
-                        ));
-                    }
-                    Due::Never { waited, ended } => {
-                        let msg = format!(
-                            "{what}; it had not arrived {} ms past that; {}",
-                            waited.as_millis(),
-                            c.nothing_msg()
-                        );
-                        return Err(if ended {
-                            StepFail::req("RW-BATCH-3", msg)
-                        } else {
-                            StepFail::timing(
-                                "RW-BATCH-3",
-                                msg,
-                                TimingMiss::new(waited, at, Instant::now()),
-                            )
-                        });
-                    }
+                let got = c.wait_due(at + slack, extension, arrival).await;
+                if let Some(f) = due_verdict(got, "RW-BATCH-3", &what, at, || c.nothing_msg()) {
+                    return Err(f);
                 }
             }
             K::FloodOver => {
