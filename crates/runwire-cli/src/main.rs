@@ -43,7 +43,8 @@ enum Command {
 
 /// A closed standard output (`runwire conform list | head`) ends the program quietly
 /// with status 141, as a Unix tool killed by SIGPIPE does, instead of the panic that
-/// `println!` raises on a broken pipe. (Restoring the default SIGPIPE action would
+/// `println!` raises on a broken pipe (on the main thread, where the commands that
+/// print their results run). (Restoring the default SIGPIPE action would
 /// need `unsafe`, which the workspace forbids.)
 fn quiet_on_broken_pipe() {
     let default = std::panic::take_hook();
@@ -54,7 +55,12 @@ fn quiet_on_broken_pipe() {
             .map(String::as_str)
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or("");
-        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+        // Only the main thread's output ends the program: a long-running command
+        // (`runwire serve`) whose reader went away keeps serving, as before.
+        if msg.starts_with("failed printing to std")
+            && msg.contains("Broken pipe")
+            && std::thread::current().name() == Some("main")
+        {
             std::process::exit(141);
         }
         default(info);

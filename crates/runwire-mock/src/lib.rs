@@ -41,12 +41,12 @@ use std::{
 
 pub use fixture::{Fixture, FixtureError, Level};
 pub use generate::{LogData, Logs, SUPPORTED_TYPES};
-pub use validate::duplicate_member;
 pub use lateness::{LatenessSummary, Probe, RunQueueWait, TimingMiss};
 pub use reconnect::{
     JITTER_FALSE_ALARM_PER_FIXTURE, JITTER_FALSE_ALARM_PER_RUN, JITTER_FIXTURES, jitter_tail,
 };
 pub use transcript::{Direction, Entry, Outcome, Transcript, Verdict, Violation, What};
+pub use validate::duplicate_member;
 
 use engine::{AppState, Shared, State};
 use fixture::ExitExpect;

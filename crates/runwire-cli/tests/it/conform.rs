@@ -294,7 +294,14 @@ fn rw_ingest_17_short_retention_flag_drives_the_retention_scenarios() {
             .collect()
     };
     let (out, report) = run(&["--short-retention", "conform-short-=20"]);
-    let report = report.expect("a JSON report");
+    let report = report.unwrap_or_else(|| {
+        panic!(
+            "no JSON report (exit {:?}):\n{}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     assert!(
         out.status.success(),
         "{}",
