@@ -85,14 +85,19 @@ async fn serve(config: ServerConfig) -> anyhow::Result<ExitCode> {
     let store_name = config.store.clone();
     let server = Server::bind(config, Arc::clone(&store)).await?;
     // The first stdout line is machine-readable: tests and scripts read the address.
-    println!("runwire serve listening on {}", server.local_addr());
-    println!(
+    // A reader that goes away after it (a pipe closed early) must not stop the server,
+    // so write errors are ignored rather than raised by `println!`.
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "runwire serve listening on {}", server.local_addr());
+    let _ = writeln!(
+        out,
         "  stream: {}  ingest: {}/v1/runs/{{run_id}}/events  store: {store_name}",
         server.ws_url(),
         server.http_url()
     );
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+    let _ = out.flush();
+    drop(out);
     wait_for_signal().await;
     eprintln!("shutting down: telling clients to reconnect, flushing the store");
     server.shutdown().await;
