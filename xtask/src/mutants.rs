@@ -20,7 +20,7 @@
 //! | group | mutated | suite run against each mutant |
 //! |---|---|---|
 //! | `server` | `runwire-server`: `src/ws.rs`, `src/store/mod.rs`, `src/outbound.rs` | the server suite against the reference server (`runwire-conformance`, test `server_suite`) |
-//! | `fold` | `runwire-protocol`: `src/snapshot.rs` | the server suite (snapshots over HTTP and in resets) |
+//! | `fold` | `runwire-protocol`: `src/snapshot.rs` | the server suite (snapshots over HTTP and in resets) and the client suite (the reference adapter folds, and ends on a reset's terminal status) |
 //! | `client` | `runwire-client`: `src/tracker.rs`, `src/backoff.rs` | the client suite against the reference adapter (`runwire-cli`, test `reference_adapter_passes_every_client_scenario`) |
 //!
 //! A run takes hours on two cores (each mutant is a rebuild and a suite run), so it is
@@ -56,8 +56,16 @@ const GROUPS: &[Group] = &[
         name: "fold",
         package: "runwire-protocol",
         files: &["src/snapshot.rs"],
-        test_package: "runwire-conformance",
-        test_args: &["--test", "it", "server_suite"],
+        // Servers fold for snapshots; clients (the reference adapter) fold and read
+        // a reset snapshot's terminal status.
+        test_package: "runwire-conformance,runwire-cli",
+        test_args: &[
+            "--test",
+            "it",
+            "--",
+            "server_suite",
+            "reference_adapter_passes_every_client_scenario",
+        ],
     },
     Group {
         name: "client",
