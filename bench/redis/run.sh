@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Redis scale-out benchmarks (issue 8): fan-out through Redis with two server nodes vs
+# Redis scale-out benchmarks: fan-out through Redis with two server nodes vs
 # one node on the embedded SQLite store, and ingest events/s into Redis.
 #
 # usage: bench/redis/run.sh [fanout|ingest]     (default: both)

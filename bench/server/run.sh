@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every server benchmark of issue 4 with one command and prints figures and
+# Runs every server benchmark with one command and prints figures and
 # ratios. Installs the comparison servers' dependencies locally (gitignored):
 # bench/node_modules (npm `ws`) and bench/.venv (pip `websockets`).
 #

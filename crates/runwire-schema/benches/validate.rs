@@ -1,4 +1,4 @@
-//! Validation throughput of `runwire schema validate` (issue 3: at least 500,000 small
+//! Validation throughput of `runwire schema validate` (target: at least 500,000 small
 //! events per second on one core).
 //!
 //! Run: `cargo bench -p runwire-schema --bench validate`. The input is JSON lines of

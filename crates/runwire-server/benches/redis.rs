@@ -1,4 +1,4 @@
-//! Redis scale-out benchmarks of issue 8: fan-out through Redis with two server
+//! Redis scale-out benchmarks: fan-out through Redis with two server
 //! nodes versus one node on the embedded SQLite store (same workloads as the server
 //! benchmarks), and ingest events/s into Redis.
 //!

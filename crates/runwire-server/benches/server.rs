@@ -1,4 +1,4 @@
-//! Server benchmarks of issue 4 (fanout, latency, durable ingest, resume, memory).
+//! Server benchmarks (fanout, latency, durable ingest, resume, memory).
 //!
 //! Run everything with `bench/server/run.sh` (it installs the Node and Python
 //! comparison servers' dependencies), or one scenario with

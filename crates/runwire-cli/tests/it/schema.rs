@@ -1,4 +1,4 @@
-//! End-to-end tests of `runwire schema diff/check/rules/validate` (issue 3), on copies
+//! End-to-end tests of `runwire schema diff/check/rules/validate`, on copies
 //! of the real `schema/v1` in temporary folders and temporary git repositories.
 
 use std::{
