@@ -662,6 +662,7 @@ async fn run_connection(
         last_ping: None,
         pings: 0,
         step_index: 0,
+        listened_at: Instant::now(),
     };
     conn.play(&script, scripted).await;
     mark_done(&sh, k);
@@ -1037,6 +1038,10 @@ struct Conn {
     last_ping: Option<(String, Instant)>,
     pings: u32,
     step_index: usize,
+    /// When a step last finished waiting on the client (the hello, an await step,
+    /// a silence window): an `expect_silence` window opens here, so a reply to
+    /// what the mock sent since then counts however fast the client answered.
+    listened_at: Instant,
 }
 
 enum Waited<T> {
@@ -1337,6 +1342,7 @@ impl Conn {
             }
             Timed::Missing { .. } => return,
         };
+        self.listened_at = Instant::now();
         if !scripted {
             return;
         }
@@ -1391,6 +1397,17 @@ impl Conn {
                 c.step = Some(i);
             }
             self.run_step(step, &hello).await;
+            if matches!(
+                step,
+                Step::Subscribed(_)
+                    | Step::AwaitPong(_)
+                    | Step::AwaitSubscribe(_)
+                    | Step::AwaitMessage(_)
+                    | Step::AwaitClose(_)
+                    | Step::ExpectSilence(_)
+            ) {
+                self.listened_at = Instant::now();
+            }
         }
     }
 
@@ -2002,6 +2019,10 @@ impl Conn {
                 }
             }
             Step::ExpectSilence(s) => {
+                // The window opens where the mock last listened, not where this step
+                // begins: a reply to a frame the mock sent in the steps before counts
+                // however fast the client answered.
+                let opened = self.listened_at;
                 let start = Instant::now();
                 let end = start + sh.dur(s.ms);
                 sleep_until(end).await;
@@ -2013,7 +2034,7 @@ impl Conn {
                     .msgs
                     .iter()
                     .filter(|(at, m)| {
-                        *at >= start
+                        *at >= opened
                             && *at <= end
                             && if s.types.is_empty() {
                                 !matches!(m, ClientMessage::Ping(_) | ClientMessage::Pong(_))
@@ -2023,22 +2044,22 @@ impl Conn {
                     })
                     .map(|(at, m)| (*at, m.message_type().to_owned()))
                     .collect();
-                // A message near either edge of the window may lie inside it only
-                // because of lateness: one sent before the window arrived late, or the
-                // window began late (the step started late, so it ends late too). The
-                // margin is how deep inside the window the deepest message arrived.
+                // A message near the end of the window may lie inside it only because
+                // the window ended late (the step started late, so it ends late too).
+                // The margin is how far before the end the earliest message arrived.
                 let deepest = offending
                     .iter()
-                    .map(|(at, _)| {
-                        at.saturating_duration_since(start)
-                            .min(end.saturating_duration_since(*at))
-                    })
+                    .map(|(at, _)| end.saturating_duration_since(*at))
                     .max();
                 if let Some(depth) = deepest {
                     let shown: Vec<String> = offending
                         .iter()
                         .map(|(at, t)| {
-                            format!("{t} at {:.1} ms", ms(at.saturating_duration_since(start)))
+                            if *at >= start {
+                                format!("{t} {:.1} ms into the window", ms(*at - start))
+                            } else {
+                                format!("{t} {:.1} ms before it began", ms(start - *at))
+                            }
                         })
                         .collect();
                     sh.violate_timing(
@@ -2046,7 +2067,13 @@ impl Conn {
                         &req,
                         "silence",
                         format!(
-                            "expected no client messages for {} ms; got {}",
+                            "expected no {} from the client since the mock last waited on \
+                             it and for {} ms after; got {}",
+                            if s.types.is_empty() {
+                                "messages".to_owned()
+                            } else {
+                                s.types.join(" or ")
+                            },
                             sh.wire_ms(s.ms),
                             shown.join(", ")
                         ),

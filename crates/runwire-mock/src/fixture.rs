@@ -795,7 +795,10 @@ pub struct AwaitCloseStep {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SilenceStep {
-    /// How long.
+    /// How long after this step begins the window closes. It opens where the
+    /// connection's last step that waited on the client ended (the hello,
+    /// `subscribed`, an `await_*` step, an earlier silence), so a reply to a frame
+    /// sent in the steps before counts however fast the client answered.
     pub ms: u64,
     /// Only these message types count; default all but `pong` and `ping`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -287,3 +287,40 @@ async fn a_slow_start_up_does_not_eat_the_fixture_deadline() {
         show(&r)
     );
 }
+
+/// `case-sensitive-types` with a pause between the frames the client must not answer
+/// and the silence window: a client that answers them answers before the window's
+/// step begins, however slow the machine.
+fn answered_before_the_window() -> Fixture {
+    let mut f = harness::load("case-sensitive-types");
+    let steps = &mut f.connections[0].steps;
+    let at = steps
+        .iter()
+        .position(|s| matches!(s, runwire_mock::fixture::Step::ExpectSilence(_)))
+        .expect("the fixture has a silence window");
+    steps.insert(
+        at,
+        runwire_mock::fixture::Step::Wait(runwire_mock::fixture::WaitStep { ms: 100 }),
+    );
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_sent_before_the_silence_step_began_still_breaks_the_silence() {
+    let r = settled(
+        answered_before_the_window(),
+        bugs(|b| b.case_insensitive = true),
+    )
+    .await;
+    let silence = of(&r, "silence");
+    assert!(
+        r.verdict.outcome == Outcome::Fail
+            && silence
+                .iter()
+                .any(|v| v.requirement == "RW-CONV-5" && !v.inconclusive),
+        "{}",
+        show(&r)
+    );
+    let ok = settled(answered_before_the_window(), Bugs::default()).await;
+    assert_eq!(ok.verdict.outcome, Outcome::Pass, "{}", show(&ok));
+}
