@@ -107,13 +107,15 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         for g in &groups {
             let out = out_root.join(g.name);
             std::fs::create_dir_all(&out)?;
+            let timeout = baseline(root, g)?;
             let mut cmd = Command::new(cargo());
             cmd.current_dir(root)
                 .args(["mutants", "--package", g.package, "--test-package"])
                 .arg(g.test_package)
                 .arg("--output")
                 .arg(&out)
-                .args(["--timeout-multiplier", "3"]);
+                .args(["--baseline", "skip", "--timeout"])
+                .arg(timeout.to_string());
             for f in g.files {
                 cmd.arg("--file").arg(format!("crates/{}/{f}", g.package));
             }
@@ -197,6 +199,48 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         bail!("conformance/surviving-mutants.json does not match the run");
     }
     Ok(())
+}
+
+/// Runs the group's suite on the unmutated tree and returns the test timeout for its
+/// mutants, in seconds: five times the baseline's run, at least two minutes.
+///
+/// cargo-mutants (27.x) runs its own baseline with the mutated package's tests, not
+/// with `--test-package`, and sizes the test timeout from that (a fraction of a
+/// second, so the 20 s minimum); a suite run longer than that would be recorded as a
+/// timeout, which counts as caught. So xtask runs the baseline itself, fails if the
+/// suite does not pass unmutated, and passes `--baseline skip --timeout`.
+fn baseline(root: &Path, g: &Group) -> anyhow::Result<u64> {
+    let test = |build_only: bool| {
+        let mut cmd = Command::new(cargo());
+        cmd.current_dir(root).args(["test", "--locked"]);
+        for p in g.test_package.split(',') {
+            cmd.args(["--package", p]);
+        }
+        if build_only {
+            cmd.arg("--no-run");
+        }
+        cmd.args(g.test_args);
+        println!("xtask mutants: baseline of group {} ({:?})", g.name, cmd);
+        cmd.status().context("cannot run cargo test")
+    };
+    if !test(true)?.success() {
+        bail!("the {} group's tests do not build", g.name);
+    }
+    let started = std::time::Instant::now();
+    let status = test(false)?;
+    let secs = started.elapsed().as_secs();
+    if !status.success() {
+        bail!(
+            "the {} group's suite fails on the unmutated tree ({status}); fix that first",
+            g.name
+        );
+    }
+    let timeout = (secs * 5).max(120);
+    println!(
+        "xtask mutants: baseline of group {} passed in {secs} s; test timeout {timeout} s",
+        g.name
+    );
+    Ok(timeout)
 }
 
 fn cargo() -> String {
