@@ -93,6 +93,12 @@ pub enum ServerFault {
     /// a server that attaches its feed and reads its head at two moments would
     /// (`RW-ORDER-2`, §8.2).
     DuplicateAtHandoff,
+    /// Lets every page in: removes the `Origin` header from upgrades and HTTP requests
+    /// before the server sees them (`RW-SEC-2`).
+    AnyOrigin,
+    /// Takes any body as JSON: declares every request body `application/json` before
+    /// the server sees it (`RW-INGEST-24`).
+    AnyContentType,
 }
 
 impl ServerFault {
@@ -116,6 +122,8 @@ impl ServerFault {
         Self::UrgentNotFlushed,
         Self::ShutdownDropsPending,
         Self::DuplicateAtHandoff,
+        Self::AnyOrigin,
+        Self::AnyContentType,
     ];
 
     /// The requirement the suites must name when they catch it.
@@ -139,6 +147,8 @@ impl ServerFault {
             Self::UrgentNotFlushed => "RW-BATCH-3",
             Self::ShutdownDropsPending => "RW-SHUTDOWN-4",
             Self::DuplicateAtHandoff => "RW-ORDER-2",
+            Self::AnyOrigin => "RW-SEC-2",
+            Self::AnyContentType => "RW-INGEST-24",
         }
     }
 }
@@ -975,6 +985,18 @@ fn transform(
     }
 }
 
+/// `head` without its `name` header lines.
+fn without_header(head: &[u8], name: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    text.split_inclusive("\r\n")
+        .filter(|l| {
+            l.split_once(':')
+                .is_none_or(|(n, _)| !n.trim().eq_ignore_ascii_case(name))
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
 /// Reads an HTTP head byte by byte (so nothing after it is consumed).
 async fn read_head(s: &mut TcpStream) -> Option<Vec<u8>> {
     let mut buf = Vec::new();
@@ -1044,7 +1066,10 @@ async fn relay(
     let Ok(mut up) = TcpStream::connect(upstream).await else {
         return None;
     };
-    let req = read_head(&mut client).await?;
+    let mut req = read_head(&mut client).await?;
+    if fault == Fault::Server(ServerFault::AnyOrigin) {
+        req = without_header(&req, "origin");
+    }
     up.write_all(&req).await.ok()?;
     let resp = read_head(&mut up).await?;
     client.write_all(&resp).await.ok()?;
@@ -1226,6 +1251,8 @@ impl FaultyServer {
                 | ServerFault::TrimmedHistoryAsGap
                 | ServerFault::SnapshotLogWindowShort
                 | ServerFault::RetrySeqByIndex
+                | ServerFault::AnyOrigin
+                | ServerFault::AnyContentType
         ) {
             let upstream = target.ingest_url.clone();
             let l = TcpListener::bind(("127.0.0.1", 0))
@@ -1327,12 +1354,35 @@ async fn forward_http(
         }
         body = serde_json::to_vec(&v).unwrap_or(body);
     }
-    let a = crate::http::request(
+    // Origin and Content-Type pass through as sent (an absent Content-Type stays
+    // absent), unless the fault is to ignore them.
+    let header = |name: &str| {
+        head_s.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    };
+    let mut pass: Vec<(String, String)> = Vec::new();
+    if fault != ServerFault::AnyOrigin
+        && let Some(o) = header("origin")
+    {
+        pass.push(("Origin".into(), o));
+    }
+    if fault != ServerFault::AnyContentType && len > 0 {
+        pass.push((
+            "Content-Type".into(),
+            header("content-type").unwrap_or_default(),
+        ));
+    }
+    let a = crate::http::request_with(
         upstream,
         &method,
         &path,
         token.as_deref(),
         (len > 0).then_some(body.as_slice()),
+        &pass,
         std::time::Duration::from_secs(10),
     )
     .await

@@ -61,6 +61,21 @@ pub(crate) async fn request(
     body: Option<&[u8]>,
     limit: Duration,
 ) -> Result<HttpAnswer, String> {
+    request_with(base, method, path, token, body, &[], limit).await
+}
+
+/// [`request`] with extra header lines (`Origin`, …). A `Content-Type` among them
+/// replaces the default `application/json` of a request with a body; one with an
+/// empty value sends the body without any.
+pub(crate) async fn request_with(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+    headers: &[(String, String)],
+    limit: Duration,
+) -> Result<HttpAnswer, String> {
     let (host, prefix) = split_base(base)?;
     let fut = async {
         let mut s = TcpStream::connect(&host)
@@ -72,11 +87,19 @@ pub(crate) async fn request(
         if let Some(t) = token {
             head.push_str(&format!("Authorization: Bearer {t}\r\n"));
         }
+        let own_type = headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+        for (n, v) in headers {
+            if !v.is_empty() {
+                head.push_str(&format!("{n}: {v}\r\n"));
+            }
+        }
         if let Some(b) = body {
-            head.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                b.len()
-            ));
+            if !own_type {
+                head.push_str("Content-Type: application/json\r\n");
+            }
+            head.push_str(&format!("Content-Length: {}\r\n", b.len()));
         }
         head.push_str("\r\n");
         s.write_all(head.as_bytes())

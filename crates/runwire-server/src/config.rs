@@ -236,6 +236,12 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Allow binding a non-loopback address without auth (not recommended).
     pub allow_unauthenticated_public: bool,
+    /// Origins (`scheme://host[:port]`) whose web pages may open the stream and call
+    /// the HTTP API from a browser, besides the server's own origin; `*` allows every
+    /// origin. A request with another `Origin` is refused with 403 (spec §17,
+    /// `RW-SEC-2`, `RW-SEC-17`). Requests without `Origin` (not from a browser page)
+    /// are not affected.
+    pub allowed_origins: Vec<String>,
     /// Authentication.
     pub auth: AuthConfig,
     /// SQLite store settings.
@@ -267,6 +273,7 @@ impl Default for ServerConfig {
             socket_send_buffer_bytes: 0,
             max_request_bytes: 16 * 1024 * 1024,
             allow_unauthenticated_public: false,
+            allowed_origins: Vec::new(),
             auth: AuthConfig::default(),
             sqlite: SqliteConfig::default(),
             retention: RetentionConfig::default(),
@@ -311,7 +318,20 @@ impl ServerConfig {
                 if !table.contains_key(*part) && !Self::optional_key(key) {
                     return Err(err("unknown key".into()));
                 }
-                table.insert((*part).to_owned(), scalar(value));
+                // A list of strings (`allowed_origins`) is written comma-separated.
+                let v = if table.get(*part).is_some_and(toml::Value::is_array) {
+                    toml::Value::Array(
+                        value
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|x| !x.is_empty())
+                            .map(|x| toml::Value::String(x.to_owned()))
+                            .collect(),
+                    )
+                } else {
+                    scalar(value)
+                };
+                table.insert((*part).to_owned(), v);
                 break;
             }
             slot = table
@@ -349,7 +369,11 @@ impl ServerConfig {
                 for part in key.split('.') {
                     slot = slot.and_then(|s| s.get(part));
                 }
-                slot.is_some_and(|s| !s.is_table() && !s.is_array())
+                slot.is_some_and(|s| {
+                    !s.is_table()
+                        && s.as_array()
+                            .is_none_or(|a| a.iter().all(toml::Value::is_str))
+                })
             };
             if exists {
                 self.set(&key, &v)?;
@@ -363,6 +387,13 @@ impl ServerConfig {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if self.heartbeat_interval_ms == 0 || self.pong_timeout_ms == 0 {
             return bad("heartbeat_interval_ms and pong_timeout_ms must be at least 1");
+        }
+        for o in &self.allowed_origins {
+            if o != "*" && crate::origin::normalize(o).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "allowed_origins: {o:?} is not an origin (scheme://host[:port], no path) or *"
+                )));
+            }
         }
         if self.hello_timeout_ms == 0 {
             return bad("hello_timeout_ms must be at least 1");

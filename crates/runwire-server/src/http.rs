@@ -27,7 +27,7 @@ use crate::{
 pub(crate) struct ApiError(StatusCode, HttpError);
 
 impl ApiError {
-    fn new(status: StatusCode, code: ErrorCode, msg: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: ErrorCode, msg: impl Into<String>) -> Self {
         Self(status, HttpError::new(code, msg))
     }
 
@@ -170,6 +170,16 @@ fn authorize(
     Ok(p)
 }
 
+/// Whether the request declares a JSON body: `application/json`, with parameters
+/// (`; charset=utf-8`) or not, in any case.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
 /// `POST /v1/runs/{run_id}/events` (spec §4.2).
 pub(crate) async fn append(
     State(state): State<Arc<AppState>>,
@@ -199,6 +209,21 @@ pub(crate) async fn append(
             )
         }
     })?;
+    // `RW-INGEST-24`: only a body declared JSON. A browser page can send `text/plain`
+    // (or a form) to any origin without asking first; `application/json` needs a CORS
+    // preflight, which only allowed origins pass (§17).
+    if !is_json(&headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::InvalidRequest,
+            format!(
+                "an append body must be declared Content-Type: application/json, not {:?}",
+                headers
+                    .get(header::CONTENT_TYPE)
+                    .map_or("(none)", |v| v.to_str().unwrap_or("(not text)"))
+            ),
+        ));
+    }
     if *state.shutdown.borrow() {
         // `RW-SHUTDOWN-1`.
         return Err(ApiError::new(

@@ -60,6 +60,7 @@ pub mod config;
 mod http;
 mod linger;
 pub mod metrics;
+mod origin;
 mod outbound;
 pub mod store;
 mod ws;
@@ -139,6 +140,7 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) tracker: Tracker,
+    pub(crate) origins: origin::OriginPolicy,
 }
 
 /// The kernel send buffer of a connection's socket: `socket_send_buffer_bytes` when
@@ -187,6 +189,7 @@ impl Server {
         })?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let metrics = Arc::new(Metrics::default());
+        let config_origins = config.allowed_origins.clone();
         let state = Arc::new(AppState {
             auth: Authenticator::new(&config.auth),
             config: Arc::new(config),
@@ -194,6 +197,7 @@ impl Server {
             metrics: Arc::clone(&metrics),
             shutdown: shutdown_rx.clone(),
             tracker: Tracker::default(),
+            origins: origin::OriginPolicy::new(&config_origins),
         });
         let body_limit = state.config.max_request_bytes.saturating_add(1);
         let app = Router::new()
@@ -205,9 +209,16 @@ impl Server {
             .route("/v1/runs/{run_id}", get(http::snapshot))
             .route("/healthz", get(http::healthz))
             .route("/metrics", get(http::metrics))
+            // Origins are judged only for requests that reach an endpoint (404 and 405
+            // come first, `RW-INGEST-23`); CORS preflights are answered for every path.
+            .route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                origin::enforce,
+            ))
             .fallback(http::not_found)
             .method_not_allowed_fallback(http::method_not_allowed)
             .layer(DefaultBodyLimit::max(body_limit))
+            .layer(origin::cors(state.origins.clone()))
             .with_state(Arc::clone(&state));
         let mut stop = shutdown_rx;
         // Accepted sockets get TCP_NODELAY and a bounded send buffer, and can be taken

@@ -54,6 +54,7 @@ metrics! {
     lingering_closes: counter = "runwire_lingering_closes_total", "Connections closed with a lingering close (FIN sent, remaining client input read and discarded).";
     store_up: gauge = "runwire_store_up", "1 when the event store passed its last health check (run at every /healthz and /metrics request), else 0.";
     linger_cutoffs: counter = "runwire_linger_cutoffs_total", "Lingering closes ended by close_timeout_ms or the byte bound instead of the client closing its side.";
+    origin_refusals: counter = "runwire_origin_refusals_total", "Requests and upgrades refused for an Origin that is not allowed.";
 }
 
 impl Metrics {

@@ -64,6 +64,9 @@ pub(crate) struct Outbound {
     /// The urgent final error (slow consumer): the writer drops what is queued and
     /// sends this at once.
     urgent: Mutex<Option<(Utf8Bytes, CloseCode, Utf8Bytes)>>,
+    /// Whether [`Outbound::close_now`] was called (the urgent close outlives the
+    /// taking of `urgent`).
+    urgent_close: AtomicBool,
     abort: Notify,
     metrics: Arc<Metrics>,
 }
@@ -95,6 +98,7 @@ impl Outbound {
             drained: Notify::new(),
             closing: AtomicBool::new(false),
             urgent: Mutex::new(None),
+            urgent_close: AtomicBool::new(false),
             abort: Notify::new(),
             metrics,
         });
@@ -190,6 +194,13 @@ impl Outbound {
         self.closing.load(Ordering::Acquire)
     }
 
+    /// Whether the connection is closing urgently ([`Outbound::close_now`]): its final
+    /// frames then get the slow close timeout, at least the pong timeout
+    /// (`RW-SLOW-6`), behind what the socket still holds.
+    pub(crate) fn is_closing_urgently(&self) -> bool {
+        self.urgent_close.load(Ordering::Acquire)
+    }
+
     /// Queues `error` after everything already queued, then a close with the error's
     /// close code. Later frames are refused.
     pub(crate) fn close(&self, error: ErrorFrame) {
@@ -233,6 +244,7 @@ impl Outbound {
         }
         let code = CloseCode(error.close_code.unwrap_or(CloseCode::NORMAL.0));
         let reason = Utf8Bytes::from(error.code.as_str());
+        self.urgent_close.store(true, Ordering::Release);
         *self.urgent.lock().unwrap_or_else(|e| e.into_inner()) = Some((
             Utf8Bytes::from(encode(&ServerMessage::Error(error))),
             code,

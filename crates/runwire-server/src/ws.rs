@@ -241,7 +241,14 @@ pub(crate) async fn serve_connection(
         Metrics::gauge(&metrics.subscriptions, -1);
     }
     if !writer_done {
-        let deadline = tokio::time::sleep(ms(cfg.close_timeout_ms));
+        // A slow consumer's goodbye waits behind what its socket still holds, for as
+        // long as the writer gives it (`RW-SLOW-6`); other goodbyes for close_timeout_ms.
+        let wait = if out.is_closing_urgently() {
+            cfg.close_timeout_ms.max(cfg.pong_timeout_ms)
+        } else {
+            cfg.close_timeout_ms
+        };
+        let deadline = tokio::time::sleep(ms(wait));
         tokio::pin!(deadline);
         let mut stream_open = !peer_done && !read_failed;
         loop {

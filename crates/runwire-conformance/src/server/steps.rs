@@ -16,7 +16,7 @@ use super::{
     slow::SlowPlan,
 };
 use crate::{
-    http::{HttpAnswer, request},
+    http::{HttpAnswer, request, request_with},
     model::ScenarioDef,
     pattern,
     runner::{BoxFut, Recorder, StepFail, StepResultT, World},
@@ -121,6 +121,9 @@ pub(crate) enum K {
     WithinWindow,
     Batched,
     ReceivesNothingElse,
+    UpgradeFromOrigin,
+    PostRawOrigin,
+    PostRawContentType,
     AppendPastWindow,
     RecvResetHead,
     DistinctIds,
@@ -301,7 +304,19 @@ static STEPS: &[(K, &str)] = &[
         K::AppendLimited,
         "the producer appends {n} events to run {s} with the limited token",
     ),
+    (
+        K::PostRawOrigin,
+        "the producer posts to run {s} with Origin {s}:",
+    ),
+    (
+        K::PostRawContentType,
+        "the producer posts to run {s} with content type {s}:",
+    ),
     (K::PostRaw, "the producer posts to run {s}:"),
+    (
+        K::UpgradeFromOrigin,
+        "a connection upgrades with Origin {s}",
+    ),
     (
         K::HttpGetNoToken,
         "the producer sends GET {rest} without a token",
@@ -808,18 +823,35 @@ impl ServerWorld {
         token: Option<String>,
         body: Option<Vec<u8>>,
     ) -> R<HttpAnswer> {
+        self.http_with(method, path, token, body, &[]).await
+    }
+
+    /// [`Self::http`] with extra headers (`Origin`, a `Content-Type` of its own).
+    async fn http_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<String>,
+        body: Option<Vec<u8>>,
+        headers: &[(String, String)],
+    ) -> R<HttpAnswer> {
         let shown = body
             .as_ref()
             .map(|b| clip(&String::from_utf8_lossy(b)))
             .unwrap_or_default();
+        let extra: String = headers
+            .iter()
+            .map(|(n, v)| format!(" [{n}: {v}]"))
+            .collect();
         self.rec
-            .out("producer", &format!("{method} {path} {shown}"));
-        let a = request(
+            .out("producer", &format!("{method} {path}{extra} {shown}"));
+        let a = request_with(
             &self.target.ingest_url,
             method,
             path,
             token.as_deref(),
             body.as_deref(),
+            headers,
             self.ms(30_000),
         )
         .await
@@ -829,6 +861,62 @@ impl ServerWorld {
             &format!("{} {}", a.status, clip(&String::from_utf8_lossy(&a.body))),
         );
         self.last = Some(a.clone());
+        Ok(a)
+    }
+
+    /// A WebSocket upgrade of the stream endpoint with `Origin: origin`: the answer
+    /// (status 101 with no body when the server upgraded; the socket is then closed).
+    async fn upgrade_from(&mut self, origin: &str) -> R<HttpAnswer> {
+        use tokio_tungstenite::tungstenite::{Error as WsError, client::IntoClientRequest};
+        let mut req = self
+            .target
+            .ws_url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| StepFail::msg(format!("step error: {e}")))?;
+        let value = origin
+            .parse()
+            .map_err(|e| StepFail::msg(format!("step error: Origin {origin:?}: {e}")))?;
+        req.headers_mut().insert("origin", value);
+        self.rec.out(
+            "producer",
+            &format!("GET {} (upgrade) [Origin: {origin}]", self.target.ws_url),
+        );
+        let dl = self.dl(ANSWER_WAIT_MS);
+        let a = match tokio::time::timeout_at(dl, tokio_tungstenite::connect_async(req)).await {
+            Err(_) => {
+                return Err(StepFail::msg(format!(
+                    "no answer to the upgrade within {ANSWER_WAIT_MS} ms"
+                )));
+            }
+            Ok(Ok((mut ws, resp))) => {
+                let _ = ws.close(None).await;
+                HttpAnswer {
+                    status: resp.status().as_u16(),
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                }
+            }
+            Ok(Err(WsError::Http(resp))) => HttpAnswer {
+                status: resp.status().as_u16(),
+                headers: resp
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| {
+                        (
+                            n.as_str().to_ascii_lowercase(),
+                            v.to_str().unwrap_or("").to_owned(),
+                        )
+                    })
+                    .collect(),
+                body: resp.body().clone().unwrap_or_default(),
+            },
+            Ok(Err(e)) => return Err(StepFail::msg(format!("the upgrade failed: {e}"))),
+        };
+        self.rec.inn(
+            "producer",
+            &format!("{} {}", a.status, clip(&String::from_utf8_lossy(&a.body))),
+        );
         Ok(a)
     }
 
@@ -1346,6 +1434,28 @@ impl ServerWorld {
                     Some(body.into_bytes()),
                 )
                 .await?;
+            }
+            K::PostRawOrigin | K::PostRawContentType => {
+                let id = self.run_id(&s(0));
+                let body = self.subst(doc.unwrap_or(""));
+                let header = if k == K::PostRawOrigin {
+                    ("Origin".to_owned(), s(1))
+                } else {
+                    ("Content-Type".to_owned(), s(1))
+                };
+                self.http_with(
+                    "POST",
+                    &format!("/v1/runs/{id}/events"),
+                    self.token(),
+                    Some(body.into_bytes()),
+                    &[header],
+                )
+                .await?;
+            }
+            K::UpgradeFromOrigin => {
+                let origin = s(0);
+                let a = self.upgrade_from(&origin).await?;
+                self.last = Some(a);
             }
             K::HttpGet | K::HttpGetNoToken | K::HttpGetToken => {
                 let path = self.subst(s(0).trim());

@@ -9,6 +9,7 @@ mod conn;
 mod ingest;
 mod input;
 mod linger;
+mod origin;
 mod redis;
 mod retention;
 mod shutdown;

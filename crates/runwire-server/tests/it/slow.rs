@@ -90,6 +90,10 @@ async fn rw_slow_1_backlog_that_fits_kernel_buffers_still_closes_slow_consumer()
     cfg.slow_consumer_max_age_ms = 200;
     cfg.batch_window_ms = 20;
     cfg.heartbeat_interval_ms = 600_000;
+    // The goodbye is kept for pong_timeout_ms (RW-SLOW-6) while this client drains
+    // megabytes of backlog first; on a loaded machine that takes more than the
+    // default 10 s.
+    cfg.pong_timeout_ms = 120_000;
     let s = start(cfg).await;
     let p = Producer::new(&s);
     let mut slow = Client::connect_opts(&s, None, Some(32 * 1024)).await;
@@ -143,7 +147,9 @@ async fn rw_slow_1_backlog_that_fits_kernel_buffers_still_closes_slow_consumer()
 async fn rw_slow_1_a_burst_over_the_byte_bound_does_not_cut_off_a_reader() {
     let mut cfg = config();
     cfg.slow_consumer_max_bytes = 64 * 1024;
-    cfg.slow_consumer_max_age_ms = 1000;
+    // The bounds are judged every max_age / 4, at most every second: the reader has
+    // that long to take the burst, which a debug build on a loaded machine needs.
+    cfg.slow_consumer_max_age_ms = 60_000;
     cfg.batch_window_ms = 0;
     let s = start(cfg).await;
     let p = Producer::new(&s);
@@ -166,4 +172,46 @@ async fn rw_slow_1_a_burst_over_the_byte_bound_does_not_cut_off_a_reader() {
     .await;
     assert_eq!(fast.events_until(&run("burst"), 20, 21).await.len(), 1);
     assert_eq!(s.metrics().slow_consumer_closes.load(Ordering::Relaxed), 0);
+}
+
+/// `RW-SLOW-6`: a slow consumer's final frames wait behind what its socket still
+/// holds for the pong timeout, not only `close_timeout_ms`: a client that pauses for
+/// longer than `close_timeout_ms` after the server decided to close it still gets the
+/// `slow_consumer` error and the close 4100 once it reads again.
+#[tokio::test]
+async fn rw_slow_6_the_goodbye_outlasts_close_timeout_behind_a_full_socket() {
+    let mut cfg = config();
+    cfg.slow_consumer_max_bytes = 64 * 1024;
+    cfg.slow_consumer_max_age_ms = 200;
+    cfg.batch_window_ms = 0;
+    cfg.heartbeat_interval_ms = 600_000;
+    cfg.close_timeout_ms = 100;
+    cfg.pong_timeout_ms = 60_000;
+    let s = start(cfg).await;
+    let p = Producer::new(&s);
+    let mut slow = Client::connect_opts(&s, None, Some(16 * 1024)).await;
+    slow.hello(json!([{"run_id": "full"}])).await;
+    assert!(matches!(slow.msg().await, ServerMessage::Subscribed(_)));
+    let pad = "z".repeat(30_000);
+    let events: Vec<Value> = (0..40)
+        .map(|i| json!({"type": "log.line", "data": {"level": "info", "message": format!("{i} {pad}")}}))
+        .collect();
+    p.ok("full", Value::Array(events)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while s.metrics().slow_consumer_closes.load(Ordering::Relaxed) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never closed");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The client stays stalled for five close timeouts (the scenario, not a wait for
+    // something to happen), then reads everything.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let e = loop {
+        match slow.recv().await {
+            Frame::Msg(ServerMessage::Event(_) | ServerMessage::Batch(_)) => {}
+            Frame::Msg(ServerMessage::Error(e)) => break e,
+            other => panic!("expected the slow_consumer error, got {other:?}"),
+        }
+    };
+    assert_eq!(e.code.as_str(), "slow_consumer");
+    assert!(matches!(slow.recv().await, Frame::Close(Some(4100), _)));
 }
