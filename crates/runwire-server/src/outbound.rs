@@ -320,9 +320,12 @@ async fn goodbye(
     code: CloseCode,
     reason: Utf8Bytes,
     timeout: Duration,
+    written: &AtomicU64,
 ) {
     let _ = tokio::time::timeout(timeout, async {
         sink.feed(Message::Text(error)).await?;
+        // The error frame counts once it is handed to the socket layer with the close.
+        written.fetch_add(1, Ordering::Relaxed);
         sink.send(Message::Close(Some(CloseFrame {
             code: code.0,
             reason,
@@ -369,7 +372,15 @@ async fn writer(
                 code,
                 reason,
             } => {
-                goodbye(&mut sink, error, code, reason, close_timeout).await;
+                goodbye(
+                    &mut sink,
+                    error,
+                    code,
+                    reason,
+                    close_timeout,
+                    &out.frames_written,
+                )
+                .await;
                 return;
             }
             Out::Finish => {
@@ -440,6 +451,14 @@ async fn writer(
     // Urgent close: drop the queue, send the error and the close.
     let urgent = out.urgent.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some((error, code, reason)) = urgent {
-        goodbye(&mut sink, error, code, reason, slow_close_timeout).await;
+        goodbye(
+            &mut sink,
+            error,
+            code,
+            reason,
+            slow_close_timeout,
+            &out.frames_written,
+        )
+        .await;
     }
 }
