@@ -337,3 +337,22 @@ async fn rw_auth_15_expired_token_over_http_is_401_token_expired_retryable() {
         "{body}"
     );
 }
+
+#[test]
+fn rw_auth_14_leeway_defaults_to_60_s_and_is_set_in_toml() {
+    assert_eq!(
+        ServerConfig::default().auth.jwt_leeway_s,
+        runwire_protocol::defaults::TOKEN_CLOCK_SKEW_S
+    );
+    assert_eq!(runwire_protocol::defaults::TOKEN_CLOCK_SKEW_S, 60);
+    let c =
+        ServerConfig::from_toml("[auth]\njwt_secret = \"s\"\njwt_leeway_s = 5\n").expect("toml");
+    assert_eq!(c.auth.jwt_leeway_s, 5);
+    // Only the leeway given: the other auth keys keep their defaults.
+    let c = ServerConfig::from_toml("[auth]\njwt_leeway_s = 7\n").expect("toml");
+    assert_eq!(c.auth.jwt_leeway_s, 7);
+    assert!(!c.auth.enabled());
+    let mut c = ServerConfig::default();
+    c.set("auth.jwt_leeway_s", "9").expect("set");
+    assert_eq!(c.auth.jwt_leeway_s, 9);
+}
