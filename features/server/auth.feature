@@ -112,3 +112,17 @@ Feature: Authentication and per-run authorization
       {"events": "not a list"}
       """
     Then the answer is 401 with code "unauthorized"
+
+  @must @RW-AUTH-14 @RW-AUTH-4 @RW-AUTH-11 @RW-INGEST-20
+  Scenario: a token that is not valid yet is unauthorized
+    Given the producer appends 1 events to run "A"
+    When client "a" connects and sends hello with a token that is valid only from an hour ahead
+    Then client "a" receives error "unauthorized" and is closed with code 4003
+    When the producer sends GET /v1/runs/${A} with a token that is valid only from an hour ahead
+    Then the answer is 401 with code "unauthorized"
+
+  @should @RW-AUTH-15 @RW-INGEST-20
+  Scenario: an expired token over HTTP is answered 401 token_expired, retryable
+    When the producer appends 1 events to run "A" with an expired token
+    Then the answer is 401 with code "token_expired"
+    And the answer has "error.retryable" equal to true

@@ -150,3 +150,16 @@ Feature: Bad input
   @must @RW-CLOSE-12
   Scenario: a client that breaks the WebSocket protocol is closed with 1002
     Then a raw connection that sends an unmasked frame after the upgrade is closed with code 1002
+
+  @must @RW-INPUT-6 @RW-INPUT-5
+  Scenario: a binary frame is binary_frame even when the message rate is used up
+    Then a raw connection that uses up its message rate and then sends a binary frame receives error "binary_frame" and is closed with code 4000
+
+  @must @RW-CLOSE-12
+  Scenario: reserved opcodes and bits, stray continuations and fragmented control frames are closed with 1002
+    Then a raw connection that sends "a frame with reserved opcode 0x3" after hello is closed with code 1002
+    And a raw connection that sends "a frame with reserved opcode 0xB" after hello is closed with code 1002
+    And a raw connection that sends "a continuation frame that continues nothing" after hello is closed with code 1002
+    And a raw connection that sends "a text frame with RSV1 set" after hello is closed with code 1002
+    And a raw connection that sends "a fragmented ping" after hello is closed with code 1002
+    And a raw connection that sends "a text frame inside a fragmented message" after hello is closed with code 1002

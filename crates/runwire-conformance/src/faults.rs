@@ -99,6 +99,11 @@ pub enum ServerFault {
     /// Takes any body as JSON: declares every request body `application/json` before
     /// the server sees it (`RW-INGEST-24`).
     AnyContentType,
+    /// Checks the message rate before the frame's kind: a binary frame that arrives
+    /// with the client's token bucket empty is answered `rate_limited` (4101) instead
+    /// of `binary_frame` (4000). The proxy keeps the bucket, with the capacity a
+    /// previous connection's `welcome` announced (`RW-INPUT-6`).
+    RateBeforeKind,
 }
 
 impl ServerFault {
@@ -124,6 +129,7 @@ impl ServerFault {
         Self::DuplicateAtHandoff,
         Self::AnyOrigin,
         Self::AnyContentType,
+        Self::RateBeforeKind,
     ];
 
     /// The requirement the suites must name when they catch it.
@@ -149,6 +155,7 @@ impl ServerFault {
             Self::DuplicateAtHandoff => "RW-ORDER-2",
             Self::AnyOrigin => "RW-SEC-2",
             Self::AnyContentType => "RW-INGEST-24",
+            Self::RateBeforeKind => "RW-INPUT-6",
         }
     }
 }
@@ -473,6 +480,9 @@ struct ConnState {
     /// Per run: when its last `subscribe` passed the proxy (RFC 3339, ms) and the
     /// `head_seq` the server answered it with ([`ServerFault::DuplicateAtHandoff`]).
     opening: BTreeMap<String, (String, Option<u64>)>,
+    /// The client's token bucket and when it was last refilled
+    /// ([`ServerFault::RateBeforeKind`]).
+    tokens: Option<(f64, std::time::Instant)>,
 }
 
 /// Shared state of one proxy.
@@ -491,6 +501,61 @@ struct Shared {
     held: BTreeMap<String, (u64, BTreeMap<u64, Value>)>,
     /// The token of the first `hello` ([`ClientFault::ReusesStaleToken`]).
     first_token: Option<String>,
+    /// The `max_messages_per_second` the server last announced
+    /// ([`ServerFault::RateBeforeKind`]).
+    rate: Option<u64>,
+}
+
+/// [`ServerFault::RateBeforeKind`]: learns the announced rate from `welcome`, counts
+/// the client's messages in a token bucket, and answers a binary frame that finds it
+/// empty with `rate_limited` and close 4101 itself (the frames answered back).
+fn rate_before_kind(
+    from: From,
+    st: &mut ConnState,
+    shared: &Mutex<Shared>,
+    msg: &Message,
+) -> Option<Vec<Message>> {
+    if from == From::Server {
+        if let Message::Text(t) = msg
+            && t.as_str().contains("\"welcome\"")
+            && let Ok(v) = serde_json::from_str::<Value>(t.as_str())
+            && let Some(r) = v
+                .pointer("/limits/max_messages_per_second")
+                .and_then(Value::as_u64)
+            && let Ok(mut sh) = shared.lock()
+        {
+            sh.rate = Some(r);
+        }
+        return None;
+    }
+    if !matches!(msg, Message::Text(_) | Message::Binary(_)) {
+        return None;
+    }
+    let rate = shared.lock().ok()?.rate? as f64;
+    let now = std::time::Instant::now();
+    let (tokens, at) = st.tokens.get_or_insert((rate, now));
+    *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate);
+    *at = now;
+    if *tokens >= 1.0 {
+        *tokens -= 1.0;
+        return None;
+    }
+    matches!(msg, Message::Binary(_)).then(|| {
+        vec![
+            text(&json!({
+                "type": "error",
+                "code": "rate_limited",
+                "message": "more messages than the rate allows",
+                "retryable": true,
+                "retry_after_ms": 1000,
+                "close_code": 4101
+            })),
+            Message::Close(Some(CloseFrame {
+                code: WsCloseCode::from(4101),
+                reason: "rate_limited".into(),
+            })),
+        ]
+    })
 }
 
 /// Tracks what a client holds per run, from the server's frames, for the faults that
@@ -657,6 +722,11 @@ fn transform(
     msg: Message,
 ) -> (Vec<Message>, Vec<Message>) {
     // Returns (frames forwarded, frames answered back to the sender).
+    if fault == Fault::Server(ServerFault::RateBeforeKind)
+        && let Some(back) = rate_before_kind(from, st, shared, &msg)
+    {
+        return (vec![], back);
+    }
     let Message::Text(t) = &msg else {
         if let (Message::Close(_), Fault::Client(ClientFault::NoCloseWhenDone)) = (&msg, fault)
             && from == From::Client

@@ -214,6 +214,33 @@ impl crate::server::TokenMinter for JwtMinter {
             .map_err(|e| e.to_string())
         })
     }
+
+    fn mint_not_yet_valid(
+        &self,
+        valid_in_ms: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + '_>> {
+        Box::pin(async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|e| e.to_string())?
+                .as_secs();
+            let nbf = now + valid_in_ms.div_ceil(1000);
+            let claims = serde_json::json!({
+                "nbf": nbf,
+                "iat": now,
+                "exp": nbf + 3600,
+                "sub": "rwc-not-yet-valid",
+                "roles": ["producer", "consumer"],
+            });
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(self.secret.as_bytes()),
+            )
+            .map(Some)
+            .map_err(|e| e.to_string())
+        })
+    }
 }
 
 impl ServerControl for ReferenceServer {

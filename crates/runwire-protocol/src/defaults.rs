@@ -44,6 +44,9 @@ pub const GAP_BUFFER_EVENTS: usize = 1_000;
 /// Upper bound of the jittered `retry_after_ms` a shutting-down server sends
 /// (`RW-SHUTDOWN-2`).
 pub const SHUTDOWN_RECONNECT_SPREAD_MS: u64 = 5_000;
+/// Clock skew a server allows when it checks a token's not-before and issued-at times
+/// (`RW-AUTH-14`), in seconds.
+pub const TOKEN_CLOCK_SKEW_S: u64 = 60;
 
 /// The backoff envelope for attempt `n` (0-based): the delay is drawn uniformly from
 /// `0..=min(cap, base * factor^n)` (full jitter, `RW-RECONNECT-1`).

@@ -243,6 +243,8 @@ impl HttpError {
                 | ErrorCode::ServerOverloaded
                 | ErrorCode::ServerShutdown
                 | ErrorCode::RateLimited
+                // Retried with a fresh token (spec §4.5, `RW-AUTH-15`).
+                | ErrorCode::TokenExpired
         );
         Self {
             error: HttpErrorDetail {

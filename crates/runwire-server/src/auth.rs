@@ -4,7 +4,13 @@
 //! - static tokens, each with roles and run-id patterns;
 //! - HMAC-signed JWTs (HS256/384/512) with claims `exp` (required), `role` or `roles`
 //!   (`producer`, `consumer`), `runs` (run-id patterns, absent = every run) and
-//!   optionally `sub`, `iss`, `aud`.
+//!   optionally `sub`, `iss`, `aud`, `nbf` and `iat`.
+//!
+//! `exp` is checked against the server's clock without leeway: the connection is closed
+//! at the expiry time the token states (`RW-AUTH-8`). `nbf` and `iat` are checked with
+//! the configured clock skew ([`AuthConfig::jwt_leeway_s`]): a token that is not valid
+//! yet, or that claims to be issued in the future, is refused as not valid
+//! (`RW-AUTH-14`).
 //!
 //! A pattern is a run id in which `*` matches any run of characters, e.g. `team-a:*`.
 
@@ -29,6 +35,10 @@ pub enum AuthError {
     /// The token has expired.
     #[error("the token has expired")]
     Expired,
+    /// The token is not valid yet: its `nbf` (not before) or `iat` (issued at) is
+    /// later than the server's clock plus the allowed clock skew (`RW-AUTH-14`).
+    #[error("the token is not valid yet: {0}")]
+    NotYetValid(String),
 }
 
 /// Who is making a request, and what they may do.
@@ -114,6 +124,12 @@ enum RoleClaim {
 #[derive(Deserialize)]
 struct Claims {
     exp: u64,
+    /// Not before (seconds since the epoch; a NumericDate may have a fraction).
+    #[serde(default)]
+    nbf: Option<f64>,
+    /// Issued at.
+    #[serde(default)]
+    iat: Option<f64>,
     #[serde(default)]
     sub: Option<String>,
     #[serde(default)]
@@ -152,7 +168,10 @@ impl Authenticator {
         let key = config.jwt_secret.as_ref().map(|s| {
             let mut v = Validation::new(Algorithm::HS256);
             v.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
-            v.leeway = config.jwt_leeway_s;
+            // `exp` without leeway (`RW-AUTH-8`); `nbf` and `iat` are checked below
+            // with the configured clock skew (`RW-AUTH-14`).
+            v.leeway = 0;
+            v.validate_nbf = false;
             v.set_required_spec_claims(&["exp"]);
             if let Some(iss) = &config.jwt_issuer {
                 v.set_issuer(&[iss]);
@@ -204,6 +223,7 @@ impl Authenticator {
                 _ => AuthError::Invalid("unknown token".into()),
             })?;
         let c = data.claims;
+        self.check_not_before(&c)?;
         let mut roles = Vec::new();
         for rc in [c.role, c.roles].into_iter().flatten() {
             match rc {
@@ -224,6 +244,32 @@ impl Authenticator {
             runs: c.runs.unwrap_or_default(),
             expires_at: Some(c.exp),
         })
+    }
+
+    /// Refuses a token whose `nbf` or `iat` is later than now plus the allowed clock
+    /// skew (`RW-AUTH-14`).
+    fn check_not_before(&self, c: &Claims) -> Result<(), AuthError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let latest = now + self.config.jwt_leeway_s as f64;
+        for (claim, value) in [("nbf", c.nbf), ("iat", c.iat)] {
+            let Some(t) = value else { continue };
+            if !t.is_finite() {
+                return Err(AuthError::Invalid(format!(
+                    "claim `{claim}` is not a number"
+                )));
+            }
+            if t > latest {
+                return Err(AuthError::NotYetValid(format!(
+                    "claim `{claim}` is {:.0} s ahead of the server's clock (allowed skew {} s)",
+                    t - now,
+                    self.config.jwt_leeway_s
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Extracts the token of an `Authorization: Bearer` header value.

@@ -63,7 +63,7 @@ pub struct StaticToken {
 
 /// Authentication settings (spec §7). With neither tokens nor a JWT secret, auth is
 /// off: every request is allowed and the server binds to loopback only.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Static tokens.
@@ -76,8 +76,22 @@ pub struct AuthConfig {
     pub jwt_issuer: Option<String>,
     /// Required `aud` claim, if set.
     pub jwt_audience: Option<String>,
-    /// Clock skew allowed when checking `exp`, in seconds.
+    /// Clock skew allowed when checking `nbf` and `iat`, in seconds (`RW-AUTH-14`;
+    /// default `TOKEN_CLOCK_SKEW_S`, 60). `exp` is checked without leeway
+    /// (`RW-AUTH-8`).
     pub jwt_leeway_s: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            tokens: Vec::new(),
+            jwt_secret: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway_s: defaults::TOKEN_CLOCK_SKEW_S,
+        }
+    }
 }
 
 impl AuthConfig {

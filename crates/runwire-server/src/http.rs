@@ -187,6 +187,8 @@ pub(crate) async fn append(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    // The ingest latency histogram (the body is already read by the extractor).
+    let started = std::time::Instant::now();
     let run_id = parse_run_id(run_id)?;
     authorize(&state, &headers, &[Role::Producer], &run_id)?;
     // A body over the limit is refused by the extractor before it is read whole; it
@@ -331,6 +333,7 @@ pub(crate) async fn append(
         .map_err(|e| store_error(&state, e))?;
     Metrics::add(&state.metrics.events_in, outcome.appended as u64);
     Metrics::inc(&state.metrics.append_requests);
+    state.metrics.append_duration.observe(started.elapsed());
     Ok(json(StatusCode::OK, encode(&outcome.response)))
 }
 
@@ -613,6 +616,7 @@ pub(crate) async fn stream(
             // Only an HTTP/1.1 upgrade hands the whole TCP connection to the WebSocket,
             // so only then can it close with a lingering close (see `linger`).
             let linger = (version == Version::HTTP_11).then_some(linger);
-            crate::ws::serve_connection(socket, state, token, linger)
+            // The connect info carries no peer address yet: logged as `-`.
+            crate::ws::serve_connection(socket, state, token, linger, None)
         })
 }

@@ -1,8 +1,10 @@
-//! Counters exported at `GET /metrics` in the Prometheus text format.
+//! Counters, gauges and latency histograms exported at `GET /metrics` in the
+//! Prometheus text format.
 
 use std::{
     fmt::Write,
     sync::atomic::{AtomicI64, AtomicU64, Ordering},
+    time::Duration,
 };
 
 macro_rules! metrics {
@@ -23,7 +25,7 @@ macro_rules! metrics {
                 $(
                     let _ = writeln!(out, "# HELP {} {}", $name, $help);
                     let _ = writeln!(out, "# TYPE {} {}", $name, metrics!(@kind $kind));
-                    let _ = writeln!(out, "{} {}", $name, self.$field.load(Ordering::Relaxed));
+                    metrics!(@render $kind, out, $name, self.$field);
                 )*
                 out
             }
@@ -31,8 +33,94 @@ macro_rules! metrics {
     };
     (@ty counter) => { AtomicU64 };
     (@ty gauge) => { AtomicI64 };
+    (@ty histogram) => { Histogram };
     (@kind counter) => { "counter" };
     (@kind gauge) => { "gauge" };
+    (@kind histogram) => { "histogram" };
+    (@render histogram, $out:ident, $name:literal, $v:expr) => {
+        $v.render_into(&mut $out, $name)
+    };
+    (@render $other:ident, $out:ident, $name:literal, $v:expr) => {{
+        let _ = writeln!($out, "{} {}", $name, $v.load(Ordering::Relaxed));
+    }};
+}
+
+/// Upper bounds of the latency histograms' buckets, in seconds (`le` labels).
+pub const LATENCY_BUCKETS_S: [f64; 14] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The same bounds in nanoseconds, for the lock-free observation.
+const LATENCY_BUCKETS_NS: [u64; 14] = [
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// A Prometheus histogram of durations with the fixed buckets
+/// [`LATENCY_BUCKETS_S`]: an observation is a few relaxed atomic additions, no lock
+/// and no allocation.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative; the last one is `+Inf` only).
+    buckets: [AtomicU64; LATENCY_BUCKETS_NS.len() + 1],
+    /// Sum of the observations, in nanoseconds.
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    /// Records `n` observations of `d`.
+    pub fn observe_n(&self, d: Duration, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = LATENCY_BUCKETS_NS
+            .iter()
+            .position(|&b| ns <= b)
+            .unwrap_or(LATENCY_BUCKETS_NS.len());
+        self.buckets[i].fetch_add(n, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add(ns.saturating_mul(n), Ordering::Relaxed);
+        self.count.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records one observation of `d`.
+    pub fn observe(&self, d: Duration) {
+        self.observe_n(d, 1);
+    }
+
+    /// How many observations were recorded.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render_into(&self, out: &mut String, name: &str) {
+        let mut cumulative = 0u64;
+        for (i, le) in LATENCY_BUCKETS_S.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[LATENCY_BUCKETS_NS.len()].load(Ordering::Relaxed);
+        // The count is read after the buckets; +Inf is the bucket total, so that
+        // `+Inf` equals `_count` in one scrape even while observations land.
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
 }
 
 metrics! {
@@ -55,6 +143,8 @@ metrics! {
     store_up: gauge = "runwire_store_up", "1 when the event store passed its last health check (run at every /healthz and /metrics request), else 0.";
     linger_cutoffs: counter = "runwire_linger_cutoffs_total", "Lingering closes ended by close_timeout_ms or the byte bound instead of the client closing its side.";
     origin_refusals: counter = "runwire_origin_refusals_total", "Requests and upgrades refused for an Origin that is not allowed.";
+    deliver_latency: histogram = "runwire_deliver_latency_seconds", "Live delivery latency: from an event's publication on this node's live feed (its append committed to the store) to the frame carrying it written to a subscriber's socket, one observation per event and subscriber (the events of a batch frame count with the publication time of the batch's oldest event).";
+    append_duration: histogram = "runwire_append_duration_seconds", "Ingest latency: duration of successful POST /v1/runs/{run_id}/events requests, from the handler receiving the request (body read) to the answer (events durable).";
 }
 
 impl Metrics {
@@ -71,5 +161,36 @@ impl Metrics {
     /// Moves a gauge.
     pub(crate) fn gauge(g: &AtomicI64, d: i64) {
         g.fetch_add(d, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_renders_cumulative_buckets_sum_and_count() {
+        let m = Metrics::default();
+        m.deliver_latency.observe(Duration::from_micros(300));
+        m.deliver_latency.observe_n(Duration::from_millis(3), 2);
+        m.deliver_latency.observe(Duration::from_secs(60));
+        let text = m.render();
+        for line in [
+            "# TYPE runwire_deliver_latency_seconds histogram",
+            "runwire_deliver_latency_seconds_bucket{le=\"0.0005\"} 1",
+            "runwire_deliver_latency_seconds_bucket{le=\"0.0025\"} 1",
+            "runwire_deliver_latency_seconds_bucket{le=\"0.005\"} 3",
+            "runwire_deliver_latency_seconds_bucket{le=\"10\"} 3",
+            "runwire_deliver_latency_seconds_bucket{le=\"+Inf\"} 4",
+            "runwire_deliver_latency_seconds_count 4",
+            "runwire_deliver_latency_seconds_sum 60.0063",
+            "runwire_append_duration_seconds_count 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert_eq!(m.deliver_latency.count(), 4);
     }
 }

@@ -20,6 +20,10 @@ enum Out {
     Frame {
         text: Utf8Bytes,
         enqueued: Instant,
+        /// For live events: when the oldest event of the frame was published on the
+        /// live feed, and how many events the frame carries (the delivery latency
+        /// histogram).
+        published: Option<(Instant, u32)>,
     },
     Close {
         error: Utf8Bytes,
@@ -30,10 +34,7 @@ enum Out {
     Finish,
     /// The WebSocket layer failed the connection (an RFC 6455 protocol error): a close
     /// frame with this code and no error frame (`RW-CLOSE-12`).
-    Bare {
-        code: u16,
-        reason: Utf8Bytes,
-    },
+    Bare { code: u16, reason: Utf8Bytes },
 }
 
 /// Why a frame could not be queued.
@@ -69,6 +70,13 @@ pub(crate) struct Outbound {
     urgent_close: AtomicBool,
     abort: Notify,
     metrics: Arc<Metrics>,
+    /// Frames written to this connection's socket (for its closed-connection log line).
+    frames_written: AtomicU64,
+    /// Events queued to this connection (replay and live).
+    events_sent: AtomicU64,
+    /// How the server ended the connection: close code and reason (the error code),
+    /// once a final error or close is queued.
+    ending: Mutex<Option<(u16, String)>>,
 }
 
 impl Outbound {
@@ -101,6 +109,9 @@ impl Outbound {
             urgent_close: AtomicBool::new(false),
             abort: Notify::new(),
             metrics,
+            frames_written: AtomicU64::new(0),
+            events_sent: AtomicU64::new(0),
+            ending: Mutex::new(None),
         });
         let o = Arc::clone(&out);
         let handle = tokio::spawn(writer(o, sink, rx, close_timeout, slow_close_timeout));
@@ -114,6 +125,27 @@ impl Outbound {
 
     /// Queues a frame's text, enforcing the byte limit.
     pub(crate) fn send_text(&self, text: String) -> Result<(), QueueError> {
+        self.send_frame(text, None)
+    }
+
+    /// Queues a frame of `events` events (replay when `published` is `None`, live
+    /// events published at `published` otherwise), enforcing the byte limit.
+    pub(crate) fn send_events_text(
+        &self,
+        text: String,
+        events: usize,
+        published: Option<Instant>,
+    ) -> Result<(), QueueError> {
+        self.events_sent.fetch_add(events as u64, Ordering::Relaxed);
+        let n = u32::try_from(events).unwrap_or(u32::MAX);
+        self.send_frame(text, published.map(|p| (p, n)))
+    }
+
+    fn send_frame(
+        &self,
+        text: String,
+        published: Option<(Instant, u32)>,
+    ) -> Result<(), QueueError> {
         if self.closing.load(Ordering::Acquire) {
             return Err(QueueError::Closed);
         }
@@ -130,6 +162,7 @@ impl Outbound {
             .send(Out::Frame {
                 text: Utf8Bytes::from(text),
                 enqueued: Instant::now(),
+                published,
             })
             .is_err()
         {
@@ -201,6 +234,31 @@ impl Outbound {
         self.urgent_close.load(Ordering::Acquire)
     }
 
+    /// Frames written to the socket so far.
+    pub(crate) fn frames_written(&self) -> u64 {
+        self.frames_written.load(Ordering::Relaxed)
+    }
+
+    /// Events queued to this connection so far.
+    pub(crate) fn events_sent(&self) -> u64 {
+        self.events_sent.load(Ordering::Relaxed)
+    }
+
+    /// The close code and reason the server chose, if it ended the connection.
+    pub(crate) fn ending(&self) -> Option<(u16, String)> {
+        self.ending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_ending(&self, code: u16, reason: &str) {
+        let mut e = self.ending.lock().unwrap_or_else(|e| e.into_inner());
+        if e.is_none() {
+            *e = Some((code, reason.to_owned()));
+        }
+    }
+
     /// Queues `error` after everything already queued, then a close with the error's
     /// close code. Later frames are refused.
     pub(crate) fn close(&self, error: ErrorFrame) {
@@ -208,6 +266,7 @@ impl Outbound {
             return;
         }
         let code = CloseCode(error.close_code.unwrap_or(CloseCode::NORMAL.0));
+        self.set_ending(code.0, error.code.as_str());
         let reason = Utf8Bytes::from(error.code.as_str());
         let _ = self.tx.send(Out::Close {
             error: Utf8Bytes::from(encode(&ServerMessage::Error(error))),
@@ -220,6 +279,7 @@ impl Outbound {
     /// The client broke the WebSocket protocol itself (RFC 6455 §7.4.1): the writer
     /// flushes what it has, then closes with `code` (1002) and no error frame.
     pub(crate) fn close_protocol(&self, code: u16, reason: &str) {
+        self.set_ending(code, reason);
         self.closing.store(true, Ordering::Release);
         let _ = self.tx.send(Out::Bare {
             code,
@@ -243,6 +303,7 @@ impl Outbound {
             return;
         }
         let code = CloseCode(error.close_code.unwrap_or(CloseCode::NORMAL.0));
+        self.set_ending(code.0, error.code.as_str());
         let reason = Utf8Bytes::from(error.code.as_str());
         self.urgent_close.store(true, Ordering::Release);
         *self.urgent.lock().unwrap_or_else(|e| e.into_inner()) = Some((
@@ -271,9 +332,12 @@ async fn goodbye(
     code: CloseCode,
     reason: Utf8Bytes,
     timeout: Duration,
+    written: &AtomicU64,
 ) {
     let _ = tokio::time::timeout(timeout, async {
         sink.feed(Message::Text(error)).await?;
+        // The error frame counts once it is handed to the socket layer with the close.
+        written.fetch_add(1, Ordering::Relaxed);
         sink.send(Message::Close(Some(CloseFrame {
             code: code.0,
             reason,
@@ -291,6 +355,9 @@ async fn writer(
     slow_close_timeout: Duration,
 ) {
     let mut pending: Option<Out> = None;
+    // Live frames of the current write: (published, events), for the delivery latency
+    // histogram; reused, so steady state allocates nothing.
+    let mut live: Vec<(Instant, u32)> = Vec::new();
     loop {
         let first = match pending.take() {
             Some(m) => m,
@@ -304,13 +371,28 @@ async fn writer(
             },
         };
         let (text, enqueued) = match first {
-            Out::Frame { text, enqueued } => (text, enqueued),
+            Out::Frame {
+                text,
+                enqueued,
+                published,
+            } => {
+                live.extend(published);
+                (text, enqueued)
+            }
             Out::Close {
                 error,
                 code,
                 reason,
             } => {
-                goodbye(&mut sink, error, code, reason, close_timeout).await;
+                goodbye(
+                    &mut sink,
+                    error,
+                    code,
+                    reason,
+                    close_timeout,
+                    &out.frames_written,
+                )
+                .await;
                 return;
             }
             Out::Finish => {
@@ -334,7 +416,10 @@ async fn writer(
             sink.feed(Message::Text(text)).await?;
             while frames < 256 {
                 match rx.try_recv() {
-                    Ok(Out::Frame { text, .. }) => {
+                    Ok(Out::Frame {
+                        text, published, ..
+                    }) => {
+                        live.extend(published);
                         bytes += text.len() as u64;
                         frames += 1;
                         sink.feed(Message::Text(text)).await?;
@@ -362,6 +447,15 @@ async fn writer(
             }
             Some(Ok(())) => {
                 Metrics::add(&out.metrics.frames_out, frames);
+                out.frames_written.fetch_add(frames, Ordering::Relaxed);
+                if !live.is_empty() {
+                    let now = Instant::now();
+                    for (published, n) in live.drain(..) {
+                        out.metrics
+                            .deliver_latency
+                            .observe_n(now.saturating_duration_since(published), u64::from(n));
+                    }
+                }
                 out.written(bytes, None);
             }
         }
@@ -369,6 +463,14 @@ async fn writer(
     // Urgent close: drop the queue, send the error and the close.
     let urgent = out.urgent.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some((error, code, reason)) = urgent {
-        goodbye(&mut sink, error, code, reason, slow_close_timeout).await;
+        goodbye(
+            &mut sink,
+            error,
+            code,
+            reason,
+            slow_close_timeout,
+            &out.frames_written,
+        )
+        .await;
     }
 }

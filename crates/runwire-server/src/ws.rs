@@ -45,6 +45,18 @@ struct Conn {
     /// Unanswered server pings, oldest first, with their pong deadlines.
     pings: std::collections::VecDeque<(String, tokio::time::Instant)>,
     ping_counter: u64,
+    /// Frames received (for the closed-connection log line).
+    frames_in: u64,
+    /// The session id sent in `welcome`.
+    session_id: Option<String>,
+}
+
+/// How a connection ended, for its closed-connection log line when the server did
+/// not choose the close itself.
+struct PeerEnd {
+    reason: &'static str,
+    close_code: Option<u16>,
+    error: Option<String>,
 }
 
 fn ms(v: u64) -> Duration {
@@ -58,12 +70,19 @@ fn ms(v: u64) -> Duration {
 /// stopped waiting), and `linger` is given (an HTTP/1.1 upgrade), the socket is closed
 /// with a lingering close (see [`crate::linger`]), so that the final `error` frame and
 /// close frame are not destroyed by a TCP reset (`RW-LIMIT-1`, `RW-CLOSE-9`).
+///
+/// When it ends, one line is logged at info (target `runwire::conn`) with the reason,
+/// the close code, the duration, the frames and events in and out, the session id and
+/// the peer address `peer` (never the token, `RW-SEC-1`).
 pub(crate) async fn serve_connection(
     socket: WebSocket,
     state: Arc<AppState>,
     header_token: Option<String>,
     linger: Option<LingerHandle>,
+    peer: Option<std::net::SocketAddr>,
 ) {
+    let started = Instant::now();
+    let mut peer_end: Option<PeerEnd> = None;
     let metrics = Arc::clone(&state.metrics);
     Metrics::inc(&metrics.connections_total);
     Metrics::gauge(&metrics.connections, 1);
@@ -89,6 +108,8 @@ pub(crate) async fn serve_connection(
         refilled: Instant::now(),
         pings: std::collections::VecDeque::new(),
         ping_counter: 0,
+        frames_in: 0,
+        session_id: None,
     };
     let mut shutdown = state.shutdown.clone();
     let hello_deadline = tokio::time::sleep(ms(cfg.hello_timeout_ms));
@@ -122,7 +143,15 @@ pub(crate) async fn serve_connection(
     while !out.is_closing() {
         tokio::select! {
             biased;
-            _ = &mut writer => { writer_done = true; break; }
+            _ = &mut writer => {
+                writer_done = true;
+                peer_end.get_or_insert(PeerEnd {
+                    reason: "write_failed",
+                    close_code: None,
+                    error: None,
+                });
+                break;
+            }
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
                     conn.drain_subscriptions().await;
@@ -170,16 +199,24 @@ pub(crate) async fn serve_connection(
             msg = stream.next() => {
                 let Some(msg) = msg else {
                     peer_done = true;
+                    peer_end = Some(PeerEnd {
+                        reason: "connection_lost",
+                        close_code: None,
+                        error: None,
+                    });
                     out.finish();
                     break;
                 };
+                conn.frames_in += 1;
                 let had_principal = conn.principal.is_some();
                 match msg {
                     Ok(Message::Text(t)) => conn.on_frame(t.as_bytes(), &header_token).await,
                     Ok(Message::Binary(b)) => {
+                        // Size, then kind, then rate (spec §14.2, `RW-INPUT-6`): a
+                        // binary frame is `binary_frame` even with the bucket empty.
                         if b.len() > cfg.max_frame_bytes as usize {
                             conn.frame_too_large();
-                        } else if conn.rate_ok() {
+                        } else {
                             conn.protocol_error(ErrorFrame::new(
                                 ErrorCode::BinaryFrame,
                                 "binary frames are not allowed; send JSON text frames",
@@ -187,9 +224,14 @@ pub(crate) async fn serve_connection(
                         }
                     }
                     Ok(Message::Ping(_) | Message::Pong(_)) => {}
-                    Ok(Message::Close(_)) => {
+                    Ok(Message::Close(frame)) => {
                         // Client-initiated close: the reply is flushed, no error frame
                         // (`RW-CLOSE-1`).
+                        peer_end = Some(PeerEnd {
+                            reason: "client_closed",
+                            close_code: frame.map(|f| f.code),
+                            error: None,
+                        });
                         peer_done = true;
                         out.finish();
                         break;
@@ -197,6 +239,7 @@ pub(crate) async fn serve_connection(
                     Err(e) => {
                         read_failed = true;
                         let text = e.to_string();
+                        tracing::debug!(error = %text, "reading from the client failed");
                         if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
                             conn.frame_too_large();
                         } else if text.contains("UTF-8") || text.contains("utf-8") {
@@ -213,6 +256,11 @@ pub(crate) async fn serve_connection(
                             out.close_protocol(1002, "websocket protocol error");
                             break;
                         } else {
+                            peer_end = Some(PeerEnd {
+                                reason: "read_failed",
+                                close_code: None,
+                                error: Some(text),
+                            });
                             out.finish();
                             break;
                         }
@@ -298,6 +346,40 @@ pub(crate) async fn serve_connection(
         _ => {}
     }
     Metrics::gauge(&metrics.connections, -1);
+    log_closed(&conn, &out, peer_end, started.elapsed(), peer);
+}
+
+/// The closed-connection log line (info, target `runwire::conn`): why and how the
+/// connection ended, how long it lasted, what went each way. Never the token
+/// (`RW-SEC-1`).
+fn log_closed(
+    conn: &Conn,
+    out: &Outbound,
+    peer_end: Option<PeerEnd>,
+    duration: Duration,
+    peer: Option<std::net::SocketAddr>,
+) {
+    // The server's own close wins: a client that vanishes after the error frame did
+    // not choose the ending.
+    let (reason, close_code, error) = match (out.ending(), peer_end) {
+        (Some((code, reason)), _) => (reason, Some(code), None),
+        (None, Some(p)) => (p.reason.to_owned(), p.close_code, p.error),
+        (None, None) => ("server_closed".to_owned(), None, None),
+    };
+    tracing::info!(
+        target: "runwire::conn",
+        reason = %reason,
+        close_code = close_code.map_or(-1, i64::from),
+        duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        frames_in = conn.frames_in,
+        frames_out = out.frames_written(),
+        events_out = out.events_sent(),
+        session_id = conn.session_id.as_deref().unwrap_or("-"),
+        peer = %peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+        principal = conn.principal.as_ref().map_or("-", |p| p.name.as_str()),
+        error = error.as_deref().unwrap_or("-"),
+        "connection closed"
+    );
 }
 
 /// Waits for the socket of a finished WebSocket (see [`crate::linger`]) and closes it
@@ -372,6 +454,12 @@ impl Conn {
 
     fn protocol_error(&self, e: ErrorFrame) {
         Metrics::inc(&self.state.metrics.protocol_errors);
+        tracing::debug!(
+            code = e.code.as_str(),
+            close_code = e.close_code.map_or(-1, i64::from),
+            message = %e.message,
+            "bad input from the client"
+        );
         if e.close_code.is_some() {
             self.out.close(e);
         } else {
@@ -530,9 +618,11 @@ impl Conn {
         };
         self.principal = Some(principal);
         let cfg = &self.state.config;
+        let session_id = uuid::Uuid::new_v4().simple().to_string();
+        self.session_id = Some(session_id.clone());
         self.send(&ServerMessage::Welcome(Welcome {
             version: version.to_owned(),
-            session_id: uuid::Uuid::new_v4().simple().to_string(),
+            session_id,
             heartbeat_interval_ms: cfg.heartbeat_interval_ms,
             pong_timeout_ms: cfg.pong_timeout_ms,
             batch_window_ms: cfg.batch_window_ms,
@@ -656,6 +746,7 @@ async fn send_events(
     max_events: usize,
     events: &[StoredEvent],
     paced: bool,
+    published: Option<Instant>,
 ) -> Result<(), QueueError> {
     let mut i = 0;
     while i < events.len() {
@@ -694,7 +785,7 @@ async fn send_events(
             s
         };
         Metrics::add(&metrics.events_out, chunk.len() as u64);
-        out.send_text(text)?;
+        out.send_events_text(text, chunk.len(), published)?;
         i = j;
     }
     Ok(())
@@ -883,21 +974,25 @@ async fn run_subscription(
     // slow-consumer bounds apply to (§15, `RW-SLOW-1`), so a client that stops
     // reading fills it and is closed. Events read from the store (replay, catch-up)
     // are read as the socket drains instead (`RW-SLOW-2`).
-    let send = |evs: Vec<StoredEvent>| {
+    // `published`: when the oldest live event of `evs` arrived on the live feed (the
+    // delivery latency histogram); `None` for events read from the store.
+    let send = |evs: Vec<StoredEvent>, published: Option<Instant>| {
         let out = Arc::clone(&out);
         let metrics = Arc::clone(&state.metrics);
         let max = cfg.batch_max_events;
-        async move { send_events(&out, &metrics, batching, max, &evs, false).await }
+        async move { send_events(&out, &metrics, batching, max, &evs, false, published).await }
     };
     let send_paced = |evs: Vec<StoredEvent>| {
         let out = Arc::clone(&out);
         let metrics = Arc::clone(&state.metrics);
         let max = cfg.batch_max_events;
-        async move { send_events(&out, &metrics, batching, max, &evs, true).await }
+        async move { send_events(&out, &metrics, batching, max, &evs, true, None).await }
     };
     let window = ms(cfg.batch_window_ms);
     let mut shutdown = state.shutdown.clone();
     let mut batch: Vec<StoredEvent> = Vec::new();
+    // When the oldest event of `batch` arrived on the live feed.
+    let mut batch_since: Option<Instant> = None;
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     let flush_at = tokio::time::sleep_until(far);
     tokio::pin!(flush_at);
@@ -916,7 +1011,7 @@ async fn run_subscription(
     macro_rules! reset_open {
         ($reason:expr) => {{
             flush_at.as_mut().reset(far);
-            match send(std::mem::take(&mut batch)).await {
+            match send(std::mem::take(&mut batch), batch_since.take()).await {
                 Ok(()) => {}
                 Err(QueueError::SlowConsumer) => return slow(&out),
                 Err(QueueError::Closed) => return,
@@ -972,7 +1067,7 @@ async fn run_subscription(
             biased;
             () = &mut flush_at, if !batch.is_empty() => {
                 flush_at.as_mut().reset(far);
-                match send(std::mem::take(&mut batch)).await {
+                match send(std::mem::take(&mut batch), batch_since.take()).await {
                     Ok(()) => {}
                     Err(QueueError::SlowConsumer) => return slow(&out),
                     Err(QueueError::Closed) => return,
@@ -982,7 +1077,7 @@ async fn run_subscription(
             // socket has taken everything, pending events go at once.
             () = out.wait_idle(), if !batch.is_empty() => {
                 flush_at.as_mut().reset(far);
-                match send(std::mem::take(&mut batch)).await {
+                match send(std::mem::take(&mut batch), batch_since.take()).await {
                     Ok(()) => {}
                     Err(QueueError::SlowConsumer) => return slow(&out),
                     Err(QueueError::Closed) => return,
@@ -990,6 +1085,9 @@ async fn run_subscription(
             }
             r = live.recv() => match r {
                 LiveRecv::Events(evs) => {
+                    if batch.is_empty() {
+                        batch_since = Some(Instant::now());
+                    }
                     let mut urgent = false;
                     for e in evs.iter() {
                         if e.seq <= delivered {
@@ -1011,7 +1109,7 @@ async fn run_subscription(
                         || out.is_idle()
                     {
                         flush_at.as_mut().reset(far);
-                        match send(std::mem::take(&mut batch)).await {
+                        match send(std::mem::take(&mut batch), batch_since.take()).await {
                             Ok(()) => {}
                             Err(QueueError::SlowConsumer) => return slow(&out),
                             Err(QueueError::Closed) => return,
@@ -1022,7 +1120,7 @@ async fn run_subscription(
                 }
                 LiveRecv::Lagged => {
                     flush_at.as_mut().reset(far);
-                    match send(std::mem::take(&mut batch)).await {
+                    match send(std::mem::take(&mut batch), batch_since.take()).await {
                         Ok(()) => {}
                         Err(QueueError::SlowConsumer) => return slow(&out),
                         Err(QueueError::Closed) => return,
@@ -1035,11 +1133,11 @@ async fn run_subscription(
                 }
                 LiveRecv::Recreated => reset_open!(ResetReason::EpochMismatch),
                 LiveRecv::Unavailable(why) => {
-                    let _ = send(std::mem::take(&mut batch)).await;
+                    let _ = send(std::mem::take(&mut batch), batch_since.take()).await;
                     return fatal(&why);
                 }
                 LiveRecv::Closed => {
-                    let _ = send(std::mem::take(&mut batch)).await;
+                    let _ = send(std::mem::take(&mut batch), batch_since.take()).await;
                     // The store is closing; shutdown closes the connection.
                     std::future::pending::<()>().await;
                 }
@@ -1048,7 +1146,7 @@ async fn run_subscription(
             // first: on graceful shutdown send the pending batch, then end
             // (`RW-SHUTDOWN-4`).
             _ = async { shutdown.wait_for(|v| *v).await.is_ok() } => {
-                let _ = send(std::mem::take(&mut batch)).await;
+                let _ = send(std::mem::take(&mut batch), batch_since.take()).await;
                 return;
             }
         }

@@ -1,9 +1,9 @@
 //! `runwire serve`: the reference server (WebSocket stream + HTTP ingest on one port).
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use runwire_server::{Server, ServerConfig, open_store};
 
 /// Runs the Runwire reference server.
@@ -12,6 +12,11 @@ use runwire_server::{Server, ServerConfig, open_store};
 /// (TOML), `RUNWIRE_<KEY>` environment variables (`RUNWIRE_HEARTBEAT_INTERVAL_MS`,
 /// `RUNWIRE_AUTH__JWT_SECRET`, ...), then flags (`--listen`, `--store`, `--set
 /// KEY=VALUE`). See docs/server.md for every key.
+///
+/// Logs go to stderr. `RUNWIRE_LOG` selects what is logged, in tracing's `EnvFilter`
+/// syntax (default `info`; e.g. `RUNWIRE_LOG=debug` or
+/// `RUNWIRE_LOG=info,runwire_server=debug`); every closed connection is one line at
+/// info (target `runwire::conn`).
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:7070; port 0 picks a free port).
@@ -27,6 +32,41 @@ pub(crate) struct ServeArgs {
     /// Override one configuration key, e.g. `--set heartbeat_interval_ms=5000`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Log line format on stderr: `text` (coloured only when stderr is a terminal) or
+    /// `json` (one JSON object per line, for log collectors).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines; ANSI colours only on a terminal.
+    Text,
+    /// One JSON object per line, with the event's fields at the top level.
+    Json,
+}
+
+/// Installs the global log subscriber: `RUNWIRE_LOG` (EnvFilter syntax, default
+/// `info`) selects the lines, `format` their shape; lines go to stderr.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUNWIRE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_ansi(false)
+            .try_init(),
+        // Escape codes only for a terminal: a file or a pipe gets plain text.
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
@@ -58,12 +98,7 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(&args)?;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUNWIRE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    init_logging(args.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -75,11 +110,13 @@ async fn serve(config: ServerConfig) -> anyhow::Result<ExitCode> {
     let store = open_store(&config.store, &config)
         .with_context(|| format!("opening store {}", config.store))?;
     if !config.auth.enabled() {
-        eprintln!(
-            "WARNING: no authentication configured (auth.tokens / auth.jwt_secret).\n\
-             WARNING: anyone who can reach {} can publish to and read every run.\n\
-             WARNING: listening on loopback only; configure auth to serve other hosts.",
-            config.listen
+        // Through the log, so that `--log-format json` keeps stderr one JSON object per
+        // line.
+        tracing::warn!(
+            listen = %config.listen,
+            "no authentication configured (auth.tokens / auth.jwt_secret): anyone who can \
+             reach the listen address can publish to and read every run; listening on \
+             loopback only; configure auth to serve other hosts"
         );
     }
     let store_name = config.store.clone();
@@ -99,7 +136,7 @@ async fn serve(config: ServerConfig) -> anyhow::Result<ExitCode> {
     let _ = out.flush();
     drop(out);
     wait_for_signal().await;
-    eprintln!("shutting down: telling clients to reconnect, flushing the store");
+    tracing::info!("shutting down: telling clients to reconnect, flushing the store");
     server.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 
 mod client;
 mod conform;
+mod logs;
 mod mock;
 mod schema;
 mod serve;

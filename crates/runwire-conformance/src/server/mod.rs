@@ -7,6 +7,7 @@
 //! against one server without sharing state.
 
 mod conn;
+mod frames;
 mod slow;
 mod steps;
 
@@ -51,6 +52,17 @@ pub trait TokenMinter: Send + Sync {
         &self,
         ttl_ms: u64,
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>>;
+
+    /// A token with every permission that becomes valid only `valid_in_ms` from now
+    /// (a JWT's `nbf`) and expires an hour after that (`RW-AUTH-14`). `Ok(None)`: this
+    /// minter cannot make one, and the scenario is graded not implemented.
+    fn mint_not_yet_valid(
+        &self,
+        valid_in_ms: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + '_>> {
+        let _ = valid_in_ms;
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// A short retention the server under test declares for some runs (`--short-retention

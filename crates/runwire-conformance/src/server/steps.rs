@@ -134,6 +134,11 @@ pub(crate) enum K {
     PostRawNoToken,
     RawCloseDrop,
     RawUnmasked,
+    RawBroken,
+    RawBinaryOverRate,
+    AppendExpired,
+    GetNotYetValid,
+    HelloNotYetValid,
     RestartBegin,
     RestartDone,
     NoWelcomeDuringShutdown,
@@ -235,6 +240,26 @@ static STEPS: &[(K, &str)] = &[
     (
         K::RawUnmasked,
         "a raw connection that sends an unmasked frame after the upgrade is closed with code 1002",
+    ),
+    (
+        K::AppendExpired,
+        "the producer appends {n} events to run {s} with an expired token",
+    ),
+    (
+        K::GetNotYetValid,
+        "the producer sends GET {rest} with a token that is valid only from an hour ahead",
+    ),
+    (
+        K::HelloNotYetValid,
+        "client {s} connects and sends hello with a token that is valid only from an hour ahead",
+    ),
+    (
+        K::RawBroken,
+        "a raw connection that sends {s} after hello is closed with code 1002",
+    ),
+    (
+        K::RawBinaryOverRate,
+        "a raw connection that uses up its message rate and then sends a binary frame receives error {s} and is closed with code {n}",
     ),
     (K::RequireAuth, "the server requires authentication"),
     (
@@ -3120,6 +3145,63 @@ impl ServerWorld {
                         ),
                     ));
                 }
+            }
+            K::AppendExpired => {
+                let m = self.target.token_minter.clone().ok_or_else(|| {
+                    StepFail::not_implemented(
+                        "no --expiring-token-cmd given: token-expiry scenarios need a way to mint expiring tokens",
+                    )
+                })?;
+                let tok = m
+                    .mint(0)
+                    .await
+                    .map_err(|e| StepFail::msg(format!("minting a token failed: {e}")))?;
+                let n = num(&s(0));
+                let evs = (1..=n).map(|i| progress_event(i, 0)).collect::<Vec<_>>();
+                let id = self.run_id(&s(1));
+                let body = serde_json::to_vec(&json!({ "events": evs })).unwrap_or_default();
+                self.http(
+                    "POST",
+                    &format!("/v1/runs/{id}/events"),
+                    Some(tok),
+                    Some(body),
+                )
+                .await?;
+            }
+            K::GetNotYetValid | K::HelloNotYetValid => {
+                let m = self.target.token_minter.clone().ok_or_else(|| {
+                    StepFail::not_implemented(
+                        "no token minter: not-yet-valid token scenarios need a way to mint tokens",
+                    )
+                })?;
+                // Minted before the socket opens, so minting never counts against the
+                // server's hello deadline.
+                let tok = m
+                    .mint_not_yet_valid(3_600_000)
+                    .await
+                    .map_err(|e| StepFail::msg(format!("minting a token failed: {e}")))?
+                    .ok_or_else(|| {
+                        StepFail::not_implemented(
+                            "the token minter cannot mint a token that is not valid yet",
+                        )
+                    })?;
+                if k == K::GetNotYetValid {
+                    let path = self.subst(s(0).trim());
+                    self.http("GET", &path, Some(tok), None).await?;
+                } else {
+                    self.connect(&s(0), ConnectOptions::default(), None).await?;
+                    self.hello(&s(0), vec!["1.0".into()], Some(tok), vec![])
+                        .await?;
+                }
+            }
+            K::RawBroken => {
+                let dl = self.dl(ANSWER_WAIT_MS);
+                super::frames::broken_after_hello(&self.target, &self.rec, dl, &s(0)).await?;
+            }
+            K::RawBinaryOverRate => {
+                let dl = self.dl(ANSWER_WAIT_MS);
+                let close = u16::try_from(num(&s(1))).unwrap_or(u16::MAX);
+                super::frames::binary_over_rate(&self.target, &self.rec, dl, &s(0), close).await?;
             }
             K::RawCloseDrop => {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -225,3 +225,134 @@ async fn no_auth_refuses_public_bind_and_allows_loopback() {
     let s = start(c).await;
     s.shutdown().await;
 }
+
+/// A config whose JWT leeway is `leeway_s`.
+fn auth_config_leeway(leeway_s: u64) -> ServerConfig {
+    let mut c = auth_config();
+    c.auth.jwt_leeway_s = leeway_s;
+    c
+}
+
+#[tokio::test]
+async fn rw_auth_14_not_yet_valid_tokens_are_unauthorized() {
+    let s = start(auth_config()).await;
+    // Valid only from an hour ahead (`nbf`), or issued an hour ahead (`iat`).
+    for claims in [
+        json!({"exp": now() + 7200, "nbf": now() + 3600, "role": ["consumer", "producer"]}),
+        json!({"exp": now() + 7200, "iat": now() + 3600, "role": ["consumer", "producer"]}),
+    ] {
+        let token = jwt(claims.clone());
+        let mut c = Client::connect(&s).await;
+        c.send(json!({"type": "hello", "versions": ["1.0"], "token": token}))
+            .await;
+        let e = c.expect_error_close("unauthorized", 4003).await;
+        assert!(!e.retryable, "{claims}");
+        assert!(e.message.contains("not valid yet"), "{}", e.message);
+        let (st, body) = Producer::new(&s).with_token(&token).get("/v1/runs/r").await;
+        assert_eq!(
+            (st, body["error"]["code"].as_str()),
+            (401, Some("unauthorized")),
+            "{claims}"
+        );
+        assert_eq!(
+            Producer::new(&s)
+                .with_token(&token)
+                .progress_status("r")
+                .await,
+            401
+        );
+    }
+    // Within the default clock skew (60 s): accepted.
+    let token = jwt(
+        json!({"exp": now() + 600, "nbf": now() + 20, "iat": now() + 20, "role": ["consumer", "producer"]}),
+    );
+    let mut c = Client::connect(&s).await;
+    assert!(matches!(
+        c.hello_token(&token).await,
+        ServerMessage::Welcome(_)
+    ));
+    assert_eq!(
+        Producer::new(&s)
+            .with_token(&token)
+            .progress_status("r")
+            .await,
+        200
+    );
+    // A past nbf and iat are fine.
+    let token = jwt(
+        json!({"exp": now() + 600, "nbf": now() - 600, "iat": now() - 600, "role": "consumer"}),
+    );
+    let mut c = Client::connect(&s).await;
+    assert!(matches!(
+        c.hello_token(&token).await,
+        ServerMessage::Welcome(_)
+    ));
+}
+
+#[tokio::test]
+async fn rw_auth_14_leeway_is_configurable() {
+    let s = start(auth_config_leeway(0)).await;
+    let token = jwt(json!({"exp": now() + 600, "nbf": now() + 20, "role": "consumer"}));
+    let mut c = Client::connect(&s).await;
+    c.send(json!({"type": "hello", "versions": ["1.0"], "token": token}))
+        .await;
+    c.expect_error_close("unauthorized", 4003).await;
+    let s = start(auth_config_leeway(120)).await;
+    let token = jwt(json!({"exp": now() + 600, "nbf": now() + 90, "role": "consumer"}));
+    let mut c = Client::connect(&s).await;
+    assert!(matches!(
+        c.hello_token(&token).await,
+        ServerMessage::Welcome(_)
+    ));
+}
+
+#[tokio::test]
+async fn rw_auth_15_expired_token_over_http_is_401_token_expired_retryable() {
+    let s = start(auth_config()).await;
+    let token = jwt(json!({"exp": now() - 120, "role": ["consumer", "producer"]}));
+    let (st, body) = Producer::new(&s)
+        .with_token(&token)
+        .append(
+            "r",
+            json!([{"type": "run.status", "data": {"status": "running"}}]),
+        )
+        .await;
+    assert_eq!(
+        (
+            st,
+            body["error"]["code"].as_str(),
+            body["error"]["retryable"].as_bool()
+        ),
+        (401, Some("token_expired"), Some(true)),
+        "{body}"
+    );
+    let (st, body) = Producer::new(&s).with_token(&token).get("/v1/runs/r").await;
+    assert_eq!(
+        (
+            st,
+            body["error"]["code"].as_str(),
+            body["error"]["retryable"].as_bool()
+        ),
+        (401, Some("token_expired"), Some(true)),
+        "{body}"
+    );
+}
+
+#[test]
+fn rw_auth_14_leeway_defaults_to_60_s_and_is_set_in_toml() {
+    assert_eq!(
+        ServerConfig::default().auth.jwt_leeway_s,
+        runwire_protocol::defaults::TOKEN_CLOCK_SKEW_S
+    );
+    assert_eq!(runwire_protocol::defaults::TOKEN_CLOCK_SKEW_S, 60);
+    let c =
+        ServerConfig::from_toml("[auth]\njwt_secret = \"s\"\njwt_leeway_s = 5\n").expect("toml");
+    assert_eq!(c.auth.jwt_leeway_s, 5);
+    // Only the leeway given: the other auth keys keep their defaults.
+    let c = ServerConfig::from_toml("[auth]\njwt_leeway_s = 7\n").expect("toml");
+    assert_eq!(c.auth.jwt_leeway_s, 7);
+    assert!(!c.auth.enabled());
+    let mut c = ServerConfig::default();
+    c.set("auth.jwt_leeway_s", "9").expect("set");
+    assert_eq!(c.auth.jwt_leeway_s, 9);
+}
