@@ -486,6 +486,27 @@ mod tests {
     }
 
     #[test]
+    fn the_admission_keys_are_configuration_keys() {
+        let mut c = ServerConfig::from_toml(
+            "header_timeout_ms = 1500\nmax_pre_hello_per_address = 7\nmax_connections = 0\n",
+        )
+        .expect("toml");
+        assert_eq!(c.header_timeout_ms, 1500);
+        assert_eq!(c.max_pre_hello_per_address, 7);
+        c.set("body_timeout_ms", "250").expect("set");
+        assert_eq!(c.body_timeout_ms, 250);
+        assert!(
+            c.set("keep_alive_timeout_ms", "0").is_err(),
+            "a deadline of 0"
+        );
+        let d = ServerConfig::default();
+        assert_eq!(
+            (d.header_timeout_ms, d.max_pre_hello_per_address),
+            (10_000, 128)
+        );
+    }
+
+    #[test]
     fn the_refusal_is_a_503_with_retry_after_and_the_error_body() {
         let r = String::from_utf8(refusal_response(Refusal::TooManyPreHello)).expect("utf8");
         assert!(r.starts_with("HTTP/1.1 503 "));
