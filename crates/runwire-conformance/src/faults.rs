@@ -1363,6 +1363,10 @@ impl FaultyServer {
             ),
             ingest_url: self.ingest.clone(),
             description: format!("{} behind a fault-injecting proxy", original.description),
+            admission: crate::server::AdmissionDecl {
+                behind_proxy: self.http.is_some(),
+                ..original.admission.clone()
+            },
             ..original.clone()
         }
     }
@@ -1402,6 +1406,10 @@ async fn forward_http(
                 .flatten()
         })
         .unwrap_or(0);
+    if len > 256 * 1024 * 1024 {
+        // Far over any request the suite sends: refuse rather than allocate it.
+        return None;
+    }
     let mut body = vec![0u8; len];
     s.read_exact(&mut body).await.ok()?;
     let mut first = head_s.lines().next().unwrap_or("").split_whitespace();

@@ -61,7 +61,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 pub use client::ClientTarget;
 pub use model::{Grade, Level, RunReport, ScenarioDef, ScenarioResult, Suite};
-pub use server::{ServerControl, ServerTarget, ShortRetention, TokenMinter};
+pub use server::{AdmissionDecl, ServerControl, ServerTarget, ShortRetention, TokenMinter};
 
 use crate::{
     features::TagFilter,

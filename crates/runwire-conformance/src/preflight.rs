@@ -344,6 +344,7 @@ mod tests {
             token_minter: None,
             short_retention: None,
             send_buffer: None,
+            admission: Default::default(),
             description: String::new(),
         };
         let e = check_server(&t, Duration::from_secs(1)).await.unwrap_err();

@@ -64,6 +64,16 @@ pub fn reference_config(time_scale: f64) -> ServerConfig {
     c.slow_consumer_max_age_ms = t(200);
     c.shutdown_reconnect_spread_ms = t(200);
     c.close_timeout_ms = t(3000);
+    // Admission (RW-SEC-11 to RW-SEC-14): short deadlines so that the admission
+    // scenarios take a fraction of a second. The header deadline also bounds an idle
+    // keep-alive connection; a second keeps the kit's pooled HTTP connections from
+    // being closed under it between the steps of a scenario. The pre-hello limit is
+    // far above the suite's concurrent handshakes (its scenario runs alone).
+    c.header_timeout_ms = t(1000);
+    c.handshake_timeout_ms = t(2000);
+    c.keep_alive_timeout_ms = t(1000);
+    c.body_timeout_ms = t(500);
+    c.max_pre_hello_per_address = 64;
     // Only the retention scenarios' runs are trimmed; every other run keeps every
     // event (RW-RESUME-12).
     c.retention = RetentionConfig {
@@ -147,6 +157,13 @@ impl ReferenceServer {
             })),
             short_retention: declared_retention(&self.config),
             send_buffer: None,
+            admission: crate::server::AdmissionDecl {
+                header_timeout_ms: Some(self.config.header_timeout_ms),
+                body_timeout_ms: Some(self.config.body_timeout_ms),
+                pre_hello_limit: Some(self.config.max_pre_hello_per_address),
+                max_request_bytes: u64::try_from(self.config.max_request_bytes).ok(),
+                behind_proxy: false,
+            },
             description: format!(
                 "reference server {} (in process, SQLite store, short timers) at {}",
                 env!("CARGO_PKG_VERSION"),

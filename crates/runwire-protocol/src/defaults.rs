@@ -61,6 +61,24 @@ pub fn backoff_ceiling_ms(attempt: u32, base_ms: u64, factor: u32, cap_ms: u64) 
     v.min(cap_ms)
 }
 
+/// Server deployment default (not announced): the whole HTTP request head must arrive
+/// within this long (`RW-SEC-11`).
+pub const HEADER_TIMEOUT_MS: u64 = 10_000;
+/// Server deployment default (not announced): from accept, the WebSocket upgrade must
+/// be complete (or a plain request head received) within this long (`RW-SEC-11`).
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Server deployment default (not announced): an append's whole body must arrive within
+/// this long after its head (`RW-SEC-13`).
+pub const BODY_TIMEOUT_MS: u64 = 30_000;
+/// Server deployment default (not announced): an idle HTTP/1.1 keep-alive connection
+/// is closed after this long without a request.
+pub const KEEP_ALIVE_TIMEOUT_MS: u64 = 5_000;
+/// Server deployment default (not announced): most connections open at once.
+pub const MAX_CONNECTIONS: u32 = 10_000;
+/// Server deployment default (not announced): most connections from one source address
+/// that have not sent `hello` yet (`RW-SEC-12`).
+pub const MAX_PRE_HELLO_PER_ADDRESS: u32 = 128;
+
 #[cfg(test)]
 mod tests {
     use super::*;

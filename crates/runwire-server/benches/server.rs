@@ -461,7 +461,12 @@ async fn resume() {
 
 async fn memory() {
     println!("\n## memory: 10,000 idle subscribed connections (server RSS delta)");
-    let proc = runwire("memory", &["heartbeat_interval_ms=600000"]);
+    // 10,000 connections plus the producer's: above the default max_connections
+    // (RW-SEC-12), which is not what this measures.
+    let proc = runwire(
+        "memory",
+        &["heartbeat_interval_ms=600000", "max_connections=20000"],
+    );
     let url = format!("ws://{}/v1/stream", proc.addr);
     let pid = proc.child.id();
     // Warm up with a few connections, so one-time runtime allocations are not counted.

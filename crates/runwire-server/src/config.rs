@@ -246,8 +246,30 @@ pub struct ServerConfig {
     /// far away (a larger buffer hides more of a stalled client from the
     /// slow-consumer limits, `RW-SLOW-1`).
     pub socket_send_buffer_bytes: u64,
-    /// Largest HTTP request body.
+    /// Largest HTTP request body; a larger declared `Content-Length` is refused before
+    /// the body is read (`RW-SEC-14`).
     pub max_request_bytes: usize,
+    /// The whole HTTP request head must arrive within this long, counted from accept
+    /// or from the previous response (`RW-SEC-11`). Bounds silent sockets, slow heads
+    /// and idle keep-alive connections.
+    pub header_timeout_ms: u64,
+    /// From accept, a connection must within this long have sent a complete request
+    /// head that is not an upgrade, or have been answered on its upgrade; after the
+    /// upgrade `hello_timeout_ms` takes over (`RW-SEC-11`).
+    pub handshake_timeout_ms: u64,
+    /// An append's whole body must arrive within this long after its head; else 408
+    /// `invalid_request` (`RW-SEC-13`).
+    pub body_timeout_ms: u64,
+    /// An HTTP/1.1 keep-alive connection with no request in progress is closed after
+    /// this long (at most `header_timeout_ms` in effect).
+    pub keep_alive_timeout_ms: u64,
+    /// Most connections open at once; more are refused with 503 and `Retry-After`
+    /// (`RW-SEC-12`). 0: no limit.
+    pub max_connections: u32,
+    /// Most connections from one source address that have not sent `hello` yet (a
+    /// plain HTTP client stops counting at its first request head); more are refused
+    /// with 503 and `Retry-After` (`RW-SEC-12`). 0: no limit.
+    pub max_pre_hello_per_address: u32,
     /// Allow binding a non-loopback address without auth (not recommended).
     pub allow_unauthenticated_public: bool,
     /// Origins (`scheme://host[:port]`) whose web pages may open the stream and call
@@ -286,6 +308,12 @@ impl Default for ServerConfig {
             close_timeout_ms: 5_000,
             socket_send_buffer_bytes: 0,
             max_request_bytes: 16 * 1024 * 1024,
+            header_timeout_ms: defaults::HEADER_TIMEOUT_MS,
+            handshake_timeout_ms: defaults::HANDSHAKE_TIMEOUT_MS,
+            body_timeout_ms: defaults::BODY_TIMEOUT_MS,
+            keep_alive_timeout_ms: defaults::KEEP_ALIVE_TIMEOUT_MS,
+            max_connections: defaults::MAX_CONNECTIONS,
+            max_pre_hello_per_address: defaults::MAX_PRE_HELLO_PER_ADDRESS,
             allow_unauthenticated_public: false,
             allowed_origins: Vec::new(),
             auth: AuthConfig::default(),
@@ -411,6 +439,15 @@ impl ServerConfig {
         }
         if self.hello_timeout_ms == 0 {
             return bad("hello_timeout_ms must be at least 1");
+        }
+        if self.header_timeout_ms == 0
+            || self.handshake_timeout_ms == 0
+            || self.body_timeout_ms == 0
+            || self.keep_alive_timeout_ms == 0
+        {
+            return bad(
+                "header_timeout_ms, handshake_timeout_ms, body_timeout_ms and keep_alive_timeout_ms must be at least 1",
+            );
         }
         if self.max_frame_bytes == 0
             || self.max_event_bytes == 0

@@ -3,7 +3,6 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::{
-    body::Bytes,
     extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade},
     http::{HeaderMap, StatusCode, Version, header},
     response::{IntoResponse, Response},
@@ -185,32 +184,41 @@ pub(crate) async fn append(
     State(state): State<Arc<AppState>>,
     run_id: RunPath,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    // The ingest latency histogram (the body is already read by the extractor).
+    // The ingest latency histogram: from the handler's start to the answer.
     let started = std::time::Instant::now();
     let run_id = parse_run_id(run_id)?;
     authorize(&state, &headers, &[Role::Producer], &run_id)?;
-    // A body over the limit is refused by the extractor before it is read whole; it
-    // still gets the spec's error body (`RW-INGEST-20`), not the framework's text.
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
+    // The body is read only now, after authentication (`RW-INGEST-23`): a declared
+    // size over the limit is refused before any of it is read (`RW-SEC-14`), and the
+    // whole body must arrive within the body deadline (`RW-SEC-13`).
+    let max = state.config.max_request_bytes;
+    let timeout = Duration::from_millis(state.config.body_timeout_ms);
+    let body = crate::admission::read_body(body, &headers, max, timeout)
+        .await
+        .map_err(|e| match e {
+            crate::admission::BodyError::TooLarge => ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorCode::InvalidRequest,
                 format!(
-                    "the request body exceeds max_request_bytes ({}); send fewer events per request",
-                    state.config.max_request_bytes
+                    "the request body exceeds max_request_bytes ({max}); send fewer events per request"
                 ),
-            )
-        } else {
-            ApiError::new(
+            ),
+            crate::admission::BodyError::Timeout => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the request body did not arrive within {} ms (body_timeout_ms)",
+                    state.config.body_timeout_ms
+                ),
+            ),
+            crate::admission::BodyError::Read(e) => ApiError::new(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidRequest,
-                format!("the request body could not be read: {rejection}"),
-            )
-        }
-    })?;
+                format!("the request body could not be read: {e}"),
+            ),
+        })?;
     // `RW-INGEST-24`: only a body declared JSON. A browser page can send `text/plain`
     // (or a form) to any origin without asking first; `application/json` needs a CORS
     // preflight, which only allowed origins pass (§17).
@@ -234,7 +242,6 @@ pub(crate) async fn append(
             "the server is shutting down; retry on another node or after the restart",
         ));
     }
-    let max = state.config.max_request_bytes;
     let req: AppendRequest = decode(&body, max, "append request").map_err(|e| match &e {
         DecodeError::TooLarge { .. } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

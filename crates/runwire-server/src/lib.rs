@@ -55,6 +55,7 @@ use axum::{
 };
 use tokio::sync::{Notify, watch};
 
+mod admission;
 pub mod auth;
 pub mod config;
 mod http;
@@ -220,19 +221,16 @@ impl Server {
             .layer(DefaultBodyLimit::max(body_limit))
             .layer(origin::cors(state.origins.clone()))
             .with_state(Arc::clone(&state));
-        let mut stop = shutdown_rx;
+        let stop = shutdown_rx;
         // Accepted sockets get TCP_NODELAY and a bounded send buffer, and can be taken
-        // back from a finished WebSocket for a lingering close (see `linger`).
+        // back from a finished WebSocket for a lingering close (see `linger`). Every
+        // connection is admitted and served with the deadlines and limits of
+        // `admission` (`RW-SEC-11` to `RW-SEC-14`).
         let sndbuf = send_buffer_bytes(&state.config);
         let listener = linger::LingerListener::new(listener, sndbuf);
-        let app = app.into_make_service_with_connect_info::<linger::LingerHandle>();
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|v| *v).await;
-        });
+        let config = Arc::clone(&state.config);
         let task = tokio::spawn(async move {
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "server stopped with an error");
-            }
+            admission::serve(listener, app, &config, stop).await;
         });
         Ok(RunningServer {
             addr,

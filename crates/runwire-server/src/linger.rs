@@ -53,7 +53,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{extract::connect_info::Connected, serve::IncomingStream};
+use crate::admission::Ticket;
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -77,9 +77,27 @@ pub(crate) struct LingerStream {
     /// Always `Some` until `drop` (an `Option` only so that `drop` can move it out).
     tcp: Option<TcpStream>,
     slot: Slot,
+    /// The connection's place in the admission counts (`crate::admission`), held as
+    /// long as the socket is.
+    ticket: Option<Arc<Ticket>>,
 }
 
 impl LingerStream {
+    /// Attaches the connection's admission ticket and makes its handle.
+    pub(crate) fn admitted(mut self, ticket: Arc<Ticket>) -> (Self, LingerHandle) {
+        let handle = LingerHandle {
+            slot: Arc::clone(&self.slot),
+            ticket: Some(Arc::clone(&ticket)),
+        };
+        self.ticket = Some(ticket);
+        (self, handle)
+    }
+
+    /// The socket itself, for a connection that is refused before it is served.
+    pub(crate) fn into_tcp(mut self) -> Option<TcpStream> {
+        self.tcp.take()
+    }
+
     fn tcp(&mut self) -> io::Result<&mut TcpStream> {
         self.tcp
             .as_mut()
@@ -159,6 +177,7 @@ impl AsyncWrite for LingerStream {
 #[derive(Debug, Clone)]
 pub(crate) struct LingerHandle {
     slot: Slot,
+    ticket: Option<Arc<Ticket>>,
 }
 
 impl LingerHandle {
@@ -170,12 +189,12 @@ impl LingerHandle {
         *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         rx
     }
-}
 
-impl Connected<IncomingStream<'_, LingerListener>> for LingerHandle {
-    fn connect_info(stream: IncomingStream<'_, LingerListener>) -> Self {
-        Self {
-            slot: Arc::clone(&stream.io().slot),
+    /// The connection sent `hello` (or is a plain HTTP client): it no longer counts
+    /// against its address's pre-hello limit (`RW-SEC-12`).
+    pub(crate) fn hello_sent(&self) {
+        if let Some(t) = &self.ticket {
+            t.hello_sent();
         }
     }
 }
@@ -215,6 +234,7 @@ impl axum::serve::Listener for LingerListener {
         let io = LingerStream {
             tcp: Some(tcp),
             slot: Arc::default(),
+            ticket: None,
         };
         (io, addr)
     }
@@ -291,6 +311,7 @@ mod tests {
         let (client, (io, _)) = tokio::join!(TcpStream::connect(addr), listener.accept());
         let handle = LingerHandle {
             slot: Arc::clone(&io.slot),
+            ticket: None,
         };
         (io, handle, client.expect("connect"))
     }

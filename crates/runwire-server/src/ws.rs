@@ -267,6 +267,10 @@ pub(crate) async fn serve_connection(
                     }
                 }
                 if !had_principal && let Some(p) = &conn.principal {
+                    // No longer pre-hello (`RW-SEC-12`).
+                    if let Some(l) = &linger {
+                        l.hello_sent();
+                    }
                     // The heartbeat runs from `welcome` (`RW-HEART-1`).
                     heartbeat.reset();
                     if let Some(left) = p.ms_until_expiry() {

@@ -39,6 +39,7 @@ pub(crate) struct ConformArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run; boxing buys nothing
 enum Target {
     /// Run the server suite against a server given by URL.
     Server(ServerArgs),
@@ -87,6 +88,23 @@ struct ServerArgs {
     /// The server's hello deadline in ms (it is not announced).
     #[arg(long, default_value_t = runwire_protocol::defaults::HELLO_TIMEOUT_MS)]
     hello_timeout_ms: u64,
+    /// The server's header deadline in ms (`RW-SEC-11`, not announced); without it
+    /// the header-deadline scenario is graded not implemented.
+    #[arg(long)]
+    header_timeout_ms: Option<u64>,
+    /// The server's body deadline for appends in ms (`RW-SEC-13`); without it the
+    /// body-deadline scenario is graded not implemented.
+    #[arg(long)]
+    body_timeout_ms: Option<u64>,
+    /// The most connections one source address may hold before `hello`
+    /// (`RW-SEC-12`); without it the pre-hello limit scenario is graded not
+    /// implemented. The kit opens that many silent sockets (at most 1024).
+    #[arg(long)]
+    pre_hello_limit: Option<u32>,
+    /// The server's request size limit in bytes (`RW-SEC-14`); without it the kit
+    /// declares a 1 TiB body, over any limit.
+    #[arg(long)]
+    max_request_bytes: Option<u64>,
     /// Declares that runs whose id starts with PREFIX keep at least their last N events
     /// and are trimmed eventually once they hold more (e.g. `rwc-retained-=50`), for the
     /// retention scenarios (trimmed history 410 `RW-INGEST-17`, reset of a trimmed
@@ -426,6 +444,13 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
                     hello_timeout_ms: s.hello_timeout_ms,
                     short_retention: s.short_retention,
                     send_buffer: s.server_send_buffer,
+                    admission: runwire_conformance::AdmissionDecl {
+                        header_timeout_ms: s.header_timeout_ms,
+                        body_timeout_ms: s.body_timeout_ms,
+                        pre_hello_limit: s.pre_hello_limit,
+                        max_request_bytes: s.max_request_bytes,
+                        behind_proxy: false,
+                    },
                 });
             }
             Some(Target::Client(c)) => {

@@ -6,6 +6,7 @@
 //! are unique per scenario (`rwc-<nonce>-<alias>`), so scenarios run concurrently
 //! against one server without sharing state.
 
+mod admission;
 mod conn;
 mod frames;
 mod slow;
@@ -13,6 +14,7 @@ mod steps;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
+pub use admission::AdmissionDecl;
 pub use steps::step_patterns;
 
 use crate::runner::{World, WorldFactory};
@@ -151,6 +153,9 @@ pub struct ServerTarget {
     /// not this machine's `net.ipv4.tcp_wmem` maximum (a remote host, or a server
     /// that sets `SO_SNDBUF`): the slow-consumer scenarios count on it (§15).
     pub send_buffer: Option<u64>,
+    /// The admission deadlines and limits the server declares (`RW-SEC-11` to
+    /// `RW-SEC-14`); what is not declared grades its scenarios not implemented.
+    pub admission: AdmissionDecl,
     /// How the target is described in reports.
     pub description: String,
 }
@@ -166,6 +171,7 @@ impl std::fmt::Debug for ServerTarget {
             .field("mints_tokens", &self.token_minter.is_some())
             .field("short_retention", &self.short_retention)
             .field("send_buffer", &self.send_buffer)
+            .field("admission", &self.admission)
             .finish()
     }
 }

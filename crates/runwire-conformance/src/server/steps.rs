@@ -544,7 +544,10 @@ static STEPS: &[(K, &str)] = &[
 
 /// Every server step pattern, in matching order.
 pub fn step_patterns() -> impl Iterator<Item = &'static str> {
-    STEPS.iter().map(|(_, p)| *p)
+    STEPS
+        .iter()
+        .map(|(_, p)| *p)
+        .chain(super::admission::STEPS.iter().map(|(_, p)| *p))
 }
 
 /// Finds the step kind and arguments of a step text.
@@ -589,6 +592,8 @@ pub(crate) struct ServerWorld {
     expired_token: Option<String>,
     /// When the scenario began.
     started: Instant,
+    /// The raw sockets of the admission steps (`super::admission`).
+    admission: super::admission::State,
 }
 
 type R<T> = Result<T, StepFail>;
@@ -744,6 +749,7 @@ impl ServerWorld {
                 .any(|st| parse_step(&st.text).is_some_and(|(k, _)| k == K::HelloExpired)),
             expired_token: None,
             started: Instant::now(),
+            admission: super::admission::State::default(),
         }
     }
 
@@ -3733,6 +3739,11 @@ impl World for ServerWorld {
         doc: Option<&'a str>,
     ) -> BoxFut<'a, StepResultT> {
         Box::pin(async move {
+            if let Some((k, args)) = super::admission::parse_step(text) {
+                let target = Arc::clone(&self.target);
+                return super::admission::exec(&target, &mut self.admission, self.scale, k, args)
+                    .await;
+            }
             let Some((k, args)) = parse_step(text) else {
                 return Err(StepFail::msg(format!("undefined step: {text}")));
             };

@@ -2,6 +2,7 @@
 //! talks to a real server over loopback (port 0) with a real WebSocket client; test
 //! names carry the requirement IDs they prove.
 
+mod admission;
 mod auth;
 mod batch;
 mod common;

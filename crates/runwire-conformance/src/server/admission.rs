@@ -1,0 +1,536 @@
+//! Connection admission scenarios (`features/server/admission.feature`, spec §17,
+//! `RW-SEC-11` to `RW-SEC-14`): what a server does with connections that never finish
+//! their handshake, judged by what a raw TCP socket sees.
+//!
+//! The deadlines and the pre-hello limit are server configuration that is not
+//! announced, so the kit is told them (`--header-timeout-ms`, `--body-timeout-ms`,
+//! `--pre-hello-limit`, `--max-request-bytes`, see [`AdmissionDecl`]). A scenario that
+//! needs an undeclared value is graded not implemented: a server is never failed on a
+//! SHOULD it cannot be told about. The oversize `Content-Length` scenario (a MUST)
+//! needs no declaration: without `--max-request-bytes` the kit declares 1 TiB, which
+//! exceeds any request size limit.
+//!
+//! # Timing
+//!
+//! A deadline is met when the server closes (or answers) by the declared deadline plus
+//! [`GRACE_MS`], counted from when the kit's socket was connected (the server's own
+//! clock starts at its accept, which is no earlier). A later close is a timing miss by
+//! how much it was later, judged against the kit's lateness measured over that
+//! interval like every other timing judgment; no close within [`NEVER_MS`] past the
+//! deadline is a miss of that size.
+
+use std::time::Duration;
+
+use runwire_mock::TimingMiss;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::Instant,
+};
+
+use super::{ServerTarget, scaled};
+use crate::runner::StepFail;
+
+/// What a server under test declares about its admission (none of it is announced).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdmissionDecl {
+    /// The header deadline in ms (`RW-SEC-11`).
+    pub header_timeout_ms: Option<u64>,
+    /// The body deadline in ms (`RW-SEC-13`).
+    pub body_timeout_ms: Option<u64>,
+    /// The most connections one address may hold before `hello` (`RW-SEC-12`).
+    pub pre_hello_limit: Option<u32>,
+    /// The request size limit in bytes (`RW-SEC-14`).
+    pub max_request_bytes: Option<u64>,
+    /// The ingest URL is a proxy in front of the server (the kit's fault injection),
+    /// so raw sockets would judge the proxy: every admission scenario is then graded
+    /// not implemented.
+    pub behind_proxy: bool,
+}
+
+/// What the kit allows past a declared deadline for the server's timer and its close
+/// to reach the socket: a server's timers fire within milliseconds on a healthy
+/// machine; anything later must be explained by the measured lateness.
+pub(crate) const GRACE_MS: u64 = 100;
+/// How long past a deadline the kit waits before it names the server for a missing
+/// deadline (the same 2 s as for the hello deadline, `RW-CONN-3`).
+pub(crate) const NEVER_MS: u64 = 2_000;
+/// How long the kit waits for an answer that is not timed.
+const ANSWER_WAIT_MS: u64 = 15_000;
+/// Most silent sockets the pre-hello scenario opens (a larger declared limit is graded
+/// not implemented rather than flooding the server).
+const MAX_HELD: u32 = 1_024;
+
+/// The admission step kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum A {
+    RequireHeaderDeadline,
+    RequireBodyDeadline,
+    RequirePreHelloLimit,
+    HalfHead,
+    ClosedWithinHeader,
+    PartialBody,
+    BodyDeadline,
+    OversizeHead,
+    Answered413,
+    FillPreHello,
+    OneMoreRefused,
+    FreedAfterClose,
+}
+
+/// The admission steps and their patterns.
+pub(crate) static STEPS: &[(A, &str)] = &[
+    (
+        A::RequireHeaderDeadline,
+        "the server declares a header deadline",
+    ),
+    (
+        A::RequireBodyDeadline,
+        "the server declares a body deadline",
+    ),
+    (
+        A::RequirePreHelloLimit,
+        "the server declares a pre-hello limit per address",
+    ),
+    (A::HalfHead, "a raw connection sends half a request head"),
+    (
+        A::ClosedWithinHeader,
+        "the raw connection is closed within the header deadline",
+    ),
+    (
+        A::PartialBody,
+        "a raw connection sends an append head and only part of its body",
+    ),
+    (
+        A::BodyDeadline,
+        "the raw connection is answered 408 or closed within the body deadline",
+    ),
+    (
+        A::OversizeHead,
+        "a raw connection sends an append head declaring a body over the request size limit",
+    ),
+    (
+        A::Answered413,
+        "the raw connection is answered 413 {s} without its body",
+    ),
+    (
+        A::FillPreHello,
+        "silent connections fill the pre-hello limit",
+    ),
+    (
+        A::OneMoreRefused,
+        "one more connection is refused with 503, Retry-After and {s}",
+    ),
+    (
+        A::FreedAfterClose,
+        "once the silent connections close, a new connection is served",
+    ),
+];
+
+/// Finds the admission step of a step text.
+pub(crate) fn parse_step(text: &str) -> Option<(A, Vec<String>)> {
+    STEPS
+        .iter()
+        .find_map(|(k, p)| crate::pattern::matches(p, text).map(|a| (*k, a)))
+}
+
+/// A scenario's admission state: its raw connection and the silent ones it holds.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    raw: Option<(TcpStream, Instant)>,
+    held: Vec<TcpStream>,
+}
+
+type R<T> = Result<T, StepFail>;
+
+/// `HOST:PORT` of the target's ingest URL; raw-socket steps need plain `http://`.
+fn authority(target: &ServerTarget) -> R<String> {
+    if target.admission.behind_proxy {
+        return Err(StepFail::not_implemented(
+            "the ingest URL is a proxy in front of the server; raw sockets would judge the proxy",
+        ));
+    }
+    let rest = target.ingest_url.strip_prefix("http://").ok_or_else(|| {
+        StepFail::not_implemented(
+            "the admission scenarios open raw TCP sockets and need an http:// ingest URL",
+        )
+    })?;
+    Ok(rest.split('/').next().unwrap_or(rest).to_owned())
+}
+
+async fn connect(target: &ServerTarget) -> R<TcpStream> {
+    let addr = authority(target)?;
+    TcpStream::connect(&addr)
+        .await
+        .map_err(|e| StepFail::msg(format!("cannot connect to {addr}: {e}")))
+}
+
+/// What a raw socket saw until the server closed it, or until `until`.
+struct Seen {
+    bytes: Vec<u8>,
+    /// When the server closed the connection (EOF or reset), if it did by `until`.
+    closed: Option<Instant>,
+    /// When a complete response head had arrived, if one did.
+    head_at: Option<Instant>,
+}
+
+impl Seen {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    fn status(&self) -> Option<u16> {
+        let t = self.text();
+        let line = t.lines().next()?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        let t = self.text();
+        let head = t.split("\r\n\r\n").next()?;
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+
+    fn body_code(&self) -> Option<String> {
+        let t = self.text();
+        let body = t.split_once("\r\n\r\n")?.1;
+        let v: serde_json::Value = serde_json::from_str(body.trim()).ok()?;
+        v.pointer("/error/code")?.as_str().map(str::to_owned)
+    }
+}
+
+/// Reads until the server closes the socket or `until`; with `stop_at_response`,
+/// also stops once a whole response (head and `Content-Length` body) has arrived.
+async fn watch(s: &mut TcpStream, until: Instant, stop_at_response: bool) -> Seen {
+    let mut seen = Seen {
+        bytes: Vec::new(),
+        closed: None,
+        head_at: None,
+    };
+    let mut buf = [0u8; 4096];
+    loop {
+        let read = tokio::time::timeout_at(until, s.read(&mut buf)).await;
+        match read {
+            Err(_) => return seen,
+            Ok(Ok(0) | Err(_)) => {
+                seen.closed = Some(Instant::now());
+                return seen;
+            }
+            Ok(Ok(n)) => {
+                seen.bytes.extend_from_slice(&buf[..n]);
+                let t = seen.text();
+                if let Some(end) = t.find("\r\n\r\n") {
+                    seen.head_at.get_or_insert_with(Instant::now);
+                    let len = seen
+                        .header("content-length")
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if stop_at_response && seen.bytes.len() >= end + 4 + len {
+                        return seen;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The verdict of a deadline: met by `at <= due + GRACE_MS`, else a timing miss.
+fn judge_due(
+    requirement: &str,
+    what: &str,
+    from: Instant,
+    due: Instant,
+    at: Option<Instant>,
+) -> R<()> {
+    let grace = Duration::from_millis(GRACE_MS);
+    match at {
+        Some(at) if at <= due + grace => Ok(()),
+        Some(at) => {
+            let by = at - (due + grace);
+            Err(StepFail::timing(
+                requirement,
+                format!(
+                    "{what}: it came {} ms after the declared deadline plus {GRACE_MS} ms",
+                    by.as_millis()
+                ),
+                TimingMiss::new(by, from, at),
+            ))
+        }
+        None => Err(StepFail::timing(
+            requirement,
+            format!(
+                "{what}: it had not happened {NEVER_MS} ms past the declared deadline; the server has no such deadline, or a longer one than declared"
+            ),
+            TimingMiss::new(
+                Duration::from_millis(NEVER_MS - GRACE_MS),
+                from,
+                Instant::now(),
+            ),
+        )),
+    }
+}
+
+fn run_path() -> String {
+    format!(
+        "/v1/runs/rwc-admission-{:08x}/events",
+        rand::random::<u32>()
+    )
+}
+
+fn auth_line(target: &ServerTarget) -> String {
+    target
+        .token
+        .as_ref()
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default()
+}
+
+/// Executes one admission step.
+pub(crate) async fn exec(
+    target: &ServerTarget,
+    st: &mut State,
+    scale: f64,
+    k: A,
+    args: Vec<String>,
+) -> R<()> {
+    let decl = &target.admission;
+    let header = || {
+        decl.header_timeout_ms.ok_or_else(|| {
+            StepFail::not_implemented("no header deadline declared (--header-timeout-ms)")
+        })
+    };
+    let body = || {
+        decl.body_timeout_ms.ok_or_else(|| {
+            StepFail::not_implemented("no body deadline declared (--body-timeout-ms)")
+        })
+    };
+    let limit = || {
+        decl.pre_hello_limit
+            .filter(|n| *n <= MAX_HELD)
+            .ok_or_else(|| {
+                StepFail::not_implemented(format!(
+                    "no pre-hello limit per address of at most {MAX_HELD} declared (--pre-hello-limit)"
+                ))
+            })
+    };
+    let answer_wait = scaled(ANSWER_WAIT_MS, scale);
+    match k {
+        A::RequireHeaderDeadline => header().map(|_| ()),
+        A::RequireBodyDeadline => body().map(|_| ()),
+        A::RequirePreHelloLimit => limit().map(|_| ()),
+        A::HalfHead => {
+            let mut s = connect(target).await?;
+            let at = Instant::now();
+            s.write_all(b"GET /v1/stream HTTP/1.1\r\nHost: runwire\r\nUpgrade: web")
+                .await
+                .map_err(|e| StepFail::msg(format!("write failed: {e}")))?;
+            st.raw = Some((s, at));
+            Ok(())
+        }
+        A::ClosedWithinHeader => {
+            let h = header()?;
+            let (mut s, at) = st
+                .raw
+                .take()
+                .ok_or_else(|| StepFail::msg("step error: no raw connection"))?;
+            let due = at + scaled(h, scale);
+            let until = due + Duration::from_millis(NEVER_MS);
+            let seen = watch(&mut s, until, false).await;
+            if seen.text().contains(" 101 ") {
+                return Err(StepFail::req(
+                    "RW-SEC-11",
+                    "the server upgraded a connection whose request head was incomplete",
+                ));
+            }
+            judge_due(
+                "RW-SEC-11",
+                &format!(
+                    "the close of a connection with half a request head (header deadline {h} ms)"
+                ),
+                at,
+                due,
+                seen.closed,
+            )
+        }
+        A::PartialBody => {
+            let mut s = connect(target).await?;
+            let head = format!(
+                "POST {} HTTP/1.1\r\nHost: runwire\r\nContent-Type: application/json\r\n{}Content-Length: 1000\r\n\r\n{{\"events\":[",
+                run_path(),
+                auth_line(target)
+            );
+            s.write_all(head.as_bytes())
+                .await
+                .map_err(|e| StepFail::msg(format!("write failed: {e}")))?;
+            st.raw = Some((s, Instant::now()));
+            Ok(())
+        }
+        A::BodyDeadline => {
+            let b = body()?;
+            let (mut s, at) = st
+                .raw
+                .take()
+                .ok_or_else(|| StepFail::msg("step error: no raw connection"))?;
+            let due = at + scaled(b, scale);
+            let until = due + Duration::from_millis(NEVER_MS);
+            let seen = watch(&mut s, until, true).await;
+            if let Some(status) = seen.status()
+                && seen.head_at.is_some()
+                && status != 408
+            {
+                return Err(StepFail::req(
+                    "RW-SEC-13",
+                    format!(
+                        "an append whose body stalled was answered {status}, not 408: {}",
+                        clip(&seen.text())
+                    ),
+                ));
+            }
+            let at_end = seen.head_at.or(seen.closed);
+            judge_due(
+                "RW-SEC-13",
+                &format!("the 408 or close of an append whose body stalled (body deadline {b} ms)"),
+                at,
+                due,
+                at_end,
+            )
+        }
+        A::OversizeHead => {
+            let declared = decl
+                .max_request_bytes
+                .map_or(1u64 << 40, |m| m.saturating_add(1));
+            let mut s = connect(target).await?;
+            let head = format!(
+                "POST {} HTTP/1.1\r\nHost: runwire\r\nContent-Type: application/json\r\n{}Content-Length: {declared}\r\n\r\n",
+                run_path(),
+                auth_line(target)
+            );
+            s.write_all(head.as_bytes())
+                .await
+                .map_err(|e| StepFail::msg(format!("write failed: {e}")))?;
+            st.raw = Some((s, Instant::now()));
+            Ok(())
+        }
+        A::Answered413 => {
+            let code = args.first().cloned().unwrap_or_default();
+            let (mut s, at) = st
+                .raw
+                .take()
+                .ok_or_else(|| StepFail::msg("step error: no raw connection"))?;
+            let seen = watch(&mut s, at + answer_wait, true).await;
+            if seen.head_at.is_none() {
+                return Err(StepFail::req(
+                    "RW-SEC-14",
+                    format!(
+                        "no answer within {} ms to an append that declared a body over the request size limit and sent none of it{}",
+                        answer_wait.as_millis(),
+                        if seen.closed.is_some() {
+                            " (the server closed the connection)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+            let status = seen.status();
+            let got = seen.body_code();
+            if status != Some(413) || got.as_deref() != Some(code.as_str()) {
+                return Err(StepFail::req(
+                    "RW-SEC-14",
+                    format!(
+                        "expected 413 {code:?}, got {status:?} {got:?}: {}",
+                        clip(&seen.text())
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        A::FillPreHello => {
+            let n = limit()?;
+            for i in 0..n {
+                let s = connect(target).await?;
+                st.held.push(s);
+                if i % 64 == 63 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            Ok(())
+        }
+        A::OneMoreRefused => {
+            let code = args.first().cloned().unwrap_or_default();
+            let mut s = connect(target).await?;
+            let at = Instant::now();
+            let seen = watch(&mut s, at + answer_wait, true).await;
+            if seen.status() != Some(503) {
+                return Err(StepFail::req(
+                    "RW-SEC-12",
+                    format!(
+                        "a connection over the declared pre-hello limit of {} was not refused with 503 within {} ms: {}",
+                        limit()?,
+                        answer_wait.as_millis(),
+                        if seen.bytes.is_empty() {
+                            "it saw nothing".to_owned()
+                        } else {
+                            clip(&seen.text())
+                        }
+                    ),
+                ));
+            }
+            if seen.header("retry-after").is_none() {
+                return Err(StepFail::req(
+                    "RW-INGEST-21",
+                    "the 503 refusal carries no Retry-After header",
+                ));
+            }
+            if seen.body_code().as_deref() != Some(code.as_str()) {
+                return Err(StepFail::req(
+                    "RW-SEC-12",
+                    format!(
+                        "the 503 refusal's error code is {:?}, not {code:?}",
+                        seen.body_code()
+                    ),
+                ));
+            }
+            // Any silent socket the server closed early has not been held: a server
+            // that refused one of them is still judged by the extra one above.
+            Ok(())
+        }
+        A::FreedAfterClose => {
+            st.held.clear();
+            let until = Instant::now() + answer_wait;
+            let mut last = String::new();
+            // The server notices the closes asynchronously: try until it has.
+            while Instant::now() < until {
+                let mut s = connect(target).await?;
+                s.write_all(b"GET /healthz HTTP/1.1\r\nHost: runwire\r\nConnection: close\r\n\r\n")
+                    .await
+                    .map_err(|e| StepFail::msg(format!("write failed: {e}")))?;
+                let seen = watch(&mut s, until, true).await;
+                match seen.status() {
+                    Some(503) if seen.body_code().as_deref() == Some("server_overloaded") => {
+                        last = clip(&seen.text());
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Some(_) => return Ok(()),
+                    None => last = clip(&seen.text()),
+                }
+            }
+            Err(StepFail::req(
+                "RW-SEC-12",
+                format!(
+                    "the pre-hello limit was not released {} ms after the silent connections closed: {last}",
+                    answer_wait.as_millis()
+                ),
+            ))
+        }
+    }
+}
+
+fn clip(s: &str) -> String {
+    super::conn::clip(s)
+}
