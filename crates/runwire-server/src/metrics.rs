@@ -3,8 +3,12 @@
 
 use std::{
     fmt::Write,
-    sync::atomic::{AtomicI64, AtomicU64, Ordering},
-    time::Duration,
+    net::SocketAddr,
+    sync::{
+        Mutex,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 macro_rules! metrics {
@@ -102,6 +106,19 @@ impl Histogram {
         self.observe_n(d, 1);
     }
 
+    /// Records the live frames of one write that completed now: each `(published,
+    /// events)` counts `events` observations of the time since `published`, and the
+    /// list is emptied (kept allocated for the next write).
+    pub(crate) fn observe_written(&self, live: &mut Vec<(Instant, u32)>) {
+        if live.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for (published, n) in live.drain(..) {
+            self.observe_n(now.saturating_duration_since(published), u64::from(n));
+        }
+    }
+
     /// How many observations were recorded.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
@@ -161,6 +178,94 @@ impl Metrics {
     /// Moves a gauge.
     pub(crate) fn gauge(g: &AtomicI64, d: i64) {
         g.fetch_add(d, Ordering::Relaxed);
+    }
+}
+
+/// How a connection ended when the server did not choose the close itself, for its
+/// closed-connection log line.
+#[derive(Debug)]
+pub(crate) struct PeerEnd {
+    /// `client_closed`, `connection_lost`, `read_failed`, `write_failed`.
+    pub(crate) reason: &'static str,
+    /// The client's close code, for `client_closed`.
+    pub(crate) close_code: Option<u16>,
+    /// The read error, for `read_failed`.
+    pub(crate) error: Option<String>,
+}
+
+/// One connection's traffic and ending, for its closed-connection log line. Kept
+/// here, beside the metrics, so the protocol code only calls it.
+#[derive(Debug, Default)]
+pub(crate) struct ConnStats {
+    frames_in: AtomicU64,
+    frames_out: AtomicU64,
+    events_out: AtomicU64,
+    /// The close code and reason (the error code) the server chose, first one wins.
+    ending: Mutex<Option<(u16, String)>>,
+}
+
+impl ConnStats {
+    /// A frame arrived from the client.
+    pub(crate) fn frame_in(&self) {
+        self.frames_in.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` frames were written to the client's socket.
+    pub(crate) fn frames_out(&self, n: u64) {
+        self.frames_out.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` events were queued to the client.
+    pub(crate) fn events_out(&self, n: u64) {
+        self.events_out.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The server closes the connection with `code` after the error `reason`; only the
+    /// first ending counts.
+    pub(crate) fn ended(&self, code: u16, reason: &str) {
+        let mut e = self.ending.lock().unwrap_or_else(|e| e.into_inner());
+        if e.is_none() {
+            *e = Some((code, reason.to_owned()));
+        }
+    }
+
+    /// The closed-connection log line (info, target `runwire::conn`): why and how the
+    /// connection ended, how long it lasted, what went each way. Never the token
+    /// (`RW-SEC-1`): the principal is the token's name.
+    pub(crate) fn log_closed(
+        &self,
+        peer_end: Option<PeerEnd>,
+        duration: Duration,
+        session_id: Option<&str>,
+        principal: Option<&str>,
+        peer: Option<SocketAddr>,
+    ) {
+        let ending = self
+            .ending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        // The server's own close wins: a client that vanishes after the error frame
+        // did not choose the ending.
+        let (reason, close_code, error) = match (ending, peer_end) {
+            (Some((code, reason)), _) => (reason, Some(code), None),
+            (None, Some(p)) => (p.reason.to_owned(), p.close_code, p.error),
+            (None, None) => ("server_closed".to_owned(), None, None),
+        };
+        tracing::info!(
+            target: "runwire::conn",
+            reason = %reason,
+            close_code = close_code.map_or(-1, i64::from),
+            duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            frames_in = self.frames_in.load(Ordering::Relaxed),
+            frames_out = self.frames_out.load(Ordering::Relaxed),
+            events_out = self.events_out.load(Ordering::Relaxed),
+            session_id = session_id.unwrap_or("-"),
+            peer = %peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            principal = principal.unwrap_or("-"),
+            error = error.as_deref().unwrap_or("-"),
+            "connection closed"
+        );
     }
 }
 

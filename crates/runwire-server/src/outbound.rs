@@ -14,7 +14,7 @@ use futures_util::{SinkExt, stream::SplitSink};
 use runwire_protocol::{CloseCode, ErrorFrame, ServerMessage, codec::encode};
 use tokio::sync::{Notify, mpsc};
 
-use crate::metrics::Metrics;
+use crate::metrics::{ConnStats, Metrics};
 
 enum Out {
     Frame {
@@ -70,13 +70,8 @@ pub(crate) struct Outbound {
     urgent_close: AtomicBool,
     abort: Notify,
     metrics: Arc<Metrics>,
-    /// Frames written to this connection's socket (for its closed-connection log line).
-    frames_written: AtomicU64,
-    /// Events queued to this connection (replay and live).
-    events_sent: AtomicU64,
-    /// How the server ended the connection: close code and reason (the error code),
-    /// once a final error or close is queued.
-    ending: Mutex<Option<(u16, String)>>,
+    /// Traffic and ending, for the closed-connection log line.
+    pub(crate) stats: ConnStats,
 }
 
 impl Outbound {
@@ -109,9 +104,7 @@ impl Outbound {
             urgent_close: AtomicBool::new(false),
             abort: Notify::new(),
             metrics,
-            frames_written: AtomicU64::new(0),
-            events_sent: AtomicU64::new(0),
-            ending: Mutex::new(None),
+            stats: ConnStats::default(),
         });
         let o = Arc::clone(&out);
         let handle = tokio::spawn(writer(o, sink, rx, close_timeout, slow_close_timeout));
@@ -136,7 +129,7 @@ impl Outbound {
         events: usize,
         published: Option<Instant>,
     ) -> Result<(), QueueError> {
-        self.events_sent.fetch_add(events as u64, Ordering::Relaxed);
+        self.stats.events_out(events as u64);
         let n = u32::try_from(events).unwrap_or(u32::MAX);
         self.send_frame(text, published.map(|p| (p, n)))
     }
@@ -234,31 +227,6 @@ impl Outbound {
         self.urgent_close.load(Ordering::Acquire)
     }
 
-    /// Frames written to the socket so far.
-    pub(crate) fn frames_written(&self) -> u64 {
-        self.frames_written.load(Ordering::Relaxed)
-    }
-
-    /// Events queued to this connection so far.
-    pub(crate) fn events_sent(&self) -> u64 {
-        self.events_sent.load(Ordering::Relaxed)
-    }
-
-    /// The close code and reason the server chose, if it ended the connection.
-    pub(crate) fn ending(&self) -> Option<(u16, String)> {
-        self.ending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn set_ending(&self, code: u16, reason: &str) {
-        let mut e = self.ending.lock().unwrap_or_else(|e| e.into_inner());
-        if e.is_none() {
-            *e = Some((code, reason.to_owned()));
-        }
-    }
-
     /// Queues `error` after everything already queued, then a close with the error's
     /// close code. Later frames are refused.
     pub(crate) fn close(&self, error: ErrorFrame) {
@@ -266,7 +234,7 @@ impl Outbound {
             return;
         }
         let code = CloseCode(error.close_code.unwrap_or(CloseCode::NORMAL.0));
-        self.set_ending(code.0, error.code.as_str());
+        self.stats.ended(code.0, error.code.as_str());
         let reason = Utf8Bytes::from(error.code.as_str());
         let _ = self.tx.send(Out::Close {
             error: Utf8Bytes::from(encode(&ServerMessage::Error(error))),
@@ -279,7 +247,7 @@ impl Outbound {
     /// The client broke the WebSocket protocol itself (RFC 6455 §7.4.1): the writer
     /// flushes what it has, then closes with `code` (1002) and no error frame.
     pub(crate) fn close_protocol(&self, code: u16, reason: &str) {
-        self.set_ending(code, reason);
+        self.stats.ended(code, reason);
         self.closing.store(true, Ordering::Release);
         let _ = self.tx.send(Out::Bare {
             code,
@@ -303,7 +271,7 @@ impl Outbound {
             return;
         }
         let code = CloseCode(error.close_code.unwrap_or(CloseCode::NORMAL.0));
-        self.set_ending(code.0, error.code.as_str());
+        self.stats.ended(code.0, error.code.as_str());
         let reason = Utf8Bytes::from(error.code.as_str());
         self.urgent_close.store(true, Ordering::Release);
         *self.urgent.lock().unwrap_or_else(|e| e.into_inner()) = Some((
@@ -332,12 +300,12 @@ async fn goodbye(
     code: CloseCode,
     reason: Utf8Bytes,
     timeout: Duration,
-    written: &AtomicU64,
+    stats: &ConnStats,
 ) {
     let _ = tokio::time::timeout(timeout, async {
         sink.feed(Message::Text(error)).await?;
         // The error frame counts once it is handed to the socket layer with the close.
-        written.fetch_add(1, Ordering::Relaxed);
+        stats.frames_out(1);
         sink.send(Message::Close(Some(CloseFrame {
             code: code.0,
             reason,
@@ -384,15 +352,7 @@ async fn writer(
                 code,
                 reason,
             } => {
-                goodbye(
-                    &mut sink,
-                    error,
-                    code,
-                    reason,
-                    close_timeout,
-                    &out.frames_written,
-                )
-                .await;
+                goodbye(&mut sink, error, code, reason, close_timeout, &out.stats).await;
                 return;
             }
             Out::Finish => {
@@ -447,15 +407,8 @@ async fn writer(
             }
             Some(Ok(())) => {
                 Metrics::add(&out.metrics.frames_out, frames);
-                out.frames_written.fetch_add(frames, Ordering::Relaxed);
-                if !live.is_empty() {
-                    let now = Instant::now();
-                    for (published, n) in live.drain(..) {
-                        out.metrics
-                            .deliver_latency
-                            .observe_n(now.saturating_duration_since(published), u64::from(n));
-                    }
-                }
+                out.stats.frames_out(frames);
+                out.metrics.deliver_latency.observe_written(&mut live);
                 out.written(bytes, None);
             }
         }
@@ -469,7 +422,7 @@ async fn writer(
             code,
             reason,
             slow_close_timeout,
-            &out.frames_written,
+            &out.stats,
         )
         .await;
     }

@@ -22,7 +22,7 @@ use crate::{
     auth::{AuthError, Principal},
     config::Role,
     linger::{self, LingerEnd, LingerHandle},
-    metrics::Metrics,
+    metrics::{Metrics, PeerEnd},
     outbound::{Outbound, QueueError},
     store::{LiveRecv, StoredEvent},
 };
@@ -45,18 +45,8 @@ struct Conn {
     /// Unanswered server pings, oldest first, with their pong deadlines.
     pings: std::collections::VecDeque<(String, tokio::time::Instant)>,
     ping_counter: u64,
-    /// Frames received (for the closed-connection log line).
-    frames_in: u64,
     /// The session id sent in `welcome`.
     session_id: Option<String>,
-}
-
-/// How a connection ended, for its closed-connection log line when the server did
-/// not choose the close itself.
-struct PeerEnd {
-    reason: &'static str,
-    close_code: Option<u16>,
-    error: Option<String>,
 }
 
 fn ms(v: u64) -> Duration {
@@ -108,7 +98,6 @@ pub(crate) async fn serve_connection(
         refilled: Instant::now(),
         pings: std::collections::VecDeque::new(),
         ping_counter: 0,
-        frames_in: 0,
         session_id: None,
     };
     let mut shutdown = state.shutdown.clone();
@@ -207,7 +196,7 @@ pub(crate) async fn serve_connection(
                     out.finish();
                     break;
                 };
-                conn.frames_in += 1;
+                out.stats.frame_in();
                 let had_principal = conn.principal.is_some();
                 match msg {
                     Ok(Message::Text(t)) => conn.on_frame(t.as_bytes(), &header_token).await,
@@ -350,39 +339,12 @@ pub(crate) async fn serve_connection(
         _ => {}
     }
     Metrics::gauge(&metrics.connections, -1);
-    log_closed(&conn, &out, peer_end, started.elapsed(), peer);
-}
-
-/// The closed-connection log line (info, target `runwire::conn`): why and how the
-/// connection ended, how long it lasted, what went each way. Never the token
-/// (`RW-SEC-1`).
-fn log_closed(
-    conn: &Conn,
-    out: &Outbound,
-    peer_end: Option<PeerEnd>,
-    duration: Duration,
-    peer: Option<std::net::SocketAddr>,
-) {
-    // The server's own close wins: a client that vanishes after the error frame did
-    // not choose the ending.
-    let (reason, close_code, error) = match (out.ending(), peer_end) {
-        (Some((code, reason)), _) => (reason, Some(code), None),
-        (None, Some(p)) => (p.reason.to_owned(), p.close_code, p.error),
-        (None, None) => ("server_closed".to_owned(), None, None),
-    };
-    tracing::info!(
-        target: "runwire::conn",
-        reason = %reason,
-        close_code = close_code.map_or(-1, i64::from),
-        duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
-        frames_in = conn.frames_in,
-        frames_out = out.frames_written(),
-        events_out = out.events_sent(),
-        session_id = conn.session_id.as_deref().unwrap_or("-"),
-        peer = %peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
-        principal = conn.principal.as_ref().map_or("-", |p| p.name.as_str()),
-        error = error.as_deref().unwrap_or("-"),
-        "connection closed"
+    out.stats.log_closed(
+        peer_end,
+        started.elapsed(),
+        conn.session_id.as_deref(),
+        conn.principal.as_ref().map(|p| p.name.as_str()),
+        peer,
     );
 }
 
