@@ -7,12 +7,16 @@
 //! against one server without sharing state.
 
 mod conn;
+mod flood;
 mod slow;
 mod steps;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
-pub use steps::step_patterns;
+/// Every step pattern of the server suite.
+pub fn step_patterns() -> impl Iterator<Item = &'static str> {
+    steps::step_patterns().chain(flood::PATTERNS.iter().copied())
+}
 
 use crate::runner::{World, WorldFactory};
 
@@ -181,16 +185,22 @@ impl WorldFactory for ServerFactory {
         seed: u64,
         _attempt: crate::runner::AttemptCtx,
     ) -> Box<dyn World> {
-        Box::new(steps::ServerWorld::new(
+        let world = Box::new(steps::ServerWorld::new(
             Arc::clone(&self.target),
             self.time_scale,
             seed,
             scenario,
+        ));
+        Box::new(flood::FloodWorld::new(
+            world,
+            Arc::clone(&self.target),
+            self.time_scale,
+            seed,
         ))
     }
 
     fn is_defined(&self, text: &str) -> bool {
-        steps::parse_step(text).is_some()
+        steps::parse_step(text).is_some() || flood::is_defined(text)
     }
 
     fn time_scale(&self) -> f64 {

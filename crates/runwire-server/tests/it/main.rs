@@ -6,6 +6,7 @@ mod auth;
 mod batch;
 mod common;
 mod conn;
+mod disk;
 mod ingest;
 mod input;
 mod linger;
