@@ -388,10 +388,17 @@ async fn ingest() {
     println!(
         "\n## durable ingest into SQLite (synchronous=full, WAL, group commit), batched producers over HTTP"
     );
-    println!("   (WAL max: the largest WAL file seen, sampled every 5 ms; disk: pages in use after");
+    println!(
+        "   (WAL max: the largest WAL file seen, sampled every 5 ms; disk: pages in use after"
+    );
     println!("   the run, per event and as a multiple of the encoded event)");
     // (producers, events per request, data padding: 0 = ~250-byte events, 800 = ~1 KiB)
-    for (producers, batch, pad) in [(4usize, 100u64, 0usize), (4, 1000, 0), (16, 100, 0), (4, 100, 800)] {
+    for (producers, batch, pad) in [
+        (4usize, 100u64, 0usize),
+        (4, 1000, 0),
+        (16, 100, 0),
+        (4, 100, 800),
+    ] {
         let path = temp_db("ingest");
         let proc = runwire(&format!("sqlite:{}", path.display()), &[]);
         let http = reqwest::Client::new();
@@ -443,7 +450,10 @@ async fn ingest() {
         let done = counter.load(Ordering::Relaxed);
         // The stored size: read one event back for its encoded length.
         let one: serde_json::Value = http
-            .get(format!("http://{}/v1/runs/ingest-0/events?limit=1", proc.addr))
+            .get(format!(
+                "http://{}/v1/runs/ingest-0/events?limit=1",
+                proc.addr
+            ))
             .send()
             .await
             .expect("history")
