@@ -185,6 +185,10 @@ pub struct SqliteConfig {
     /// database file (only when something was committed since). Checkpoints run off
     /// the writer thread, so appends never wait for one.
     pub checkpoint_interval_ms: u64,
+    /// The WAL's bound in bytes: a WAL grown past it is restarted by the maintenance
+    /// thread and cut back to it by the next commit (`journal_size_limit`); a WAL
+    /// idle for a whole checkpoint interval is truncated to zero bytes.
+    pub wal_max_bytes: u64,
 }
 
 impl Default for SqliteConfig {
@@ -196,6 +200,7 @@ impl Default for SqliteConfig {
             readers: 4,
             snapshot_every: 10_000,
             checkpoint_interval_ms: 250,
+            wal_max_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod admission;
 mod conn;
+mod flood;
 mod frames;
 mod slow;
 mod steps;
@@ -15,9 +16,13 @@ mod steps;
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 pub use admission::AdmissionDecl;
-pub use steps::step_patterns;
 
 use crate::runner::{World, WorldFactory};
+
+/// Every step pattern of the server suite.
+pub fn step_patterns() -> impl Iterator<Item = &'static str> {
+    steps::step_patterns().chain(flood::PATTERNS.iter().copied())
+}
 
 /// The requirements every frame is checked against as it arrives, whatever the
 /// scenario is about (`docs/server-guide.md`, "What is checked besides the steps"): a
@@ -199,16 +204,22 @@ impl WorldFactory for ServerFactory {
         seed: u64,
         _attempt: crate::runner::AttemptCtx,
     ) -> Box<dyn World> {
-        Box::new(steps::ServerWorld::new(
+        let world = Box::new(steps::ServerWorld::new(
             Arc::clone(&self.target),
             self.time_scale,
             seed,
             scenario,
+        ));
+        Box::new(flood::FloodWorld::new(
+            world,
+            Arc::clone(&self.target),
+            self.time_scale,
+            seed,
         ))
     }
 
     fn is_defined(&self, text: &str) -> bool {
-        steps::parse_step(text).is_some()
+        steps::parse_step(text).is_some() || flood::is_defined(text)
     }
 
     fn time_scale(&self) -> f64 {

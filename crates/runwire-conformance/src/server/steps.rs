@@ -543,7 +543,7 @@ static STEPS: &[(K, &str)] = &[
 ];
 
 /// Every server step pattern, in matching order.
-pub fn step_patterns() -> impl Iterator<Item = &'static str> {
+pub(crate) fn step_patterns() -> impl Iterator<Item = &'static str> {
     STEPS
         .iter()
         .map(|(_, p)| *p)

@@ -58,6 +58,15 @@ impl LiveHub {
         LiveReceiver::new(tx.subscribe())
     }
 
+    /// Whether the run has a local subscriber now.
+    pub fn watched(&self, run_id: &RunId) -> bool {
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(run_id)
+            .is_some_and(|tx| tx.receiver_count() > 0)
+    }
+
     /// Publishes events of a run (already durable, in seq order).
     pub fn publish(&self, run_id: &RunId, events: Arc<[StoredEvent]>) {
         let mut ch = self.channels.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,5 +1,10 @@
 //! An in-memory store for tests and ephemeral servers. Nothing survives a restart.
 //!
+//! A run exists in memory from its first append: a subscription to a run without
+//! events is answered with the epoch derived from the store's seed (drawn per
+//! process, so a restarted server gives every run new epochs, `RW-EVENT-10`) and
+//! holds nothing once it ends (`RW-SEC-15`).
+//!
 //! With a [`RetentionConfig`], a run keeps at least its last `events` events: once it
 //! holds a tenth more, the oldest are dropped together with their idempotency
 //! records. The folded snapshot is kept whole, so resets still carry every event's
@@ -20,7 +25,7 @@ use crate::config::RetentionConfig;
 
 use super::{
     AppendOutcome, BoxFuture, EventStore, IdemRecord, LiveHub, LiveReceiver, RunInfo, StoreError,
-    StoredEvent, new_epoch, plan_append,
+    StoredEvent, derive_epoch, new_epoch_seed, plan_append,
 };
 
 #[derive(Debug)]
@@ -35,8 +40,7 @@ struct MemRun {
 }
 
 impl MemRun {
-    fn new(run_id: &RunId) -> Self {
-        let epoch = new_epoch();
+    fn new(run_id: &RunId, epoch: Epoch) -> Self {
         Self {
             snapshot: RunSnapshot::empty(run_id.clone(), epoch.clone()),
             epoch,
@@ -73,12 +77,27 @@ impl MemRun {
 }
 
 /// An in-memory [`EventStore`]: appends are "durable" as soon as they are in memory.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
+    /// Runs with a log (at least one append).
     runs: Mutex<BTreeMap<RunId, MemRun>>,
     hub: LiveHub,
     closed: AtomicBool,
     retention: RetentionConfig,
+    /// The epoch seed of this process (see [`derive_epoch`]).
+    seed: String,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            runs: Mutex::default(),
+            hub: LiveHub::default(),
+            closed: AtomicBool::new(false),
+            retention: RetentionConfig::default(),
+            seed: new_epoch_seed(),
+        }
+    }
 }
 
 impl MemoryStore {
@@ -98,16 +117,30 @@ impl MemoryStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<RunId, MemRun>> {
         self.runs.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The position of a run without a log.
+    fn empty_info(&self, run_id: &RunId) -> RunInfo {
+        RunInfo {
+            epoch: derive_epoch(&self.seed, run_id),
+            head_seq: 0,
+            terminal: false,
+        }
+    }
+
+    /// How many runs the store holds (runs with a log).
+    pub fn run_count(&self) -> usize {
+        self.lock().len()
+    }
 }
 
 impl EventStore for MemoryStore {
     fn open_run<'a>(&'a self, run_id: &'a RunId) -> BoxFuture<'a, Result<RunInfo, StoreError>> {
         Box::pin(async move {
-            let mut runs = self.lock();
-            Ok(runs
-                .entry(run_id.clone())
-                .or_insert_with(|| MemRun::new(run_id))
-                .info())
+            // Nothing is kept for a run without a log (`RW-SEC-15`).
+            Ok(self
+                .lock()
+                .get(run_id)
+                .map_or_else(|| self.empty_info(run_id), MemRun::info))
         })
     }
 
@@ -115,7 +148,13 @@ impl EventStore for MemoryStore {
         &'a self,
         run_id: &'a RunId,
     ) -> BoxFuture<'a, Result<Option<RunInfo>, StoreError>> {
-        Box::pin(async move { Ok(self.lock().get(run_id).map(MemRun::info)) })
+        Box::pin(async move {
+            match self.lock().get(run_id) {
+                Some(run) => Ok(Some(run.info())),
+                None if self.hub.watched(run_id) => Ok(Some(self.empty_info(run_id))),
+                None => Ok(None),
+            }
+        })
     }
 
     fn append<'a>(
@@ -131,7 +170,7 @@ impl EventStore for MemoryStore {
             let created = !runs.contains_key(run_id);
             let run = runs
                 .entry(run_id.clone())
-                .or_insert_with(|| MemRun::new(run_id));
+                .or_insert_with(|| MemRun::new(run_id, derive_epoch(&self.seed, run_id)));
             let head = run.head();
             let planned = match plan_append(
                 run_id,
@@ -217,7 +256,16 @@ impl EventStore for MemoryStore {
         &'a self,
         run_id: &'a RunId,
     ) -> BoxFuture<'a, Result<Option<RunSnapshot>, StoreError>> {
-        Box::pin(async move { Ok(self.lock().get(run_id).map(|r| r.snapshot.clone())) })
+        Box::pin(async move {
+            match self.lock().get(run_id) {
+                Some(run) => Ok(Some(run.snapshot.clone())),
+                None if self.hub.watched(run_id) => Ok(Some(RunSnapshot::empty(
+                    run_id.clone(),
+                    derive_epoch(&self.seed, run_id),
+                ))),
+                None => Ok(None),
+            }
+        })
     }
 
     fn live(&self, run_id: &RunId) -> LiveReceiver {

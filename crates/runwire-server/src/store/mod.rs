@@ -190,11 +190,15 @@ pub enum StoreError {
 
 /// An append-only, per-run event log (see the module docs for the contract).
 pub trait EventStore: Send + Sync + 'static {
-    /// Returns the run's position, creating the run with a fresh epoch if it does not
-    /// exist (a subscribe to an unknown run does this, `RW-SUB-*`).
+    /// Returns the run's position for a subscription (`RW-SUB-2`, `RW-EVENT-11`). A
+    /// run without events is answered with head 0 and the epoch its first append will
+    /// give its log ([`derive_epoch`]), and nothing is written: subscribing to runs
+    /// that do not exist costs no storage (`RW-SEC-10`, `RW-SEC-15`).
     fn open_run<'a>(&'a self, run_id: &'a RunId) -> BoxFuture<'a, Result<RunInfo, StoreError>>;
 
-    /// Returns the run's position, or `None` if the run does not exist.
+    /// Returns the run's position, or `None` if the run does not exist: it has no
+    /// log and no local subscription (a subscribed run without events is answered
+    /// as [`EventStore::open_run`] answers it).
     fn run_info<'a>(
         &'a self,
         run_id: &'a RunId,
@@ -254,6 +258,34 @@ pub(crate) fn fingerprint(e: &NewEvent) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
+}
+
+/// A fresh random epoch seed: 128 random bits as 32 hexadecimal digits.
+pub(crate) fn new_epoch_seed() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// The epoch a run without a log gets from a store whose epoch seed is `seed`: the
+/// first 16 hexadecimal digits (64 bits) of SHA-1(`seed` ‖ `"\n"` ‖ run id).
+///
+/// Why this is safe (spec §2.3, `RW-EVENT-10`, `RW-SEC-10`, `RW-SEC-15`): a
+/// subscription to a run without events is told this epoch without anything being
+/// written, and the run's first append creates its log with the same epoch, so a
+/// client that resumes with the cursor (epoch, 0) gets a replay from seq 1, never a
+/// skipped event (`after_seq` 0 is the start of every log). An epoch only has to
+/// tell logs *with events* apart, and each store makes sure that a derived epoch
+/// never names a second log with events: the seed is drawn once per store (the
+/// SQLite file keeps it, a memory store draws one per process, Redis keeps one for
+/// every node and mixes in the key expiry period, see [`RedisStore`]), so a store
+/// that lost its data derives different epochs; a run whose log existed before gets
+/// a random epoch, never the derived one again.
+pub(crate) fn derive_epoch(seed: &str, run_id: &RunId) -> Epoch {
+    let mut h = sha1_smol::Sha1::new();
+    h.update(seed.as_bytes());
+    h.update(b"\n");
+    h.update(run_id.as_str().as_bytes());
+    let hex = h.digest().to_string();
+    Epoch::new(&hex[..16]).expect("16 hex digits are a valid epoch")
 }
 
 /// A fresh random epoch.

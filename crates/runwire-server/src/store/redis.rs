@@ -13,6 +13,19 @@
 //! | `PREFIX:{RUN}:s` | stream | one entry per event, id `<seq>-0`, fields `j` (the envelope JSON), `f` (flushes a batch), `k` (idempotency key) |
 //! | `PREFIX:{RUN}:i` | hash | idempotency key → `"<seq> <event_id> <fingerprint>"` |
 //! | `PREFIX:{RUN}:n` | string | the stored snapshot (`RunSnapshot` JSON) at `snap` |
+//! | `PREFIX:epoch-seed` | string | the epoch seed every node shares (set once) |
+//!
+//! # Epochs of runs without a log
+//!
+//! A run's keys exist from its first append. A subscription to a run without a log
+//! writes nothing (`RW-SEC-15`): a read-only script answers head 0 and the epoch the
+//! first append will give the log, `SHA-1(seed ":" period "\n" RUN)` cut to 16 hex
+//! digits, where `period` is Redis's clock (`TIME`) divided by the key expiry
+//! (`ttl_secs`; 0 without expiry). Every node computes it in Redis from the one seed,
+//! so all nodes agree on it. A run's keys expire `ttl_secs` after its last append,
+//! so never in the period the log was created in: a log that expired and is created
+//! again gets another epoch (`RW-EVENT-10`). A log found damaged (a head without its
+//! stream, a stream without its head) is re-created with a random epoch.
 //!
 //! # Appends
 //!
@@ -196,13 +209,37 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The epoch a run without a log gets (module docs), as a Lua function for the
+/// scripts: `derived(seed, ttl_ms, run_id)`.
+macro_rules! derive_lua {
+    () => {
+        r#"
+local function derived(seed, ttl, run)
+  local period = 0
+  if ttl > 0 then
+    local t = redis.call('TIME')
+    period = math.floor((tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) / ttl)
+  end
+  return string.sub(redis.sha1hex(seed .. ':' .. string.format('%d', period) .. '\n' .. run), 1, 16)
+end
+"#
+    };
+}
+
 /// Appends a request's events: validation first, then writes, so that a refused
-/// request writes nothing (`RW-INGEST-8`).
+/// request writes nothing (`RW-INGEST-8`). A new log gets the derived epoch (module
+/// docs); a damaged one the random epoch given.
 ///
-/// KEYS: meta, stream, idem, snapshot. ARGV: new epoch, ttl ms, n, then per event:
-/// idempotency key (or ""), fingerprint, event id, JSON prefix, JSON suffix, flags
-/// (two characters: flushes a batch, terminal).
-const APPEND_LUA: &str = r#"
+/// A new log is created only with `create` = 1; without it the script answers
+/// `new` and writes nothing, and the node checks its epoch seed first (a Redis that
+/// lost its data lost the seed too, and the seed must change with it).
+///
+/// KEYS: meta, stream, idem, snapshot. ARGV: random epoch, ttl ms, n, epoch seed,
+/// run id, create (0/1), then per event: idempotency key (or ""), fingerprint, event
+/// id, JSON prefix, JSON suffix, flags (two characters: flushes a batch, terminal).
+const APPEND_LUA: &str = concat!(
+    derive_lua!(),
+    r#"
 local m, s, idem, snapk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ttl = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
@@ -213,14 +250,23 @@ local head = tonumber(meta[2] or '0')
 local term = meta[3] == '1'
 local snap = tonumber(meta[4] or '0')
 local created = false
-if (not epoch) or (head > 0 and redis.call('EXISTS', s) == 0) then
+if not epoch then
+  if redis.call('EXISTS', s) == 1 then
+    epoch = ARGV[1]
+  elseif ARGV[6] ~= '1' then
+    return {'new'}
+  else
+    epoch = derived(ARGV[4], ttl, ARGV[5])
+  end
+  head = 0; term = false; snap = 0; created = true
+elseif head > 0 and redis.call('EXISTS', s) == 0 then
   epoch = ARGV[1]; head = 0; term = false; snap = 0; created = true
 end
 local res = {}
 local seen = {}
 local nxt = head
 for i = 0, n - 1 do
-  local b = 4 + i * 6
+  local b = 7 + i * 6
   local key, fp, eid = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local dup = nil
   if key ~= '' then
@@ -254,7 +300,7 @@ if nxt > head then
   for i = 0, n - 1 do
     local r = res[i + 1]
     if r[1] == '0' then
-      local b = 4 + i * 6
+      local b = 7 + i * 6
       local json = ARGV[b + 3] .. r[2] .. ARGV[b + 4]
       local flush = string.sub(ARGV[b + 5], 1, 1)
       if ARGV[b] ~= '' then
@@ -276,23 +322,31 @@ for i = 1, n do
   out[#out + 1] = res[i][1]; out[#out + 1] = res[i][2]; out[#out + 1] = res[i][3]
 end
 return out
-"#;
+"#
+);
 
-/// Returns the run's position, creating the run with the given epoch if needed
-/// (`RW-EVENT-10`, `RW-EVENT-11`). KEYS: meta, stream, idem, snapshot. ARGV: new
-/// epoch, ttl ms.
-const OPEN_LUA: &str = r#"
+/// Returns the run's position (`RW-EVENT-10`, `RW-EVENT-11`). A run without a log
+/// is answered with the derived epoch and nothing is written (`RW-SEC-15`); only a
+/// damaged log is re-created, with the random epoch given. KEYS: meta, stream, idem,
+/// snapshot. ARGV: random epoch, ttl ms, epoch seed, run id.
+const OPEN_LUA: &str = concat!(
+    derive_lua!(),
+    r#"
 local m, s = KEYS[1], KEYS[2]
 local meta = redis.call('HMGET', m, 'epoch', 'head', 'term')
 if meta[1] and not (tonumber(meta[2] or '0') > 0 and redis.call('EXISTS', s) == 0) then
   return {meta[1], meta[2] or '0', meta[3] or '0'}
+end
+if (not meta[1]) and redis.call('EXISTS', s) == 0 then
+  return {derived(ARGV[3], tonumber(ARGV[2]), ARGV[4]), '0', '0', 'derived'}
 end
 redis.call('DEL', s, KEYS[3], KEYS[4])
 redis.call('HSET', m, 'epoch', ARGV[1], 'head', '0', 'term', '0', 'snap', '0')
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then redis.call('PEXPIRE', m, ttl) end
 return {ARGV[1], '0', '0'}
-"#;
+"#
+);
 
 /// Reads a consistent snapshot position: the head, and the stored snapshot (or the
 /// caller's cached one) with the stream entries after it up to the head, in one
@@ -560,6 +614,9 @@ struct Watch {
     /// The epoch this node's subscribers were told (by `open_run`/`run_info`), so
     /// that a log that vanished before the reader first looked is still noticed.
     seen_epoch: Option<String>,
+    /// Whether `seen_epoch` came from a stored log (not derived for a run without
+    /// one): finding no log later means Redis lost it.
+    seen_stored: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -592,6 +649,9 @@ struct Inner {
     snapshots: Mutex<BTreeMap<RunId, RunSnapshot>>,
     compacting: Mutex<BTreeSet<RunId>>,
     reader_started: AtomicBool,
+    /// The epoch seed all nodes share (`PREFIX:epoch-seed`, module docs), as this
+    /// node last read it.
+    seed: Mutex<String>,
 }
 
 /// The Redis Streams [`EventStore`] (see the module docs): several server nodes
@@ -768,6 +828,20 @@ impl RedisStore {
                 );
             }
         }
+        // The epoch seed: the first node to start sets it, every node reads it.
+        let seed_key = format!("{}:epoch-seed", opts.prefix);
+        let seed_err = |e: RedisError| StoreError::Unavailable(format!("redis at {shown}: {e}"));
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&seed_key)
+            .arg(super::new_epoch_seed())
+            .arg("NX")
+            .query(&mut sync)
+            .map_err(seed_err)?;
+        let seed: String = redis::cmd("GET")
+            .arg(&seed_key)
+            .query::<Option<String>>(&mut sync)
+            .map_err(seed_err)?
+            .ok_or_else(|| StoreError::Unavailable(format!("redis at {shown} lost {seed_key}")))?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect))
             .set_response_timeout(Some(Duration::from_millis(opts.timeout_ms)));
@@ -785,6 +859,7 @@ impl RedisStore {
             snapshots: Mutex::new(BTreeMap::new()),
             compacting: Mutex::new(BTreeSet::new()),
             reader_started: AtomicBool::new(false),
+            seed: Mutex::new(seed),
         });
         let store = Self {
             inner,
@@ -836,25 +911,73 @@ impl Inner {
         self.opts.ttl_secs.saturating_mul(1000)
     }
 
+    fn seed(&self) -> String {
+        self.seed.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reads the shared epoch seed again, setting a new one if Redis lost it (with
+    /// all its data: runs created from now on must not get the epochs of the lost
+    /// logs, `RW-EVENT-10`).
+    async fn refresh_seed(&self) -> Result<(), StoreError> {
+        let key = format!("{}:epoch-seed", self.opts.prefix);
+        let mut set = redis::cmd("SET");
+        set.arg(&key).arg(super::new_epoch_seed()).arg("NX");
+        let _: Option<String> = self.pool.query(&set).await?;
+        let mut get = redis::cmd("GET");
+        get.arg(&key);
+        let seed: Option<String> = self.pool.query(&get).await?;
+        let seed = seed.ok_or_else(|| corrupt(format_args!("{key} vanished")))?;
+        let mut cur = self.seed.lock().unwrap_or_else(|e| e.into_inner());
+        if *cur != seed {
+            tracing::warn!(
+                "redis has a new epoch seed (it lost its data?): runs created from now on get new epochs"
+            );
+            *cur = seed;
+        }
+        Ok(())
+    }
+
+    /// Whether this node watched the run's log with events (so a run without a log
+    /// now means Redis lost it).
+    fn had_log(&self, run_id: &RunId) -> bool {
+        self.watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(run_id)
+            .is_some_and(|w| w.seen_stored)
+    }
+
     async fn open_run(&self, run_id: &RunId) -> Result<RunInfo, StoreError> {
         let k = self.keys(run_id);
         let epoch = new_epoch();
-        let mut inv = self.scripts.open.prepare_invoke();
-        inv.key(&k.meta)
-            .key(&k.stream)
-            .key(&k.idem)
-            .key(&k.snap)
-            .arg(epoch.as_str())
-            .arg(self.ttl_ms());
-        let v: Value = self.pool.invoke(&inv).await?;
-        let a = arr(v)?;
-        let info = RunInfo {
-            epoch: epoch_of(s_at(&a, 0)?)?,
-            head_seq: u_at(&a, 1)?,
-            terminal: s_at(&a, 2)? == "1",
-        };
-        self.note_epoch(run_id, &info.epoch);
-        Ok(info)
+        let mut refreshed = false;
+        loop {
+            let mut inv = self.scripts.open.prepare_invoke();
+            inv.key(&k.meta)
+                .key(&k.stream)
+                .key(&k.idem)
+                .key(&k.snap)
+                .arg(epoch.as_str())
+                .arg(self.ttl_ms())
+                .arg(self.seed())
+                .arg(run_id.as_str());
+            let v: Value = self.pool.invoke(&inv).await?;
+            let a = arr(v)?;
+            let derived = a.len() > 3;
+            if !refreshed && derived && self.had_log(run_id) {
+                // The log this node was reading is gone: Redis lost it (and the seed).
+                self.refresh_seed().await?;
+                refreshed = true;
+                continue;
+            }
+            let info = RunInfo {
+                epoch: epoch_of(s_at(&a, 0)?)?,
+                head_seq: u_at(&a, 1)?,
+                terminal: s_at(&a, 2)? == "1",
+            };
+            self.note_epoch(run_id, &info.epoch, !derived);
+            return Ok(info);
+        }
     }
 
     async fn run_info(&self, run_id: &RunId) -> Result<Option<RunInfo>, StoreError> {
@@ -864,10 +987,14 @@ impl Inner {
         let v: Vec<Option<String>> = self.pool.query(&cmd).await?;
         let mut it = v.into_iter();
         let (Some(Some(epoch)), head, term) = (it.next(), it.next(), it.next()) else {
+            // A run without a log exists while this node has subscribers of it.
+            if self.is_watched(run_id) {
+                return self.open_run(run_id).await.map(Some);
+            }
             return Ok(None);
         };
         let epoch = epoch_of(epoch)?;
-        self.note_epoch(run_id, &epoch);
+        self.note_epoch(run_id, &epoch, true);
         Ok(Some(RunInfo {
             epoch,
             head_seq: head
@@ -894,14 +1021,7 @@ impl Inner {
         let k = self.keys(run_id);
         let now = Timestamp::now();
         let new = new_epoch();
-        let mut inv = self.scripts.append.prepare_invoke();
-        inv.key(&k.meta)
-            .key(&k.stream)
-            .key(&k.idem)
-            .key(&k.snap)
-            .arg(new.as_str())
-            .arg(self.ttl_ms())
-            .arg(events.len());
+        let mut args: Vec<[String; 6]> = Vec::with_capacity(events.len());
         let mut keys = Vec::with_capacity(events.len());
         let mut built = Vec::with_capacity(events.len());
         for e in events {
@@ -925,20 +1045,49 @@ impl Inner {
             };
             let (prefix, suffix) = split_json(&event, raw.as_ref())?;
             let key = e.idempotency_key.unwrap_or_default();
-            inv.arg(&key)
-                .arg(fp)
-                .arg(event.event_id.as_str())
-                .arg(prefix)
-                .arg(suffix)
-                .arg(flags);
+            args.push([
+                key.clone(),
+                fp,
+                event.event_id.as_str().to_owned(),
+                prefix,
+                suffix,
+                flags,
+            ]);
             keys.push(key);
             built.push(event);
         }
-        let v: Value = self
-            .pool
-            .run(|mut c| async move { inv.invoke_async(&mut c).await })
-            .await?;
-        let a = arr(v)?;
+        let mut create = false;
+        let a = loop {
+            let mut inv = self.scripts.append.prepare_invoke();
+            inv.key(&k.meta)
+                .key(&k.stream)
+                .key(&k.idem)
+                .key(&k.snap)
+                .arg(new.as_str())
+                .arg(self.ttl_ms())
+                .arg(args.len())
+                .arg(self.seed())
+                .arg(run_id.as_str())
+                .arg(u8::from(create));
+            for a in &args {
+                for v in a {
+                    inv.arg(v);
+                }
+            }
+            let v: Value = self
+                .pool
+                .run(|mut c| async move { inv.invoke_async(&mut c).await })
+                .await?;
+            let a = arr(v)?;
+            if !create && s_at(&a, 0)? == "new" {
+                // The run's first append: check the seed before a log gets an epoch
+                // derived from it (the seed is gone if Redis lost its data).
+                self.refresh_seed().await?;
+                create = true;
+                continue;
+            }
+            break a;
+        };
         match s_at(&a, 0)?.as_str() {
             "ok" => {}
             "conflict" => {
@@ -961,6 +1110,8 @@ impl Inner {
         let epoch = epoch_of(s_at(&a, 1)?)?;
         let head = u_at(&a, 2)?;
         let snap = u_at(&a, 3)?;
+        // Local subscriptions told another epoch are reset (`RW-RESUME-13`).
+        self.note_epoch(run_id, &epoch, true);
         let mut out = Vec::with_capacity(keys.len());
         let mut appended = 0;
         for i in 0..keys.len() {
@@ -1146,6 +1297,10 @@ impl Inner {
             let a = arr(v)?;
             let mode = s_at(&a, 0)?;
             if mode == "none" {
+                if self.is_watched(run_id) {
+                    let info = self.open_run(run_id).await?;
+                    return Ok(Some(RunSnapshot::empty(run_id.clone(), info.epoch)));
+                }
                 return Ok(None);
             }
             let epoch = epoch_of(s_at(&a, 1)?)?;
@@ -1270,6 +1425,15 @@ impl Inner {
         Ok(())
     }
 
+    /// Whether this node has a subscriber of the run now.
+    fn is_watched(&self, run_id: &RunId) -> bool {
+        self.watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(run_id)
+            .is_some_and(|w| w.tx.receiver_count() > 0)
+    }
+
     fn live(&self, run_id: &RunId) -> LiveReceiver {
         let mut w = self.watches.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(watch) = w.get(run_id) {
@@ -1282,6 +1446,7 @@ impl Inner {
                 tx,
                 pos: None,
                 seen_epoch: None,
+                seen_stored: false,
             },
         );
         drop(w);
@@ -1293,11 +1458,12 @@ impl Inner {
     /// the one recorded means the log was re-created while watched: its current
     /// subscriptions are reset (`RW-RESUME-13`) and the reader, which was reading the
     /// old log's stream position, starts over on the new one.
-    fn note_epoch(&self, run_id: &RunId, epoch: &Epoch) {
+    fn note_epoch(&self, run_id: &RunId, epoch: &Epoch, stored: bool) {
         let mut w = self.watches.lock().unwrap_or_else(|e| e.into_inner());
         let Some(watch) = w.get_mut(run_id) else {
             return;
         };
+        watch.seen_stored = stored;
         match &watch.seen_epoch {
             Some(e) if e.as_str() == epoch.as_str() => {}
             Some(_) => {
@@ -1372,6 +1538,10 @@ async fn reader_loop(inner: Arc<Inner>) {
                         tracing::info!(url = %inner.url, "redis reachable again; live feed resumes from each run's cursor");
                     }
                     failures = 0;
+                    // Redis may have restarted without its data (and its seed).
+                    if let Err(e) = inner.refresh_seed().await {
+                        tracing::warn!(error = %e, "reading the epoch seed after reconnect failed");
+                    }
                     // After a reconnect, check every run's log is still the one we
                     // were reading (redis may have restarted without its data).
                     if let Err(e) = revalidate(&inner, &c.0).await {
@@ -1527,10 +1697,13 @@ async fn init_positions(
     let err = |e: RedisError| StoreError::Unavailable(format!("redis at {}: {e}", inner.url));
     // What subscribers were told before this read: a log that no longer matches it
     // vanished (or was re-created) in between.
-    let seen_before: Vec<Option<String>> = {
+    let seen_before: Vec<(Option<String>, bool)> = {
         let w = inner.watches.lock().unwrap_or_else(|e| e.into_inner());
         runs.iter()
-            .map(|r| w.get(r).and_then(|x| x.seen_epoch.clone()))
+            .map(|r| {
+                w.get(r)
+                    .map_or((None, false), |x| (x.seen_epoch.clone(), x.seen_stored))
+            })
             .collect()
     };
     let mut pipe = redis::pipe();
@@ -1545,8 +1718,16 @@ async fn init_positions(
             .arg(1);
     }
     let out: Vec<Value> = pipe.query_async(c).await.map_err(err)?;
+    let lost = seen_before
+        .iter()
+        .zip(out.chunks(2))
+        .any(|((_, stored), o)| *stored && matches!(o.first(), Some(Value::Array(m)) if m.first().is_none_or(|e| *e == Value::Nil)));
+    if lost {
+        // A log subscribers saw is gone: Redis lost data, maybe its seed too.
+        inner.refresh_seed().await?;
+    }
     let mut it = out.into_iter();
-    for (r, seen) in runs.iter().zip(seen_before) {
+    for (r, (seen, stored)) in runs.iter().zip(seen_before) {
         let meta = arr(it.next().unwrap_or(Value::Nil))?;
         let last = parse_entries(it.next().unwrap_or(Value::Nil))?;
         let epoch = meta.first().and_then(value_str);
@@ -1560,9 +1741,13 @@ async fn init_positions(
         if let Some(watch) = w.get_mut(r)
             && watch.pos.is_none()
         {
-            if seen.is_some() && epoch != seen {
+            // No log yet is not a re-creation: subscribers of a run without a log
+            // were told the epoch its first append gives it; whether it did is
+            // checked when its first events arrive (`deliver`).
+            if seen.is_some() && (epoch.is_some() || stored) && epoch != seen {
                 recreated(watch);
                 watch.seen_epoch.clone_from(&epoch);
+                watch.seen_stored = epoch.is_some();
             }
             watch.pos = Some(WatchPos { cursor, epoch });
             let last: Vec<StoredEvent> = last.into_iter().filter(|e| e.seq == cursor).collect();
@@ -1618,6 +1803,8 @@ async fn revalidate(inner: &Inner, c: &MultiplexedConnection) -> Result<(), Stor
         }
     }
     if !changed.is_empty() {
+        // Redis lost data: maybe its epoch seed too.
+        inner.refresh_seed().await?;
         tracing::warn!(
             runs = changed.len(),
             "watched runs lost or re-created in redis; their subscriptions are reset"
@@ -1629,6 +1816,7 @@ async fn revalidate(inner: &Inner, c: &MultiplexedConnection) -> Result<(), Stor
                 // The resets open the run again (a new epoch if it is gone): that
                 // epoch is the one they were told, not another re-creation.
                 watch.seen_epoch = None;
+                watch.seen_stored = false;
             }
         }
     }
@@ -1681,6 +1869,13 @@ fn deliver(inner: &Inner, v: Value) -> Result<(), StoreError> {
         let Some(pos) = watch.pos.as_mut() else {
             continue;
         };
+        if pos.epoch.is_none() && !events.is_empty() {
+            // The log came into existence while watched: fix the position again,
+            // which checks its epoch against the one subscribers were told (and
+            // resets them if it differs) before anything of it is delivered.
+            watch.pos = None;
+            continue;
+        }
         let fresh: Vec<StoredEvent> = events.into_iter().filter(|e| e.seq > pos.cursor).collect();
         if let Some(last) = fresh.last() {
             pos.cursor = last.seq;

@@ -50,11 +50,25 @@ use tokio::sync::oneshot;
 
 use super::{
     AppendOutcome, BoxFuture, EventStore, IdemRecord, LiveHub, LiveReceiver, RunInfo, StoreError,
-    StoredEvent, new_epoch, plan_append,
+    StoredEvent, derive_epoch, new_epoch_seed, plan_append,
 };
 use crate::config::{RetentionConfig, SqliteConfig};
 
+/// The schema version this code writes (`PRAGMA user_version`): 0 is the first
+/// layout (events in a `WITHOUT ROWID` table, empty runs stored), migrated at open.
+const SCHEMA_VERSION: i64 = 1;
+
+/// The schema. `events` is an ordinary (rowid) table: a `WITHOUT ROWID` table keeps
+/// its rows in an index b-tree, where a row of more than about a quarter of a page
+/// (1,002 bytes of 4 KiB) spills into an overflow page of its own, so an event of
+/// 1 KiB took 4 KiB and more. A rowid table keeps rows up to almost a page inline
+/// and fills overflow pages whole. The envelope JSON is stored once: no column
+/// repeats what it carries except the key (`run_id`, `seq`).
 const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     epoch TEXT NOT NULL,
@@ -64,11 +78,10 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS events (
     run_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
-    event_id TEXT NOT NULL,
     flush INTEGER NOT NULL,
     json TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS idempotency (
     run_id TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -85,6 +98,58 @@ CREATE TABLE IF NOT EXISTS snapshots (
     trimmed INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 ";
+
+/// Brings the database to [`SCHEMA_VERSION`] in one transaction and returns its
+/// epoch seed (drawn once, when the database is created; `derive_epoch`).
+///
+/// Version 0 to 1: the events move to the rowid table (a copy of every event: the
+/// migration needs the events' size in free disk space and time, and the file keeps
+/// its size afterwards; `VACUUM` shrinks it offline), and the runs without events
+/// that version 0 stored for every subscription are forgotten (`RW-SEC-10`: no run
+/// is subscribed while the store opens).
+fn migrate(conn: &mut Connection) -> Result<String, rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < 1 {
+        let old_events: Option<String> = tx
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'events'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if old_events.is_some() {
+            let n: i64 = tx.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+            tracing::info!(events = n, "migrating the sqlite store to schema version 1");
+            tx.execute_batch(
+                "CREATE TABLE events_v1 (
+                    run_id TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
+                    flush INTEGER NOT NULL,
+                    json TEXT NOT NULL,
+                    PRIMARY KEY (run_id, seq)
+                );
+                INSERT INTO events_v1 (run_id, seq, flush, json)
+                    SELECT run_id, seq, flush, json FROM events ORDER BY run_id, seq;
+                DROP TABLE events;
+                ALTER TABLE events_v1 RENAME TO events;
+                DELETE FROM runs WHERE head_seq = 0;",
+            )?;
+        }
+    }
+    tx.execute_batch(SCHEMA)?;
+    tx.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch_seed', ?1)",
+        params![new_epoch_seed()],
+    )?;
+    let seed: String =
+        tx.query_row("SELECT value FROM meta WHERE key = 'epoch_seed'", [], |r| {
+            r.get(0)
+        })?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(seed)
+}
 
 fn db_err(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
@@ -113,10 +178,6 @@ impl CachedRun {
 type Cache = Mutex<BTreeMap<RunId, CachedRun>>;
 
 enum Cmd {
-    Open {
-        run_id: RunId,
-        reply: oneshot::Sender<Result<RunInfo, StoreError>>,
-    },
     Append {
         run_id: RunId,
         events: Vec<NewEvent>,
@@ -141,6 +202,8 @@ struct Shared {
     /// reopened (fail-stop, as PostgreSQL does: after a failed fsync the kernel may
     /// have dropped the dirty pages, so no later fsync can vouch for them).
     sync_failed: Mutex<Option<String>>,
+    /// The database's epoch seed (`derive_epoch`).
+    seed: String,
 }
 
 impl Shared {
@@ -218,7 +281,7 @@ impl SqliteStore {
         let open_err = |e: rusqlite::Error| {
             StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
         };
-        let conn = Connection::open(path).map_err(open_err)?;
+        let mut conn = Connection::open(path).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         // With `full` (and not `deliver_after_sync`) the writer commits without an
@@ -238,7 +301,21 @@ impl SqliteStore {
         // Checkpoints run on the maintenance thread, not inside an append.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(open_err)?;
-        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        // A WAL that a checkpoint reset is cut back to this size by the next commit.
+        let wal_max = i64::try_from(config.wal_max_bytes).unwrap_or(i64::MAX);
+        conn.pragma_update(None, "journal_size_limit", wal_max)
+            .map_err(open_err)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(open_err)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Unavailable(format!(
+                "{} has schema version {version}, written by a newer runwire; this one reads \
+                 version {SCHEMA_VERSION} and older: run the newer runwire, or start with a new file",
+                path.display()
+            )));
+        }
+        let seed = migrate(&mut conn).map_err(open_err)?;
         let maint_conn = Connection::open(path).map_err(open_err)?;
         maint_conn
             .busy_timeout(Duration::from_secs(5))
@@ -248,6 +325,9 @@ impl SqliteStore {
             .map_err(open_err)?;
         maint_conn
             .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(open_err)?;
+        maint_conn
+            .pragma_update(None, "journal_size_limit", wal_max)
             .map_err(open_err)?;
         let mut readers = Vec::new();
         for _ in 0..config.readers.max(1) {
@@ -268,13 +348,18 @@ impl SqliteStore {
             commits: AtomicU64::new(0),
             failing: Mutex::new(None),
             sync_failed: Mutex::new(None),
+            seed,
         });
         let (maint, maint_rx) = mpsc::channel();
         let s2 = Arc::clone(&shared);
-        let interval = Duration::from_millis(config.checkpoint_interval_ms.max(1));
+        let wal = WalLimits {
+            path: std::path::PathBuf::from(format!("{}-wal", path.display())),
+            max_bytes: config.wal_max_bytes,
+            interval: Duration::from_millis(config.checkpoint_interval_ms.max(1)),
+        };
         let maintainer = thread::Builder::new()
             .name("runwire-sqlite-maint".into())
-            .spawn(move || maintenance_loop(maint_conn, maint_rx, s2, interval))
+            .spawn(move || maintenance_loop(maint_conn, maint_rx, s2, &wal))
             .map_err(|e| StoreError::Unavailable(format!("cannot start maintenance: {e}")))?;
         let syncer = if split_sync {
             let (sync_tx, sync_rx) = mpsc::channel();
@@ -353,6 +438,15 @@ impl SqliteStore {
             .unwrap_or_else(|e| e.into_inner())
             .get(run_id)
             .cloned()
+    }
+
+    /// The position of a run without a log.
+    fn empty_info(&self, run_id: &RunId) -> RunInfo {
+        RunInfo {
+            epoch: derive_epoch(&self.shared.seed, run_id),
+            head_seq: 0,
+            terminal: false,
+        }
     }
 
     /// Caches a run state read from the database, unless the writer got there first
@@ -472,15 +566,13 @@ impl EventStore for SqliteStore {
             if let Some(c) = self.cached(run_id) {
                 return Ok(c.info());
             }
-            if let Some(info) = self.run_info(run_id).await? {
-                return Ok(info);
+            let id = run_id.clone();
+            match self.with_reader(move |c| read_run(c, &id)).await? {
+                Some(r) => Ok(self.remember(run_id, r).info()),
+                // Nothing is written for a run without a log (`RW-SEC-15`): its first
+                // append gives the log this epoch (`derive_epoch`).
+                None => Ok(self.empty_info(run_id)),
             }
-            let (reply, rx) = oneshot::channel();
-            self.send(Cmd::Open {
-                run_id: run_id.clone(),
-                reply,
-            })?;
-            rx.await.map_err(|_| StoreError::Closed)?
         })
     }
 
@@ -494,7 +586,12 @@ impl EventStore for SqliteStore {
             }
             let id = run_id.clone();
             let found = self.with_reader(move |c| read_run(c, &id)).await?;
-            Ok(found.map(|r| self.remember(run_id, r).info()))
+            Ok(match found {
+                Some(r) => Some(self.remember(run_id, r).info()),
+                // A subscribed run without a log exists for as long as it is watched.
+                None if self.shared.hub.watched(run_id) => Some(self.empty_info(run_id)),
+                None => None,
+            })
         })
     }
 
@@ -566,7 +663,9 @@ impl EventStore for SqliteStore {
                 })
                 .await?;
             let Some((run, snap)) = folded else {
-                return Ok(None);
+                return Ok(self.shared.hub.watched(run_id).then(|| {
+                    RunSnapshot::empty(run_id.clone(), derive_epoch(&self.shared.seed, run_id))
+                }));
             };
             let mut cache = self.shared.cache.lock().unwrap_or_else(|e| e.into_inner());
             let entry = cache.entry(run_id.clone()).or_insert(CachedRun {
@@ -646,15 +745,12 @@ impl Drop for SqliteStore {
 struct Working {
     run: CachedRun,
     created: bool,
-    /// An `Open` command of this group needs the run to exist.
-    opened: bool,
     dirty: bool,
     new_events: Vec<runwire_protocol::Event>,
     stored: Vec<StoredEvent>,
 }
 
 enum Reply {
-    Open(oneshot::Sender<Result<RunInfo, StoreError>>, RunId),
     Append(
         oneshot::Sender<Result<AppendOutcome, StoreError>>,
         Result<AppendOutcome, StoreError>,
@@ -663,12 +759,8 @@ enum Reply {
 
 impl Reply {
     /// The answer of a command of a committed group.
-    fn ready(self, work: &BTreeMap<RunId, Working>) -> Ready {
+    fn ready(self) -> Ready {
         match self {
-            Reply::Open(reply, run_id) => {
-                let info = work.get(&run_id).map(|w| w.run.info());
-                Ready::Open(reply, info.ok_or(StoreError::Closed))
-            }
             Reply::Append(reply, r) => Ready::Append(reply, r),
         }
     }
@@ -703,7 +795,6 @@ fn writer_loop(
                 for cmd in cmds {
                     match cmd {
                         Cmd::Close { reply } => closing.push(reply),
-                        Cmd::Open { run_id, reply } => replies.push(Reply::Open(reply, run_id)),
                         // Answered with the group's error below.
                         Cmd::Append { reply, .. } => {
                             replies.push(Reply::Append(reply, Err(StoreError::Closed)));
@@ -720,14 +811,6 @@ fn writer_loop(
             for cmd in cmds {
                 match cmd {
                     Cmd::Close { reply } => closing.push(reply),
-                    Cmd::Open { run_id, reply } => {
-                        // Every reply is kept, also the failing command's: the
-                        // group's error reaches it after the rollback.
-                        let opened =
-                            load(&tx, &shared, &mut work, &run_id).map(|w| w.opened = true);
-                        replies.push(Reply::Open(reply, run_id));
-                        opened?;
-                    }
                     Cmd::Append {
                         run_id,
                         events,
@@ -802,7 +885,7 @@ fn writer_loop(
                             .publish(run_id, Arc::from(std::mem::take(&mut w.stored)));
                     }
                 }
-                let ready: Vec<Ready> = replies.into_iter().map(|r| r.ready(&work)).collect();
+                let ready: Vec<Ready> = replies.into_iter().map(|r| r.ready()).collect();
                 match &syncer {
                     // The producers hear back once the syncer fsynced this commit.
                     Some((to_sync, _)) => {
@@ -823,7 +906,7 @@ fn writer_loop(
                         cache.remove(run_id);
                     }
                 }
-                replies.into_iter().for_each(|r| r.ready(&work).fail(&e));
+                replies.into_iter().for_each(|r| r.ready().fail(&e));
             }
         }
         if !closing.is_empty() {
@@ -845,10 +928,6 @@ fn writer_loop(
 
 /// An answer of a committed group, sent once the commit is as durable as configured.
 enum Ready {
-    Open(
-        oneshot::Sender<Result<RunInfo, StoreError>>,
-        Result<RunInfo, StoreError>,
-    ),
     Append(
         oneshot::Sender<Result<AppendOutcome, StoreError>>,
         Result<AppendOutcome, StoreError>,
@@ -858,9 +937,6 @@ enum Ready {
 impl Ready {
     fn send(self) {
         match self {
-            Ready::Open(tx, r) => {
-                let _ = tx.send(r);
-            }
             Ready::Append(tx, r) => {
                 let _ = tx.send(r);
             }
@@ -869,9 +945,6 @@ impl Ready {
 
     fn fail(self, e: &StoreError) {
         match self {
-            Ready::Open(tx, _) => {
-                let _ = tx.send(Err(e.clone()));
-            }
             Ready::Append(tx, _) => {
                 let _ = tx.send(Err(e.clone()));
             }
@@ -941,7 +1014,8 @@ fn load<'w>(
                 Some(r) => (r, false),
                 None => (
                     CachedRun {
-                        epoch: new_epoch(),
+                        // The epoch subscribers of the empty run were told.
+                        epoch: derive_epoch(&shared.seed, run_id),
                         head: 0,
                         terminal: false,
                         snapshot: None,
@@ -956,7 +1030,6 @@ fn load<'w>(
             Working {
                 run,
                 created,
-                opened: false,
                 dirty: false,
                 new_events: Vec::new(),
                 stored: Vec::new(),
@@ -1009,7 +1082,7 @@ fn append_one(
         Ok(p) => p,
         Err(e) => {
             // A refused append creates nothing (`RW-INGEST-8`).
-            if w.created && !w.opened && !w.dirty {
+            if w.created && !w.dirty {
                 work.remove(run_id);
             }
             return Err(e);
@@ -1018,9 +1091,7 @@ fn append_one(
     let appended = planned.new_events.len();
     {
         let mut ins = tx
-            .prepare_cached(
-                "INSERT INTO events (run_id, seq, event_id, flush, json) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
+            .prepare_cached("INSERT INTO events (run_id, seq, flush, json) VALUES (?1, ?2, ?3, ?4)")
             .map_err(db_err)?;
         let mut idem = tx
             .prepare_cached(
@@ -1030,14 +1101,8 @@ fn append_one(
         for (event, key, raw) in &planned.new_events {
             let s = StoredEvent::from_event_with_data(event, raw.as_ref());
             let seq = i64::try_from(event.seq).unwrap_or(i64::MAX);
-            ins.execute(params![
-                run_id.as_str(),
-                seq,
-                event.event_id.as_str(),
-                i64::from(s.flush),
-                &*s.json
-            ])
-            .map_err(db_err)?;
+            ins.execute(params![run_id.as_str(), seq, i64::from(s.flush), &*s.json])
+                .map_err(db_err)?;
             if let Some((k, fp)) = key {
                 idem.execute(params![
                     run_id.as_str(),
@@ -1066,19 +1131,62 @@ fn append_one(
     })
 }
 
+/// Where the WAL is and how large it may grow (`sqlite.wal_max_bytes`).
+struct WalLimits {
+    path: std::path::PathBuf,
+    max_bytes: u64,
+    interval: Duration,
+}
+
+/// How long a truncating or restarting checkpoint waits for the writer or a reader
+/// before it gives up (and is tried again at the next pass): short, because the
+/// writer waits for it meanwhile.
+const CHECKPOINT_BUSY: Duration = Duration::from_millis(50);
+
+/// Runs `PRAGMA wal_checkpoint(mode)`: `Ok(true)` when it completed (not busy).
+fn checkpoint(conn: &Connection, mode: &str) -> Result<bool, StoreError> {
+    let blocking = mode != "PASSIVE";
+    if blocking {
+        conn.busy_timeout(CHECKPOINT_BUSY).map_err(db_err)?;
+    }
+    let r = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        r.get::<_, i64>(0)
+    });
+    if blocking {
+        conn.busy_timeout(Duration::from_secs(5)).map_err(db_err)?;
+    }
+    Ok(r.map_err(db_err)? == 0)
+}
+
+/// The WAL's size on disk (0 when it does not exist).
+fn wal_size(wal: &Path) -> u64 {
+    std::fs::metadata(wal).map_or(0, |m| m.len())
+}
+
 /// The maintenance thread (see the module docs): checkpoints, stored snapshots and
 /// retention, on its own connection so that appends never wait for them.
+///
+/// The WAL stays bounded: every pass after commits checkpoints passively (never
+/// blocks the writer); when the WAL has grown past `wal_max_bytes` (readers kept
+/// passive checkpoints from completing, or appends outran them) it restarts the WAL
+/// (`RESTART`: the writer waits for the copy, at most [`CHECKPOINT_BUSY`] for
+/// readers), so that the next commit writes from the WAL's start and cuts the file
+/// back to `wal_max_bytes` (`journal_size_limit`); and once the writer has been idle
+/// for a whole interval it truncates the WAL to zero bytes (`TRUNCATE`).
 fn maintenance_loop(
     conn: Connection,
     rx: mpsc::Receiver<Maint>,
     shared: Arc<Shared>,
-    interval: Duration,
+    wal: &WalLimits,
 ) {
     let mut checkpointed = 0;
+    // Whether the WAL was truncated since the last commit.
+    let mut truncated = false;
     loop {
         let mut runs = BTreeSet::new();
         let mut barriers = Vec::new();
         let mut stop = false;
+        let mut idle_tick = false;
         let mut take = |m: Maint| match m {
             Maint::Run(r) => {
                 runs.insert(r);
@@ -1086,10 +1194,10 @@ fn maintenance_loop(
             Maint::Barrier(b) => barriers.push(b),
             Maint::Stop => stop = true,
         };
-        match rx.recv_timeout(interval) {
+        match rx.recv_timeout(wal.interval) {
             Ok(m) => take(m),
             Err(mpsc::RecvTimeoutError::Disconnected) => take(Maint::Stop),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => idle_tick = true,
         }
         while let Ok(m) = rx.try_recv() {
             take(m);
@@ -1114,9 +1222,23 @@ fn maintenance_loop(
         let commits = shared.commits.load(Ordering::Relaxed);
         if commits != checkpointed {
             // Passive: copies what no reader still needs, never blocks the writer.
-            match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                Ok(()) => checkpointed = commits,
+            match checkpoint(&conn, "PASSIVE") {
+                Ok(_) => {
+                    checkpointed = commits;
+                    truncated = false;
+                }
                 Err(e) => tracing::warn!(error = %e, "wal checkpoint failed; retried later"),
+            }
+            if wal_size(&wal.path) > wal.max_bytes
+                && let Err(e) = checkpoint(&conn, "RESTART")
+            {
+                tracing::warn!(error = %e, "wal restart failed; retried later");
+            }
+        } else if idle_tick && !truncated {
+            // No commit for a whole interval: give the WAL's space back.
+            match checkpoint(&conn, "TRUNCATE") {
+                Ok(done) => truncated = done,
+                Err(e) => tracing::warn!(error = %e, "wal truncation failed; retried later"),
             }
         }
         for b in barriers {

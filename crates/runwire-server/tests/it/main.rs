@@ -7,6 +7,7 @@ mod auth;
 mod batch;
 mod common;
 mod conn;
+mod disk;
 mod frames;
 mod ingest;
 mod input;

@@ -22,7 +22,7 @@ async fn rw_ingest_3_sqlite_restart_keeps_events_epoch_and_idempotency() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("runwire.db");
     let run = RunId::new("persist").expect("id");
-    let (epoch, ids) = {
+    let (epoch, ids, empty_epoch) = {
         let store = SqliteStore::open(&path, &SqliteConfig::default()).expect("open");
         let empty = store
             .open_run(&RunId::new("empty").expect("id"))
@@ -37,18 +37,17 @@ async fn rw_ingest_3_sqlite_restart_keeps_events_epoch_and_idempotency() {
             .await
             .expect("append");
         store.close().await.expect("close");
-        (r.response.epoch, r.response.events)
+        (r.response.epoch, r.response.events, empty.epoch)
     };
     let store = SqliteStore::open(&path, &SqliteConfig::default()).expect("reopen");
     let info = store.run_info(&run).await.expect("info").expect("exists");
     assert_eq!((info.epoch.clone(), info.head_seq), (epoch.clone(), 10));
-    assert!(
-        store
-            .run_info(&RunId::new("empty").expect("id"))
-            .await
-            .expect("info")
-            .is_some(),
-        "subscribed-only runs persist their epoch"
+    // A subscribed-only run stores nothing (RW-SEC-15) and keeps its epoch.
+    let empty = RunId::new("empty").expect("id");
+    assert!(store.run_info(&empty).await.expect("info").is_none());
+    assert_eq!(
+        store.open_run(&empty).await.expect("open run").epoch,
+        empty_epoch
     );
     let evs = store.read(&run, 0, 10, 100).await.expect("read");
     assert_eq!(

@@ -1,0 +1,196 @@
+//! Flood steps of the server suite (`features/server/flood.feature`, spec §2.3, §17,
+//! `RW-SEC-10`, `RW-SEC-15`): a client that subscribes to and unsubscribes from many
+//! runs nobody appends to, on a connection of its own, so that a server that forgets
+//! (or bounds) runs without events has to do so while a scenario watches whether the
+//! runs it keeps resuming still resume.
+//!
+//! The steps wrap the scenario's [`World`]: a flood step runs here, every other step
+//! goes to the wrapped world unchanged.
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::{
+    ServerTarget,
+    conn::{Conn, ConnectOptions},
+    scaled,
+};
+use crate::{
+    pattern,
+    runner::{BoxFut, Recorder, StepFail, StepResultT, World},
+};
+
+/// The flood step: `{n}` runs, in subscribe messages of at most the announced
+/// `max_subscriptions` entries, each message answered before the next is sent.
+const FLOOD: &str = "another client subscribes to and unsubscribes from {n} runs nobody appends to";
+
+/// The step patterns this module defines.
+pub(crate) const PATTERNS: &[&str] = &[FLOOD];
+
+/// Whether `text` is a flood step.
+pub(crate) fn is_defined(text: &str) -> bool {
+    PATTERNS.iter().any(|p| pattern::matches(p, text).is_some())
+}
+
+/// A scenario's world with the flood steps added.
+pub(crate) struct FloodWorld {
+    inner: Box<dyn World>,
+    target: Arc<ServerTarget>,
+    scale: f64,
+    seed: u64,
+}
+
+impl FloodWorld {
+    /// Wraps `inner`.
+    pub(crate) fn new(
+        inner: Box<dyn World>,
+        target: Arc<ServerTarget>,
+        scale: f64,
+        seed: u64,
+    ) -> Self {
+        Self {
+            inner,
+            target,
+            scale,
+            seed,
+        }
+    }
+
+    async fn flood(&mut self, n: u64) -> StepResultT {
+        let rec = self.inner.recorder();
+        let limit = scaled(10_000, self.scale);
+        let deadline = Instant::now() + limit + scaled(20_000, self.scale);
+        let mut c = Conn::open(
+            "flood",
+            &self.target.ws_url,
+            ConnectOptions::default(),
+            rec.clone(),
+            limit,
+        )
+        .await
+        .map_err(StepFail::msg)?;
+        let target = Arc::clone(&self.target);
+        let r = flood_on(&target, self.seed, &mut c, &rec, n, deadline).await;
+        c.close().await;
+        if let Some(v) = c.violations.first() {
+            return Err(StepFail::req(v.requirement, v.message.clone()));
+        }
+        r
+    }
+}
+
+/// Subscribes to and unsubscribes from `n` runs nobody appends to on `c`.
+async fn flood_on(
+    target: &ServerTarget,
+    seed: u64,
+    c: &mut Conn,
+    rec: &Recorder,
+    n: u64,
+    deadline: Instant,
+) -> StepResultT {
+    let hello = Conn::hello(&["1.0".into()], target.token.as_deref(), Vec::new());
+    c.send(&hello).await.map_err(StepFail::msg)?;
+    let welcome = c.next_control(deadline).await.map_err(StepFail::msg)?;
+    if welcome["type"] != "welcome" {
+        return Err(StepFail::msg(format!("expected welcome, got {welcome}")));
+    }
+    let limit = |key: &str, default: u64| {
+        welcome
+            .pointer(&format!("/limits/{key}"))
+            .and_then(Value::as_u64)
+            .unwrap_or(default)
+            .max(1)
+    };
+    let chunk = limit("max_subscriptions", 100).min(100);
+    // Two messages per chunk: stay below the announced message rate.
+    let rate = limit("max_messages_per_second", 50);
+    let mut window = (Instant::now(), 1u64);
+    let prefix = format!("rwc-flood-{:016x}", seed ^ rand::random::<u64>());
+    rec.note("flood", format!("{n} runs {prefix}-*, {chunk} per message"));
+    let mut done = 0;
+    while done < n {
+        let ids: Vec<String> = (done..n.min(done + chunk))
+            .map(|i| format!("{prefix}-{i}"))
+            .collect();
+        let subs: Vec<Value> = ids.iter().map(|id| json!({"run_id": id})).collect();
+        for msg in [
+            json!({"type": "subscribe", "subscriptions": subs}),
+            json!({"type": "unsubscribe", "run_ids": ids}),
+        ] {
+            if window.1 + 2 > rate {
+                let next = window.0 + Duration::from_millis(1_100);
+                tokio::time::sleep_until(next).await;
+                window = (Instant::now(), 0);
+            }
+            window.1 += 1;
+            let want = if msg["type"] == "subscribe" {
+                "subscribed"
+            } else {
+                "unsubscribed"
+            };
+            c.send(&msg).await.map_err(StepFail::msg)?;
+            for id in &ids {
+                let got = c.next_control(deadline).await.map_err(StepFail::msg)?;
+                if got["type"] != want || got["run_id"] != json!(id) {
+                    return Err(StepFail::req(
+                        if want == "subscribed" {
+                            "RW-EVENT-11"
+                        } else {
+                            "RW-SUB-4"
+                        },
+                        format!(
+                            "expected {want} for {id} (a run nobody appended to), got {}",
+                            super::conn::clip(&got.to_string())
+                        ),
+                    ));
+                }
+                if want == "subscribed" && got["head_seq"] != json!(0) {
+                    return Err(StepFail::req(
+                        "RW-EVENT-11",
+                        format!("a run nobody appended to has head_seq 0, got {got}"),
+                    ));
+                }
+            }
+        }
+        done += ids.len() as u64;
+    }
+    Ok(())
+}
+
+impl World for FloodWorld {
+    fn step<'a>(
+        &'a mut self,
+        keyword: &'a str,
+        text: &'a str,
+        doc: Option<&'a str>,
+    ) -> BoxFut<'a, StepResultT> {
+        match pattern::matches(FLOOD, text) {
+            Some(args) => Box::pin(async move {
+                let n = args
+                    .first()
+                    .and_then(|a| a.parse().ok())
+                    .ok_or_else(|| StepFail::msg(format!("bad count in {text:?}")))?;
+                self.flood(n).await
+            }),
+            None => self.inner.step(keyword, text, doc),
+        }
+    }
+
+    fn check<'a>(&'a mut self) -> BoxFut<'a, StepResultT> {
+        self.inner.check()
+    }
+
+    fn teardown(&mut self) -> BoxFut<'_, ()> {
+        self.inner.teardown()
+    }
+
+    fn recorder(&self) -> Recorder {
+        self.inner.recorder()
+    }
+
+    fn min_timeout(&self) -> Option<Duration> {
+        self.inner.min_timeout()
+    }
+}
