@@ -616,6 +616,7 @@ pub(crate) async fn stream(
     let limit = state.config.max_frame_bytes as usize;
     // Client frames are small; a 4 KiB read buffer (instead of 128 KiB) keeps idle
     // connections cheap. Larger frames are still read, in more steps.
+    let peer = linger.peer();
     ws.read_buffer_size(4096)
         .max_message_size(limit)
         .max_frame_size(limit)
@@ -623,7 +624,6 @@ pub(crate) async fn stream(
             // Only an HTTP/1.1 upgrade hands the whole TCP connection to the WebSocket,
             // so only then can it close with a lingering close (see `linger`).
             let linger = (version == Version::HTTP_11).then_some(linger);
-            // The connect info carries no peer address yet: logged as `-`.
-            crate::ws::serve_connection(socket, state, token, linger, None)
+            crate::ws::serve_connection(socket, state, token, linger, peer)
         })
 }

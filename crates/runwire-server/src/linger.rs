@@ -88,6 +88,7 @@ impl LingerStream {
         let handle = LingerHandle {
             slot: Arc::clone(&self.slot),
             ticket: Some(Arc::clone(&ticket)),
+            peer: self.tcp.as_ref().and_then(|t| t.peer_addr().ok()),
         };
         self.ticket = Some(ticket);
         (self, handle)
@@ -178,9 +179,16 @@ impl AsyncWrite for LingerStream {
 pub(crate) struct LingerHandle {
     slot: Slot,
     ticket: Option<Arc<Ticket>>,
+    /// The client's address (for the connection's log line).
+    peer: Option<SocketAddr>,
 }
 
 impl LingerHandle {
+    /// The client's address, when the socket could tell it.
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
     /// Asks for the connection's socket when its transport is dropped. Call it before
     /// dropping the WebSocket; the receiver yields the `TcpStream` once the WebSocket
     /// (and with it the upgraded transport) is gone.
@@ -312,6 +320,7 @@ mod tests {
         let handle = LingerHandle {
             slot: Arc::clone(&io.slot),
             ticket: None,
+            peer: None,
         };
         (io, handle, client.expect("connect"))
     }
