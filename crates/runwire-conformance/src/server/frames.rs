@@ -84,13 +84,17 @@ struct ServerFrame {
 }
 
 /// A hand-made WebSocket connection.
-struct Raw {
-    tcp: TcpStream,
-    got: Vec<u8>,
+pub(super) struct Raw {
+    /// The socket, upgraded.
+    pub(super) tcp: TcpStream,
+    /// What the server sent after its `101` answer, read with it.
+    pub(super) got: Vec<u8>,
 }
 
 impl Raw {
-    async fn open(target: &ServerTarget, dl: Instant) -> R<Self> {
+    /// Connects to the stream endpoint and completes an upgrade by hand (`ws://`
+    /// only), within `dl`.
+    pub(super) async fn open(target: &ServerTarget, dl: Instant) -> R<Self> {
         let rest = target
             .ws_url
             .strip_prefix("ws://")

@@ -3059,36 +3059,10 @@ impl ServerWorld {
             }
             K::RawUnmasked => {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let url = self.target.ws_url.clone();
-                let rest = url
-                    .strip_prefix("ws://")
-                    .ok_or_else(|| StepFail::not_implemented("raw connections need a ws:// URL"))?;
-                let (hostport, path) = rest
-                    .split_once('/')
-                    .map_or((rest, String::from("/")), |(h, p)| (h, format!("/{p}")));
-                let mut tcp = tokio::net::TcpStream::connect(hostport)
-                    .await
-                    .map_err(|e| StepFail::req("RW-CONN-1", format!("cannot connect: {e}")))?;
-                let req = format!(
-                    "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                );
-                tcp.write_all(req.as_bytes())
-                    .await
-                    .map_err(|e| StepFail::msg(e.to_string()))?;
-                // Read the 101 answer (the head ends with an empty line).
-                let mut head = Vec::new();
-                let mut buf = vec![0u8; 4096];
                 let dl = self.dl(ANSWER_WAIT_MS);
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tokio::time::timeout_at(dl, tcp.read(&mut buf)).await {
-                        Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
-                        _ => {
-                            return Err(StepFail::req("RW-CONN-1", "the upgrade was not answered"));
-                        }
-                    }
-                }
-                let at = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
-                let mut got = head.split_off(at);
+                let super::frames::Raw { mut tcp, mut got } =
+                    super::frames::Raw::open(&self.target, dl).await?;
+                let mut buf = vec![0u8; 4096];
                 // A text frame with the mask bit clear, which RFC 6455 §5.1 forbids
                 // from a client.
                 let payload = br#"{"type":"ping","id":"unmasked"}"#;
@@ -3210,30 +3184,19 @@ impl ServerWorld {
                 super::frames::binary_over_rate(&self.target, &self.rec, dl, &s(0), close).await?;
             }
             K::RawCloseDrop => {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                use tokio::io::AsyncReadExt;
                 let pong = self
                     .welcome_u64(&s(0), "/pong_timeout_ms")
                     .ok_or_else(|| StepFail::msg("step error: no welcome"))?;
-                let url = self.target.ws_url.clone();
-                let rest = url
-                    .strip_prefix("ws://")
-                    .ok_or_else(|| StepFail::not_implemented("raw connections need a ws:// URL"))?;
-                let (hostport, path) = rest
-                    .split_once('/')
-                    .map_or((rest, String::from("/")), |(h, p)| (h, format!("/{p}")));
-                let mut tcp = tokio::net::TcpStream::connect(hostport)
-                    .await
-                    .map_err(|e| StepFail::req("RW-CONN-1", format!("cannot connect: {e}")))?;
-                let req = format!(
-                    "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                );
                 self.rec.out(
                     "raw",
-                    &format!("GET {path} (upgrade), then silence: no hello, no close reply"),
+                    "GET (upgrade), then silence: no hello, no close reply",
                 );
-                tcp.write_all(req.as_bytes())
-                    .await
-                    .map_err(|e| StepFail::msg(e.to_string()))?;
+                let dl = self.dl(ANSWER_WAIT_MS);
+                let super::frames::Raw {
+                    mut tcp,
+                    got: early,
+                } = super::frames::Raw::open(&self.target, dl).await?;
                 let upgraded = Instant::now();
                 // The hello deadline, then the close handshake's pong_timeout_ms, then
                 // 500 ms for the server's timers; a later drop is a miss judged against
@@ -3241,7 +3204,7 @@ impl ServerWorld {
                 let due = upgraded + self.ms(self.target.hello_timeout_ms + pong + 500);
                 let end = due + self.ms(pong.max(1000));
                 let mut buf = vec![0u8; 65536];
-                let mut got = Vec::new();
+                let mut got = early;
                 loop {
                     match tokio::time::timeout_at(end, tcp.read(&mut buf)).await {
                         Err(_) => {
