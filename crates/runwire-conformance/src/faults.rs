@@ -104,6 +104,10 @@ pub enum ServerFault {
     /// of `binary_frame` (4000). The proxy keeps the bucket, with the capacity a
     /// previous connection's `welcome` announced (`RW-INPUT-6`).
     RateBeforeKind,
+    /// Forgets the epoch it told about a run without events: every `subscribed` with
+    /// `head_seq` 0 carries an epoch the server will not honour later, so a client that
+    /// subscribed before the first event cannot resume with a replay (`RW-SEC-15`).
+    EmptyRunEpochForgotten,
 }
 
 impl ServerFault {
@@ -130,6 +134,7 @@ impl ServerFault {
         Self::AnyOrigin,
         Self::AnyContentType,
         Self::RateBeforeKind,
+        Self::EmptyRunEpochForgotten,
     ];
 
     /// The requirement the suites must name when they catch it.
@@ -156,6 +161,7 @@ impl ServerFault {
             Self::AnyOrigin => "RW-SEC-2",
             Self::AnyContentType => "RW-INGEST-24",
             Self::RateBeforeKind => "RW-INPUT-6",
+            Self::EmptyRunEpochForgotten => "RW-SEC-15",
         }
     }
 }
@@ -816,6 +822,14 @@ fn transform(
                 (vec![text(&v), text(&v)], vec![])
             }
             ServerFault::NeverPing if ty == "ping" => (vec![], vec![]),
+            ServerFault::EmptyRunEpochForgotten
+                if ty == "subscribed" && v.get("head_seq").and_then(Value::as_u64) == Some(0) =>
+            {
+                if let Some(e) = v.get("epoch").and_then(Value::as_str) {
+                    v["epoch"] = json!(format!("{e}f"));
+                }
+                (vec![text(&v)], vec![])
+            }
             ServerFault::IgnorePongTimeout if ty == "ping" => {
                 let id = v.get("id").cloned().unwrap_or(Value::Null);
                 (vec![], vec![text(&json!({"type": "pong", "id": id}))])

@@ -174,7 +174,28 @@ impl World for FloodWorld {
                     .ok_or_else(|| StepFail::msg(format!("bad count in {text:?}")))?;
                 self.flood(n).await
             }),
-            None => self.inner.step(keyword, text, doc),
+            None => Box::pin(async move {
+                let r = self.inner.step(keyword, text, doc).await;
+                // In a flood scenario, a resume from a cursor taken before the run's
+                // first event that is answered with an epoch_mismatch reset means the
+                // server did not honour the epoch it told (RW-SEC-15); the reset itself
+                // is what RW-RESUME-7 asks for once the epochs differ, so the generic
+                // step would blame the wrong requirement.
+                r.map_err(|f| {
+                    if f.message.contains("epoch_mismatch") {
+                        StepFail::req(
+                            "RW-SEC-15",
+                            format!(
+                                "the server did not honour the epoch it told when the run had \
+                                 no events: the resume from that cursor was reset ({})",
+                                f.message
+                            ),
+                        )
+                    } else {
+                        f
+                    }
+                })
+            }),
         }
     }
 
