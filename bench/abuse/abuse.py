@@ -93,6 +93,14 @@ def read_frame(s):
     return op, exact(n)
 
 
+class Refused(EOFError):
+    """An upgrade answered 503 (an admission limit, RW-SEC-12), with its Retry-After."""
+
+    def __init__(self, status, retry_after):
+        super().__init__(status)
+        self.retry_after = retry_after
+
+
 def upgrade(host, port, token=None, source=None, timeout=5.0):
     s = connect(host, port, source, timeout)
     key = base64.b64encode(os.urandom(16)).decode()
@@ -110,9 +118,32 @@ def upgrade(host, port, token=None, source=None, timeout=5.0):
         if not c:
             raise EOFError("closed during the upgrade")
         head += c
-    if b" 101 " not in head.split(b"\r\n", 1)[0]:
-        raise EOFError(head.split(b"\r\n", 1)[0].decode(errors="replace"))
+    status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+    if " 101 " not in status:
+        if " 503 " in status:
+            retry = 1.0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.decode(errors="replace").partition(":")
+                if name.strip().lower() == "retry-after":
+                    try:
+                        retry = float(value.strip())
+                    except ValueError:
+                        pass
+            raise Refused(status, retry)
+        raise EOFError(status)
     return s
+
+
+def upgrade_honouring_retry_after(host, port, token=None, attempts=5):
+    """Upgrades as a well-behaved client does: a 503 refusal is retried after its
+    Retry-After (a server sheds the previous case's sockets over its deadlines)."""
+    for i in range(attempts):
+        try:
+            return upgrade(host, port, token)
+        except Refused as r:
+            if i + 1 == attempts:
+                raise
+            time.sleep(r.retry_after)
 
 
 def fresh_welcome(host, port, token, source):
@@ -242,7 +273,7 @@ def run_flood(a, host, port):
 
     def worker(k):
         try:
-            s = upgrade(host, port, a.token)
+            s = upgrade_honouring_retry_after(host, port, a.token)
             hello = {"type": "hello", "versions": ["1.0"]}
             if a.token:
                 hello["token"] = a.token

@@ -234,6 +234,10 @@ pub(crate) async fn append(
             ),
         ));
     }
+    // Counted before the shutdown check: once shutdown begins, the subscriptions wait
+    // for the appends that passed it, so every acknowledged event reaches them before
+    // `server_shutdown` (`RW-SHUTDOWN-4`).
+    let _in_flight = state.appends.enter();
     if *state.shutdown.borrow() {
         // `RW-SHUTDOWN-1`.
         return Err(ApiError::new(

@@ -97,7 +97,9 @@ pub enum ServerError {
     },
 }
 
-/// Counts open connections so shutdown can wait for their goodbyes.
+/// Counts open connections so shutdown can wait for their goodbyes (and, as
+/// `AppState::appends`, appends in progress, so that shutdown delivers every
+/// acknowledged event first, `RW-SHUTDOWN-4`).
 #[derive(Debug, Default)]
 pub(crate) struct Tracker {
     open: AtomicUsize,
@@ -112,7 +114,7 @@ impl Tracker {
         TrackerGuard(self)
     }
 
-    async fn wait_idle(&self) {
+    pub(crate) async fn wait_idle(&self) {
         loop {
             let n = self.idle.notified();
             tokio::pin!(n);
@@ -141,6 +143,8 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) tracker: Tracker,
+    /// Appends past the shutdown check and not yet answered.
+    pub(crate) appends: Tracker,
     pub(crate) origins: origin::OriginPolicy,
 }
 
@@ -198,6 +202,7 @@ impl Server {
             metrics: Arc::clone(&metrics),
             shutdown: shutdown_rx.clone(),
             tracker: Tracker::default(),
+            appends: Tracker::default(),
             origins: origin::OriginPolicy::new(&config_origins),
         });
         let body_limit = state.config.max_request_bytes.saturating_add(1);

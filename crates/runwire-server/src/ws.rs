@@ -992,6 +992,8 @@ async fn run_subscription(
             }
         }};
     }
+    // Set on graceful shutdown: catch up to the head once more, then end.
+    let mut draining = false;
     loop {
         // Catch up from the store, read as the socket drains (`RW-SLOW-2`).
         while delivered < target {
@@ -1028,6 +1030,9 @@ async fn run_subscription(
                 Err(QueueError::SlowConsumer) => return slow(&out),
                 Err(QueueError::Closed) => return,
             }
+        }
+        if draining {
+            return;
         }
         tokio::select! {
             biased;
@@ -1109,11 +1114,21 @@ async fn run_subscription(
                 }
             },
             // Last in the biased order, so live events already received are batched
-            // first: on graceful shutdown send the pending batch, then end
-            // (`RW-SHUTDOWN-4`).
+            // first: on graceful shutdown send the pending batch, then every event
+            // acknowledged so far that the live feed has not brought yet (appends
+            // that passed the shutdown check finish first), then end (`RW-SHUTDOWN-4`).
+            // The connection bounds all of it by close_timeout_ms.
             _ = async { shutdown.wait_for(|v| *v).await.is_ok() } => {
-                let _ = send(std::mem::take(&mut batch), batch_since.take()).await;
-                return;
+                if send(std::mem::take(&mut batch), batch_since.take()).await.is_err() {
+                    return;
+                }
+                state.appends.wait_idle().await;
+                match store.run_info(&run_id).await {
+                    Ok(Some(i)) => target = target.max(i.head_seq),
+                    Ok(None) => {}
+                    Err(e) => return fatal(&e),
+                }
+                draining = true;
             }
         }
     }
