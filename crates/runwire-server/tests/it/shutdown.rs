@@ -84,3 +84,104 @@ async fn rw_shutdown_4_pending_batch_is_flushed_before_server_shutdown() {
     drop(c);
     stopping.await.expect("shutdown");
 }
+
+/// A memory store whose live feed never brings anything: the feed of a busy server that
+/// is behind the store (what a loaded machine showed: acknowledged events not yet on
+/// the feed when shutdown began).
+struct DeafFeed {
+    inner: runwire_server::MemoryStore,
+    hub: runwire_server::store::LiveHub,
+}
+
+impl runwire_server::EventStore for DeafFeed {
+    fn open_run<'a>(
+        &'a self,
+        run_id: &'a runwire_protocol::RunId,
+    ) -> runwire_server::store::BoxFuture<
+        'a,
+        Result<runwire_server::store::RunInfo, runwire_server::StoreError>,
+    > {
+        self.inner.open_run(run_id)
+    }
+
+    fn run_info<'a>(
+        &'a self,
+        run_id: &'a runwire_protocol::RunId,
+    ) -> runwire_server::store::BoxFuture<
+        'a,
+        Result<Option<runwire_server::store::RunInfo>, runwire_server::StoreError>,
+    > {
+        self.inner.run_info(run_id)
+    }
+
+    fn append<'a>(
+        &'a self,
+        run_id: &'a runwire_protocol::RunId,
+        events: Vec<runwire_protocol::http::NewEvent>,
+    ) -> runwire_server::store::BoxFuture<
+        'a,
+        Result<runwire_server::store::AppendOutcome, runwire_server::StoreError>,
+    > {
+        self.inner.append(run_id, events)
+    }
+
+    fn read<'a>(
+        &'a self,
+        run_id: &'a runwire_protocol::RunId,
+        after_seq: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> runwire_server::store::BoxFuture<
+        'a,
+        Result<Vec<runwire_server::store::StoredEvent>, runwire_server::StoreError>,
+    > {
+        self.inner.read(run_id, after_seq, up_to, limit)
+    }
+
+    fn snapshot<'a>(
+        &'a self,
+        run_id: &'a runwire_protocol::RunId,
+    ) -> runwire_server::store::BoxFuture<
+        'a,
+        Result<Option<runwire_protocol::RunSnapshot>, runwire_server::StoreError>,
+    > {
+        self.inner.snapshot(run_id)
+    }
+
+    fn live(&self, run_id: &runwire_protocol::RunId) -> runwire_server::store::LiveReceiver {
+        self.hub.subscribe(run_id)
+    }
+
+    fn health(
+        &self,
+    ) -> runwire_server::store::BoxFuture<'_, Result<(), runwire_server::StoreError>> {
+        self.inner.health()
+    }
+
+    fn close(
+        &self,
+    ) -> runwire_server::store::BoxFuture<'_, Result<(), runwire_server::StoreError>> {
+        self.inner.close()
+    }
+}
+
+/// `RW-SHUTDOWN-4`: an acknowledged event reaches the subscriber before
+/// `server_shutdown` even when the live feed has not brought it yet: the subscription
+/// catches up from the store when shutdown begins.
+#[tokio::test]
+async fn rw_shutdown_4_acknowledged_events_the_feed_has_not_brought_are_sent_first() {
+    let store = std::sync::Arc::new(DeafFeed {
+        inner: runwire_server::MemoryStore::new(),
+        hub: runwire_server::store::LiveHub::new(16),
+    });
+    let s = start_with(config(), store).await;
+    let mut c = Client::connect(&s).await;
+    c.hello(json!([{"run_id": "behind"}])).await;
+    assert!(matches!(c.msg().await, ServerMessage::Subscribed(_)));
+    Producer::new(&s).progress("behind", 3).await;
+    let stopping = tokio::spawn(s.shutdown());
+    let got = c.events_until(&run("behind"), 0, 3).await;
+    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    c.expect_error_close("server_shutdown", 4200).await;
+    stopping.await.expect("shutdown");
+}
