@@ -9,11 +9,40 @@ use runwire_protocol::{
 };
 use runwire_server::{EventStore, MemoryStore, RunningServer, Server, ServerConfig};
 use serde_json::{Value, json};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpSocket, TcpStream},
+};
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{Message, client::IntoClientRequest, protocol::CloseFrame},
 };
+
+/// Opens a TCP connection and does the WebSocket handshake (HTTP/1.1 upgrade) by hand.
+pub(crate) async fn raw_upgrade(server: &RunningServer) -> TcpStream {
+    let mut tcp = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        runwire_protocol::STREAM_PATH,
+        server.local_addr()
+    );
+    tcp.write_all(req.as_bytes()).await.expect("write request");
+    // Byte by byte, so that nothing after the response head is consumed.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let b = tokio::time::timeout(WAIT, tcp.read_u8())
+            .await
+            .expect("response within the wait bound")
+            .expect("response head");
+        head.push(b);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tcp
+}
 
 /// Upper bound for any single wait; a failing test fails after this, a passing test
 /// never waits for it.

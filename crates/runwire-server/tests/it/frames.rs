@@ -3,7 +3,6 @@
 //! `TcpStream`, because a WebSocket client refuses to send broken frames.
 
 use futures_util::SinkExt;
-use runwire_server::RunningServer;
 use serde_json::json;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -12,30 +11,6 @@ use tokio::{
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
-
-/// Opens a TCP connection and does the WebSocket handshake by hand.
-async fn raw_upgrade(server: &RunningServer) -> TcpStream {
-    let mut tcp = TcpStream::connect(server.local_addr())
-        .await
-        .expect("connect");
-    let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        runwire_protocol::STREAM_PATH,
-        server.local_addr()
-    );
-    tcp.write_all(req.as_bytes()).await.expect("write request");
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let b = tokio::time::timeout(WAIT, tcp.read_u8())
-            .await
-            .expect("response within the wait bound")
-            .expect("response head");
-        head.push(b);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    tcp
-}
 
 /// A masked client frame with the all-zero key: `first` is the FIN/RSV/opcode byte.
 fn masked(first: u8, payload: &[u8]) -> Vec<u8> {

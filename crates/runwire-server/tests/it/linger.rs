@@ -9,39 +9,12 @@
 use std::{io, sync::atomic::Ordering, time::Duration};
 
 use runwire_protocol::{ServerMessage, codec::decode_server_message};
-use runwire_server::RunningServer;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpStream, tcp::OwnedReadHalf},
+    net::tcp::OwnedReadHalf,
 };
 
 use crate::common::*;
-
-/// Opens a TCP connection and does the WebSocket handshake (HTTP/1.1 upgrade) by hand.
-async fn raw_upgrade(server: &RunningServer) -> TcpStream {
-    let mut tcp = TcpStream::connect(server.local_addr())
-        .await
-        .expect("connect");
-    let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        runwire_protocol::STREAM_PATH,
-        server.local_addr()
-    );
-    tcp.write_all(req.as_bytes()).await.expect("write request");
-    // Byte by byte, so that nothing after the response head is consumed.
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let b = tokio::time::timeout(WAIT, tcp.read_u8())
-            .await
-            .expect("response within the wait bound")
-            .expect("response head");
-        head.push(b);
-    }
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    tcp
-}
 
 /// The header of a masked (client) text frame announcing `len` payload bytes, with
 /// the all-zero masking key, so payload bytes go on the wire as they are.
