@@ -79,12 +79,15 @@ pub(crate) async fn serve_connection(
     let _guard = state.tracker.enter();
     let (sink, mut stream) = socket.split();
     let cfg = Arc::clone(&state.config);
+    // How long a slow consumer's final frames may wait behind what its socket still
+    // holds (`RW-SLOW-6`): the writer's bound, and the connection's wait for the writer.
+    let slow_close_ms = cfg.close_timeout_ms.max(cfg.pong_timeout_ms);
     let (out, mut writer) = Outbound::spawn(
         sink,
         cfg.slow_consumer_max_bytes,
         ms(cfg.slow_consumer_max_age_ms),
         ms(cfg.close_timeout_ms),
-        ms(cfg.close_timeout_ms.max(cfg.pong_timeout_ms)),
+        ms(slow_close_ms),
         Arc::clone(&metrics),
     );
     let (reports_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
@@ -285,7 +288,7 @@ pub(crate) async fn serve_connection(
         // A slow consumer's goodbye waits behind what its socket still holds, for as
         // long as the writer gives it (`RW-SLOW-6`); other goodbyes for close_timeout_ms.
         let wait = if out.is_closing_urgently() {
-            cfg.close_timeout_ms.max(cfg.pong_timeout_ms)
+            slow_close_ms
         } else {
             cfg.close_timeout_ms
         };
