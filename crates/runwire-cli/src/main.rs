@@ -37,6 +37,9 @@ enum Command {
     /// Watch one run live: progress bar, phase, status, logs and tool calls; exits 0
     /// when it completes, 1 when it fails, 3 when it is cancelled.
     Watch(cmd::watch::WatchArgs),
+    /// TLS helpers: a development CA and server certificate.
+    #[command(subcommand)]
+    Tls(cmd::tls::TlsCommand),
     // Other subcommands (serve, publish, watch, mock, conform, client-adapter) are
     // added here, one variant and one module each.
 }
@@ -69,6 +72,9 @@ fn quiet_on_broken_pipe() {
 
 fn main() -> ExitCode {
     quiet_on_broken_pipe();
+    // One TLS crypto provider for every library that builds a TLS configuration of its
+    // own (reqwest is built without one).
+    runwire_client::tls::install_default_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Schema(c) => cmd::schema::run(c),
@@ -78,6 +84,7 @@ fn main() -> ExitCode {
         Command::Mock(a) => cmd::mock::run(a),
         Command::ClientAdapter(a) => cmd::client_adapter::run(a),
         Command::Watch(a) => cmd::watch::run(a),
+        Command::Tls(c) => cmd::tls::run(c),
     };
     match result {
         Ok(code) => code,

@@ -94,6 +94,9 @@ pub struct ClientConfig {
     pub channel_capacity: usize,
     /// Sent in `hello.client`.
     pub client_info: Option<ClientInfo>,
+    /// TLS for `wss://` URLs: the certificate authorities trusted
+    /// ([`crate::tls::client_config`]). `None`: the operating system's roots.
+    pub tls: Option<Arc<crate::tls::TlsClientConfig>>,
 }
 
 impl ClientConfig {
@@ -117,6 +120,7 @@ impl ClientConfig {
                 name: "runwire-client".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
             }),
+            tls: None,
         }
     }
 

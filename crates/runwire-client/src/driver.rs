@@ -399,10 +399,16 @@ impl Driver {
             .max_frame_size(Some(max));
         let conn = timeout(
             self.config.connect_timeout,
-            tokio_tungstenite::connect_async_with_config(
+            tokio_tungstenite::connect_async_tls_with_config(
                 self.config.url.as_str(),
                 Some(ws_config),
                 true,
+                Some(tokio_tungstenite::Connector::Rustls(
+                    self.config
+                        .tls
+                        .clone()
+                        .unwrap_or_else(crate::tls::default_config),
+                )),
             ),
         )
         .await;

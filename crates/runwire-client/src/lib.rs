@@ -52,6 +52,7 @@ mod chunks;
 mod config;
 mod decode;
 mod driver;
+pub mod tls;
 mod tracker;
 
 use std::{

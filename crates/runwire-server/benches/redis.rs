@@ -133,7 +133,7 @@ async fn fanout_once(kind: &str, subs: usize, n: u64) -> f64 {
         _ => unreachable!(),
     };
     let addrs: Vec<String> = nodes.iter().map(|p| p.addr.clone()).collect();
-    let http = reqwest::Client::new();
+    let http = http_client();
     let urls: Vec<String> = addrs
         .iter()
         .map(|a| format!("ws://{a}/v1/stream"))
@@ -206,7 +206,7 @@ async fn ingest() {
                 (Some(r), url)
             };
             let nodes: Vec<Proc> = (0..nodes_n).map(|_| node(&url)).collect();
-            let http = reqwest::Client::new();
+            let http = http_client();
             let total = 100_000u64;
             let per = total / producers as u64;
             let counter = Arc::new(AtomicU64::new(0));

@@ -159,7 +159,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// One fanout run: returns delivered events per second.
 async fn fanout_once(kind: &str, subs: usize, n: u64) -> Option<f64> {
-    let http = reqwest::Client::new();
+    let http = http_client();
     let db = temp_db("fanout");
     let proc = match kind {
         "runwire" => runwire("memory", &[]),
@@ -340,7 +340,7 @@ async fn latency() {
             }));
         }
         ready.wait().await;
-        let http = reqwest::Client::new();
+        let http = http_client();
         let inflight = Arc::new(tokio::sync::Semaphore::new(16));
         let mut tick = tokio::time::interval(Duration::from_millis(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -401,7 +401,7 @@ async fn ingest() {
     ] {
         let path = temp_db("ingest");
         let proc = runwire(&format!("sqlite:{}", path.display()), &[]);
-        let http = reqwest::Client::new();
+        let http = http_client();
         let total = 200_000u64;
         let per = total / producers as u64;
         let counter = Arc::new(AtomicU64::new(0));
@@ -481,7 +481,7 @@ async fn resume() {
     println!("\n## resume: a client 100,000 events behind catches up (SQLite store)");
     let path = temp_db("resume");
     let proc = runwire(&format!("sqlite:{}", path.display()), &[]);
-    let http = reqwest::Client::new();
+    let http = http_client();
     let n = 100_000u64;
     let mut sent = 0;
     while sent < n {

@@ -14,7 +14,8 @@
 //!   connection must within it either have sent a complete request head that is not an
 //!   upgrade, or have been answered on its upgrade request (`101`, or a refusal).
 //!   Otherwise it is closed. After the upgrade the hello deadline (`RW-CONN-3`) takes
-//!   over.
+//!   over. With TLS (`crate::tls`) the TLS handshake comes first and counts against
+//!   this deadline too; the header deadline starts after it.
 //! - **Keep-alive idle** (`keep_alive_timeout_ms`): an HTTP/1.1 connection with no
 //!   request in progress is closed gracefully after this long without a request (at
 //!   most `header_timeout_ms`, which bounds the wait for the next head anyway).
@@ -60,11 +61,12 @@ use axum::{
 use futures_util::StreamExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{sync::watch, time::Instant};
+use tokio::{io::AsyncWriteExt, sync::watch, time::Instant};
 
 use crate::{
     config::ServerConfig,
-    linger::{self, LingerHandle, LingerListener, LingerStream},
+    linger::{self, LingerHandle, LingerListener, LingerStream, Transport},
+    tls::Tls,
 };
 
 /// At most this many refused connections wait in their lingering close at once; more
@@ -186,23 +188,54 @@ pub(crate) fn refusal_response(why: Refusal) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Refuses an accepted connection: writes the 503 at once (a fresh socket's send
-/// buffer is empty, so the write does not block), then closes it with a short
-/// lingering close if fewer than [`REFUSALS_LINGERING_MAX`] do so already, else at once.
-fn refuse(admission: &Arc<Admission>, io: LingerStream, why: Refusal, linger_for: Duration) {
-    let Some(mut tcp) = io.into_tcp() else { return };
+/// Refuses an accepted connection. A plain connection gets the 503 at once (a fresh
+/// socket's send buffer is empty, so the write does not block), then a short lingering
+/// close if fewer than [`REFUSALS_LINGERING_MAX`] refusals linger already, else it is
+/// closed at once. A TLS connection can only be answered after its TLS handshake, so it
+/// is answered only within that same budget (handshake, answer and lingering close
+/// bounded by `linger_for`), and closed at once beyond it.
+fn refuse(
+    admission: &Arc<Admission>,
+    io: LingerStream,
+    why: Refusal,
+    linger_for: Duration,
+    tls: Option<&Tls>,
+) {
     let answer = refusal_response(why);
-    if tcp.try_write(&answer).is_err() {
-        return;
-    }
-    tracing::debug!(?why, "connection refused");
+    tracing::debug!(?why, tls = tls.is_some(), "connection refused");
+    let pending = match tls {
+        None => {
+            let Some(tcp) = io.into_tcp() else { return };
+            if tcp.try_write(&answer).is_err() {
+                return;
+            }
+            Ok(tcp)
+        }
+        Some(tls) => Err((io, tls.acceptor())),
+    };
     if admission.refusing.fetch_add(1, Ordering::AcqRel) >= REFUSALS_LINGERING_MAX {
         admission.refusing.fetch_sub(1, Ordering::AcqRel);
         return;
     }
     let admission = Arc::clone(admission);
     tokio::spawn(async move {
-        let _ = linger::linger(&mut tcp, linger_for, 64 * 1024).await;
+        let transport = match pending {
+            Ok(tcp) => Some(Transport::Plain(tcp)),
+            Err((io, acceptor)) => {
+                let answered = async move {
+                    let mut io = io.start_tls(&acceptor).await.ok()?;
+                    io.write_all(&answer).await.ok()?;
+                    io.into_transport()
+                };
+                tokio::time::timeout(linger_for, answered)
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        };
+        if let Some(mut transport) = transport {
+            let _ = linger::linger(&mut transport, linger_for, 64 * 1024).await;
+        }
         admission.refusing.fetch_sub(1, Ordering::AcqRel);
     });
 }
@@ -253,6 +286,7 @@ pub(crate) async fn serve(
     mut listener: LingerListener,
     app: Router,
     config: &ServerConfig,
+    tls: Option<Arc<Tls>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let admission = Arc::new(Admission::new(config));
@@ -263,18 +297,36 @@ pub(crate) async fn serve(
             conn = axum::serve::Listener::accept(&mut listener) => conn,
             _ = stop.wait_for(|v| *v) => break,
         };
+        let accepted = Instant::now();
         match admission.admit(addr.ip()) {
             Ok(ticket) => {
-                let (io, handle) = io.admitted(ticket);
                 let app = app.clone();
                 let stop = stop.clone();
                 let close_rx = close_rx.clone();
+                let acceptor = tls.as_deref().map(Tls::acceptor);
                 tokio::spawn(async move {
-                    serve_connection(io, handle, app, deadlines, stop).await;
+                    // The ticket counts the connection during its TLS handshake too.
+                    let io = match acceptor {
+                        None => Some(io),
+                        Some(a) => {
+                            let deadline = accepted + deadlines.handshake;
+                            start_tls(io, &a, deadline, stop.clone()).await
+                        }
+                    };
+                    if let Some(io) = io {
+                        let (io, handle) = io.admitted(ticket);
+                        serve_connection(io, handle, app, deadlines, stop, accepted).await;
+                    }
                     drop(close_rx);
                 });
             }
-            Err(why) => refuse(&admission, io, why, deadlines.refusal_linger),
+            Err(why) => refuse(
+                &admission,
+                io,
+                why,
+                deadlines.refusal_linger,
+                tls.as_deref(),
+            ),
         }
     }
     drop(close_rx);
@@ -282,19 +334,44 @@ pub(crate) async fn serve(
     close_tx.closed().await;
 }
 
-/// Serves one admitted connection with its deadlines.
+/// Runs an admitted connection's TLS handshake (`crate::tls`), which must end before
+/// the handshake deadline (`RW-SEC-11`) and is abandoned when the server stops.
+async fn start_tls(
+    io: LingerStream,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    deadline: Instant,
+    mut stop: watch::Receiver<bool>,
+) -> Option<LingerStream> {
+    tokio::select! {
+        r = tokio::time::timeout_at(deadline, io.start_tls(acceptor)) => match r {
+            Ok(Ok(io)) => Some(io),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed; closing the connection");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("handshake deadline passed during the TLS handshake; closing the connection");
+                None
+            }
+        },
+        _ = stop.wait_for(|v| *v) => None,
+    }
+}
+
+/// Serves one admitted connection with its deadlines, counted from `accepted`.
 async fn serve_connection(
     io: LingerStream,
     handle: LingerHandle,
     app: Router,
     deadlines: Deadlines,
     mut stop: watch::Receiver<bool>,
+    accepted: Instant,
 ) {
     let state = Arc::new(ConnState {
         handshaken: AtomicBool::new(false),
         active: AtomicUsize::new(0),
         last_done_ms: AtomicU64::new(0),
-        start: Instant::now(),
+        start: accepted,
     });
     let svc_state = Arc::clone(&state);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -339,9 +416,9 @@ async fn serve_connection(
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades()
     );
-    let handshake = tokio::time::sleep(deadlines.handshake);
+    let handshake = tokio::time::sleep_until(accepted + deadlines.handshake);
     let mut handshake = pin!(handshake);
-    let idle = tokio::time::sleep(deadlines.keep_alive);
+    let idle = tokio::time::sleep_until(accepted + deadlines.keep_alive);
     let mut idle = pin!(idle);
     let mut closing = false;
     // Whether the handshake deadline has passed (and the connection survived it).

@@ -159,6 +159,24 @@ impl RetentionConfig {
     }
 }
 
+/// TLS serving (spec §17, `RW-SEC-3`): PEM files read at start and again on
+/// [`crate::RunningServer::reload_tls`] (`runwire serve` calls it on `SIGHUP`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM, leaf first.
+    pub cert: Option<std::path::PathBuf>,
+    /// The private key of the leaf certificate, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl TlsConfig {
+    /// Whether TLS is configured (both files given).
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() && self.key.is_some()
+    }
+}
+
 /// SQLite store settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -285,6 +303,8 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Authentication.
     pub auth: AuthConfig,
+    /// TLS: with a certificate and key the server serves `wss://` and `https://` only.
+    pub tls: TlsConfig,
     /// SQLite store settings.
     pub sqlite: SqliteConfig,
     /// Which events the memory and SQLite stores keep.
@@ -322,6 +342,7 @@ impl Default for ServerConfig {
             allow_unauthenticated_public: false,
             allowed_origins: Vec::new(),
             auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
             sqlite: SqliteConfig::default(),
             retention: RetentionConfig::default(),
         }
@@ -394,7 +415,7 @@ impl ServerConfig {
     fn optional_key(key: &str) -> bool {
         matches!(
             key,
-            "auth.jwt_secret" | "auth.jwt_issuer" | "auth.jwt_audience"
+            "auth.jwt_secret" | "auth.jwt_issuer" | "auth.jwt_audience" | "tls.cert" | "tls.key"
         )
     }
 
@@ -441,6 +462,9 @@ impl ServerConfig {
                     "allowed_origins: {o:?} is not an origin (scheme://host[:port], no path) or *"
                 )));
             }
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return bad("tls.cert and tls.key must be given together");
         }
         if self.hello_timeout_ms == 0 {
             return bad("hello_timeout_ms must be at least 1");

@@ -64,15 +64,19 @@ pub mod metrics;
 mod origin;
 mod outbound;
 pub mod store;
+mod tls;
 mod ws;
 
 pub use auth::{Authenticator, Principal};
 pub use config::{
     AuthConfig, ConfigError, RetentionConfig, RetentionRule, Role, ServerConfig, SqliteConfig,
-    StaticToken,
+    StaticToken, TlsConfig,
 };
 pub use metrics::Metrics;
 pub use store::{EventStore, MemoryStore, SqliteStore, StoreError, open_store};
+#[cfg(feature = "dev-certs")]
+pub use tls::{DevCertificates, dev_certificates};
+pub use tls::{TlsError, provider as tls_provider};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +91,9 @@ pub enum ServerError {
          or listen on a loopback address (or set allow_unauthenticated_public)"
     )]
     PublicWithoutAuth(SocketAddr),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -182,6 +189,7 @@ impl Server {
                 config.listen
             );
         }
+        let tls = tls::Tls::from_config(&config.tls)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -234,14 +242,16 @@ impl Server {
         let sndbuf = send_buffer_bytes(&state.config);
         let listener = linger::LingerListener::new(listener, sndbuf);
         let config = Arc::clone(&state.config);
+        let serve_tls = tls.clone();
         let task = tokio::spawn(async move {
-            admission::serve(listener, app, &config, stop).await;
+            admission::serve(listener, app, &config, serve_tls, stop).await;
         });
         Ok(RunningServer {
             addr,
             shutdown: shutdown_tx,
             task,
             state,
+            tls,
         })
     }
 }
@@ -252,6 +262,7 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     state: Arc<AppState>,
+    tls: Option<Arc<tls::Tls>>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -268,14 +279,27 @@ impl RunningServer {
         self.addr
     }
 
-    /// `ws://ADDR/v1/stream`.
+    /// `ws://ADDR/v1/stream`, or `wss://` with TLS.
     pub fn ws_url(&self) -> String {
-        format!("ws://{}{}", self.addr, runwire_protocol::STREAM_PATH)
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}{}", self.addr, runwire_protocol::STREAM_PATH)
     }
 
-    /// `http://ADDR` (the producer API's base URL).
+    /// `http://ADDR` (the producer API's base URL), or `https://` with TLS.
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Reads the TLS certificate and key files again (`runwire serve` does it on
+    /// `SIGHUP`): connections accepted afterwards get the new certificate, open ones
+    /// keep theirs. On error the certificate in service stays. Without TLS configured
+    /// this does nothing.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
     }
 
     /// The server's metrics.

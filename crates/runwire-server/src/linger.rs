@@ -67,15 +67,84 @@ pub(crate) const LINGER_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The slot shared by a [`LingerStream`] and its [`LingerHandle`]s: where the stream
 /// goes when it is dropped, if someone asked for it.
-type Slot = Arc<Mutex<Option<oneshot::Sender<TcpStream>>>>;
+type Slot = Arc<Mutex<Option<oneshot::Sender<Transport>>>>;
 
-/// An accepted TCP connection. It reads and writes exactly like the `TcpStream` it
-/// wraps; when dropped after [`LingerHandle::request`], it hands the stream over
-/// instead of closing it.
+/// A connection's transport: the socket, or TLS over it (`crate::tls`).
+#[derive(Debug)]
+pub(crate) enum Transport {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP (boxed: the TLS state is large).
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Transport {
+    /// The socket below any TLS.
+    fn tcp_mut(&mut self) -> &mut TcpStream {
+        match self {
+            Self::Plain(t) => t,
+            Self::Tls(t) => t.get_mut().0,
+        }
+    }
+}
+
+/// Delegates a poll method to the transport's variant.
+macro_rules! delegate {
+    ($self:expr, $t:ident => $call:expr) => {
+        match $self {
+            Transport::Plain($t) => $call,
+            Transport::Tls($t) => $call,
+        }
+    };
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self.get_mut(), t => Pin::new(t).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self.get_mut(), t => Pin::new(t).poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self.get_mut(), t => Pin::new(t).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        delegate!(self, t => t.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self.get_mut(), t => Pin::new(t).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self.get_mut(), t => Pin::new(t).poll_shutdown(cx))
+    }
+}
+
+/// An accepted connection. It reads and writes exactly like the transport it wraps;
+/// when dropped after [`LingerHandle::request`], it hands the transport over instead
+/// of closing it.
 #[derive(Debug)]
 pub(crate) struct LingerStream {
     /// Always `Some` until `drop` (an `Option` only so that `drop` can move it out).
-    tcp: Option<TcpStream>,
+    io: Option<Transport>,
     slot: Slot,
     /// The connection's place in the admission counts (`crate::admission`), held as
     /// long as the socket is.
@@ -88,19 +157,42 @@ impl LingerStream {
         let handle = LingerHandle {
             slot: Arc::clone(&self.slot),
             ticket: Some(Arc::clone(&ticket)),
-            peer: self.tcp.as_ref().and_then(|t| t.peer_addr().ok()),
+            tls: matches!(self.io, Some(Transport::Tls(_))),
+            peer: self.io.as_mut().and_then(|t| t.tcp_mut().peer_addr().ok()),
         };
         self.ticket = Some(ticket);
         (self, handle)
     }
 
-    /// The socket itself, for a connection that is refused before it is served.
-    pub(crate) fn into_tcp(mut self) -> Option<TcpStream> {
-        self.tcp.take()
+    /// The socket itself, for a plain connection that is refused before it is served.
+    pub(crate) fn into_tcp(self) -> Option<TcpStream> {
+        match self.into_transport() {
+            Some(Transport::Plain(t)) => Some(t),
+            _ => None,
+        }
     }
 
-    fn tcp(&mut self) -> io::Result<&mut TcpStream> {
-        self.tcp
+    /// The transport, for a connection that is refused before it is served.
+    pub(crate) fn into_transport(mut self) -> Option<Transport> {
+        self.io.take()
+    }
+
+    /// Runs the TLS handshake on the socket (`crate::tls`); the stream then reads and
+    /// writes plain text through TLS. On failure the socket is closed.
+    pub(crate) async fn start_tls(
+        mut self,
+        acceptor: &tokio_rustls::TlsAcceptor,
+    ) -> io::Result<Self> {
+        let Some(Transport::Plain(tcp)) = self.io.take() else {
+            return Err(io::Error::other("not a plain TCP connection"));
+        };
+        let tls = acceptor.accept(tcp).await?;
+        self.io = Some(Transport::Tls(Box::new(tls)));
+        Ok(self)
+    }
+
+    fn io(&mut self) -> io::Result<&mut Transport> {
+        self.io
             .as_mut()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "stream handed over"))
     }
@@ -108,12 +200,12 @@ impl LingerStream {
 
 impl Drop for LingerStream {
     fn drop(&mut self) {
-        let Some(tcp) = self.tcp.take() else { return };
+        let Some(io) = self.io.take() else { return };
         let sender = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(sender) = sender {
             // If the receiver is gone, `send` gives the stream back and it is closed
             // here, as without a request.
-            let _ = sender.send(tcp);
+            let _ = sender.send(io);
         }
     }
 }
@@ -124,7 +216,7 @@ impl AsyncRead for LingerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut().tcp() {
+        match self.get_mut().io() {
             Ok(t) => Pin::new(t).poll_read(cx, buf),
             Err(e) => Poll::Ready(Err(e)),
         }
@@ -137,7 +229,7 @@ impl AsyncWrite for LingerStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut().tcp() {
+        match self.get_mut().io() {
             Ok(t) => Pin::new(t).poll_write(cx, buf),
             Err(e) => Poll::Ready(Err(e)),
         }
@@ -148,25 +240,25 @@ impl AsyncWrite for LingerStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut().tcp() {
+        match self.get_mut().io() {
             Ok(t) => Pin::new(t).poll_write_vectored(cx, bufs),
             Err(e) => Poll::Ready(Err(e)),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.as_ref().is_some_and(|t| t.is_write_vectored())
+        self.io.as_ref().is_some_and(AsyncWrite::is_write_vectored)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().tcp() {
+        match self.get_mut().io() {
             Ok(t) => Pin::new(t).poll_flush(cx),
             Err(e) => Poll::Ready(Err(e)),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().tcp() {
+        match self.get_mut().io() {
             Ok(t) => Pin::new(t).poll_shutdown(cx),
             Err(e) => Poll::Ready(Err(e)),
         }
@@ -179,20 +271,28 @@ impl AsyncWrite for LingerStream {
 pub(crate) struct LingerHandle {
     slot: Slot,
     ticket: Option<Arc<Ticket>>,
+    /// Whether the connection speaks TLS.
+    tls: bool,
     /// The client's address (for the connection's log line).
     peer: Option<SocketAddr>,
 }
 
 impl LingerHandle {
+    /// Whether the connection speaks TLS: its end then needs a `close_notify` alert
+    /// (see [`close_tls`]).
+    pub(crate) fn is_tls(&self) -> bool {
+        self.tls
+    }
+
     /// The client's address, when the socket could tell it.
     pub(crate) fn peer(&self) -> Option<SocketAddr> {
         self.peer
     }
 
-    /// Asks for the connection's socket when its transport is dropped. Call it before
-    /// dropping the WebSocket; the receiver yields the `TcpStream` once the WebSocket
-    /// (and with it the upgraded transport) is gone.
-    pub(crate) fn request(&self) -> oneshot::Receiver<TcpStream> {
+    /// Asks for the connection's transport when it is dropped. Call it before dropping
+    /// the WebSocket; the receiver yields the [`Transport`] once the WebSocket (and with
+    /// it the upgraded transport) is gone.
+    pub(crate) fn request(&self) -> oneshot::Receiver<Transport> {
         let (tx, rx) = oneshot::channel();
         *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         rx
@@ -240,7 +340,7 @@ impl axum::serve::Listener for LingerListener {
             tracing::debug!(error = %e, "cannot set SO_SNDBUF");
         }
         let io = LingerStream {
-            tcp: Some(tcp),
+            io: Some(Transport::Plain(tcp)),
             slot: Arc::default(),
             ticket: None,
         };
@@ -250,6 +350,13 @@ impl axum::serve::Listener for LingerListener {
     fn local_addr(&self) -> io::Result<Self::Addr> {
         self.inner.local_addr()
     }
+}
+
+/// Ends a TLS connection whose peer is done: sends `close_notify` and a FIN, so that
+/// the client sees the end of the stream rather than a truncation (a TLS client reports
+/// an end without `close_notify` as an error), then closes. Bounded by `timeout`.
+pub(crate) async fn close_tls(io: &mut Transport, timeout: Duration) {
+    let _ = tokio::time::timeout(timeout, io.shutdown()).await;
 }
 
 /// How a lingering close ended.
@@ -267,12 +374,14 @@ pub(crate) enum LingerEnd {
 }
 
 /// The lingering close itself: sends a FIN after everything written so far
-/// (`shutdown(SHUT_WR)`), then reads and discards until the peer's EOF, for at most
-/// `timeout` and `max_bytes`. The caller drops `tcp` afterwards.
-pub(crate) async fn linger(tcp: &mut TcpStream, timeout: Duration, max_bytes: u64) -> LingerEnd {
-    if tcp.shutdown().await.is_err() {
+/// (`shutdown(SHUT_WR)`; over TLS a `close_notify` alert first), then reads and
+/// discards until the peer's EOF, for at most `timeout` and `max_bytes`. What the peer
+/// still sends is discarded below TLS, undecrypted. The caller drops `io` afterwards.
+pub(crate) async fn linger(io: &mut Transport, timeout: Duration, max_bytes: u64) -> LingerEnd {
+    if io.shutdown().await.is_err() {
         return LingerEnd::Failed;
     }
+    let tcp = io.tcp_mut();
     let mut read = 0u64;
     let drain = async {
         loop {
@@ -320,6 +429,7 @@ mod tests {
         let handle = LingerHandle {
             slot: Arc::clone(&io.slot),
             ticket: None,
+            tls: false,
             peer: None,
         };
         (io, handle, client.expect("connect"))

@@ -15,7 +15,7 @@ use runwire_protocol::{
     codec::{DecodeError, decode_client_message, peek_type},
     negotiate_version,
 };
-use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
+use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::{
     AppState,
@@ -339,6 +339,16 @@ pub(crate) async fn serve_connection(
             drop(stream);
             lingering_close(&state, handed_over).await;
         }
+        Some(linger) if linger.is_tls() => {
+            // The peer is done; a TLS client still expects `close_notify` before the
+            // FIN (the writer ends on its own after the close handshake).
+            let handed_over = linger.request();
+            drop(stream);
+            let limit = ms(state.config.close_timeout_ms);
+            if let Ok(Ok(mut io)) = tokio::time::timeout(limit, handed_over).await {
+                linger::close_tls(&mut io, limit).await;
+            }
+        }
         _ => {}
     }
     Metrics::gauge(&metrics.connections, -1);
@@ -354,7 +364,7 @@ pub(crate) async fn serve_connection(
 /// Waits for the socket of a finished WebSocket (see [`crate::linger`]) and closes it
 /// with a lingering close: FIN after the close frame, then the client's remaining
 /// input is read and discarded until its EOF, for at most `close_timeout_ms`.
-async fn lingering_close(state: &AppState, handed_over: oneshot::Receiver<TcpStream>) {
+async fn lingering_close(state: &AppState, handed_over: oneshot::Receiver<linger::Transport>) {
     let limit = ms(state.config.close_timeout_ms);
     // Both halves of the WebSocket are dropped, so the stream comes at once; the bound
     // only guards against a transport that something else still holds.

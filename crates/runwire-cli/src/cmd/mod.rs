@@ -6,4 +6,5 @@ pub(crate) mod mock;
 pub(crate) mod publish;
 pub(crate) mod schema;
 pub(crate) mod serve;
+pub(crate) mod tls;
 pub(crate) mod watch;

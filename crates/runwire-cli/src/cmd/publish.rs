@@ -50,6 +50,10 @@ pub(crate) struct PublishArgs {
     /// Attempts per request for retryable failures.
     #[arg(long, default_value_t = 5)]
     attempts: u32,
+    /// Also trust the certificate authorities in this PEM file for `https://` (besides
+    /// the system's); may be repeated.
+    #[arg(long, value_name = "FILE", env = "RUNWIRE_CA_CERT")]
+    ca_cert: Vec<PathBuf>,
 }
 
 fn parse_event(text: &str, origin: &str) -> anyhow::Result<NewEvent> {
@@ -111,8 +115,10 @@ async fn publish(
     run_id: &RunId,
     events: Vec<NewEvent>,
 ) -> anyhow::Result<ExitCode> {
+    let tls = runwire_client::tls::client_config(&args.ca_cert).context("--ca-cert")?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .tls_backend_preconfigured((*tls).clone())
         .build()
         .context("building the HTTP client")?;
     let url = format!(
@@ -175,7 +181,7 @@ async fn publish(
                         ),
                     }
                 }
-                Err(e) => (true, format!("request to {url} failed: {e}")),
+                Err(e) => (true, format!("request to {url} failed: {}", causes(&e))),
             };
             if !retryable || attempt >= args.attempts {
                 eprintln!("error: {err}");
@@ -187,4 +193,20 @@ async fn publish(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An error with its causes, outermost first: reqwest's own message ("error sending
+/// request") says nothing of why (connection refused, an untrusted certificate).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+        next = cause.source();
+    }
+    text
 }

@@ -32,6 +32,13 @@ pub(crate) struct ServeArgs {
     /// Override one configuration key, e.g. `--set heartbeat_interval_ms=5000`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// TLS certificate chain (PEM, leaf first): serve `wss://` and `https://` only
+    /// (with `--tls-key`; the key `tls.cert`). `SIGHUP` reads both files again.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM; the key `tls.key`).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Log line format on stderr: `text` (coloured only when stderr is a terminal) or
     /// `json` (one JSON object per line, for log collectors).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -93,6 +100,10 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     if let Some(s) = &args.store {
         config.store = s.clone();
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls.cert = Some(cert.clone());
+        config.tls.key = Some(key.clone());
+    }
     Ok(config)
 }
 
@@ -135,30 +146,41 @@ async fn serve(config: ServerConfig) -> anyhow::Result<ExitCode> {
     );
     let _ = out.flush();
     drop(out);
-    wait_for_signal().await;
+    wait_for_signal(&server).await;
     tracing::info!("shutting down: telling clients to reconnect, flushing the store");
     server.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() {
+/// Waits for `SIGINT` or `SIGTERM`; on `SIGHUP` reads the TLS files again.
+async fn wait_for_signal(server: &runwire_server::RunningServer) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => match server.reload_tls() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate and key read again"),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "SIGHUP: cannot reload TLS; the certificate in service stays"
+                    ),
+                },
             }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = server;
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -9,6 +9,7 @@
 
 use std::{
     io::{IsTerminal, Write},
+    path::PathBuf,
     process::ExitCode,
     time::{Duration, Instant},
 };
@@ -43,6 +44,10 @@ pub(crate) struct WatchArgs {
     /// The epoch of `--after-seq`.
     #[arg(long, requires = "after_seq")]
     epoch: Option<String>,
+    /// Also trust the certificate authorities in this PEM file for `wss://` (besides
+    /// the system's); may be repeated.
+    #[arg(long, value_name = "FILE", env = "RUNWIRE_CA_CERT")]
+    ca_cert: Vec<PathBuf>,
 }
 
 /// The stream URL for `--url`.
@@ -212,6 +217,7 @@ pub(crate) fn run(args: WatchArgs) -> Result<ExitCode> {
     if let Some(t) = args.token.clone() {
         config = config.token(t);
     }
+    config.tls = Some(runwire_client::tls::client_config(&args.ca_cert).context("--ca-cert")?);
     let epoch = args
         .epoch
         .as_deref()

@@ -202,6 +202,8 @@ async fn crash_round(dir: &Path, kill_after: usize, per_request: usize, batch_wi
     let db = dir.join(format!("crash-{kill_after}-{per_request}.db"));
     let store = format!("sqlite:{}", db.display());
     let run = "crashy";
+    // reqwest is built with rustls and no provider of its own.
+    runwire_client::tls::install_default_provider();
     let http = reqwest::Client::new();
     let window = format!("batch_window_ms={batch_window_ms}");
     let mut server = serve(&store, &["--set", &window]).await;

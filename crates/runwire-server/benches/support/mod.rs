@@ -26,6 +26,13 @@ pub(crate) fn bench_args() -> Vec<String> {
 
 /// The runtime of the load generator and of every child server: 2 worker threads,
 /// one per core of the benchmark machine.
+/// An HTTP client (reqwest is built with rustls and no provider of its own, so ring is
+/// made the process default first).
+pub(crate) fn http_client() -> reqwest::Client {
+    let _ = runwire_server::tls_provider().install_default();
+    reqwest::Client::new()
+}
+
 pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

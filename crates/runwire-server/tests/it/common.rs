@@ -14,7 +14,7 @@ use tokio::{
     net::{TcpSocket, TcpStream},
 };
 use tokio_tungstenite::{
-    WebSocketStream,
+    MaybeTlsStream, WebSocketStream,
     tungstenite::{Message, client::IntoClientRequest, protocol::CloseFrame},
 };
 
@@ -48,6 +48,13 @@ pub(crate) async fn raw_upgrade(server: &RunningServer) -> TcpStream {
 /// never waits for it.
 pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
+/// An HTTP client (reqwest is built with rustls and no provider of its own, so ring is
+/// made the process default first).
+pub(crate) fn http_client() -> reqwest::Client {
+    let _ = runwire_server::tls_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// A config for tests: port 0 and the spec defaults otherwise.
 pub(crate) fn config() -> ServerConfig {
     ServerConfig {
@@ -78,7 +85,7 @@ pub(crate) enum Frame {
 }
 
 pub(crate) struct Client {
-    pub(crate) ws: WebSocketStream<TcpStream>,
+    pub(crate) ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
 
 impl Client {
@@ -103,10 +110,25 @@ impl Client {
             req.headers_mut()
                 .insert("authorization", format!("Bearer {t}").parse().expect("hdr"));
         }
-        let (ws, _) = tokio_tungstenite::client_async(req, stream)
+        let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
             .await
             .expect("upgrade");
         Self { ws }
+    }
+
+    /// Connects over TLS (`wss://`), trusting `tls`'s roots.
+    pub(crate) async fn connect_tls(
+        server: &RunningServer,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+            server.ws_url(),
+            None,
+            true,
+            Some(tokio_tungstenite::Connector::Rustls(tls)),
+        )
+        .await?;
+        Ok(Self { ws })
     }
 
     pub(crate) async fn send(&mut self, v: Value) {
@@ -253,7 +275,7 @@ impl Producer {
     pub(crate) fn new(server: &RunningServer) -> Self {
         Self {
             base: server.http_url(),
-            http: reqwest::Client::new(),
+            http: crate::common::http_client(),
             token: None,
         }
     }

@@ -32,7 +32,7 @@ async fn rw_ingest_2_concurrent_producers_on_one_run_are_gapless() {
     for w in 0..8 {
         let url = s.http_url();
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = crate::common::http_client();
             let mut seqs = Vec::new();
             for i in 0..25 {
                 let r: Value = http

@@ -20,3 +20,4 @@ mod shutdown;
 mod slow;
 mod store;
 mod sub;
+mod tls;

@@ -67,7 +67,7 @@ async fn rw_sec_17_a_foreign_origin_appends_and_reads_nothing() {
     let server = start(config()).await;
     let p = Producer::new(&server);
     p.progress("r", 1).await;
-    let http = reqwest::Client::new();
+    let http = crate::common::http_client();
     let r = http
         .post(format!("{}/v1/runs/r/events", server.http_url()))
         .header("origin", FOREIGN)
@@ -118,7 +118,7 @@ async fn rw_sec_17_allowed_origins_get_cors_answers_and_preflights() {
     let mut c = config();
     c.allowed_origins = vec![FOREIGN.into()];
     let server = start(c).await;
-    let http = reqwest::Client::new();
+    let http = crate::common::http_client();
     let url = format!("{}/v1/runs/r/events", server.http_url());
     let pre = http
         .request(reqwest::Method::OPTIONS, &url)
@@ -178,7 +178,7 @@ async fn rw_ingest_24_an_append_not_declared_json_is_refused() {
     let server = start(config()).await;
     let p = Producer::new(&server);
     p.progress("r", 1).await;
-    let http = reqwest::Client::new();
+    let http = crate::common::http_client();
     let body = json!({"events": [{"type": "log.line", "data": {"level": "info", "message": "x"}}]})
         .to_string();
     for ct in [

@@ -387,9 +387,10 @@ async fn rw_resume_1_client_resumes_on_node_b_after_node_a_dies_mid_stream() {
     let mut client = {
         let stream = tokio::net::TcpStream::connect(via).await.expect("connect");
         let url = format!("ws://{via}{}", runwire_protocol::STREAM_PATH);
-        let (ws, _) = tokio_tungstenite::client_async(url, stream)
-            .await
-            .expect("upgrade");
+        let (ws, _) =
+            tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+                .await
+                .expect("upgrade");
         Client { ws }
     };
     client.hello(json!([{"run_id": "failover"}])).await;

@@ -87,7 +87,7 @@ async fn rw_resume_2_concurrent_producers_and_joiners_see_identical_gapless_sequ
     for w in 0..producers {
         let url = url.clone();
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = crate::common::http_client();
             for i in 0..per {
                 let r = http
                     .post(format!("{url}/v1/runs/busy/events"))
