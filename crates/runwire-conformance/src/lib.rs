@@ -50,6 +50,7 @@ pub mod features;
 pub mod fold;
 mod http;
 pub mod model;
+pub mod net;
 mod pattern;
 pub mod preflight;
 pub mod reference;

@@ -46,31 +46,6 @@ pub enum PreflightError {
     },
 }
 
-/// Splits `ws://host:port/path` (or `wss://`) into `host:port`, with the scheme's
-/// default port.
-fn ws_host_port(url: &str) -> Option<(String, bool)> {
-    let (rest, tls) = if let Some(r) = url.strip_prefix("ws://") {
-        (r, false)
-    } else if let Some(r) = url.strip_prefix("wss://") {
-        (r, true)
-    } else {
-        return None;
-    };
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    if host.is_empty() {
-        return None;
-    }
-    let has_port = host
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
-        && !host.ends_with(']');
-    Some(if has_port {
-        (host.to_owned(), tls)
-    } else {
-        (format!("{host}:{}", if tls { 443 } else { 80 }), tls)
-    })
-}
-
 /// Describes a failed TCP connect with the address that refused it.
 fn connect_error(addr: &str, e: &std::io::Error) -> String {
     match e.kind() {
@@ -86,8 +61,11 @@ pub async fn check_server(target: &ServerTarget, limit: Duration) -> Result<(), 
         url: target.ws_url.clone(),
         reason,
     };
-    let (hostport, _) = ws_host_port(&target.ws_url)
-        .ok_or_else(|| stream_err("not a ws:// or wss:// URL".into()))?;
+    let hostport = crate::net::Endpoint::parse(&target.ws_url)
+        .ok()
+        .filter(|_| target.ws_url.starts_with("ws"))
+        .ok_or_else(|| stream_err("not a ws:// or wss:// URL".into()))?
+        .authority;
     // A plain TCP connect first, so that a refused or unreachable address is named.
     match tokio::time::timeout(limit, tokio::net::TcpStream::connect(&hostport)).await {
         Err(_) => {
@@ -109,7 +87,13 @@ pub async fn check_server(target: &ServerTarget, limit: Duration) -> Result<(), 
             req.headers_mut().insert("authorization", v);
         }
     }
-    match tokio::time::timeout(limit, tokio_tungstenite::connect_async(req)).await {
+    let upgrade = tokio_tungstenite::connect_async_tls_with_config(
+        req,
+        None,
+        true,
+        Some(crate::net::connector()),
+    );
+    match tokio::time::timeout(limit, upgrade).await {
         Err(_) => {
             return Err(stream_err(format!(
                 "the WebSocket upgrade did not complete within {} ms",
@@ -286,23 +270,6 @@ pub fn calibration(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ws_urls_get_default_ports() {
-        assert_eq!(
-            ws_host_port("ws://127.0.0.1:7070/v1/stream"),
-            Some(("127.0.0.1:7070".into(), false))
-        );
-        assert_eq!(
-            ws_host_port("wss://example.com/v1/stream"),
-            Some(("example.com:443".into(), true))
-        );
-        assert_eq!(
-            ws_host_port("ws://example.com"),
-            Some(("example.com:80".into(), false))
-        );
-        assert_eq!(ws_host_port("http://x"), None);
-    }
 
     #[test]
     fn scales_grow_with_lateness_and_startup() {

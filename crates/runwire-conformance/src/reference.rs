@@ -145,9 +145,15 @@ impl ReferenceServer {
 
     /// The server target for the suite.
     pub fn target(self: &Arc<Self>) -> ServerTarget {
+        let tls = self.config.tls.enabled();
+        let (ws, http) = if tls {
+            ("wss", "https")
+        } else {
+            ("ws", "http")
+        };
         ServerTarget {
-            ws_url: format!("ws://{}{}", self.addr(), runwire_protocol::STREAM_PATH),
-            ingest_url: format!("http://{}", self.addr()),
+            ws_url: format!("{ws}://{}{}", self.addr(), runwire_protocol::STREAM_PATH),
+            ingest_url: format!("{http}://{}", self.addr()),
             token: Some(REFERENCE_TOKEN.into()),
             limited_token: Some(REFERENCE_LIMITED_TOKEN.into()),
             hello_timeout_ms: self.config.hello_timeout_ms,
@@ -165,8 +171,9 @@ impl ReferenceServer {
                 behind_proxy: false,
             },
             description: format!(
-                "reference server {} (in process, SQLite store, short timers) at {}",
+                "reference server {} (in process, SQLite store, short timers{}) at {}",
                 env!("CARGO_PKG_VERSION"),
+                if tls { ", TLS" } else { "" },
                 self.addr()
             ),
         }

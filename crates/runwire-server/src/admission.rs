@@ -66,6 +66,7 @@ use tokio::{io::AsyncWriteExt, sync::watch, time::Instant};
 use crate::{
     config::ServerConfig,
     linger::{self, LingerHandle, LingerListener, LingerStream, Transport},
+    metrics::Metrics,
     tls::Tls,
 };
 
@@ -287,6 +288,7 @@ pub(crate) async fn serve(
     app: Router,
     config: &ServerConfig,
     tls: Option<Arc<Tls>>,
+    metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
     let admission = Arc::new(Admission::new(config));
@@ -304,29 +306,43 @@ pub(crate) async fn serve(
                 let stop = stop.clone();
                 let close_rx = close_rx.clone();
                 let acceptor = tls.as_deref().map(Tls::acceptor);
+                let metrics = Arc::clone(&metrics);
                 tokio::spawn(async move {
                     // The ticket counts the connection during its TLS handshake too.
                     let io = match acceptor {
                         None => Some(io),
                         Some(a) => {
                             let deadline = accepted + deadlines.handshake;
-                            start_tls(io, &a, deadline, stop.clone()).await
+                            start_tls(io, &a, deadline, &metrics, stop.clone()).await
                         }
                     };
                     if let Some(io) = io {
                         let (io, handle) = io.admitted(ticket);
-                        serve_connection(io, handle, app, deadlines, stop, accepted).await;
+                        let conn = Conn {
+                            app,
+                            deadlines,
+                            stop,
+                            accepted,
+                            metrics,
+                        };
+                        serve_connection(io, handle, conn).await;
                     }
                     drop(close_rx);
                 });
             }
-            Err(why) => refuse(
-                &admission,
-                io,
-                why,
-                deadlines.refusal_linger,
-                tls.as_deref(),
-            ),
+            Err(why) => {
+                Metrics::inc(match why {
+                    Refusal::TooManyConnections => &metrics.refused_connection_limit,
+                    Refusal::TooManyPreHello => &metrics.refused_pre_hello_limit,
+                });
+                refuse(
+                    &admission,
+                    io,
+                    why,
+                    deadlines.refusal_linger,
+                    tls.as_deref(),
+                );
+            }
         }
     }
     drop(close_rx);
@@ -340,16 +356,19 @@ async fn start_tls(
     io: LingerStream,
     acceptor: &tokio_rustls::TlsAcceptor,
     deadline: Instant,
+    metrics: &Metrics,
     mut stop: watch::Receiver<bool>,
 ) -> Option<LingerStream> {
     tokio::select! {
         r = tokio::time::timeout_at(deadline, io.start_tls(acceptor)) => match r {
             Ok(Ok(io)) => Some(io),
             Ok(Err(e)) => {
+                Metrics::inc(&metrics.tls_handshake_failures);
                 tracing::debug!(error = %e, "TLS handshake failed; closing the connection");
                 None
             }
             Err(_) => {
+                Metrics::inc(&metrics.handshake_timeouts);
                 tracing::debug!("handshake deadline passed during the TLS handshake; closing the connection");
                 None
             }
@@ -358,15 +377,25 @@ async fn start_tls(
     }
 }
 
-/// Serves one admitted connection with its deadlines, counted from `accepted`.
-async fn serve_connection(
-    io: LingerStream,
-    handle: LingerHandle,
+/// What serving one admitted connection needs besides its stream.
+struct Conn {
     app: Router,
     deadlines: Deadlines,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+    /// When it was accepted: its deadlines count from then.
     accepted: Instant,
-) {
+    metrics: Arc<Metrics>,
+}
+
+/// Serves one admitted connection with its deadlines, counted from `accepted`.
+async fn serve_connection(io: LingerStream, handle: LingerHandle, conn: Conn) {
+    let Conn {
+        app,
+        deadlines,
+        mut stop,
+        accepted,
+        metrics,
+    } = conn;
     let state = Arc::new(ConnState {
         handshaken: AtomicBool::new(false),
         active: AtomicUsize::new(0),
@@ -439,6 +468,7 @@ async fn serve_connection(
             }
             () = &mut handshake, if !handshake_over => {
                 if !state.handshaken.load(Ordering::Acquire) {
+                    Metrics::inc(&metrics.handshake_timeouts);
                     tracing::debug!("handshake deadline passed; closing the connection");
                     break;
                 }

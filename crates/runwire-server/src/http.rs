@@ -205,14 +205,17 @@ pub(crate) async fn append(
                     "the request body exceeds max_request_bytes ({max}); send fewer events per request"
                 ),
             ),
-            crate::admission::BodyError::Timeout => ApiError::new(
+            crate::admission::BodyError::Timeout => {
+                Metrics::inc(&state.metrics.body_timeouts);
+                ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 ErrorCode::InvalidRequest,
                 format!(
                     "the request body did not arrive within {} ms (body_timeout_ms)",
                     state.config.body_timeout_ms
                 ),
-            ),
+            )
+            }
             crate::admission::BodyError::Read(e) => ApiError::new(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidRequest,

@@ -243,8 +243,9 @@ impl Server {
         let listener = linger::LingerListener::new(listener, sndbuf);
         let config = Arc::clone(&state.config);
         let serve_tls = tls.clone();
+        let serve_metrics = Arc::clone(&metrics);
         let task = tokio::spawn(async move {
-            admission::serve(listener, app, &config, serve_tls, stop).await;
+            admission::serve(listener, app, &config, serve_tls, serve_metrics, stop).await;
         });
         Ok(RunningServer {
             addr,

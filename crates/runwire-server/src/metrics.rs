@@ -160,6 +160,11 @@ metrics! {
     store_up: gauge = "runwire_store_up", "1 when the event store passed its last health check (run at every /healthz and /metrics request), else 0.";
     linger_cutoffs: counter = "runwire_linger_cutoffs_total", "Lingering closes ended by close_timeout_ms or the byte bound instead of the client closing its side.";
     origin_refusals: counter = "runwire_origin_refusals_total", "Requests and upgrades refused for an Origin that is not allowed.";
+    refused_connection_limit: counter = "runwire_refused_connection_limit_total", "Connections refused at accept because max_connections were open (503, RW-SEC-12).";
+    refused_pre_hello_limit: counter = "runwire_refused_pre_hello_limit_total", "Connections refused at accept because their address held max_pre_hello_per_address connections without hello (503, RW-SEC-12).";
+    handshake_timeouts: counter = "runwire_handshake_timeouts_total", "Connections closed at the handshake deadline: no complete request head, no answered upgrade, or no finished TLS handshake (RW-SEC-11).";
+    tls_handshake_failures: counter = "runwire_tls_handshake_failures_total", "TLS handshakes that failed (not TLS, no common version or cipher, a client that refused the certificate).";
+    body_timeouts: counter = "runwire_body_timeouts_total", "Appends answered 408 because their body did not arrive within body_timeout_ms (RW-SEC-13).";
     deliver_latency: histogram = "runwire_deliver_latency_seconds", "Live delivery latency: from an event's publication on this node's live feed (its append committed to the store) to the frame carrying it written to a subscriber's socket, one observation per event and subscriber (the events of a batch frame count with the publication time of the batch's oldest event).";
     append_duration: histogram = "runwire_append_duration_seconds", "Ingest latency: duration of successful POST /v1/runs/{run_id}/events requests, from the handler receiving the request (body read) to the answer (events durable).";
 }

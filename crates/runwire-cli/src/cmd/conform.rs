@@ -68,6 +68,10 @@ struct ServerArgs {
     /// The producer API base URL, e.g. http://127.0.0.1:7070.
     #[arg(long)]
     ingest: String,
+    /// Also trust the certificate authorities in this PEM file for `wss://` and
+    /// `https://` (besides the system's); may be repeated.
+    #[arg(long, value_name = "FILE", env = "RUNWIRE_CA_CERT")]
+    ca_cert: Vec<std::path::PathBuf>,
     /// A token allowed to append to and read every run (omit if the server requires no
     /// authentication; auth scenarios are then graded not implemented).
     #[arg(long, env = "RUNWIRE_CONFORM_TOKEN")]
@@ -418,6 +422,9 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
     let quiet = common.quiet;
     let bundled = args.target.is_none();
     let want = common.suite.as_deref();
+    if let Some(Target::Server(s)) = &args.target {
+        runwire_conformance::net::trust_ca_files(&s.ca_cert).context("--ca-cert")?;
+    }
     let report = rt.block_on(async {
         let probe = runwire_mock::Probe::start_default();
         opts.probe = Some(probe.clone());

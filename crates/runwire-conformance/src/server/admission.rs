@@ -24,12 +24,14 @@ use std::time::Duration;
 use runwire_mock::TimingMiss;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
     time::Instant,
 };
 
 use super::{ServerTarget, scaled};
-use crate::runner::StepFail;
+use crate::{
+    net::{self, Endpoint, Stream},
+    runner::StepFail,
+};
 
 /// What a server under test declares about its admission (none of it is announced).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,6 +78,9 @@ pub(crate) enum A {
     FillPreHello,
     OneMoreRefused,
     FreedAfterClose,
+    RequireTls,
+    PlainUpgradeNotServed,
+    PlainApiNotServed,
 }
 
 /// The admission steps and their patterns.
@@ -125,6 +130,15 @@ pub(crate) static STEPS: &[(A, &str)] = &[
         A::FreedAfterClose,
         "once the silent connections close, a new connection is served",
     ),
+    (A::RequireTls, "the target is served over TLS"),
+    (
+        A::PlainUpgradeNotServed,
+        "a plain-text WebSocket upgrade to the stream's address is not upgraded",
+    ),
+    (
+        A::PlainApiNotServed,
+        "a plain-text request to the producer API's address gets no API answer",
+    ),
 ];
 
 /// Finds the admission step of a step text.
@@ -137,32 +151,27 @@ pub(crate) fn parse_step(text: &str) -> Option<(A, Vec<String>)> {
 /// A scenario's admission state: its raw connection and the silent ones it holds.
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    raw: Option<(TcpStream, Instant)>,
-    held: Vec<TcpStream>,
+    raw: Option<(Stream, Instant)>,
+    held: Vec<Stream>,
 }
 
 type R<T> = Result<T, StepFail>;
 
-/// `HOST:PORT` of the target's ingest URL; raw-socket steps need plain `http://`.
-fn authority(target: &ServerTarget) -> R<String> {
+/// The target's ingest endpoint (TLS for `https://`).
+fn endpoint(target: &ServerTarget) -> R<Endpoint> {
     if target.admission.behind_proxy {
         return Err(StepFail::not_implemented(
             "the ingest URL is a proxy in front of the server; raw sockets would judge the proxy",
         ));
     }
-    let rest = target.ingest_url.strip_prefix("http://").ok_or_else(|| {
-        StepFail::not_implemented(
-            "the admission scenarios open raw TCP sockets and need an http:// ingest URL",
-        )
-    })?;
-    Ok(rest.split('/').next().unwrap_or(rest).to_owned())
+    Endpoint::parse(&target.ingest_url).map_err(StepFail::msg)
 }
 
-async fn connect(target: &ServerTarget) -> R<TcpStream> {
-    let addr = authority(target)?;
-    TcpStream::connect(&addr)
+async fn connect(target: &ServerTarget) -> R<Stream> {
+    let ep = endpoint(target)?;
+    net::connect(&ep)
         .await
-        .map_err(|e| StepFail::msg(format!("cannot connect to {addr}: {e}")))
+        .map_err(|e| StepFail::msg(format!("cannot connect to {}: {e}", ep.authority)))
 }
 
 /// What a raw socket saw until the server closed it, or until `until`.
@@ -206,7 +215,7 @@ impl Seen {
 
 /// Reads until the server closes the socket or `until`; with `stop_at_response`,
 /// also stops once a whole response (head and `Content-Length` body) has arrived.
-async fn watch(s: &mut TcpStream, until: Instant, stop_at_response: bool) -> Seen {
+async fn watch(s: &mut Stream, until: Instant, stop_at_response: bool) -> Seen {
     let mut seen = Seen {
         bytes: Vec::new(),
         closed: None,
@@ -319,6 +328,17 @@ pub(crate) async fn exec(
             })
     };
     let answer_wait = scaled(ANSWER_WAIT_MS, scale);
+    let tls = || {
+        let ws = Endpoint::parse(&target.ws_url).map_err(StepFail::msg)?;
+        let api = Endpoint::parse(&target.ingest_url).map_err(StepFail::msg)?;
+        if ws.tls && api.tls {
+            Ok((ws, api))
+        } else {
+            Err(StepFail::not_implemented(
+                "the target is not served over TLS (give wss:// and https:// URLs)",
+            ))
+        }
+    };
     match k {
         A::RequireHeaderDeadline => header().map(|_| ()),
         A::RequireBodyDeadline => body().map(|_| ()),
@@ -528,7 +548,67 @@ pub(crate) async fn exec(
                 ),
             ))
         }
+        A::RequireTls => tls().map(|_| ()),
+        A::PlainUpgradeNotServed => {
+            let (ws, _) = tls()?;
+            let request = format!(
+                "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                ws.path, ws.authority
+            );
+            let seen = plain_exchange(&ws, &request, answer_wait).await?;
+            if seen.status() == Some(101) {
+                return Err(StepFail::req(
+                    "RW-SEC-3",
+                    format!(
+                        "{} upgraded a plain-text WebSocket request: the stream is served without TLS",
+                        ws.authority
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        A::PlainApiNotServed => {
+            let (_, api) = tls()?;
+            let request = format!(
+                "GET {}/v1/runs/rwc-plain-text/events HTTP/1.1\r\nHost: {}\r\n{}Connection: close\r\n\r\n",
+                api.path.trim_end_matches('/'),
+                api.authority,
+                auth_line(target)
+            );
+            let seen = plain_exchange(&api, &request, answer_wait).await?;
+            // No answer, a redirect, 400 (nginx's "plain HTTP request sent to HTTPS port")
+            // or 426 Upgrade Required serve nothing of the API.
+            match seen.status() {
+                None | Some(300..=399 | 400 | 426) => Ok(()),
+                Some(status) => Err(StepFail::req(
+                    "RW-SEC-3",
+                    format!(
+                        "{} answered a plain-text API request with {status}: the API is served without TLS: {}",
+                        api.authority,
+                        clip(&seen.text())
+                    ),
+                )),
+            }
+        }
     }
+}
+
+/// Sends `request` in plain text to the address of a TLS endpoint and reads what comes
+/// back until the server closes or answers, for at most `wait`.
+async fn plain_exchange(ep: &Endpoint, request: &str, wait: Duration) -> R<Seen> {
+    let plain = Endpoint {
+        tls: false,
+        ..ep.clone()
+    };
+    let mut s = net::connect(&plain)
+        .await
+        .map_err(|e| StepFail::msg(format!("cannot connect to {}: {e}", ep.authority)))?;
+    let at = Instant::now();
+    // A TLS server may close as soon as it reads the first bytes; what it answers, if
+    // anything, is what counts.
+    let _ = s.write_all(request.as_bytes()).await;
+    Ok(watch(&mut s, at + wait, true).await)
 }
 
 fn clip(s: &str) -> String {

@@ -165,12 +165,17 @@ impl Conn {
         cfg.max_frame_size = Some(256 << 20);
         let mut recv_buffer = DEFAULT_RECV_BUFFER;
         let (ws, _resp) = tokio::time::timeout(limit, async {
-            if req.uri().scheme_str() == Some("ws") {
+            if matches!(req.uri().scheme_str(), Some("ws" | "wss")) {
                 // A small receive buffer, so that a client that stops reading fills the
                 // server's queue quickly instead of the kernel's buffers (slow-consumer
                 // scenarios must not race the server's pong timeout).
                 let host = req.uri().host().unwrap_or("127.0.0.1").to_owned();
-                let port = req.uri().port_u16().unwrap_or(80);
+                let default_port = if req.uri().scheme_str() == Some("wss") {
+                    443
+                } else {
+                    80
+                };
+                let port = req.uri().port_u16().unwrap_or(default_port);
                 let addr = tokio::net::lookup_host((host.as_str(), port))
                     .await
                     .map_err(tokio_tungstenite::tungstenite::Error::Io)?
@@ -195,14 +200,22 @@ impl Conn {
                     .await
                     .map_err(tokio_tungstenite::tungstenite::Error::Io)?;
                 let _ = stream.set_nodelay(true);
-                tokio_tungstenite::client_async_with_config(
+                // `wss://`: TLS over this socket, with the kit's trust (`crate::net`).
+                tokio_tungstenite::client_async_tls_with_config(
                     req,
-                    MaybeTlsStream::Plain(stream),
+                    stream,
                     Some(cfg),
+                    Some(crate::net::connector()),
                 )
                 .await
             } else {
-                tokio_tungstenite::connect_async_with_config(req, Some(cfg), true).await
+                tokio_tungstenite::connect_async_tls_with_config(
+                    req,
+                    Some(cfg),
+                    true,
+                    Some(crate::net::connector()),
+                )
+                .await
             }
         })
         .await

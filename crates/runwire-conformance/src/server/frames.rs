@@ -6,12 +6,14 @@
 use serde_json::Value;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
     time::Instant,
 };
 
 use super::ServerTarget;
-use crate::runner::{Recorder, StepFail};
+use crate::{
+    net::{self, Endpoint, Stream},
+    runner::{Recorder, StepFail},
+};
 
 type R<T> = Result<T, StepFail>;
 
@@ -85,24 +87,19 @@ struct ServerFrame {
 
 /// A hand-made WebSocket connection.
 pub(super) struct Raw {
-    /// The socket, upgraded.
-    pub(super) tcp: TcpStream,
+    /// The connection (TCP, or TLS over it), upgraded.
+    pub(super) tcp: Stream,
     /// What the server sent after its `101` answer, read with it.
     pub(super) got: Vec<u8>,
 }
 
 impl Raw {
-    /// Connects to the stream endpoint and completes an upgrade by hand (`ws://`
-    /// only), within `dl`.
+    /// Connects to the stream endpoint (TLS for `wss://`, `crate::net`) and completes an
+    /// upgrade by hand, within `dl`.
     pub(super) async fn open(target: &ServerTarget, dl: Instant) -> R<Self> {
-        let rest = target
-            .ws_url
-            .strip_prefix("ws://")
-            .ok_or_else(|| StepFail::not_implemented("raw connections need a ws:// URL"))?;
-        let (hostport, path) = rest
-            .split_once('/')
-            .map_or((rest, String::from("/")), |(h, p)| (h, format!("/{p}")));
-        let mut tcp = tokio::net::TcpStream::connect(hostport)
+        let ep = Endpoint::parse(&target.ws_url).map_err(StepFail::msg)?;
+        let (hostport, path) = (&ep.authority, &ep.path);
+        let mut tcp = net::connect(&ep)
             .await
             .map_err(|e| StepFail::req("RW-CONN-1", format!("cannot connect: {e}")))?;
         let req = format!(

@@ -914,7 +914,13 @@ impl ServerWorld {
             &format!("GET {} (upgrade) [Origin: {origin}]", self.target.ws_url),
         );
         let dl = self.dl(ANSWER_WAIT_MS);
-        let a = match tokio::time::timeout_at(dl, tokio_tungstenite::connect_async(req)).await {
+        let upgrade = tokio_tungstenite::connect_async_tls_with_config(
+            req,
+            None,
+            true,
+            Some(crate::net::connector()),
+        );
+        let a = match tokio::time::timeout_at(dl, upgrade).await {
             Err(_) => {
                 return Err(StepFail::msg(format!(
                     "no answer to the upgrade within {ANSWER_WAIT_MS} ms"

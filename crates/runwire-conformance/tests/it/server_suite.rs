@@ -2,11 +2,12 @@
 
 use runwire_conformance::{ConformOptions, Grade, Plan, conform, features::TagFilter, reference};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reference_server_passes_every_server_scenario() {
-    let server = reference::ReferenceServer::start(reference::reference_config(1.0))
-        .await
-        .unwrap();
+/// Runs the whole server suite against `config` and asserts that every scenario passes
+/// (or fails as the committed expected failures say); without TLS the transport
+/// security scenarios (`features/server/tls.feature`) are not implemented instead.
+async fn passes_every_server_scenario(config: runwire_server::ServerConfig) {
+    let tls = config.tls.enabled();
+    let server = reference::ReferenceServer::start(config).await.unwrap();
     // The committed expected failures (reference bugs reported upstream, with reasons).
     let xf = runwire_conformance::expect::ExpectedFailures::parse(
         include_str!("../../../../conformance/expected-failures.json"),
@@ -30,10 +31,13 @@ async fn reference_server_passes_every_server_scenario() {
         .results
         .iter()
         .filter(|r| {
-            !matches!(
-                r.grade,
-                Grade::Pass | Grade::ExpectedFailure | Grade::UnexpectedPass
-            )
+            let plain_tls_scenario =
+                !tls && r.id.starts_with("server/tls/") && r.grade == Grade::NotImplemented;
+            !plain_tls_scenario
+                && !matches!(
+                    r.grade,
+                    Grade::Pass | Grade::ExpectedFailure | Grade::UnexpectedPass
+                )
         })
         .map(|r| {
             format!(
@@ -54,6 +58,32 @@ async fn reference_server_passes_every_server_scenario() {
         "the server suite has at least 60 scenarios"
     );
     assert!(report.passed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_server_passes_every_server_scenario() {
+    passes_every_server_scenario(reference::reference_config(1.0)).await;
+}
+
+/// The same suite over `wss://` and `https://` (`RW-SEC-3`): every raw socket, hand-made
+/// frame and HTTP request of the kit goes through TLS, trusting a CA made for the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_server_passes_every_server_scenario_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = runwire_server::dev_certificates(&["127.0.0.1", "localhost"], 1).unwrap();
+    let (ca, cert, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+    );
+    std::fs::write(&ca, &certs.ca_pem).unwrap();
+    std::fs::write(&cert, &certs.cert_pem).unwrap();
+    std::fs::write(&key, &certs.key_pem).unwrap();
+    runwire_conformance::net::trust_ca_files(&[ca]).unwrap();
+    let mut config = reference::reference_config(1.0);
+    config.tls.cert = Some(cert);
+    config.tls.key = Some(key);
+    passes_every_server_scenario(config).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 //! to `RW-SEC-14`). Each deadline is proven with the others set far beyond the test's
 //! wait, so only the one under test can close the connection.
 
-use std::{net::SocketAddr, time::Instant};
+use std::{net::SocketAddr, sync::atomic::Ordering, time::Instant};
 
 use runwire_server::{RunningServer, ServerConfig};
 use serde_json::json;
@@ -128,6 +128,11 @@ async fn rw_sec_11_a_silent_socket_is_closed_after_the_handshake_deadline() {
     .await;
     let mut s = raw(&server).await;
     until_closed(&mut s).await;
+    assert_eq!(
+        server.metrics().handshake_timeouts.load(Ordering::Relaxed),
+        1,
+        "counted in runwire_handshake_timeouts_total"
+    );
     server.shutdown().await;
 }
 
@@ -191,6 +196,7 @@ async fn rw_sec_13_a_body_that_does_not_arrive_in_time_is_answered_408() {
     let r = response(&mut s).await;
     assert!(r.starts_with("HTTP/1.1 408"), "{r}");
     assert!(r.contains("\"code\":\"invalid_request\""), "{r}");
+    assert_eq!(server.metrics().body_timeouts.load(Ordering::Relaxed), 1);
     server.shutdown().await;
 }
 
@@ -210,6 +216,9 @@ async fn rw_sec_12_over_the_pre_hello_limit_a_connection_gets_503_with_retry_aft
         "{got}"
     );
     assert!(got.contains("\"code\":\"server_overloaded\""), "{got}");
+    let m = server.metrics();
+    assert_eq!(m.refused_pre_hello_limit.load(Ordering::Relaxed), 1);
+    assert_eq!(m.refused_connection_limit.load(Ordering::Relaxed), 0);
     server.shutdown().await;
 }
 
@@ -229,6 +238,13 @@ async fn rw_sec_12_over_the_connection_limit_a_connection_gets_503_with_retry_af
     assert!(
         got.to_ascii_lowercase().contains("\r\nretry-after: "),
         "{got}"
+    );
+    assert_eq!(
+        server
+            .metrics()
+            .refused_connection_limit
+            .load(Ordering::Relaxed),
+        1
     );
     server.shutdown().await;
 }

@@ -3,7 +3,10 @@
 //! TLS handshake inside the handshake deadline (`RW-SEC-11`), and the lingering close
 //! (`RW-LIMIT-1`) through TLS.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{Arc, atomic::Ordering},
+};
 
 use runwire_protocol::ServerMessage;
 use runwire_server::{DevCertificates, RunningServer, ServerConfig, ServerError, dev_certificates};
@@ -113,6 +116,14 @@ async fn plain_http_on_a_tls_port_gets_no_answer() {
         .send()
         .await;
     assert!(r.is_err(), "plain HTTP must not be served: {r:?}");
+    assert_eq!(
+        server
+            .metrics()
+            .tls_handshake_failures
+            .load(Ordering::Relaxed),
+        1,
+        "counted in runwire_tls_handshake_failures_total"
+    );
     server.shutdown().await;
 }
 
@@ -201,6 +212,9 @@ async fn a_socket_that_never_starts_tls_is_closed_at_the_handshake_deadline() {
         .expect("closed within the wait bound")
         .unwrap_or(0);
     assert_eq!(n, 0, "the server closes without sending anything");
+    let m = server.metrics();
+    assert_eq!(m.handshake_timeouts.load(Ordering::Relaxed), 1);
+    assert_eq!(m.tls_handshake_failures.load(Ordering::Relaxed), 0);
     server.shutdown().await;
 }
 
