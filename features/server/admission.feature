@@ -29,3 +29,10 @@ Feature: Connection admission
     When silent connections fill the pre-hello limit
     Then one more connection is refused with 503, Retry-After and "server_overloaded"
     And once the silent connections close, a new connection is served
+
+  @should @RW-SEC-18 @RW-SEC-9 @serial
+  Scenario: over the connection limit of an identity a hello is refused with server_overloaded
+    Given the server declares a connection limit per identity
+    When connections with the limited token fill the identity limit
+    Then one more hello with the limited token is refused with "server_overloaded", retry_after_ms and close 4104
+    And the connections that filled the identity limit are still open

@@ -74,6 +74,9 @@ pub fn reference_config(time_scale: f64) -> ServerConfig {
     c.keep_alive_timeout_ms = t(1000);
     c.body_timeout_ms = t(500);
     c.max_pre_hello_per_address = 64;
+    // Far above the connections the suite's scenarios hold with one token at once;
+    // the identity-limit scenario fills it with the limited token, alone.
+    c.max_connections_per_identity = 128;
     // Only the retention scenarios' runs are trimmed; every other run keeps every
     // event (RW-RESUME-12).
     c.retention = RetentionConfig {
@@ -168,6 +171,7 @@ impl ReferenceServer {
                 body_timeout_ms: Some(self.config.body_timeout_ms),
                 pre_hello_limit: Some(self.config.max_pre_hello_per_address),
                 max_request_bytes: u64::try_from(self.config.max_request_bytes).ok(),
+                identity_limit: Some(self.config.max_connections_per_identity),
                 behind_proxy: false,
             },
             description: format!(

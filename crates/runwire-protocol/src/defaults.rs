@@ -78,6 +78,9 @@ pub const MAX_CONNECTIONS: u32 = 10_000;
 /// Server deployment default (not announced): most connections from one source address
 /// that have not sent `hello` yet (`RW-SEC-12`).
 pub const MAX_PRE_HELLO_PER_ADDRESS: u32 = 128;
+/// Server deployment default (not announced): most connections one authenticated
+/// identity holds open at once (`RW-SEC-18`).
+pub const MAX_CONNECTIONS_PER_IDENTITY: u32 = 1_000;
 
 #[cfg(test)]
 mod tests {

@@ -293,6 +293,11 @@ pub struct ServerConfig {
     /// plain HTTP client stops counting at its first request head); more are refused
     /// with 503 and `Retry-After` (`RW-SEC-12`). 0: no limit.
     pub max_pre_hello_per_address: u32,
+    /// Most WebSocket connections one authenticated identity (a static token's `name`,
+    /// a JWT's `sub`) holds open at once; a `hello` over it is answered
+    /// `server_overloaded` (close 4104) with `retry_after_ms` (`RW-SEC-18`). Not
+    /// applied without auth. 0: no limit.
+    pub max_connections_per_identity: u32,
     /// Allow binding a non-loopback address without auth (not recommended).
     pub allow_unauthenticated_public: bool,
     /// Origins (`scheme://host[:port]`) whose web pages may open the stream and call
@@ -339,6 +344,7 @@ impl Default for ServerConfig {
             keep_alive_timeout_ms: defaults::KEEP_ALIVE_TIMEOUT_MS,
             max_connections: defaults::MAX_CONNECTIONS,
             max_pre_hello_per_address: defaults::MAX_PRE_HELLO_PER_ADDRESS,
+            max_connections_per_identity: defaults::MAX_CONNECTIONS_PER_IDENTITY,
             allow_unauthenticated_public: false,
             allowed_origins: Vec::new(),
             auth: AuthConfig::default(),

@@ -59,6 +59,7 @@ mod admission;
 pub mod auth;
 pub mod config;
 mod http;
+mod identity;
 mod linger;
 pub mod metrics;
 mod origin;
@@ -153,6 +154,8 @@ pub(crate) struct AppState {
     /// Appends past the shutdown check and not yet answered.
     pub(crate) appends: Tracker,
     pub(crate) origins: origin::OriginPolicy,
+    /// Connections per authenticated identity (`RW-SEC-18`).
+    pub(crate) identities: Arc<identity::Identities>,
 }
 
 /// The kernel send buffer of a connection's socket: `socket_send_buffer_bytes` when
@@ -203,6 +206,7 @@ impl Server {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let metrics = Arc::new(Metrics::default());
         let config_origins = config.allowed_origins.clone();
+        let per_identity = config.max_connections_per_identity;
         let state = Arc::new(AppState {
             auth: Authenticator::new(&config.auth),
             config: Arc::new(config),
@@ -212,6 +216,7 @@ impl Server {
             tracker: Tracker::default(),
             appends: Tracker::default(),
             origins: origin::OriginPolicy::new(&config_origins),
+            identities: Arc::new(identity::Identities::new(per_identity)),
         });
         let body_limit = state.config.max_request_bytes.saturating_add(1);
         let app = Router::new()

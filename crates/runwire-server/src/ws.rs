@@ -37,6 +37,8 @@ struct Conn {
     state: Arc<AppState>,
     out: Arc<Outbound>,
     principal: Option<Principal>,
+    /// The connection's place in its identity's count (`RW-SEC-18`).
+    identity: Option<crate::identity::IdentitySlot>,
     subs: BTreeMap<RunId, JoinHandle<()>>,
     reports: tokio::sync::mpsc::UnboundedSender<SubReport>,
     /// Token bucket for the client message rate (`RW-LIMIT-4`).
@@ -95,6 +97,7 @@ pub(crate) async fn serve_connection(
         state: Arc::clone(&state),
         out: Arc::clone(&out),
         principal: None,
+        identity: None,
         subs: BTreeMap::new(),
         reports: reports_tx,
         tokens: f64::from(cfg.max_messages_per_second),
@@ -595,6 +598,23 @@ impl Conn {
                 return;
             }
         };
+        if self.state.config.auth.enabled() {
+            let Some(slot) = self.state.identities.enter(&principal.name) else {
+                Metrics::inc(&self.state.metrics.refused_identity_limit);
+                self.out.close(
+                    ErrorFrame::new(
+                        ErrorCode::ServerOverloaded,
+                        format!(
+                            "{} holds max_connections_per_identity ({}) connections; close one or retry later",
+                            principal.name, self.state.config.max_connections_per_identity
+                        ),
+                    )
+                    .retry_after(IDENTITY_RETRY_AFTER_MS),
+                );
+                return;
+            };
+            self.identity = Some(slot);
+        }
         self.principal = Some(principal);
         let cfg = &self.state.config;
         let session_id = uuid::Uuid::new_v4().simple().to_string();
@@ -713,6 +733,11 @@ impl Conn {
 /// Largest batch frame built from pre-encoded events, in bytes (besides the
 /// `batch_max_events` bound), so that one frame never dominates the queue.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// The `retry_after_ms` of a `hello` refused over `max_connections_per_identity`
+/// (`RW-SEC-18`): the identity's own connections must close first, which takes at
+/// least a round trip; a second keeps a loop of refused reconnects cheap.
+const IDENTITY_RETRY_AFTER_MS: u64 = 1_000;
 
 /// Sends events in order, paced by the socket: before each frame the task waits until
 /// the connection's queue is below its low watermark (`RW-SLOW-2`). One `event` frame

@@ -105,6 +105,11 @@ struct ServerArgs {
     /// implemented. The kit opens that many silent sockets (at most 1024).
     #[arg(long)]
     pre_hello_limit: Option<u32>,
+    /// The most WebSocket connections one identity may hold (`RW-SEC-18`); the kit
+    /// fills it with `--limited-token` (at most 512). Without it the per-identity
+    /// scenario is graded not implemented.
+    #[arg(long)]
+    identity_limit: Option<u32>,
     /// The server's request size limit in bytes (`RW-SEC-14`); without it the kit
     /// declares a 1 TiB body, over any limit.
     #[arg(long)]
@@ -456,6 +461,7 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
                         body_timeout_ms: s.body_timeout_ms,
                         pre_hello_limit: s.pre_hello_limit,
                         max_request_bytes: s.max_request_bytes,
+                        identity_limit: s.identity_limit,
                         behind_proxy: false,
                     },
                 });

@@ -44,6 +44,9 @@ pub struct AdmissionDecl {
     pub pre_hello_limit: Option<u32>,
     /// The request size limit in bytes (`RW-SEC-14`).
     pub max_request_bytes: Option<u64>,
+    /// The most WebSocket connections one authenticated identity may hold
+    /// (`RW-SEC-18`); the scenario fills it with the limited token.
+    pub identity_limit: Option<u32>,
     /// The ingest URL is a proxy in front of the server (the kit's fault injection),
     /// so raw sockets would judge the proxy: every admission scenario is then graded
     /// not implemented.
@@ -62,6 +65,9 @@ const ANSWER_WAIT_MS: u64 = 15_000;
 /// Most silent sockets the pre-hello scenario opens (a larger declared limit is graded
 /// not implemented rather than flooding the server).
 const MAX_HELD: u32 = 1_024;
+/// Most connections the per-identity scenario opens (each one a WebSocket with its own
+/// reader state, so fewer than the silent sockets of the pre-hello scenario).
+const MAX_IDENTITY_HELD: u32 = 512;
 
 /// The admission step kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +87,10 @@ pub(crate) enum A {
     RequireTls,
     PlainUpgradeNotServed,
     PlainApiNotServed,
+    RequireIdentityLimit,
+    FillIdentity,
+    OneMoreHelloRefused,
+    IdentityHeldOpen,
 }
 
 /// The admission steps and their patterns.
@@ -132,6 +142,22 @@ pub(crate) static STEPS: &[(A, &str)] = &[
     ),
     (A::RequireTls, "the target is served over TLS"),
     (
+        A::RequireIdentityLimit,
+        "the server declares a connection limit per identity",
+    ),
+    (
+        A::FillIdentity,
+        "connections with the limited token fill the identity limit",
+    ),
+    (
+        A::OneMoreHelloRefused,
+        "one more hello with the limited token is refused with {s}, retry_after_ms and close {n}",
+    ),
+    (
+        A::IdentityHeldOpen,
+        "the connections that filled the identity limit are still open",
+    ),
+    (
         A::PlainUpgradeNotServed,
         "a plain-text WebSocket upgrade to the stream's address is not upgraded",
     ),
@@ -153,7 +179,13 @@ pub(crate) fn parse_step(text: &str) -> Option<(A, Vec<String>)> {
 pub(crate) struct State {
     raw: Option<(Stream, Instant)>,
     held: Vec<Stream>,
+    /// The WebSockets that fill an identity's limit.
+    identity: Vec<Ws>,
 }
+
+/// A kit WebSocket (TLS for `wss://`).
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 type R<T> = Result<T, StepFail>;
 
@@ -549,6 +581,63 @@ pub(crate) async fn exec(
             ))
         }
         A::RequireTls => tls().map(|_| ()),
+        A::RequireIdentityLimit => identity_limit(target).map(|_| ()),
+        A::FillIdentity => {
+            let (n, token) = identity_limit(target)?;
+            for i in 0..n {
+                let mut ws = open_ws(target, answer_wait).await?;
+                match hello(&mut ws, token, answer_wait).await {
+                    Hello::Welcome => st.identity.push(ws),
+                    other => {
+                        return Err(StepFail::req(
+                            "RW-SEC-18",
+                            format!(
+                                "hello {} of {n} with the limited token (under the declared limit) got {}",
+                                i + 1,
+                                other.describe()
+                            ),
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        A::OneMoreHelloRefused => {
+            let (n, token) = identity_limit(target)?;
+            let code = args.first().cloned().unwrap_or_default();
+            let close: u16 = args.get(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let mut ws = open_ws(target, answer_wait).await?;
+            match hello(&mut ws, token, answer_wait).await {
+                Hello::Refused {
+                    code: got,
+                    retry_after_ms,
+                    close_code,
+                } if got == code && retry_after_ms.is_some() && close_code == Some(close) => Ok(()),
+                other => Err(StepFail::req(
+                    "RW-SEC-18",
+                    format!(
+                        "with {n} connections of the limited token open (the declared limit), one more hello got {}; expected error {code:?} with retry_after_ms and close {close}",
+                        other.describe()
+                    ),
+                )),
+            }
+        }
+        A::IdentityHeldOpen => {
+            let n = st.identity.len();
+            for (i, ws) in st.identity.iter_mut().enumerate() {
+                if !still_open(ws, answer_wait).await {
+                    return Err(StepFail::req(
+                        "RW-SEC-18",
+                        format!(
+                            "connection {} of the {n} that filled the identity limit was closed when one more was refused",
+                            i + 1
+                        ),
+                    ));
+                }
+            }
+            st.identity.clear();
+            Ok(())
+        }
         A::PlainUpgradeNotServed => {
             let (ws, _) = tls()?;
             let request = format!(
@@ -590,6 +679,136 @@ pub(crate) async fn exec(
                     ),
                 )),
             }
+        }
+    }
+}
+
+/// The declared identity limit and the limited token it is filled with.
+fn identity_limit(target: &ServerTarget) -> R<(u32, &str)> {
+    let n = target
+        .admission
+        .identity_limit
+        .filter(|n| (1..=MAX_IDENTITY_HELD).contains(n))
+        .ok_or_else(|| {
+            StepFail::not_implemented(format!(
+                "no connection limit per identity of 1 to {MAX_IDENTITY_HELD} declared (--identity-limit)"
+            ))
+        })?;
+    let token = target.limited_token.as_deref().ok_or_else(|| {
+        StepFail::not_implemented("no --limited-token: the identity limit is filled with it")
+    })?;
+    Ok((n, token))
+}
+
+async fn open_ws(target: &ServerTarget, wait: Duration) -> R<Ws> {
+    let upgrade = tokio_tungstenite::connect_async_tls_with_config(
+        target.ws_url.as_str(),
+        None,
+        true,
+        Some(net::connector()),
+    );
+    match tokio::time::timeout(wait, upgrade).await {
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(e)) => Err(StepFail::msg(format!("the WebSocket upgrade failed: {e}"))),
+        Err(_) => Err(StepFail::msg(format!(
+            "the WebSocket upgrade did not complete within {} ms",
+            wait.as_millis()
+        ))),
+    }
+}
+
+/// How the server answered a `hello`.
+#[derive(Debug)]
+enum Hello {
+    Welcome,
+    Refused {
+        code: String,
+        retry_after_ms: Option<u64>,
+        close_code: Option<u16>,
+    },
+    Other(String),
+}
+
+impl Hello {
+    fn describe(&self) -> String {
+        match self {
+            Self::Welcome => "welcome".into(),
+            Self::Refused {
+                code,
+                retry_after_ms,
+                close_code,
+            } => {
+                format!("error {code:?} (retry_after_ms {retry_after_ms:?}, close {close_code:?})")
+            }
+            Self::Other(s) => s.clone(),
+        }
+    }
+}
+
+/// Sends `hello` with `token` and reads the answer: `welcome`, or an error frame and
+/// the close that follows it.
+async fn hello(ws: &mut Ws, token: &str, wait: Duration) -> Hello {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let hello = serde_json::json!({"type": "hello", "versions": ["1.0"], "token": token});
+    if let Err(e) = ws.send(Message::text(hello.to_string())).await {
+        return Hello::Other(format!("a failed send of hello: {e}"));
+    }
+    let until = Instant::now() + wait;
+    let mut refused: Option<(String, Option<u64>)> = None;
+    loop {
+        let next = match tokio::time::timeout_at(until, ws.next()).await {
+            Err(_) => return Hello::Other(format!("no answer within {} ms", wait.as_millis())),
+            Ok(next) => next,
+        };
+        match next {
+            Some(Ok(Message::Text(t))) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+                match v["type"].as_str() {
+                    Some("welcome") => return Hello::Welcome,
+                    Some("error") => {
+                        refused = Some((
+                            v["code"].as_str().unwrap_or_default().to_owned(),
+                            v["retry_after_ms"].as_u64(),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let (code, retry_after_ms) = refused.unwrap_or_default();
+                return Hello::Refused {
+                    code,
+                    retry_after_ms,
+                    close_code: frame.map(|f| u16::from(f.code)),
+                };
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Hello::Other(format!("a connection error: {e}")),
+            None => {
+                return Hello::Other("a closed connection without a close frame".into());
+            }
+        }
+    }
+}
+
+/// Whether a WebSocket still answers a ping with a pong.
+async fn still_open(ws: &mut Ws, wait: Duration) -> bool {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    if ws
+        .send(Message::Ping(b"rwc".to_vec().into()))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let until = Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(until, ws.next()).await {
+            Ok(Some(Ok(Message::Pong(p)))) if &p[..] == b"rwc" => return true,
+            Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) | Err(_) => return false,
+            Ok(Some(Ok(_))) => {}
         }
     }
 }

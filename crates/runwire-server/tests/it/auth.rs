@@ -356,3 +356,75 @@ fn rw_auth_14_leeway_defaults_to_60_s_and_is_set_in_toml() {
     c.set("auth.jwt_leeway_s", "9").expect("set");
     assert_eq!(c.auth.jwt_leeway_s, 9);
 }
+
+#[tokio::test]
+async fn rw_sec_18_a_hello_over_the_identity_limit_is_refused_and_the_others_stay() {
+    let mut c = auth_config();
+    c.max_connections_per_identity = 2;
+    let server = start(c).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut a = Client::connect(&server).await;
+        assert!(matches!(
+            a.hello_token("team-a-reader").await,
+            ServerMessage::Welcome(_)
+        ));
+        held.push(a);
+    }
+    // Another identity has its own count.
+    let mut other = Client::connect(&server).await;
+    let token = jwt(json!({"sub": "someone-else", "exp": now() + 600, "roles": ["consumer"]}));
+    assert!(matches!(
+        other.hello_token(&token).await,
+        ServerMessage::Welcome(_)
+    ));
+    let mut third = Client::connect(&server).await;
+    third
+        .send(json!({"type": "hello", "versions": ["1.0"], "token": "team-a-reader"}))
+        .await;
+    let e = third.expect_error_close("server_overloaded", 4104).await;
+    assert!(e.retry_after_ms.is_some(), "{e:?}");
+    assert!(e.retryable, "{e:?}");
+    assert_eq!(
+        server
+            .metrics()
+            .refused_identity_limit
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // The identity's connections are untouched, and a closed one frees its place.
+    held[0]
+        .send(json!({"type": "subscribe", "subscriptions": [{"run_id": "team-a:1"}]}))
+        .await;
+    assert!(matches!(held[0].msg().await, ServerMessage::Subscribed(_)));
+    held.pop();
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut again = Client::connect(&server).await;
+        match again.hello_token("team-a-reader").await {
+            ServerMessage::Welcome(_) => break,
+            // The server notices the close asynchronously.
+            ServerMessage::Error(e) if e.code.as_str() == "server_overloaded" => {
+                assert!(
+                    tokio::time::Instant::now() < until,
+                    "the place was not freed"
+                );
+                tokio::task::yield_now().await;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_auth_connections_are_not_counted_per_identity() {
+    let mut c = config();
+    c.max_connections_per_identity = 1;
+    let server = start(c).await;
+    let mut a = Client::connect(&server).await;
+    a.hello(json!([])).await;
+    let mut b = Client::connect(&server).await;
+    b.hello(json!([])).await;
+    server.shutdown().await;
+}
