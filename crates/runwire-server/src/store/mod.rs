@@ -349,9 +349,8 @@ pub(crate) struct IdemRecord {
 
 /// The outcome of planning an append against a run's current state.
 #[derive(Debug)]
-pub(crate) struct Planned {
+pub(crate) struct AppendPlan {
     pub(crate) response: AppendResponse,
-    /// Newly appended events with their idempotency key and fingerprint.
     /// The new events, their idempotency record (key, fingerprint) and the producer's
     /// `data` to store verbatim (`RW-TYPE-25`).
     pub(crate) new_events: Vec<PlannedEvent>,
@@ -372,7 +371,7 @@ pub(crate) fn plan_append(
     terminal: bool,
     events: Vec<NewEvent>,
     mut lookup: impl FnMut(&str) -> Result<Option<IdemRecord>, StoreError>,
-) -> Result<Planned, StoreError> {
+) -> Result<AppendPlan, StoreError> {
     use runwire_protocol::{Timestamp, http::AppendedEvent};
     let mut next = head;
     let mut terminal = terminal;
@@ -448,7 +447,7 @@ pub(crate) fn plan_append(
     }
     let first_seq = out.first().map_or(head, |a| a.seq);
     let last_seq = out.last().map_or(head, |a| a.seq);
-    Ok(Planned {
+    Ok(AppendPlan {
         response: AppendResponse {
             run_id: run_id.clone(),
             epoch: epoch.clone(),
