@@ -495,7 +495,7 @@ pub(crate) async fn history(
         if i > 0 {
             body.push(',');
         }
-        body.push_str(&e.json);
+        body.push_str(e.json.as_str());
     }
     body.push_str(r#"],"head_seq":"#);
     body.push_str(&info.head_seq.to_string());

@@ -10,6 +10,7 @@ use std::{ops::ControlFlow, sync::Arc, time::Instant};
 use runwire_protocol::{
     Epoch, ErrorCode, ErrorFrame, Reset, ResetReason, RunId, RunSnapshot, ServerMessage,
     Subscribed, SubscriptionRequest,
+    raw::{batch_frame, event_frame},
 };
 use tokio::sync::{mpsc::UnboundedSender, watch};
 
@@ -403,20 +404,10 @@ impl Subscription {
             }
             let chunk = &events[i..j];
             let text = if let [one] = chunk {
-                event_frame(one)
+                event_frame(&one.json)
             } else {
-                let len: usize = chunk.iter().map(|e| e.json.len() + 1).sum();
-                let mut s = String::with_capacity(len + 32);
-                s.push_str(r#"{"type":"batch","events":["#);
-                for (k, e) in chunk.iter().enumerate() {
-                    if k > 0 {
-                        s.push(',');
-                    }
-                    s.push_str(&e.json);
-                }
-                s.push_str("]}");
                 Metrics::inc(&metrics.batches_out);
-                s
+                batch_frame(chunk.iter().map(|e| &e.json))
             };
             Metrics::add(&metrics.events_out, chunk.len() as u64);
             flow(out.send_events_text(text, chunk.len(), published))?;
@@ -424,14 +415,6 @@ impl Subscription {
         }
         ControlFlow::Continue(())
     }
-}
-
-fn event_frame(e: &StoredEvent) -> String {
-    let mut s = String::with_capacity(e.json.len() + 24);
-    s.push_str(r#"{"type":"event","event":"#);
-    s.push_str(&e.json);
-    s.push('}');
-    s
 }
 
 /// A `reset` with the run's current snapshot (an empty one in `epoch` when the run

@@ -96,7 +96,7 @@ mod tests {
     fn ev(seq: u64) -> Arc<[StoredEvent]> {
         Arc::from(vec![StoredEvent {
             seq,
-            json: Arc::from("{}"),
+            json: runwire_protocol::raw::RawEvent::from_encoded("{}"),
             flush: false,
         }])
     }

@@ -23,6 +23,7 @@ use std::{future::Future, pin::Pin, sync::Arc};
 use runwire_protocol::{
     Epoch, Event, RunId, RunSnapshot,
     http::{AppendResponse, NewEvent},
+    raw::RawEvent,
 };
 use tokio::sync::broadcast;
 
@@ -46,7 +47,7 @@ pub struct StoredEvent {
     /// The event's seq.
     pub seq: u64,
     /// The event encoded as its JSON envelope.
-    pub json: Arc<str>,
+    pub json: RawEvent,
     /// Whether a batching server must flush it at once (`RW-BATCH-3`).
     pub flush: bool,
 }
@@ -62,7 +63,7 @@ impl StoredEvent {
     pub fn from_event_with_data(event: &Event, data: Option<&serde_json::Value>) -> Self {
         Self {
             seq: event.seq,
-            json: Arc::from(runwire_protocol::codec::encode_event_with_data(event, data)),
+            json: RawEvent::encode_with_data(event, data),
             flush: event.payload.flushes_batch(),
         }
     }

@@ -36,7 +36,7 @@
 //! the idempotency records and the new head (`RW-INGEST-8`). Redis runs a script
 //! atomically, so producers on any number of nodes get one gapless sequence per run
 //! (`RW-EVENT-3`, `RW-INGEST-2`). The node builds each envelope's JSON around the
-//! seq (`prefix ‖ seq ‖ suffix`), so the script never parses JSON.
+//! seq (`prefix ‖ seq ‖ suffix`, a [`SeqTemplate`]), so the script never parses JSON.
 //!
 //! # Durability
 //!
@@ -86,7 +86,11 @@ use std::{
 };
 
 use redis::{AsyncConnectionConfig, RedisError, Script, Value, aio::MultiplexedConnection};
-use runwire_protocol::{Epoch, Event, EventId, RunId, RunSnapshot, http::NewEvent};
+use runwire_protocol::{
+    Epoch, Event, EventId, RunId, RunSnapshot,
+    http::NewEvent,
+    raw::{RawEvent, SeqTemplate},
+};
 use tokio::sync::{Notify, broadcast};
 
 use crate::config::RetentionConfig;
@@ -732,35 +736,11 @@ fn parse_entries(v: Value) -> Result<Vec<StoredEvent>, StoreError> {
         let json = json.ok_or_else(|| corrupt(format_args!("entry {id} has no event")))?;
         out.push(StoredEvent {
             seq,
-            json: Arc::from(json),
+            json: RawEvent::from_encoded(json),
             flush,
         });
     }
     Ok(out)
-}
-
-/// An event's JSON split around its seq: the envelope starts with `event_id`,
-/// `run_id` and `seq`, in that order.
-fn split_json(
-    event: &Event,
-    data: Option<&serde_json::Value>,
-) -> Result<(String, String), StoreError> {
-    let json = runwire_protocol::codec::encode_event_with_data(event, data);
-    let prefix = format!(
-        "{{\"event_id\":{},\"run_id\":{},\"seq\":",
-        runwire_protocol::codec::encode(&event.event_id),
-        runwire_protocol::codec::encode(&event.run_id)
-    );
-    let seq = event.seq.to_string();
-    match json
-        .strip_prefix(&prefix)
-        .and_then(|r| r.strip_prefix(&seq))
-    {
-        Some(suffix) if suffix.starts_with(',') => Ok((prefix, suffix.to_owned())),
-        _ => Err(StoreError::Unavailable(format!(
-            "unexpected envelope encoding: {json}"
-        ))),
-    }
 }
 
 impl RedisStore {
@@ -1043,7 +1023,7 @@ impl Inner {
                 time: e.time.unwrap_or_else(|| now.clone()),
                 payload: e.payload,
             };
-            let (prefix, suffix) = split_json(&event, raw.as_ref())?;
+            let (prefix, suffix) = SeqTemplate::new(&event, raw.as_ref()).into_parts();
             let key = e.idempotency_key.unwrap_or_default();
             args.push([
                 key.clone(),
@@ -1338,8 +1318,7 @@ impl Inner {
                         complete = false;
                         break;
                     }
-                    let ev = runwire_protocol::codec::decode_event(e.json.as_bytes(), usize::MAX)
-                        .map_err(|err| {
+                    let ev = e.json.decode().map_err(|err| {
                         corrupt(format_args!("event {} of {run_id}: {err}", e.seq))
                     })?;
                     snap.apply(&ev);
@@ -1985,28 +1964,5 @@ mod tests {
     fn passwords_are_redacted() {
         assert_eq!(redact("redis://:secret@h:1/0"), "redis://***@h:1/0");
         assert_eq!(redact("redis://h:1"), "redis://h:1");
-    }
-
-    #[test]
-    fn envelope_json_splits_around_seq() {
-        use runwire_protocol::{LogLevel, LogLineData, Timestamp};
-        let mut ev = Event {
-            event_id: new_event_id(),
-            run_id: RunId::new("r:1").expect("id"),
-            seq: 1,
-            time: Timestamp::now(),
-            payload: LogLineData {
-                level: LogLevel::Info,
-                message: "\"seq\":1,".into(),
-                source: None,
-            }
-            .into(),
-        };
-        let (prefix, suffix) = split_json(&ev, None).expect("splits");
-        ev.seq = 9_007_199_254_740_991;
-        assert_eq!(
-            format!("{prefix}9007199254740991{suffix}"),
-            runwire_protocol::codec::encode(&ev)
-        );
     }
 }
