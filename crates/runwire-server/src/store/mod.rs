@@ -2,8 +2,9 @@
 //! snapshots and a live feed (spec §2, §4, §8).
 //!
 //! [`EventStore`] is object safe (`Arc<dyn EventStore>`) so that backends plug in:
-//! [`MemoryStore`] for tests, [`SqliteStore`] (the default, durable) and, later, a
-//! distributed backend (Redis Streams) shared by several server nodes.
+//! [`MemoryStore`] for tests, [`SqliteStore`] (the default, durable) and
+//! [`RedisStore`], a distributed backend on Redis Streams shared by several server
+//! nodes.
 //!
 //! # Contract every backend keeps
 //!
@@ -12,11 +13,14 @@
 //! - Events become visible to `read` and are published on the live feed only after
 //!   they are durable, and in seq order per run.
 //! - The live feed is a doorbell with data: a subscriber that falls behind
-//!   ([`LiveEvent::Lagged`]) or sees a seq jump reads the missing range from `read`.
+//!   ([`LiveRecv::Lagged`]) or sees a seq jump reads the missing range from `read`.
 //!   A multi-node backend publishes what other nodes append (e.g. with `XREAD BLOCK`)
 //!   into the same feed.
 //! - [`RunInfo::head_seq`] read after subscribing to the live feed never misses an
 //!   event: every event above it is published to that subscription.
+//!
+//! The integration test `store_contract` runs this contract (appends, idempotency,
+//! the terminal rule, read bounds, retention, the live feed) against all three stores.
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
@@ -193,7 +197,7 @@ pub enum StoreError {
 pub trait EventStore: Send + Sync + 'static {
     /// Returns the run's position for a subscription (`RW-SUB-2`, `RW-EVENT-11`). A
     /// run without events is answered with head 0 and the epoch its first append will
-    /// give its log ([`derive_epoch`]), and nothing is written: subscribing to runs
+    /// give its log (derived from the store's epoch seed), and nothing is written: subscribing to runs
     /// that do not exist costs no storage (`RW-SEC-10`, `RW-SEC-15`).
     fn open_run<'a>(&'a self, run_id: &'a RunId) -> BoxFuture<'a, Result<RunInfo, StoreError>>;
 

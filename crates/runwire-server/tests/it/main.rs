@@ -19,4 +19,5 @@ mod retention;
 mod shutdown;
 mod slow;
 mod store;
+mod store_contract;
 mod sub;
