@@ -107,6 +107,16 @@ async fn seqs(
         .collect()
 }
 
+/// Appends `n` log lines to `run` in requests of 7.
+async fn append_lines(store: &dyn EventStore, run: &RunId, n: usize) {
+    for from in (0..n).step_by(7) {
+        store
+            .append(run, (from..n.min(from + 7)).map(line).collect())
+            .await
+            .expect("append");
+    }
+}
+
 /// Appends assign gapless seqs from 1 in one epoch; a run without events is told
 /// head 0 and the epoch its first append gives it, and nothing is stored for it.
 async fn appends_are_gapless_in_the_epoch_told_before_the_first(kind: Kind) {
@@ -323,11 +333,7 @@ async fn retention_trims_the_log_but_not_the_snapshot(kind: Kind) {
     s.append(&r, vec![status("running"), phase])
         .await
         .expect("append");
-    for i in 0..14 {
-        s.append(&r, (0..7).map(|j| line(i * 7 + j)).collect())
-            .await
-            .expect("append");
-    }
+    append_lines(s, &r, 98).await;
     b.settle().await;
     // Redis trims in the background after an append: more appends until it shows,
     // bounded.
@@ -356,11 +362,7 @@ async fn retention_trims_the_log_but_not_the_snapshot(kind: Kind) {
     assert_eq!(snap.phase.as_deref(), Some("build"), "{kind:?}");
     // A run without a rule keeps everything.
     let long = run("long-contract");
-    for i in 0..14 {
-        s.append(&long, (0..7).map(|j| line(i * 7 + j)).collect())
-            .await
-            .expect("append");
-    }
+    append_lines(s, &long, 98).await;
     b.settle().await;
     assert_eq!(seqs(s, &long, 0, 98, 1).await, vec![1], "{kind:?}");
 }

@@ -99,23 +99,12 @@ impl Pool {
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
-        let (generation, conn) = self.get().await?;
-        match f(conn).await {
+        match self.attempt(&f).await? {
             Ok(v) => Ok(v),
-            Err(e) => {
-                self.broken(generation, &e).await;
-                if e.is_timeout() || !(e.is_connection_dropped() || e.is_io_error()) {
-                    return Err(self.error(&e));
-                }
-                let (generation, conn) = self.get().await?;
-                match f(conn).await {
-                    Ok(v) => Ok(v),
-                    Err(e) => {
-                        self.broken(generation, &e).await;
-                        Err(self.error(&e))
-                    }
-                }
+            Err(e) if !e.is_timeout() && (e.is_connection_dropped() || e.is_io_error()) => {
+                self.run(f).await
             }
+            Err(e) => Err(self.error(&e)),
         }
     }
 
@@ -144,13 +133,21 @@ impl Pool {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
+        self.attempt(f).await?.map_err(|e| self.error(&e))
+    }
+
+    /// Runs `f` once on the current connection; a failure marks the connection
+    /// broken and is handed back.
+    async fn attempt<T, F, Fut>(&self, f: F) -> Result<Result<T, RedisError>, StoreError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
         let (generation, conn) = self.get().await?;
-        match f(conn).await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                self.broken(generation, &e).await;
-                Err(self.error(&e))
-            }
+        let r = f(conn).await;
+        if let Err(e) = &r {
+            self.broken(generation, e).await;
         }
+        Ok(r)
     }
 }
