@@ -4,7 +4,8 @@
 //! `type` and then decodes the body with JSON-pointer error tracking: three passes
 //! over the frame. That precision matters for errors, not for the hot path. This
 //! module decodes `event` and `batch` frames whose `type` member comes first (what
-//! every Runwire server writes) in one pass, into a reused buffer, with the very same
+//! every Runwire server writes, as [`runwire_protocol::raw::event_frame`] and
+//! [`runwire_protocol::raw::batch_frame`] build them) in one pass, into a reused buffer, with the very same
 //! [`Event`] deserializer. Any frame the fast path does not handle, or rejects, goes
 //! through `decode_server_message`, so the accepted language and the error reports are
 //! exactly the protocol crate's.
@@ -451,5 +452,26 @@ mod tests {
             panic!("unknown types decode to a message");
         };
         assert!(matches!(*m, ServerMessage::Unknown(_)));
+    }
+
+    proptest::proptest! {
+        /// The frames a server builds from its pre-encoded events take the fast path
+        /// and decode to the very events.
+        #[test]
+        fn the_fast_path_takes_every_frame_the_builders_write(
+            events in proptest::collection::vec(runwire_protocol::arbitrary::event(), 1..4)
+        ) {
+            use runwire_protocol::raw::{RawEvent, batch_frame, event_frame};
+            let raws: Vec<RawEvent> = events.iter().map(RawEvent::encode).collect();
+            for (frame, want) in [
+                (event_frame(&raws[0]), events[..1].to_vec()),
+                (batch_frame(&raws), events.clone()),
+            ] {
+                let mut got = Vec::new();
+                let mut de = serde_json::Deserializer::from_str(&frame);
+                proptest::prop_assert!(fast(&mut de, &mut got), "{}", frame);
+                proptest::prop_assert_eq!(got, want);
+            }
+        }
     }
 }

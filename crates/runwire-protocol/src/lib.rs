@@ -6,7 +6,8 @@
 //! the control messages in both directions ([`ClientMessage`], [`ServerMessage`]),
 //! the producer HTTP API bodies ([`http`]), error and close codes ([`ErrorCode`],
 //! [`CloseCode`]), the folded run state used by snapshots ([`RunSnapshot`]), and a
-//! decoder with size limits whose errors carry a JSON pointer ([`codec`]).
+//! decoder with size limits whose errors carry a JSON pointer ([`codec`]), and events
+//! encoded once with the `event` and `batch` frames built from them ([`raw`]).
 //!
 //! It does no I/O and has no async runtime dependency, so any transport can use it.
 //!
@@ -23,6 +24,7 @@ pub mod http;
 mod ids;
 mod messages;
 mod num;
+pub mod raw;
 mod snapshot;
 
 pub use codes::{CloseAction, CloseCode, ErrorCode};

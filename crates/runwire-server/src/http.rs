@@ -3,8 +3,8 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::{
-    extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade},
-    http::{HeaderMap, StatusCode, Version, header},
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use runwire_protocol::{
@@ -14,11 +14,10 @@ use runwire_protocol::{
 };
 
 use crate::{
-    AppState,
     auth::{AuthError, Authenticator, Principal},
     config::Role,
-    linger::LingerHandle,
     metrics::Metrics,
+    state::AppState,
     store::StoreError,
 };
 
@@ -499,7 +498,7 @@ pub(crate) async fn history(
         if i > 0 {
             body.push(',');
         }
-        body.push_str(&e.json);
+        body.push_str(e.json.as_str());
     }
     body.push_str(r#"],"head_seq":"#);
     body.push_str(&info.head_seq.to_string());
@@ -587,50 +586,4 @@ pub(crate) async fn not_found() -> ApiError {
         ErrorCode::InvalidRequest,
         "no such endpoint",
     )
-}
-
-/// `GET /v1/stream`: the WebSocket upgrade (spec §5). A token may come in the
-/// `Authorization` header; never in the query string (`RW-AUTH-2`).
-pub(crate) async fn stream(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(linger): ConnectInfo<LingerHandle>,
-    version: Version,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Response {
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(e) => {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidRequest,
-                format!(
-                    "{} takes a WebSocket upgrade (RFC 6455): {e}",
-                    runwire_protocol::STREAM_PATH
-                ),
-            )
-            .into_response();
-        }
-    };
-    let token = Authenticator::bearer(
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    )
-    .map(str::to_owned);
-    // Never buffer more than max_frame_bytes of a frame (`RW-LIMIT-1`): a larger
-    // message fails the read and is answered with frame_too_large.
-    let limit = state.config.max_frame_bytes as usize;
-    // Client frames are small; a 4 KiB read buffer (instead of 128 KiB) keeps idle
-    // connections cheap. Larger frames are still read, in more steps.
-    let peer = linger.peer();
-    ws.read_buffer_size(4096)
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |socket| {
-            // Only an HTTP/1.1 upgrade hands the whole TCP connection to the WebSocket,
-            // so only then can it close with a lingering close (see `linger`).
-            let linger = (version == Version::HTTP_11).then_some(linger);
-            crate::ws::serve_connection(socket, state, token, linger, peer)
-        })
 }

@@ -39,32 +39,28 @@
 //! [`EventStore`] is the backend trait; [`SqliteStore`] (durable, group commit) is the
 //! default of `runwire serve`, [`MemoryStore`] serves tests.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
     extract::DefaultBodyLimit,
     routing::{get, post},
 };
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 mod admission;
 pub mod auth;
 pub mod config;
+mod deadline;
 mod http;
 mod identity;
 mod linger;
 pub mod metrics;
 mod origin;
 mod outbound;
+mod state;
 pub mod store;
+mod subscription;
 mod tls;
 mod ws;
 
@@ -78,6 +74,8 @@ pub use store::{EventStore, MemoryStore, SqliteStore, StoreError, open_store};
 #[cfg(feature = "dev-certs")]
 pub use tls::{DevCertificates, dev_certificates};
 pub use tls::{TlsError, provider as tls_provider};
+
+use state::{AppState, InFlight};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -103,59 +101,6 @@ pub enum ServerError {
         /// The I/O error.
         source: std::io::Error,
     },
-}
-
-/// Counts open connections so shutdown can wait for their goodbyes (and, as
-/// `AppState::appends`, appends in progress, so that shutdown delivers every
-/// acknowledged event first, `RW-SHUTDOWN-4`).
-#[derive(Debug, Default)]
-pub(crate) struct Tracker {
-    open: AtomicUsize,
-    idle: Notify,
-}
-
-pub(crate) struct TrackerGuard<'a>(&'a Tracker);
-
-impl Tracker {
-    pub(crate) fn enter(&self) -> TrackerGuard<'_> {
-        self.open.fetch_add(1, Ordering::AcqRel);
-        TrackerGuard(self)
-    }
-
-    pub(crate) async fn wait_idle(&self) {
-        loop {
-            let n = self.idle.notified();
-            tokio::pin!(n);
-            n.as_mut().enable();
-            if self.open.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            n.await;
-        }
-    }
-}
-
-impl Drop for TrackerGuard<'_> {
-    fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-/// Shared state of every handler.
-pub(crate) struct AppState {
-    pub(crate) config: Arc<ServerConfig>,
-    pub(crate) store: Arc<dyn EventStore>,
-    pub(crate) auth: Authenticator,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) shutdown: watch::Receiver<bool>,
-    pub(crate) tracker: Tracker,
-    /// Appends past the shutdown check and not yet answered.
-    pub(crate) appends: Tracker,
-    pub(crate) origins: origin::OriginPolicy,
-    /// Connections per authenticated identity (`RW-SEC-18`).
-    pub(crate) identities: Arc<identity::Identities>,
 }
 
 /// The kernel send buffer of a connection's socket: `socket_send_buffer_bytes` when
@@ -213,14 +158,14 @@ impl Server {
             store: Arc::clone(&store),
             metrics: Arc::clone(&metrics),
             shutdown: shutdown_rx.clone(),
-            tracker: Tracker::default(),
-            appends: Tracker::default(),
+            connections: InFlight::default(),
+            appends: InFlight::default(),
             origins: origin::OriginPolicy::new(&config_origins),
             identities: Arc::new(identity::Identities::new(per_identity)),
         });
         let body_limit = state.config.max_request_bytes.saturating_add(1);
         let app = Router::new()
-            .route(runwire_protocol::STREAM_PATH, get(http::stream))
+            .route(runwire_protocol::STREAM_PATH, get(ws::stream))
             .route(
                 "/v1/runs/{run_id}/events",
                 post(http::append).get(http::history),
@@ -325,7 +270,7 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let grace = Duration::from_millis(self.state.config.close_timeout_ms.saturating_mul(2));
-        let _ = tokio::time::timeout(grace, self.state.tracker.wait_idle()).await;
+        let _ = tokio::time::timeout(grace, self.state.connections.wait_idle()).await;
         let mut task = self.task;
         if tokio::time::timeout(grace, &mut task).await.is_err() {
             task.abort();

@@ -32,7 +32,7 @@ use axum::{
 use runwire_protocol::ErrorCode;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::{AppState, http::ApiError};
+use crate::{http::ApiError, state::AppState};
 
 /// The origins allowed to use the server, from `allowed_origins`.
 #[derive(Debug, Clone, Default)]

@@ -1,4 +1,6 @@
-//! The WebSocket endpoint `GET /v1/stream` (spec §5–§16).
+//! The WebSocket endpoint `GET /v1/stream` (spec §5–§16): the upgrade ([`stream`]) and
+//! one task per connection (hello, heartbeat, limits, subscribe and unsubscribe, the
+//! goodbye); each subscription runs in its own task ([`crate::subscription`]).
 
 use std::{
     collections::BTreeMap,
@@ -6,32 +8,34 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::{
+    extract::{
+        ConnectInfo, State, WebSocketUpgrade,
+        ws::{Message, WebSocket},
+    },
+    http::{HeaderMap, StatusCode, Version, header},
+    response::{IntoResponse, Response},
+};
 use futures_util::StreamExt;
 use runwire_protocol::{
-    ClientMessage, ErrorCode, ErrorFrame, Hello, PROTOCOL_VERSIONS, Ping, Pong, Reset, ResetReason,
-    RunId, ServerInfo, ServerMessage, Subscribe, Subscribed, SubscriptionRequest, Unsubscribe,
-    Unsubscribed, Welcome,
+    ClientMessage, ErrorCode, ErrorFrame, Hello, PROTOCOL_VERSIONS, Ping, Pong, RunId, ServerInfo,
+    ServerMessage, Subscribe, SubscriptionRequest, Unsubscribe, Unsubscribed, Welcome,
     codec::{DecodeError, decode_client_message, peek_type},
     negotiate_version,
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::{
-    AppState,
-    auth::{AuthError, Principal},
+    auth::{AuthError, Authenticator, Principal},
     config::Role,
+    deadline::Deadline,
+    http::ApiError,
     linger::{self, LingerEnd, LingerHandle},
     metrics::{Metrics, PeerEnd},
     outbound::{Outbound, QueueError},
-    store::{LiveRecv, StoredEvent},
+    state::AppState,
+    subscription::{SubReport, Subscription},
 };
-
-/// What a subscription task reports to its connection.
-enum SubReport {
-    /// A fatal error: close the connection with it.
-    Fatal(ErrorFrame),
-}
 
 struct Conn {
     state: Arc<AppState>,
@@ -49,6 +53,52 @@ struct Conn {
     ping_counter: u64,
     /// The session id sent in `welcome`.
     session_id: Option<String>,
+}
+
+/// `GET /v1/stream`: the WebSocket upgrade (spec §5). A token may come in the
+/// `Authorization` header; never in the query string (`RW-AUTH-2`).
+pub(crate) async fn stream(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(linger): ConnectInfo<LingerHandle>,
+    version: Version,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidRequest,
+                format!(
+                    "{} takes a WebSocket upgrade (RFC 6455): {e}",
+                    runwire_protocol::STREAM_PATH
+                ),
+            )
+            .into_response();
+        }
+    };
+    let token = Authenticator::bearer(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
+    .map(str::to_owned);
+    // Never buffer more than max_frame_bytes of a frame (`RW-LIMIT-1`): a larger
+    // message fails the read and is answered with frame_too_large.
+    let limit = state.config.max_frame_bytes as usize;
+    // Client frames are small; a 4 KiB read buffer (instead of 128 KiB) keeps idle
+    // connections cheap. Larger frames are still read, in more steps.
+    let peer = linger.peer();
+    ws.read_buffer_size(4096)
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| {
+            // Only an HTTP/1.1 upgrade hands the whole TCP connection to the WebSocket,
+            // so only then can it close with a lingering close (see `linger`).
+            let linger = (version == Version::HTTP_11).then_some(linger);
+            serve_connection(socket, state, token, linger, peer)
+        })
 }
 
 fn ms(v: u64) -> Duration {
@@ -78,7 +128,7 @@ pub(crate) async fn serve_connection(
     let metrics = Arc::clone(&state.metrics);
     Metrics::inc(&metrics.connections_total);
     Metrics::gauge(&metrics.connections, 1);
-    let _guard = state.tracker.enter();
+    let _guard = state.connections.enter();
     let (sink, mut stream) = socket.split();
     let cfg = Arc::clone(&state.config);
     // How long a slow consumer's final frames may wait behind what its socket still
@@ -117,11 +167,8 @@ pub(crate) async fn serve_connection(
     let check_every = ms((cfg.slow_consumer_max_age_ms / 4).clamp(5, 1000));
     let mut slow_check = tokio::time::interval(check_every);
     slow_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
-    let expiry = tokio::time::sleep_until(far);
-    tokio::pin!(expiry);
-    let pong_deadline = tokio::time::sleep_until(far);
-    tokio::pin!(pong_deadline);
+    let mut expiry = Deadline::unset();
+    let mut pong_deadline = Deadline::unset();
     let mut writer_done = false;
     // Whether the client finished its side: its close frame or the end of the stream
     // was read. Otherwise it may still be sending, and the close lingers.
@@ -175,19 +222,19 @@ pub(crate) async fn serve_connection(
                 let id = format!("s{}", conn.ping_counter);
                 let deadline = tokio::time::Instant::now() + ms(cfg.pong_timeout_ms);
                 if conn.pings.is_empty() {
-                    pong_deadline.as_mut().reset(deadline);
+                    pong_deadline.set(deadline);
                 }
                 conn.send(&ServerMessage::Ping(Ping { id: id.clone() }));
                 conn.pings.push_back((id, deadline));
             }
-            () = &mut pong_deadline, if !conn.pings.is_empty() => {
+            () = pong_deadline.passed(), if !conn.pings.is_empty() => {
                 Metrics::inc(&metrics.pong_timeouts);
                 conn.out.close(ErrorFrame::new(
                     ErrorCode::PongTimeout,
                     format!("no pong within {} ms", cfg.pong_timeout_ms),
                 ));
             }
-            () = &mut expiry, if conn.principal.as_ref().is_some_and(|p| p.expires_at.is_some()) => {
+            () = expiry.passed(), if conn.principal.as_ref().is_some_and(|p| p.expires_at.is_some()) => {
                 Metrics::inc(&metrics.auth_failures);
                 conn.out.close(ErrorFrame::new(ErrorCode::TokenExpired, "the token expired"));
             }
@@ -269,12 +316,12 @@ pub(crate) async fn serve_connection(
                     // The heartbeat runs from `welcome` (`RW-HEART-1`).
                     heartbeat.reset();
                     if let Some(left) = p.ms_until_expiry() {
-                        expiry.as_mut().reset(tokio::time::Instant::now() + ms(left));
+                        expiry.set(tokio::time::Instant::now() + ms(left));
                     }
                 }
                 match conn.pings.front() {
-                    Some((_, d)) => pong_deadline.as_mut().reset(*d),
-                    None => pong_deadline.as_mut().reset(far),
+                    Some((_, d)) => pong_deadline.set(*d),
+                    None => pong_deadline.clear(),
                 }
             }
         }
@@ -682,8 +729,10 @@ impl Conn {
                 ));
                 continue;
             }
-            let start = match open_subscription(&self.state, &self.out, &req).await {
-                Ok(Some(start)) => start,
+            let sub = match Subscription::open(&self.state, &self.out, self.reports.clone(), &req)
+                .await
+            {
+                Ok(Some(sub)) => sub,
                 Ok(None) => {
                     self.slow_consumer();
                     return;
@@ -698,13 +747,7 @@ impl Conn {
                 }
             };
             Metrics::gauge(&self.state.metrics.subscriptions, 1);
-            let task = tokio::spawn(run_subscription(
-                Arc::clone(&self.state),
-                Arc::clone(&self.out),
-                self.reports.clone(),
-                run_id.clone(),
-                start,
-            ));
+            let task = tokio::spawn(sub.run());
             self.subs.insert(run_id, task);
         }
     }
@@ -730,194 +773,10 @@ impl Conn {
     }
 }
 
-/// Largest batch frame built from pre-encoded events, in bytes (besides the
-/// `batch_max_events` bound), so that one frame never dominates the queue.
-const MAX_BATCH_BYTES: usize = 256 * 1024;
-
 /// The `retry_after_ms` of a `hello` refused over `max_connections_per_identity`
 /// (`RW-SEC-18`): the identity's own connections must close first, which takes at
 /// least a round trip; a second keeps a loop of refused reconnects cheap.
 const IDENTITY_RETRY_AFTER_MS: u64 = 1_000;
-
-/// Sends events in order, paced by the socket: before each frame the task waits until
-/// the connection's queue is below its low watermark (`RW-SLOW-2`). One `event` frame
-/// per event without batching; `batch` frames of at most `max_events` events and
-/// about [`MAX_BATCH_BYTES`] with batching (`RW-BATCH-2`).
-async fn send_events(
-    out: &Outbound,
-    metrics: &Metrics,
-    batching: bool,
-    max_events: usize,
-    events: &[StoredEvent],
-    paced: bool,
-    published: Option<Instant>,
-) -> Result<(), QueueError> {
-    let mut i = 0;
-    while i < events.len() {
-        if paced {
-            out.wait_drained().await;
-        }
-        if out.is_closing() {
-            return Err(QueueError::Closed);
-        }
-        let mut j = i + 1;
-        if batching {
-            let mut bytes = events[i].json.len();
-            while j < events.len()
-                && j - i < max_events
-                && bytes + events[j].json.len() <= MAX_BATCH_BYTES
-            {
-                bytes += events[j].json.len() + 1;
-                j += 1;
-            }
-        }
-        let chunk = &events[i..j];
-        let text = if let [one] = chunk {
-            event_frame(one)
-        } else {
-            let len: usize = chunk.iter().map(|e| e.json.len() + 1).sum();
-            let mut s = String::with_capacity(len + 32);
-            s.push_str(r#"{"type":"batch","events":["#);
-            for (k, e) in chunk.iter().enumerate() {
-                if k > 0 {
-                    s.push(',');
-                }
-                s.push_str(&e.json);
-            }
-            s.push_str("]}");
-            Metrics::inc(&metrics.batches_out);
-            s
-        };
-        Metrics::add(&metrics.events_out, chunk.len() as u64);
-        out.send_events_text(text, chunk.len(), published)?;
-        i = j;
-    }
-    Ok(())
-}
-
-fn event_frame(e: &StoredEvent) -> String {
-    let mut s = String::with_capacity(e.json.len() + 24);
-    s.push_str(r#"{"type":"event","event":"#);
-    s.push_str(&e.json);
-    s.push('}');
-    s
-}
-
-/// Where a subscription starts: fixed by [`open_subscription`].
-struct SubStart {
-    live: crate::store::LiveReceiver,
-    /// The last seq the client has (the cursor, or the reset's `as_of_seq`).
-    delivered: u64,
-    /// Replay up to here before going live.
-    target: u64,
-    /// The first replay chunk, read while checking that the cursor is retained.
-    first: Vec<StoredEvent>,
-}
-
-/// Fixes a subscription's position and answers it with `subscribed` or `reset`
-/// (`RW-RESUME-2` to `RW-RESUME-8`). The live feed is subscribed before the head is
-/// read, so an event appended meanwhile is in the replay or in the live feed (or
-/// both: the live side skips what the replay sent), never in neither.
-/// `Ok(None)`: the frame could not be queued (slow consumer).
-async fn open_subscription(
-    state: &AppState,
-    out: &Outbound,
-    req: &SubscriptionRequest,
-) -> Result<Option<SubStart>, crate::store::StoreError> {
-    let cfg = &state.config;
-    let store = &state.store;
-    let run_id = &req.run_id;
-    let live = store.live(run_id);
-    let info = store.open_run(run_id).await?;
-    let after = req.after_seq.unwrap_or(0);
-    let mut first = Vec::new();
-    let reason = if req.epoch.as_ref().is_some_and(|e| *e != info.epoch) {
-        Some(ResetReason::EpochMismatch)
-    } else if after > info.head_seq {
-        Some(ResetReason::CursorAhead)
-    } else if info.head_seq - after > cfg.replay_window_events {
-        Some(ResetReason::CursorTooOld)
-    } else if after < info.head_seq {
-        // Read the first chunk now: a cursor whose next event retention deleted is
-        // reset too (`RW-RESUME-5`).
-        match store
-            .read(run_id, after, info.head_seq, cfg.replay_chunk_events)
-            .await
-        {
-            Ok(chunk) => {
-                first = chunk;
-                None
-            }
-            Err(crate::store::StoreError::NotRetained { .. }) => Some(ResetReason::CursorTooOld),
-            Err(e) => return Err(e),
-        }
-    } else {
-        None
-    };
-    let (msg, delivered) = match reason {
-        Some(reason) => reset_message(state, run_id, &info.epoch, reason).await?,
-        None => (
-            ServerMessage::Subscribed(Subscribed {
-                run_id: run_id.clone(),
-                epoch: info.epoch.clone(),
-                after_seq: after,
-                head_seq: info.head_seq,
-            }),
-            after,
-        ),
-    };
-    if out.send(&msg).is_err() {
-        return Ok(None);
-    }
-    Ok(Some(SubStart {
-        live,
-        delivered,
-        target: info.head_seq.max(delivered),
-        first,
-    }))
-}
-
-/// Sends a `reset` with the run's current snapshot on an open subscription
-/// (`RW-RESUME-13`) and returns the new (delivered, target) positions; `Ok(None)`:
-/// the frame could not be queued (slow consumer).
-async fn reset_subscription(
-    state: &AppState,
-    out: &Outbound,
-    run_id: &RunId,
-    reason: ResetReason,
-) -> Result<Option<(u64, u64)>, crate::store::StoreError> {
-    let info = state.store.open_run(run_id).await?;
-    let (msg, as_of) = reset_message(state, run_id, &info.epoch, reason).await?;
-    if out.send(&msg).is_err() {
-        return Ok(None);
-    }
-    Ok(Some((as_of, info.head_seq.max(as_of))))
-}
-
-/// A `reset` with the run's current snapshot (an empty one in `epoch` when the run
-/// has none yet) and the snapshot's `as_of_seq`. The frame's `epoch` is the
-/// snapshot's, so the two always agree (`RW-RESUME-8`).
-async fn reset_message(
-    state: &AppState,
-    run_id: &RunId,
-    epoch: &runwire_protocol::Epoch,
-    reason: ResetReason,
-) -> Result<(ServerMessage, u64), crate::store::StoreError> {
-    let snapshot = state
-        .store
-        .snapshot(run_id)
-        .await?
-        .unwrap_or_else(|| runwire_protocol::RunSnapshot::empty(run_id.clone(), epoch.clone()));
-    Metrics::inc(&state.metrics.resets);
-    let as_of = snapshot.as_of_seq;
-    let msg = ServerMessage::Reset(Reset {
-        run_id: run_id.clone(),
-        epoch: snapshot.epoch.clone(),
-        reason,
-        snapshot,
-    });
-    Ok((msg, as_of))
-}
 
 /// Whether a read error is the client breaking the WebSocket protocol (RFC 6455 §5),
 /// as tungstenite words it, rather than the connection going away.
@@ -935,239 +794,4 @@ fn is_protocol_error(text: &str) -> bool {
     .iter()
     .any(|w| t.contains(w))
         && !t.contains("reset without closing handshake")
-}
-
-/// One subscription after its `subscribed`/`reset`: replay, then live, without gap or
-/// duplicate (`RW-RESUME-1`, `RW-ORDER-1`, `RW-ORDER-2`). Live events are batched
-/// adaptively: they go out at once while the connection's socket keeps up, and
-/// accumulate (for at most the window, `RW-BATCH-1`) while it is busy; terminal status
-/// and todo updates flush at once (`RW-BATCH-3`).
-async fn run_subscription(
-    state: Arc<AppState>,
-    out: Arc<Outbound>,
-    reports: tokio::sync::mpsc::UnboundedSender<SubReport>,
-    run_id: RunId,
-    start: SubStart,
-) {
-    let fatal = |e: &dyn std::fmt::Display| {
-        Metrics::inc(&state.metrics.store_errors);
-        let _ = reports.send(SubReport::Fatal(
-            ErrorFrame::new(ErrorCode::StoreUnavailable, format!("event store: {e}"))
-                .for_run(run_id.clone()),
-        ));
-    };
-    let slow = |out: &Outbound| {
-        if !out.is_closing() {
-            Metrics::inc(&state.metrics.slow_consumer_closes);
-            out.close_now(ErrorFrame::new(
-                ErrorCode::SlowConsumer,
-                "the outbound queue exceeded its byte limit; reconnect and resume from your cursor",
-            ));
-        }
-    };
-    let cfg = &state.config;
-    let store = &state.store;
-    let SubStart {
-        mut live,
-        mut delivered,
-        mut target,
-        first,
-    } = start;
-    let batching = cfg.batch_window_ms > 0;
-    // Live events go to the outbound queue as they come: that queue is what the
-    // slow-consumer bounds apply to (§15, `RW-SLOW-1`), so a client that stops
-    // reading fills it and is closed. Events read from the store (replay, catch-up)
-    // are read as the socket drains instead (`RW-SLOW-2`).
-    // `published`: when the oldest live event of `evs` arrived on the live feed (the
-    // delivery latency histogram); `None` for events read from the store.
-    let send = |evs: Vec<StoredEvent>, published: Option<Instant>| {
-        let out = Arc::clone(&out);
-        let metrics = Arc::clone(&state.metrics);
-        let max = cfg.batch_max_events;
-        async move { send_events(&out, &metrics, batching, max, &evs, false, published).await }
-    };
-    let send_paced = |evs: Vec<StoredEvent>| {
-        let out = Arc::clone(&out);
-        let metrics = Arc::clone(&state.metrics);
-        let max = cfg.batch_max_events;
-        async move { send_events(&out, &metrics, batching, max, &evs, true, None).await }
-    };
-    let window = ms(cfg.batch_window_ms);
-    let mut shutdown = state.shutdown.clone();
-    let mut batch: Vec<StoredEvent> = Vec::new();
-    // When the oldest event of `batch` arrived on the live feed.
-    let mut batch_since: Option<Instant> = None;
-    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
-    let flush_at = tokio::time::sleep_until(far);
-    tokio::pin!(flush_at);
-    if let Some(last) = first.last()
-        && first.first().map(|e| e.seq) == Some(delivered + 1)
-    {
-        delivered = last.seq;
-        match send_paced(first).await {
-            Ok(()) => {}
-            Err(QueueError::SlowConsumer) => return slow(&out),
-            Err(QueueError::Closed) => return,
-        }
-    }
-    // A `reset` on the open subscription (`RW-RESUME-13`): the pending batch goes
-    // first, then the snapshot; the subscription continues after it.
-    macro_rules! reset_open {
-        ($reason:expr) => {{
-            flush_at.as_mut().reset(far);
-            match send(std::mem::take(&mut batch), batch_since.take()).await {
-                Ok(()) => {}
-                Err(QueueError::SlowConsumer) => return slow(&out),
-                Err(QueueError::Closed) => return,
-            }
-            match reset_subscription(&state, &out, &run_id, $reason).await {
-                Ok(Some((d, t))) => {
-                    delivered = d;
-                    target = t;
-                }
-                Ok(None) => return slow(&out),
-                Err(e) => return fatal(&e),
-            }
-        }};
-    }
-    // Set on graceful shutdown: catch up to the head once more, then end.
-    let mut draining = false;
-    loop {
-        // Catch up from the store, read as the socket drains (`RW-SLOW-2`).
-        while delivered < target {
-            out.wait_drained().await;
-            if out.is_closing() {
-                return;
-            }
-            let chunk = match store
-                .read(&run_id, delivered, target, cfg.replay_chunk_events)
-                .await
-            {
-                Ok(c) => c,
-                // Trimmed by retention while this subscription caught up.
-                Err(crate::store::StoreError::NotRetained { .. }) => {
-                    reset_open!(ResetReason::CursorTooOld);
-                    continue;
-                }
-                Err(e) => return fatal(&e),
-            };
-            let Some(last) = chunk.last() else {
-                return fatal(&format_args!(
-                    "events {}..={target} of run {run_id} are missing",
-                    delivered + 1
-                ));
-            };
-            if chunk.first().map(|e| e.seq) != Some(delivered + 1) {
-                return fatal(&format_args!(
-                    "gap in the log of run {run_id} after seq {delivered}"
-                ));
-            }
-            delivered = last.seq;
-            match send_paced(chunk).await {
-                Ok(()) => {}
-                Err(QueueError::SlowConsumer) => return slow(&out),
-                Err(QueueError::Closed) => return,
-            }
-        }
-        if draining {
-            return;
-        }
-        tokio::select! {
-            biased;
-            () = &mut flush_at, if !batch.is_empty() => {
-                flush_at.as_mut().reset(far);
-                match send(std::mem::take(&mut batch), batch_since.take()).await {
-                    Ok(()) => {}
-                    Err(QueueError::SlowConsumer) => return slow(&out),
-                    Err(QueueError::Closed) => return,
-                }
-            }
-            // Adaptive batching: the window is the longest an event waits; when the
-            // socket has taken everything, pending events go at once.
-            () = out.wait_idle(), if !batch.is_empty() => {
-                flush_at.as_mut().reset(far);
-                match send(std::mem::take(&mut batch), batch_since.take()).await {
-                    Ok(()) => {}
-                    Err(QueueError::SlowConsumer) => return slow(&out),
-                    Err(QueueError::Closed) => return,
-                }
-            }
-            r = live.recv() => match r {
-                LiveRecv::Events(evs) => {
-                    if batch.is_empty() {
-                        batch_since = Some(Instant::now());
-                    }
-                    let mut urgent = false;
-                    for e in evs.iter() {
-                        if e.seq <= delivered {
-                            continue;
-                        }
-                        if e.seq != delivered + 1 {
-                            // A jump (the feed skipped): read the range from the store.
-                            target = evs.last().map_or(e.seq, |l| l.seq);
-                            urgent = true;
-                            break;
-                        }
-                        delivered = e.seq;
-                        urgent |= e.flush;
-                        batch.push(e.clone());
-                    }
-                    if window.is_zero()
-                        || urgent
-                        || batch.len() >= cfg.batch_max_events
-                        || out.is_idle()
-                    {
-                        flush_at.as_mut().reset(far);
-                        match send(std::mem::take(&mut batch), batch_since.take()).await {
-                            Ok(()) => {}
-                            Err(QueueError::SlowConsumer) => return slow(&out),
-                            Err(QueueError::Closed) => return,
-                        }
-                    } else if !batch.is_empty() && flush_at.deadline() == far {
-                        flush_at.as_mut().reset(tokio::time::Instant::now() + window);
-                    }
-                }
-                LiveRecv::Lagged => {
-                    flush_at.as_mut().reset(far);
-                    match send(std::mem::take(&mut batch), batch_since.take()).await {
-                        Ok(()) => {}
-                        Err(QueueError::SlowConsumer) => return slow(&out),
-                        Err(QueueError::Closed) => return,
-                    }
-                    match store.run_info(&run_id).await {
-                        Ok(Some(i)) => target = i.head_seq,
-                        Ok(None) => {}
-                        Err(e) => return fatal(&e),
-                    }
-                }
-                LiveRecv::Recreated => reset_open!(ResetReason::EpochMismatch),
-                LiveRecv::Unavailable(why) => {
-                    let _ = send(std::mem::take(&mut batch), batch_since.take()).await;
-                    return fatal(&why);
-                }
-                LiveRecv::Closed => {
-                    let _ = send(std::mem::take(&mut batch), batch_since.take()).await;
-                    // The store is closing; shutdown closes the connection.
-                    std::future::pending::<()>().await;
-                }
-            },
-            // Last in the biased order, so live events already received are batched
-            // first: on graceful shutdown send the pending batch, then every event
-            // acknowledged so far that the live feed has not brought yet (appends
-            // that passed the shutdown check finish first), then end (`RW-SHUTDOWN-4`).
-            // The connection bounds all of it by close_timeout_ms.
-            _ = async { shutdown.wait_for(|v| *v).await.is_ok() } => {
-                if send(std::mem::take(&mut batch), batch_since.take()).await.is_err() {
-                    return;
-                }
-                state.appends.wait_idle().await;
-                match store.run_info(&run_id).await {
-                    Ok(Some(i)) => target = target.max(i.head_seq),
-                    Ok(None) => {}
-                    Err(e) => return fatal(&e),
-                }
-                draining = true;
-            }
-        }
-    }
 }

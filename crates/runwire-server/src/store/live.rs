@@ -1,4 +1,6 @@
-//! In-process live feed shared by the store backends.
+//! The in-process live feed of the single-node stores ([`super::MemoryStore`],
+//! [`super::SqliteStore`]). [`super::RedisStore`] keeps its own per-run channels,
+//! fed by its reader task with what any node appended.
 
 use std::{
     collections::BTreeMap,
@@ -13,8 +15,8 @@ use tokio::sync::broadcast;
 
 use super::{LiveEvent, LiveReceiver, StoredEvent};
 
-/// Per-run broadcast channels: the local half of every backend's live feed. A
-/// channel exists while the run has subscribers.
+/// Per-run broadcast channels: the live feed of a single-node store, published to
+/// after each durable append. A channel exists while the run has subscribers.
 #[derive(Debug)]
 pub struct LiveHub {
     channels: Mutex<BTreeMap<RunId, broadcast::Sender<LiveEvent>>>,
@@ -96,7 +98,7 @@ mod tests {
     fn ev(seq: u64) -> Arc<[StoredEvent]> {
         Arc::from(vec![StoredEvent {
             seq,
-            json: Arc::from("{}"),
+            json: runwire_protocol::raw::RawEvent::from_encoded("{}"),
             flush: false,
         }])
     }

@@ -2,8 +2,9 @@
 //! snapshots and a live feed (spec §2, §4, §8).
 //!
 //! [`EventStore`] is object safe (`Arc<dyn EventStore>`) so that backends plug in:
-//! [`MemoryStore`] for tests, [`SqliteStore`] (the default, durable) and, later, a
-//! distributed backend (Redis Streams) shared by several server nodes.
+//! [`MemoryStore`] for tests, [`SqliteStore`] (the default, durable) and
+//! [`RedisStore`], a distributed backend on Redis Streams shared by several server
+//! nodes.
 //!
 //! # Contract every backend keeps
 //!
@@ -12,17 +13,21 @@
 //! - Events become visible to `read` and are published on the live feed only after
 //!   they are durable, and in seq order per run.
 //! - The live feed is a doorbell with data: a subscriber that falls behind
-//!   ([`LiveEvent::Lagged`]) or sees a seq jump reads the missing range from `read`.
+//!   ([`LiveRecv::Lagged`]) or sees a seq jump reads the missing range from `read`.
 //!   A multi-node backend publishes what other nodes append (e.g. with `XREAD BLOCK`)
 //!   into the same feed.
 //! - [`RunInfo::head_seq`] read after subscribing to the live feed never misses an
 //!   event: every event above it is published to that subscription.
+//!
+//! The integration test `store_contract` runs this contract (appends, idempotency,
+//! the terminal rule, read bounds, retention, the live feed) against all three stores.
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use runwire_protocol::{
     Epoch, Event, RunId, RunSnapshot,
     http::{AppendResponse, NewEvent},
+    raw::RawEvent,
 };
 use tokio::sync::broadcast;
 
@@ -46,7 +51,7 @@ pub struct StoredEvent {
     /// The event's seq.
     pub seq: u64,
     /// The event encoded as its JSON envelope.
-    pub json: Arc<str>,
+    pub json: RawEvent,
     /// Whether a batching server must flush it at once (`RW-BATCH-3`).
     pub flush: bool,
 }
@@ -62,7 +67,7 @@ impl StoredEvent {
     pub fn from_event_with_data(event: &Event, data: Option<&serde_json::Value>) -> Self {
         Self {
             seq: event.seq,
-            json: Arc::from(runwire_protocol::codec::encode_event_with_data(event, data)),
+            json: RawEvent::encode_with_data(event, data),
             flush: event.payload.flushes_batch(),
         }
     }
@@ -192,7 +197,7 @@ pub enum StoreError {
 pub trait EventStore: Send + Sync + 'static {
     /// Returns the run's position for a subscription (`RW-SUB-2`, `RW-EVENT-11`). A
     /// run without events is answered with head 0 and the epoch its first append will
-    /// give its log ([`derive_epoch`]), and nothing is written: subscribing to runs
+    /// give its log (derived from the store's epoch seed), and nothing is written: subscribing to runs
     /// that do not exist costs no storage (`RW-SEC-10`, `RW-SEC-15`).
     fn open_run<'a>(&'a self, run_id: &'a RunId) -> BoxFuture<'a, Result<RunInfo, StoreError>>;
 
@@ -349,9 +354,8 @@ pub(crate) struct IdemRecord {
 
 /// The outcome of planning an append against a run's current state.
 #[derive(Debug)]
-pub(crate) struct Planned {
+pub(crate) struct AppendPlan {
     pub(crate) response: AppendResponse,
-    /// Newly appended events with their idempotency key and fingerprint.
     /// The new events, their idempotency record (key, fingerprint) and the producer's
     /// `data` to store verbatim (`RW-TYPE-25`).
     pub(crate) new_events: Vec<PlannedEvent>,
@@ -372,7 +376,7 @@ pub(crate) fn plan_append(
     terminal: bool,
     events: Vec<NewEvent>,
     mut lookup: impl FnMut(&str) -> Result<Option<IdemRecord>, StoreError>,
-) -> Result<Planned, StoreError> {
+) -> Result<AppendPlan, StoreError> {
     use runwire_protocol::{Timestamp, http::AppendedEvent};
     let mut next = head;
     let mut terminal = terminal;
@@ -448,7 +452,7 @@ pub(crate) fn plan_append(
     }
     let first_seq = out.first().map_or(head, |a| a.seq);
     let last_seq = out.last().map_or(head, |a| a.seq);
-    Ok(Planned {
+    Ok(AppendPlan {
         response: AppendResponse {
             run_id: run_id.clone(),
             epoch: epoch.clone(),

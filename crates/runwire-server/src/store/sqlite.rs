@@ -44,7 +44,7 @@ use std::{
     time::Duration,
 };
 
-use runwire_protocol::{Epoch, RunId, RunSnapshot, http::NewEvent};
+use runwire_protocol::{Epoch, RunId, RunSnapshot, http::NewEvent, raw::RawEvent};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
@@ -483,7 +483,7 @@ fn read_events(
                 Ok(StoredEvent {
                     seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
                     flush: r.get::<_, i64>(1)? != 0,
-                    json: Arc::from(r.get::<_, String>(2)?),
+                    json: RawEvent::from_encoded(r.get::<_, String>(2)?),
                 })
             },
         )
@@ -552,7 +552,9 @@ fn fold_snapshot(
             }
         }
         for e in &chunk {
-            let ev = runwire_protocol::codec::decode_event(e.json.as_bytes(), usize::MAX)
+            let ev = e
+                .json
+                .decode()
                 .map_err(|e| StoreError::Unavailable(format!("corrupt event: {e}")))?;
             snap.apply(&ev);
         }
@@ -1101,8 +1103,13 @@ fn append_one(
         for (event, key, raw) in &planned.new_events {
             let s = StoredEvent::from_event_with_data(event, raw.as_ref());
             let seq = i64::try_from(event.seq).unwrap_or(i64::MAX);
-            ins.execute(params![run_id.as_str(), seq, i64::from(s.flush), &*s.json])
-                .map_err(db_err)?;
+            ins.execute(params![
+                run_id.as_str(),
+                seq,
+                i64::from(s.flush),
+                s.json.as_str()
+            ])
+            .map_err(db_err)?;
             if let Some((k, fp)) = key {
                 idem.execute(params![
                     run_id.as_str(),

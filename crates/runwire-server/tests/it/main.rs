@@ -19,5 +19,6 @@ mod retention;
 mod shutdown;
 mod slow;
 mod store;
+mod store_contract;
 mod sub;
 mod tls;
