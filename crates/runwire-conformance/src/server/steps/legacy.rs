@@ -1,85 +1,95 @@
-//! Step definitions of the server suite. Every pattern is listed in
-//! [`STEP_PATTERNS`]; feature files are checked against it before anything runs.
+//! The server steps not yet moved into a domain module: one kind enum, one pattern
+//! table and one match over positional arguments, registered kind by kind.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use runwire_mock::TimingMiss;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::{
-    ServerTarget,
-    conn::{Conn, ConnectOptions, Due, clip},
-    scaled,
-    slow::SlowPlan,
-};
+use super::{ANSWER_WAIT_MS, R, Registry, ServerWorld, progress_event};
 use crate::{
-    http::{HttpAnswer, request, request_with},
-    model::ScenarioDef,
-    pattern,
-    runner::{BoxFut, Recorder, StepFail, StepResultT, World},
+    http::{HttpAnswer, request},
+    runner::{StepFail, StepResultT},
+    server::{
+        conn::{ConnectOptions, clip},
+        frames,
+    },
 };
 
-/// The step kinds.
+/// The step whose expired token is minted before the scenario's first step
+/// (`ServerWorld::needs_expired_token`).
+pub(super) const HELLO_EXPIRED: &str = "client {s} sends hello with an expired token";
+
+/// The step kinds not yet moved into a domain module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum K {
+pub(super) enum K {
+    RequireRetention,
+    AppendUntilTrimmed,
+    RetainedHistory,
+    HeadInWindow,
+    SubRetained,
+    RecvSubscribedCursor,
+    ResetPhase,
+    ConnectExpiring,
+    HelloExpired,
+    ExpiredInTime,
+    AppendPastWindow,
+    RecvResetHead,
+    DistinctIds,
+    FloodOver,
+    PostTooLarge,
+    CloseReason,
+    PostRawNoToken,
+    RawCloseDrop,
+    AppendExpired,
+    GetNotYetValid,
+    HelloNotYetValid,
     RequireAuth,
     RequireLimited,
-    Restartable,
     Append,
-    AppendBig,
-    AppendUntilSlow,
-    AppendRandom,
     SubscribeChurn,
-    AppendWhileRestarting,
-    AckedBeforeShutdown,
-    RetryPlusOne,
+    AppendRandom,
     SnapshotIsFold,
     ResetIsFold,
     AppendStatus,
-    AppendTyped,
     AppendKeyed,
     AppendKeyedOne,
+    AppendTyped,
+    RetryPlusOne,
     Retry,
     AppendConcurrent,
     AppendLimited,
+    PostRawOrigin,
+    PostRawContentType,
     PostRaw,
-    HttpGet,
+    UpgradeFromOrigin,
     HttpGetNoToken,
     HttpGetToken,
-    Connect,
+    HttpGet,
     ConnectAuthHeader,
     ConnectTokenInUrl,
-    Hello,
+    Connect,
     HelloVersions,
     HelloToken,
     HelloNoToken,
-    HelloSub,
     HelloSubAfter,
-    IsConnected,
+    HelloSub,
+    Hello,
     IsConnectedLimited,
-    SendRaw,
-    SendBinary,
-    SendBadUtf8,
+    IsConnected,
     SendLarge,
     SendAtLimit,
     Flood,
-    Sub,
-    SubAfter,
     SubEpoch,
+    SubAfter,
     SubMany,
     SubOverLimit,
+    Sub,
     Unsub,
     Resub,
     Reconnect,
-    StopPong,
-    StopRead,
-    ResumeRead,
-    Ping,
     Close,
-    Restart,
     RecvWelcome,
     FirstWelcome,
     WelcomeVersion,
@@ -93,69 +103,24 @@ pub(crate) enum K {
     ResetStatus,
     RecvEvents,
     RecvAllEvents,
-    RecvErr,
-    RecvErrClose,
-    RecvErrRun,
-    Closed,
     RecvUnsub,
-    RecvPong,
     NoEvent,
-    StaysConnected,
-    Heartbeat,
     Identical,
     MatchesHistory,
     EventData,
-    Answer,
-    AnswerCode,
     AnswerPointer,
+    AnswerCode,
     AnswerRetryAfter,
     AnswerJson,
+    Answer,
     AppendedSeqs,
     SameAssignment,
     HistoryHead,
-    ErrRetryAfter,
-    ErrSupported,
-    ErrRetryable,
-    ErrMessageHas,
     ErrNoLeak,
-    WithinWindow,
-    Batched,
     ReceivesNothingElse,
-    UpgradeFromOrigin,
-    PostRawOrigin,
-    PostRawContentType,
-    AppendPastWindow,
-    RecvResetHead,
-    DistinctIds,
-    AtOnce,
-    FloodOver,
-    PostTooLarge,
-    CloseReason,
-    PostRawNoToken,
-    RawCloseDrop,
-    RawUnmasked,
-    RawBroken,
-    RawBinaryOverRate,
-    AppendExpired,
-    GetNotYetValid,
-    HelloNotYetValid,
-    RestartBegin,
-    RestartDone,
-    NoWelcomeDuringShutdown,
-    AppendRefusedDuringShutdown,
-    ConnectExpiring,
-    HelloExpired,
-    ExpiredInTime,
-    RequireRetention,
-    AppendUntilTrimmed,
-    RetainedHistory,
-    HeadInWindow,
-    SubRetained,
-    RecvSubscribedCursor,
-    ResetPhase,
 }
 
-/// Every server step: its kind and its pattern. More specific patterns come first.
+/// Their patterns. More specific patterns come first.
 static STEPS: &[(K, &str)] = &[
     (
         K::RequireRetention,
@@ -209,7 +174,6 @@ static STEPS: &[(K, &str)] = &[
         K::DistinctIds,
         "the events of run {s} delivered to client {s} have distinct event ids",
     ),
-    (K::AtOnce, "event {n} of run {s} reached client {s} at once"),
     (
         K::FloodOver,
         "client {s} sends more pings at once than the announced max_messages_per_second",
@@ -223,23 +187,9 @@ static STEPS: &[(K, &str)] = &[
         K::PostRawNoToken,
         "the producer posts to run {s} without a token:",
     ),
-    (K::RestartBegin, "the server begins restarting"),
-    (K::RestartDone, "the server is back"),
-    (
-        K::NoWelcomeDuringShutdown,
-        "a new connection gets no welcome while the server shuts down",
-    ),
-    (
-        K::AppendRefusedDuringShutdown,
-        "an append to run {s} while the server shuts down is refused",
-    ),
     (
         K::RawCloseDrop,
         "a raw connection that never answers the close handshake is dropped within the pong timeout announced to client {s}",
-    ),
-    (
-        K::RawUnmasked,
-        "a raw connection that sends an unmasked frame after the upgrade is closed with code 1002",
     ),
     (
         K::AppendExpired,
@@ -253,29 +203,12 @@ static STEPS: &[(K, &str)] = &[
         K::HelloNotYetValid,
         "client {s} connects and sends hello with a token that is valid only from an hour ahead",
     ),
-    (
-        K::RawBroken,
-        "a raw connection that sends {s} after hello is closed with code 1002",
-    ),
-    (
-        K::RawBinaryOverRate,
-        "a raw connection that uses up its message rate and then sends a binary frame receives error {s} and is closed with code {n}",
-    ),
     (K::RequireAuth, "the server requires authentication"),
     (
         K::RequireLimited,
         "the server gives the limited token only runs named \"rwc-allowed-*\"",
     ),
-    (K::Restartable, "the server can be restarted"),
     (K::Append, "the producer appends {n} events to run {s}"),
-    (
-        K::AppendWhileRestarting,
-        "the producer appends {n} events to run {s} one at a time while the server begins restarting",
-    ),
-    (
-        K::AckedBeforeShutdown,
-        "client {s} received every acknowledged event of run {s} before its server_shutdown error",
-    ),
     (
         K::SubscribeChurn,
         "client {s} subscribes to run {s} and unsubscribes {n} times while the producer appends to it without pause",
@@ -291,14 +224,6 @@ static STEPS: &[(K, &str)] = &[
     (
         K::ResetIsFold,
         "the reset snapshot of client {s} is the fold of the history of run {s} by the spec's table",
-    ),
-    (
-        K::AppendUntilSlow,
-        "the producer appends events of {n} bytes to run {s} until client {s} must be closed as a slow consumer",
-    ),
-    (
-        K::AppendBig,
-        "the producer appends {n} events of {n} bytes to run {s}",
     ),
     (
         K::AppendStatus,
@@ -374,12 +299,6 @@ static STEPS: &[(K, &str)] = &[
         "client {s} is connected with the limited token",
     ),
     (K::IsConnected, "client {s} is connected"),
-    (K::SendRaw, "client {s} sends the frame {rest}"),
-    (K::SendBinary, "client {s} sends a binary frame"),
-    (
-        K::SendBadUtf8,
-        "client {s} sends a text frame that is not UTF-8",
-    ),
     (
         K::SendLarge,
         "client {s} sends a frame larger than the announced max_frame_bytes",
@@ -412,12 +331,7 @@ static STEPS: &[(K, &str)] = &[
         K::Reconnect,
         "client {s} reconnects and resumes run {s} from its cursor",
     ),
-    (K::StopPong, "client {s} stops answering pings"),
-    (K::StopRead, "client {s} stops reading"),
-    (K::ResumeRead, "client {s} resumes reading"),
-    (K::Ping, "client {s} sends ping {s}"),
     (K::Close, "client {s} closes the connection"),
-    (K::Restart, "the server restarts"),
     (K::RecvWelcome, "client {s} receives welcome"),
     (
         K::FirstWelcome,
@@ -467,21 +381,8 @@ static STEPS: &[(K, &str)] = &[
         K::RecvAllEvents,
         "client {s} receives every event of run {s}",
     ),
-    (
-        K::RecvErrClose,
-        "client {s} receives error {s} and is closed with code {n}",
-    ),
-    (K::RecvErrRun, "client {s} receives error {s} for run {s}"),
-    (K::RecvErr, "client {s} receives error {s}"),
-    (K::Closed, "client {s} is closed with code {n}"),
     (K::RecvUnsub, "client {s} receives unsubscribed for run {s}"),
-    (K::RecvPong, "client {s} receives pong {s}"),
     (K::NoEvent, "client {s} receives no event of run {s}"),
-    (K::StaysConnected, "client {s} stays connected"),
-    (
-        K::Heartbeat,
-        "client {s} receives {n} pings, each within the announced heartbeat interval",
-    ),
     (
         K::Identical,
         "clients {s} and {s} received identical events of run {s}",
@@ -515,131 +416,17 @@ static STEPS: &[(K, &str)] = &[
     ),
     (K::HistoryHead, "run {s} has {n} events over HTTP"),
     (
-        K::ErrRetryAfter,
-        "the last error of client {s} carries retry_after_ms",
-    ),
-    (
-        K::ErrSupported,
-        "the last error of client {s} lists supported_versions {s}",
-    ),
-    (
-        K::ErrRetryable,
-        "the last error of client {s} has retryable {w}",
-    ),
-    (
-        K::ErrMessageHas,
-        "the last error of client {s} has a message containing {s}",
-    ),
-    (
         K::ErrNoLeak,
         "nothing client {s} received contains the token {s}",
     ),
-    (
-        K::WithinWindow,
-        "every event of run {s} reached client {s} within the announced batch window",
-    ),
-    (K::Batched, "client {s} received run {s} in batch frames"),
     (K::ReceivesNothingElse, "client {s} receives nothing else"),
 ];
 
-/// Every server step pattern, in matching order.
-pub(crate) fn step_patterns() -> impl Iterator<Item = &'static str> {
-    STEPS
-        .iter()
-        .map(|(_, p)| *p)
-        .chain(super::admission::STEPS.iter().map(|(_, p)| *p))
-}
-
-/// Finds the step kind and arguments of a step text.
-pub(crate) fn parse_step(text: &str) -> Option<(K, Vec<String>)> {
-    STEPS
-        .iter()
-        .find_map(|(k, p)| pattern::matches(p, text).map(|a| (*k, a)))
-}
-
-struct RunInfo {
-    id: String,
-    epoch: Option<String>,
-    head: u64,
-    acked: Vec<(u64, Instant)>,
-}
-
-/// The state of one server scenario.
-pub(crate) struct ServerWorld {
-    target: Arc<ServerTarget>,
-    scale: f64,
-    ns: String,
-    rng: ChaCha8Rng,
-    rec: Recorder,
-    runs: BTreeMap<String, RunInfo>,
-    clients: BTreeMap<String, Conn>,
-    retired: Vec<Conn>,
-    last: Option<HttpAnswer>,
-    last_append: Option<(String, Vec<u8>, Value)>,
-    retry_answer: Option<Value>,
-    last_error: BTreeMap<String, Value>,
-    resets: BTreeMap<String, Value>,
-    restarting: Option<tokio::task::JoinHandle<Result<(), String>>>,
-    expires: BTreeMap<String, std::time::SystemTime>,
-    /// The cursor each (client, run alias) last subscribed from by a computed seq.
-    sub_cursors: BTreeMap<(String, String), u64>,
-    /// The stop-reading plan of each client that stopped reading (§15).
-    slow: BTreeMap<String, SlowPlan>,
-    /// Whether a step will send hello with an expired token (minted before the
-    /// first step, so that minting never runs while a socket waits for its hello).
-    needs_expired_token: bool,
-    /// That token, once minted.
-    expired_token: Option<String>,
-    /// When the scenario began.
-    started: Instant,
-    /// The raw sockets of the admission steps (`super::admission`).
-    admission: super::admission::State,
-}
-
-type R<T> = Result<T, StepFail>;
-
-/// The verdict of a wait for something due ([`Conn::wait_due`]): `None` when it came
-/// on time; a timing miss over `[from, arrival]` when it came late, or over the whole
-/// extension when it never came (a plain violation when the connection ended first,
-/// since then it cannot come any more).
-fn due_verdict(
-    due: Due,
-    requirement: &str,
-    what: &str,
-    from: Instant,
-    nothing: impl FnOnce() -> String,
-) -> Option<StepFail> {
-    match due {
-        Due::OnTime => None,
-        Due::Late { by, at } => Some(StepFail::timing(
-            requirement,
-            format!("{what}: it came {} ms late", by.as_millis()),
-            TimingMiss::new(by, from, at),
-        )),
-        Due::Never { waited, ended } => {
-            let msg = format!(
-                "{what}: it had not arrived {} ms past due; {}",
-                waited.as_millis(),
-                nothing()
-            );
-            Some(if ended {
-                StepFail::req(requirement, msg)
-            } else {
-                StepFail::timing(
-                    requirement,
-                    msg,
-                    TimingMiss::new(waited, from, Instant::now()),
-                )
-            })
-        }
+pub(super) fn register(r: &mut Registry) {
+    for &(k, pattern) in STEPS {
+        r.untyped(pattern, move |w, args, doc| Box::pin(w.exec(k, args, doc)));
     }
 }
-
-/// How long (unscaled ms) a step waits for an answer the spec requires but does not
-/// time (a `subscribed`, a `welcome`, the close after a closing error, events being
-/// delivered). Only a failing run ever waits this long, so it is generous: a server
-/// stalled by a busy disk for a few seconds is slow, not wrong.
-const ANSWER_WAIT_MS: u64 = 15_000;
 
 /// The `exp` claim of a JWT, without verifying it.
 fn jwt_exp(token: &str) -> Option<std::time::SystemTime> {
@@ -679,222 +466,7 @@ fn num(s: &str) -> u64 {
     s.parse().unwrap_or(0)
 }
 
-fn progress_event(i: u64, pad: usize) -> Value {
-    let mut msg = format!("step {i}");
-    if pad > 0 {
-        msg.push(' ');
-        msg.extend(std::iter::repeat_n('x', pad));
-    }
-    json!({"type": "run.progress", "data": {"percent": (i % 101), "message": msg}})
-}
-
 impl ServerWorld {
-    /// A failure while the server had closed, as a slow consumer, a client the
-    /// scenario never stopped reading: the kit's reader fell behind, which on a busy
-    /// machine is the kit's lateness, not the server's fault. The miss is the age
-    /// bound (the kit would have had to fall behind longer than it for a correct
-    /// server to give up), judged against the lateness measured since the scenario
-    /// began.
-    fn unexpected_slow_close(&self, f: StepFail) -> StepFail {
-        if f.timing.is_some() || f.inconclusive || f.not_implemented {
-            return f;
-        }
-        let Some(c) = self.clients.values().chain(self.retired.iter()).find(|c| {
-            !self.slow.contains_key(&c.name) && c.closed.as_ref().is_some_and(|x| x.0 == Some(4100))
-        }) else {
-            return f;
-        };
-        let age = c
-            .welcome
-            .as_ref()
-            .and_then(|(w, _)| w.pointer("/limits/slow_consumer_max_age_ms"))
-            .and_then(Value::as_u64)
-            .unwrap_or(super::slow::DEFAULT_MAX_AGE_MS);
-        StepFail::timing(
-            f.requirement.unwrap_or_else(|| "RW-SLOW-1".into()),
-            format!(
-                "{}; the server had closed client {} as a slow consumer although the kit never stopped reading it (its reader may have fallen behind on a busy machine)",
-                f.message, c.name
-            ),
-            TimingMiss::new(Duration::from_millis(age), self.started, Instant::now()),
-        )
-    }
-
-    pub(crate) fn new(target: Arc<ServerTarget>, scale: f64, seed: u64, sc: &ScenarioDef) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let ns = format!("{:08x}", rng.random::<u32>());
-        let rec = Recorder::new();
-        rec.note("runner", format!("scenario {} seed {seed}", sc.id));
-        Self {
-            target,
-            scale,
-            ns,
-            rng,
-            rec,
-            runs: BTreeMap::new(),
-            clients: BTreeMap::new(),
-            retired: Vec::new(),
-            last: None,
-            last_append: None,
-            retry_answer: None,
-            last_error: BTreeMap::new(),
-            resets: BTreeMap::new(),
-            restarting: None,
-            expires: BTreeMap::new(),
-            sub_cursors: BTreeMap::new(),
-            slow: BTreeMap::new(),
-            needs_expired_token: sc
-                .steps
-                .iter()
-                .any(|st| parse_step(&st.text).is_some_and(|(k, _)| k == K::HelloExpired)),
-            expired_token: None,
-            started: Instant::now(),
-            admission: super::admission::State::default(),
-        }
-    }
-
-    fn ms(&self, ms: u64) -> Duration {
-        scaled(ms, self.scale)
-    }
-
-    fn dl(&self, ms: u64) -> Instant {
-        Instant::now() + self.ms(ms)
-    }
-
-    fn run(&mut self, alias: &str) -> &mut RunInfo {
-        let ns = self.ns.clone();
-        let retained = self
-            .target
-            .short_retention
-            .as_ref()
-            .map(|r| r.prefix.clone());
-        self.runs.entry(alias.to_owned()).or_insert_with(|| {
-            let id = if let Some(rest) = alias.strip_prefix("allowed") {
-                format!("rwc-allowed-{ns}{rest}")
-            } else if let (Some(rest), Some(prefix)) = (alias.strip_prefix("retained"), retained) {
-                format!("{prefix}{ns}{rest}")
-            } else {
-                format!("rwc-{ns}-{alias}")
-            };
-            RunInfo {
-                id,
-                epoch: None,
-                head: 0,
-                acked: Vec::new(),
-            }
-        })
-    }
-
-    fn run_id(&mut self, alias: &str) -> String {
-        self.run(alias).id.clone()
-    }
-
-    fn subst(&mut self, text: &str) -> String {
-        let mut out = String::new();
-        let mut rest = text;
-        while let Some(i) = rest.find("${") {
-            out.push_str(&rest[..i]);
-            let after = &rest[i + 2..];
-            let Some(end) = after.find('}') else {
-                out.push_str(&rest[i..]);
-                return out;
-            };
-            let key = &after[..end];
-            let val = if key == "token" {
-                self.target.token.clone().unwrap_or_default()
-            } else if key == "limited_token" {
-                self.target.limited_token.clone().unwrap_or_default()
-            } else if let Some(alias) = key.strip_prefix("epoch:") {
-                self.run(alias).epoch.clone().unwrap_or_default()
-            } else if let Some(alias) = key.strip_prefix("head:") {
-                self.run(alias).head.to_string()
-            } else {
-                self.run_id(key)
-            };
-            out.push_str(&val);
-            rest = &after[end + 1..];
-        }
-        out.push_str(rest);
-        out
-    }
-
-    fn client(&mut self, name: &str) -> R<&mut Conn> {
-        self.clients
-            .get_mut(name)
-            .ok_or_else(|| StepFail::msg(format!("step error: client {name:?} is not connected")))
-    }
-
-    fn welcome_u64(&self, name: &str, ptr: &str) -> Option<u64> {
-        self.clients
-            .get(name)
-            .and_then(|c| c.welcome.as_ref())
-            .and_then(|(w, _)| w.pointer(ptr))
-            .and_then(Value::as_u64)
-    }
-
-    /// How long to wait for an answer that needs a timer to fire first.
-    fn timer_wait(&self, name: &str) -> u64 {
-        let hb = self
-            .welcome_u64(name, "/heartbeat_interval_ms")
-            .unwrap_or(runwire_protocol::defaults::HEARTBEAT_INTERVAL_MS);
-        let pong = self
-            .welcome_u64(name, "/pong_timeout_ms")
-            .unwrap_or(runwire_protocol::defaults::PONG_TIMEOUT_MS);
-        2000 + hb + pong + self.target.hello_timeout_ms
-    }
-
-    fn quiet_ms(&self, name: &str) -> u64 {
-        self.welcome_u64(name, "/batch_window_ms").unwrap_or(200) + 300
-    }
-
-    async fn http(
-        &mut self,
-        method: &str,
-        path: &str,
-        token: Option<String>,
-        body: Option<Vec<u8>>,
-    ) -> R<HttpAnswer> {
-        self.http_with(method, path, token, body, &[]).await
-    }
-
-    /// [`Self::http`] with extra headers (`Origin`, a `Content-Type` of its own).
-    async fn http_with(
-        &mut self,
-        method: &str,
-        path: &str,
-        token: Option<String>,
-        body: Option<Vec<u8>>,
-        headers: &[(String, String)],
-    ) -> R<HttpAnswer> {
-        let shown = body
-            .as_ref()
-            .map(|b| clip(&String::from_utf8_lossy(b)))
-            .unwrap_or_default();
-        let extra: String = headers
-            .iter()
-            .map(|(n, v)| format!(" [{n}: {v}]"))
-            .collect();
-        self.rec
-            .out("producer", &format!("{method} {path}{extra} {shown}"));
-        let a = request_with(
-            &self.target.ingest_url,
-            method,
-            path,
-            token.as_deref(),
-            body.as_deref(),
-            headers,
-            self.ms(30_000),
-        )
-        .await
-        .map_err(|e| StepFail::msg(format!("HTTP {method} {path}: {e}")))?;
-        self.rec.inn(
-            "producer",
-            &format!("{} {}", a.status, clip(&String::from_utf8_lossy(&a.body))),
-        );
-        self.last = Some(a.clone());
-        Ok(a)
-    }
-
     /// A WebSocket upgrade of the stream endpoint with `Origin: origin`: the answer
     /// (status 101 with no body when the server upgraded; the socket is then closed).
     async fn upgrade_from(&mut self, origin: &str) -> R<HttpAnswer> {
@@ -955,159 +527,6 @@ impl ServerWorld {
             &format!("{} {}", a.status, clip(&String::from_utf8_lossy(&a.body))),
         );
         Ok(a)
-    }
-
-    async fn append(&mut self, alias: &str, events: Vec<Value>, token: Option<String>) -> R<Value> {
-        let id = self.run_id(alias);
-        let body = serde_json::to_vec(&json!({ "events": events })).unwrap_or_default();
-        let path = format!("/v1/runs/{id}/events");
-        let a = self.http("POST", &path, token, Some(body.clone())).await?;
-        if a.status != 200 {
-            return Err(StepFail::req(
-                "RW-INGEST-1",
-                format!(
-                    "expected 200 for a valid append to {id}, got {} {}",
-                    a.status,
-                    clip(&String::from_utf8_lossy(&a.body))
-                ),
-            ));
-        }
-        let v = a.json();
-        self.note_append(alias, &v);
-        self.last_append = Some((path, body, v.clone()));
-        Ok(v)
-    }
-
-    fn note_append(&mut self, alias: &str, v: &Value) {
-        let now = Instant::now();
-        let r = self.run(alias);
-        if let Some(e) = v.get("epoch").and_then(Value::as_str) {
-            r.epoch = Some(e.to_owned());
-        }
-        if let Some(evs) = v.get("events").and_then(Value::as_array) {
-            for e in evs {
-                if let Some(s) = e.get("seq").and_then(Value::as_u64) {
-                    r.head = r.head.max(s);
-                    r.acked.push((s, now));
-                }
-            }
-        }
-    }
-
-    async fn connect(&mut self, name: &str, opts: ConnectOptions, url: Option<String>) -> R<()> {
-        if let Some(old) = self.clients.remove(name) {
-            self.retired.push(old);
-        }
-        let url = url.unwrap_or_else(|| self.target.ws_url.clone());
-        let c = Conn::open(name, &url, opts, self.rec.clone(), self.ms(5000))
-            .await
-            .map_err(|e| StepFail::req("RW-CONN-1", e))?;
-        self.clients.insert(name.to_owned(), c);
-        Ok(())
-    }
-
-    fn token(&self) -> Option<String> {
-        self.target.token.clone()
-    }
-
-    async fn hello(
-        &mut self,
-        name: &str,
-        versions: Vec<String>,
-        token: Option<String>,
-        subs: Vec<Value>,
-    ) -> R<()> {
-        let h = Conn::hello(&versions, token.as_deref(), subs);
-        let deadline = Duration::from_millis(self.target.hello_timeout_ms);
-        let c = self.client(name)?;
-        if let Err(e) = c.send(&h).await {
-            // The server may have closed the socket at its hello deadline because
-            // the kit itself was too late to send.
-            let after = c.opened_at.elapsed();
-            return Err(StepFail::timing(
-                "RW-CONN-3",
-                format!(
-                    "the kit could not send its hello {} ms after the upgrade (the server's hello deadline is {} ms): {e}",
-                    after.as_millis(),
-                    deadline.as_millis()
-                ),
-                TimingMiss::new(deadline.saturating_sub(after), c.opened_at, Instant::now()),
-            ));
-        }
-        c.hello_sent = Some(Instant::now());
-        Ok(())
-    }
-
-    /// When a step expected something else and got `hello_timeout`: the server's
-    /// deadline ran from the upgrade, so a hello the kit itself sent late (a busy
-    /// machine) is not the server's fault. The miss is how much earlier than the
-    /// announced deadline the kit sent its hello; none (the kit was later than the
-    /// deadline) is always inconclusive.
-    fn hello_timeout_miss(&self, name: &str, v: &Value) -> Option<StepFail> {
-        if v.get("code").and_then(Value::as_str) != Some("hello_timeout") {
-            return None;
-        }
-        let c = self.clients.get(name)?;
-        let sent = c.hello_sent?;
-        let after = sent.saturating_duration_since(c.opened_at);
-        let deadline = Duration::from_millis(self.target.hello_timeout_ms);
-        Some(StepFail::timing(
-            "RW-CONN-3",
-            format!(
-                "expected welcome, got {}: the kit sent its hello {} ms after the upgrade, and the server's hello deadline is {} ms",
-                clip(&v.to_string()),
-                after.as_millis(),
-                deadline.as_millis()
-            ),
-            runwire_mock::TimingMiss::new(deadline.saturating_sub(after), c.opened_at, sent),
-        ))
-    }
-
-    async fn expect_welcome(&mut self, name: &str) -> R<Value> {
-        let dl = self.dl(ANSWER_WAIT_MS);
-        let c = self.client(name)?;
-        let v = c.next_control(dl).await.map_err(|e| {
-            StepFail::req("RW-CONN-5", format!("expected welcome after hello; {e}"))
-        })?;
-        if v.get("type").and_then(Value::as_str) != Some("welcome") {
-            if let Some(f) = self.hello_timeout_miss(name, &v) {
-                return Err(f);
-            }
-            return Err(StepFail::req(
-                "RW-CONN-6",
-                format!("expected welcome, got {}", clip(&v.to_string())),
-            ));
-        }
-        Ok(v)
-    }
-
-    async fn expect_control(&mut self, name: &str, ty: &str, wait_ms: u64) -> R<Value> {
-        let dl = self.dl(wait_ms);
-        let c = self.client(name)?;
-        let v = loop {
-            let v = c
-                .next_control(dl)
-                .await
-                .map_err(|e| StepFail::msg(format!("expected a {ty} frame; {e}")))?;
-            // Pongs answer the runner's own pings; they are never what a step waits for.
-            if ty != "pong" && v.get("type").and_then(Value::as_str) == Some("pong") {
-                continue;
-            }
-            break v;
-        };
-        if v.get("type").and_then(Value::as_str) == Some("error") {
-            self.last_error.insert(name.to_owned(), v.clone());
-        }
-        if v.get("type").and_then(Value::as_str) != Some(ty) {
-            if let Some(f) = self.hello_timeout_miss(name, &v) {
-                return Err(f);
-            }
-            return Err(StepFail::msg(format!(
-                "expected a {ty} frame, got {}",
-                clip(&v.to_string())
-            )));
-        }
-        Ok(v)
     }
 
     /// The head of run `id` over HTTP (0 when it does not exist yet).
@@ -1183,7 +602,7 @@ impl ServerWorld {
     }
 
     /// The declared short retention, or not implemented.
-    fn retention(&self) -> R<super::ShortRetention> {
+    fn retention(&self) -> R<crate::server::ShortRetention> {
         self.target.short_retention.clone().ok_or_else(|| {
             StepFail::not_implemented(
                 "no --short-retention PREFIX=N given: retention scenarios need runs the server trims to a short retention",
@@ -1239,24 +658,59 @@ impl ServerWorld {
         }
     }
 
-    fn sub_entry(&mut self, alias: &str, after: Option<u64>, epoch: Option<String>) -> Value {
-        let id = self.run_id(alias);
-        let mut e = json!({"run_id": id});
-        if let Some(a) = after {
-            e["after_seq"] = json!(a);
+    async fn take_events(&mut self, name: &str, id: &str, from: u64, to: u64) -> R<()> {
+        let n = usize::try_from(to + 1 - from).unwrap_or(0);
+        let wait = ANSWER_WAIT_MS + n as u64 * 5;
+        let dl = self.dl(wait);
+        let c = self.client(name)?;
+        c.wait_events(id, n, dl).await.map_err(|e| {
+            StepFail::req(
+                "RW-RESUME-1",
+                format!("expected events {from} to {to} of run {id}: {e}"),
+            )
+        })?;
+        let q = c.events.entry(id.to_owned()).or_default();
+        for want in from..=to {
+            let ev = q.pop_front().unwrap_or(Value::Null);
+            let seq = ev.get("seq").and_then(Value::as_u64);
+            if seq != Some(want) {
+                return Err(StepFail::req(
+                    "RW-ORDER-1",
+                    format!(
+                        "expected event seq {want} of run {id}, got {}",
+                        clip(&ev.to_string())
+                    ),
+                ));
+            }
+            for f in ["event_id", "time", "type"] {
+                if ev.get(f).and_then(Value::as_str).is_none_or(str::is_empty) {
+                    return Err(StepFail::req(
+                        "RW-EVENT-1",
+                        format!("event seq {want} lacks {f}: {}", clip(&ev.to_string())),
+                    ));
+                }
+            }
+            if !ev
+                .get("time")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.ends_with('Z'))
+            {
+                return Err(StepFail::req(
+                    "RW-EVENT-5",
+                    format!("event time is not UTC with Z: {}", clip(&ev.to_string())),
+                ));
+            }
+            if !ev.get("data").is_some_and(Value::is_object) {
+                return Err(StepFail::req(
+                    "RW-EVENT-7",
+                    format!("event data is not an object: {}", clip(&ev.to_string())),
+                ));
+            }
         }
-        if let Some(ep) = epoch {
-            e["epoch"] = json!(ep);
-        }
-        e
+        Ok(())
     }
 
-    async fn subscribe(&mut self, name: &str, entries: Vec<Value>) -> R<()> {
-        let m = json!({"type": "subscribe", "subscriptions": entries});
-        self.client(name)?.send(&m).await.map_err(StepFail::msg)
-    }
-
-    async fn exec(&mut self, k: K, a: Vec<String>, doc: Option<&str>) -> StepResultT {
+    async fn exec(&mut self, k: K, a: Vec<String>, doc: Option<String>) -> StepResultT {
         let s = |i: usize| a.get(i).cloned().unwrap_or_default();
         match k {
             K::RequireAuth => {
@@ -1273,30 +727,12 @@ impl ServerWorld {
                     ));
                 }
             }
-            K::Restartable => {
-                if self.target.control.is_none() {
-                    return Err(StepFail::not_implemented(
-                        "no --restart-cmd given: restart scenarios need a way to restart the server",
-                    ));
-                }
-            }
             K::Append => {
                 let n = num(&s(0));
                 let base = self.run(&s(1)).head;
                 for chunk in (1..=n).collect::<Vec<_>>().chunks(500) {
                     let evs = chunk.iter().map(|i| progress_event(base + i, 0)).collect();
                     self.append(&s(1), evs, self.token()).await?;
-                }
-            }
-            K::AppendBig => {
-                let (n, size) = (num(&s(0)), num(&s(1)) as usize);
-                let base = self.run(&s(2)).head;
-                for chunk in (1..=n).collect::<Vec<_>>().chunks(10) {
-                    let evs = chunk
-                        .iter()
-                        .map(|i| progress_event(base + i, size))
-                        .collect();
-                    self.append(&s(2), evs, self.token()).await?;
                 }
             }
             K::AppendStatus => {
@@ -1463,7 +899,7 @@ impl ServerWorld {
             }
             K::PostRaw | K::PostRawNoToken => {
                 let id = self.run_id(&s(0));
-                let body = self.subst(doc.unwrap_or(""));
+                let body = self.subst(doc.as_deref().unwrap_or(""));
                 self.http(
                     "POST",
                     &format!("/v1/runs/{id}/events"),
@@ -1474,7 +910,7 @@ impl ServerWorld {
             }
             K::PostRawOrigin | K::PostRawContentType => {
                 let id = self.run_id(&s(0));
-                let body = self.subst(doc.unwrap_or(""));
+                let body = self.subst(doc.as_deref().unwrap_or(""));
                 let header = if k == K::PostRawOrigin {
                     ("Origin".to_owned(), s(1))
                 } else {
@@ -1551,24 +987,6 @@ impl ServerWorld {
                 self.hello(&s(0), vec!["1.0".into()], t, vec![]).await?;
                 self.expect_welcome(&s(0)).await?;
             }
-            K::SendRaw => {
-                let t = self.subst(&s(1));
-                self.client(&s(0))?
-                    .send_text(t)
-                    .await
-                    .map_err(StepFail::msg)?;
-            }
-            K::SendBinary => {
-                self.client(&s(0))?
-                    .send_binary(br#"{"type":"ping","id":"b"}"#.to_vec())
-                    .await
-                    .map_err(StepFail::msg)?;
-            }
-            K::SendBadUtf8 => self
-                .client(&s(0))?
-                .send_invalid_utf8()
-                .await
-                .map_err(StepFail::msg)?,
             K::SendLarge | K::SendAtLimit => {
                 let max = self
                     .welcome_u64(&s(0), "/limits/max_frame_bytes")
@@ -1708,141 +1126,6 @@ impl ServerWorld {
                 self.hello(&s(0), vec!["1.0".into()], self.token(), vec![e])
                     .await?;
                 self.expect_welcome(&s(0)).await?;
-            }
-            K::StopPong => self.client(&s(0))?.set_auto_pong(false),
-            K::StopRead => {
-                let c = self.client(&s(0))?;
-                c.set_paused(true);
-                let welcome = c.welcome.as_ref().map(|w| w.0.clone()).unwrap_or_default();
-                let plan = SlowPlan::new(
-                    c.paused_at.unwrap_or_else(Instant::now),
-                    &welcome,
-                    c.recv_buffer,
-                    self.target.send_buffer,
-                );
-                self.slow.insert(s(0), plan);
-            }
-            K::ResumeRead => {
-                if let Some(plan) = self.slow.get(&s(0)) {
-                    let at = plan.resume_at();
-                    self.rec.note(
-                        "runner",
-                        format!(
-                            "client {} reads again {} ms after it stopped ({})",
-                            s(0),
-                            at.saturating_duration_since(plan.paused_at).as_millis(),
-                            plan.obliged.as_ref().map_or(
-                                "the server was not obliged to close it yet: the budget of 0.8 x pong_timeout_ms is spent".to_owned(),
-                                |(t, why)| format!(
-                                    "obliged to close it at {} ms: {why}",
-                                    t.saturating_duration_since(plan.paused_at).as_millis()
-                                )
-                            )
-                        ),
-                    );
-                    tokio::time::sleep_until(at).await;
-                }
-                self.client(&s(0))?.set_paused(false);
-                if let Some(plan) = self.slow.get_mut(&s(0)) {
-                    plan.resumed_at = Some(Instant::now());
-                }
-            }
-            K::AppendWhileRestarting => {
-                let Some(ctl) = self.target.control.clone() else {
-                    return Err(StepFail::not_implemented("no --restart-cmd given"));
-                };
-                let n = num(&s(0));
-                let id = self.run_id(&s(1));
-                let path = format!("/v1/runs/{id}/events");
-                let mut restart = None;
-                let mut acked = 0;
-                for i in 1..=n {
-                    if i == n / 2 + 1 {
-                        self.rec
-                            .note("runner", "restarting the server (in the background)");
-                        let ctl = Arc::clone(&ctl);
-                        restart = Some(tokio::spawn(async move { ctl.restart().await }));
-                    }
-                    let body = serde_json::to_vec(&json!({"events": [progress_event(i, 0)]}))
-                        .unwrap_or_default();
-                    let a = match self.http("POST", &path, self.token(), Some(body)).await {
-                        Ok(a) => a,
-                        // The server went away mid-request: not acknowledged.
-                        Err(_) => break,
-                    };
-                    match a.status {
-                        200 => {
-                            acked += 1;
-                            let v = a.json();
-                            self.note_append(&s(1), &v);
-                        }
-                        // Refused once shutdown began (RW-SHUTDOWN-1): stop appending.
-                        503 => break,
-                        other => {
-                            return Err(StepFail::req(
-                                "RW-SHUTDOWN-1",
-                                format!(
-                                    "an append during shutdown was answered {other}; expected 200 (acknowledged) or 503 server_shutdown"
-                                ),
-                            ));
-                        }
-                    }
-                }
-                self.rec.note(
-                    "runner",
-                    format!("{acked} appends acknowledged before shutdown"),
-                );
-                self.restarting = restart;
-            }
-            K::AckedBeforeShutdown => {
-                let id = self.run_id(&s(1));
-                let acked: Vec<u64> = self.run(&s(1)).acked.iter().map(|x| x.0).collect();
-                let wait = self.timer_wait(&s(0));
-                let dl = self.dl(wait);
-                let c = self.client(&s(0))?;
-                if !c.wait_end(dl).await {
-                    return Err(StepFail::req(
-                        "RW-SHUTDOWN-2",
-                        format!(
-                            "the connection did not end after the shutdown began; {}",
-                            c.nothing_msg()
-                        ),
-                    ));
-                }
-                let Some(shutdown_at) = c
-                    .errors_at
-                    .iter()
-                    .find(|(code, _)| code == "server_shutdown")
-                    .map(|x| x.1)
-                else {
-                    return Err(StepFail::req(
-                        "RW-SHUTDOWN-2",
-                        format!(
-                            "no server_shutdown error before the connection ended; {}",
-                            c.nothing_msg()
-                        ),
-                    ));
-                };
-                let missing: Vec<u64> = acked
-                    .iter()
-                    .copied()
-                    .filter(|q| {
-                        !c.arrivals
-                            .iter()
-                            .any(|(r, s, at)| r == &id && s == q && *at <= shutdown_at)
-                    })
-                    .collect();
-                if !missing.is_empty() {
-                    return Err(StepFail::req(
-                        "RW-SHUTDOWN-4",
-                        format!(
-                            "{} of the {} acknowledged events of {id} had not reached the client before server_shutdown (seqs {}): pending events must be flushed before it",
-                            missing.len(),
-                            acked.len(),
-                            clip(&format!("{missing:?}"))
-                        ),
-                    ));
-                }
             }
             K::SubscribeChurn => {
                 // The hand-off from replay to live events (§8.2, RW-RESUME-1): a
@@ -2049,58 +1332,7 @@ impl ServerWorld {
                     ));
                 }
             }
-            K::AppendUntilSlow => {
-                let size = num(&s(0));
-                let (run, name) = (s(1), s(2));
-                let Some(mut plan) = self.slow.remove(&name) else {
-                    return Err(StepFail::msg(format!(
-                        "step error: client {name:?} has not stopped reading"
-                    )));
-                };
-                self.rec.note(
-                    "runner",
-                    format!(
-                        "appending until the server must close client {name}: buffers {} B ({}), slow_consumer_max_bytes {}, slow_consumer_max_age_ms {}, batch_window_ms {}, read again by {} ms",
-                        plan.buffers,
-                        plan.buffers_source,
-                        plan.max_bytes,
-                        plan.max_age_ms,
-                        plan.batch_ms,
-                        plan.budget_end().saturating_duration_since(plan.paused_at).as_millis()
-                    ),
-                );
-                let mut res = Ok(());
-                while plan.keep_appending(Instant::now()) {
-                    let base = self.run(&run).head;
-                    let evs = (1..=10)
-                        .map(|i| progress_event(base + i, size as usize))
-                        .collect();
-                    match self.append(&run, evs, self.token()).await {
-                        Ok(_) => plan.appended(10, size, Instant::now()),
-                        Err(e) => {
-                            res = Err(e);
-                            break;
-                        }
-                    }
-                }
-                self.slow.insert(name, plan);
-                res?;
-            }
-            K::Ping => {
-                let m = json!({"type": "ping", "id": s(1)});
-                self.client(&s(0))?.send(&m).await.map_err(StepFail::msg)?;
-            }
             K::Close => self.client(&s(0))?.close().await,
-            K::Restart => {
-                let Some(ctl) = self.target.control.clone() else {
-                    return Err(StepFail::not_implemented("no --restart-cmd given"));
-                };
-                self.rec.note("runner", "restarting the server");
-                ctl.restart()
-                    .await
-                    .map_err(|e| StepFail::msg(format!("restart failed: {e}")))?;
-                self.rec.note("runner", "the server is back");
-            }
             K::RecvWelcome => {
                 self.expect_welcome(&s(0)).await?;
             }
@@ -2346,131 +1578,6 @@ impl ServerWorld {
                     self.take_events(&s(0), &id, from, head).await?;
                 }
             }
-            K::RecvErr | K::RecvErrClose | K::RecvErrRun => {
-                // The hello deadline is declared (--hello-timeout-ms), not announced: a
-                // server without one is named for it (RW-CONN-3) once the deadline plus
-                // 2 s has passed, rather than by the scenario's timeout.
-                let hello_deadline = (s(1) == "hello_timeout")
-                    .then(|| self.target.hello_timeout_ms)
-                    .filter(|_| {
-                        self.clients
-                            .get(&s(0))
-                            .is_some_and(|c| c.hello_sent.is_none())
-                    });
-                let wait = match hello_deadline {
-                    Some(h) => h + 2000 + 2000,
-                    None => self.timer_wait(&s(0)),
-                };
-                // A client that stopped reading: what it failed to see is judged
-                // against when the server was obliged to close it (§15).
-                let slow = (s(1) == "slow_consumer")
-                    .then(|| self.slow.get(&s(0)).cloned())
-                    .flatten();
-                let got = self.expect_control(&s(0), "error", wait).await;
-                let v = match got {
-                    Ok(v) => v,
-                    Err(e) if hello_deadline.is_some() => {
-                        let h = hello_deadline.unwrap_or_default();
-                        let opened = self.client(&s(0))?.opened_at;
-                        return Err(StepFail::timing(
-                            "RW-CONN-3",
-                            format!(
-                                "no hello_timeout error within the hello deadline of {h} ms (--hello-timeout-ms) plus 2000 ms: the server has no hello deadline, or a longer one than declared; {}",
-                                e.message
-                            ),
-                            TimingMiss::new(Duration::from_millis(2000), opened, Instant::now()),
-                        ));
-                    }
-                    Err(e) => {
-                        let f = StepFail::msg(format!("expected error {}: {}", s(1), e.message));
-                        return Err(match slow {
-                            Some(plan) => {
-                                let dropped = self
-                                    .client(&s(0))
-                                    .is_ok_and(|c| c.ended && c.closed.is_none());
-                                plan.judge_failure(f, dropped)
-                            }
-                            None => f,
-                        });
-                    }
-                };
-                let code = v.get("code").and_then(Value::as_str).unwrap_or("");
-                if code != s(1) {
-                    let f = StepFail::msg(format!("expected error code {}, got {v}", s(1)));
-                    return Err(match slow {
-                        Some(plan) => plan.judge_failure(f, false),
-                        None => f,
-                    });
-                }
-                let cc = v.get("close_code").and_then(Value::as_u64);
-                match k {
-                    K::RecvErrClose => {
-                        let want = num(&s(2));
-                        if cc != Some(want) {
-                            return Err(StepFail::req(
-                                "RW-ERROR-2",
-                                format!("expected close_code {want} in {v}"),
-                            ));
-                        }
-                        let dl = self.dl(ANSWER_WAIT_MS);
-                        let c = self.client(&s(0))?;
-                        if !c.wait_end(dl).await {
-                            return Err(StepFail::req(
-                                "RW-ERROR-3",
-                                format!("the connection was not closed after {v}"),
-                            ));
-                        }
-                        let got = c.closed.as_ref().and_then(|x| x.0);
-                        if got.map(u64::from) != Some(want) {
-                            return Err(StepFail::req(
-                                "RW-ERROR-3",
-                                format!("expected close code {want}, saw {}", c.nothing_msg()),
-                            ));
-                        }
-                    }
-                    K::RecvErrRun => {
-                        let id = self.run_id(&s(2));
-                        if v.get("run_id").and_then(Value::as_str) != Some(id.as_str())
-                            || cc.is_some()
-                        {
-                            return Err(StepFail::req(
-                                "RW-ERROR-1",
-                                format!(
-                                    "expected error {} with run_id {id} and no close_code, got {v}",
-                                    s(1)
-                                ),
-                            ));
-                        }
-                    }
-                    _ => {
-                        if cc.is_some() {
-                            return Err(StepFail::req(
-                                "RW-ERROR-1",
-                                format!("expected no close_code in {v}"),
-                            ));
-                        }
-                    }
-                }
-            }
-            K::Closed => {
-                let want = num(&s(1));
-                let wait = self.timer_wait(&s(0));
-                let dl = self.dl(wait);
-                let c = self.client(&s(0))?;
-                if !c.wait_end(dl).await {
-                    return Err(StepFail::msg(format!(
-                        "expected a close with code {want}; {}",
-                        c.nothing_msg()
-                    )));
-                }
-                let got = c.closed.as_ref().and_then(|x| x.0);
-                if got.map(u64::from) != Some(want) {
-                    return Err(StepFail::msg(format!(
-                        "expected close code {want}; {}",
-                        c.nothing_msg()
-                    )));
-                }
-            }
             K::RecvUnsub => {
                 let id = self.run_id(&s(1));
                 let v = self
@@ -2481,18 +1588,6 @@ impl ServerWorld {
                     return Err(StepFail::req(
                         "RW-SUB-4",
                         format!("expected unsubscribed for {id}, got {v}"),
-                    ));
-                }
-            }
-            K::RecvPong => {
-                let v = self
-                    .expect_control(&s(0), "pong", ANSWER_WAIT_MS)
-                    .await
-                    .map_err(|e| StepFail::req("RW-HEART-7", e.message))?;
-                if v.get("id").and_then(Value::as_str) != Some(s(1).as_str()) {
-                    return Err(StepFail::req(
-                        "RW-HEART-7",
-                        format!("expected pong with id {:?}, got {v}", s(1)),
                     ));
                 }
             }
@@ -2507,66 +1602,6 @@ impl ServerWorld {
                         "expected no event of run {id}, got {}",
                         clip(&e.to_string())
                     )));
-                }
-            }
-            K::StaysConnected => {
-                let pid = format!("alive-{}", self.rng.random::<u32>());
-                let m = json!({"type": "ping", "id": pid});
-                self.client(&s(0))?.send(&m).await.map_err(StepFail::msg)?;
-                let dl = self.dl(ANSWER_WAIT_MS);
-                let c = self.client(&s(0))?;
-                loop {
-                    match c.next_control(dl).await {
-                        Ok(v)
-                            if v.get("type").and_then(Value::as_str) == Some("pong")
-                                && v.get("id").and_then(Value::as_str) == Some(pid.as_str()) =>
-                        {
-                            break;
-                        }
-                        Ok(v) if v.get("type").and_then(Value::as_str) == Some("error") => {
-                            return Err(StepFail::msg(format!(
-                                "expected the connection to stay open, got {v}"
-                            )));
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            return Err(StepFail::msg(format!(
-                                "expected the connection to stay open; {e}"
-                            )));
-                        }
-                    }
-                }
-            }
-            K::Heartbeat => {
-                let n = num(&s(1)) as usize;
-                let hb = self
-                    .welcome_u64(&s(0), "/heartbeat_interval_ms")
-                    .ok_or_else(|| StepFail::msg("step error: no welcome"))?;
-                // The server's own timer granularity: a tenth of the interval plus
-                // 150 ms. A later ping is a miss, judged against the kit's lateness.
-                let slack = self.ms(hb / 10 + 150);
-                let extension = self.ms(hb.max(1000));
-                let c = self.client(&s(0))?;
-                let Some((_, w_at)) = c.welcome.clone() else {
-                    return Err(StepFail::msg("step error: no welcome"));
-                };
-                let interval = Duration::from_millis(hb);
-                while c.pings.len() < n {
-                    let k = c.pings.len();
-                    let prev = c.pings.last().copied().unwrap_or(w_at);
-                    let due = prev + interval + slack;
-                    let what = format!(
-                        "ping {} (due within heartbeat_interval_ms {hb} + {} ms of the previous ping or welcome)",
-                        k + 1,
-                        slack.as_millis()
-                    );
-                    let got = c
-                        .wait_due(due, extension, |c| c.pings.get(k).copied())
-                        .await;
-                    if let Some(f) = due_verdict(got, "RW-HEART-1", &what, prev, || c.nothing_msg())
-                    {
-                        return Err(f);
-                    }
                 }
             }
             K::Identical => {
@@ -2830,62 +1865,6 @@ impl ServerWorld {
                     )));
                 }
             }
-            K::ErrRetryAfter | K::ErrSupported | K::ErrRetryable | K::ErrMessageHas => {
-                let v = self
-                    .last_error
-                    .get(&s(0))
-                    .cloned()
-                    .ok_or_else(|| StepFail::msg("step error: no error received"))?;
-                match k {
-                    K::ErrRetryAfter => {
-                        if v.get("retry_after_ms").and_then(Value::as_u64).is_none() {
-                            return Err(StepFail::msg(format!(
-                                "the error carries no retry_after_ms: {v}"
-                            )));
-                        }
-                    }
-                    K::ErrSupported => {
-                        let want: Vec<String> =
-                            s(1).split(',').map(|x| x.trim().to_owned()).collect();
-                        let got: Vec<String> = v
-                            .get("supported_versions")
-                            .and_then(Value::as_array)
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(|x| x.as_str().map(str::to_owned))
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        if !want.iter().all(|w| got.contains(w)) {
-                            return Err(StepFail::req(
-                                "RW-VERSION-3",
-                                format!("expected supported_versions to list {want:?}, got {v}"),
-                            ));
-                        }
-                    }
-                    K::ErrRetryable => {
-                        let want = s(1) == "true";
-                        if v.get("retryable").and_then(Value::as_bool) != Some(want) {
-                            return Err(StepFail::req(
-                                "RW-ERROR-2",
-                                format!("expected retryable {want}: {v}"),
-                            ));
-                        }
-                    }
-                    _ => {
-                        let m = v.get("message").and_then(Value::as_str).unwrap_or("");
-                        if !m.contains(s(1).as_str()) || m.len() > 1024 {
-                            return Err(StepFail::req(
-                                "RW-ERROR-6",
-                                format!(
-                                    "expected the message to contain {:?} (at most 1024 bytes): {v}",
-                                    s(1)
-                                ),
-                            ));
-                        }
-                    }
-                }
-            }
             K::ErrNoLeak => {
                 let token = self.subst(&s(1));
                 for e in self.rec.take() {
@@ -2895,45 +1874,6 @@ impl ServerWorld {
                             format!("the server echoed the token in {}", clip(&e.text)),
                         ));
                     }
-                }
-            }
-            K::WithinWindow => {
-                let id = self.run_id(&s(0));
-                let window = self.welcome_u64(&s(1), "/batch_window_ms").unwrap_or(200);
-                // The server's scheduling slack beyond the window; a later event is a
-                // miss judged against the kit's lateness.
-                let slack = self.ms(250);
-                let extension = self.ms(1000);
-                let acked = self.run(&s(0)).acked.clone();
-                let c = self.client(&s(1))?;
-                for (seq, at) in acked {
-                    let due = at + Duration::from_millis(window) + slack;
-                    let arrival = |c: &Conn| {
-                        c.arrivals
-                            .iter()
-                            .find(|(r, q, _)| r == &id && *q == seq)
-                            .map(|x| x.2)
-                    };
-                    let what = format!(
-                        "event seq {seq} of {id} (due {window} ms, the announced window, + {} ms after its append was acknowledged)",
-                        slack.as_millis()
-                    );
-                    let got = c.wait_due(due, extension, arrival).await;
-                    if let Some(f) = due_verdict(got, "RW-BATCH-1", &what, at, || c.nothing_msg()) {
-                        return Err(f);
-                    }
-                }
-            }
-            K::Batched => {
-                let c = self.client(&s(0))?;
-                if c.batches.is_empty() {
-                    return Err(StepFail::req(
-                        "RW-BATCH-5",
-                        format!(
-                            "no batch frame was received ({} single event frames)",
-                            c.singles
-                        ),
-                    ));
                 }
             }
             K::AppendPastWindow => {
@@ -2989,38 +1929,6 @@ impl ServerWorld {
                     }
                 }
             }
-            K::AtOnce => {
-                let seq = num(&s(0));
-                let id = self.run_id(&s(1));
-                let acked = self
-                    .run(&s(1))
-                    .acked
-                    .iter()
-                    .find(|(q, _)| *q == seq)
-                    .map(|x| x.1);
-                let Some(at) = acked else {
-                    return Err(StepFail::msg(format!(
-                        "step error: seq {seq} was not appended by this scenario"
-                    )));
-                };
-                let slack = self.ms(100);
-                let extension = self.ms(1000);
-                let c = self.client(&s(2))?;
-                let arrival = |c: &Conn| {
-                    c.arrivals
-                        .iter()
-                        .find(|(r, q, _)| r == &id && *q == seq)
-                        .map(|x| x.2)
-                };
-                let what = format!(
-                    "event seq {seq} of {id} must be flushed at once (within {} ms of its append's acknowledgement)",
-                    slack.as_millis()
-                );
-                let got = c.wait_due(at + slack, extension, arrival).await;
-                if let Some(f) = due_verdict(got, "RW-BATCH-3", &what, at, || c.nothing_msg()) {
-                    return Err(f);
-                }
-            }
             K::FloodOver => {
                 let max = self
                     .welcome_u64(&s(0), "/limits/max_messages_per_second")
@@ -3060,75 +1968,6 @@ impl ServerWorld {
                     return Err(StepFail::req(
                         "RW-CLOSE-6",
                         format!("expected close reason {:?}, got {got:?}", s(1)),
-                    ));
-                }
-            }
-            K::RawUnmasked => {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let dl = self.dl(ANSWER_WAIT_MS);
-                let super::frames::Raw { mut tcp, mut got } =
-                    super::frames::Raw::open(&self.target, dl).await?;
-                let mut buf = vec![0u8; 4096];
-                // A text frame with the mask bit clear, which RFC 6455 §5.1 forbids
-                // from a client.
-                let payload = br#"{"type":"ping","id":"unmasked"}"#;
-                let mut frame = vec![0x81, payload.len() as u8];
-                frame.extend_from_slice(payload);
-                self.rec.out(
-                    "raw",
-                    "<unmasked text frame: {\"type\":\"ping\",\"id\":\"unmasked\"}>",
-                );
-                tcp.write_all(&frame)
-                    .await
-                    .map_err(|e| StepFail::msg(e.to_string()))?;
-                loop {
-                    match tokio::time::timeout_at(dl, tcp.read(&mut buf)).await {
-                        Ok(Ok(0)) | Ok(Err(_)) => break,
-                        Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
-                        Err(_) => {
-                            return Err(StepFail::req(
-                                "RW-CLOSE-12",
-                                "the connection stayed open after an unmasked client frame",
-                            ));
-                        }
-                    }
-                }
-                // The last frame must be a close frame with code 1002.
-                let mut i = 0;
-                let mut close_code = None;
-                let mut last_op = None;
-                while i + 2 <= got.len() {
-                    let op = got[i] & 0x0f;
-                    let mut len = usize::from(got[i + 1] & 0x7f);
-                    let mut h = 2;
-                    if len == 126 && i + 4 <= got.len() {
-                        len = usize::from(u16::from_be_bytes([got[i + 2], got[i + 3]]));
-                        h = 4;
-                    } else if len == 127 {
-                        break;
-                    }
-                    if i + h + len > got.len() {
-                        break;
-                    }
-                    let body = &got[i + h..i + h + len];
-                    last_op = Some(op);
-                    close_code = (op == 8 && body.len() >= 2)
-                        .then(|| u16::from_be_bytes([body[0], body[1]]));
-                    i += h + len;
-                }
-                self.rec.inn(
-                    "raw",
-                    &format!(
-                        "{} bytes, last frame opcode {last_op:?}, close code {close_code:?}",
-                        got.len()
-                    ),
-                );
-                if last_op != Some(8) || close_code != Some(1002) {
-                    return Err(StepFail::req(
-                        "RW-CLOSE-12",
-                        format!(
-                            "after an unmasked client frame the server must close with 1002; its last frame had opcode {last_op:?} and close code {close_code:?}"
-                        ),
                     ));
                 }
             }
@@ -3180,15 +2019,6 @@ impl ServerWorld {
                         .await?;
                 }
             }
-            K::RawBroken => {
-                let dl = self.dl(ANSWER_WAIT_MS);
-                super::frames::broken_after_hello(&self.target, &self.rec, dl, &s(0)).await?;
-            }
-            K::RawBinaryOverRate => {
-                let dl = self.dl(ANSWER_WAIT_MS);
-                let close = u16::try_from(num(&s(1))).unwrap_or(u16::MAX);
-                super::frames::binary_over_rate(&self.target, &self.rec, dl, &s(0), close).await?;
-            }
             K::RawCloseDrop => {
                 use tokio::io::AsyncReadExt;
                 let pong = self
@@ -3199,10 +2029,10 @@ impl ServerWorld {
                     "GET (upgrade), then silence: no hello, no close reply",
                 );
                 let dl = self.dl(ANSWER_WAIT_MS);
-                let super::frames::Raw {
+                let frames::Raw {
                     mut tcp,
                     got: early,
-                } = super::frames::Raw::open(&self.target, dl).await?;
+                } = frames::Raw::open(&self.target, dl).await?;
                 let upgraded = Instant::now();
                 // The hello deadline, then the close handshake's pong_timeout_ms, then
                 // 500 ms for the server's timers; a later drop is a miss judged against
@@ -3254,91 +2084,6 @@ impl ServerWorld {
                         "RW-CONN-3",
                         "the raw connection was dropped without a hello_timeout error frame",
                     ));
-                }
-            }
-            K::RestartBegin => {
-                let Some(ctl) = self.target.control.clone() else {
-                    return Err(StepFail::not_implemented("no --restart-cmd given"));
-                };
-                self.rec
-                    .note("runner", "restarting the server (in the background)");
-                self.restarting = Some(tokio::spawn(async move { ctl.restart().await }));
-            }
-            K::RestartDone => {
-                let Some(h) = self.restarting.take() else {
-                    return Err(StepFail::msg("step error: no restart under way"));
-                };
-                h.await
-                    .map_err(|e| StepFail::msg(format!("restart task: {e}")))?
-                    .map_err(|e| StepFail::msg(format!("restart failed: {e}")))?;
-                self.rec.note("runner", "the server is back");
-            }
-            K::NoWelcomeDuringShutdown => {
-                let url = self.target.ws_url.clone();
-                let Ok(mut c) = Conn::open(
-                    "late",
-                    &url,
-                    ConnectOptions::default(),
-                    self.rec.clone(),
-                    self.ms(2000),
-                )
-                .await
-                else {
-                    self.rec
-                        .note("late", "connection refused: acceptable during shutdown");
-                    return Ok(());
-                };
-                let h = Conn::hello(&["1.0".to_owned()], self.target.token.as_deref(), vec![]);
-                let _ = c.send(&h).await;
-                let dl = self.dl(2000);
-                match c.next_control(dl).await {
-                    Ok(v) if v.get("type").and_then(Value::as_str) == Some("welcome") => {
-                        return Err(StepFail::req(
-                            "RW-SHUTDOWN-1",
-                            "a connection opened after shutdown began was sent welcome",
-                        ));
-                    }
-                    _ => {}
-                }
-                if let Some(v) = c.violations.first() {
-                    return Err(StepFail::req(
-                        v.requirement,
-                        format!("late connection: {}", v.message),
-                    ));
-                }
-            }
-            K::AppendRefusedDuringShutdown => {
-                let id = self.run_id(&s(0));
-                let body = serde_json::to_vec(&json!({"events": [progress_event(1, 0)]}))
-                    .unwrap_or_default();
-                match self
-                    .http(
-                        "POST",
-                        &format!("/v1/runs/{id}/events"),
-                        self.token(),
-                        Some(body),
-                    )
-                    .await
-                {
-                    Err(_) => self
-                        .rec
-                        .note("producer", "connection refused: acceptable during shutdown"),
-                    Ok(a) => {
-                        let code = a
-                            .json()
-                            .pointer("/error/code")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned);
-                        if a.status != 503 || code.as_deref() != Some("server_shutdown") {
-                            return Err(StepFail::req(
-                                "RW-SHUTDOWN-1",
-                                format!(
-                                    "an append during shutdown was answered {} {:?}, expected 503 server_shutdown (or a refused connection)",
-                                    a.status, code
-                                ),
-                            ));
-                        }
-                    }
                 }
             }
             K::ConnectExpiring | K::HelloExpired => {
@@ -3637,164 +2382,5 @@ impl ServerWorld {
             }
         }
         Ok(())
-    }
-
-    fn welcome_of(&self, name: &str) -> R<Value> {
-        self.clients
-            .get(name)
-            .and_then(|c| c.welcome.clone())
-            .map(|w| w.0)
-            .ok_or_else(|| StepFail::msg(format!("step error: client {name} has no welcome")))
-    }
-
-    async fn take_events(&mut self, name: &str, id: &str, from: u64, to: u64) -> R<()> {
-        let n = usize::try_from(to + 1 - from).unwrap_or(0);
-        let wait = ANSWER_WAIT_MS + n as u64 * 5;
-        let dl = self.dl(wait);
-        let c = self.client(name)?;
-        c.wait_events(id, n, dl).await.map_err(|e| {
-            StepFail::req(
-                "RW-RESUME-1",
-                format!("expected events {from} to {to} of run {id}: {e}"),
-            )
-        })?;
-        let q = c.events.entry(id.to_owned()).or_default();
-        for want in from..=to {
-            let ev = q.pop_front().unwrap_or(Value::Null);
-            let seq = ev.get("seq").and_then(Value::as_u64);
-            if seq != Some(want) {
-                return Err(StepFail::req(
-                    "RW-ORDER-1",
-                    format!(
-                        "expected event seq {want} of run {id}, got {}",
-                        clip(&ev.to_string())
-                    ),
-                ));
-            }
-            for f in ["event_id", "time", "type"] {
-                if ev.get(f).and_then(Value::as_str).is_none_or(str::is_empty) {
-                    return Err(StepFail::req(
-                        "RW-EVENT-1",
-                        format!("event seq {want} lacks {f}: {}", clip(&ev.to_string())),
-                    ));
-                }
-            }
-            if !ev
-                .get("time")
-                .and_then(Value::as_str)
-                .is_some_and(|t| t.ends_with('Z'))
-            {
-                return Err(StepFail::req(
-                    "RW-EVENT-5",
-                    format!("event time is not UTC with Z: {}", clip(&ev.to_string())),
-                ));
-            }
-            if !ev.get("data").is_some_and(Value::is_object) {
-                return Err(StepFail::req(
-                    "RW-EVENT-7",
-                    format!("event data is not an object: {}", clip(&ev.to_string())),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl World for ServerWorld {
-    fn step<'a>(
-        &'a mut self,
-        _kw: &'a str,
-        text: &'a str,
-        doc: Option<&'a str>,
-    ) -> BoxFut<'a, StepResultT> {
-        Box::pin(async move {
-            if let Some((k, args)) = super::admission::parse_step(text) {
-                let target = Arc::clone(&self.target);
-                return super::admission::exec(&target, &mut self.admission, self.scale, k, args)
-                    .await;
-            }
-            let Some((k, args)) = parse_step(text) else {
-                return Err(StepFail::msg(format!("undefined step: {text}")));
-            };
-            if std::mem::take(&mut self.needs_expired_token)
-                && let Some(m) = self.target.token_minter.clone()
-            {
-                self.expired_token = Some(
-                    m.mint(0)
-                        .await
-                        .map_err(|e| StepFail::msg(format!("minting a token failed: {e}")))?,
-                );
-            }
-            let r = self.exec(k, args, doc).await;
-            r.map_err(|f| self.unexpected_slow_close(f))
-        })
-    }
-
-    /// Sized from what the server announced: a scenario may wait for several
-    /// heartbeat intervals, a pong timeout and the hello deadline, which a server
-    /// run with its production timers (a 25 s heartbeat) needs far more than the
-    /// default scenario timeout for.
-    fn min_timeout(&self) -> Option<Duration> {
-        let need = self
-            .clients
-            .values()
-            .chain(self.retired.iter())
-            .filter_map(|c| c.welcome.as_ref())
-            .map(|(w, _)| {
-                let n = |p: &str| w.pointer(p).and_then(Value::as_u64).unwrap_or(0);
-                4 * n("/heartbeat_interval_ms")
-                    + 2 * n("/pong_timeout_ms")
-                    + self.target.hello_timeout_ms
-            })
-            .max()?;
-        Some(Duration::from_millis(need) + self.ms(10_000))
-    }
-
-    fn check<'a>(&'a mut self) -> BoxFut<'a, StepResultT> {
-        Box::pin(async move {
-            for c in self.clients.values().chain(self.retired.iter()) {
-                if let Some(v) = c.violations.first() {
-                    return Err(StepFail::req(
-                        v.requirement,
-                        format!("client {}: {}", c.name, v.message),
-                    ));
-                }
-            }
-            Ok(())
-        })
-    }
-
-    fn teardown(&mut self) -> BoxFut<'_, ()> {
-        Box::pin(async move {
-            for c in self.clients.values_mut() {
-                if c.closed.is_none() && !c.ended {
-                    c.close().await;
-                }
-            }
-            self.clients.clear();
-            self.retired.clear();
-        })
-    }
-
-    fn recorder(&self) -> Recorder {
-        self.rec.clone()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{STEPS, parse_step};
-
-    #[test]
-    fn no_step_pattern_is_shadowed_by_an_earlier_one() {
-        for (k, p) in STEPS {
-            let text = p
-                .replace("{s}", "\"x\"")
-                .replace("{n}", "1")
-                .replace("{w}", "w")
-                .replace("{rest}", "{}");
-            let got = parse_step(&text).map(|x| x.0);
-            assert_eq!(got, Some(*k), "{text:?} parses as {got:?}, not {k:?}");
-        }
     }
 }
