@@ -9,7 +9,7 @@ use crate::server::admission::{STEPS, exec};
 
 pub(super) fn register(r: &mut Registry) {
     for &(k, pattern) in STEPS {
-        r.untyped(pattern, move |w, args, _doc| {
+        r.untyped(pattern, move |w, args| {
             Box::pin(async move {
                 let target = Arc::clone(&w.target);
                 exec(&target, &mut w.admission, w.scale, k, args).await

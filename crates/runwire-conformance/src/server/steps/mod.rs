@@ -7,21 +7,30 @@
 //! Adding a step: write its function in the domain's module and register it there.
 
 mod admission;
+mod auth;
 mod batching;
+mod connect;
 mod errors;
 mod flood;
 mod heartbeat;
+mod history;
 mod input;
-mod legacy;
+mod limits;
+mod origin;
+mod producer;
+mod receive;
 mod registry;
+mod reset;
 mod restart;
+mod retention;
 mod slow;
+mod subscribe;
 mod support;
 mod world;
 
 use std::sync::LazyLock;
 
-use registry::{On, Registry, Step};
+use registry::{Doc, On, Registry, Step};
 use support::{ANSWER_WAIT_MS, R, due_verdict, progress_event};
 use world::RunInfo;
 pub(crate) use world::ServerWorld;
@@ -31,17 +40,27 @@ pub(crate) use world::ServerWorld;
 /// `no_step_pattern_is_hidden_by_an_earlier_one`).
 static STEPS: LazyLock<Registry> = LazyLock::new(|| {
     let mut r = Registry::default();
-    // Mostly in the order of the feature files they serve.
+    // Mostly in the order of the feature files they serve; `auth` before `history`,
+    // whose `the producer sends GET {rest}` would hide its token variants.
     admission::register(&mut r);
+    auth::register(&mut r);
     batching::register(&mut r);
+    connect::register(&mut r);
     flood::register(&mut r);
     heartbeat::register(&mut r);
+    history::register(&mut r);
+    producer::register(&mut r);
     input::register(&mut r);
+    limits::register(&mut r);
+    origin::register(&mut r);
+    reset::register(&mut r);
     restart::register(&mut r);
+    retention::register(&mut r);
     slow::register(&mut r);
+    subscribe::register(&mut r);
+    // Steps many features share: what clients receive.
+    receive::register(&mut r);
     errors::register(&mut r);
-    // Not yet moved into a domain module.
-    legacy::register(&mut r);
     r
 });
 

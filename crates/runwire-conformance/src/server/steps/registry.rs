@@ -104,6 +104,17 @@ impl Arg for Vec<String> {
     }
 }
 
+/// The step's doc string (empty when it has none).
+pub(in crate::server) struct Doc(pub(in crate::server) String);
+
+impl Arg for Doc {
+    const FROM: &'static [&'static str] = &[];
+
+    fn take(c: &mut Captures) -> Result<Self, StepFail> {
+        Ok(Self(c.doc.take().unwrap_or_default()))
+    }
+}
+
 /// The typed arguments of a step function, as a tuple.
 pub(in crate::server) trait Params: Sized + Send + 'static {
     /// What may capture each argument ([`Arg::FROM`]), in order.
@@ -216,11 +227,11 @@ impl Registry {
         )
     }
 
-    /// Registers `f` for `pattern`, given the captures as strings and the doc string
-    /// (for step kinds defined by a table of their own, `super::super::admission`).
+    /// Registers `f` for `pattern`, given the captures as strings (for step kinds
+    /// defined by a table of their own, `super::super::admission`).
     pub(in crate::server) fn untyped<F>(&mut self, pattern: &'static str, f: F) -> &mut Step
     where
-        F: for<'a> Fn(&'a mut ServerWorld, Vec<String>, Option<String>) -> BoxFut<'a, StepResultT>
+        F: for<'a> Fn(&'a mut ServerWorld, Vec<String>) -> BoxFut<'a, StepResultT>
             + Send
             + Sync
             + 'static,
@@ -228,7 +239,7 @@ impl Registry {
         self.push(
             pattern,
             None,
-            Box::new(move |w, c| f(w, c.values.collect(), c.doc)),
+            Box::new(move |w, c| f(w, c.values.collect())),
         )
     }
 

@@ -217,6 +217,33 @@ impl ServerWorld {
         Ok(a)
     }
 
+    /// `GET path`, `${…}` substituted.
+    pub(super) async fn get(&mut self, path: &str, token: Option<String>) -> R<()> {
+        let path = self.subst(path.trim());
+        self.http("GET", &path, token, None).await?;
+        Ok(())
+    }
+
+    /// POSTs a step's doc string, `${…}` substituted, as the events of run `alias`.
+    pub(super) async fn post_doc(
+        &mut self,
+        alias: &str,
+        doc: &str,
+        token: Option<String>,
+        headers: &[(String, String)],
+    ) -> R<HttpAnswer> {
+        let id = self.run_id(alias);
+        let body = self.subst(doc);
+        self.http_with(
+            "POST",
+            &format!("/v1/runs/{id}/events"),
+            token,
+            Some(body.into_bytes()),
+            headers,
+        )
+        .await
+    }
+
     pub(super) async fn append(
         &mut self,
         alias: &str,
@@ -305,6 +332,14 @@ impl ServerWorld {
             ));
         }
         c.hello_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Connects client `name`, sends hello with `token` and receives welcome.
+    pub(super) async fn connected(&mut self, name: &str, token: Option<String>) -> R<()> {
+        self.connect(name, ConnectOptions::default(), None).await?;
+        self.hello(name, vec!["1.0".into()], token, vec![]).await?;
+        self.expect_welcome(name).await?;
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use runwire_mock::TimingMiss;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{On, legacy};
+use super::{On, auth};
 use crate::{
     http::HttpAnswer,
     model::ScenarioDef,
@@ -116,7 +116,7 @@ impl ServerWorld {
             sub_cursors: BTreeMap::new(),
             slow: BTreeMap::new(),
             needs_expired_token: sc.steps.iter().any(|st| {
-                super::find(&st.text).is_some_and(|(s, _)| s.pattern == legacy::HELLO_EXPIRED)
+                super::find(&st.text).is_some_and(|(s, _)| s.pattern == auth::HELLO_EXPIRED)
             }),
             expired_token: None,
             started: Instant::now(),
