@@ -5,12 +5,20 @@
 //! ```ignore
 //! r.step("the producer appends {n} events to run {s}", append);
 //!
-//! async fn append(w: &mut ServerWorld, n: u64, run: String) -> StepResultT { … }
+//! async fn append(w: &mut ServerWorld, n: u64, run: String) -> StepResultT { /* … */ }
 //! ```
 //!
 //! An argument's type says which placeholders may capture it ([`Arg::FROM`]); the
 //! suite's tests check every registration against its pattern, and that no pattern
 //! hides a later one (the registry matches in registration order, first match wins).
+//!
+//! Not cucumber-rs's own runner (0.23): its `step::Collection::find` refuses a text
+//! that two patterns match (`AmbiguousMatchError`) where this registry resolves it by
+//! order, its step functions fail by panicking (a `Result` is unwrapped with
+//! `panic!("{}", e)`), so a [`StepFail`]'s requirement, timing miss and not-implemented
+//! grade would have to be smuggled through the panic payload, and its retries
+//! (`RetryOptions`, fixed per scenario before it runs) rerun every failure, not only
+//! the inconclusive ones, with a `World::new()` that cannot learn its attempt.
 
 use std::future::Future;
 
