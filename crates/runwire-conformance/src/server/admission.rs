@@ -167,13 +167,6 @@ pub(crate) static STEPS: &[(A, &str)] = &[
     ),
 ];
 
-/// Finds the admission step of a step text.
-pub(crate) fn parse_step(text: &str) -> Option<(A, Vec<String>)> {
-    STEPS
-        .iter()
-        .find_map(|(k, p)| crate::pattern::matches(p, text).map(|a| (*k, a)))
-}
-
 /// A scenario's admission state: its raw connection and the silent ones it holds.
 #[derive(Debug, Default)]
 pub(crate) struct State {

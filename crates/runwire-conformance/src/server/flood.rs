@@ -4,8 +4,8 @@
 //! (or bounds) runs without events has to do so while a scenario watches whether the
 //! runs it keeps resuming still resume.
 //!
-//! The steps wrap the scenario's [`World`]: a flood step runs here, every other step
-//! goes to the wrapped world unchanged.
+//! The flood step opens a connection of its own (registered in `super::steps::flood`);
+//! [`blame_epoch_mismatch`] reads the failures of the scenario's other steps.
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,67 +17,59 @@ use super::{
     conn::{Conn, ConnectOptions},
     scaled,
 };
-use crate::{
-    pattern,
-    runner::{BoxFut, Recorder, StepFail, StepResultT, World},
-};
+use crate::runner::{Recorder, StepFail, StepResultT};
 
 /// The flood step: `{n}` runs, in subscribe messages of at most the announced
 /// `max_subscriptions` entries, each message answered before the next is sent.
-const FLOOD: &str = "another client subscribes to and unsubscribes from {n} runs nobody appends to";
+pub(crate) const FLOOD: &str =
+    "another client subscribes to and unsubscribes from {n} runs nobody appends to";
 
-/// The step patterns this module defines.
-pub(crate) const PATTERNS: &[&str] = &[FLOOD];
-
-/// Whether `text` is a flood step.
-pub(crate) fn is_defined(text: &str) -> bool {
-    PATTERNS.iter().any(|p| pattern::matches(p, text).is_some())
-}
-
-/// A scenario's world with the flood steps added.
-pub(crate) struct FloodWorld {
-    inner: Box<dyn World>,
-    target: Arc<ServerTarget>,
+/// Runs the flood step on a connection of its own, recording into `rec`.
+pub(crate) async fn flood(
+    target: &Arc<ServerTarget>,
     scale: f64,
     seed: u64,
+    rec: Recorder,
+    n: u64,
+) -> StepResultT {
+    let limit = scaled(10_000, scale);
+    let deadline = Instant::now() + limit + scaled(20_000, scale);
+    let mut c = Conn::open(
+        "flood",
+        &target.ws_url,
+        ConnectOptions::default(),
+        rec.clone(),
+        limit,
+    )
+    .await
+    .map_err(StepFail::msg)?;
+    let target = Arc::clone(target);
+    let r = flood_on(&target, seed, &mut c, &rec, n, deadline).await;
+    c.close().await;
+    if let Some(v) = c.violations.first() {
+        return Err(StepFail::req(v.requirement, v.message.clone()));
+    }
+    r
 }
 
-impl FloodWorld {
-    /// Wraps `inner`.
-    pub(crate) fn new(
-        inner: Box<dyn World>,
-        target: Arc<ServerTarget>,
-        scale: f64,
-        seed: u64,
-    ) -> Self {
-        Self {
-            inner,
-            target,
-            scale,
-            seed,
-        }
-    }
-
-    async fn flood(&mut self, n: u64) -> StepResultT {
-        let rec = self.inner.recorder();
-        let limit = scaled(10_000, self.scale);
-        let deadline = Instant::now() + limit + scaled(20_000, self.scale);
-        let mut c = Conn::open(
-            "flood",
-            &self.target.ws_url,
-            ConnectOptions::default(),
-            rec.clone(),
-            limit,
+/// How the failure of every step but the flood step itself is read, in every
+/// scenario (the flood steps used to wrap every scenario's world): in a flood
+/// scenario, a resume from a cursor taken before the run's first event that is
+/// answered with an epoch_mismatch reset means the server did not honour the epoch it
+/// told (RW-SEC-15); the reset itself is what RW-RESUME-7 asks for once the epochs
+/// differ, so the generic step would blame the wrong requirement.
+pub(crate) fn blame_epoch_mismatch(f: StepFail) -> StepFail {
+    if f.message.contains("epoch_mismatch") {
+        StepFail::req(
+            "RW-SEC-15",
+            format!(
+                "the server did not honour the epoch it told when the run had \
+                 no events: the resume from that cursor was reset ({})",
+                f.message
+            ),
         )
-        .await
-        .map_err(StepFail::msg)?;
-        let target = Arc::clone(&self.target);
-        let r = flood_on(&target, self.seed, &mut c, &rec, n, deadline).await;
-        c.close().await;
-        if let Some(v) = c.violations.first() {
-            return Err(StepFail::req(v.requirement, v.message.clone()));
-        }
-        r
+    } else {
+        f
     }
 }
 
@@ -157,61 +149,4 @@ async fn flood_on(
         done += ids.len() as u64;
     }
     Ok(())
-}
-
-impl World for FloodWorld {
-    fn step<'a>(
-        &'a mut self,
-        keyword: &'a str,
-        text: &'a str,
-        doc: Option<&'a str>,
-    ) -> BoxFut<'a, StepResultT> {
-        match pattern::matches(FLOOD, text) {
-            Some(args) => Box::pin(async move {
-                let n = args
-                    .first()
-                    .and_then(|a| a.parse().ok())
-                    .ok_or_else(|| StepFail::msg(format!("bad count in {text:?}")))?;
-                self.flood(n).await
-            }),
-            None => Box::pin(async move {
-                let r = self.inner.step(keyword, text, doc).await;
-                // In a flood scenario, a resume from a cursor taken before the run's
-                // first event that is answered with an epoch_mismatch reset means the
-                // server did not honour the epoch it told (RW-SEC-15); the reset itself
-                // is what RW-RESUME-7 asks for once the epochs differ, so the generic
-                // step would blame the wrong requirement.
-                r.map_err(|f| {
-                    if f.message.contains("epoch_mismatch") {
-                        StepFail::req(
-                            "RW-SEC-15",
-                            format!(
-                                "the server did not honour the epoch it told when the run had \
-                                 no events: the resume from that cursor was reset ({})",
-                                f.message
-                            ),
-                        )
-                    } else {
-                        f
-                    }
-                })
-            }),
-        }
-    }
-
-    fn check<'a>(&'a mut self) -> BoxFut<'a, StepResultT> {
-        self.inner.check()
-    }
-
-    fn teardown(&mut self) -> BoxFut<'_, ()> {
-        self.inner.teardown()
-    }
-
-    fn recorder(&self) -> Recorder {
-        self.inner.recorder()
-    }
-
-    fn min_timeout(&self) -> Option<Duration> {
-        self.inner.min_timeout()
-    }
 }

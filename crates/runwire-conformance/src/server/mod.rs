@@ -21,7 +21,7 @@ use crate::runner::{World, WorldFactory};
 
 /// Every step pattern of the server suite.
 pub fn step_patterns() -> impl Iterator<Item = &'static str> {
-    steps::step_patterns().chain(flood::PATTERNS.iter().copied())
+    steps::step_patterns()
 }
 
 /// The requirements every frame is checked against as it arrives, whatever the
@@ -204,22 +204,16 @@ impl WorldFactory for ServerFactory {
         seed: u64,
         _attempt: crate::runner::AttemptCtx,
     ) -> Box<dyn World> {
-        let world = Box::new(steps::ServerWorld::new(
+        Box::new(steps::ServerWorld::new(
             Arc::clone(&self.target),
             self.time_scale,
             seed,
             scenario,
-        ));
-        Box::new(flood::FloodWorld::new(
-            world,
-            Arc::clone(&self.target),
-            self.time_scale,
-            seed,
         ))
     }
 
     fn is_defined(&self, text: &str) -> bool {
-        steps::parse_step(text).is_some() || flood::is_defined(text)
+        steps::find(text).is_some()
     }
 
     fn time_scale(&self) -> f64 {
