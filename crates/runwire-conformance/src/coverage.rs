@@ -4,27 +4,12 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Deserialize;
 
-use crate::model::{ScenarioDef, Suite};
+use crate::model::{Level, ScenarioDef, Suite};
 
 static REQUIREMENTS: &str = include_str!("../../../spec/requirements.json");
 static UNOBSERVABLE: &str = include_str!("../../../conformance/unobservable.json");
 
-/// One requirement of the spec.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Requirement {
-    /// `RW-AREA-N`.
-    pub id: String,
-    /// `MUST`, `SHOULD`, `MAY`.
-    pub level: String,
-    /// `server`, `client`, `both`, `producer`.
-    pub subject: String,
-    /// The section.
-    #[serde(default)]
-    pub section: String,
-    /// The text.
-    #[serde(default)]
-    pub text: String,
-}
+pub use runwire_protocol::requirement::Requirement;
 
 #[derive(Deserialize)]
 struct File {
@@ -286,7 +271,7 @@ pub fn render(rows: &[Row], verbose: bool, scope: Scope) -> String {
     let covered = rows.iter().filter(|r| r.is_covered(scope)).count();
     let must: Vec<&Row> = rows
         .iter()
-        .filter(|r| r.requirement.level == "MUST")
+        .filter(|r| r.requirement.level == Level::Must)
         .collect();
     let must_cov = must.iter().filter(|r| r.is_covered(scope)).count();
     let unobs: Vec<(&Row, String)> = rows
@@ -325,7 +310,7 @@ pub fn render(rows: &[Row], verbose: bool, scope: Scope) -> String {
 pub fn missing_musts(rows: &[Row], scope: Scope) -> Vec<&str> {
     rows.iter()
         .filter(|r| {
-            r.requirement.level == "MUST"
+            r.requirement.level == Level::Must
                 && !r.is_covered(scope)
                 && r.unobservable_in_scope(scope).is_none()
         })

@@ -122,13 +122,8 @@ pub fn parse(files: &[(String, String)]) -> Result<Vec<ScenarioDef>, Error> {
             tags.dedup();
             let requirements: Vec<String> =
                 tags.iter().filter(|t| is_requirement(t)).cloned().collect();
-            let level = if tags.iter().any(|t| t == "must") {
-                Level::Must
-            } else if tags.iter().any(|t| t == "should") {
-                Level::Should
-            } else if tags.iter().any(|t| t == "may") {
-                Level::May
-            } else {
+            let tagged = |l: &Level| tags.iter().any(|t| *t == l.as_str().to_ascii_lowercase());
+            let Some(level) = Level::ALL.into_iter().find(tagged) else {
                 return Err(Error::Features {
                     file: file.clone(),
                     reason: format!(

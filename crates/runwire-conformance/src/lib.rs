@@ -217,11 +217,7 @@ pub fn load_all(
         if played.contains(&f.id) {
             continue;
         }
-        let level = match f.level.as_str() {
-            "SHOULD" => Level::Should,
-            "MAY" => Level::May,
-            _ => Level::Must,
-        };
+        let level = f.level;
         let mut tags = vec!["fixtures".to_owned(), level.as_str().to_ascii_lowercase()];
         tags.extend(f.requirements.iter().cloned());
         all.push(ScenarioDef {

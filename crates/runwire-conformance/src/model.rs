@@ -26,30 +26,7 @@ impl Suite {
     }
 }
 
-/// How binding the requirements a scenario proves are (RFC 2119).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Level {
-    /// MUST: a failure fails the run.
-    Must,
-    /// SHOULD: a failure warns (fails with `--strict`).
-    Should,
-    /// MAY: a failure is a notice.
-    May,
-}
-
-impl Level {
-    /// `MUST`, `SHOULD` or `MAY`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Must => "MUST",
-            Self::Should => "SHOULD",
-            Self::May => "MAY",
-        }
-    }
-}
+pub use runwire_protocol::requirement::Level;
 
 /// One step of a scenario, as written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -277,14 +277,7 @@ pub fn requirement_level(id: &str) -> Option<Level> {
         .get_or_init(|| {
             crate::coverage::requirements()
                 .into_iter()
-                .map(|r| {
-                    let l = match r.level.as_str() {
-                        "MUST" => Level::Must,
-                        "SHOULD" => Level::Should,
-                        _ => Level::May,
-                    };
-                    (r.id, l)
-                })
+                .map(|r| (r.id, r.level))
                 .collect()
         })
         .get(id)

@@ -105,9 +105,9 @@ pub(crate) struct ConnRecord {
     pub(crate) scripted: bool,
 }
 
-/// The application side: what the client printed and how it ended.
+/// What the client application (through its adapter) printed and how it ended.
 #[derive(Debug, Default)]
-pub(crate) struct AppState {
+pub(crate) struct AdapterOutput {
     pub(crate) attached: bool,
     /// When the client was started (spawned or attached); its start-up runs from here
     /// to the first accept.
@@ -132,7 +132,7 @@ pub(crate) struct State {
     pub(crate) conns: Vec<ConnRecord>,
     pub(crate) extra_conns: u32,
     pub(crate) epochs: BTreeMap<String, String>,
-    pub(crate) app: AppState,
+    pub(crate) app: AdapterOutput,
     pub(crate) tasks: Vec<AbortHandle>,
     /// Close-code misses of `await_close` steps with `unless_browser`: (connection,
     /// requirement, message), violations unless the adapter declared the `browser`

@@ -48,7 +48,7 @@ pub use reconnect::{
 pub use transcript::{Direction, Entry, Outcome, Transcript, Verdict, Violation, What};
 pub use validate::duplicate_member;
 
-use engine::{AppState, Shared, State};
+use engine::{AdapterOutput, Shared, State};
 use fixture::ExitExpect;
 use rand::Rng;
 use serde_json::Value;
@@ -812,7 +812,7 @@ impl Mock {
                     )
                 })
                 .collect();
-            let app = AppState {
+            let app = AdapterOutput {
                 attached: st.app.attached,
                 started: st.app.started,
                 lines: st.app.lines.clone(),
