@@ -4,10 +4,7 @@ use std::path::Path;
 
 use gherkin::{GherkinEnv, tagexpr::TagOperation};
 
-use crate::{
-    Error,
-    model::{Level, ScenarioDef, StepDef, Suite},
-};
+use crate::model::{Error, Level, ScenarioDef, StepDef, Suite};
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
