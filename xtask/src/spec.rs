@@ -6,22 +6,8 @@
 use std::{collections::BTreeMap, path::Path};
 
 use anyhow::{Context, bail};
-use serde::Serialize;
+use runwire_protocol::requirement::{Level, Requirement};
 
-/// One normative requirement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct Requirement {
-    pub(crate) id: String,
-    pub(crate) area: String,
-    pub(crate) level: String,
-    pub(crate) subject: String,
-    pub(crate) section: String,
-    pub(crate) anchor: String,
-    pub(crate) line: usize,
-    pub(crate) text: String,
-}
-
-const LEVELS: &[&str] = &["MUST", "SHOULD", "MAY"];
 const SUBJECTS: &[&str] = &["server", "client", "producer", "both"];
 
 /// GitHub's heading anchor: lowercase, spaces to '-', punctuation dropped.
@@ -38,7 +24,7 @@ fn anchor(heading: &str) -> String {
         .collect()
 }
 
-fn parse_line(line: &str) -> Option<Result<(String, String, String, String), String>> {
+fn parse_line(line: &str) -> Option<Result<(String, Level, String, String), String>> {
     let t = line.trim_start();
     let rest = t
         .strip_prefix("- **RW-")
@@ -72,23 +58,22 @@ fn parse_line(line: &str) -> Option<Result<(String, String, String, String), Str
         return Some(Err(format!("{id}: want (LEVEL, subject), got ({meta})")));
     };
     let (level, subject) = (level.trim(), subject.trim());
-    if !LEVELS.contains(&level) {
-        return Some(Err(format!(
-            "{id}: level {level:?} is not MUST, SHOULD or MAY"
-        )));
-    }
+    let level = match level.parse::<Level>() {
+        Ok(l) => l,
+        Err(e) => return Some(Err(format!("{id}: {e}"))),
+    };
     if !SUBJECTS.contains(&subject) {
         return Some(Err(format!(
             "{id}: subject {subject:?} is not one of {SUBJECTS:?}"
         )));
     }
     let text = text.trim().to_owned();
-    if !text.contains(level) {
+    if !text.contains(level.as_str()) {
         return Some(Err(format!(
             "{id}: level {level} but the sentence does not say {level}"
         )));
     }
-    Some(Ok((id, level.to_owned(), subject.to_owned(), text)))
+    Some(Ok((id, level, subject.to_owned(), text)))
 }
 
 pub(crate) fn extract_str(src: &str) -> anyhow::Result<Vec<Requirement>> {
@@ -183,7 +168,7 @@ mod tests {
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].id, "RW-SUB-1");
         assert_eq!(r[0].anchor, "8-subscriptions-cursors");
-        assert_eq!(r[1].level, "SHOULD");
+        assert_eq!(r[1].level, Level::Should);
         assert_eq!(r[1].subject, "client");
         assert_eq!(r[1].section, "8.1 More");
     }

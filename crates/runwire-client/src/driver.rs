@@ -5,8 +5,8 @@ use std::{collections::BTreeSet, time::Duration};
 use futures_util::{SinkExt, StreamExt};
 use rand::RngCore;
 use runwire_protocol::{
-    ClientMessage, CloseAction, CloseCode, ErrorFrame, Event, Hello, Limits, Ping, Pong, RunId,
-    ServerMessage, Subscribe, SubscriptionRequest, Unsubscribe, codec,
+    ClientMessage, CloseAction, CloseCode, ErrorCode, ErrorFrame, Event, Hello, Limits, Ping, Pong,
+    RunId, ServerMessage, Subscribe, SubscriptionRequest, Unsubscribe, codec,
 };
 use tokio::{
     net::TcpStream,
@@ -22,8 +22,8 @@ use tokio_tungstenite::{
 };
 
 use crate::{
-    Backoff, ClientConfig, ClientError, ClientEvent, Command, ConnectionState, Cursor,
-    SharedCursors, StateChange, Tracker,
+    Backoff, ClientConfig, ClientError, ClientErrorCode, ClientEvent, Command, ConnectionState,
+    Cursor, SharedCursors, StateChange, Tracker,
     decode::{Decoded, decode_text_frame},
 };
 
@@ -55,9 +55,9 @@ impl Ended {
     }
 }
 
-fn client_error(code: &str, message: impl Into<String>, terminal: bool) -> ClientError {
+fn client_error(code: ClientErrorCode, message: impl Into<String>, terminal: bool) -> ClientError {
     ClientError {
-        code: code.into(),
+        code,
         message: message.into(),
         retryable: !terminal,
         terminal,
@@ -71,7 +71,7 @@ fn client_error(code: &str, message: impl Into<String>, terminal: bool) -> Clien
 
 fn from_frame(e: &ErrorFrame, terminal: bool) -> ClientError {
     ClientError {
-        code: e.code.to_string(),
+        code: e.code.clone().into(),
         message: e.message.clone(),
         retryable: e.retryable,
         terminal,
@@ -96,7 +96,7 @@ pub(crate) struct Driver {
     /// Runs unsubscribed by a gap resync: their `unsubscribed` is not reported.
     resync_unsubs: BTreeSet<RunId>,
     /// The last error code the server sent, for the `reconnect_failed` report.
-    last_error_code: Option<String>,
+    last_error_code: Option<ErrorCode>,
     /// The limits of the current connection, once `welcome` announced them.
     limiter: Limiter,
     /// Connection attempts made since the client started, never reset: what the token
@@ -251,13 +251,15 @@ impl Driver {
                     }
                     None => {
                         let mut e = client_error(
-                            "reconnect_failed",
+                            ClientErrorCode::ReconnectFailed,
                             format!(
                                 "gave up after {} consecutive failed connection attempts \
                                  (last close code: {}, last error code: {})",
                                 self.backoff.config().max_attempts,
                                 close_code.map_or("none".into(), |c| c.to_string()),
-                                self.last_error_code.as_deref().unwrap_or("none"),
+                                self.last_error_code
+                                    .as_ref()
+                                    .map_or("none", ErrorCode::as_str),
                             ),
                             true,
                         );
@@ -383,7 +385,7 @@ impl Driver {
                 Ok(t) => t,
                 Err(msg) => {
                     self.emit(ClientEvent::Error(client_error(
-                        "token_provider",
+                        ClientErrorCode::TokenProvider,
                         format!("the token provider failed: {msg}"),
                         false,
                     )))
@@ -417,7 +419,7 @@ impl Driver {
             Ok(Err(e)) => {
                 let terminal = matches!(e, tungstenite::Error::Url(_));
                 let err = client_error(
-                    "connect_failed",
+                    ClientErrorCode::ConnectFailed,
                     format!("cannot connect to {}: {e}", self.config.url),
                     terminal,
                 );
@@ -429,7 +431,7 @@ impl Driver {
             }
             Err(_) => {
                 self.emit(ClientEvent::Error(client_error(
-                    "connect_failed",
+                    ClientErrorCode::ConnectFailed,
                     format!(
                         "connecting to {} timed out after {:?}",
                         self.config.url, self.config.connect_timeout
@@ -481,7 +483,7 @@ impl Driver {
                             // (RW-INPUT-12): report it, deliver nothing, close 4000
                             // (RW-CLOSE-8) and reconnect with backoff.
                             self.emit(ClientEvent::Error(client_error(
-                                "invalid_frame",
+                                ClientErrorCode::InvalidFrame,
                                 format!("the server sent a text frame that is not UTF-8: {e}"),
                                 false,
                             )))
@@ -502,7 +504,7 @@ impl Driver {
                         Message::Binary(_) => {
                             // RW-INPUT-12, RW-CONV-1: report, close 4000, back off.
                             self.emit(ClientEvent::Error(client_error(
-                                "invalid_frame",
+                                ClientErrorCode::InvalidFrame,
                                 "the server sent a binary frame (Runwire frames are text)",
                                 false,
                             )))
@@ -539,7 +541,7 @@ impl Driver {
                                 if self.tracker.cursors().count() >= max {
                                     // RW-LIMIT-5: never ask for more than announced.
                                     let mut e = client_error(
-                                        "too_many_subscriptions",
+                                        ErrorCode::TooManySubscriptions.into(),
                                         format!("the server allows {max} subscriptions per connection"),
                                         false,
                                     );
@@ -574,7 +576,7 @@ impl Driver {
                         // RW-RECONNECT-11, RW-ERROR-7: no welcome in time is a failed
                         // attempt; close with 1000 (RW-CLOSE-8) and back off.
                         self.emit(ClientEvent::Error(client_error(
-                            "welcome_timeout",
+                            ClientErrorCode::WelcomeTimeout,
                             format!("no welcome within {} ms; reconnecting", s.budget.as_millis()),
                             false,
                         )))
@@ -584,7 +586,7 @@ impl Driver {
                     }
                     tracing::debug!("liveness timeout: no frame within {:?}", s.budget);
                     self.emit(ClientEvent::Error(client_error(
-                        "liveness_timeout",
+                        ClientErrorCode::LivenessTimeout,
                         format!("no frame from the server within {} ms; reconnecting", s.budget.as_millis()),
                         false,
                     )))
@@ -657,7 +659,7 @@ impl Driver {
                 // with backoff; the cursors make the resume lossless.
                 self.events.clear();
                 self.emit(ClientEvent::Error(client_error(
-                    "invalid_frame",
+                    ClientErrorCode::InvalidFrame,
                     format!("the server sent an invalid frame: {e}"),
                     false,
                 )))
@@ -703,7 +705,7 @@ impl Driver {
                     // RW-VERSION-7, RW-CLOSE-8.
                     close_with(ws, WsCloseCode::Library(4000), "protocol_error").await;
                     return Err(Ended::Terminal(client_error(
-                        "protocol_violation",
+                        ClientErrorCode::ProtocolViolation,
                         format!(
                             "the server chose version {:?}, which this client did not offer ({})",
                             w.version,
@@ -747,7 +749,7 @@ impl Driver {
     }
 
     async fn on_error(&mut self, e: ErrorFrame, ws: &mut Ws, s: &mut Session) -> Flow {
-        self.last_error_code = Some(e.code.to_string());
+        self.last_error_code = Some(e.code.clone());
         if let Some(code) = e.close_code {
             if CloseCode(code).action() == CloseAction::Terminal {
                 // The server closes right after; stop now (RW-CLOSE-2).
@@ -803,7 +805,7 @@ fn closed(code: Option<u16>, pending: Option<ErrorFrame>) -> Ended {
             let mut err = match &pending {
                 Some(e) => from_frame(e, true),
                 None => client_error(
-                    "closed",
+                    ClientErrorCode::Closed,
                     format!(
                         "the server closed the connection with terminal code {}",
                         CloseCode(code.unwrap_or(0))

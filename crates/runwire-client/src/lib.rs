@@ -52,6 +52,7 @@ mod chunks;
 mod config;
 mod decode;
 mod driver;
+mod error;
 pub mod tls;
 mod tracker;
 
@@ -70,6 +71,7 @@ pub use backoff::{Backoff, BackoffConfig, Planned};
 pub use chunks::{ChunkAssembler, ChunkError, Output};
 pub use config::{ClientConfig, TokenFuture, TokenProvider};
 pub use decode::{Decoded, decode_frame, decode_text_frame};
+pub use error::{ClientError, ClientErrorCode};
 pub use tracker::{Cursor, OrderingConfig, Tracker, TrackerStats};
 
 /// The connection's state (spec §12).
@@ -129,48 +131,6 @@ impl StateChange {
             close_code: None,
             session: None,
         }
-    }
-}
-
-/// An error reported to the application.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct ClientError {
-    /// The server's error code (spec §13.1), or one of the client's own:
-    /// `reconnect_failed` (max attempts reached), `connect_failed`, `invalid_frame`,
-    /// `protocol_violation`, `closed` (a terminal close code without an error frame),
-    /// `token_provider`, `liveness_timeout`.
-    pub code: String,
-    /// A human-readable explanation.
-    pub message: String,
-    /// The error frame's `retryable` flag; for the client's own errors, whether the
-    /// client keeps trying.
-    pub retryable: bool,
-    /// True when the client stopped for good: it follows `State(Failed)` and is the
-    /// last item of the stream.
-    pub terminal: bool,
-    /// The run, when the error concerns one subscription only.
-    pub run_id: Option<RunId>,
-    /// The server's `retry_after_ms`, if any.
-    pub retry_after_ms: Option<u64>,
-    /// The close code that ended the connection, for terminal errors.
-    pub close_code: Option<u16>,
-    /// For `unsupported_version`: the versions the server speaks (`RW-VERSION-6`).
-    pub supported_versions: Option<Vec<String>>,
-    /// For `reconnect_failed`: the code of the last `error` frame the client saw
-    /// before it gave up (`RW-RECONNECT-3`), if any.
-    pub last_error_code: Option<String>,
-}
-
-impl ClientError {
-    /// Whether this per-run error ended the run's subscription for good: the client
-    /// does not retry it and leaves it out of later `hello`s (`RW-SUB-10`,
-    /// `RW-RECONNECT-8`). `already_subscribed` and `not_subscribed` leave the
-    /// subscription as it was.
-    pub fn ends_subscription(&self) -> bool {
-        self.run_id.is_some()
-            && !self.retryable
-            && !matches!(self.code.as_str(), "already_subscribed" | "not_subscribed")
     }
 }
 

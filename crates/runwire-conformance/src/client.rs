@@ -7,8 +7,7 @@ use std::{collections::BTreeMap, ffi::OsString, path::Path, sync::Arc};
 use runwire_mock::{Direction, Fixture, Mock, MockOptions, Outcome, Report, What};
 
 use crate::{
-    Error,
-    model::{ScenarioDef, WireEntry},
+    model::{Error, ScenarioDef, WireEntry},
     pattern,
     runner::{AttemptCtx, BoxFut, Recorder, StepFail, StepResultT, World, WorldFactory},
 };
@@ -30,9 +29,24 @@ pub struct ClientTarget {
     /// Extra environment (e.g. fault selection of a test adapter).
     pub env: Vec<(String, String)>,
     /// A fault injected between the mock and the adapter (the kit's self-test).
+    #[cfg(feature = "self-test")]
     pub fault: Option<crate::faults::ClientFault>,
     /// How the target is described in reports.
     pub description: String,
+}
+
+impl ClientTarget {
+    /// A command to spawn per scenario, without extra environment (or a fault).
+    pub fn new(program: OsString, args: Vec<OsString>, description: String) -> Self {
+        Self {
+            program,
+            args,
+            env: Vec::new(),
+            #[cfg(feature = "self-test")]
+            fault: None,
+            description,
+        }
+    }
 }
 
 /// Makes client-suite worlds.
@@ -168,26 +182,15 @@ impl ClientWorld {
             .map_err(|e| StepFail::msg(format!("the mock could not start: {e}")))?;
         self.rec
             .note("mock", format!("fixture {id} at {}", mock.url()));
-        let mut filter = None;
-        let mut _faulty = None;
-        if let Some(fault) = self.target.fault {
-            let mut fc = crate::faults::FaultyClient::start(mock.addr(), fault)
-                .await
-                .map_err(|e| StepFail::msg(e.to_string()))?;
-            let sink = mock
-                .attach_app()
-                .map_err(|e| StepFail::msg(e.to_string()))?;
-            let mut env = mock.adapter_env();
-            env.extend(self.target.env.iter().cloned());
-            filter = Some(
-                fc.spawn(&self.target.program, &self.target.args, env, sink)
-                    .map_err(|e| StepFail::msg(e.to_string()))?,
-            );
-            self.rec.note(
-                "mock",
-                format!("fault {fault:?} injected through {}", fc.url()),
-            );
-            _faulty = Some(fc);
+        #[cfg(feature = "self-test")]
+        let faulty = match self.target.fault {
+            Some(fault) => Some(self.through_fault(&mut mock, fault).await?),
+            None => None,
+        };
+        #[cfg(not(feature = "self-test"))]
+        let faulty: Option<std::convert::Infallible> = None;
+        if faulty.is_some() {
+            // The adapter runs behind the fault proxy.
         } else if self.target.env.is_empty() {
             mock.spawn_adapter(self.target.program.clone(), &self.target.args)
                 .map_err(|e| StepFail::msg(e.to_string()))?;
@@ -204,13 +207,41 @@ impl ClientWorld {
                 .map_err(|e| StepFail::msg(e.to_string()))?;
         }
         let report = mock.finish().await;
-        if let Some(f) = filter {
-            f.abort();
+        #[cfg(feature = "self-test")]
+        if let Some((_, filter)) = &faulty {
+            filter.abort();
         }
         self.rec
             .extend(report.transcript.entries.iter().map(to_wire).collect());
         self.last = Some(report);
         Ok(())
+    }
+
+    /// Starts the adapter behind a proxy that injects `fault` (the kit's self-test);
+    /// returns the proxy, to hold until the fixture ends, and the task filtering the
+    /// adapter's output, to abort then.
+    #[cfg(feature = "self-test")]
+    async fn through_fault(
+        &mut self,
+        mock: &mut Mock,
+        fault: crate::faults::ClientFault,
+    ) -> Result<(crate::faults::FaultyClient, tokio::task::JoinHandle<()>), StepFail> {
+        let mut fc = crate::faults::FaultyClient::start(mock.addr(), fault)
+            .await
+            .map_err(|e| StepFail::msg(e.to_string()))?;
+        let sink = mock
+            .attach_app()
+            .map_err(|e| StepFail::msg(e.to_string()))?;
+        let mut env = mock.adapter_env();
+        env.extend(self.target.env.iter().cloned());
+        let filter = fc
+            .spawn(&self.target.program, &self.target.args, env, sink)
+            .map_err(|e| StepFail::msg(e.to_string()))?;
+        self.rec.note(
+            "mock",
+            format!("fault {fault:?} injected through {}", fc.url()),
+        );
+        Ok((fc, filter))
     }
 
     fn judge(&self) -> StepResultT {

@@ -4,27 +4,12 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Deserialize;
 
-use crate::model::{ScenarioDef, Suite};
+use crate::model::{Error, Level, ScenarioDef, Suite};
 
 static REQUIREMENTS: &str = include_str!("../../../spec/requirements.json");
 static UNOBSERVABLE: &str = include_str!("../../../conformance/unobservable.json");
 
-/// One requirement of the spec.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Requirement {
-    /// `RW-AREA-N`.
-    pub id: String,
-    /// `MUST`, `SHOULD`, `MAY`.
-    pub level: String,
-    /// `server`, `client`, `both`, `producer`.
-    pub subject: String,
-    /// The section.
-    #[serde(default)]
-    pub section: String,
-    /// The text.
-    #[serde(default)]
-    pub text: String,
-}
+pub use runwire_protocol::requirement::Requirement;
 
 #[derive(Deserialize)]
 struct File {
@@ -286,7 +271,7 @@ pub fn render(rows: &[Row], verbose: bool, scope: Scope) -> String {
     let covered = rows.iter().filter(|r| r.is_covered(scope)).count();
     let must: Vec<&Row> = rows
         .iter()
-        .filter(|r| r.requirement.level == "MUST")
+        .filter(|r| r.requirement.level == Level::Must)
         .collect();
     let must_cov = must.iter().filter(|r| r.is_covered(scope)).count();
     let unobs: Vec<(&Row, String)> = rows
@@ -325,10 +310,75 @@ pub fn render(rows: &[Row], verbose: bool, scope: Scope) -> String {
 pub fn missing_musts(rows: &[Row], scope: Scope) -> Vec<&str> {
     rows.iter()
         .filter(|r| {
-            r.requirement.level == "MUST"
+            r.requirement.level == Level::Must
                 && !r.is_covered(scope)
                 && r.unobservable_in_scope(scope).is_none()
         })
         .map(|r| r.requirement.id.as_str())
         .collect()
+}
+
+/// The result of the coverage check (`runwire conform coverage`).
+#[derive(Debug, Clone)]
+pub struct CoverageCheck {
+    /// The requirement × scenario matrix, rendered.
+    pub table: String,
+    /// What fails the check, one line each: scenarios naming a requirement the spec
+    /// does not have, stale or unknown entries of `conformance/unobservable.json`, and
+    /// MUST requirements without a scenario.
+    pub errors: Vec<String>,
+}
+
+impl CoverageCheck {
+    /// Whether nothing fails the check.
+    pub fn passed(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Checks that every MUST requirement of the spec has a scenario in `scenarios` (of
+/// `only` that suite, when given) or an entry of `conformance/unobservable.json`
+/// saying why no scenario can observe it, and that the scenarios and that list name
+/// only requirements the spec has.
+pub fn check(
+    scenarios: &[ScenarioDef],
+    only: Option<Suite>,
+    verbose: bool,
+) -> Result<CoverageCheck, Error> {
+    let mut rows = matrix(scenarios);
+    // MUSTs no scenario can observe are listed apart with a reason; a stale or unknown
+    // entry of that list is an error.
+    let unobservable = unobservable().map_err(|e| Error::File {
+        file: "conformance/unobservable.json (embedded)".into(),
+        reason: format!("not a JSON object: {e}"),
+    })?;
+    let list_problems = mark_unobservable(&mut rows, &unobservable);
+    let scope = match only {
+        Some(suite) => {
+            // Only the requirements this suite can test; a "both" requirement needs a
+            // scenario of this suite (or an entry saying why it cannot observe it).
+            rows.retain(|r| r.testable_by(suite));
+            Scope::Only(suite)
+        }
+        None => Scope::All,
+    };
+    let table = render(&rows, verbose, scope);
+    let mut errors: Vec<String> = unknown_tags(scenarios)
+        .into_iter()
+        .map(|(s, r)| format!("scenario {s} names {r}, which spec/requirements.json does not have"))
+        .collect();
+    errors.extend(
+        list_problems
+            .into_iter()
+            .map(|p| format!("conformance/unobservable.json: {p}")),
+    );
+    let missing = missing_musts(&rows, scope);
+    if !missing.is_empty() {
+        errors.push(format!(
+            "{} MUST requirement(s) have no scenario: {}",
+            missing.len(),
+            missing.join(" ")
+        ));
+    }
+    Ok(CoverageCheck { table, errors })
 }

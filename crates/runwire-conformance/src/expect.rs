@@ -3,10 +3,7 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use crate::{
-    Error,
-    model::{Grade, ScenarioResult, StaleEntry},
-};
+use crate::model::{Error, Grade, ScenarioResult, StaleEntry};
 
 /// `*` in a pattern matches any run of characters.
 pub fn glob(pattern: &str, text: &str) -> bool {

@@ -4,10 +4,7 @@ use std::path::Path;
 
 use gherkin::{GherkinEnv, tagexpr::TagOperation};
 
-use crate::{
-    Error,
-    model::{Level, ScenarioDef, StepDef, Suite},
-};
+use crate::model::{Error, Level, ScenarioDef, StepDef, Suite};
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
@@ -122,13 +119,8 @@ pub fn parse(files: &[(String, String)]) -> Result<Vec<ScenarioDef>, Error> {
             tags.dedup();
             let requirements: Vec<String> =
                 tags.iter().filter(|t| is_requirement(t)).cloned().collect();
-            let level = if tags.iter().any(|t| t == "must") {
-                Level::Must
-            } else if tags.iter().any(|t| t == "should") {
-                Level::Should
-            } else if tags.iter().any(|t| t == "may") {
-                Level::May
-            } else {
+            let tagged = |l: &Level| tags.iter().any(|t| *t == l.as_str().to_ascii_lowercase());
+            let Some(level) = Level::ALL.into_iter().find(tagged) else {
                 return Err(Error::Features {
                     file: file.clone(),
                     reason: format!(

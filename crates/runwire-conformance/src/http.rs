@@ -1,6 +1,15 @@
 //! A deliberately small HTTP/1.1 client for the producer API: one request per
 //! connection (`Connection: close`), `Content-Length` or chunked bodies. The runner
 //! must judge any server's raw answers, so it parses nothing beyond HTTP itself.
+//!
+//! Why not hyper's client: scenarios dictate requests byte for byte, including ones
+//! a well-behaved client never sends (a request line with a path as the scenario
+//! writes it, a body that is not JSON, a body without any `Content-Type`, header
+//! lines as given), and the server's answer must be judged exactly as it came, one
+//! fresh connection per request so no pooling hides per-connection behaviour.
+//! hyper's client builds requests from typed `Uri` and `HeaderValue`s that validate
+//! and normalise, pools connections, and needs its `client` feature and a connection
+//! driver; these ~100 lines of writing bytes and reading them back serve better.
 
 use std::time::Duration;
 

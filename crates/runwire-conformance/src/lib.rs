@@ -11,10 +11,11 @@
 //!   plays fixtures (`fixtures/client/*.json`) to a [`ClientTarget`], a command the
 //!   runner spawns per scenario (`docs/client-adapter.md`).
 //!
-//! - **The kit checks itself** ([`faults`]): a fault-injecting proxy turns the reference
-//!   server and the reference adapter into broken variants (a skipped seq, repeated
-//!   events, swallowed pings, a wrong resume cursor, no de-duplication, …); the
-//!   integration tests require every variant to fail a scenario that names the violated
+//! - **The kit checks itself** (`faults`, behind the `self-test` feature, which only
+//!   the kit's own tests enable): a fault-injecting proxy turns the reference server
+//!   and the reference adapter into broken variants (a skipped seq, repeated events,
+//!   swallowed pings, a wrong resume cursor, no de-duplication, …); the integration
+//!   tests require every variant to fail a scenario that names the violated
 //!   requirement, and the reference implementations to pass everything.
 //!
 //! Every scenario carries its requirement ids (`@RW-SUB-3`), its level (`@must`,
@@ -45,6 +46,7 @@
 pub mod client;
 pub mod coverage;
 pub mod expect;
+#[cfg(feature = "self-test")]
 pub mod faults;
 pub mod features;
 pub mod fold;
@@ -57,58 +59,18 @@ pub mod reference;
 pub mod report;
 pub mod runner;
 pub mod server;
+pub mod session;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 pub use client::ClientTarget;
-pub use model::{Grade, Level, RunReport, ScenarioDef, ScenarioResult, Suite};
+pub use model::{Error, Grade, Level, RunReport, ScenarioDef, ScenarioResult, Suite};
 pub use server::{AdmissionDecl, ServerControl, ServerTarget, ShortRetention, TokenMinter};
 
 use crate::{
     features::TagFilter,
     runner::{ExecOptions, WorldFactory},
 };
-
-/// Why the kit could not run.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// A feature file is malformed or breaks the suite's conventions.
-    #[error("feature file {file}: {reason}")]
-    Features {
-        /// The file.
-        file: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A step has no definition.
-    #[error("{file}:{line}: undefined step {text:?}")]
-    UndefinedStep {
-        /// The file.
-        file: String,
-        /// The line.
-        line: usize,
-        /// The step text.
-        text: String,
-    },
-    /// A `--tags` expression does not parse.
-    #[error("bad tag expression {0}")]
-    Tags(String),
-    /// A fixture does not load.
-    #[error("fixture: {0}")]
-    Fixture(String),
-    /// The target could not be set up.
-    #[error("target: {0}")]
-    Target(String),
-    /// An expected-failures or baseline file is malformed or unreadable.
-    #[error("{file}: {reason}")]
-    File {
-        /// The file.
-        file: String,
-        /// What is wrong.
-        reason: String,
-    },
-}
 
 /// What to run against.
 #[derive(Debug, Default, Clone)]
@@ -218,11 +180,7 @@ pub fn load_all(
         if played.contains(&f.id) {
             continue;
         }
-        let level = match f.level.as_str() {
-            "SHOULD" => Level::Should,
-            "MAY" => Level::May,
-            _ => Level::Must,
-        };
+        let level = f.level;
         let mut tags = vec!["fixtures".to_owned(), level.as_str().to_ascii_lowercase()];
         tags.extend(f.requirements.iter().cloned());
         all.push(ScenarioDef {

@@ -1,5 +1,7 @@
-//! The data model: scenarios as loaded, results as graded, and the run report (whose
-//! JSON form is `--json`, described by `schema/tools/conformance-report.schema.json`).
+//! The data model: scenarios as loaded, results as graded, the run report (whose
+//! JSON form is `--json`, described by `schema/tools/conformance-report.schema.json`),
+//! and why the kit could not run ([`Error`]). The other modules build on these types
+//! rather than on the crate root.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -26,29 +28,47 @@ impl Suite {
     }
 }
 
-/// How binding the requirements a scenario proves are (RFC 2119).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Level {
-    /// MUST: a failure fails the run.
-    Must,
-    /// SHOULD: a failure warns (fails with `--strict`).
-    Should,
-    /// MAY: a failure is a notice.
-    May,
-}
+pub use runwire_protocol::requirement::Level;
 
-impl Level {
-    /// `MUST`, `SHOULD` or `MAY`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Must => "MUST",
-            Self::Should => "SHOULD",
-            Self::May => "MAY",
-        }
-    }
+/// Why the kit could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A feature file is malformed or breaks the suite's conventions.
+    #[error("feature file {file}: {reason}")]
+    Features {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A step has no definition.
+    #[error("{file}:{line}: undefined step {text:?}")]
+    UndefinedStep {
+        /// The file.
+        file: String,
+        /// The line.
+        line: usize,
+        /// The step text.
+        text: String,
+    },
+    /// A `--tags` expression does not parse.
+    #[error("bad tag expression {0}")]
+    Tags(String),
+    /// A fixture does not load.
+    #[error("fixture: {0}")]
+    Fixture(String),
+    /// The target could not be set up.
+    #[error("target: {0}")]
+    Target(String),
+    /// An expected-failures or baseline file is malformed or unreadable.
+    #[error("{file}: {reason}")]
+    File {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// One step of a scenario, as written.

@@ -11,7 +11,7 @@ use runwire_server::{
 use tokio::sync::Mutex;
 
 use crate::{
-    Error,
+    model::Error,
     server::{ServerControl, ServerTarget, ShortRetention},
 };
 

@@ -26,7 +26,7 @@ use runwire_mock::lateness::{Probe, TimingMiss};
 use tokio::time::Instant;
 
 use crate::model::{
-    Attempt, Grade, Level, ScenarioDef, ScenarioResult, StepResult, StepStatus, WireEntry,
+    Attempt, Grade, Level, ScenarioDef, ScenarioResult, StepDef, StepResult, StepStatus, WireEntry,
 };
 
 /// Records a scenario's wire transcript.
@@ -277,14 +277,7 @@ pub fn requirement_level(id: &str) -> Option<Level> {
         .get_or_init(|| {
             crate::coverage::requirements()
                 .into_iter()
-                .map(|r| {
-                    let l = match r.level.as_str() {
-                        "MUST" => Level::Must,
-                        "SHOULD" => Level::Should,
-                        _ => Level::May,
-                    };
-                    (r.id, l)
-                })
+                .map(|r| (r.id, r.level))
                 .collect()
         })
         .get(id)
@@ -309,6 +302,57 @@ fn judge_fail(f: &mut StepFail, probe: &Probe) -> bool {
         return explained;
     }
     f.inconclusive
+}
+
+/// Whether a step with `keyword` is a `Then` (an `And` or `But` after a `Then`
+/// counts as one), given the steps before it.
+fn is_then(keyword: &str, before: &[StepResult]) -> bool {
+    keyword == "Then"
+        || (keyword == "And" || keyword == "But")
+            && before
+                .iter()
+                .rev()
+                .find(|s| s.keyword != "And" && s.keyword != "But")
+                .is_some_and(|s| s.keyword == "Then")
+}
+
+/// Grades the failure `f` of step `st`: the scenario's grade, the requirement it
+/// violated (none when not implemented), and the message.
+fn grade_failure(
+    sc: &ScenarioDef,
+    st: &StepDef,
+    f: &mut StepFail,
+    probe: &Probe,
+) -> (Grade, Option<String>, String) {
+    if f.not_implemented {
+        return (
+            Grade::NotImplemented,
+            None,
+            format!("not implemented: {}", f.message),
+        );
+    }
+    let inconclusive = judge_fail(f, probe);
+    let req = f.requirement.clone().unwrap_or_else(|| first_req(sc));
+    let level = requirement_level(&req).unwrap_or(sc.level);
+    let grade = if inconclusive {
+        Grade::Inconclusive
+    } else {
+        Grade::Fail
+    };
+    let msg = format!(
+        "{req} ({}) {} at step \"{} {}\" (line {}): {}",
+        level.as_str(),
+        if inconclusive {
+            "undecided"
+        } else {
+            "violated"
+        },
+        st.keyword,
+        st.text,
+        st.line,
+        f.message
+    );
+    (grade, Some(req), msg)
 }
 
 /// Runs one attempt of a scenario to a graded result.
@@ -355,13 +399,7 @@ pub async fn run_one(
         }
         rec.note("runner", format!("step: {} {}", st.keyword, st.text));
         let t0 = Instant::now();
-        let is_then = st.keyword == "Then"
-            || (st.keyword == "And" || st.keyword == "But")
-                && steps
-                    .iter()
-                    .rev()
-                    .find(|s: &&StepResult| s.keyword != "And" && s.keyword != "But")
-                    .is_some_and(|s| s.keyword == "Then");
+        let is_then = is_then(&st.keyword, &steps);
         let fut = std::panic::AssertUnwindSafe(world.step(
             &st.keyword,
             &st.text,
@@ -409,33 +447,8 @@ pub async fn run_one(
                         format!("{}; then: {then}", v.message),
                     );
                 }
-                let inconclusive = !f.not_implemented && judge_fail(&mut f, &opts.probe);
-                let req = f.requirement.clone().unwrap_or_else(|| first_req(sc));
-                let level = requirement_level(&req).unwrap_or(sc.level);
-                let msg = if f.not_implemented {
-                    grade = Grade::NotImplemented;
-                    format!("not implemented: {}", f.message)
-                } else {
-                    grade = if inconclusive {
-                        Grade::Inconclusive
-                    } else {
-                        Grade::Fail
-                    };
-                    violated = Some(req.clone());
-                    format!(
-                        "{req} ({}) {} at step \"{} {}\" (line {}): {}",
-                        level.as_str(),
-                        if inconclusive {
-                            "undecided"
-                        } else {
-                            "violated"
-                        },
-                        st.keyword,
-                        st.text,
-                        st.line,
-                        f.message
-                    )
-                };
+                let (g, v, msg) = grade_failure(sc, st, &mut f, &opts.probe);
+                (grade, violated) = (g, v);
                 rec.note("runner", &msg);
                 steps.push(StepResult {
                     keyword: st.keyword.clone(),

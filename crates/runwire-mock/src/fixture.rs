@@ -4,9 +4,15 @@
 //! Every duration is in milliseconds and is multiplied by the run's time scale. Every
 //! struct rejects unknown members, so a typo in a fixture is an error, not a silently
 //! ignored expectation.
+//!
+//! This file runs past 1,000 lines because it is the format's one declaration: 44
+//! types whose doc comments are also the descriptions of the generated
+//! `schema/tools/fixture.schema.json`, kept together so the format reads top-down.
 
 use std::{collections::BTreeMap, path::Path};
 
+use runwire_protocol::codec::{EnumSegments, json_pointer};
+pub use runwire_protocol::requirement::Level;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -56,31 +62,6 @@ pub struct Fixture {
     /// Expectations judged at the end of the fixture.
     #[serde(default)]
     pub expect: FinalExpect,
-}
-
-/// How binding a fixture's requirements are (RFC 2119).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    /// A MUST requirement: failing is non-conformance.
-    Must,
-    /// A SHOULD requirement.
-    Should,
-    /// A MAY requirement (optional feature).
-    May,
-}
-
-impl Level {
-    /// `MUST`, `SHOULD` or `MAY`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Must => "MUST",
-            Self::Should => "SHOULD",
-            Self::May => "MAY",
-        }
-    }
 }
 
 /// A run's log as the mock serves it: events `1..=length` of one epoch.
@@ -1003,29 +984,6 @@ pub struct FixtureError {
     pub reason: String,
 }
 
-fn pointer_of(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for seg in path.iter() {
-        match seg {
-            Segment::Seq { index } => {
-                out.push('/');
-                out.push_str(&index.to_string());
-            }
-            Segment::Map { key } => {
-                out.push('/');
-                out.push_str(&key.replace('~', "~0").replace('/', "~1"));
-            }
-            Segment::Enum { variant } => {
-                out.push('/');
-                out.push_str(variant);
-            }
-            Segment::Unknown => {}
-        }
-    }
-    out
-}
-
 fn strip_position(msg: String) -> String {
     match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_owned(),
@@ -1059,7 +1017,7 @@ impl Fixture {
     pub fn parse(text: &str, file: &str) -> Result<Self, FixtureError> {
         let mut de = serde_json::Deserializer::from_str(text);
         let fixture: Fixture = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let pointer = pointer_of(e.path());
+            let pointer = json_pointer(e.path(), EnumSegments::Name);
             let inner = e.into_inner();
             let reason = if inner.is_syntax() || inner.is_eof() {
                 format!("invalid JSON: {inner}")

@@ -6,27 +6,20 @@ use std::collections::BTreeMap;
 use rand::{Rng, SeedableRng, seq::IndexedRandom};
 use rand_chacha::ChaCha8Rng;
 use runwire_protocol::{
-    Epoch, Event, EventId, EventPayload, RunId, RunSnapshot, Timestamp, codec::encode,
+    Epoch, Event, EventId, EventPayload, KNOWN_EVENT_TYPES, RunId, RunSnapshot, Timestamp,
+    codec::encode,
 };
 use serde_json::{Value, json};
 
 use crate::fixture::{Fixture, RunLog};
 
-/// The event types the generator can produce.
-pub const SUPPORTED_TYPES: &[&str] = &[
-    "run.progress",
-    "run.metadata",
-    "run.phase",
-    "log.line",
-    "tool.started",
-    "tool.finished",
-    "agent.message",
-    "agent.thinking",
-    "file.changed",
-    "artifact.created",
-    "todo.updated",
-    "output.chunk",
-];
+/// The event types the generator can produce: every type v1 defines
+/// ([`KNOWN_EVENT_TYPES`], spec order) but the first, `run.status`, which the generator
+/// writes itself as a log's first and terminal events.
+pub const SUPPORTED_TYPES: &[&str] = match KNOWN_EVENT_TYPES.split_first() {
+    Some((_, rest)) => rest,
+    None => &[],
+};
 
 const DEFAULT_TYPES: &[&str] = &["run.progress", "log.line", "run.phase", "agent.message"];
 
@@ -273,5 +266,34 @@ impl Logs {
             snap.apply(e);
         }
         Some(snap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn supported_types_are_every_known_type_but_run_status() {
+        assert_eq!(KNOWN_EVENT_TYPES[0], "run.status");
+        assert_eq!(SUPPORTED_TYPES.len() + 1, KNOWN_EVENT_TYPES.len());
+        assert!(!SUPPORTED_TYPES.contains(&"run.status"));
+    }
+
+    /// A type added to the protocol reaches `SUPPORTED_TYPES` by itself; this fails
+    /// until `payload` generates valid content for it.
+    #[test]
+    fn every_supported_type_generates_a_valid_payload() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for ty in SUPPORTED_TYPES {
+            let data = payload(ty, 3, 10, &mut rng, &mut 0, false);
+            assert!(
+                data.as_object().is_some_and(|o| !o.is_empty()),
+                "{ty}: no generated content"
+            );
+            let p = EventPayload::from_type_and_data(ty, data)
+                .unwrap_or_else(|e| panic!("{ty}: generated data does not decode: {e}"));
+            assert!(p.is_known(), "{ty}");
+        }
     }
 }

@@ -118,7 +118,18 @@ fn strip_position(msg: String) -> String {
     }
 }
 
-fn pointer_of(path: &serde_path_to_error::Path) -> String {
+/// Whether [`json_pointer`] writes the variant of an externally tagged enum as a
+/// segment of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnumSegments {
+    /// Leave variants out: the pointer addresses the JSON document only.
+    Omit,
+    /// Write each variant name as a segment (`/steps/0/send`).
+    Name,
+}
+
+/// The JSON pointer (RFC 6901) of the value a `serde_path_to_error` path leads to.
+pub fn json_pointer(path: &serde_path_to_error::Path, enums: EnumSegments) -> String {
     use serde_path_to_error::Segment;
     let mut out = String::new();
     for seg in path.iter() {
@@ -130,6 +141,10 @@ fn pointer_of(path: &serde_path_to_error::Path) -> String {
             Segment::Map { key } => {
                 out.push('/');
                 out.push_str(&key.replace('~', "~0").replace('/', "~1"));
+            }
+            Segment::Enum { variant } if enums == EnumSegments::Name => {
+                out.push('/');
+                out.push_str(variant);
             }
             Segment::Enum { .. } | Segment::Unknown => {}
         }
@@ -202,7 +217,7 @@ fn body<T: DeserializeOwned>(frame: &[u8], message_type: &str) -> Result<T, Deco
     let mut de = serde_json::Deserializer::from_slice(frame);
     serde_path_to_error::deserialize(&mut de).map_err(|e| DecodeError::Invalid {
         message_type: message_type.to_owned(),
-        pointer: pointer_of(e.path()),
+        pointer: json_pointer(e.path(), EnumSegments::Omit),
         reason: strip_position(e.inner().to_string()),
     })
 }

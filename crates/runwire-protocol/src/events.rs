@@ -429,6 +429,13 @@ macro_rules! payloads {
         /// Every event type name v1 defines, in spec order.
         pub const KNOWN_EVENT_TYPES: &[&str] = &[$($name),*];
 
+        /// Calls `visitor` once per payload type v1 defines, in spec order: lists that
+        /// must follow the event types (schemas, generators) are built with it, so a
+        /// new type reaches them without a second list to edit.
+        pub fn visit_event_types<V: EventTypeVisitor>(visitor: &mut V) {
+            $(visitor.visit::<$ty>();)*
+        }
+
         impl EventPayload {
             /// The event type name.
             pub fn event_type(&self) -> &str {
@@ -491,6 +498,12 @@ macro_rules! payloads {
             }
         }
     };
+}
+
+/// Receives every payload type v1 defines, from [`visit_event_types`].
+pub trait EventTypeVisitor {
+    /// Called once for the payload type `T` (its type name is `T::TYPE`).
+    fn visit<T: EventData>(&mut self);
 }
 
 /// Deserializes the `data` member of an event of the given type: known types into

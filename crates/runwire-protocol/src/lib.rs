@@ -6,8 +6,9 @@
 //! the control messages in both directions ([`ClientMessage`], [`ServerMessage`]),
 //! the producer HTTP API bodies ([`http`]), error and close codes ([`ErrorCode`],
 //! [`CloseCode`]), the folded run state used by snapshots ([`RunSnapshot`]), and a
-//! decoder with size limits whose errors carry a JSON pointer ([`codec`]), and events
-//! encoded once with the `event` and `batch` frames built from them ([`raw`]).
+//! decoder with size limits whose errors carry a JSON pointer ([`codec`]), events
+//! encoded once with the `event` and `batch` frames built from them ([`raw`]), and the
+//! spec's requirement levels and entries ([`requirement`]).
 //!
 //! It does no I/O and has no async runtime dependency, so any transport can use it.
 //!
@@ -25,14 +26,16 @@ mod ids;
 mod messages;
 mod num;
 pub mod raw;
+pub mod requirement;
 mod snapshot;
 
 pub use codes::{CloseAction, CloseCode, ErrorCode};
 pub use events::{
     AgentMessageData, AgentThinkingData, ArtifactCreatedData, ChunkEncoding, Event, EventData,
-    EventPayload, FileChange, FileChangedData, KNOWN_EVENT_TYPES, LogLevel, LogLineData,
-    OutputChunkData, PayloadSeed, ProgressData, RunMetadataData, RunPhaseData, RunStatus,
-    RunStatusData, TodoItem, TodoStatus, TodoUpdatedData, ToolFinishedData, ToolStartedData,
+    EventPayload, EventTypeVisitor, FileChange, FileChangedData, KNOWN_EVENT_TYPES, LogLevel,
+    LogLineData, OutputChunkData, PayloadSeed, ProgressData, RunMetadataData, RunPhaseData,
+    RunStatus, RunStatusData, TodoItem, TodoStatus, TodoUpdatedData, ToolFinishedData,
+    ToolStartedData, visit_event_types,
 };
 pub use ids::{EVENT_TYPE_PATTERN, Epoch, EventId, IdError, RunId, Timestamp, is_valid_event_type};
 pub use messages::{

@@ -20,6 +20,8 @@ use runwire_protocol as p;
 use schemars::{JsonSchema, generate::SchemaSettings};
 use serde_json::{Map, Value, json};
 
+pub use crate::tree::Direction;
+
 /// Base URL of every schema `$id`.
 pub const SCHEMA_BASE_URL: &str = "https://runwire.dev/schema/";
 
@@ -41,26 +43,6 @@ impl Contract {
         match self {
             Self::Writer => "writer",
             Self::Reader => "reader",
-        }
-    }
-}
-
-/// Who writes a schema's messages and who reads them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Direction {
-    /// The server writes; clients and producers read (server messages, events, HTTP
-    /// responses).
-    ServerToClient,
-    /// Clients and producers write; the server reads (client messages, HTTP requests).
-    ClientToServer,
-}
-
-impl Direction {
-    /// `server-to-client` or `client-to-server`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ServerToClient => "server-to-client",
-            Self::ClientToServer => "client-to-server",
         }
     }
 }
@@ -381,8 +363,16 @@ fn pair<T: JsonSchema>(name: &str, direction: Direction) -> SchemaPair {
     }
 }
 
-fn payload_pair<T: p::EventData>() -> SchemaPair {
-    pair::<T>(&format!("events/{}", T::TYPE), Direction::ServerToClient)
+/// Collects one schema pair per event payload type (`events/<type>`), in spec order.
+struct PayloadPairs<'a>(&'a mut Vec<SchemaPair>);
+
+impl p::EventTypeVisitor for PayloadPairs<'_> {
+    fn visit<T: p::EventData>(&mut self) {
+        self.0.push(pair::<T>(
+            &format!("events/{}", T::TYPE),
+            Direction::ServerToClient,
+        ));
+    }
 }
 
 /// Every schema pair of the current protocol version, in a stable order.
@@ -416,19 +406,7 @@ pub fn schema_pairs() -> Vec<SchemaPair> {
 
     out.push(pair::<p::Event>("event", S2C));
     out.push(pair::<p::RunSnapshot>("snapshot", S2C));
-    out.push(payload_pair::<p::RunStatusData>());
-    out.push(payload_pair::<p::ProgressData>());
-    out.push(payload_pair::<p::RunMetadataData>());
-    out.push(payload_pair::<p::RunPhaseData>());
-    out.push(payload_pair::<p::LogLineData>());
-    out.push(payload_pair::<p::ToolStartedData>());
-    out.push(payload_pair::<p::ToolFinishedData>());
-    out.push(payload_pair::<p::AgentMessageData>());
-    out.push(payload_pair::<p::AgentThinkingData>());
-    out.push(payload_pair::<p::FileChangedData>());
-    out.push(payload_pair::<p::ArtifactCreatedData>());
-    out.push(payload_pair::<p::TodoUpdatedData>());
-    out.push(payload_pair::<p::OutputChunkData>());
+    p::visit_event_types(&mut PayloadPairs(&mut out));
     out.push(pair::<p::http::NewEvent>("http/new-event", C2S));
     out.push(pair::<p::http::AppendRequest>("http/append-request", C2S));
     out.push(pair::<p::http::AppendResponse>("http/append-response", S2C));

@@ -12,13 +12,15 @@ use std::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Which party writes a schema.
+/// Who writes a schema's messages and who reads them (the `direction` of an
+/// `index.json` entry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Direction {
-    /// The server writes, clients (and producers) read.
+    /// The server writes; clients and producers read (server messages, events, HTTP
+    /// responses).
     ServerToClient,
-    /// Clients (and producers) write, the server reads.
+    /// Clients and producers write; the server reads (client messages, HTTP requests).
     ClientToServer,
 }
 

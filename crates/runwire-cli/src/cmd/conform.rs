@@ -21,8 +21,11 @@ use std::{
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use runwire_conformance::{
-    ClientTarget, ConformOptions, Plan, ServerControl, ServerTarget, coverage, expect,
-    features::TagFilter, model::report_schema, preflight, reference, report,
+    ClientTarget, ConformOptions, RunReport, ServerControl, ServerTarget, Suite, coverage, expect,
+    features::TagFilter,
+    model::report_schema,
+    report,
+    session::{Outcome, ScaleChoice, Session},
 };
 
 /// Known bugs of the bundled reference implementations (applied in the default mode).
@@ -105,15 +108,15 @@ struct ServerArgs {
     /// implemented. The kit opens that many silent sockets (at most 1024).
     #[arg(long)]
     pre_hello_limit: Option<u32>,
+    /// The server's request size limit in bytes (`RW-SEC-14`); without it the kit
+    /// declares a 1 TiB body, over any limit.
+    #[arg(long)]
+    max_request_bytes: Option<u64>,
     /// The most WebSocket connections one identity may hold (`RW-SEC-18`); the kit
     /// fills it with `--limited-token` (at most 512). Without it the per-identity
     /// scenario is graded not implemented.
     #[arg(long)]
     identity_limit: Option<u32>,
-    /// The server's request size limit in bytes (`RW-SEC-14`); without it the kit
-    /// declares a 1 TiB body, over any limit.
-    #[arg(long)]
-    max_request_bytes: Option<u64>,
     /// Declares that runs whose id starts with PREFIX keep at least their last N events
     /// and are trimmed eventually once they hold more (e.g. `rwc-retained-=50`), for the
     /// retention scenarios (trimmed history 410 `RW-INGEST-17`, reset of a trimmed
@@ -148,7 +151,7 @@ struct Common {
     /// measure this machine's timer lateness and the adapter's start-up time first and
     /// choose the scale from them (printed, and recorded in every report).
     #[arg(long, global = true, default_value = "auto")]
-    time_scale: TimeScale,
+    time_scale: ScaleChoice,
     /// Time scale of the client suite (default: with `--time-scale auto` chosen from
     /// the measured lateness and adapter start-up; otherwise --time-scale, doubled in
     /// the default mode because the adapter is a separate process).
@@ -206,27 +209,6 @@ struct Common {
     /// No progress lines.
     #[arg(long, short, global = true)]
     quiet: bool,
-}
-
-/// `--time-scale`: a number, or `auto`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum TimeScale {
-    Auto,
-    Fixed(f64),
-}
-
-impl std::str::FromStr for TimeScale {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "auto" {
-            return Ok(Self::Auto);
-        }
-        match s.parse::<f64>() {
-            Ok(x) if x > 0.0 && x.is_finite() => Ok(Self::Fixed(x)),
-            _ => Err(format!("{s:?} is not a positive number or `auto`")),
-        }
-    }
 }
 
 /// Mints expiring tokens with a shell command.
@@ -306,86 +288,69 @@ fn scenarios_for_coverage(
     )?)
 }
 
+/// `--suite`, when given.
+fn only_suite(common: &Common) -> anyhow::Result<Option<Suite>> {
+    Ok(match common.suite.as_deref() {
+        None => None,
+        Some("server") => Some(Suite::Server),
+        Some("client") => Some(Suite::Client),
+        Some(other) => bail!("--suite must be server or client, not {other:?}"),
+    })
+}
+
+/// `runwire conform coverage`: the matrix, then every problem; exit 1 on any.
+fn coverage(common: &Common, verbose: bool) -> anyhow::Result<ExitCode> {
+    let sc = scenarios_for_coverage(common)?;
+    runwire_conformance::check_steps(&sc)?;
+    let check = coverage::check(&sc, only_suite(common)?, verbose)?;
+    print!("{}", check.table);
+    for e in &check.errors {
+        eprintln!("error: {e}");
+    }
+    Ok(if check.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `runwire conform list`: the scenarios after `--tags`.
+fn list(common: &Common) -> anyhow::Result<ExitCode> {
+    let sc = scenarios_for_coverage(common)?;
+    let tags = common.tags.as_deref().map(TagFilter::parse).transpose()?;
+    for s in sc
+        .iter()
+        .filter(|s| tags.as_ref().is_none_or(|t| t.matches(&s.tags)))
+    {
+        println!(
+            "{:<60} {:<6} {}",
+            s.id,
+            s.level.as_str(),
+            s.requirements.join(" ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `runwire conform steps`: every step pattern of both suites.
+fn steps() -> ExitCode {
+    println!("# server suite");
+    for p in runwire_conformance::server::step_patterns() {
+        println!("{p}");
+    }
+    println!("\n# client suite");
+    for p in runwire_conformance::client::STEP_PATTERNS {
+        println!("{p}");
+    }
+    ExitCode::SUCCESS
+}
+
 pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
     let common = args.common;
     match args.target {
-        Some(Target::Coverage { verbose }) => {
-            let sc = scenarios_for_coverage(&common)?;
-            runwire_conformance::check_steps(&sc)?;
-            let mut rows = coverage::matrix(&sc);
-            // MUSTs no scenario can observe are listed apart with a reason; a stale or
-            // unknown entry of that list is an error (conformance/unobservable.json).
-            let unobservable = coverage::unobservable()
-                .context("conformance/unobservable.json (embedded) is not a JSON object")?;
-            let list_problems = coverage::mark_unobservable(&mut rows, &unobservable);
-            let only = match common.suite.as_deref() {
-                None => None,
-                Some("server") => Some(runwire_conformance::Suite::Server),
-                Some("client") => Some(runwire_conformance::Suite::Client),
-                Some(other) => bail!("--suite must be server or client, not {other:?}"),
-            };
-            let scope = match only {
-                Some(suite) => {
-                    // Only the requirements this suite can test; a "both" requirement
-                    // needs a scenario of this suite (or an entry saying why it cannot
-                    // observe it).
-                    rows.retain(|r| r.testable_by(suite));
-                    coverage::Scope::Only(suite)
-                }
-                None => coverage::Scope::All,
-            };
-            print!("{}", coverage::render(&rows, verbose, scope));
-            let unknown = coverage::unknown_tags(&sc);
-            for (s, r) in &unknown {
-                eprintln!(
-                    "error: scenario {s} names {r}, which spec/requirements.json does not have"
-                );
-            }
-            for p in &list_problems {
-                eprintln!("error: conformance/unobservable.json: {p}");
-            }
-            let missing = coverage::missing_musts(&rows, scope);
-            if !missing.is_empty() {
-                eprintln!(
-                    "error: {} MUST requirement(s) have no scenario: {}",
-                    missing.len(),
-                    missing.join(" ")
-                );
-                return Ok(ExitCode::from(1));
-            }
-            return Ok(if unknown.is_empty() && list_problems.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            });
-        }
-        Some(Target::List) => {
-            let sc = scenarios_for_coverage(&common)?;
-            let tags = common.tags.as_deref().map(TagFilter::parse).transpose()?;
-            for s in sc
-                .iter()
-                .filter(|s| tags.as_ref().is_none_or(|t| t.matches(&s.tags)))
-            {
-                println!(
-                    "{:<60} {:<6} {}",
-                    s.id,
-                    s.level.as_str(),
-                    s.requirements.join(" ")
-                );
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
-        Some(Target::Steps) => {
-            println!("# server suite");
-            for p in runwire_conformance::server::step_patterns() {
-                println!("{p}");
-            }
-            println!("\n# client suite");
-            for p in runwire_conformance::client::STEP_PATTERNS {
-                println!("{p}");
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
+        Some(Target::Coverage { verbose }) => return coverage(&common, verbose),
+        Some(Target::List) => return list(&common),
+        Some(Target::Steps) => return Ok(steps()),
         Some(Target::ReportSchema) => {
             println!("{}", serde_json::to_string_pretty(&report_schema())?);
             return Ok(ExitCode::SUCCESS);
@@ -424,170 +389,126 @@ pub(crate) fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     eprintln!("runwire conform: seed {seed} (replay with --seed {seed})");
-    let quiet = common.quiet;
-    let bundled = args.target.is_none();
-    let want = common.suite.as_deref();
     if let Some(Target::Server(s)) = &args.target {
         runwire_conformance::net::trust_ca_files(&s.ca_cert).context("--ca-cert")?;
     }
-    let report = rt.block_on(async {
-        let probe = runwire_mock::Probe::start_default();
-        opts.probe = Some(probe.clone());
-        // The targets, before anything runs.
-        let mut server_target = None;
-        let mut client_target = None;
-        match args.target {
-            Some(Target::Server(s)) => {
-                server_target = Some(ServerTarget {
-                    description: format!("{} (ingest {})", s.url, s.ingest),
-                    token_minter: s.expiring_token_cmd.clone().map(|cmd| {
-                        Arc::new(CmdMinter { cmd }) as Arc<dyn runwire_conformance::TokenMinter>
-                    }),
-                    control: s.restart_cmd.clone().map(|cmd| {
-                        Arc::new(CmdRestart {
-                            cmd,
-                            ingest: s.ingest.clone(),
-                        }) as Arc<dyn ServerControl>
-                    }),
-                    ws_url: s.url,
-                    ingest_url: s.ingest,
-                    token: s.token,
-                    limited_token: s.limited_token,
-                    hello_timeout_ms: s.hello_timeout_ms,
-                    short_retention: s.short_retention,
-                    send_buffer: s.server_send_buffer,
-                    admission: runwire_conformance::AdmissionDecl {
-                        header_timeout_ms: s.header_timeout_ms,
-                        body_timeout_ms: s.body_timeout_ms,
-                        pre_hello_limit: s.pre_hello_limit,
-                        max_request_bytes: s.max_request_bytes,
-                        identity_limit: s.identity_limit,
-                        behind_proxy: false,
-                    },
-                });
-            }
-            Some(Target::Client(c)) => {
-                let mut it = c.command.into_iter();
-                let program = it.next().context("no adapter command given after --")?;
-                let args: Vec<OsString> = it.collect();
-                client_target = Some(ClientTarget {
-                    description: std::iter::once(&program)
-                        .chain(args.iter())
-                        .map(|a| a.to_string_lossy().into_owned())
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                    program,
-                    args,
-                    env: Vec::new(),
-                    fault: None,
-                });
-            }
-            _ => {
-                if want.is_none_or(|s| s == "client") {
-                    let exe =
-                        std::env::current_exe().context("cannot find the runwire executable")?;
-                    client_target = Some(ClientTarget {
-                        description: format!(
-                            "reference client adapter ({} client-adapter)",
-                            exe.display()
-                        ),
-                        program: exe.into_os_string(),
-                        args: vec!["client-adapter".into()],
-                        env: Vec::new(),
-                        fault: None,
-                    });
-                }
-            }
+    let session = session(args.target, &common)?;
+    let quiet = common.quiet;
+    let lock = Mutex::new(());
+    let progress = |r: &runwire_conformance::ScenarioResult| {
+        if !quiet {
+            let _g = lock.lock();
+            let mut e = std::io::stderr().lock();
+            let _ = writeln!(e, "{}", report::progress_line(r));
         }
-        // Preflight: an unreachable target or an adapter that cannot start is one
-        // line and exit 2, not a hundred violations.
-        if let Some(t) = &server_target
-            && let Err(e) = preflight::check_server(t, Duration::from_secs(5)).await
-        {
-            return Ok(Err(e.to_string()));
-        }
-        let startup = match &client_target {
-            Some(t) => match preflight::adapter_startup(t, Duration::from_secs(30)).await {
-                Ok(d) => Some(d),
-                Err(e) => return Ok(Err(e.to_string())),
-            },
-            None => None,
-        };
-        // Calibration: how late this machine runs timers right now.
-        let lateness = preflight::timer_lateness(&probe, Duration::from_millis(300)).await;
-        let (time_scale, client_time_scale, auto, reason) = match common.time_scale {
-            TimeScale::Auto => {
-                let (s, c, why) = preflight::choose_scales(&lateness, startup);
-                let c = common.client_time_scale.unwrap_or(c);
-                (s, c, true, why)
-            }
-            TimeScale::Fixed(x) => {
-                let c = common
-                    .client_time_scale
-                    .unwrap_or(if bundled { x * 2.0 } else { x });
-                (x, c, false, "--time-scale".to_owned())
-            }
-        };
-        opts.time_scale = time_scale;
-        opts.client_time_scale = Some(client_time_scale);
-        let cal = preflight::calibration(
-            lateness,
-            startup,
-            auto,
-            time_scale,
-            client_time_scale,
-            reason,
-        );
-        eprintln!("{}", report::calibration_line(&cal));
-        opts.calibration = Some(cal);
-        let mut reference_server = None;
-        if bundled && want.is_none_or(|s| s == "server") {
-            let srv =
-                reference::ReferenceServer::start(reference::reference_config(time_scale)).await?;
-            server_target = Some(srv.target());
-            reference_server = Some(srv);
-        }
-        let plan = Plan {
-            server: server_target,
-            client: client_target,
-        };
-        let lock = Mutex::new(());
-        let progress = |r: &runwire_conformance::ScenarioResult| {
-            if !quiet {
-                let _g = lock.lock();
-                let mut e = std::io::stderr().lock();
-                let _ = writeln!(e, "{}", report::progress_line(r));
-            }
-        };
-        let rep = runwire_conformance::conform(plan, &opts, &progress).await;
-        if let Some(s) = reference_server {
-            s.stop().await;
-        }
-        anyhow::Ok(Ok(rep?))
-    })?;
-    let report = match report {
-        Ok(r) => r,
-        Err(line) => {
-            eprintln!("error: {line}");
+    };
+    let calibrated = |cal: &runwire_conformance::model::Calibration| {
+        eprintln!("{}", report::calibration_line(cal));
+    };
+    let report = match rt.block_on(session.run(opts, &calibrated, &progress))? {
+        Outcome::Report(r) => r,
+        Outcome::NotRun(e) => {
+            eprintln!("error: {e}");
             eprintln!("runwire conform: the kit could not run (exit 2); no scenario was judged");
             return Ok(ExitCode::from(2));
         }
     };
     print!("{}", report::summary(&report));
+    write_reports(&common, &report)
+}
+
+/// The targets of a run: the given server or client, or (no target given) the bundled
+/// reference implementations of the suites `--suite` selects.
+fn session(target: Option<Target>, common: &Common) -> anyhow::Result<Session> {
+    let bundled = target.is_none();
+    let want = common.suite.as_deref();
+    let mut session = Session {
+        server: None,
+        client: None,
+        reference_server: bundled && want.is_none_or(|s| s == "server"),
+        bundled,
+        scale: common.time_scale,
+        client_time_scale: common.client_time_scale,
+    };
+    match target {
+        Some(Target::Server(s)) => session.server = Some(server_target(s)),
+        Some(Target::Client(c)) => {
+            let mut it = c.command.into_iter();
+            let program = it.next().context("no adapter command given after --")?;
+            let args: Vec<OsString> = it.collect();
+            let description = std::iter::once(&program)
+                .chain(args.iter())
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            session.client = Some(ClientTarget::new(program, args, description));
+        }
+        _ => {
+            if want.is_none_or(|s| s == "client") {
+                let exe = std::env::current_exe().context("cannot find the runwire executable")?;
+                let description = format!(
+                    "reference client adapter ({} client-adapter)",
+                    exe.display()
+                );
+                session.client = Some(ClientTarget::new(
+                    exe.into_os_string(),
+                    vec!["client-adapter".into()],
+                    description,
+                ));
+            }
+        }
+    }
+    Ok(session)
+}
+
+/// `runwire conform server …`: the server under test.
+fn server_target(s: ServerArgs) -> ServerTarget {
+    ServerTarget {
+        description: format!("{} (ingest {})", s.url, s.ingest),
+        token_minter: s
+            .expiring_token_cmd
+            .clone()
+            .map(|cmd| Arc::new(CmdMinter { cmd }) as Arc<dyn runwire_conformance::TokenMinter>),
+        control: s.restart_cmd.clone().map(|cmd| {
+            Arc::new(CmdRestart {
+                cmd,
+                ingest: s.ingest.clone(),
+            }) as Arc<dyn ServerControl>
+        }),
+        ws_url: s.url,
+        ingest_url: s.ingest,
+        token: s.token,
+        limited_token: s.limited_token,
+        hello_timeout_ms: s.hello_timeout_ms,
+        short_retention: s.short_retention,
+        send_buffer: s.server_send_buffer,
+        admission: runwire_conformance::AdmissionDecl {
+            header_timeout_ms: s.header_timeout_ms,
+            body_timeout_ms: s.body_timeout_ms,
+            pre_hello_limit: s.pre_hello_limit,
+            max_request_bytes: s.max_request_bytes,
+            identity_limit: s.identity_limit,
+            behind_proxy: false,
+        },
+    }
+}
+
+/// Writes the reports asked for, the baseline, and compares with `--baseline`.
+fn write_reports(common: &Common, report: &RunReport) -> anyhow::Result<ExitCode> {
     if let Some(p) = &common.junit {
-        std::fs::write(p, report::junit(&report))
+        std::fs::write(p, report::junit(report))
             .with_context(|| format!("cannot write {}", p.display()))?;
         eprintln!("JUnit report: {}", p.display());
     }
     if let Some(p) = &common.json {
-        std::fs::write(p, report::json(&report))
+        std::fs::write(p, report::json(report))
             .with_context(|| format!("cannot write {}", p.display()))?;
         eprintln!("JSON report: {}", p.display());
     }
     if let Some(d) = &common.html {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
         let p = d.join("index.html");
-        std::fs::write(&p, report::html(&report))
+        std::fs::write(&p, report::html(report))
             .with_context(|| format!("cannot write {}", p.display()))?;
         eprintln!("HTML report: {}", p.display());
     }

@@ -170,8 +170,21 @@ fn unknown() -> runwire_protocol::Epoch {
     runwire_protocol::Epoch::new("unknown").expect("a valid epoch literal")
 }
 
-fn describe(e: &Event) -> Option<String> {
-    Some(match &e.payload {
+/// How the watch view shows one event.
+#[derive(Debug, PartialEq, Eq)]
+enum Shown {
+    /// A line above the status line.
+    Line(String),
+    /// No line of its own: the status line shows the run state it folds into.
+    Folded,
+    /// A type this build does not know.
+    Unknown,
+}
+
+/// Every event type v1 defines has an arm here (the test below fails for one that
+/// falls to the last arm).
+fn describe(e: &Event) -> Shown {
+    Shown::Line(match &e.payload {
         EventPayload::LogLine(l) => {
             let level = match l.level {
                 LogLevel::Trace => "trace",
@@ -205,7 +218,14 @@ fn describe(e: &Event) -> Option<String> {
             None => format!("status {}", s.status),
         },
         EventPayload::ArtifactCreated(a) => format!("  artifact {} {}", a.kind, a.uri),
-        _ => return None,
+        EventPayload::RunProgress(_)
+        | EventPayload::RunMetadata(_)
+        | EventPayload::AgentMessage(_)
+        | EventPayload::AgentThinking(_)
+        | EventPayload::FileChanged(_)
+        | EventPayload::TodoUpdated(_)
+        | EventPayload::OutputChunk(_) => return Shown::Folded,
+        _ => return Shown::Unknown,
     })
 }
 
@@ -255,7 +275,7 @@ async fn watch(config: ClientConfig, run_id: RunId, json_mode: bool) -> Result<E
                     writeln!(out, "{}", runwire_protocol::codec::encode(&e))?;
                     out.flush()?;
                 } else if let Some(v) = &mut view {
-                    if let Some(text) = describe(&e) {
+                    if let Shown::Line(text) = describe(&e) {
                         v.line(&text);
                     }
                     v.show(s, None);
@@ -374,6 +394,28 @@ mod tests {
         assert!(stream_url("h:1").is_err());
         assert!(stream_url("ftp://h").is_err());
         assert!(stream_url("ws://h/v1/stream?token=x").is_err());
+    }
+
+    /// A type added to the protocol reaches `arbitrary::event` and must get an arm
+    /// in `describe`.
+    #[test]
+    fn every_known_event_type_is_rendered() {
+        use proptest::{
+            strategy::{Strategy, ValueTree},
+            test_runner::TestRunner,
+        };
+        let mut runner = TestRunner::deterministic();
+        let events = runwire_protocol::arbitrary::event();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..2000 {
+            let e = events.new_tree(&mut runner).expect("an event").current();
+            let unknown = describe(&e) == Shown::Unknown;
+            assert_eq!(unknown, !e.payload.is_known(), "{}", e.event_type());
+            seen.insert(e.event_type().to_owned());
+        }
+        for t in runwire_protocol::KNOWN_EVENT_TYPES {
+            assert!(seen.contains(*t), "{t} was never generated");
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use runwire_conformance::{coverage, load_all};
+use runwire_conformance::{Level, coverage, load_all};
 
 fn list(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
     entries
@@ -23,7 +23,7 @@ fn committed_unobservable_list_is_not_stale() {
     for key in list.keys() {
         let id = key.rsplit(':').next().unwrap_or(key);
         let row = rows.iter().find(|r| r.requirement.id == id).unwrap();
-        assert_eq!(row.requirement.level, "MUST", "{id} is not a MUST");
+        assert_eq!(row.requirement.level, Level::Must, "{id} is not a MUST");
         assert!(row.unobservable.is_some() || !row.unobservable_in.is_empty());
     }
 }

@@ -46,10 +46,14 @@ pub enum Contract {
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
 )]
 pub enum Dir {
+    // `D1` and `D2` in reports and ignore files; the doc lines are the report
+    // schema's descriptions (`docs/schema-compat-report.schema.json`).
     /// New writer, old reader.
-    D1,
+    #[serde(rename = "D1")]
+    NewWriterOldReader,
     /// Old writer, new reader.
-    D2,
+    #[serde(rename = "D2")]
+    OldWriterNewReader,
 }
 
 impl Dir {
@@ -57,16 +61,16 @@ impl Dir {
     pub fn parties(self, d: Direction) -> String {
         let (w, r) = d.parties();
         match self {
-            Dir::D1 => format!("new {w} → old {r}"),
-            Dir::D2 => format!("old {w} → new {r}"),
+            Dir::NewWriterOldReader => format!("new {w} → old {r}"),
+            Dir::OldWriterNewReader => format!("old {w} → new {r}"),
         }
     }
 
-    /// `D1` or `D2`.
+    /// `D1` or `D2`, as reports and ignore files spell it.
     pub fn as_str(self) -> &'static str {
         match self {
-            Dir::D1 => "D1",
-            Dir::D2 => "D2",
+            Dir::NewWriterOldReader => "D1",
+            Dir::OldWriterNewReader => "D2",
         }
     }
 }
@@ -148,7 +152,11 @@ pub fn compare_trees(old: &SchemaTree, new: &SchemaTree) -> Vec<Finding> {
     let mut removed_open_tags = std::collections::BTreeSet::new();
     let file_level = |schema: &str, d: Direction, rid: &'static str, file: &str, msg: String| {
         let r = rule(rid).expect("catalog");
-        [(Dir::D1, r.d1), (Dir::D2, r.d2)].map(|(dir, sev)| Finding {
+        [
+            (Dir::NewWriterOldReader, r.d1),
+            (Dir::OldWriterNewReader, r.d2),
+        ]
+        .map(|(dir, sev)| Finding {
             schema: schema.to_string(),
             direction: dir,
             parties: dir.parties(d),
@@ -187,7 +195,7 @@ pub fn compare_trees(old: &SchemaTree, new: &SchemaTree) -> Vec<Finding> {
                 let (nw, nr) = (&new.files[&ne.writer], &new.files[&ne.reader]);
                 let runs = [
                     (
-                        Dir::D1,
+                        Dir::NewWriterOldReader,
                         Contract::Writer,
                         ow,
                         nw,
@@ -196,7 +204,7 @@ pub fn compare_trees(old: &SchemaTree, new: &SchemaTree) -> Vec<Finding> {
                         &oe.writer,
                     ),
                     (
-                        Dir::D2,
+                        Dir::OldWriterNewReader,
                         Contract::Reader,
                         orr,
                         nr,
@@ -214,7 +222,7 @@ pub fn compare_trees(old: &SchemaTree, new: &SchemaTree) -> Vec<Finding> {
                     );
                     w.run();
                     for f in w.out {
-                        if dir == Dir::D2
+                        if dir == Dir::OldWriterNewReader
                             && f.rule == id::EVENT_TYPE_REMOVED
                             && let Some(t) = &f.subject
                         {
@@ -258,7 +266,7 @@ pub fn compare_trees(old: &SchemaTree, new: &SchemaTree) -> Vec<Finding> {
     // still accept as unknown is not an error for them.
     for f in &mut out {
         if f.rule == id::SCHEMA_REMOVED
-            && f.direction == Dir::D2
+            && f.direction == Dir::OldWriterNewReader
             && let Some((_, tag)) = f.schema.rsplit_once('/')
             && removed_open_tags.contains(tag)
         {

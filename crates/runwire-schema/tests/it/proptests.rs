@@ -289,8 +289,8 @@ proptest! {
         let forward = compare_trees(&old, &new);
         let inverse = compare_trees(&new, &old);
         prop_assert_eq!(forward.is_empty(), inverse.is_empty(), "forward {:#?}\ninverse {:#?}", forward, inverse);
-        prop_assert_eq!(breaks(&forward, Dir::D1), breaks(&inverse, Dir::D2), "forward {:#?}\ninverse {:#?}", forward, inverse);
-        prop_assert_eq!(breaks(&forward, Dir::D2), breaks(&inverse, Dir::D1), "forward {:#?}\ninverse {:#?}", forward, inverse);
+        prop_assert_eq!(breaks(&forward, Dir::NewWriterOldReader), breaks(&inverse, Dir::OldWriterNewReader), "forward {:#?}\ninverse {:#?}", forward, inverse);
+        prop_assert_eq!(breaks(&forward, Dir::OldWriterNewReader), breaks(&inverse, Dir::NewWriterOldReader), "forward {:#?}\ninverse {:#?}", forward, inverse);
     }
 }
 

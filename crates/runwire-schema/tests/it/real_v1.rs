@@ -139,7 +139,9 @@ fn run_status_value_added_is_breaking_for_old_clients() {
     let hit = f
         .iter()
         .find(|f| {
-            f.rule == "ENUM_VALUE_ADDED" && f.direction == Dir::D1 && f.severity == Severity::Error
+            f.rule == "ENUM_VALUE_ADDED"
+                && f.direction == Dir::NewWriterOldReader
+                && f.severity == Severity::Error
         })
         .unwrap_or_else(|| panic!("{f:#?}"));
     assert!(hit.message.contains("paused"), "{hit:?}");
@@ -148,7 +150,7 @@ fn run_status_value_added_is_breaking_for_old_clients() {
     // Old server, new client: new readers accept the old values.
     assert!(
         f.iter()
-            .filter(|f| f.rule == "ENUM_VALUE_ADDED" && f.direction == Dir::D2)
+            .filter(|f| f.rule == "ENUM_VALUE_ADDED" && f.direction == Dir::OldWriterNewReader)
             .all(|f| f.severity == Severity::Info)
     );
     // Only that rule fires.
@@ -166,7 +168,10 @@ fn rw_compat_1_optional_property_added_to_a_reader_is_compatible() {
     assert!(r.compatible, "{f:#?}");
     assert_eq!(f.len(), 1, "{f:#?}");
     assert_eq!(f[0].rule, "PROPERTY_OPTIONAL_ADDED");
-    assert_eq!((f[0].direction, f[0].severity), (Dir::D2, Severity::Info));
+    assert_eq!(
+        (f[0].direction, f[0].severity),
+        (Dir::OldWriterNewReader, Severity::Info)
+    );
     assert_eq!(f[0].pointer, "/properties/eta_ms");
 }
 
@@ -227,7 +232,7 @@ fn rw_version_5_new_message_types_are_minor_changes_in_both_directions() {
     );
     let client_d1: Vec<_> = f
         .iter()
-        .filter(|f| f.schema == "client-message" && f.direction == Dir::D1)
+        .filter(|f| f.schema == "client-message" && f.direction == Dir::NewWriterOldReader)
         .collect();
     // Old servers answer an unknown client message with a non-fatal
     // `unknown_message_type` error (spec §14.2, §18.1): the client-message reader union
@@ -261,7 +266,7 @@ fn removing_a_client_message_from_the_server_reader_warns() {
         ),
         (
             "EVENT_TYPE_REMOVED",
-            Dir::D2,
+            Dir::OldWriterNewReader,
             Severity::Warning,
             "old client → new server"
         )
@@ -302,7 +307,7 @@ fn rw_compat_4_new_error_code_is_a_minor_change_because_the_enum_is_extensible()
     assert!(r.compatible, "{f:#?}");
     assert!(
         f.iter()
-            .any(|f| f.rule == "ENUM_VALUE_ADDED" && f.direction == Dir::D1),
+            .any(|f| f.rule == "ENUM_VALUE_ADDED" && f.direction == Dir::NewWriterOldReader),
         "{f:#?}"
     );
     assert!(f.iter().all(|f| f.severity == Severity::Info), "{f:#?}");
@@ -317,7 +322,7 @@ fn closed_enum_value_added_in_a_client_to_server_body_breaks_old_servers() {
     let (f, _) = diff(&v1_dir(), tmp.path());
     assert!(
         f.iter().any(|f| f.rule == "ENUM_VALUE_ADDED"
-            && f.direction == Dir::D1
+            && f.direction == Dir::NewWriterOldReader
             && f.severity == Severity::Error
             && f.parties == "new client → old server"),
         "{f:#?}"
@@ -358,6 +363,6 @@ fn rw_version_4_removing_an_event_type_warns_but_does_not_break() {
         "{removed:#?}"
     );
     assert!(f.iter().any(|f| f.rule == "EVENT_TYPE_REMOVED"
-        && f.direction == Dir::D2
+        && f.direction == Dir::OldWriterNewReader
         && f.severity == Severity::Warning));
 }

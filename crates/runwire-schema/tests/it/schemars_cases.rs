@@ -224,7 +224,10 @@ fn schemars_added_variant_breaks_old_readers() {
     let (o, n) = (tree(&o, "old"), tree(&n, "new"));
     assert_eq!(
         severities(&o, &n, "UNION_VARIANT_ADDED"),
-        vec![(Dir::D1, Severity::Error), (Dir::D2, Severity::Info)]
+        vec![
+            (Dir::NewWriterOldReader, Severity::Error),
+            (Dir::OldWriterNewReader, Severity::Info)
+        ]
     );
 }
 
@@ -244,7 +247,7 @@ fn schemars_added_required_field_breaks_new_readers() {
     let f: Vec<_> = compare_trees(&o, &n);
     assert!(
         f.iter().any(|f| f.rule == "PROPERTY_REQUIRED_ADDED"
-            && f.direction == Dir::D2
+            && f.direction == Dir::OldWriterNewReader
             && f.severity == Severity::Error
             && f.path == "[type=start]/owner"),
         "{f:#?}"
@@ -263,6 +266,9 @@ fn schemars_widened_u32_to_u64_breaks_old_readers() {
     let (o, n) = (tree(&o, "old"), tree(&n, "new"));
     assert_eq!(
         severities(&o, &n, "INT_WIDTH_WIDENED"),
-        vec![(Dir::D1, Severity::Error), (Dir::D2, Severity::Info)]
+        vec![
+            (Dir::NewWriterOldReader, Severity::Error),
+            (Dir::OldWriterNewReader, Severity::Info)
+        ]
     );
 }

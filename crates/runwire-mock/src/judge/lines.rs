@@ -1,5 +1,5 @@
-//! Final judgement: what the client delivered to its application (the adapter's JSON
-//! lines), how it exited, and checks over several connections (jitter).
+//! What the client delivered to its application (the adapter's JSON lines) and how it
+//! exited, judged against the fixture's final expectations.
 
 use std::collections::BTreeMap;
 
@@ -624,112 +624,119 @@ impl Judge<'_> {
                     ),
                 );
             }
-            // Duplicates.
-            let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
-            for (seq, _, _) in got {
-                *counts.entry(*seq).or_default() += 1;
+            self.judge_segment(run, exp, got);
+        }
+    }
+
+    /// Judges the events the application saw in one segment of a run (between
+    /// resets) against the expected segment: duplicates, order, missing and unexpected
+    /// seqs, and that each event is the one of the expected epoch's log.
+    fn judge_segment(&mut self, run: &str, exp: &ExpSegment, got: &[(u64, String, String)]) {
+        // Duplicates.
+        let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+        for (seq, _, _) in got {
+            *counts.entry(*seq).or_default() += 1;
+        }
+        let dups: Vec<String> = counts
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(s, n)| format!("{s} ({n} times)"))
+            .collect();
+        if !dups.is_empty() {
+            self.violate(
+                reqs::DEDUP,
+                "delivered",
+                format!(
+                    "run {run}: events delivered more than once: seq {}",
+                    dups.join(", ")
+                ),
+            );
+        }
+        // Order.
+        let mut disorder = Vec::new();
+        for w in got.windows(2) {
+            if w[1].0 < w[0].0 {
+                disorder.push(format!("{} after {}", w[1].0, w[0].0));
             }
-            let dups: Vec<String> = counts
-                .iter()
-                .filter(|(_, n)| **n > 1)
-                .map(|(s, n)| format!("{s} ({n} times)"))
-                .collect();
-            if !dups.is_empty() {
-                self.violate(
-                    reqs::DEDUP,
-                    "delivered",
-                    format!(
-                        "run {run}: events delivered more than once: seq {}",
-                        dups.join(", ")
-                    ),
-                );
+        }
+        if !disorder.is_empty() {
+            disorder.truncate(5);
+            self.violate(
+                reqs::ORDER,
+                "delivered",
+                format!(
+                    "run {run}: events delivered out of seq order: seq {}",
+                    disorder.join(", ")
+                ),
+            );
+        }
+        // Missing and unexpected.
+        let missing: Vec<u64> = exp
+            .events
+            .iter()
+            .filter(|e| !e.optional && !counts.contains_key(&e.seq))
+            .map(|e| e.seq)
+            .collect();
+        if !missing.is_empty() {
+            self.absent(
+                reqs::COMPLETE,
+                "delivered",
+                format!(
+                    "run {run}: seqs {} were never delivered (delivered: {})",
+                    ranges(&missing),
+                    ranges(&counts.keys().copied().collect::<Vec<_>>())
+                ),
+            );
+        }
+        let unexpected: Vec<u64> = counts
+            .keys()
+            .copied()
+            .filter(|s| !exp.events.iter().any(|e| e.seq == *s))
+            .collect();
+        if !unexpected.is_empty() {
+            let req = if exp.reset.is_some() {
+                reqs::RESET
+            } else {
+                reqs::COMPLETE
+            };
+            self.violate(
+                req,
+                "delivered",
+                format!(
+                    "run {run}: seqs {} were delivered but not expected here{}",
+                    ranges(&unexpected),
+                    if exp.reset.is_some() {
+                        " (they are covered by the reset's snapshot)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+        // Content: the event delivered is the one of the log (right epoch).
+        let mut wrong = Vec::new();
+        for (seq, id, ty) in got {
+            if let Some(ev) = self.logs.event(run, &exp.epoch, *seq)
+                && (ev.event_id.as_str() != id || ev.event_type() != ty)
+            {
+                wrong.push(format!(
+                    "seq {seq} is {id} ({ty}), expected {} ({})",
+                    ev.event_id,
+                    ev.event_type()
+                ));
             }
-            // Order.
-            let mut disorder = Vec::new();
-            for w in got.windows(2) {
-                if w[1].0 < w[0].0 {
-                    disorder.push(format!("{} after {}", w[1].0, w[0].0));
-                }
-            }
-            if !disorder.is_empty() {
-                disorder.truncate(5);
-                self.violate(
-                    reqs::ORDER,
-                    "delivered",
-                    format!(
-                        "run {run}: events delivered out of seq order: seq {}",
-                        disorder.join(", ")
-                    ),
-                );
-            }
-            // Missing and unexpected.
-            let missing: Vec<u64> = exp
-                .events
-                .iter()
-                .filter(|e| !e.optional && !counts.contains_key(&e.seq))
-                .map(|e| e.seq)
-                .collect();
-            if !missing.is_empty() {
-                self.absent(
-                    reqs::COMPLETE,
-                    "delivered",
-                    format!(
-                        "run {run}: seqs {} were never delivered (delivered: {})",
-                        ranges(&missing),
-                        ranges(&counts.keys().copied().collect::<Vec<_>>())
-                    ),
-                );
-            }
-            let unexpected: Vec<u64> = counts
-                .keys()
-                .copied()
-                .filter(|s| !exp.events.iter().any(|e| e.seq == *s))
-                .collect();
-            if !unexpected.is_empty() {
-                let req = if exp.reset.is_some() {
-                    reqs::RESET
-                } else {
-                    reqs::COMPLETE
-                };
-                self.violate(
-                    req,
-                    "delivered",
-                    format!(
-                        "run {run}: seqs {} were delivered but not expected here{}",
-                        ranges(&unexpected),
-                        if exp.reset.is_some() {
-                            " (they are covered by the reset's snapshot)"
-                        } else {
-                            ""
-                        }
-                    ),
-                );
-            }
-            // Content: the event delivered is the one of the log (right epoch).
-            let mut wrong = Vec::new();
-            for (seq, id, ty) in got {
-                if let Some(ev) = self.logs.event(run, &exp.epoch, *seq)
-                    && (ev.event_id.as_str() != id || ev.event_type() != ty)
-                {
-                    wrong.push(format!(
-                        "seq {seq} is {id} ({ty}), expected {} ({})",
-                        ev.event_id,
-                        ev.event_type()
-                    ));
-                }
-            }
-            if !wrong.is_empty() {
-                wrong.truncate(3);
-                self.violate(
-                    reqs::RESET,
-                    "delivered",
-                    format!(
-                        "run {run}: delivered events differ from epoch {}'s log: {}",
-                        exp.epoch,
-                        wrong.join("; ")
-                    ),
-                );
-            }
+        }
+        if !wrong.is_empty() {
+            wrong.truncate(3);
+            self.violate(
+                reqs::RESET,
+                "delivered",
+                format!(
+                    "run {run}: delivered events differ from epoch {}'s log: {}",
+                    exp.epoch,
+                    wrong.join("; ")
+                ),
+            );
         }
     }
 }
