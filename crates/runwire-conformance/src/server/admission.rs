@@ -332,42 +332,38 @@ pub(crate) async fn exec(
     k: A,
     args: Vec<String>,
 ) -> R<()> {
-    let decl = &target.admission;
-    let header = || {
-        decl.header_timeout_ms.ok_or_else(|| {
-            StepFail::not_implemented("no header deadline declared (--header-timeout-ms)")
-        })
-    };
-    let body = || {
-        decl.body_timeout_ms.ok_or_else(|| {
-            StepFail::not_implemented("no body deadline declared (--body-timeout-ms)")
-        })
-    };
-    let limit = || {
-        decl.pre_hello_limit
-            .filter(|n| *n <= MAX_HELD)
-            .ok_or_else(|| {
-                StepFail::not_implemented(format!(
-                    "no pre-hello limit per address of at most {MAX_HELD} declared (--pre-hello-limit)"
-                ))
-            })
-    };
-    let answer_wait = scaled(ANSWER_WAIT_MS, scale);
-    let tls = || {
-        let ws = Endpoint::parse(&target.ws_url).map_err(StepFail::msg)?;
-        let api = Endpoint::parse(&target.ingest_url).map_err(StepFail::msg)?;
-        if ws.tls && api.tls {
-            Ok((ws, api))
-        } else {
-            Err(StepFail::not_implemented(
-                "the target is not served over TLS (give wss:// and https:// URLs)",
-            ))
-        }
-    };
     match k {
-        A::RequireHeaderDeadline => header().map(|_| ()),
-        A::RequireBodyDeadline => body().map(|_| ()),
-        A::RequirePreHelloLimit => limit().map(|_| ()),
+        A::RequireHeaderDeadline => declared_header(target).map(|_| ()),
+        A::RequireBodyDeadline => declared_body(target).map(|_| ()),
+        A::RequirePreHelloLimit => declared_pre_hello(target).map(|_| ()),
+        A::RequireTls => served_over_tls(target).map(|_| ()),
+        A::RequireIdentityLimit => identity_limit(target).map(|_| ()),
+        A::HalfHead
+        | A::ClosedWithinHeader
+        | A::PartialBody
+        | A::BodyDeadline
+        | A::OversizeHead
+        | A::Answered413 => deadlines(target, st, scale, k, args).await,
+        A::FillPreHello | A::OneMoreRefused | A::FreedAfterClose => {
+            pre_hello(target, st, scale, k, args).await
+        }
+        A::FillIdentity | A::OneMoreHelloRefused | A::IdentityHeldOpen => {
+            identity(target, st, scale, k, args).await
+        }
+        A::PlainUpgradeNotServed | A::PlainApiNotServed => transport(target, scale, k).await,
+    }
+}
+
+/// The header, body and declared-size steps (`RW-SEC-11`, `RW-SEC-13`, `RW-SEC-14`).
+async fn deadlines(
+    target: &ServerTarget,
+    st: &mut State,
+    scale: f64,
+    k: A,
+    args: Vec<String>,
+) -> R<()> {
+    let answer_wait = scaled(ANSWER_WAIT_MS, scale);
+    match k {
         A::HalfHead => {
             let mut s = connect(target).await?;
             let at = Instant::now();
@@ -378,7 +374,7 @@ pub(crate) async fn exec(
             Ok(())
         }
         A::ClosedWithinHeader => {
-            let h = header()?;
+            let h = declared_header(target)?;
             let (mut s, at) = st
                 .raw
                 .take()
@@ -416,7 +412,7 @@ pub(crate) async fn exec(
             Ok(())
         }
         A::BodyDeadline => {
-            let b = body()?;
+            let b = declared_body(target)?;
             let (mut s, at) = st
                 .raw
                 .take()
@@ -446,7 +442,8 @@ pub(crate) async fn exec(
             )
         }
         A::OversizeHead => {
-            let declared = decl
+            let declared = target
+                .admission
                 .max_request_bytes
                 .map_or(1u64 << 40, |m| m.saturating_add(1));
             let mut s = connect(target).await?;
@@ -495,8 +492,24 @@ pub(crate) async fn exec(
             }
             Ok(())
         }
+        other => Err(StepFail::msg(format!(
+            "step error: {other:?} is not a deadlines step"
+        ))),
+    }
+}
+
+/// The pre-hello limit steps (`RW-SEC-12`).
+async fn pre_hello(
+    target: &ServerTarget,
+    st: &mut State,
+    scale: f64,
+    k: A,
+    args: Vec<String>,
+) -> R<()> {
+    let answer_wait = scaled(ANSWER_WAIT_MS, scale);
+    match k {
         A::FillPreHello => {
-            let n = limit()?;
+            let n = declared_pre_hello(target)?;
             for i in 0..n {
                 let s = connect(target).await?;
                 st.held.push(s);
@@ -516,7 +529,7 @@ pub(crate) async fn exec(
                     "RW-SEC-12",
                     format!(
                         "a connection over the declared pre-hello limit of {} was not refused with 503 within {} ms: {}",
-                        limit()?,
+                        declared_pre_hello(target)?,
                         answer_wait.as_millis(),
                         if seen.bytes.is_empty() {
                             "it saw nothing".to_owned()
@@ -573,8 +586,22 @@ pub(crate) async fn exec(
                 ),
             ))
         }
-        A::RequireTls => tls().map(|_| ()),
-        A::RequireIdentityLimit => identity_limit(target).map(|_| ()),
+        other => Err(StepFail::msg(format!(
+            "step error: {other:?} is not a pre_hello step"
+        ))),
+    }
+}
+
+/// The per-identity connection limit steps (`RW-SEC-18`).
+async fn identity(
+    target: &ServerTarget,
+    st: &mut State,
+    scale: f64,
+    k: A,
+    args: Vec<String>,
+) -> R<()> {
+    let answer_wait = scaled(ANSWER_WAIT_MS, scale);
+    match k {
         A::FillIdentity => {
             let (n, token) = identity_limit(target)?;
             for i in 0..n {
@@ -631,8 +658,18 @@ pub(crate) async fn exec(
             st.identity.clear();
             Ok(())
         }
+        other => Err(StepFail::msg(format!(
+            "step error: {other:?} is not a identity step"
+        ))),
+    }
+}
+
+/// The transport security steps (`RW-SEC-3`).
+async fn transport(target: &ServerTarget, scale: f64, k: A) -> R<()> {
+    let answer_wait = scaled(ANSWER_WAIT_MS, scale);
+    match k {
         A::PlainUpgradeNotServed => {
-            let (ws, _) = tls()?;
+            let (ws, _) = served_over_tls(target)?;
             let request = format!(
                 "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -651,7 +688,7 @@ pub(crate) async fn exec(
             Ok(())
         }
         A::PlainApiNotServed => {
-            let (_, api) = tls()?;
+            let (_, api) = served_over_tls(target)?;
             let request = format!(
                 "GET {}/v1/runs/rwc-plain-text/events HTTP/1.1\r\nHost: {}\r\n{}Connection: close\r\n\r\n",
                 api.path.trim_end_matches('/'),
@@ -673,6 +710,47 @@ pub(crate) async fn exec(
                 )),
             }
         }
+        other => Err(StepFail::msg(format!(
+            "step error: {other:?} is not a transport step"
+        ))),
+    }
+}
+
+fn declared_header(target: &ServerTarget) -> R<u64> {
+    target.admission.header_timeout_ms.ok_or_else(|| {
+        StepFail::not_implemented("no header deadline declared (--header-timeout-ms)")
+    })
+}
+
+fn declared_body(target: &ServerTarget) -> R<u64> {
+    target
+        .admission
+        .body_timeout_ms
+        .ok_or_else(|| StepFail::not_implemented("no body deadline declared (--body-timeout-ms)"))
+}
+
+fn declared_pre_hello(target: &ServerTarget) -> R<u32> {
+    target
+        .admission
+        .pre_hello_limit
+        .filter(|n| *n <= MAX_HELD)
+        .ok_or_else(|| {
+            StepFail::not_implemented(format!(
+                "no pre-hello limit per address of at most {MAX_HELD} declared (--pre-hello-limit)"
+            ))
+        })
+}
+
+/// The stream and API endpoints of a target served over TLS.
+fn served_over_tls(target: &ServerTarget) -> R<(Endpoint, Endpoint)> {
+    let ws = Endpoint::parse(&target.ws_url).map_err(StepFail::msg)?;
+    let api = Endpoint::parse(&target.ingest_url).map_err(StepFail::msg)?;
+    if ws.tls && api.tls {
+        Ok((ws, api))
+    } else {
+        Err(StepFail::not_implemented(
+            "the target is not served over TLS (give wss:// and https:// URLs)",
+        ))
     }
 }
 

@@ -52,9 +52,9 @@ pub(crate) async fn flood(
     r
 }
 
-/// How the failure of every step but the flood step itself is read, in every
-/// scenario (the flood steps used to wrap every scenario's world): in a flood
-/// scenario, a resume from a cursor taken before the run's first event that is
+/// How the failure of a step after the flood step is read (only in a scenario that
+/// flooded; elsewhere an `epoch_mismatch` reset is judged by its own step, e.g. as
+/// `RW-RESUME-4`): a resume from a cursor taken before the run's first event that is
 /// answered with an epoch_mismatch reset means the server did not honour the epoch it
 /// told (RW-SEC-15); the reset itself is what RW-RESUME-7 asks for once the epochs
 /// differ, so the generic step would blame the wrong requirement.

@@ -2,7 +2,7 @@
 //! captures of its pattern, registered once with that pattern (the way cucumber-rs
 //! binds a `#[given(expr = "...")]` function, on this kit's own executor).
 //!
-//! ```ignore
+//! ```text
 //! r.step("the producer appends {n} events to run {s}", append);
 //!
 //! async fn append(w: &mut ServerWorld, n: u64, run: String) -> StepResultT { /* … */ }
@@ -34,11 +34,11 @@ pub(in crate::server) enum On {
     /// The scenario's clients and runs (almost every step): an expired token the
     /// scenario needs is minted before it runs, and its failure is read in the light
     /// of a scenario client the server closed as a slow consumer
-    /// ([`ServerWorld::unexpected_slow_close`]) and of an `epoch_mismatch` reset
-    /// (`crate::server::flood::blame_epoch_mismatch`).
+    /// ([`ServerWorld::unexpected_slow_close`]) and, after a flood step, of an
+    /// `epoch_mismatch` reset (`crate::server::flood::blame_epoch_mismatch`).
     Scenario,
     /// Raw sockets of its own (the admission steps): its failure is read only in the
-    /// light of an `epoch_mismatch` reset.
+    /// light of an `epoch_mismatch` reset after a flood step.
     RawSockets,
     /// A client of its own (the flood step): its failure stands as it is.
     OwnClient,

@@ -58,6 +58,9 @@ pub(crate) struct ServerWorld {
     pub(super) admission: crate::server::admission::State,
     /// The scenario's seed (the flood step names its runs from it).
     pub(super) seed: u64,
+    /// A flood step ran: the failures of the later steps are read in its light
+    /// (`crate::server::flood::blame_epoch_mismatch`).
+    pub(super) flooded: bool,
 }
 
 impl ServerWorld {
@@ -121,6 +124,7 @@ impl ServerWorld {
             expired_token: None,
             started: Instant::now(),
             admission: crate::server::admission::State::default(),
+            flooded: false,
             seed,
         }
     }
@@ -157,12 +161,19 @@ impl World for ServerWorld {
             let r = match super::find(text) {
                 None => Err(StepFail::msg(format!("undefined step: {text}"))),
                 Some((step, args)) => match step.on {
-                    On::OwnClient => return step.run(self, args, doc).await,
+                    On::OwnClient => {
+                        self.flooded = true;
+                        return step.run(self, args, doc).await;
+                    }
                     On::RawSockets => step.run(self, args, doc).await,
                     On::Scenario => self.scenario_step(step, args, doc).await,
                 },
             };
-            r.map_err(flood::blame_epoch_mismatch)
+            if self.flooded {
+                r.map_err(flood::blame_epoch_mismatch)
+            } else {
+                r
+            }
         })
     }
 
