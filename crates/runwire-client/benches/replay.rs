@@ -149,7 +149,7 @@ async fn main() {
         "  {:.0} events/s ({secs:.2} s), client and server in one process (2 worker threads)",
         total as f64 / secs
     );
-    println!("  RSS before connecting: {} KiB", rss_before);
+    println!("  RSS before connecting: {rss_before} KiB");
     for (n, kib) in &samples {
         println!("  RSS after {n:>9} events: {kib} KiB");
     }

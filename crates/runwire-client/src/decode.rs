@@ -283,7 +283,7 @@ impl<'de> Visitor<'de> for FastEvent {
                     // as a value until the type arrives.
                     match ty.as_deref() {
                         Some(t) => {
-                            payload = Some(map.next_value_seed(runwire_protocol::PayloadSeed(t))?)
+                            payload = Some(map.next_value_seed(runwire_protocol::PayloadSeed(t))?);
                         }
                         None => early = Some(map.next_value()?),
                     }

@@ -57,6 +57,12 @@ pub struct ClientFactory {
     probe: runwire_mock::Probe,
 }
 
+impl std::fmt::Debug for ClientFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientFactory").finish_non_exhaustive()
+    }
+}
+
 impl ClientFactory {
     /// A factory over the embedded fixtures, or those of `fixtures_dir`.
     pub fn new(

@@ -8,8 +8,8 @@
 //! is ever made with less trust than before.
 //!
 //! Hand-made connections (raw HTTP requests, hand-built WebSocket frames, slow
-//! request heads) go through [`connect`], so they speak TLS exactly when the target
-//! URL asks for it; WebSocket clients use [`connector`].
+//! request heads) go through `connect`, so they speak TLS exactly when the target
+//! URL asks for it; WebSocket clients use `connector`.
 
 use std::{
     io,

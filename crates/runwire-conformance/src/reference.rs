@@ -115,6 +115,12 @@ pub struct ReferenceServer {
     running: Mutex<Option<RunningServer>>,
 }
 
+impl std::fmt::Debug for ReferenceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReferenceServer").finish_non_exhaustive()
+    }
+}
+
 impl ReferenceServer {
     /// Starts it with `config` (its `listen` port 0 picks a free port; restarts reuse
     /// the port).

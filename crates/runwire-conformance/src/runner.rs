@@ -36,6 +36,12 @@ pub struct Recorder {
     entries: Arc<Mutex<Vec<WireEntry>>>,
 }
 
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").finish_non_exhaustive()
+    }
+}
+
 impl Default for Recorder {
     fn default() -> Self {
         Self::new()

@@ -193,6 +193,12 @@ pub struct AppSink {
     shared: Arc<Shared>,
 }
 
+impl std::fmt::Debug for AppSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppSink").finish_non_exhaustive()
+    }
+}
+
 impl AppSink {
     /// One line the client printed.
     pub fn line(&self, line: Value) {
@@ -288,6 +294,12 @@ pub struct Mock {
     addr: SocketAddr,
     kill: Option<oneshot::Sender<()>>,
     adapter_done: Option<oneshot::Receiver<()>>,
+}
+
+impl std::fmt::Debug for Mock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mock").finish_non_exhaustive()
+    }
 }
 
 impl Mock {

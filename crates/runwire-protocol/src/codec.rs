@@ -132,7 +132,7 @@ pub enum EnumSegments {
 pub fn json_pointer(path: &serde_path_to_error::Path, enums: EnumSegments) -> String {
     use serde_path_to_error::Segment;
     let mut out = String::new();
-    for seg in path.iter() {
+    for seg in path {
         match seg {
             Segment::Seq { index } => {
                 out.push('/');

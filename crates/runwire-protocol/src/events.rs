@@ -604,7 +604,7 @@ impl<'de> TypeAndData<'de> {
                 if self.event_type.is_some() {
                     return Err(de::Error::duplicate_field("type"));
                 }
-                let t: TypeName = map.next_value()?;
+                let t: TypeName<'_> = map.next_value()?;
                 self.event_type = Some(t.0);
                 Ok(true)
             }

@@ -32,10 +32,10 @@ fn bench(c: &mut Criterion) {
     assert!(!compare_trees(&old, &new).is_empty());
     let mut g = c.benchmark_group("diff");
     g.bench_function("schema_v1_vs_itself", |b| {
-        b.iter(|| compare_trees(black_box(&old), black_box(&old)))
+        b.iter(|| compare_trees(black_box(&old), black_box(&old)));
     });
     g.bench_function("schema_v1_vs_status_added", |b| {
-        b.iter(|| compare_trees(black_box(&old), black_box(&new)))
+        b.iter(|| compare_trees(black_box(&old), black_box(&new)));
     });
     g.finish();
 }

@@ -72,13 +72,13 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let stats = v.validate_text(black_box(&progress), None, |f| panic!("{f:?}"));
             assert_eq!(stats.invalid, 0);
-        })
+        });
     });
     g.bench_function("mixed_events_jsonl", |b| {
         b.iter(|| {
             let stats = v.validate_text(black_box(&mixed), None, |f| panic!("{f:?}"));
             assert_eq!(stats.invalid, 0);
-        })
+        });
     });
     let values: Vec<serde_json::Value> = progress
         .lines()
@@ -90,7 +90,7 @@ fn bench(c: &mut Criterion) {
                 let (_, errs) = v.validate_value(black_box(x), None);
                 assert!(errs.is_empty());
             }
-        })
+        });
     });
     g.finish();
 }

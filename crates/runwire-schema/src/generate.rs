@@ -1,4 +1,4 @@
-//! Schema generation from the Rust wire types (BRIEF §3; spec §18).
+//! Schema generation from the Rust wire types (spec §18).
 //!
 //! Two contracts per type:
 //! - the **writer** schema: what a sender may emit. Built from the serialize contract,
@@ -247,7 +247,7 @@ fn open_extensible_enum(node: &mut Map<String, Value>) {
     }
 }
 
-/// Every integer carries explicit bounds (BRIEF §3: u64 beyond 2^53, u32 without a
+/// Every integer carries explicit bounds (spec §18.3: u64 beyond 2^53, u32 without a
 /// maximum).
 fn integer_bounds(node: &mut Map<String, Value>) {
     if !is_type(node, "integer") {

@@ -1,5 +1,5 @@
 //! Runwire schema tooling: generation of the writer and reader JSON Schemas from the
-//! Rust wire types, validation, and the compatibility rule engine (BRIEF §3).
+//! Rust wire types, validation, and the compatibility rule engine (spec §18).
 //!
 //! - [`generate`]: the writer and reader contracts of every wire type.
 //! - [`compat`] and [`rules`]: the rule engine that compares two schema trees in both

@@ -828,9 +828,8 @@ async fn hello(ws: &mut Ws, token: &str, wait: Duration) -> Hello {
     let until = Instant::now() + wait;
     let mut refused: Option<(String, Option<u64>)> = None;
     loop {
-        let next = match tokio::time::timeout_at(until, ws.next()).await {
-            Err(_) => return Hello::Other(format!("no answer within {} ms", wait.as_millis())),
-            Ok(next) => next,
+        let Ok(next) = tokio::time::timeout_at(until, ws.next()).await else {
+            return Hello::Other(format!("no answer within {} ms", wait.as_millis()));
         };
         match next {
             Some(Ok(Message::Text(t))) => {

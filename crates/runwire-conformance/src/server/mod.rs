@@ -187,6 +187,12 @@ pub struct ServerFactory {
     time_scale: f64,
 }
 
+impl std::fmt::Debug for ServerFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerFactory").finish_non_exhaustive()
+    }
+}
+
 impl ServerFactory {
     /// A factory for `target`, every wait multiplied by `time_scale`.
     pub fn new(target: ServerTarget, time_scale: f64) -> Self {

@@ -1,4 +1,4 @@
-//! The compatibility rule engine (BRIEF §3, `reference/schema_compat.md` table (a)).
+//! The compatibility rule engine (spec §18.3; the rules are listed in `docs/schema-compat.md`).
 //!
 //! Two schema trees (old and new) are compared schema by schema, matched by name from
 //! `index.json`. For every schema in both trees:

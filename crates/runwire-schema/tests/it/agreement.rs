@@ -1,4 +1,4 @@
-//! serde and the generated schemas agree (BRIEF §3): every valid example payload and
+//! serde and the generated schemas agree (spec §18.3): every valid example payload and
 //! every example in the spec validates against the writer and reader schemas and decodes
 //! with serde; every invalid payload is rejected by serde and by the reader schema;
 //! everything serde emits passes the writer schema (proptest).

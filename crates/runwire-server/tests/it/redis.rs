@@ -635,16 +635,14 @@ async fn rw_resume_5_trimmed_stream_resets_with_the_stored_snapshot() {
 async fn redis_store_unreachable_at_start_is_a_clear_error() {
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");
-    let e = match open_store(&url, &config()) {
-        Err(e) => e,
-        Ok(_) => panic!("nothing listens on {url}"),
+    let Err(e) = open_store(&url, &config()) else {
+        panic!("nothing listens on {url}");
     };
     let text = e.to_string();
     assert!(text.contains(&url), "the message names the URL: {text}");
     assert!(text.contains("cannot connect"), "{text}");
-    let e = match open_store("redis://127.0.0.1:1?ttl_secs=soon", &config()) {
-        Err(e) => e,
-        Ok(_) => panic!("a bad option is an error"),
+    let Err(e) = open_store("redis://127.0.0.1:1?ttl_secs=soon", &config()) else {
+        panic!("a bad option is an error");
     };
     assert!(e.to_string().contains("ttl_secs"), "{e}");
 }

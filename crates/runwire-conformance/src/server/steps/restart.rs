@@ -155,10 +155,9 @@ async fn appends_while_restarting(w: &mut ServerWorld, n: u64, run: String) -> S
         }
         let body =
             serde_json::to_vec(&json!({"events": [progress_event(i, 0)]})).unwrap_or_default();
-        let a = match w.http("POST", &path, w.token(), Some(body)).await {
-            Ok(a) => a,
-            // The server went away mid-request: not acknowledged.
-            Err(_) => break,
+        // The server went away mid-request: not acknowledged.
+        let Ok(a) = w.http("POST", &path, w.token(), Some(body)).await else {
+            break;
         };
         match a.status {
             200 => {

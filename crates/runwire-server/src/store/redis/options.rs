@@ -2,7 +2,7 @@
 
 use super::StoreError;
 
-/// Options of a [`RedisStore`], given as query parameters of the store URL
+/// Options of a [`RedisStore`](super::RedisStore), given as query parameters of the store URL
 /// (`redis://HOST:PORT/DB?retain_events=200000&ttl_secs=86400`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisOptions {
