@@ -24,8 +24,6 @@ pub(crate) fn bench_args() -> Vec<String> {
         .collect()
 }
 
-/// The runtime of the load generator and of every child server: 2 worker threads,
-/// one per core of the benchmark machine.
 /// An HTTP client (reqwest is built with rustls and no provider of its own, so ring is
 /// made the process default first).
 pub(crate) fn http_client() -> reqwest::Client {
@@ -33,6 +31,8 @@ pub(crate) fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The runtime of the load generator and of every child server: 2 worker threads,
+/// one per core of the benchmark machine.
 pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
