@@ -56,6 +56,20 @@ async fn https_client(ca_pem: &str) -> reqwest::Client {
         .expect("client")
 }
 
+/// The stream ends cleanly after the close: `close_notify` and FIN, no TLS error.
+async fn assert_clean_end(client: &mut Client) {
+    let end = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut client.ws))
+        .await
+        .expect("the stream ends within the wait bound");
+    assert!(
+        matches!(
+            end,
+            None | Some(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed))
+        ),
+        "{end:?}"
+    );
+}
+
 async fn wss_hello(server: &RunningServer, ca_pem: &str) -> Client {
     let mut c = Client::connect_tls(server, trusting(ca_pem))
         .await
@@ -230,16 +244,7 @@ async fn an_oversize_frame_gets_its_error_and_close_through_tls() {
     client.send_text("x".repeat(4096)).await;
     client.expect_error_close("frame_too_large", 4009).await;
     // Then a clean end of the stream: the server's close_notify and FIN, no error.
-    let end = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut client.ws))
-        .await
-        .expect("the stream ends within the wait bound");
-    assert!(
-        matches!(
-            end,
-            None | Some(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed))
-        ),
-        "{end:?}"
-    );
+    assert_clean_end(&mut client).await;
     server.shutdown().await;
 }
 
@@ -253,15 +258,6 @@ async fn every_close_ends_the_tls_stream_cleanly() {
     let mut client = wss_hello(&server, &ca.ca_pem).await;
     client.send_text("not json".into()).await;
     client.expect_error_close("invalid_json", 4000).await;
-    let end = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut client.ws))
-        .await
-        .expect("the stream ends within the wait bound");
-    assert!(
-        matches!(
-            end,
-            None | Some(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed))
-        ),
-        "{end:?}"
-    );
+    assert_clean_end(&mut client).await;
     server.shutdown().await;
 }
