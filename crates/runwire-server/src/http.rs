@@ -196,17 +196,46 @@ pub(crate) async fn append(
     let timeout = Duration::from_millis(state.config.body_timeout_ms);
     let body = crate::admission::read_body(body, &headers, max, timeout)
         .await
-        .map_err(|e| match e {
-            crate::admission::BodyError::TooLarge => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::InvalidRequest,
-                format!(
-                    "the request body exceeds max_request_bytes ({max}); send fewer events per request"
-                ),
+        .map_err(|e| body_error(&state, e))?;
+    require_json(&headers)?;
+    // Counted before the shutdown check: once shutdown begins, the subscriptions wait
+    // for the appends that passed it, so every acknowledged event reaches them before
+    // `server_shutdown` (`RW-SHUTDOWN-1`, `RW-SHUTDOWN-4`).
+    let _in_flight = state.appends.enter();
+    if *state.shutdown.borrow() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ServerShutdown,
+            "the server is shutting down; retry on another node or after the restart",
+        ));
+    }
+    let req = decode_append(&body, max)?;
+    let req = check_append(req, &body, &run_id, state.config.max_event_bytes as usize)?;
+    let outcome = state
+        .store
+        .append(&run_id, req.events)
+        .await
+        .map_err(|e| store_error(&state, e))?;
+    Metrics::add(&state.metrics.events_in, outcome.appended as u64);
+    Metrics::inc(&state.metrics.append_requests);
+    state.metrics.append_duration.observe(started.elapsed());
+    Ok(json(StatusCode::OK, encode(&outcome.response)))
+}
+
+/// The answer to an append body that could not be read whole.
+fn body_error(state: &AppState, e: crate::admission::BodyError) -> ApiError {
+    match e {
+        crate::admission::BodyError::TooLarge => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::InvalidRequest,
+            format!(
+                "the request body exceeds max_request_bytes ({}); send fewer events per request",
+                state.config.max_request_bytes
             ),
-            crate::admission::BodyError::Timeout => {
-                Metrics::inc(&state.metrics.body_timeouts);
-                ApiError::new(
+        ),
+        crate::admission::BodyError::Timeout => {
+            Metrics::inc(&state.metrics.body_timeouts);
+            ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 ErrorCode::InvalidRequest,
                 format!(
@@ -214,41 +243,37 @@ pub(crate) async fn append(
                     state.config.body_timeout_ms
                 ),
             )
-            }
-            crate::admission::BodyError::Read(e) => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidRequest,
-                format!("the request body could not be read: {e}"),
-            ),
-        })?;
-    // `RW-INGEST-24`: only a body declared JSON. A browser page can send `text/plain`
-    // (or a form) to any origin without asking first; `application/json` needs a CORS
-    // preflight, which only allowed origins pass (§17).
-    if !is_json(&headers) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        }
+        crate::admission::BodyError::Read(e) => ApiError::new(
+            StatusCode::BAD_REQUEST,
             ErrorCode::InvalidRequest,
-            format!(
-                "an append body must be declared Content-Type: application/json, not {:?}",
-                headers
-                    .get(header::CONTENT_TYPE)
-                    .map_or("(none)", |v| v.to_str().unwrap_or("(not text)"))
-            ),
-        ));
+            format!("the request body could not be read: {e}"),
+        ),
     }
-    // Counted before the shutdown check: once shutdown begins, the subscriptions wait
-    // for the appends that passed it, so every acknowledged event reaches them before
-    // `server_shutdown` (`RW-SHUTDOWN-4`).
-    let _in_flight = state.appends.enter();
-    if *state.shutdown.borrow() {
-        // `RW-SHUTDOWN-1`.
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::ServerShutdown,
-            "the server is shutting down; retry on another node or after the restart",
-        ));
+}
+
+/// `RW-INGEST-24`: only a body declared JSON. A browser page can send `text/plain`
+/// (or a form) to any origin without asking first; `application/json` needs a CORS
+/// preflight, which only allowed origins pass (§17).
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    if is_json(headers) {
+        return Ok(());
     }
-    let req: AppendRequest = decode(&body, max, "append request").map_err(|e| match &e {
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode::InvalidRequest,
+        format!(
+            "an append body must be declared Content-Type: application/json, not {:?}",
+            headers
+                .get(header::CONTENT_TYPE)
+                .map_or("(none)", |v| v.to_str().unwrap_or("(not text)"))
+        ),
+    ))
+}
+
+/// Decodes an append body, with the JSON pointer of what is wrong in it.
+fn decode_append(body: &[u8], max: usize) -> Result<AppendRequest, ApiError> {
+    decode(body, max, "append request").map_err(|e| match &e {
         DecodeError::TooLarge { .. } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::InvalidRequest,
@@ -261,11 +286,22 @@ pub(crate) async fn append(
         )
         .at(""),
         other => {
-            let (pointer, msg) = refine_pointer(&body, other)
+            let (pointer, msg) = refine_pointer(body, other)
                 .unwrap_or_else(|| (other.pointer().unwrap_or("").to_owned(), e.to_string()));
             ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, msg).at(pointer)
         }
-    })?;
+    })
+}
+
+/// The checks of a decoded append request beyond its schema: the event count, unique
+/// idempotency keys (`RW-INGEST-7`), safe integers (`RW-TYPE-24`) and the event size
+/// limit; keeps each event's data as the producer sent it (`RW-TYPE-25`).
+fn check_append(
+    mut req: AppendRequest,
+    body: &[u8],
+    run_id: &RunId,
+    max_event: usize,
+) -> Result<AppendRequest, ApiError> {
     if req.events.is_empty() || req.events.len() > APPEND_MAX_EVENTS {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -291,35 +327,7 @@ pub(crate) async fn append(
             .at(format!("/events/{i}/idempotency_key")));
         }
     }
-    // `RW-TYPE-24`: no integer a JavaScript reader would round, in any event's data
-    // (the typed members are checked by the decoder; this covers custom types and the
-    // free-form members of known ones). `RW-TYPE-25`: each event's data is then kept as
-    // the producer sent it (members the typed payload does not know, numbers as written).
-    let mut req = req;
-    if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body)
-        && let Some(evs) = v
-            .get_mut("events")
-            .and_then(serde_json::Value::as_array_mut)
-    {
-        for (i, e) in evs.iter_mut().enumerate() {
-            if let Some(data) = e.get("data")
-                && let Some((pointer, n)) = unsafe_integer(data, format!("/events/{i}/data"))
-            {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::InvalidRequest,
-                    format!(
-                        "{n} is an integer beyond ±(2^53 - 1), which JavaScript readers would round (RW-TYPE-24); send it as a string"
-                    ),
-                )
-                .at(pointer));
-            }
-            if let (Some(ne), Some(data)) = (req.events.get_mut(i), e.get_mut("data")) {
-                ne.raw_data = Some(data.take());
-            }
-        }
-    }
-    let max_event = state.config.max_event_bytes as usize;
+    keep_raw_data(&mut req, body)?;
     for (i, e) in req.events.iter().enumerate() {
         // The envelope adds event_id, run_id, seq and time to what the producer sent.
         let body_len = match &e.raw_data {
@@ -339,15 +347,41 @@ pub(crate) async fn append(
             .at(format!("/events/{i}")));
         }
     }
-    let outcome = state
-        .store
-        .append(&run_id, req.events)
-        .await
-        .map_err(|e| store_error(&state, e))?;
-    Metrics::add(&state.metrics.events_in, outcome.appended as u64);
-    Metrics::inc(&state.metrics.append_requests);
-    state.metrics.append_duration.observe(started.elapsed());
-    Ok(json(StatusCode::OK, encode(&outcome.response)))
+    Ok(req)
+}
+
+/// `RW-TYPE-24`: no integer a JavaScript reader would round, in any event's data (the
+/// typed members are checked by the decoder; this covers custom types and the
+/// free-form members of known ones). `RW-TYPE-25`: each event's data is then kept as
+/// the producer sent it (members the typed payload does not know, numbers as written).
+fn keep_raw_data(req: &mut AppendRequest, body: &[u8]) -> Result<(), ApiError> {
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Ok(());
+    };
+    let Some(evs) = v
+        .get_mut("events")
+        .and_then(serde_json::Value::as_array_mut)
+    else {
+        return Ok(());
+    };
+    for (i, e) in evs.iter_mut().enumerate() {
+        if let Some(data) = e.get("data")
+            && let Some((pointer, n)) = unsafe_integer(data, format!("/events/{i}/data"))
+        {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidRequest,
+                format!(
+                    "{n} is an integer beyond ±(2^53 - 1), which JavaScript readers would round (RW-TYPE-24); send it as a string"
+                ),
+            )
+            .at(pointer));
+        }
+        if let (Some(ne), Some(data)) = (req.events.get_mut(i), e.get_mut("data")) {
+            ne.raw_data = Some(data.take());
+        }
+    }
+    Ok(())
 }
 
 /// The first number in `v` (depth first, pointer `at`) whose value is an integer of

@@ -4,6 +4,7 @@
 
 use std::{
     collections::BTreeMap,
+    ops::ControlFlow,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -105,6 +106,43 @@ fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
 
+/// How a connection's main loop ended: what the goodbye and the closed-connection log
+/// line need to know.
+#[derive(Default)]
+struct Ending {
+    /// Why the peer side ended, when it did.
+    peer_end: Option<PeerEnd>,
+    /// The writer task finished (the goodbye is written, or a write failed).
+    writer_done: bool,
+    /// Whether the client finished its side: its close frame or the end of the stream
+    /// was read. Otherwise it may still be sending, and the close lingers.
+    peer_done: bool,
+    /// Whether a read failed (an oversize frame, a protocol violation, a broken socket):
+    /// the stream then ends without reading the rest of the client's input, so its end
+    /// says nothing about the client, and the close lingers.
+    read_failed: bool,
+}
+
+impl Ending {
+    /// The peer's side ended for `reason` (`client_closed`, `connection_lost`, …).
+    fn peer(&mut self, reason: &'static str, close_code: Option<u16>, error: Option<String>) {
+        self.peer_end = Some(PeerEnd {
+            reason,
+            close_code,
+            error,
+        });
+    }
+}
+
+/// The read half of a connection's WebSocket.
+type Reader = futures_util::stream::SplitStream<WebSocket>;
+
+/// How long a slow consumer's final frames may wait behind what its socket still holds
+/// (`RW-SLOW-6`): the writer's bound, and the connection's wait for the writer.
+fn slow_close_ms(cfg: &crate::config::ServerConfig) -> u64 {
+    cfg.close_timeout_ms.max(cfg.pong_timeout_ms)
+}
+
 /// Serves one WebSocket connection until it closes.
 ///
 /// When the connection ends before the client finished its side (it did not send a
@@ -124,22 +162,18 @@ pub(crate) async fn serve_connection(
     peer: Option<std::net::SocketAddr>,
 ) {
     let started = Instant::now();
-    let mut peer_end: Option<PeerEnd> = None;
     let metrics = Arc::clone(&state.metrics);
     Metrics::inc(&metrics.connections_total);
     Metrics::gauge(&metrics.connections, 1);
     let _guard = state.connections.enter();
     let (sink, mut stream) = socket.split();
     let cfg = Arc::clone(&state.config);
-    // How long a slow consumer's final frames may wait behind what its socket still
-    // holds (`RW-SLOW-6`): the writer's bound, and the connection's wait for the writer.
-    let slow_close_ms = cfg.close_timeout_ms.max(cfg.pong_timeout_ms);
     let (out, mut writer) = Outbound::spawn(
         sink,
         cfg.slow_consumer_max_bytes,
         ms(cfg.slow_consumer_max_age_ms),
         ms(cfg.close_timeout_ms),
-        ms(slow_close_ms),
+        ms(slow_close_ms(&cfg)),
         Arc::clone(&metrics),
     );
     let (reports_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
@@ -156,176 +190,15 @@ pub(crate) async fn serve_connection(
         ping_counter: 0,
         session_id: None,
     };
-    let mut shutdown = state.shutdown.clone();
-    let hello_deadline = tokio::time::sleep(ms(cfg.hello_timeout_ms));
-    tokio::pin!(hello_deadline);
-    let mut heartbeat = tokio::time::interval_at(
-        tokio::time::Instant::now() + ms(cfg.heartbeat_interval_ms),
-        ms(cfg.heartbeat_interval_ms),
-    );
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let check_every = ms((cfg.slow_consumer_max_age_ms / 4).clamp(5, 1000));
-    let mut slow_check = tokio::time::interval(check_every);
-    slow_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut expiry = Deadline::unset();
-    let mut pong_deadline = Deadline::unset();
-    let mut writer_done = false;
-    // Whether the client finished its side: its close frame or the end of the stream
-    // was read. Otherwise it may still be sending, and the close lingers.
-    let mut peer_done = false;
-    // Whether a read failed (an oversize frame, a protocol violation, a broken socket):
-    // the stream then ends without reading the rest of the client's input, so its end
-    // says nothing about the client, and the close lingers.
-    let mut read_failed = false;
-
-    if *shutdown.borrow() {
-        conn.shutdown_close();
-    }
-
-    while !out.is_closing() {
-        tokio::select! {
-            biased;
-            _ = &mut writer => {
-                writer_done = true;
-                peer_end.get_or_insert(PeerEnd {
-                    reason: "write_failed",
-                    close_code: None,
-                    error: None,
-                });
-                break;
-            }
-            changed = shutdown.changed() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    conn.drain_subscriptions().await;
-                    conn.shutdown_close();
-                }
-            }
-            Some(SubReport::Fatal(e)) = reports.recv() => {
-                conn.out.close(e);
-            }
-            _ = slow_check.tick() => {
-                if out.over_limit() {
-                    conn.slow_consumer();
-                }
-            }
-            () = &mut hello_deadline, if conn.principal.is_none() => {
-                Metrics::inc(&metrics.protocol_errors);
-                conn.out.close(ErrorFrame::new(
-                    ErrorCode::HelloTimeout,
-                    format!("no hello within {} ms", cfg.hello_timeout_ms),
-                ));
-            }
-            _ = heartbeat.tick(), if conn.principal.is_some() => {
-                // Every interval, whether or not earlier pings are answered
-                // (`RW-HEART-1`); each has its own pong deadline (`RW-HEART-3`).
-                conn.ping_counter += 1;
-                let id = format!("s{}", conn.ping_counter);
-                let deadline = tokio::time::Instant::now() + ms(cfg.pong_timeout_ms);
-                if conn.pings.is_empty() {
-                    pong_deadline.set(deadline);
-                }
-                conn.send(&ServerMessage::Ping(Ping { id: id.clone() }));
-                conn.pings.push_back((id, deadline));
-            }
-            () = pong_deadline.passed(), if !conn.pings.is_empty() => {
-                Metrics::inc(&metrics.pong_timeouts);
-                conn.out.close(ErrorFrame::new(
-                    ErrorCode::PongTimeout,
-                    format!("no pong within {} ms", cfg.pong_timeout_ms),
-                ));
-            }
-            () = expiry.passed(), if conn.principal.as_ref().is_some_and(|p| p.expires_at.is_some()) => {
-                Metrics::inc(&metrics.auth_failures);
-                conn.out.close(ErrorFrame::new(ErrorCode::TokenExpired, "the token expired"));
-            }
-            msg = stream.next() => {
-                let Some(msg) = msg else {
-                    peer_done = true;
-                    peer_end = Some(PeerEnd {
-                        reason: "connection_lost",
-                        close_code: None,
-                        error: None,
-                    });
-                    out.finish();
-                    break;
-                };
-                out.stats.frame_in();
-                let had_principal = conn.principal.is_some();
-                match msg {
-                    Ok(Message::Text(t)) => conn.on_frame(t.as_bytes(), &header_token).await,
-                    Ok(Message::Binary(b)) => {
-                        // Size, then kind, then rate (spec §14.2, `RW-INPUT-6`): a
-                        // binary frame is `binary_frame` even with the bucket empty.
-                        if b.len() > cfg.max_frame_bytes as usize {
-                            conn.frame_too_large();
-                        } else {
-                            conn.protocol_error(ErrorFrame::new(
-                                ErrorCode::BinaryFrame,
-                                "binary frames are not allowed; send JSON text frames",
-                            ));
-                        }
-                    }
-                    Ok(Message::Ping(_) | Message::Pong(_)) => {}
-                    Ok(Message::Close(frame)) => {
-                        // Client-initiated close: the reply is flushed, no error frame
-                        // (`RW-CLOSE-1`).
-                        peer_end = Some(PeerEnd {
-                            reason: "client_closed",
-                            close_code: frame.map(|f| f.code),
-                            error: None,
-                        });
-                        peer_done = true;
-                        out.finish();
-                        break;
-                    }
-                    Err(e) => {
-                        read_failed = true;
-                        let text = e.to_string();
-                        tracing::debug!(error = %text, "reading from the client failed");
-                        if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
-                            conn.frame_too_large();
-                        } else if text.contains("UTF-8") || text.contains("utf-8") {
-                            conn.protocol_error(ErrorFrame::new(
-                                ErrorCode::InvalidJson,
-                                "the text frame is not valid UTF-8",
-                            ));
-                        } else if is_protocol_error(&text) {
-                            // The client broke RFC 6455 itself (an unmasked frame, a
-                            // reserved opcode or bit, bad fragmentation): the stream
-                            // cannot carry an error frame reliably, so the close says
-                            // 1002 alone (`RW-CLOSE-12`).
-                            Metrics::inc(&metrics.protocol_errors);
-                            out.close_protocol(1002, "websocket protocol error");
-                            break;
-                        } else {
-                            peer_end = Some(PeerEnd {
-                                reason: "read_failed",
-                                close_code: None,
-                                error: Some(text),
-                            });
-                            out.finish();
-                            break;
-                        }
-                    }
-                }
-                if !had_principal && let Some(p) = &conn.principal {
-                    // No longer pre-hello (`RW-SEC-12`).
-                    if let Some(l) = &linger {
-                        l.hello_sent();
-                    }
-                    // The heartbeat runs from `welcome` (`RW-HEART-1`).
-                    heartbeat.reset();
-                    if let Some(left) = p.ms_until_expiry() {
-                        expiry.set(tokio::time::Instant::now() + ms(left));
-                    }
-                }
-                match conn.pings.front() {
-                    Some((_, d)) => pong_deadline.set(*d),
-                    None => pong_deadline.clear(),
-                }
-            }
-        }
-    }
+    let mut end = conn
+        .serve(
+            &mut stream,
+            &mut writer,
+            &mut reports,
+            header_token.as_deref(),
+            linger.as_ref(),
+        )
+        .await;
 
     // Stop the subscriptions, then let the writer finish the goodbye while draining
     // what the client still sends (so the close is not lost to a TCP reset).
@@ -334,60 +207,92 @@ pub(crate) async fn serve_connection(
         let _ = h.await;
         Metrics::gauge(&metrics.subscriptions, -1);
     }
-    if !writer_done {
-        // A slow consumer's goodbye waits behind what its socket still holds, for as
-        // long as the writer gives it (`RW-SLOW-6`); other goodbyes for close_timeout_ms.
-        let wait = if out.is_closing_urgently() {
-            slow_close_ms
-        } else {
-            cfg.close_timeout_ms
-        };
-        let deadline = tokio::time::sleep(ms(wait));
-        tokio::pin!(deadline);
-        let mut stream_open = !peer_done && !read_failed;
-        loop {
-            tokio::select! {
-                _ = &mut writer => { writer_done = true; break; }
-                () = &mut deadline => { writer.abort(); break; }
-                m = stream.next(), if stream_open => match m {
-                    None => { peer_done = true; stream_open = false; }
-                    Some(Err(_)) => { read_failed = true; stream_open = false; }
-                    Some(Ok(_)) => {}
-                },
-            }
-        }
-        if stream_open {
-            // The close frame is out (or could not be written within close_timeout_ms):
-            // wait for the client's close reply for at most pong_timeout_ms, then drop
-            // the TCP connection (`RW-CLOSE-9`).
-            let _ = tokio::time::timeout(ms(cfg.pong_timeout_ms), async {
-                loop {
-                    match stream.next().await {
-                        Some(Ok(Message::Close(_))) | None => {
-                            peer_done = true;
-                            break;
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(_)) => {
-                            read_failed = true;
-                            break;
-                        }
-                    }
-                }
-            })
-            .await;
+    if !end.writer_done {
+        goodbye(&cfg, &out, &mut writer, &mut stream, &mut end).await;
+    }
+    close_transport(&state, linger, stream, writer, &end).await;
+    Metrics::gauge(&metrics.connections, -1);
+    out.stats.log_closed(
+        end.peer_end,
+        started.elapsed(),
+        conn.session_id.as_deref(),
+        conn.principal.as_ref().map(|p| p.name.as_str()),
+        peer,
+    );
+}
+
+/// Lets the writer finish the goodbye while reading what the client still sends, then
+/// waits for the client's close reply (`RW-CLOSE-9`).
+async fn goodbye(
+    cfg: &crate::config::ServerConfig,
+    out: &Outbound,
+    writer: &mut JoinHandle<()>,
+    stream: &mut Reader,
+    end: &mut Ending,
+) {
+    // A slow consumer's goodbye waits behind what its socket still holds, for as
+    // long as the writer gives it (`RW-SLOW-6`); other goodbyes for close_timeout_ms.
+    let wait = if out.is_closing_urgently() {
+        slow_close_ms(cfg)
+    } else {
+        cfg.close_timeout_ms
+    };
+    let deadline = tokio::time::sleep(ms(wait));
+    tokio::pin!(deadline);
+    let mut stream_open = !end.peer_done && !end.read_failed;
+    loop {
+        tokio::select! {
+            _ = &mut *writer => { end.writer_done = true; break; }
+            () = &mut deadline => { writer.abort(); break; }
+            m = stream.next(), if stream_open => match m {
+                None => { end.peer_done = true; stream_open = false; }
+                Some(Err(_)) => { end.read_failed = true; stream_open = false; }
+                Some(Ok(_)) => {}
+            },
         }
     }
+    if stream_open {
+        // The close frame is out (or could not be written within close_timeout_ms):
+        // wait for the client's close reply for at most pong_timeout_ms, then drop
+        // the TCP connection (`RW-CLOSE-9`).
+        let _ = tokio::time::timeout(ms(cfg.pong_timeout_ms), async {
+            loop {
+                match stream.next().await {
+                    Some(Ok(Message::Close(_))) | None => {
+                        end.peer_done = true;
+                        break;
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => {
+                        end.read_failed = true;
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Closes the socket under a finished WebSocket: with a lingering close when the
+/// client may still be sending, with TLS `close_notify` when it is done.
+async fn close_transport(
+    state: &AppState,
+    linger: Option<LingerHandle>,
+    stream: Reader,
+    writer: JoinHandle<()>,
+    end: &Ending,
+) {
     match linger {
-        Some(linger) if !peer_done || read_failed => {
+        Some(linger) if !end.peer_done || end.read_failed => {
             // The writer task holds the other half of the WebSocket: let it go first.
-            if !writer_done {
+            if !end.writer_done {
                 writer.abort();
                 let _ = writer.await;
             }
             let handed_over = linger.request();
             drop(stream);
-            lingering_close(&state, handed_over).await;
+            lingering_close(state, handed_over).await;
         }
         Some(linger) if linger.is_tls() => {
             // The peer is done; a TLS client still expects `close_notify` before the
@@ -401,14 +306,6 @@ pub(crate) async fn serve_connection(
         }
         _ => {}
     }
-    Metrics::gauge(&metrics.connections, -1);
-    out.stats.log_closed(
-        peer_end,
-        started.elapsed(),
-        conn.session_id.as_deref(),
-        conn.principal.as_ref().map(|p| p.name.as_str()),
-        peer,
-    );
 }
 
 /// Waits for the socket of a finished WebSocket (see [`crate::linger`]) and closes it
@@ -433,6 +330,195 @@ async fn lingering_close(state: &AppState, handed_over: oneshot::Receiver<linger
 }
 
 impl Conn {
+    /// The connection's main loop: frames from the client, the timers (hello deadline,
+    /// heartbeat, pong deadlines, token expiry, the slow-consumer check), shutdown and
+    /// the subscriptions' fatal reports, until the goodbye starts or a side ends.
+    async fn serve(
+        &mut self,
+        stream: &mut Reader,
+        writer: &mut JoinHandle<()>,
+        reports: &mut tokio::sync::mpsc::UnboundedReceiver<SubReport>,
+        header_token: Option<&str>,
+        linger: Option<&LingerHandle>,
+    ) -> Ending {
+        let cfg = Arc::clone(&self.state.config);
+        let metrics = Arc::clone(&self.state.metrics);
+        let out = Arc::clone(&self.out);
+        let mut end = Ending::default();
+        let mut shutdown = self.state.shutdown.clone();
+        let hello_deadline = tokio::time::sleep(ms(cfg.hello_timeout_ms));
+        tokio::pin!(hello_deadline);
+        let mut heartbeat = tokio::time::interval_at(
+            tokio::time::Instant::now() + ms(cfg.heartbeat_interval_ms),
+            ms(cfg.heartbeat_interval_ms),
+        );
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let check_every = ms((cfg.slow_consumer_max_age_ms / 4).clamp(5, 1000));
+        let mut slow_check = tokio::time::interval(check_every);
+        slow_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut expiry = Deadline::unset();
+        let mut pong_deadline = Deadline::unset();
+
+        if *shutdown.borrow() {
+            self.shutdown_close();
+        }
+        while !out.is_closing() {
+            tokio::select! {
+                biased;
+                _ = &mut *writer => {
+                    end.writer_done = true;
+                    end.peer_end.get_or_insert(PeerEnd {
+                        reason: "write_failed",
+                        close_code: None,
+                        error: None,
+                    });
+                    break;
+                }
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        self.drain_subscriptions().await;
+                        self.shutdown_close();
+                    }
+                }
+                Some(SubReport::Fatal(e)) = reports.recv() => {
+                    self.out.close(e);
+                }
+                _ = slow_check.tick() => {
+                    if out.over_limit() {
+                        self.slow_consumer();
+                    }
+                }
+                () = &mut hello_deadline, if self.principal.is_none() => {
+                    Metrics::inc(&metrics.protocol_errors);
+                    self.out.close(ErrorFrame::new(
+                        ErrorCode::HelloTimeout,
+                        format!("no hello within {} ms", cfg.hello_timeout_ms),
+                    ));
+                }
+                _ = heartbeat.tick(), if self.principal.is_some() => {
+                    self.ping(&mut pong_deadline);
+                }
+                () = pong_deadline.passed(), if !self.pings.is_empty() => {
+                    Metrics::inc(&metrics.pong_timeouts);
+                    self.out.close(ErrorFrame::new(
+                        ErrorCode::PongTimeout,
+                        format!("no pong within {} ms", cfg.pong_timeout_ms),
+                    ));
+                }
+                () = expiry.passed(), if self.principal.as_ref().is_some_and(|p| p.expires_at.is_some()) => {
+                    Metrics::inc(&metrics.auth_failures);
+                    self.out.close(ErrorFrame::new(ErrorCode::TokenExpired, "the token expired"));
+                }
+                msg = stream.next() => {
+                    let Some(msg) = msg else {
+                        end.peer_done = true;
+                        end.peer("connection_lost", None, None);
+                        out.finish();
+                        break;
+                    };
+                    out.stats.frame_in();
+                    let had_principal = self.principal.is_some();
+                    if self.on_message(msg, header_token, &mut end).await.is_break() {
+                        break;
+                    }
+                    if !had_principal && let Some(p) = &self.principal {
+                        // No longer pre-hello (`RW-SEC-12`).
+                        if let Some(l) = linger {
+                            l.hello_sent();
+                        }
+                        // The heartbeat runs from `welcome` (`RW-HEART-1`).
+                        heartbeat.reset();
+                        if let Some(left) = p.ms_until_expiry() {
+                            expiry.set(tokio::time::Instant::now() + ms(left));
+                        }
+                    }
+                    match self.pings.front() {
+                        Some((_, d)) => pong_deadline.set(*d),
+                        None => pong_deadline.clear(),
+                    }
+                }
+            }
+        }
+        end
+    }
+
+    /// Sends a heartbeat ping: every interval, whether or not earlier pings are
+    /// answered (`RW-HEART-1`); each has its own pong deadline (`RW-HEART-3`).
+    fn ping(&mut self, pong_deadline: &mut Deadline) {
+        self.ping_counter += 1;
+        let id = format!("s{}", self.ping_counter);
+        let deadline = tokio::time::Instant::now() + ms(self.state.config.pong_timeout_ms);
+        if self.pings.is_empty() {
+            pong_deadline.set(deadline);
+        }
+        self.send(&ServerMessage::Ping(Ping { id: id.clone() }));
+        self.pings.push_back((id, deadline));
+    }
+
+    /// Handles one read from the client; `Break` when the loop must end (the client
+    /// closed, or the read failed).
+    async fn on_message(
+        &mut self,
+        msg: Result<Message, axum::Error>,
+        header_token: Option<&str>,
+        end: &mut Ending,
+    ) -> ControlFlow<()> {
+        let max = self.state.config.max_frame_bytes;
+        match msg {
+            Ok(Message::Text(t)) => self.on_frame(t.as_bytes(), header_token).await,
+            Ok(Message::Binary(b)) => {
+                // Size, then kind, then rate (spec §14.2, `RW-INPUT-6`): a binary
+                // frame is `binary_frame` even with the bucket empty.
+                if b.len() > max as usize {
+                    self.frame_too_large();
+                } else {
+                    self.protocol_error(ErrorFrame::new(
+                        ErrorCode::BinaryFrame,
+                        "binary frames are not allowed; send JSON text frames",
+                    ));
+                }
+            }
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            Ok(Message::Close(frame)) => {
+                // Client-initiated close: the reply is flushed, no error frame
+                // (`RW-CLOSE-1`).
+                end.peer("client_closed", frame.map(|f| f.code), None);
+                end.peer_done = true;
+                self.out.finish();
+                return ControlFlow::Break(());
+            }
+            Err(e) => return self.on_read_error(&e.to_string(), end),
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// A read from the client failed: an oversize frame, invalid UTF-8, a broken
+    /// RFC 6455 rule, or a broken socket.
+    fn on_read_error(&mut self, text: &str, end: &mut Ending) -> ControlFlow<()> {
+        end.read_failed = true;
+        tracing::debug!(error = %text, "reading from the client failed");
+        if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
+            self.frame_too_large();
+        } else if text.contains("UTF-8") || text.contains("utf-8") {
+            self.protocol_error(ErrorFrame::new(
+                ErrorCode::InvalidJson,
+                "the text frame is not valid UTF-8",
+            ));
+        } else if is_protocol_error(text) {
+            // The client broke RFC 6455 itself (an unmasked frame, a reserved opcode or
+            // bit, bad fragmentation): the stream cannot carry an error frame reliably,
+            // so the close says 1002 alone (`RW-CLOSE-12`).
+            Metrics::inc(&self.state.metrics.protocol_errors);
+            self.out.close_protocol(1002, "websocket protocol error");
+            return ControlFlow::Break(());
+        } else {
+            end.peer("read_failed", None, Some(text.to_owned()));
+            self.out.finish();
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+
     fn send(&self, msg: &ServerMessage) {
         if let Err(QueueError::SlowConsumer) = self.out.send(msg) {
             self.slow_consumer();
@@ -524,7 +610,7 @@ impl Conn {
 
     /// Checks a text frame in the order of spec §14.2 (`RW-INPUT-6`): size, rate,
     /// JSON syntax, top level, session position, type, schema.
-    async fn on_frame(&mut self, frame: &[u8], header_token: &Option<String>) {
+    async fn on_frame(&mut self, frame: &[u8], header_token: Option<&str>) {
         let max = self.state.config.max_frame_bytes as usize;
         if frame.len() > max {
             self.frame_too_large();
@@ -604,7 +690,7 @@ impl Conn {
         ));
     }
 
-    async fn on_hello(&mut self, hello: Hello, header_token: &Option<String>) {
+    async fn on_hello(&mut self, hello: Hello, header_token: Option<&str>) {
         let Some(version) = negotiate_version(&hello.versions, PROTOCOL_VERSIONS) else {
             Metrics::inc(&self.state.metrics.protocol_errors);
             let mut e = ErrorFrame::new(
@@ -619,7 +705,7 @@ impl Conn {
             self.out.close(e);
             return;
         };
-        let token = hello.token.as_deref().or(header_token.as_deref());
+        let token = hello.token.as_deref().or(header_token);
         let principal = match self.state.auth.authenticate(token) {
             Ok(p) if p.has_role(Role::Consumer) => p,
             Ok(_) => {

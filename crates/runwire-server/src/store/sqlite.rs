@@ -792,124 +792,18 @@ fn writer_loop(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let result = (|| -> Result<(), StoreError> {
-            if let Some(why) = sync_failed {
-                for cmd in cmds {
-                    match cmd {
-                        Cmd::Close { reply } => closing.push(reply),
-                        // Answered with the group's error below.
-                        Cmd::Append { reply, .. } => {
-                            replies.push(Reply::Append(reply, Err(StoreError::Closed)));
-                        }
-                    }
-                }
-                return Err(StoreError::Unavailable(why));
-            }
-            // Immediate: take the write lock up front (the maintenance thread writes
-            // too), instead of failing to upgrade a read transaction.
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db_err)?;
-            for cmd in cmds {
-                match cmd {
-                    Cmd::Close { reply } => closing.push(reply),
-                    Cmd::Append {
-                        run_id,
-                        events,
-                        reply,
-                    } => {
-                        let r = append_one(&tx, &shared, &mut work, &run_id, events);
-                        let failed = match &r {
-                            Err(StoreError::Unavailable(m)) => Some(m.clone()),
-                            _ => None,
-                        };
-                        replies.push(Reply::Append(reply, r));
-                        if let Some(m) = failed {
-                            return Err(StoreError::Unavailable(m));
-                        }
-                    }
-                }
-            }
-            for (run_id, w) in &work {
-                if w.created || w.dirty {
-                    tx.prepare_cached(
-                        "INSERT INTO runs (run_id, epoch, head_seq, terminal) VALUES (?1, ?2, ?3, ?4) \
-                         ON CONFLICT(run_id) DO UPDATE SET head_seq = excluded.head_seq, terminal = excluded.terminal",
-                    )
-                    .map_err(db_err)?
-                    .execute(params![
-                        run_id.as_str(),
-                        w.run.epoch.as_str(),
-                        i64::try_from(w.run.head).unwrap_or(i64::MAX),
-                        i64::from(w.run.terminal)
-                    ])
-                    .map_err(db_err)?;
-                }
-            }
-            tx.commit().map_err(db_err)
-        })();
-        match result {
-            Ok(()) => {
-                shared.commits.fetch_add(1, Ordering::Relaxed);
-                shared
-                    .failing
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take();
-                {
-                    let mut cache = shared.cache.lock().unwrap_or_else(|e| e.into_inner());
-                    for (run_id, w) in &mut work {
-                        let entry = cache.entry(run_id.clone()).or_insert_with(|| CachedRun {
-                            snapshot: None,
-                            ..w.run.clone()
-                        });
-                        entry.epoch = w.run.epoch.clone();
-                        entry.head = w.run.head;
-                        entry.terminal = w.run.terminal;
-                        if entry.head.saturating_sub(entry.maint_at) >= shared.maint_every(run_id) {
-                            entry.maint_at = entry.head;
-                            let _ = maint.send(Maint::Run(run_id.clone()));
-                        }
-                        if let Some(s) = &mut entry.snapshot {
-                            for e in &w.new_events {
-                                s.apply(e);
-                            }
-                            if s.as_of_seq != entry.head {
-                                entry.snapshot = None;
-                            }
-                        }
-                    }
-                }
-                for (run_id, w) in &mut work {
-                    if !w.stored.is_empty() {
-                        shared
-                            .hub
-                            .publish(run_id, Arc::from(std::mem::take(&mut w.stored)));
-                    }
-                }
-                let ready: Vec<Ready> = replies.into_iter().map(|r| r.ready()).collect();
-                match &syncer {
-                    // The producers hear back once the syncer fsynced this commit.
-                    Some((to_sync, _)) => {
-                        if let Err(mpsc::SendError(ready)) = to_sync.send(ready) {
-                            let e = StoreError::Unavailable("the WAL syncer stopped".into());
-                            ready.into_iter().for_each(|r| r.fail(&e));
-                        }
-                    }
-                    None => ready.into_iter().for_each(Ready::send),
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "sqlite transaction failed; rolled back");
-                *shared.failing.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
-                {
-                    let mut cache = shared.cache.lock().unwrap_or_else(|e| e.into_inner());
-                    for run_id in work.keys() {
-                        cache.remove(run_id);
-                    }
-                }
-                replies.into_iter().for_each(|r| r.ready().fail(&e));
-            }
+        let applied = apply_group(
+            &mut conn,
+            &shared,
+            cmds,
+            sync_failed,
+            &mut closing,
+            &mut work,
+            &mut replies,
+        );
+        match applied {
+            Ok(()) => committed(&shared, &maint, syncer.as_ref(), work, replies),
+            Err(e) => rolled_back(&shared, &work, replies, &e),
         }
         if !closing.is_empty() {
             break;
@@ -926,6 +820,150 @@ fn writer_loop(
     for c in closing {
         let _ = c.send(());
     }
+}
+
+/// Applies one group of commands in one immediate transaction and commits it.
+fn apply_group(
+    conn: &mut Connection,
+    shared: &Arc<Shared>,
+    cmds: Vec<Cmd>,
+    sync_failed: Option<String>,
+    closing: &mut Vec<oneshot::Sender<()>>,
+    work: &mut BTreeMap<RunId, Working>,
+    replies: &mut Vec<Reply>,
+) -> Result<(), StoreError> {
+    if let Some(why) = sync_failed {
+        for cmd in cmds {
+            match cmd {
+                Cmd::Close { reply } => closing.push(reply),
+                // Answered with the group's error below.
+                Cmd::Append { reply, .. } => {
+                    replies.push(Reply::Append(reply, Err(StoreError::Closed)));
+                }
+            }
+        }
+        return Err(StoreError::Unavailable(why));
+    }
+    // Immediate: take the write lock up front (the maintenance thread writes
+    // too), instead of failing to upgrade a read transaction.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    for cmd in cmds {
+        match cmd {
+            Cmd::Close { reply } => closing.push(reply),
+            Cmd::Append {
+                run_id,
+                events,
+                reply,
+            } => {
+                let r = append_one(&tx, shared, work, &run_id, events);
+                let failed = match &r {
+                    Err(StoreError::Unavailable(m)) => Some(m.clone()),
+                    _ => None,
+                };
+                replies.push(Reply::Append(reply, r));
+                if let Some(m) = failed {
+                    return Err(StoreError::Unavailable(m));
+                }
+            }
+        }
+    }
+    for (run_id, w) in work.iter() {
+        if w.created || w.dirty {
+            tx.prepare_cached(
+                    "INSERT INTO runs (run_id, epoch, head_seq, terminal) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT(run_id) DO UPDATE SET head_seq = excluded.head_seq, terminal = excluded.terminal",
+                )
+                .map_err(db_err)?
+                .execute(params![
+                    run_id.as_str(),
+                    w.run.epoch.as_str(),
+                    i64::try_from(w.run.head).unwrap_or(i64::MAX),
+                    i64::from(w.run.terminal)
+                ])
+                .map_err(db_err)?;
+        }
+    }
+    tx.commit().map_err(db_err)
+}
+
+/// After a commit: updates the cache, hands runs to maintenance, publishes the new
+/// events and answers the producers (after the fsync when a syncer runs).
+fn committed(
+    shared: &Shared,
+    maint: &mpsc::Sender<Maint>,
+    syncer: Option<&(mpsc::Sender<Vec<Ready>>, thread::JoinHandle<()>)>,
+    mut work: BTreeMap<RunId, Working>,
+    replies: Vec<Reply>,
+) {
+    shared.commits.fetch_add(1, Ordering::Relaxed);
+    shared
+        .failing
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    {
+        let mut cache = shared.cache.lock().unwrap_or_else(|e| e.into_inner());
+        for (run_id, w) in &mut work {
+            let entry = cache.entry(run_id.clone()).or_insert_with(|| CachedRun {
+                snapshot: None,
+                ..w.run.clone()
+            });
+            entry.epoch = w.run.epoch.clone();
+            entry.head = w.run.head;
+            entry.terminal = w.run.terminal;
+            if entry.head.saturating_sub(entry.maint_at) >= shared.maint_every(run_id) {
+                entry.maint_at = entry.head;
+                let _ = maint.send(Maint::Run(run_id.clone()));
+            }
+            if let Some(s) = &mut entry.snapshot {
+                for e in &w.new_events {
+                    s.apply(e);
+                }
+                if s.as_of_seq != entry.head {
+                    entry.snapshot = None;
+                }
+            }
+        }
+    }
+    for (run_id, w) in &mut work {
+        if !w.stored.is_empty() {
+            shared
+                .hub
+                .publish(run_id, Arc::from(std::mem::take(&mut w.stored)));
+        }
+    }
+    let ready: Vec<Ready> = replies.into_iter().map(|r| r.ready()).collect();
+    match syncer {
+        // The producers hear back once the syncer fsynced this commit.
+        Some((to_sync, _)) => {
+            if let Err(mpsc::SendError(ready)) = to_sync.send(ready) {
+                let e = StoreError::Unavailable("the WAL syncer stopped".into());
+                ready.into_iter().for_each(|r| r.fail(&e));
+            }
+        }
+        None => ready.into_iter().for_each(Ready::send),
+    }
+}
+
+/// After a failed transaction: nothing of the group is kept, its runs leave the
+/// cache, and every producer of the group hears the error.
+fn rolled_back(
+    shared: &Shared,
+    work: &BTreeMap<RunId, Working>,
+    replies: Vec<Reply>,
+    e: &StoreError,
+) {
+    tracing::error!(error = %e, "sqlite transaction failed; rolled back");
+    *shared.failing.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+    {
+        let mut cache = shared.cache.lock().unwrap_or_else(|e| e.into_inner());
+        for run_id in work.keys() {
+            cache.remove(run_id);
+        }
+    }
+    replies.into_iter().for_each(|r| r.ready().fail(e));
 }
 
 /// An answer of a committed group, sent once the commit is as durable as configured.
