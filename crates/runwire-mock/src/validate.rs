@@ -367,134 +367,138 @@ fn check_connection(f: &Fixture, ci: usize, c: &crate::fixture::Connection) -> R
                 ),
             );
         }
-        match step {
-            Step::Welcome(w) => {
-                if let Some(v) = &w.version
-                    && parse_version(v).is_none()
-                {
-                    return fail(format!("{sp}/version"), format!("{v:?} is not MAJOR.MINOR"));
-                }
-                if w.heartbeat_interval_ms == Some(0) || w.pong_timeout_ms == Some(0) {
-                    return fail(
-                        &sp,
-                        "heartbeat_interval_ms and pong_timeout_ms must be >= 1",
-                    );
-                }
+        check_step(f, &sp, step, &mut pinged)?;
+    }
+    Ok(())
+}
+
+/// Checks one step of a connection at pointer `sp`; `pinged` says whether an earlier
+/// step of the connection sent a ping.
+fn check_step(f: &Fixture, sp: &str, step: &Step, pinged: &mut bool) -> Result<(), Failure> {
+    match step {
+        Step::Welcome(w) => {
+            if let Some(v) = &w.version
+                && parse_version(v).is_none()
+            {
+                return fail(format!("{sp}/version"), format!("{v:?} is not MAJOR.MINOR"));
             }
-            Step::Subscribed(s) => {
-                declared_run(f, &format!("{sp}/run"), &s.run)?;
-                declared_epoch(f, &format!("{sp}/epoch"), &s.run, &s.epoch)?;
-                if let (Some(a), Some(h)) = (s.after_seq, s.head_seq)
-                    && h < a
-                {
-                    return fail(&sp, "head_seq must be at least after_seq");
-                }
+            if w.heartbeat_interval_ms == Some(0) || w.pong_timeout_ms == Some(0) {
+                return fail(sp, "heartbeat_interval_ms and pong_timeout_ms must be >= 1");
             }
-            Step::Reset(s) => {
-                declared_run(f, &format!("{sp}/run"), &s.run)?;
-                declared_epoch(f, &format!("{sp}/epoch"), &s.run, &s.epoch)?;
-                let len = max_length(f, &s.run, &s.epoch);
-                if s.as_of_seq > len {
-                    return fail(
-                        format!("{sp}/as_of_seq"),
-                        format!("as_of_seq {} is beyond the log (1..={len})", s.as_of_seq),
-                    );
-                }
-            }
-            Step::Events(s) | Step::Batch(s) | Step::DropMidBatch(s) => check_events(f, &sp, s)?,
-            Step::Reorder(s) => {
-                check_events(f, &sp, s)?;
-                if s.selected().len() < 2 {
-                    return fail(&sp, "reorder needs at least two events");
-                }
-            }
-            Step::Ping(pg) => {
-                if let Some(id) = &pg.id
-                    && (id.is_empty() || id.len() > 64)
-                {
-                    return fail(format!("{sp}/id"), "a ping id is 1-64 characters");
-                }
-                pinged = true;
-            }
-            Step::Error(e) => {
-                if e.code.is_empty() || e.code.len() > 64 {
-                    return fail(format!("{sp}/code"), "an error code is 1-64 characters");
-                }
-                if let Some(r) = &e.run {
-                    declared_run(f, &format!("{sp}/run"), r)?;
-                }
-                if let Some(cc) = e.close_code
-                    && cc != 0
-                {
-                    check_close_code(&format!("{sp}/close_code"), cc)?;
-                }
-            }
-            Step::Frame(fr) => {
-                if !matches!(fr.json.get("type"), Some(Value::String(_))) {
-                    return fail(format!("{sp}/json"), "the frame needs a string \"type\"");
-                }
-            }
-            Step::Raw(r) => match (&r.text, &r.text_hex, &r.binary_hex) {
-                (Some(_), None, None) => {}
-                (None, Some(h), None) | (None, None, Some(h)) => {
-                    let member = if r.text_hex.is_some() {
-                        "text_hex"
-                    } else {
-                        "binary_hex"
-                    };
-                    if h.len() % 2 != 0 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
-                        return fail(format!("{sp}/{member}"), "not an even number of hex digits");
-                    }
-                }
-                _ => return fail(&sp, "give exactly one of text, text_hex and binary_hex"),
-            },
-            Step::Repeat(r) => {
-                let back = r.back.unwrap_or(1);
-                if back == 0 {
-                    return fail(format!("{sp}/back"), "back must be at least 1");
-                }
-            }
-            Step::Close(cl) => {
-                check_close_code(&format!("{sp}/code"), cl.code)?;
-                if cl.reason.as_ref().is_some_and(|r| r.len() > 123) {
-                    return fail(
-                        format!("{sp}/reason"),
-                        "a close reason is at most 123 bytes",
-                    );
-                }
-            }
-            Step::AwaitPong(a) => {
-                check_requirement(&format!("{sp}/requirement"), &a.requirement)?;
-                if a.id.is_none() && !pinged {
-                    return fail(&sp, "await_pong without an id needs an earlier ping step");
-                }
-            }
-            Step::AwaitSubscribe(a) => {
-                declared_run(f, &format!("{sp}/run"), &a.run)?;
-                check_requirement(&format!("{sp}/requirement"), &a.requirement)?;
-            }
-            Step::AwaitMessage(a) => {
-                check_requirement(&format!("{sp}/requirement"), &a.requirement)?;
-                if !runwire_protocol::ClientMessage::TYPES.contains(&a.message_type.as_str()) {
-                    return fail(
-                        format!("{sp}/type"),
-                        format!("{:?} is not a client message type", a.message_type),
-                    );
-                }
-            }
-            Step::AwaitClose(a) => {
-                check_requirement(&format!("{sp}/requirement"), &a.requirement)?;
-                if let (Some(min), Some(max)) = (a.min_ms, a.within_ms)
-                    && min > max
-                {
-                    return fail(&sp, "min_ms must not exceed within_ms");
-                }
-            }
-            Step::ExpectSilence(s) => {
-                check_requirement(&format!("{sp}/requirement"), &s.requirement)?;
-            }
-            Step::Drop(_) | Step::Wait(_) | Step::Stall(_) | Step::Hang(_) => {}
         }
+        Step::Subscribed(s) => {
+            declared_run(f, &format!("{sp}/run"), &s.run)?;
+            declared_epoch(f, &format!("{sp}/epoch"), &s.run, &s.epoch)?;
+            if let (Some(a), Some(h)) = (s.after_seq, s.head_seq)
+                && h < a
+            {
+                return fail(sp, "head_seq must be at least after_seq");
+            }
+        }
+        Step::Reset(s) => {
+            declared_run(f, &format!("{sp}/run"), &s.run)?;
+            declared_epoch(f, &format!("{sp}/epoch"), &s.run, &s.epoch)?;
+            let len = max_length(f, &s.run, &s.epoch);
+            if s.as_of_seq > len {
+                return fail(
+                    format!("{sp}/as_of_seq"),
+                    format!("as_of_seq {} is beyond the log (1..={len})", s.as_of_seq),
+                );
+            }
+        }
+        Step::Events(s) | Step::Batch(s) | Step::DropMidBatch(s) => check_events(f, &sp, s)?,
+        Step::Reorder(s) => {
+            check_events(f, &sp, s)?;
+            if s.selected().len() < 2 {
+                return fail(sp, "reorder needs at least two events");
+            }
+        }
+        Step::Ping(pg) => {
+            if let Some(id) = &pg.id
+                && (id.is_empty() || id.len() > 64)
+            {
+                return fail(format!("{sp}/id"), "a ping id is 1-64 characters");
+            }
+            *pinged = true;
+        }
+        Step::Error(e) => {
+            if e.code.is_empty() || e.code.len() > 64 {
+                return fail(format!("{sp}/code"), "an error code is 1-64 characters");
+            }
+            if let Some(r) = &e.run {
+                declared_run(f, &format!("{sp}/run"), r)?;
+            }
+            if let Some(cc) = e.close_code
+                && cc != 0
+            {
+                check_close_code(&format!("{sp}/close_code"), cc)?;
+            }
+        }
+        Step::Frame(fr) => {
+            if !matches!(fr.json.get("type"), Some(Value::String(_))) {
+                return fail(format!("{sp}/json"), "the frame needs a string \"type\"");
+            }
+        }
+        Step::Raw(r) => match (&r.text, &r.text_hex, &r.binary_hex) {
+            (Some(_), None, None) => {}
+            (None, Some(h), None) | (None, None, Some(h)) => {
+                let member = if r.text_hex.is_some() {
+                    "text_hex"
+                } else {
+                    "binary_hex"
+                };
+                if h.len() % 2 != 0 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+                    return fail(format!("{sp}/{member}"), "not an even number of hex digits");
+                }
+            }
+            _ => return fail(sp, "give exactly one of text, text_hex and binary_hex"),
+        },
+        Step::Repeat(r) => {
+            let back = r.back.unwrap_or(1);
+            if back == 0 {
+                return fail(format!("{sp}/back"), "back must be at least 1");
+            }
+        }
+        Step::Close(cl) => {
+            check_close_code(&format!("{sp}/code"), cl.code)?;
+            if cl.reason.as_ref().is_some_and(|r| r.len() > 123) {
+                return fail(
+                    format!("{sp}/reason"),
+                    "a close reason is at most 123 bytes",
+                );
+            }
+        }
+        Step::AwaitPong(a) => {
+            check_requirement(&format!("{sp}/requirement"), &a.requirement)?;
+            if a.id.is_none() && !*pinged {
+                return fail(sp, "await_pong without an id needs an earlier ping step");
+            }
+        }
+        Step::AwaitSubscribe(a) => {
+            declared_run(f, &format!("{sp}/run"), &a.run)?;
+            check_requirement(&format!("{sp}/requirement"), &a.requirement)?;
+        }
+        Step::AwaitMessage(a) => {
+            check_requirement(&format!("{sp}/requirement"), &a.requirement)?;
+            if !runwire_protocol::ClientMessage::TYPES.contains(&a.message_type.as_str()) {
+                return fail(
+                    format!("{sp}/type"),
+                    format!("{:?} is not a client message type", a.message_type),
+                );
+            }
+        }
+        Step::AwaitClose(a) => {
+            check_requirement(&format!("{sp}/requirement"), &a.requirement)?;
+            if let (Some(min), Some(max)) = (a.min_ms, a.within_ms)
+                && min > max
+            {
+                return fail(sp, "min_ms must not exceed within_ms");
+            }
+        }
+        Step::ExpectSilence(s) => {
+            check_requirement(&format!("{sp}/requirement"), &s.requirement)?;
+        }
+        Step::Drop(_) | Step::Wait(_) | Step::Stall(_) | Step::Hang(_) => {}
     }
     Ok(())
 }

@@ -68,6 +68,33 @@ fn anchor(id: &str) -> String {
 /// Renders the report as one HTML page (no external resources).
 pub fn html(report: &RunReport) -> String {
     let mut s = String::new();
+    header(&mut s, report);
+    matrix(&mut s, report);
+    // Scenarios, failures first.
+    let mut order: Vec<&ScenarioResult> = report.results.iter().collect();
+    order.sort_by_key(|r| {
+        let rank = match class(r) {
+            "fail" => 0,
+            "warn" => 1,
+            "inc" => 2,
+            "xfail" => 3,
+            "ni" => 4,
+            _ => 5,
+        };
+        (rank, r.id.clone())
+    });
+    s.push_str("<h2>Scenarios <button onclick=\"document.querySelectorAll('details.sc').forEach(d=>d.open=true)\">expand all</button> <button onclick=\"document.querySelectorAll('details.sc').forEach(d=>d.open=false)\">collapse all</button></h2>");
+    for r in order {
+        scenario(&mut s, r);
+    }
+    // Opening a scenario from the matrix (or a link with #id) expands it.
+    s.push_str("<script>function o(){var e=location.hash&&document.getElementById(location.hash.slice(1));if(e){e.open=true;e.scrollIntoView();}}addEventListener('hashchange',o);o();</script>");
+    s.push_str("</main></body></html>\n");
+    s
+}
+
+/// The page head, the run's metadata and the count cards.
+fn header(s: &mut String, report: &RunReport) {
     let c = &report.counts;
     let _ = write!(
         s,
@@ -102,6 +129,10 @@ pub fn html(report: &RunReport) -> String {
         c.inconclusive,
         c.rerun
     );
+}
+
+/// The matrix of areas × scenarios, and the stale expected-failure entries.
+fn matrix(s: &mut String, report: &RunReport) {
     // Matrix: area × scenarios.
     let mut areas: BTreeMap<(String, String), Vec<&ScenarioResult>> = BTreeMap::new();
     for r in &report.results {
@@ -139,118 +170,102 @@ pub fn html(report: &RunReport) -> String {
             esc(&t.reason)
         );
     }
-    // Scenarios, failures first.
-    let mut order: Vec<&ScenarioResult> = report.results.iter().collect();
-    order.sort_by_key(|r| {
-        let rank = match class(r) {
-            "fail" => 0,
-            "warn" => 1,
-            "inc" => 2,
-            "xfail" => 3,
-            "ni" => 4,
-            _ => 5,
-        };
-        (rank, r.id.clone())
-    });
-    s.push_str("<h2>Scenarios <button onclick=\"document.querySelectorAll('details.sc').forEach(d=>d.open=true)\">expand all</button> <button onclick=\"document.querySelectorAll('details.sc').forEach(d=>d.open=false)\">collapse all</button></h2>");
-    for r in order {
-        let open = if matches!(class(r), "fail" | "warn" | "inc") {
-            " open"
-        } else {
-            ""
-        };
-        let _ = write!(
-            s,
-            "<details class=\"sc\" id=\"{}\"{open}><summary><span class=\"badge {}\">{}</span> <b>{}</b> — {} <span class=\"tags\">[{}] {} · {} ms</span></summary><div class=\"body\">",
-            anchor(&r.id),
-            class(r),
-            label(r),
-            esc(&r.id),
-            esc(&r.name),
-            r.level.as_str(),
-            esc(&r.requirements.join(" ")),
-            r.duration_ms
-        );
-        if let Some(m) = &r.message {
-            let _ = write!(s, "<div class=\"msg\">{}</div>", esc(m));
-        }
-        if let Some(x) = &r.expected_failure_reason {
-            let _ = write!(s, "<p>Expected failure: {}</p>", esc(x));
-        }
-        for (i, a) in r.attempts.iter().enumerate() {
-            let _ = write!(
-                s,
-                "<p class=\"tags\">attempt {} ({}, time scale {}{}): {} — {}</p>",
-                i + 1,
-                a.grade.as_str(),
-                a.time_scale,
-                if a.alone { ", alone" } else { "" },
-                a.lateness
-                    .map(|l| format!(
-                        "timer lateness p99 {:.1} ms, max {:.1} ms",
-                        l.p99_ms, l.max_ms
-                    ))
-                    .unwrap_or_default(),
-                esc(a.message.as_deref().unwrap_or(""))
-            );
-        }
-        if let Some(l) = &r.lateness {
-            let _ = write!(
-                s,
-                "<div class=\"tags\">kit timer lateness during this attempt: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples) · time scale {}</div>",
-                l.p50_ms, l.p99_ms, l.max_ms, l.samples, r.time_scale
-            );
-        }
-        let _ = write!(
-            s,
-            "<div class=\"tags\">tags: {} · seed {}</div><ol class=\"steps\">",
-            esc(&r
-                .tags
-                .iter()
-                .map(|t| format!("@{t}"))
-                .collect::<Vec<_>>()
-                .join(" ")),
-            r.seed
-        );
-        for st in &r.steps {
-            let cls = match st.status {
-                StepStatus::Passed => "passed",
-                StepStatus::Failed | StepStatus::NotImplemented => "failed",
-                StepStatus::Skipped => "skipped",
-            };
-            let _ = write!(
-                s,
-                "<li class=\"{cls}\">{} {} <span class=\"tags\">{} ms</span></li>",
-                esc(&st.keyword),
-                esc(&st.text),
-                st.duration_ms
-            );
-        }
-        s.push_str("</ol><table class=\"tl\">");
-        for e in &r.transcript {
-            let arrow = match e.dir.as_str() {
-                "out" => "→",
-                "in" => "←",
-                _ => "·",
-            };
-            let cls = if e.text.contains("VIOLATION") || e.text.contains(" violated") {
-                "viol"
-            } else {
-                e.dir.as_str()
-            };
-            let _ = write!(
-                s,
-                "<tr class=\"{}\"><td class=\"t\">{} ms</td><td class=\"a\">{} {arrow}</td><td class=\"x\">{}</td></tr>",
-                esc(cls),
-                e.t_ms,
-                esc(&e.actor),
-                esc(&e.text)
-            );
-        }
-        s.push_str("</table></div></details>");
+}
+
+/// One scenario: its grade, message, attempts, steps and transcript.
+fn scenario(s: &mut String, r: &ScenarioResult) {
+    let open = if matches!(class(r), "fail" | "warn" | "inc") {
+        " open"
+    } else {
+        ""
+    };
+    let _ = write!(
+        s,
+        "<details class=\"sc\" id=\"{}\"{open}><summary><span class=\"badge {}\">{}</span> <b>{}</b> — {} <span class=\"tags\">[{}] {} · {} ms</span></summary><div class=\"body\">",
+        anchor(&r.id),
+        class(r),
+        label(r),
+        esc(&r.id),
+        esc(&r.name),
+        r.level.as_str(),
+        esc(&r.requirements.join(" ")),
+        r.duration_ms
+    );
+    if let Some(m) = &r.message {
+        let _ = write!(s, "<div class=\"msg\">{}</div>", esc(m));
     }
-    // Opening a scenario from the matrix (or a link with #id) expands it.
-    s.push_str("<script>function o(){var e=location.hash&&document.getElementById(location.hash.slice(1));if(e){e.open=true;e.scrollIntoView();}}addEventListener('hashchange',o);o();</script>");
-    s.push_str("</main></body></html>\n");
-    s
+    if let Some(x) = &r.expected_failure_reason {
+        let _ = write!(s, "<p>Expected failure: {}</p>", esc(x));
+    }
+    for (i, a) in r.attempts.iter().enumerate() {
+        let _ = write!(
+            s,
+            "<p class=\"tags\">attempt {} ({}, time scale {}{}): {} — {}</p>",
+            i + 1,
+            a.grade.as_str(),
+            a.time_scale,
+            if a.alone { ", alone" } else { "" },
+            a.lateness
+                .map(|l| format!(
+                    "timer lateness p99 {:.1} ms, max {:.1} ms",
+                    l.p99_ms, l.max_ms
+                ))
+                .unwrap_or_default(),
+            esc(a.message.as_deref().unwrap_or(""))
+        );
+    }
+    if let Some(l) = &r.lateness {
+        let _ = write!(
+            s,
+            "<div class=\"tags\">kit timer lateness during this attempt: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples) · time scale {}</div>",
+            l.p50_ms, l.p99_ms, l.max_ms, l.samples, r.time_scale
+        );
+    }
+    let _ = write!(
+        s,
+        "<div class=\"tags\">tags: {} · seed {}</div><ol class=\"steps\">",
+        esc(&r
+            .tags
+            .iter()
+            .map(|t| format!("@{t}"))
+            .collect::<Vec<_>>()
+            .join(" ")),
+        r.seed
+    );
+    for st in &r.steps {
+        let cls = match st.status {
+            StepStatus::Passed => "passed",
+            StepStatus::Failed | StepStatus::NotImplemented => "failed",
+            StepStatus::Skipped => "skipped",
+        };
+        let _ = write!(
+            s,
+            "<li class=\"{cls}\">{} {} <span class=\"tags\">{} ms</span></li>",
+            esc(&st.keyword),
+            esc(&st.text),
+            st.duration_ms
+        );
+    }
+    s.push_str("</ol><table class=\"tl\">");
+    for e in &r.transcript {
+        let arrow = match e.dir.as_str() {
+            "out" => "→",
+            "in" => "←",
+            _ => "·",
+        };
+        let cls = if e.text.contains("VIOLATION") || e.text.contains(" violated") {
+            "viol"
+        } else {
+            e.dir.as_str()
+        };
+        let _ = write!(
+            s,
+            "<tr class=\"{}\"><td class=\"t\">{} ms</td><td class=\"a\">{} {arrow}</td><td class=\"x\">{}</td></tr>",
+            esc(cls),
+            e.t_ms,
+            esc(&e.actor),
+            esc(&e.text)
+        );
+    }
+    s.push_str("</table></div></details>");
 }

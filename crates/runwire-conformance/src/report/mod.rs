@@ -68,6 +68,19 @@ pub fn summary(report: &RunReport) -> String {
     if let Some(cal) = &report.calibration {
         let _ = writeln!(s, "{}", calibration_line(cal));
     }
+    area_table(&mut s, report);
+    failures(&mut s, report);
+    inconclusive(&mut s, report);
+    decided_on_rerun(&mut s, report);
+    not_implemented(&mut s, report);
+    stale_expected_failures(&mut s, report);
+    durations(&mut s, report);
+    totals(&mut s, report);
+    s
+}
+
+/// The count of each grade per suite and area, and for the whole run.
+fn area_table(s: &mut String, report: &RunReport) {
     let mut areas: BTreeMap<(String, String), [u32; 7]> = BTreeMap::new();
     for r in &report.results {
         let e = areas
@@ -109,6 +122,10 @@ pub fn summary(report: &RunReport) -> String {
         c.expected_failure,
         c.inconclusive
     );
+}
+
+/// Every failure, MUST first, with its message and the flags that replay it.
+fn failures(s: &mut String, report: &RunReport) {
     let mut failures: Vec<&ScenarioResult> = report
         .results
         .iter()
@@ -139,6 +156,10 @@ pub fn summary(report: &RunReport) -> String {
             );
         }
     }
+}
+
+/// Every inconclusive scenario, with what each attempt missed.
+fn inconclusive(s: &mut String, report: &RunReport) {
     let inconclusive: Vec<&ScenarioResult> = report
         .results
         .iter()
@@ -162,6 +183,10 @@ pub fn summary(report: &RunReport) -> String {
             );
         }
     }
+}
+
+/// Every scenario decided on a rerun, with its first attempt.
+fn decided_on_rerun(s: &mut String, report: &RunReport) {
     let decided: Vec<&ScenarioResult> = report
         .results
         .iter()
@@ -187,6 +212,10 @@ pub fn summary(report: &RunReport) -> String {
             );
         }
     }
+}
+
+/// Every scenario that was not implemented, with why.
+fn not_implemented(s: &mut String, report: &RunReport) {
     let ni: Vec<&ScenarioResult> = report
         .results
         .iter()
@@ -198,6 +227,10 @@ pub fn summary(report: &RunReport) -> String {
             let _ = writeln!(s, "  {}: {}", r.id, r.message.as_deref().unwrap_or(""));
         }
     }
+}
+
+/// A warning per stale expected-failure entry.
+fn stale_expected_failures(s: &mut String, report: &RunReport) {
     for st in &report.stale_expected_failures {
         let _ = writeln!(
             s,
@@ -211,6 +244,10 @@ pub fn summary(report: &RunReport) -> String {
             st.reason
         );
     }
+}
+
+/// The distribution of scenario durations.
+fn durations(s: &mut String, report: &RunReport) {
     let mut d: Vec<u64> = report.results.iter().map(|r| r.duration_ms).collect();
     d.sort_unstable();
     if !d.is_empty() {
@@ -225,6 +262,11 @@ pub fn summary(report: &RunReport) -> String {
             d.iter().sum::<u64>() as f64 / 1000.0
         );
     }
+}
+
+/// The closing count line and the result.
+fn totals(s: &mut String, report: &RunReport) {
+    let c = &report.counts;
     let _ = writeln!(
         s,
         "\n{} scenarios: {} passed, {} failed ({} MUST, {} SHOULD, {} MAY), {} not implemented, {} expected failures, {} inconclusive ({} rerun) in {:.1} s (seed {}, time scale {})",
@@ -252,7 +294,6 @@ pub fn summary(report: &RunReport) -> String {
                 format!("RESULT: PASS ({n} inconclusive: not judged on this machine, see above)"),
         }
     );
-    s
 }
 
 /// ` (attempt N of M; earlier: ...)` for a rerun result, else empty.

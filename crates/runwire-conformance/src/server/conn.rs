@@ -379,185 +379,12 @@ impl Conn {
 
     fn route(&mut self, item: In) {
         match item {
-            In::Text(text, at) => {
-                let v: Value = match serde_json::from_str(&text) {
-                    Ok(v @ Value::Object(_)) => v,
-                    _ => {
-                        self.violate(
-                            "RW-CONV-1",
-                            format!(
-                                "the server sent a text frame that is not one JSON object: {}",
-                                clip(&text)
-                            ),
-                        );
-                        return;
-                    }
-                };
-                if let Err(e) =
-                    runwire_protocol::codec::decode_server_message(text.as_bytes(), usize::MAX)
-                {
-                    self.violate(
-                        "RW-COMPAT-5",
-                        format!(
-                            "the server sent a frame that is not valid under the v1 schema: {e}"
-                        ),
-                    );
-                }
-                if let Some(dup) = duplicate_member(&text) {
-                    self.violate(
-                        "RW-CONV-3",
-                        format!(
-                            "the server sent an object with two members named {dup:?}: {}",
-                            clip(&text)
-                        ),
-                    );
-                }
-                let ty = v
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned();
-                if self.pending_close_code.is_some() {
-                    self.violate(
-                        "RW-ERROR-3",
-                        format!("the server sent a {ty:?} frame after an error frame that carried close_code"),
-                    );
-                }
-                if self.welcome.is_none() && ty != "welcome" && ty != "error" {
-                    self.violate(
-                        "RW-CONN-6",
-                        format!("the server sent a {ty:?} frame before welcome"),
-                    );
-                }
-                self.frame_types.push(ty.clone());
-                match ty.as_str() {
-                    "ping" => {
-                        let id = v.get("id").and_then(Value::as_str).unwrap_or("");
-                        if id.is_empty() || id.chars().count() > 64 {
-                            self.violate(
-                                "RW-HEART-2",
-                                format!("a ping id must be 1-64 characters: {}", clip(&text)),
-                            );
-                        }
-                        self.pings.push(at);
-                    }
-                    "welcome" => {
-                        self.welcome = Some((v.clone(), at));
-                        self.controls.push_back(v);
-                    }
-                    "subscribed" => {
-                        let run = str_of(&v, "run_id");
-                        let after = v.get("after_seq").and_then(Value::as_u64).unwrap_or(0);
-                        self.subs.insert(run.clone(), after + 1);
-                        self.cursors.insert(
-                            run,
-                            (
-                                v.get("epoch").and_then(Value::as_str).map(str::to_owned),
-                                after,
-                            ),
-                        );
-                        self.controls.push_back(v);
-                    }
-                    "reset" => {
-                        let run = str_of(&v, "run_id");
-                        let as_of = v
-                            .pointer("/snapshot/as_of_seq")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(0);
-                        self.subs.insert(run.clone(), as_of + 1);
-                        self.cursors.insert(
-                            run.clone(),
-                            (
-                                v.get("epoch").and_then(Value::as_str).map(str::to_owned),
-                                as_of,
-                            ),
-                        );
-                        self.events.remove(&run);
-                        self.controls.push_back(v);
-                    }
-                    "unsubscribed" => {
-                        self.subs.remove(&str_of(&v, "run_id"));
-                        self.controls.push_back(v);
-                    }
-                    "event" => {
-                        self.singles += 1;
-                        let ev = v.get("event").cloned().unwrap_or(Value::Null);
-                        self.route_event(ev, at);
-                    }
-                    "batch" => {
-                        let evs = v
-                            .get("events")
-                            .and_then(Value::as_array)
-                            .cloned()
-                            .unwrap_or_default();
-                        if evs.is_empty()
-                            || evs.len() > runwire_protocol::defaults::BATCH_MAX_EVENTS
-                        {
-                            self.violate(
-                                "RW-BATCH-2",
-                                format!(
-                                    "a batch frame holds {} events (allowed 1 to 500)",
-                                    evs.len()
-                                ),
-                            );
-                        }
-                        self.batches.push(evs.len());
-                        for ev in evs {
-                            self.route_event(ev, at);
-                        }
-                    }
-                    "error" => {
-                        self.errors_at.push((str_of(&v, "code"), at));
-                        if let Some(c) = v.get("close_code").and_then(Value::as_u64) {
-                            self.pending_close_code = Some(c);
-                        }
-                        for m in ["code", "message", "retryable"] {
-                            if v.get(m).is_none() {
-                                self.violate(
-                                    "RW-ERROR-1",
-                                    format!("an error frame lacks {m:?}: {}", clip(&text)),
-                                );
-                            }
-                        }
-                        self.controls.push_back(v);
-                    }
-                    _ => self.controls.push_back(v),
-                }
-            }
+            In::Text(text, at) => self.route_text(&text, at),
             In::Binary => {
                 self.violate("RW-CONV-1", "the server sent a binary frame".into());
             }
             In::Close(code, reason) => {
-                if let Some(c) = code
-                    && (c < 1000 || matches!(c, 1004..=1006 | 1015 | 1016..=2999))
-                {
-                    self.violate(
-                        "RW-CLOSE-4",
-                        format!(
-                            "the server sent the close code {c}, which must never go on the wire"
-                        ),
-                    );
-                }
-                if !self.client_closing {
-                    match (code, self.pending_close_code) {
-                        (Some(c), Some(p)) if u64::from(c) == p => {}
-                        (Some(c), Some(p)) => self.violate(
-                            "RW-ERROR-3",
-                            format!("the server closed with {c} after an error frame with close_code {p}"),
-                        ),
-                        (c, None) => self.violate(
-                            "RW-CLOSE-1",
-                            format!(
-                                "the server closed the connection (code {}) without an error frame carrying that close_code",
-                                c.map_or("none".to_owned(), |c| c.to_string())
-                            ),
-                        ),
-                        (None, Some(p)) => self.violate(
-                            "RW-ERROR-3",
-                            format!("the server sent a close frame without a code after an error frame with close_code {p}"),
-                        ),
-                    }
-                }
+                self.check_close(code);
                 self.closed = Some((code, reason));
             }
             In::Gone(why) => {
@@ -565,6 +392,189 @@ impl Conn {
                 if self.closed.is_none() && !self.client_closing {
                     self.rec.note(&self.name, format!("connection lost: {why}"));
                 }
+            }
+        }
+    }
+
+    /// A text frame: checked as a JSON object valid under the v1 schema (§2, §3), then
+    /// routed by its type.
+    fn route_text(&mut self, text: &str, at: Instant) {
+        let v: Value = match serde_json::from_str(text) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                self.violate(
+                    "RW-CONV-1",
+                    format!(
+                        "the server sent a text frame that is not one JSON object: {}",
+                        clip(text)
+                    ),
+                );
+                return;
+            }
+        };
+        if let Err(e) = runwire_protocol::codec::decode_server_message(text.as_bytes(), usize::MAX)
+        {
+            self.violate(
+                "RW-COMPAT-5",
+                format!("the server sent a frame that is not valid under the v1 schema: {e}"),
+            );
+        }
+        if let Some(dup) = duplicate_member(text) {
+            self.violate(
+                "RW-CONV-3",
+                format!(
+                    "the server sent an object with two members named {dup:?}: {}",
+                    clip(text)
+                ),
+            );
+        }
+        let ty = v
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        if self.pending_close_code.is_some() {
+            self.violate(
+                "RW-ERROR-3",
+                format!(
+                    "the server sent a {ty:?} frame after an error frame that carried close_code"
+                ),
+            );
+        }
+        if self.welcome.is_none() && ty != "welcome" && ty != "error" {
+            self.violate(
+                "RW-CONN-6",
+                format!("the server sent a {ty:?} frame before welcome"),
+            );
+        }
+        self.route_typed(v, &ty, text, at);
+    }
+
+    /// Records a frame of type `ty` where the session's checks and steps find it.
+    fn route_typed(&mut self, v: Value, ty: &str, text: &str, at: Instant) {
+        self.frame_types.push(ty.to_owned());
+        match ty {
+            "ping" => {
+                let id = v.get("id").and_then(Value::as_str).unwrap_or("");
+                if id.is_empty() || id.chars().count() > 64 {
+                    self.violate(
+                        "RW-HEART-2",
+                        format!("a ping id must be 1-64 characters: {}", clip(text)),
+                    );
+                }
+                self.pings.push(at);
+            }
+            "welcome" => {
+                self.welcome = Some((v.clone(), at));
+                self.controls.push_back(v);
+            }
+            "subscribed" => {
+                let run = str_of(&v, "run_id");
+                let after = v.get("after_seq").and_then(Value::as_u64).unwrap_or(0);
+                self.subs.insert(run.clone(), after + 1);
+                self.cursors.insert(
+                    run,
+                    (
+                        v.get("epoch").and_then(Value::as_str).map(str::to_owned),
+                        after,
+                    ),
+                );
+                self.controls.push_back(v);
+            }
+            "reset" => {
+                let run = str_of(&v, "run_id");
+                let as_of = v
+                    .pointer("/snapshot/as_of_seq")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
+                self.subs.insert(run.clone(), as_of + 1);
+                self.cursors.insert(
+                    run.clone(),
+                    (
+                        v.get("epoch").and_then(Value::as_str).map(str::to_owned),
+                        as_of,
+                    ),
+                );
+                self.events.remove(&run);
+                self.controls.push_back(v);
+            }
+            "unsubscribed" => {
+                self.subs.remove(&str_of(&v, "run_id"));
+                self.controls.push_back(v);
+            }
+            "event" => {
+                self.singles += 1;
+                let ev = v.get("event").cloned().unwrap_or(Value::Null);
+                self.route_event(ev, at);
+            }
+            "batch" => {
+                let evs = v
+                    .get("events")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                if evs.is_empty() || evs.len() > runwire_protocol::defaults::BATCH_MAX_EVENTS {
+                    self.violate(
+                        "RW-BATCH-2",
+                        format!(
+                            "a batch frame holds {} events (allowed 1 to 500)",
+                            evs.len()
+                        ),
+                    );
+                }
+                self.batches.push(evs.len());
+                for ev in evs {
+                    self.route_event(ev, at);
+                }
+            }
+            "error" => {
+                self.errors_at.push((str_of(&v, "code"), at));
+                if let Some(c) = v.get("close_code").and_then(Value::as_u64) {
+                    self.pending_close_code = Some(c);
+                }
+                for m in ["code", "message", "retryable"] {
+                    if v.get(m).is_none() {
+                        self.violate(
+                            "RW-ERROR-1",
+                            format!("an error frame lacks {m:?}: {}", clip(text)),
+                        );
+                    }
+                }
+                self.controls.push_back(v);
+            }
+            _ => self.controls.push_back(v),
+        }
+    }
+
+    /// A close frame from the server: a code allowed on the wire (`RW-CLOSE-4`), the one
+    /// its error frame announced (`RW-ERROR-3`, `RW-CLOSE-1`).
+    fn check_close(&mut self, code: Option<u16>) {
+        if let Some(c) = code
+            && (c < 1000 || matches!(c, 1004..=1006 | 1015 | 1016..=2999))
+        {
+            self.violate(
+                "RW-CLOSE-4",
+                format!("the server sent the close code {c}, which must never go on the wire"),
+            );
+        }
+        if !self.client_closing {
+            match (code, self.pending_close_code) {
+                (Some(c), Some(p)) if u64::from(c) == p => {}
+                (Some(c), Some(p)) => self.violate(
+                    "RW-ERROR-3",
+                    format!("the server closed with {c} after an error frame with close_code {p}"),
+                ),
+                (c, None) => self.violate(
+                    "RW-CLOSE-1",
+                    format!(
+                        "the server closed the connection (code {}) without an error frame carrying that close_code",
+                        c.map_or("none".to_owned(), |c| c.to_string())
+                    ),
+                ),
+                (None, Some(p)) => self.violate(
+                    "RW-ERROR-3",
+                    format!("the server sent a close frame without a code after an error frame with close_code {p}"),
+                ),
             }
         }
     }

@@ -5,6 +5,9 @@
 //! pongs, liveness, full-jitter backoff, close classes, retry_after, max attempts) and
 //! reports to the mock through the adapter contract's JSON lines. Each [`Bugs`] flag
 //! breaks one rule, so tests can prove that the fixtures catch that bug.
+//!
+//! It runs past 1,000 lines because it is a whole client, kept in one file so that
+//! each [`Bugs`] flag sits beside the rule it breaks.
 
 use std::{collections::BTreeMap, time::Duration};
 

@@ -1,5 +1,11 @@
 //! The structural walk: compares an old and a new schema of one contract (writer or
 //! reader), with the other party's schema as "counterpart" to refine severities.
+//!
+//! This file runs past 1,000 lines because the walk is one recursive visitor: every
+//! JSON Schema keyword it compares (types, enums, bounds, objects, arrays, unions,
+//! `$ref`) is a method of the one `Walker`, which carries the three documents, the
+//! contract side and the changes found; split by keyword, each part would need all of
+//! that state anyway. What each rule means is in `crate::rules`, not here.
 
 use std::collections::BTreeSet;
 
@@ -1104,35 +1110,8 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
         skip: Option<&str>,
     ) {
         let empty = Map::new();
-        let oprops = o
-            .map
-            .get("properties")
-            .and_then(Value::as_object)
-            .unwrap_or(&empty);
-        let nprops = n
-            .map
-            .get("properties")
-            .and_then(Value::as_object)
-            .unwrap_or(&empty);
-        let cprops = c.and_then(|c| c.map.get("properties").and_then(Value::as_object));
-        let req = |m: &Map<String, Value>| -> BTreeSet<String> {
-            m.get("required")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let (oreq, nreq) = (req(&o.map), req(&n.map));
-        let creq = c.map(|c| req(&c.map));
-        let c_closed = c.is_some_and(|c| closedness(&c.map) == Openness::Closed);
-        let oreserved = reserved(&o.map);
-        let nreserved = reserved(&n.map);
-
-        let names: BTreeSet<&String> = oprops.keys().chain(nprops.keys()).collect();
+        let p = Props::of(o, n, c, &empty);
+        let names: BTreeSet<&String> = p.old.keys().chain(p.new.keys()).collect();
         let mut only_old = Vec::new();
         let mut only_new = Vec::new();
         for name in names {
@@ -1140,7 +1119,7 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
                 continue;
             }
             let ppath = format!("{path}/{}", escape(name));
-            match (oprops.get(name), nprops.get(name)) {
+            match (p.old.get(name), p.new.get(name)) {
                 (Some(ov), Some(nv)) => {
                     let on = self
                         .old
@@ -1148,40 +1127,14 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
                     let nn = self
                         .new
                         .node(nv, &format!("{}/properties/{}", n.ptr, escape(name)));
-                    let cn = match (self.cp, cprops.and_then(|p| p.get(name)), c) {
+                    let cn = match (self.cp, p.counterpart.and_then(|cp| cp.get(name)), c) {
                         (Some(d), Some(cv), Some(cnode)) => {
                             Some(d.node(cv, &format!("{}/properties/{}", cnode.ptr, escape(name))))
                         }
                         _ => None,
                     };
                     let pptr = format!("{ptr}/properties/{}", escape(name));
-                    match (oreq.contains(name), nreq.contains(name)) {
-                        (true, false) => {
-                            let sev = (self.is_writer()
-                                && creq.as_ref().is_some_and(|r| !r.contains(name)))
-                            .then_some(Severity::Info);
-                            self.emit(
-                                id::PROPERTY_REQUIRED_TO_OPTIONAL,
-                                sev,
-                                &pptr,
-                                &ppath,
-                                format!("property {name:?} is no longer required"),
-                            );
-                        }
-                        (false, true) => {
-                            let sev = (!self.is_writer()
-                                && creq.as_ref().is_some_and(|r| r.contains(name)))
-                            .then_some(Severity::Info);
-                            self.emit(
-                                id::PROPERTY_OPTIONAL_TO_REQUIRED,
-                                sev,
-                                &pptr,
-                                &ppath,
-                                format!("property {name:?} is now required"),
-                            );
-                        }
-                        _ => {}
-                    }
+                    self.required_changed(&p, name, &pptr, &ppath);
                     self.walk(&on, &nn, cn.as_ref(), &ppath, None);
                 }
                 (Some(_), None) => only_old.push(name.clone()),
@@ -1190,40 +1143,19 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
             }
         }
         // Names required without a schema in `properties` (on both sides).
-        for name in oreq.symmetric_difference(&nreq) {
-            if oprops.contains_key(name) || nprops.contains_key(name) || skip == Some(name) {
+        for name in p.old_req.symmetric_difference(&p.new_req) {
+            if p.old.contains_key(name) || p.new.contains_key(name) || skip == Some(name) {
                 continue;
             }
-            let pptr = format!("{ptr}/required");
             let ppath = format!("{path}/{}", escape(name));
-            if nreq.contains(name) {
-                let sev = (!self.is_writer() && creq.as_ref().is_some_and(|r| r.contains(name)))
-                    .then_some(Severity::Info);
-                self.emit(
-                    id::PROPERTY_OPTIONAL_TO_REQUIRED,
-                    sev,
-                    &pptr,
-                    &ppath,
-                    format!("property {name:?} is now required"),
-                );
-            } else {
-                let sev = (self.is_writer() && creq.as_ref().is_some_and(|r| !r.contains(name)))
-                    .then_some(Severity::Info);
-                self.emit(
-                    id::PROPERTY_REQUIRED_TO_OPTIONAL,
-                    sev,
-                    &pptr,
-                    &ppath,
-                    format!("property {name:?} is no longer required"),
-                );
-            }
+            self.required_changed(&p, name, &format!("{ptr}/required"), &ppath);
         }
         // A rename: one property out, one in, same shape and same required-ness.
         if only_old.len() == 1 && only_new.len() == 1 {
             let (a, b) = (&only_old[0], &only_new[0]);
-            if oreq.contains(a) == nreq.contains(b)
-                && !oreserved.contains(b)
-                && canon(&shape(&oprops[a])) == canon(&shape(&nprops[b]))
+            if p.old_req.contains(a) == p.new_req.contains(b)
+                && !p.old_reserved.contains(b)
+                && canon(&shape(&p.old[a])) == canon(&shape(&p.new[b]))
             {
                 let pptr = format!("{ptr}/properties/{}", escape(b));
                 self.emit(
@@ -1238,86 +1170,128 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
         }
         for name in &only_new {
             let pptr = format!("{ptr}/properties/{}", escape(name));
-            let ppath = format!("{path}/{}", escape(name));
-            if oreserved.contains(name) {
-                self.emit(
-                    id::PROPERTY_NAME_REUSED,
-                    None,
-                    &pptr,
-                    &ppath,
-                    format!("property {name:?} was reserved (x-reserved) and is used again"),
-                );
-                continue;
-            }
-            let closed_reader = self.is_writer()
-                && c_closed
-                && !cprops.is_some_and(|p| p.contains_key(name.as_str()));
-            if nreq.contains(name) {
-                let sev = if closed_reader {
-                    Some(Severity::Error)
-                } else if !self.is_writer() && creq.as_ref().is_some_and(|r| r.contains(name)) {
-                    Some(Severity::Info)
-                } else {
-                    None
-                };
-                let why = if closed_reader {
-                    "; the old reader's object is closed"
-                } else {
-                    ""
-                };
-                self.emit(
-                    id::PROPERTY_REQUIRED_ADDED,
-                    sev,
-                    &pptr,
-                    &ppath,
-                    format!("required property {name:?} added{why}"),
-                );
-            } else {
-                let sev = closed_reader.then_some(Severity::Error);
-                let why = if closed_reader {
-                    "; the old reader's object is closed"
-                } else {
-                    ""
-                };
-                self.emit(
-                    id::PROPERTY_OPTIONAL_ADDED,
-                    sev,
-                    &pptr,
-                    &ppath,
-                    format!("optional property {name:?} added{why}"),
-                );
-            }
+            self.property_added(&p, name, &pptr, &format!("{path}/{}", escape(name)));
         }
         for name in &only_old {
             let pptr = format!("{}/properties/{}", o.ptr, escape(name));
-            let ppath = format!("{path}/{}", escape(name));
-            if oreq.contains(name) {
-                let sev = (self.is_writer() && creq.as_ref().is_some_and(|r| !r.contains(name)))
-                    .then_some(Severity::Warning);
-                self.emit(
-                    id::PROPERTY_REQUIRED_REMOVED,
-                    sev,
-                    &pptr,
-                    &ppath,
-                    format!("required property {name:?} removed"),
-                );
-            } else {
-                let sev = (self.is_writer() && nreserved.contains(name)).then_some(Severity::Info);
-                let why = if nreserved.contains(name) {
-                    " (reserved in x-reserved)"
-                } else {
-                    ""
-                };
-                self.emit(
-                    id::PROPERTY_OPTIONAL_REMOVED,
-                    sev,
-                    &pptr,
-                    &ppath,
-                    format!("optional property {name:?} removed{why}"),
-                );
-            }
+            self.property_removed(&p, name, &pptr, &format!("{path}/{}", escape(name)));
         }
         self.openness(o, n, c, ptr, path);
+    }
+
+    /// A property that is in both versions, or named in `required` of both without a
+    /// schema: reports a change of its required-ness.
+    fn required_changed(&mut self, p: &Props<'_>, name: &str, pptr: &str, ppath: &str) {
+        match (p.old_req.contains(name), p.new_req.contains(name)) {
+            (true, false) => {
+                let sev = (self.is_writer()
+                    && p.counterpart_req
+                        .as_ref()
+                        .is_some_and(|r| !r.contains(name)))
+                .then_some(Severity::Info);
+                self.emit(
+                    id::PROPERTY_REQUIRED_TO_OPTIONAL,
+                    sev,
+                    pptr,
+                    ppath,
+                    format!("property {name:?} is no longer required"),
+                );
+            }
+            (false, true) => {
+                let sev = (!self.is_writer()
+                    && p.counterpart_req.as_ref().is_some_and(|r| r.contains(name)))
+                .then_some(Severity::Info);
+                self.emit(
+                    id::PROPERTY_OPTIONAL_TO_REQUIRED,
+                    sev,
+                    pptr,
+                    ppath,
+                    format!("property {name:?} is now required"),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// A property only the new version has.
+    fn property_added(&mut self, p: &Props<'_>, name: &str, pptr: &str, ppath: &str) {
+        if p.old_reserved.contains(name) {
+            self.emit(
+                id::PROPERTY_NAME_REUSED,
+                None,
+                pptr,
+                ppath,
+                format!("property {name:?} was reserved (x-reserved) and is used again"),
+            );
+            return;
+        }
+        let closed_reader = self.is_writer()
+            && p.counterpart_closed
+            && !p.counterpart.is_some_and(|cp| cp.contains_key(name));
+        let why = if closed_reader {
+            "; the old reader's object is closed"
+        } else {
+            ""
+        };
+        if p.new_req.contains(name) {
+            let sev = if closed_reader {
+                Some(Severity::Error)
+            } else if !self.is_writer()
+                && p.counterpart_req.as_ref().is_some_and(|r| r.contains(name))
+            {
+                Some(Severity::Info)
+            } else {
+                None
+            };
+            self.emit(
+                id::PROPERTY_REQUIRED_ADDED,
+                sev,
+                pptr,
+                ppath,
+                format!("required property {name:?} added{why}"),
+            );
+        } else {
+            self.emit(
+                id::PROPERTY_OPTIONAL_ADDED,
+                closed_reader.then_some(Severity::Error),
+                pptr,
+                ppath,
+                format!("optional property {name:?} added{why}"),
+            );
+        }
+    }
+
+    /// A property only the old version has.
+    fn property_removed(&mut self, p: &Props<'_>, name: &str, pptr: &str, ppath: &str) {
+        if p.old_req.contains(name) {
+            let sev = (self.is_writer()
+                && p.counterpart_req
+                    .as_ref()
+                    .is_some_and(|r| !r.contains(name)))
+            .then_some(Severity::Warning);
+            self.emit(
+                id::PROPERTY_REQUIRED_REMOVED,
+                sev,
+                pptr,
+                ppath,
+                format!("required property {name:?} removed"),
+            );
+        } else {
+            let reserved_now = p.new_reserved.contains(name);
+            let sev = (self.is_writer() && reserved_now).then_some(Severity::Info);
+            let why = if reserved_now {
+                " (reserved in x-reserved)"
+            } else {
+                ""
+            };
+            self.emit(
+                id::PROPERTY_OPTIONAL_REMOVED,
+                sev,
+                pptr,
+                ppath,
+                format!("optional property {name:?} removed{why}"),
+            );
+        }
     }
 
     fn openness(
@@ -1927,6 +1901,54 @@ fn closedness(m: &Map<String, Value>) -> Openness {
         Some(Value::Bool(false)) => Openness::Closed,
         Some(v) if v.as_object().is_some_and(Map::is_empty) => Openness::Open,
         Some(v) => Openness::Map(v.clone()),
+    }
+}
+
+/// The properties of an object schema in the old and new versions (and the
+/// counterpart's), with what is required and reserved in each.
+struct Props<'a> {
+    old: &'a Map<String, Value>,
+    new: &'a Map<String, Value>,
+    counterpart: Option<&'a Map<String, Value>>,
+    old_req: BTreeSet<String>,
+    new_req: BTreeSet<String>,
+    counterpart_req: Option<BTreeSet<String>>,
+    /// The counterpart's object is closed to unknown members.
+    counterpart_closed: bool,
+    old_reserved: BTreeSet<String>,
+    new_reserved: BTreeSet<String>,
+}
+
+impl<'a> Props<'a> {
+    fn of(
+        o: &'a Node<'_>,
+        n: &'a Node<'_>,
+        c: Option<&'a Node<'_>>,
+        empty: &'a Map<String, Value>,
+    ) -> Self {
+        let props = |m: &'a Map<String, Value>| m.get("properties").and_then(Value::as_object);
+        let req = |m: &Map<String, Value>| -> BTreeSet<String> {
+            m.get("required")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Self {
+            old: props(&o.map).unwrap_or(empty),
+            new: props(&n.map).unwrap_or(empty),
+            counterpart: c.and_then(|c| props(&c.map)),
+            old_req: req(&o.map),
+            new_req: req(&n.map),
+            counterpart_req: c.map(|c| req(&c.map)),
+            counterpart_closed: c.is_some_and(|c| closedness(&c.map) == Openness::Closed),
+            old_reserved: reserved(&o.map),
+            new_reserved: reserved(&n.map),
+        }
     }
 }
 

@@ -31,6 +31,12 @@
 //!   idempotency records) older than the limit, never past the stored snapshot: a
 //!   reset still carries every event's effect (`RW-SNAP-2`), and a read from a
 //!   trimmed cursor is [`StoreError::NotRetained`] (`RW-INGEST-17`, `RW-RESUME-5`).
+//!
+//! This file runs past 1,000 lines because the threads above share one schema, one
+//! cache of run heads and one error state: the writer, the syncer and maintenance
+//! each read what the others write, and the durability argument (what is committed,
+//! fsynced and acknowledged, in which order) can only be checked with all of them in
+//! view.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
