@@ -55,6 +55,7 @@ pub mod model;
 pub mod net;
 mod pattern;
 pub mod preflight;
+#[cfg(feature = "reference")]
 pub mod reference;
 pub mod report;
 pub mod runner;

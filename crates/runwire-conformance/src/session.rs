@@ -3,6 +3,8 @@
 //! one line instead of a hundred violations, the calibration of the time scales on
 //! this machine, the reference server of the default mode, then the suites.
 
+#[cfg(feature = "reference")]
+use crate::reference::{ReferenceServer, reference_config};
 use std::time::Duration;
 
 use crate::{
@@ -11,7 +13,6 @@ use crate::{
     conform,
     model::{Calibration, Error, RunReport, ScenarioResult},
     preflight::{self, PreflightError},
-    reference::{ReferenceServer, reference_config},
     server::ServerTarget,
 };
 
@@ -120,19 +121,31 @@ impl Session {
         );
         calibrated(&cal);
         opts.calibration = Some(cal);
+        #[cfg(feature = "reference")]
         let reference = if self.reference_server {
             Some(ReferenceServer::start(reference_config(time_scale)).await?)
         } else {
             None
         };
+        #[cfg(not(feature = "reference"))]
+        if self.reference_server {
+            return Err(crate::Error::Target(
+                "this build of the kit has no reference server (the `reference` feature of runwire-conformance is off); give a server URL".into(),
+            ));
+        }
+        #[cfg(feature = "reference")]
+        let server = reference
+            .as_ref()
+            .map(ReferenceServer::target)
+            .or(self.server);
+        #[cfg(not(feature = "reference"))]
+        let server = self.server;
         let plan = Plan {
-            server: reference
-                .as_ref()
-                .map(ReferenceServer::target)
-                .or(self.server),
+            server,
             client: self.client,
         };
         let report = conform(plan, &opts, progress).await;
+        #[cfg(feature = "reference")]
         if let Some(s) = reference {
             s.stop().await;
         }
