@@ -28,9 +28,11 @@ fn collect(root: &Path, dir: &Path, ext: &str, out: &mut Vec<(String, String)>) 
 
 fn main() {
     let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
-    let repo = Path::new(&manifest).join("../..");
-    let features = repo.join("features");
-    let fixtures = repo.join("fixtures/client");
+    // `data/` links to the repository's `features/` and `fixtures/client/` (a
+    // packaged crate carries the files themselves).
+    let data = Path::new(&manifest).join("data");
+    let features = data.join("features");
+    let fixtures = data.join("fixtures-client");
     println!("cargo:rerun-if-changed={}", features.display());
     println!(
         "cargo:rerun-if-changed={}",

@@ -6,8 +6,8 @@ use serde::Deserialize;
 
 use crate::model::{Error, Level, ScenarioDef, Suite};
 
-static REQUIREMENTS: &str = include_str!("../../../spec/requirements.json");
-static UNOBSERVABLE: &str = include_str!("../../../conformance/unobservable.json");
+static REQUIREMENTS: &str = include_str!("../data/requirements.json");
+static UNOBSERVABLE: &str = include_str!("../data/unobservable.json");
 
 pub use runwire_protocol::requirement::Requirement;
 
