@@ -266,7 +266,9 @@ export function decodeFrame(text: string): KnownServerMessage | UnknownServerMes
   }
   if (!isObject(parsed)) fail("a frame must hold one JSON object");
   if (typeof parsed.type !== "string") fail("a frame needs a string `type`");
-  if (!KNOWN_SERVER_TYPES.has(parsed.type)) return parsed as UnknownServerMessage;
+  if (!KNOWN_SERVER_TYPES.has(parsed.type)) {
+    return (ambiguous ? unmark(parsed) : parsed) as UnknownServerMessage;
+  }
   const msg = check(parsed);
   return ambiguous ? (unmark(msg as unknown as Json) as unknown as KnownServerMessage) : msg;
 }
