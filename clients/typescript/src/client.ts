@@ -304,13 +304,13 @@ export class RunwireClient {
     return this.loop;
   }
 
-  /** Retries now after `failed`; while reconnecting, skips the rest of the wait. */
+  /**
+   * Starts over after `failed` or `closed` (the user asked to retry), with a fresh count
+   * of failed attempts. Does nothing while the client runs: the backoff of spec §12 is
+   * not the application's to skip.
+   */
   retry(): void {
-    if (this.loop === undefined) {
-      void this.start();
-    } else if (this.waitTimer !== undefined) {
-      this.wake();
-    }
+    if (this.loop === undefined) void this.start();
   }
 
   /** Closes the connection with 1000 and stops for good (`RW-CONN-11`). */

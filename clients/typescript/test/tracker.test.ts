@@ -24,7 +24,11 @@ describe("RunTracker (spec §9)", () => {
     expect(seqs(t.push(ev(2), 0))).toEqual([]);
     expect(seqs(t.push(ev(3), 0))).toEqual([3]);
     expect(seqs(t.push(ev(3), 0))).toEqual([]);
+    expect(seqs(t.push(ev(1), 0))).toEqual([]);
     expect(t.seq).toBe(3);
+    // Dropped, not held as a gap: nothing buffered, no resubscribe pending.
+    expect(t.buffered).toBe(0);
+    expect(t.gapDeadline).toBeUndefined();
   });
 
   it("buffers a gap and delivers in seq order once it fills (RW-ORDER-5, RW-ORDER-6)", () => {
