@@ -47,14 +47,16 @@ function present(data: JsonObject): [string, Json][] {
  */
 export function fold(snap: RunSnapshot, e: RunEvent): RunSnapshot {
   if (e.seq <= snap.as_of_seq) return snap;
-  const next: Record<string, unknown> = { ...snap, as_of_seq: e.seq, updated_at: e.time };
+  const next: Record<string, unknown> = { ...snap };
+  next.as_of_seq = e.seq;
+  next.updated_at = e.time;
   if (snap.created_at === undefined) next.created_at = e.time;
   const d = e.data;
   switch (e.type) {
     case "run.status":
       next.status = d.status;
       if (typeof d.reason === "string") next.status_reason = d.reason;
-      else delete next.status_reason;
+      else next.status_reason = undefined;
       break;
     case "run.progress": {
       // RW-TYPE-5: each member carried replaces the stored one; absent ones stay.
@@ -88,7 +90,7 @@ export function fold(snap: RunSnapshot, e: RunEvent): RunSnapshot {
       // RW-TYPE-16: the list is replaced, never merged; omitted when empty.
       const items = d.items;
       if (Array.isArray(items) && items.length > 0) next.todos = deepFreeze([...items]);
-      else delete next.todos;
+      else next.todos = undefined;
       break;
     }
     case "artifact.created":
@@ -109,7 +111,7 @@ export function fold(snap: RunSnapshot, e: RunEvent): RunSnapshot {
         const rest: Record<string, JsonObject> = { ...calls };
         delete rest[id];
         if (Object.keys(rest).length > 0) next.open_tool_calls = Object.freeze(rest);
-        else delete next.open_tool_calls;
+        else next.open_tool_calls = undefined;
       }
       break;
     }
@@ -124,5 +126,17 @@ export function fold(snap: RunSnapshot, e: RunEvent): RunSnapshot {
       // RW-SNAP-4: every other type changes only as_of_seq and updated_at.
       break;
   }
-  return Object.freeze(next) as RunSnapshot;
+  return Object.freeze(dropUndefined(next)) as RunSnapshot;
+}
+
+/** Removes members set to undefined (absent members are omitted, spec §8.3) without `delete`. */
+function dropUndefined(o: Record<string, unknown>): Record<string, unknown> {
+  if (o.status_reason !== undefined || !("status_reason" in o)) {
+    if (o.todos !== undefined || !("todos" in o)) {
+      if (o.open_tool_calls !== undefined || !("open_tool_calls" in o)) return o;
+    }
+  }
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(o)) if (o[k] !== undefined) out[k] = o[k];
+  return out;
 }
