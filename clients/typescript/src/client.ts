@@ -429,7 +429,9 @@ export class RunwireClient {
     const previous = this.session;
     if (previous !== undefined) {
       // RW-RECONNECT-9: one connection at a time; the last one finishes closing first.
-      await Promise.race([previous.closed, new Promise((r) => setTimeout(r, 1000))]);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([previous.closed, new Promise((r) => (timer = setTimeout(r, 1000)))]);
+      clearTimeout(timer);
     }
     let token: string | undefined;
     try {
@@ -508,6 +510,13 @@ export class RunwireClient {
   private onClose(s: Session, code: number): void {
     s.markClosed();
     if (s.ended) return;
+    if ((s.lastError as { error?: { code?: string } } | undefined)?.error?.code === "WS_ERR_INVALID_UTF8") {
+      // RW-CLOSE-10: `ws` failed the connection itself (close 1007) on a text frame that
+      // is not UTF-8; whatever close code the server echoed, it is an undecodable frame.
+      this.report({ code: "invalid_frame", message: "the server sent a text frame that is not valid UTF-8", terminal: false });
+      this.finish(s, { cls: "backoff" });
+      return;
+    }
     // 1005 and 1006 are local: no close frame was received (RW-RECONNECT-7).
     let closeCode: number | undefined = code === 1005 || code === 1006 || code === 0 ? undefined : code;
     const pe = s.pendingError;
@@ -518,15 +527,7 @@ export class RunwireClient {
       } else {
         // RW-CLOSE-10: a browser fails the connection by itself on a text frame that is
         // not UTF-8; the page sees 1006 and cannot tell it from a lost connection.
-        const errCode = (s.lastError as { error?: { code?: string } } | undefined)?.error?.code;
-        const invalid = errCode === "WS_ERR_INVALID_UTF8";
-        this.report({
-          code: invalid ? "invalid_frame" : "connection_lost",
-          message: invalid
-            ? "the server sent a text frame that is not valid UTF-8"
-            : "the connection ended without a close frame",
-          terminal: false,
-        });
+        this.report({ code: "connection_lost", message: "the connection ended without a close frame", terminal: false });
       }
     }
     if (closeCode !== undefined) this.lastCloseCode = closeCode;
