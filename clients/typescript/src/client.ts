@@ -257,13 +257,17 @@ export class RunwireClient {
   }
 
   /**
-   * Wants a run. Without `cursor` the client resumes from its cursor store (if any), else
+   * Wants a run. `from` is a cursor the application kept, or a snapshot of the run it
+   * kept (whose `epoch` and `as_of_seq` are the cursor, and which becomes the base of the
+   * folded state). Without it the client resumes from its cursor store (if any), else
    * replays the run from the start. Subscribes at once when connected.
    */
-  subscribe(runId: string, cursor?: Cursor): void {
+  subscribe(runId: string, from?: Cursor | RunSnapshot): void {
     if (this.runs.has(runId)) return;
     this.refused.delete(runId);
-    const stored = cursor === undefined ? this.opts.cursorStore?.load(runId) : undefined;
+    const isSnapshot = from !== undefined && "as_of_seq" in from && from.run_id === runId;
+    const cursor = isSnapshot ? undefined : (from as Cursor | undefined);
+    const stored = isSnapshot ? (from as RunSnapshot) : from === undefined ? this.opts.cursorStore?.load(runId) : undefined;
     const c: Cursor = stored !== undefined ? { epoch: stored.epoch, seq: stored.as_of_seq } : (cursor ?? {});
     const tracker = new RunTracker(runId, c, this.trackerOptions());
     const entry: RunEntry = {

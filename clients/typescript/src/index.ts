@@ -21,3 +21,10 @@ export { checkEvent, decodeFrame, DecodeError, KNOWN_SERVER_TYPES } from "./deco
 export { emptySnapshot, fold, freezeSnapshot, SNAPSHOT_RECENT_LOGS } from "./fold.js";
 export { RunTracker, type PushResult, type TrackerOptions } from "./tracker.js";
 export * from "./wire.js";
+export {
+  SharedRunwireClient,
+  type BroadcastChannelLike,
+  type LockManagerLike,
+  type RunwireClientLike,
+  type SharedClientOptions,
+} from "./shared.js";

@@ -13,7 +13,8 @@
  */
 
 import { createContext, useContext, useEffect, useState, useSyncExternalStore, type ReactNode } from "react";
-import type { ConnectionState, RunwireClient, RunwireError } from "./client.js";
+import type { ConnectionState, RunwireError } from "./client.js";
+import type { RunwireClientLike as RunwireClient } from "./shared.js";
 import type { RunSnapshot } from "./wire.js";
 
 const ClientContext = createContext<RunwireClient | null>(null);
