@@ -145,6 +145,8 @@ export interface ClientOptions {
    * (a conformance adapter relaying states out of a browser page).
    */
   stateBarrier?: (state: ConnectionState) => void | Promise<void>;
+  /** A monotonic clock in ms for every deadline; default `performance.now`. */
+  clock?: () => number;
 }
 
 /** The state of one wanted run. */
@@ -188,7 +190,7 @@ interface Session {
   lastError?: unknown;
 }
 
-const now = (): number => (typeof performance !== "undefined" ? performance.now() : Date.now());
+const monotonic = (): number => (typeof performance !== "undefined" ? performance.now() : Date.now());
 
 type Listeners = { [K in keyof ClientEvents]: Set<ClientEvents[K]> };
 
@@ -220,10 +222,12 @@ export class RunwireClient {
   private detachPage: (() => void) | undefined;
   /** The seed of the jitter, for replaying a run of the client. */
   readonly seed: bigint;
+  private readonly clock: () => number;
 
   constructor(opts: ClientOptions) {
     this.opts = opts;
     this.seed = opts.seed ?? randomSeed();
+    this.clock = opts.clock ?? monotonic;
     const backoffOpts: { baseMs?: number; factor?: number; capMs?: number } = {};
     if (opts.reconnectBaseMs !== undefined) backoffOpts.baseMs = opts.reconnectBaseMs;
     if (opts.reconnectFactor !== undefined) backoffOpts.factor = opts.reconnectFactor;
@@ -408,7 +412,7 @@ export class RunwireClient {
   /** Waits `ms`, or less when woken (`retry`, `close`); a throttled timer is caught up by page events. */
   private wait(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      this.waitDue = now() + ms;
+      this.waitDue = this.clock() + ms;
       this.waitResolve = resolve;
       this.waitTimer = setTimeout(() => this.wake(), ms);
     });
@@ -461,7 +465,7 @@ export class RunwireClient {
         opened: false,
         welcome: undefined,
         welcomedAt: undefined,
-        lastFrameAt: now(),
+        lastFrameAt: this.clock(),
         budgetMs: this.opts.welcomeTimeoutMs ?? 10_000,
         pendingError: undefined,
         ended: false,
@@ -478,7 +482,7 @@ export class RunwireClient {
       };
       this.session = s;
       this.onEnd = (ending: Ending) => {
-        const healthy = s.welcomedAt !== undefined && now() - s.welcomedAt >= (this.opts.stableSessionMs ?? 5000);
+        const healthy = s.welcomedAt !== undefined && this.clock() - s.welcomedAt >= (this.opts.stableSessionMs ?? 5000);
         resolve({ ending, healthy });
       };
       ws.binaryType = "arraybuffer";
@@ -497,7 +501,7 @@ export class RunwireClient {
   private onOpen(s: Session, token: string | undefined): void {
     if (s.ended) return;
     s.opened = true;
-    s.lastFrameAt = now();
+    s.lastFrameAt = this.clock();
     const hello: ClientMessage = {
       type: "hello",
       versions: [...(this.opts.versions ?? PROTOCOL_VERSIONS)],
@@ -586,13 +590,13 @@ export class RunwireClient {
       s.watchdog = undefined;
       s.watchdogAt = Infinity;
       this.checkDeadlines(s);
-    }, Math.max(0, at - now()));
+    }, Math.max(0, at - this.clock()));
   }
 
   /** Compares the clock with the deadlines (`RW-HEART-6`): never counts timer firings. */
   private checkDeadlines(s: Session): void {
     if (s.ended) return;
-    const t = now();
+    const t = this.clock();
     if (t - s.lastFrameAt >= s.budgetMs) {
       // RW-RECONNECT-11 before welcome, RW-HEART-5 after: close 1000, reconnect with backoff.
       const code = s.welcome !== undefined ? "liveness_timeout" : "welcome_timeout";
@@ -617,7 +621,7 @@ export class RunwireClient {
 
   private onFrame(s: Session, data: unknown): void {
     if (s.ended) return;
-    s.lastFrameAt = now(); // RW-HEART-6: every frame proves the connection alive
+    s.lastFrameAt = this.clock(); // RW-HEART-6: every frame proves the connection alive
     if (typeof data !== "string") return this.invalid(s, "the server sent a binary frame");
     let msg;
     try {
@@ -679,11 +683,11 @@ export class RunwireClient {
       return;
     }
     s.welcome = msg;
-    s.welcomedAt = now();
+    s.welcomedAt = this.clock();
     // RW-LIMIT-5: keep to the announced rate; the bucket was full and hello took a token.
     s.rate = Math.max(1, msg.limits?.max_messages_per_second ?? 50);
     s.tokens = s.rate - 1;
-    s.tokensAt = now();
+    s.tokensAt = this.clock();
     s.budgetMs = msg.heartbeat_interval_ms + (this.opts.livenessGraceMs ?? 10_000); // RW-CONN-8
     this.stateValue = { status: "connected" };
     this.emit("state", this.stateValue);
@@ -693,7 +697,7 @@ export class RunwireClient {
   private onSubscribed(msg: SubscribedMessage): void {
     const entry = this.runs.get(msg.run_id);
     if (entry === undefined) return;
-    entry.tracker.onSubscribed(msg.epoch, msg.after_seq, now());
+    entry.tracker.onSubscribed(msg.epoch, msg.after_seq, this.clock());
     this.emit("subscribed", msg);
     if (entry.snapshot === undefined || entry.snapshot.epoch !== msg.epoch) {
       // Another epoch is another log: the state is folded anew.
@@ -715,7 +719,7 @@ export class RunwireClient {
   }
 
   private onEvents(s: Session, events: readonly RunEvent[]): void {
-    const t = now();
+    const t = this.clock();
     let resync: RunTracker[] | undefined;
     let gap = false;
     for (const e of events) {
@@ -804,7 +808,7 @@ export class RunwireClient {
   private drain(s: Session): void {
     if (s.drainTimer !== undefined || s.ended) return;
     while (s.queue.length > 0) {
-      const t = now();
+      const t = this.clock();
       s.tokens = Math.min(s.rate, s.tokens + ((t - s.tokensAt) / 1000) * s.rate);
       s.tokensAt = t;
       if (s.tokens < 1) {
@@ -826,7 +830,7 @@ export class RunwireClient {
     const store = this.opts.cursorStore;
     if (store === undefined || entry.saveTimer !== undefined) return;
     const interval = this.opts.persistIntervalMs ?? 250;
-    const t = now();
+    const t = this.clock();
     if (t - entry.savedAt >= interval) {
       this.saveNow(runId, entry);
       return;
@@ -838,7 +842,7 @@ export class RunwireClient {
   }
 
   private saveNow(runId: string, entry: RunEntry): void {
-    entry.savedAt = now();
+    entry.savedAt = this.clock();
     if (entry.snapshot !== undefined) this.opts.cursorStore?.save(runId, entry.snapshot);
   }
 
@@ -860,7 +864,7 @@ export class RunwireClient {
         return;
       }
       // A throttled timer may have missed its time: act on the clock, never earlier.
-      if (this.waitTimer !== undefined && now() >= this.waitDue) this.wake();
+      if (this.waitTimer !== undefined && this.clock() >= this.waitDue) this.wake();
       const s = this.session;
       if (s !== undefined && !s.ended) this.checkDeadlines(s);
     };
