@@ -184,9 +184,17 @@ function checkSnapshot(s: unknown): void {
   uint(s.as_of_seq, "reset.snapshot.as_of_seq");
 }
 
+/** Removes the members whose value is `null`: an optional member written as null is absent (`RW-CONV-7`). */
+function dropNulls(o: unknown): void {
+  if (isObject(o)) for (const k of Object.keys(o)) if (o[k] === null) delete o[k];
+}
+
 /** Checks a parsed message of a known type against its schema; returns it, or throws. */
 function check(msg: JsonObject): KnownServerMessage | UnknownServerMessage {
   const t = msg.type;
+  dropNulls(msg);
+  if (t === "welcome") dropNulls(msg.limits);
+  if (t === "reset") dropNulls(msg.snapshot);
   switch (t) {
     case "welcome": {
       str(msg.version, "welcome.version");
