@@ -18,10 +18,12 @@ import {
   type ClientMessage,
   type ErrorMessage,
   type KnownServerMessage,
+  type Limits,
   type ResetMessage,
   type RunEvent,
   type RunSnapshot,
   type SubscribedMessage,
+  type SubscriptionRequest,
   type WelcomeMessage,
 } from "./wire.js";
 
@@ -188,7 +190,14 @@ interface Session {
   drainTimer: ReturnType<typeof setTimeout> | undefined;
   /** The last `error` event of the socket (`ws` says why it failed a connection). */
   lastError?: unknown;
+  /** The runs requested on this connection (RW-LIMIT-5 counts them against `max_subscriptions`). */
+  requested: Set<string>;
+  /** Subscription entries that did not fit in `hello`, sent after `welcome`. */
+  deferred: SubscriptionRequest[];
 }
+
+const encoder = new TextEncoder();
+const byteLength = (text: string): number => encoder.encode(text).length;
 
 const monotonic = (): number => (typeof performance !== "undefined" ? performance.now() : Date.now());
 
@@ -209,6 +218,8 @@ export class RunwireClient {
     error: new Set(),
   };
   private stateValue: ConnectionState = { status: "idle" };
+  /** The limits of the last `welcome`; Appendix B's defaults before the first one. */
+  private limits: Limits = { max_frame_bytes: 65_536, max_event_bytes: 65_536, max_subscriptions: 100, max_messages_per_second: 50 };
   private session: Session | undefined;
   private failures = 0;
   private attemptsMade = 0;
@@ -284,7 +295,7 @@ export class RunwireClient {
     this.runs.set(runId, entry);
     if (entry.snapshot !== undefined) this.emit("snapshot", runId, entry.snapshot);
     const s = this.session;
-    if (s?.welcome !== undefined && !s.ended) this.send(s, { type: "subscribe", subscriptions: [tracker.request()] });
+    if (s?.welcome !== undefined && !s.ended) this.request(s, runId);
   }
 
   /** No longer wants a run; keeps its stored state unless `forget`. */
@@ -295,7 +306,10 @@ export class RunwireClient {
     this.runs.delete(runId);
     if (forget) this.opts.cursorStore?.remove(runId);
     const s = this.session;
-    if (s?.welcome !== undefined && !s.ended && entry.tracker.open) this.send(s, { type: "unsubscribe", run_ids: [runId] });
+    if (s?.welcome !== undefined && !s.ended && s.requested.delete(runId)) {
+      this.send(s, { type: "unsubscribe", run_ids: [runId] });
+      this.promote(s);
+    }
   }
 
   /** Starts connecting (again, after `failed` or `closed`). Resolves when the client stops. */
@@ -479,6 +493,8 @@ export class RunwireClient {
         tokensAt: 0,
         queue: [],
         drainTimer: undefined,
+        requested: new Set(),
+        deferred: [],
       };
       this.session = s;
       this.onEnd = (ending: Ending) => {
@@ -508,9 +524,24 @@ export class RunwireClient {
       client: this.opts.clientInfo ?? { name: "@runwire/client", version: "0.1.0" },
     };
     if (token !== undefined && token !== "") hello.token = token;
-    const subs = [...this.runs.values()].map((r) => r.tracker.request());
+    // RW-LIMIT-5 with the limits of the last welcome (Appendix B before the first one):
+    // at most max_subscriptions runs, and what does not fit in the frame follows welcome.
+    const subs: SubscriptionRequest[] = [];
+    for (const entry of this.runs.values()) {
+      if (s.requested.size >= this.limits.max_subscriptions) {
+        this.overLimit(entry.tracker.runId);
+        continue;
+      }
+      s.requested.add(entry.tracker.runId);
+      const req = entry.tracker.request();
+      if (s.deferred.length === 0 && byteLength(JSON.stringify({ ...hello, subscriptions: [...subs, req] })) <= this.limits.max_frame_bytes) {
+        subs.push(req);
+      } else {
+        s.deferred.push(req);
+      }
+    }
     if (subs.length > 0) hello.subscriptions = subs;
-    // RW-CONN-4: hello first, at once; limits are unknown until welcome.
+    // RW-CONN-4: hello first, at once.
     s.ws.send(JSON.stringify(hello));
     this.armWatchdog(s);
   }
@@ -689,6 +720,8 @@ export class RunwireClient {
     s.tokens = s.rate - 1;
     s.tokensAt = this.clock();
     s.budgetMs = msg.heartbeat_interval_ms + (this.opts.livenessGraceMs ?? 10_000); // RW-CONN-8
+    if (msg.limits !== undefined) this.limits = msg.limits;
+    if (s.deferred.length > 0) this.sendSubscribe(s, s.deferred.splice(0));
     this.stateValue = { status: "connected" };
     this.emit("state", this.stateValue);
     this.armWatchdog(s);
@@ -769,6 +802,7 @@ export class RunwireClient {
     ) {
       this.runs.delete(runId);
       this.refused.add(runId);
+      if (s.requested.delete(runId)) this.promote(s);
     }
   }
 
@@ -797,7 +831,53 @@ export class RunwireClient {
     this.endSession(s, { cls: "closed" }, 1000);
   }
 
-  // -- sending, within the announced rate (RW-LIMIT-5) ---------------------------------
+  // -- sending, within the announced limits (RW-LIMIT-5) -------------------------------
+
+  /** Subscribes a run on the connection if `max_subscriptions` allows, else reports it. */
+  private request(s: Session, runId: string): void {
+    const entry = this.runs.get(runId);
+    if (entry === undefined || s.requested.has(runId)) return;
+    if (s.requested.size >= this.limits.max_subscriptions) {
+      this.overLimit(runId);
+      return;
+    }
+    s.requested.add(runId);
+    this.sendSubscribe(s, [entry.tracker.request()]);
+  }
+
+  /** A slot is free: subscribes the first wanted run that is not subscribed. */
+  private promote(s: Session): void {
+    for (const runId of this.runs.keys()) {
+      if (!s.requested.has(runId)) {
+        this.request(s, runId);
+        return;
+      }
+    }
+  }
+
+  private overLimit(runId: string): void {
+    this.report({
+      code: "too_many_subscriptions",
+      message: `not subscribed: the connection holds the ${this.limits.max_subscriptions} subscriptions the server allows; it is subscribed when one ends`,
+      terminal: false,
+      runId,
+    });
+  }
+
+  /** `subscribe` messages holding `reqs`, each within `max_frame_bytes`. */
+  private sendSubscribe(s: Session, reqs: SubscriptionRequest[]): void {
+    let chunk: SubscriptionRequest[] = [];
+    for (const req of reqs) {
+      const next = [...chunk, req];
+      if (chunk.length > 0 && byteLength(JSON.stringify({ type: "subscribe", subscriptions: next })) > this.limits.max_frame_bytes) {
+        this.send(s, { type: "subscribe", subscriptions: chunk });
+        chunk = [req];
+      } else {
+        chunk = next;
+      }
+    }
+    if (chunk.length > 0) this.send(s, { type: "subscribe", subscriptions: chunk });
+  }
 
   private send(s: Session, msg: ClientMessage): void {
     if (s.ended) return;
