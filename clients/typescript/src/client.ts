@@ -462,6 +462,7 @@ export class RunwireClient {
       this.report({ code: "token_failed", message: `the token provider failed: ${String(e)}`, terminal: false });
       return { ending: { cls: "backoff" }, healthy: false };
     }
+    if (this.stopping) return { ending: { cls: "closed" }, healthy: false }; // closed while asking for the token
     const Ctor = this.opts.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (Ctor === undefined) throw new Error("no WebSocket implementation: pass one as options.WebSocket");
     let ws: WebSocketLike;

@@ -187,3 +187,23 @@ describe("RunwireClient", () => {
     await second.client.close();
   });
 });
+
+describe("RunwireClient.close", () => {
+  it("opens no socket when closed while the token provider is still answering (RW-CONN-11)", async () => {
+    let answer!: (t: string) => void;
+    const client = new RunwireClient({
+      url: "ws://test/v1/stream",
+      WebSocket: FakeSocket,
+      pageEvents: false,
+      token: () => new Promise<string>((r) => (answer = r)),
+    });
+    const done = client.start();
+    await vi.advanceTimersByTimeAsync(0);
+    const closing = client.close();
+    answer("t");
+    await closing;
+    await done;
+    expect(FakeSocket.all).toHaveLength(0);
+    expect(client.state.status).toBe("closed");
+  });
+});
