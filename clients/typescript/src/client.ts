@@ -791,11 +791,14 @@ export class RunwireClient {
       s.pendingError = e;
     }
     this.report(this.toError(e, false));
-    // RW-SUB-10: a refused subscription is not retried; others are unaffected (RW-ERROR-5).
+    // RW-SUB-10: a refused subscription is not retried; others are unaffected (RW-ERROR-5);
+    // an error naming an open subscription answers some other entry and ends nothing (RW-SUB-5).
     const runId = e.run_id;
+    const entry = runId !== undefined ? this.runs.get(runId) : undefined;
     if (
       runId !== undefined &&
-      this.runs.has(runId) &&
+      entry !== undefined &&
+      !entry.tracker.open &&
       e.close_code === undefined &&
       !e.retryable &&
       e.code !== "already_subscribed" &&
