@@ -66,6 +66,7 @@ export async function openPage({ html, bindings, log }) {
   const pageUrl = `http://127.0.0.1:${server.address().port}/page.html`;
 
   const profile = mkdtempSync(join(tmpdir(), "runwire-chromium-"));
+  log(`browser profile ${profile}`);
   const exe = process.env.RUNWIRE_CHROMIUM || "/usr/bin/chromium";
   const sup = spawn("sh", ["-c", SUPERVISOR, "sh", profile, exe, ...ARGS, `--user-data-dir=${profile}`, "about:blank"], {
     detached: true,
