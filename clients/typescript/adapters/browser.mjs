@@ -42,7 +42,7 @@ const SUPERVISOR = 'dir=$1; shift; setsid "$@" </dev/null & pid=$!; cat >/dev/nu
  * Starts the browser on `html` (served as /page.html) and calls `bindings[name](payload)`
  * for every `window[name](payload)` of the page, with `ctl` as a second argument.
  * `log` gets the page's console and exceptions. Returns `ctl`: `{ evaluate(expression),
- * end(code) }`; `end` stops the browser and exits the process with `code`. Exits 3 when
+ * call(method, params) (a CDP command to the page), end(code) }`; `end` stops the browser and exits the process with `code`. Exits 3 when
  * the browser goes away by itself.
  */
 export async function openPage({ html, bindings, log }) {
@@ -115,7 +115,7 @@ export async function openPage({ html, bindings, log }) {
   let nextId = 1;
   const pending = new Map();
   let sessionId;
-  const ctl = { evaluate: (expression) => call("Runtime.evaluate", { expression }), end };
+  const ctl = { evaluate: (expression) => call("Runtime.evaluate", { expression }), call: (method, params) => call(method, params), end };
   const call = (method, params = {}, session = sessionId) =>
     new Promise((resolve, reject) => {
       const id = nextId++;
