@@ -172,7 +172,13 @@ fn inline_tagged_refs(root: &mut Value) {
                 node.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
-        if !node.contains_key("description")
+        // A variant documented only by a link to its body ("See [`Hello`].") takes the
+        // body's description, which says what the message is.
+        let link_only = node
+            .get("description")
+            .and_then(Value::as_str)
+            .is_some_and(|d| d.starts_with("See [`") && d.ends_with("`]."));
+        if (link_only || !node.contains_key("description"))
             && let Some(d) = body.get("description")
         {
             node.insert("description".into(), d.clone());
@@ -479,6 +485,32 @@ pub fn render(v: &Value) -> String {
     s
 }
 
+/// Every file `cargo xtask schema` writes to `schema/<version>/`, rendered, keyed by
+/// relative path: the JSON Schemas of [`generate_files`], the TypeScript declarations
+/// of [`crate::typescript`], and the AsyncAPI and OpenAPI documents of
+/// [`crate::apidoc`].
+///
+/// # Errors
+///
+/// An [`io::Error`] wrapping the generator's error when the TypeScript declarations
+/// cannot be generated.
+pub fn generate_all(version: &str) -> io::Result<BTreeMap<String, String>> {
+    let mut files: BTreeMap<String, String> = generate_files(version)
+        .iter()
+        .map(|(k, v)| (k.clone(), render(v)))
+        .collect();
+    files.extend(crate::typescript::generate_files().map_err(io::Error::other)?);
+    files.insert(
+        crate::apidoc::ASYNCAPI_FILE.into(),
+        crate::apidoc::render(&crate::apidoc::asyncapi(version)),
+    );
+    files.insert(
+        crate::apidoc::OPENAPI_FILE.into(),
+        crate::apidoc::render(&crate::apidoc::openapi(version)),
+    );
+    Ok(files)
+}
+
 /// A difference between generated and committed schema files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Drift {
@@ -509,7 +541,7 @@ fn list_files(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) -> io::Result<()>
 /// Writes the generated files of `version` into `dir`, removing files that are no
 /// longer generated. Returns the paths written.
 pub fn write_dir(dir: &Path, version: &str) -> io::Result<Vec<PathBuf>> {
-    let files = generate_files(version);
+    let files = generate_all(version)?;
     let mut existing = Vec::new();
     list_files(dir, dir, &mut existing)?;
     for rel in existing {
@@ -518,12 +550,11 @@ pub fn write_dir(dir: &Path, version: &str) -> io::Result<Vec<PathBuf>> {
         }
     }
     let mut written = Vec::new();
-    for (rel, v) in &files {
+    for (rel, text) in &files {
         let path = dir.join(rel);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
-        let text = render(v);
         if fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
             fs::write(&path, text)?;
         }
@@ -534,7 +565,7 @@ pub fn write_dir(dir: &Path, version: &str) -> io::Result<Vec<PathBuf>> {
 
 /// Compares `dir` with what generation would write.
 pub fn check_dir(dir: &Path, version: &str) -> io::Result<Vec<Drift>> {
-    let files = generate_files(version);
+    let files = generate_all(version)?;
     let mut drift = Vec::new();
     let mut existing = Vec::new();
     list_files(dir, dir, &mut existing)?;
@@ -543,10 +574,10 @@ pub fn check_dir(dir: &Path, version: &str) -> io::Result<Vec<Drift>> {
             drift.push(Drift::Stale(dir.join(rel)));
         }
     }
-    for (rel, v) in &files {
+    for (rel, want) in &files {
         let path = dir.join(rel);
         match fs::read_to_string(&path) {
-            Ok(text) if text == render(v) => {}
+            Ok(text) if &text == want => {}
             Ok(_) => drift.push(Drift::Changed(path)),
             Err(_) => drift.push(Drift::Missing(path)),
         }
