@@ -406,9 +406,9 @@ fn check_step(f: &Fixture, sp: &str, step: &Step, pinged: &mut bool) -> Result<(
                 );
             }
         }
-        Step::Events(s) | Step::Batch(s) | Step::DropMidBatch(s) => check_events(f, &sp, s)?,
+        Step::Events(s) | Step::Batch(s) | Step::DropMidBatch(s) => check_events(f, sp, s)?,
         Step::Reorder(s) => {
-            check_events(f, &sp, s)?;
+            check_events(f, sp, s)?;
             if s.selected().len() < 2 {
                 return fail(sp, "reorder needs at least two events");
             }

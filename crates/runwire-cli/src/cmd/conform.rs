@@ -29,8 +29,7 @@ use runwire_conformance::{
 };
 
 /// Known bugs of the bundled reference implementations (applied in the default mode).
-const REFERENCE_EXPECTED_FAILURES: &str =
-    include_str!("../../data/expected-failures.json");
+const REFERENCE_EXPECTED_FAILURES: &str = include_str!("../../data/expected-failures.json");
 
 /// Arguments of `runwire conform`.
 #[derive(Debug, Args)]
