@@ -1,5 +1,6 @@
 //! One store contract, three stores: every test here runs against [`MemoryStore`],
-//! [`SqliteStore`] and [`RedisStore`] (each Redis test on its own `redis-server`),
+//! [`SqliteStore`] and [`RedisStore`] (each Redis test on its own `redis-server`, and
+//! once more on its own three-master Redis Cluster),
 //! so that no backend keeps the contract of `EventStore` differently (spec §2, §4,
 //! §8): appends with gapless seqs (`RW-EVENT-3`) and the epoch a run without a log is
 //! told (`RW-SEC-15`), idempotency (`RW-INGEST-5`, `RW-INGEST-6`, all or none
@@ -16,7 +17,7 @@ use runwire_server::{
 };
 use serde_json::json;
 
-use crate::{common::run, redis::Redis};
+use crate::{common::run, redis::Redis, redis_cluster::Cluster};
 
 /// The backends.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +25,7 @@ enum Kind {
     Memory,
     Sqlite,
     Redis,
+    RedisCluster,
 }
 
 /// A store under test and what it needs to live.
@@ -32,12 +34,14 @@ struct Backend {
     sqlite: Option<Arc<SqliteStore>>,
     _dir: tempfile::TempDir,
     _redis: Option<Redis>,
+    _cluster: Option<Cluster>,
 }
 
 impl Backend {
     /// A store of `kind` with `retention`.
     fn open(kind: Kind, retention: RetentionConfig) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let mut cluster = None;
         let (store, sqlite, redis): (Arc<dyn EventStore>, _, _) = match kind {
             Kind::Memory => (Arc::new(MemoryStore::with_retention(retention)), None, None),
             Kind::Sqlite => {
@@ -61,12 +65,24 @@ impl Backend {
                 .expect("redis store opens");
                 (Arc::new(s), None, Some(redis))
             }
+            Kind::RedisCluster => {
+                let c = Cluster::start(3);
+                let s = RedisStore::open_with(
+                    &c.url(),
+                    ServerConfig::default().replay_window_events,
+                    retention,
+                )
+                .expect("redis store opens on a cluster");
+                cluster = Some(c);
+                (Arc::new(s), None, None)
+            }
         };
         Self {
             store,
             sqlite,
             _dir: dir,
             _redis: redis,
+            _cluster: cluster,
         }
     }
 
@@ -432,6 +448,12 @@ macro_rules! contract {
             $(#[tokio::test]
             async fn $clause() {
                 super::$clause(super::Kind::Redis).await;
+            })*
+        }
+        mod redis_cluster {
+            $(#[tokio::test]
+            async fn $clause() {
+                super::$clause(super::Kind::RedisCluster).await;
             })*
         }
     };
