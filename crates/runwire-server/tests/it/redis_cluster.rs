@@ -30,7 +30,7 @@ struct Node {
     child: Child,
     port: u16,
     bus: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Node {
@@ -53,6 +53,18 @@ fn free_port() -> u16 {
 fn spawn_node() -> Option<Node> {
     let dir = tempfile::tempdir().expect("temp dir");
     let (port, bus) = (free_port(), free_port());
+    let child = start_process(dir.path(), port, bus)?;
+    Some(Node {
+        child,
+        port,
+        bus,
+        dir,
+    })
+}
+
+/// Starts `redis-server` in `dir` on `port` and `bus` (again, after a kill: it
+/// reads its AOF and its `nodes.conf`) and waits until it is ready.
+fn start_process(dir: &std::path::Path, port: u16, bus: u16) -> Option<Child> {
     let mut child = match Command::new("redis-server")
         .arg("--port")
         .arg(port.to_string())
@@ -63,9 +75,9 @@ fn spawn_node() -> Option<Node> {
         .args(["--appendonly", "yes", "--appendfsync", "always"])
         .args(["--protected-mode", "no"])
         .arg("--cluster-config-file")
-        .arg(dir.path().join("nodes.conf"))
+        .arg(dir.join("nodes.conf"))
         .arg("--dir")
-        .arg(dir.path())
+        .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -90,13 +102,13 @@ fn spawn_node() -> Option<Node> {
             }
         }
     });
-    let node = Node {
-        child,
-        port,
-        bus,
-        _dir: dir,
-    };
-    rx.recv_timeout(WAIT).ok().map(|()| node)
+    if rx.recv_timeout(WAIT).is_ok() {
+        Some(child)
+    } else {
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
 }
 
 fn conn(port: u16) -> redis::Connection {
@@ -321,7 +333,8 @@ async fn rw_resume_1_two_nodes_on_a_cluster_deliver_every_event_of_every_run() {
 
 /// Failover of one master while a producer appends with `wait_replicas=1` (AOF
 /// `appendfsync always` everywhere): the master of the run's slot is killed
-/// (SIGKILL), its replica takes over, the producer retries each unacknowledged
+/// (SIGKILL) between two requests, its replica takes over, the old master is
+/// started again and rejoins as a replica, the producer retries each unacknowledged
 /// request with its idempotency keys, and afterwards the log holds every
 /// acknowledged event with the seq and id it was acknowledged with, gapless and
 /// without a duplicate (`RW-INGEST-3`, `RW-INGEST-5`, `RW-EVENT-3`).
@@ -359,13 +372,35 @@ async fn rw_ingest_3_cluster_failover_while_appending_keeps_every_acknowledged_e
     let mut refused = 0u32;
     let started = Instant::now();
     let mut killed_at = None;
+    let mut rejoin = None;
     for i in 0..60 {
         if i == 20 {
-            // The master dies with requests in flight before and after.
+            // The master dies between two acknowledged requests (SIGKILL).
             let node = &mut cluster.nodes[0];
             let _ = node.child.kill();
             let _ = node.child.wait();
             killed_at = Some(Instant::now());
+            // Its replica takes over once the other masters agree it failed; the
+            // dead node is then started again (as an operator would) and rejoins
+            // as the new master's replica, which `wait_replicas=1` needs.
+            let (dir, port, bus) = (node.dir.path().to_owned(), node.port, node.bus);
+            let replica = cluster.nodes[3].port;
+            rejoin = Some(std::thread::spawn(move || {
+                let deadline = Instant::now() + 4 * WAIT;
+                let mut r = conn(replica);
+                loop {
+                    let info: String = redis::cmd("INFO")
+                        .arg("replication")
+                        .query(&mut r)
+                        .expect("info");
+                    if info.contains("role:master") {
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "the replica was not promoted");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                start_process(&dir, port, bus).expect("the old master starts again")
+            }));
         }
         loop {
             match store.append(&r, batch(i)).await {
@@ -387,6 +422,9 @@ async fn rw_ingest_3_cluster_failover_while_appending_keeps_every_acknowledged_e
                 }
             }
         }
+    }
+    if let Some(t) = rejoin {
+        cluster.nodes[0].child = t.join().expect("rejoin");
     }
     let back = killed_at.map(|k| k.elapsed());
     eprintln!("failover: {refused} refused appends, all acknowledged {back:?} after the kill");
