@@ -337,8 +337,8 @@ pub fn open_store(
         "unix://",
         "redis-cluster://",
     ]
-        .iter()
-        .any(|p| spec.starts_with(p))
+    .iter()
+    .any(|p| spec.starts_with(p))
     {
         return Ok(Arc::new(RedisStore::open_with(
             spec,

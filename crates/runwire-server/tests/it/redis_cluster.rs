@@ -183,7 +183,10 @@ impl Cluster {
                 if info.contains("master_link_status:up") {
                     break;
                 }
-                assert!(Instant::now() < deadline, "the replica did not sync: {info}");
+                assert!(
+                    Instant::now() < deadline,
+                    "the replica did not sync: {info}"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -435,7 +438,10 @@ async fn rw_ingest_3_cluster_failover_while_appending_keeps_every_acknowledged_e
     let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=300).collect::<Vec<_>>(), "gapless, no duplicate");
     for (seq, id) in &acked {
-        let e = log[usize::try_from(*seq - 1).expect("small")].json.decode().expect("event");
+        let e = log[usize::try_from(*seq - 1).expect("small")]
+            .json
+            .decode()
+            .expect("event");
         assert_eq!(e.event_id.as_str(), id, "acknowledged event {seq}");
     }
     assert_eq!(acked.len(), 300);

@@ -331,9 +331,9 @@ fn check_node(
     least: (u32, u32),
 ) -> Result<redis::Connection, StoreError> {
     let connect = Duration::from_millis(opts.connect_timeout_ms);
-    let mut sync = client.get_connection_with_timeout(connect).map_err(|e| {
-        StoreError::Unavailable(format!("cannot connect to redis at {shown}: {e}"))
-    })?;
+    let mut sync = client
+        .get_connection_with_timeout(connect)
+        .map_err(|e| StoreError::Unavailable(format!("cannot connect to redis at {shown}: {e}")))?;
     let _ = sync.set_read_timeout(Some(Duration::from_millis(opts.timeout_ms)));
     let _ = sync.set_write_timeout(Some(Duration::from_millis(opts.timeout_ms)));
     let _: String = redis::cmd("PING")
@@ -419,7 +419,10 @@ fn cluster_client(
         None => b.retries(0),
     };
     b.build().map_err(|e| {
-        StoreError::Unavailable(format!("invalid redis cluster URL {}: {e}", redact(&nodes.join(","))))
+        StoreError::Unavailable(format!(
+            "invalid redis cluster URL {}: {e}",
+            redact(&nodes.join(","))
+        ))
     })
 }
 
@@ -659,7 +662,8 @@ impl Inner {
                     pool::Conn::Single(mut c) => cmd.query_async(&mut c).await,
                     pool::Conn::Cluster(mut c) => {
                         let route = Route::with_key(stream.as_bytes(), SlotAddr::Master);
-                        let to = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                        let to =
+                            RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
                         let v = c.route_command(cmd, to).await?;
                         Ok(redis::from_redis_value(v)?)
                     }

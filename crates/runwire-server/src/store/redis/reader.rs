@@ -88,7 +88,11 @@ pub(super) async fn unreachable(inner: &Inner, failures: u32, e: &StoreError) ->
         tracing::warn!(url = %inner.url, error = %e, "redis unreachable: live subscriptions are told to reconnect");
     }
     inner.ring_unavailable();
-    pause(inner, Duration::from_millis((50u64 << failures.min(5)).min(1_000))).await
+    pause(
+        inner,
+        Duration::from_millis((50u64 << failures.min(5)).min(1_000)),
+    )
+    .await
 }
 
 /// The reader on one Redis: `XREAD BLOCK` over the watched runs' streams.

@@ -52,10 +52,9 @@ fn on_push(inner: &Inner, s: &mut Shards, p: PushInfo, dirty: &mut BTreeSet<RunI
     match p.kind {
         PushKind::SMessage => {
             let mut it = p.data.iter();
-            let (Some(chan), Some(head)) = (
-                it.next().and_then(value_str),
-                it.next().and_then(value_str),
-            ) else {
+            let (Some(chan), Some(head)) =
+                (it.next().and_then(value_str), it.next().and_then(value_str))
+            else {
                 return false;
             };
             let Some(run) = run_of(&chan, ":c") else {
