@@ -502,7 +502,7 @@ pub(super) async fn adopt(inner: &Inner, c: &Conn, born: Born) {
         let Some(watch) = w.get_mut(&run) else {
             continue;
         };
-        if !watch.pos.as_ref().is_some_and(|p| p.epoch.is_none()) {
+        if watch.pos.as_ref().is_none_or(|p| p.epoch.is_some()) {
             continue;
         }
         let Ok(Some(epoch)) = epoch else {
