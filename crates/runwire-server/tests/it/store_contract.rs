@@ -429,6 +429,29 @@ async fn the_live_feed_brings_every_event_above_the_head_read_after_subscribing(
     assert_eq!(got, (3..=10).collect::<Vec<_>>(), "{kind:?}");
 }
 
+/// A subscriber of a run that has no log yet gets the log's first events from the
+/// live feed itself, from seq 1, with no jump to read from the store: a multi-node
+/// store delivers a new log's events through its feed like every later event, so
+/// that a node's subscribers do not each read them.
+async fn a_new_logs_first_events_come_through_the_feed_from_seq_1(kind: Kind) {
+    let b = Backend::open(kind, RetentionConfig::default());
+    let s = &*b.store;
+    let r = run("contract-born");
+    let mut live = s.live(&r);
+    assert_eq!(s.open_run(&r).await.expect("open").head_seq, 0, "{kind:?}");
+    s.append(&r, (0..5).map(line).collect())
+        .await
+        .expect("append");
+    let recv = tokio::time::timeout(Duration::from_secs(10), live.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{kind:?}: nothing on the live feed"));
+    let LiveRecv::Events(evs) = recv else {
+        panic!("{kind:?}: unexpected {recv:?}");
+    };
+    let seqs: Vec<u64> = evs.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5], "{kind:?}: the first delivery");
+}
+
 /// One test per contract clause and backend.
 macro_rules! contract {
     ($($clause:ident),* $(,)?) => {
@@ -466,4 +489,5 @@ contract!(
     reads_keep_their_seq_bounds,
     retention_trims_the_log_but_not_the_snapshot,
     the_live_feed_brings_every_event_above_the_head_read_after_subscribing,
+    a_new_logs_first_events_come_through_the_feed_from_seq_1,
 );
