@@ -4,8 +4,13 @@
 # round-robin proxy, the producer API goes to node A, so every live event a client on
 # node B receives crossed nodes through Redis.
 #
+# With RUNWIRE_REDIS_CLUSTER=1 the store is a private three-master Redis Cluster
+# (`cluster-enabled yes`, slots assigned by hand) instead of one redis-server, and only
+# pass 1 runs (every client on node B, so every live event crosses nodes).
+#
 # usage: bench/redis/two-node-conformance.sh [extra `runwire conform server` flags]
-# needs: redis-server, python3, a built `runwire` (RUNWIRE=path, default target/debug/runwire)
+# needs: redis-server (and redis-cli for a cluster), python3, a built `runwire`
+#        (RUNWIRE=path, default target/debug/runwire)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -17,14 +22,43 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always \
-  --dir "$tmp" --daemonize no >"$tmp/redis.log" 2>&1 &
-pids+=($!)
-until grep -q "Ready to accept connections" "$tmp/redis.log"; do
-  kill -0 "${pids[0]}" 2>/dev/null || { cat "$tmp/redis.log" >&2; exit 1; }
-  sleep 0.05
-done
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+start_redis() { # dir port [extra redis-server flags]
+  local d="$1" p="$2"; shift 2
+  mkdir -p "$d"
+  redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always \
+    --dir "$d" --daemonize no "$@" >"$d/redis.log" 2>&1 &
+  pids+=($!)
+  until grep -q "Ready to accept connections" "$d/redis.log"; do
+    kill -0 "${pids[-1]}" 2>/dev/null || { cat "$d/redis.log" >&2; exit 1; }
+    sleep 0.05
+  done
+}
+cluster="${RUNWIRE_REDIS_CLUSTER:-0}"
+if [ "$cluster" = 1 ]; then
+  command -v redis-cli >/dev/null || { echo "redis-cli is not installed (apt-get install -y redis-tools)" >&2; exit 2; }
+  ports=() buses=()
+  for i in 0 1 2; do
+    p="$(free_port)" bus="$(free_port)"
+    start_redis "$tmp/r$i" "$p" --cluster-enabled yes --cluster-port "$bus" \
+      --cluster-config-file "$tmp/r$i/nodes.conf" --cluster-node-timeout 2000
+    ports+=("$p") buses+=("$bus")
+  done
+  # Three equal slot ranges, then every node meets the first.
+  redis-cli -p "${ports[0]}" cluster addslotsrange 0 5460 >/dev/null
+  redis-cli -p "${ports[1]}" cluster addslotsrange 5461 10921 >/dev/null
+  redis-cli -p "${ports[2]}" cluster addslotsrange 10922 16383 >/dev/null
+  for i in 1 2; do redis-cli -p "${ports[0]}" cluster meet 127.0.0.1 "${ports[$i]}" "${buses[$i]}" >/dev/null; done
+  for p in "${ports[@]}"; do
+    until redis-cli -p "$p" cluster info | grep -q "cluster_state:ok" \
+      && redis-cli -p "$p" cluster info | grep -q "cluster_known_nodes:3"; do sleep 0.05; done
+  done
+  store="redis-cluster://127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
+else
+  port="$(free_port)"
+  start_redis "$tmp/r" "$port"
+  store="redis://127.0.0.1:$port"
+fi
 
 wait_line() { # file pid pattern
   until grep -q "$3" "$1"; do
@@ -32,7 +66,6 @@ wait_line() { # file pid pattern
     sleep 0.05
   done
 }
-store="redis://127.0.0.1:$port"
 for n in a b; do
   "$runwire" serve --listen 127.0.0.1:0 --store "$store" --config "$here/conformance.toml" \
     >"$tmp/$n.out" 2>"$tmp/$n.err" &
@@ -92,6 +125,7 @@ echo "pass 1: redis $store; producer on node A $a; clients on node B $b" >&2
 "$runwire" conform server --url "ws://$b/v1/stream" --ingest "http://$a" \
   --token rwc-reference-full-token --limited-token rwc-reference-limited-token \
   --short-retention rwc-retained-=50 --restart-cmd "$tmp/restart.sh" "${@:---tags=$skip_shutdown}"
+if [ "$cluster" = 1 ]; then exit 0; fi
 # Pass 2: clients spread over both nodes by the round-robin proxy (one connection
 # to A, the next to B, ...), producer on A; slow-consumer scenarios are left to pass 1.
 echo "pass 2: clients round-robin over A and B via $lb; producer on node A" >&2

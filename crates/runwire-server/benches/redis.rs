@@ -7,6 +7,11 @@
 //! `redis-server` on the PATH). Every server node runs in its own child process (this
 //! binary re-executed with `child STORE`), each with its own private redis-server
 //! (appendonly yes, appendfsync always unless noted) started here.
+//!
+//! `RUNWIRE_BENCH_KINDS=sqlite,redis2,cluster2` picks the fan-out configurations
+//! (`cluster2`: two nodes on a private three-master Redis Cluster; not run unless
+//! named), `RUNWIRE_BENCH_SUBS=1000` the subscriber counts, `RUNWIRE_BENCH_ROUNDS=3`
+//! the runs of each (the best counts).
 
 #![allow(missing_docs, clippy::print_stdout, clippy::disallowed_types)]
 
@@ -69,13 +74,84 @@ impl Drop for Redis {
     }
 }
 
-fn redis(fsync: &str) -> Redis {
-    let dir = tempfile::tempdir().expect("tmp");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
         .expect("addr")
-        .port();
+        .port()
+}
+
+fn redis(fsync: &str) -> Redis {
+    redis_with(fsync, &[])
+}
+
+/// A private three-master Redis Cluster (slots assigned by hand), and its store URL.
+fn cluster() -> (Vec<Redis>, String) {
+    let nodes: Vec<(Redis, String)> = (0..3)
+        .map(|_| {
+            let bus = free_port().to_string();
+            let r = redis_with(
+                "always",
+                &["--cluster-enabled", "yes", "--cluster-port", &bus],
+            );
+            (r, bus)
+        })
+        .collect();
+    let cli = |port: u16, args: &[&str]| {
+        let ok = Command::new("redis-cli")
+            .arg("-p")
+            .arg(port.to_string())
+            .args(args)
+            .stdout(Stdio::piped())
+            .output()
+            .expect("redis-cli is needed: apt-get install -y redis-tools");
+        String::from_utf8_lossy(&ok.stdout).into_owned()
+    };
+    for ((n, _), (a, b)) in nodes
+        .iter()
+        .zip([("0", "5460"), ("5461", "10921"), ("10922", "16383")])
+    {
+        cli(n.port, &["cluster", "addslotsrange", a, b]);
+    }
+    for (n, bus) in &nodes[1..] {
+        cli(
+            nodes[0].0.port,
+            &["cluster", "meet", "127.0.0.1", &n.port.to_string(), bus],
+        );
+    }
+    let nodes: Vec<Redis> = nodes.into_iter().map(|(r, _)| r).collect();
+    for n in &nodes {
+        let t0 = Instant::now();
+        loop {
+            let info = cli(n.port, &["cluster", "info"]);
+            if info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3") {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(20), "cluster forms");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let hosts: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let url = format!("redis-cluster://{}", hosts.join(","));
+    (nodes, url)
+}
+
+fn env_list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_owned())
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn redis_with(fsync: &str, extra: &[&str]) -> Redis {
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = free_port();
     let mut child = Command::new("redis-server")
         .args([
             "--port",
@@ -86,6 +162,7 @@ fn redis(fsync: &str) -> Redis {
             "",
         ])
         .args(["--appendonly", "yes", "--appendfsync", fsync])
+        .args(extra)
         .arg("--dir")
         .arg(dir.path())
         .stdout(Stdio::piped())
@@ -122,15 +199,20 @@ async fn fanout_once(kind: &str, subs: usize, n: u64) -> f64 {
     let (_redis, nodes) = match kind {
         "sqlite" => {
             let db = dir.path().join("fanout.db");
-            (None, vec![node(&format!("sqlite:{}", db.display()))])
+            (Vec::new(), vec![node(&format!("sqlite:{}", db.display()))])
         }
         "redis2" => {
             let r = redis("always");
             let url = format!("redis://127.0.0.1:{}", r.port);
             let nodes = vec![node(&url), node(&url)];
-            (Some(r), nodes)
+            (vec![r], nodes)
         }
-        _ => unreachable!(),
+        "cluster2" => {
+            let (rs, url) = cluster();
+            let nodes = vec![node(&url), node(&url)];
+            (rs, nodes)
+        }
+        other => panic!("unknown kind {other} (sqlite, redis2, cluster2)"),
     };
     let addrs: Vec<String> = nodes.iter().map(|p| p.addr.clone()).collect();
     let http = http_client();
@@ -155,26 +237,39 @@ async fn fanout_once(kind: &str, subs: usize, n: u64) -> f64 {
 }
 
 async fn fanout() {
-    println!("## fanout: delivered events per second (best of 3 runs)");
+    let kinds = env_list("RUNWIRE_BENCH_KINDS", "sqlite,redis2");
+    let subs_wanted = env_list("RUNWIRE_BENCH_SUBS", "100,1000");
+    let rounds: usize = std::env::var("RUNWIRE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    println!("## fanout: delivered events per second (best of {rounds} runs)");
     for (subs, n) in [(100usize, 10_000u64), (1000, 2_000)] {
+        if !subs_wanted.contains(&subs.to_string()) {
+            continue;
+        }
         println!("\n{subs} subscribers x {n} events");
         let mut results = Vec::new();
-        for kind in ["sqlite", "redis2"] {
-            let mut best = 0.0f64;
-            for _ in 0..3 {
-                best = best.max(fanout_once(kind, subs, n).await);
+        for kind in &kinds {
+            let mut runs = Vec::new();
+            for _ in 0..rounds {
+                runs.push(fanout_once(kind, subs, n).await);
             }
-            let label = match kind {
+            let best = runs.iter().copied().fold(0.0f64, f64::max);
+            let label = match kind.as_str() {
                 "sqlite" => "1 node, sqlite",
-                _ => "2 nodes, redis",
+                "redis2" => "2 nodes, redis",
+                _ => "2 nodes, cluster",
             };
-            println!("  {label:16} {}", fmt_rate(best));
-            results.push(best);
+            let all: Vec<String> = runs.iter().map(|r| fmt_rate(*r)).collect();
+            println!("  {label:16} {} (runs: {})", fmt_rate(best), all.join(", "));
+            results.push((kind.clone(), best));
         }
-        println!(
-            "  ratio 2 nodes redis / 1 node sqlite: {:.2}x",
-            results[1] / results[0]
-        );
+        if let Some((_, base)) = results.iter().find(|(k, _)| k == "sqlite") {
+            for (k, r) in results.iter().filter(|(k, _)| k != "sqlite") {
+                println!("  ratio {k} / 1 node sqlite: {:.2}x", r / base);
+            }
+        }
     }
 }
 

@@ -305,9 +305,10 @@ pub(crate) fn new_event_id() -> runwire_protocol::EventId {
         .expect("a UUID is printable ASCII")
 }
 
-/// Opens the store named by `spec`: `memory`, `sqlite:PATH` or
-/// `redis://HOST:PORT[/DB][?options]` (see [`RedisStore`]; a Redis that does not
-/// answer is an error here, so a server fails at start).
+/// Opens the store named by `spec`: `memory`, `sqlite:PATH`,
+/// `redis://HOST:PORT[/DB][?options]` or, for a Redis Cluster,
+/// `redis-cluster://HOST:PORT[,HOST:PORT…][?options]` (see [`RedisStore`]; a Redis
+/// that does not answer is an error here, so a server fails at start).
 pub fn open_store(
     spec: &str,
     config: &crate::ServerConfig,
@@ -329,9 +330,15 @@ pub fn open_store(
             config.retention.clone(),
         )?));
     }
-    if ["redis://", "rediss://", "redis+unix://", "unix://"]
-        .iter()
-        .any(|p| spec.starts_with(p))
+    if [
+        "redis://",
+        "rediss://",
+        "redis+unix://",
+        "unix://",
+        "redis-cluster://",
+    ]
+    .iter()
+    .any(|p| spec.starts_with(p))
     {
         return Ok(Arc::new(RedisStore::open_with(
             spec,
@@ -340,7 +347,7 @@ pub fn open_store(
         )?));
     }
     Err(StoreError::Unavailable(format!(
-        "unknown store {spec:?}: expected memory, sqlite:PATH or redis://HOST:PORT[/DB]"
+        "unknown store {spec:?}: expected memory, sqlite:PATH, redis://HOST:PORT[/DB] or redis-cluster://HOST:PORT[,HOST:PORT…]"
     )))
 }
 

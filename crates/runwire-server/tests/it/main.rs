@@ -15,6 +15,7 @@ mod linger;
 mod observability;
 mod origin;
 mod redis;
+mod redis_cluster;
 mod retention;
 mod shutdown;
 mod slow;

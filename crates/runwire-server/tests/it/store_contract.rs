@@ -1,5 +1,6 @@
 //! One store contract, three stores: every test here runs against [`MemoryStore`],
-//! [`SqliteStore`] and [`RedisStore`] (each Redis test on its own `redis-server`),
+//! [`SqliteStore`] and [`RedisStore`] (each Redis test on its own `redis-server`, and
+//! once more on its own three-master Redis Cluster),
 //! so that no backend keeps the contract of `EventStore` differently (spec §2, §4,
 //! §8): appends with gapless seqs (`RW-EVENT-3`) and the epoch a run without a log is
 //! told (`RW-SEC-15`), idempotency (`RW-INGEST-5`, `RW-INGEST-6`, all or none
@@ -16,7 +17,7 @@ use runwire_server::{
 };
 use serde_json::json;
 
-use crate::{common::run, redis::Redis};
+use crate::{common::run, redis::Redis, redis_cluster::Cluster};
 
 /// The backends.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +25,7 @@ enum Kind {
     Memory,
     Sqlite,
     Redis,
+    RedisCluster,
 }
 
 /// A store under test and what it needs to live.
@@ -32,12 +34,14 @@ struct Backend {
     sqlite: Option<Arc<SqliteStore>>,
     _dir: tempfile::TempDir,
     _redis: Option<Redis>,
+    _cluster: Option<Cluster>,
 }
 
 impl Backend {
     /// A store of `kind` with `retention`.
     fn open(kind: Kind, retention: RetentionConfig) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let mut cluster = None;
         let (store, sqlite, redis): (Arc<dyn EventStore>, _, _) = match kind {
             Kind::Memory => (Arc::new(MemoryStore::with_retention(retention)), None, None),
             Kind::Sqlite => {
@@ -61,12 +65,24 @@ impl Backend {
                 .expect("redis store opens");
                 (Arc::new(s), None, Some(redis))
             }
+            Kind::RedisCluster => {
+                let c = Cluster::start(3);
+                let s = RedisStore::open_with(
+                    &c.url(),
+                    ServerConfig::default().replay_window_events,
+                    retention,
+                )
+                .expect("redis store opens on a cluster");
+                cluster = Some(c);
+                (Arc::new(s), None, None)
+            }
         };
         Self {
             store,
             sqlite,
             _dir: dir,
             _redis: redis,
+            _cluster: cluster,
         }
     }
 
@@ -413,6 +429,29 @@ async fn the_live_feed_brings_every_event_above_the_head_read_after_subscribing(
     assert_eq!(got, (3..=10).collect::<Vec<_>>(), "{kind:?}");
 }
 
+/// A subscriber of a run that has no log yet gets the log's first events from the
+/// live feed itself, from seq 1, with no jump to read from the store: a multi-node
+/// store delivers a new log's events through its feed like every later event, so
+/// that a node's subscribers do not each read them.
+async fn a_new_logs_first_events_come_through_the_feed_from_seq_1(kind: Kind) {
+    let b = Backend::open(kind, RetentionConfig::default());
+    let s = &*b.store;
+    let r = run("contract-born");
+    let mut live = s.live(&r);
+    assert_eq!(s.open_run(&r).await.expect("open").head_seq, 0, "{kind:?}");
+    s.append(&r, (0..5).map(line).collect())
+        .await
+        .expect("append");
+    let recv = tokio::time::timeout(Duration::from_secs(10), live.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{kind:?}: nothing on the live feed"));
+    let LiveRecv::Events(evs) = recv else {
+        panic!("{kind:?}: unexpected {recv:?}");
+    };
+    let seqs: Vec<u64> = evs.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5], "{kind:?}: the first delivery");
+}
+
 /// One test per contract clause and backend.
 macro_rules! contract {
     ($($clause:ident),* $(,)?) => {
@@ -434,6 +473,12 @@ macro_rules! contract {
                 super::$clause(super::Kind::Redis).await;
             })*
         }
+        mod redis_cluster {
+            $(#[tokio::test]
+            async fn $clause() {
+                super::$clause(super::Kind::RedisCluster).await;
+            })*
+        }
     };
 }
 
@@ -444,4 +489,5 @@ contract!(
     reads_keep_their_seq_bounds,
     retention_trims_the_log_but_not_the_snapshot,
     the_live_feed_brings_every_event_above_the_head_read_after_subscribing,
+    a_new_logs_first_events_come_through_the_feed_from_seq_1,
 );

@@ -24,7 +24,7 @@ local res = {}
 local seen = {}
 local nxt = head
 for i = 0, n - 1 do
-  local b = 7 + i * 6
+  local b = 8 + i * 6
   local key, fp, eid = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local dup = nil
   if key ~= '' then
@@ -58,7 +58,7 @@ if nxt > head then
   for i = 0, n - 1 do
     local r = res[i + 1]
     if r[1] == '0' then
-      local b = 7 + i * 6
+      local b = 8 + i * 6
       local json = ARGV[b + 3] .. r[2] .. ARGV[b + 4]
       local flush = string.sub(ARGV[b + 5], 1, 1)
       if ARGV[b] ~= '' then
@@ -74,6 +74,7 @@ if nxt > head then
     redis.call('PEXPIRE', m, ttl); redis.call('PEXPIRE', s, ttl)
     redis.call('PEXPIRE', idem, ttl); redis.call('PEXPIRE', snapk, ttl)
   end
+  if ARGV[7] ~= '' then redis.call('SPUBLISH', ARGV[7], string.format('%d', nxt)) end
 end
 local out = {'ok', epoch, string.format('%d', nxt), string.format('%d', snap)}
 for i = 1, n do

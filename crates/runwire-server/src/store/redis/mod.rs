@@ -13,7 +13,12 @@
 //! | `PREFIX:{RUN}:s` | stream | one entry per event, id `<seq>-0`, fields `j` (the envelope JSON), `f` (flushes a batch), `k` (idempotency key) |
 //! | `PREFIX:{RUN}:i` | hash | idempotency key → `"<seq> <event_id> <fingerprint>"` |
 //! | `PREFIX:{RUN}:n` | string | the stored snapshot (`RunSnapshot` JSON) at `snap` |
+//! | `PREFIX:{RUN}:c` | sharded channel | with a cluster: the run's doorbell, its head after each append |
 //! | `PREFIX:epoch-seed` | string | the epoch seed every node shares (set once) |
+//!
+//! No command or script names keys of two runs, so everything works on a Redis
+//! Cluster (`redis-cluster://HOST:PORT,…`): a run's keys are in one slot, the seed
+//! is a key of its own.
 //!
 //! # Epochs of runs without a log
 //!
@@ -62,6 +67,16 @@
 //! with `CLIENT UNBLOCK`. When Redis cannot be reached, the reader rings every local
 //! subscription with a seq jump, which makes the subscription read from the store,
 //! fail and close with `store_unavailable` (4105); clients back off and resume.
+//! A run that had no log when it was first watched gets its first events through
+//! the feed once the log's epoch is checked against the one its subscribers were
+//! told, so a node's subscribers never each read them from Redis.
+//!
+//! A cluster refuses one `XREAD` over streams of several slots: there the append
+//! script rings the run's doorbell (`SPUBLISH` of the new head on its sharded
+//! channel) and the reader, subscribed to the channels of its watched runs, reads
+//! the stream from its cursor (`shards`); after a lost connection, and every
+//! `block_ms` while idle, it reads every watched stream, so a lost doorbell loses
+//! nothing.
 //!
 //! # Snapshots and retention
 //!
@@ -79,15 +94,17 @@
 //! # Files
 //!
 //! This file holds the store and its appends, reads and live feed; `options` the URL
-//! options, `pool` the command connection, `scripts` the Lua scripts (one `.lua` file
-//! each) and a run's keys, `reader` the reader task, `snapshot` snapshots and
-//! retention, `reply` the parsing of Redis replies.
+//! options, `pool` the command connection (one Redis or a cluster), `scripts` the
+//! Lua scripts (one `.lua` file each) and a run's keys, `reader` the reader task
+//! (`XREAD` on one Redis), `shards` its cluster variant (doorbells), `snapshot`
+//! snapshots and retention, `reply` the parsing of Redis replies.
 
 mod options;
 mod pool;
 mod reader;
 mod reply;
 mod scripts;
+mod shards;
 mod snapshot;
 
 use std::{
@@ -108,8 +125,8 @@ use tokio::sync::{Notify, broadcast};
 use crate::config::RetentionConfig;
 
 pub use options::RedisOptions;
-use options::{parse_url, redact};
-use pool::Pool;
+use options::{cluster_nodes, parse_url, redact};
+use pool::{Pool, Target};
 use reader::{reader_loop, recreated};
 use reply::{arr, corrupt, epoch_of, parse_entries, s_at, u_at, value_str};
 use scripts::{Keys, Scripts};
@@ -142,6 +159,15 @@ struct WatchPos {
 
 const LIVE_CAPACITY: usize = 4096;
 
+/// Where a node's live feed comes from (module docs, "Live fan-out across nodes").
+enum Feed {
+    /// One Redis: `XREAD BLOCK` over every watched run's stream.
+    Xread(redis::Client),
+    /// A Redis Cluster (these seed nodes): a doorbell per append on the run's sharded
+    /// pub/sub channel, then `XRANGE` of its stream.
+    Shards(Vec<String>),
+}
+
 /// The most snapshots a node caches.
 const SNAPSHOT_CACHE: usize = 10_000;
 
@@ -152,8 +178,9 @@ struct Inner {
     opts: RedisOptions,
     retention: RetentionConfig,
     url: String,
-    client: redis::Client,
     pool: Pool,
+    /// Where the live feed comes from.
+    feed: Feed,
     scripts: Scripts,
     watches: Mutex<BTreeMap<RunId, Watch>>,
     wake: Notify,
@@ -203,71 +230,43 @@ impl RedisStore {
     ) -> Result<Self, StoreError> {
         let (base, opts) = parse_url(url, replay_window_events)?;
         let shown = redact(&base);
-        let client = redis::Client::open(base.as_str())
-            .map_err(|e| StoreError::Unavailable(format!("invalid redis URL {shown}: {e}")))?;
         let connect = Duration::from_millis(opts.connect_timeout_ms);
-        let mut sync = client.get_connection_with_timeout(connect).map_err(|e| {
-            StoreError::Unavailable(format!("cannot connect to redis at {shown}: {e}"))
-        })?;
-        let _ = sync.set_read_timeout(Some(Duration::from_millis(opts.timeout_ms)));
-        let _ = sync.set_write_timeout(Some(Duration::from_millis(opts.timeout_ms)));
-        let _: String = redis::cmd("PING").query(&mut sync).map_err(|e| {
-            StoreError::Unavailable(format!("redis at {shown} did not answer: {e}"))
-        })?;
-        // The version, when INFO is allowed (some managed services restrict it).
-        let info: Result<String, _> = redis::cmd("INFO").arg("server").query(&mut sync);
-        if let Some(version) = info.ok().and_then(|i| {
-            i.lines()
-                .find_map(|l| l.strip_prefix("redis_version:"))
-                .map(|v| v.trim().to_owned())
-        }) {
-            let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-            let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-            if (major, minor) < (6, 2) {
-                return Err(StoreError::Unavailable(format!(
-                    "redis at {shown} is version {version}; the redis store needs 6.2 or later (XTRIM MINID, CLIENT UNBLOCK)"
-                )));
+        let timeout = Duration::from_millis(opts.timeout_ms);
+        let (target, feed, seed) = match cluster_nodes(&base)? {
+            None => {
+                let client = redis::Client::open(base.as_str()).map_err(|e| {
+                    StoreError::Unavailable(format!("invalid redis URL {shown}: {e}"))
+                })?;
+                let mut sync = check_node(&client, &shown, &opts, (6, 2))?;
+                let seed = read_seed(&mut sync, &shown, &opts.prefix)?;
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(connect))
+                    .set_response_timeout(Some(timeout));
+                (
+                    Target::Single(client.clone(), config),
+                    Feed::Xread(client),
+                    seed,
+                )
             }
-        }
-        let aof: Result<Vec<String>, _> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("append*")
-            .query(&mut sync);
-        if let Ok(kv) = aof {
-            let get = |k: &str| {
-                kv.chunks(2)
-                    .find(|c| c.first().map(String::as_str) == Some(k))
-                    .and_then(|c| c.get(1).cloned())
-            };
-            let (on, fsync) = (get("appendonly"), get("appendfsync"));
-            if on.as_deref() != Some("yes") || fsync.as_deref() != Some("always") {
-                tracing::warn!(
-                    appendonly = on.as_deref().unwrap_or("?"),
-                    appendfsync = fsync.as_deref().unwrap_or("?"),
-                    "redis is not configured with appendonly yes + appendfsync always: acknowledged events may be lost if redis crashes (see docs/scale-out.md)"
-                );
+            Some(nodes) => {
+                for n in &nodes {
+                    let client = redis::Client::open(n.as_str()).map_err(|e| {
+                        StoreError::Unavailable(format!("invalid redis URL {shown}: {e}"))
+                    })?;
+                    // Sharded pub/sub (the live feed's doorbells) needs Redis 7.
+                    check_node(&client, &redact(n), &opts, (7, 0))?;
+                }
+                let client = cluster_client(&nodes, &opts, None)?;
+                let mut sync = client.get_connection().map_err(|e| {
+                    StoreError::Unavailable(format!("cannot connect to redis cluster {shown}: {e}"))
+                })?;
+                let seed = read_seed(&mut sync, &shown, &opts.prefix)?;
+                (Target::Cluster(client), Feed::Shards(nodes), seed)
             }
-        }
-        // The epoch seed: the first node to start sets it, every node reads it.
-        let seed_key = format!("{}:epoch-seed", opts.prefix);
-        let seed_err = |e: RedisError| StoreError::Unavailable(format!("redis at {shown}: {e}"));
-        let _: Option<String> = redis::cmd("SET")
-            .arg(&seed_key)
-            .arg(super::new_epoch_seed())
-            .arg("NX")
-            .query(&mut sync)
-            .map_err(seed_err)?;
-        let seed: String = redis::cmd("GET")
-            .arg(&seed_key)
-            .query::<Option<String>>(&mut sync)
-            .map_err(seed_err)?
-            .ok_or_else(|| StoreError::Unavailable(format!("redis at {shown} lost {seed_key}")))?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(connect))
-            .set_response_timeout(Some(Duration::from_millis(opts.timeout_ms)));
+        };
         let inner = Arc::new(Inner {
-            pool: Pool::new(client.clone(), config, shown.clone()),
-            client,
+            pool: Pool::new(target, shown.clone()),
+            feed,
             url: shown,
             opts,
             retention,
@@ -320,6 +319,111 @@ impl Drop for RedisStore {
             t.abort();
         }
     }
+}
+
+/// Connects to one Redis and checks it: it answers, its version is at least `least`
+/// (when `INFO` is allowed; some managed services restrict it), and it is durable
+/// (a warning otherwise).
+fn check_node(
+    client: &redis::Client,
+    shown: &str,
+    opts: &RedisOptions,
+    least: (u32, u32),
+) -> Result<redis::Connection, StoreError> {
+    let connect = Duration::from_millis(opts.connect_timeout_ms);
+    let mut sync = client
+        .get_connection_with_timeout(connect)
+        .map_err(|e| StoreError::Unavailable(format!("cannot connect to redis at {shown}: {e}")))?;
+    let _ = sync.set_read_timeout(Some(Duration::from_millis(opts.timeout_ms)));
+    let _ = sync.set_write_timeout(Some(Duration::from_millis(opts.timeout_ms)));
+    let _: String = redis::cmd("PING")
+        .query(&mut sync)
+        .map_err(|e| StoreError::Unavailable(format!("redis at {shown} did not answer: {e}")))?;
+    let info: Result<String, _> = redis::cmd("INFO").arg("server").query(&mut sync);
+    if let Some(version) = info.ok().and_then(|i| {
+        i.lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .map(|v| v.trim().to_owned())
+    }) {
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        if (major, minor) < least {
+            return Err(StoreError::Unavailable(format!(
+                "redis at {shown} is version {version}; the redis store needs {}.{} or later (XTRIM MINID, CLIENT UNBLOCK; SPUBLISH with a cluster)",
+                least.0, least.1
+            )));
+        }
+    }
+    let aof: Result<Vec<String>, _> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("append*")
+        .query(&mut sync);
+    if let Ok(kv) = aof {
+        let get = |k: &str| {
+            kv.chunks(2)
+                .find(|c| c.first().map(String::as_str) == Some(k))
+                .and_then(|c| c.get(1).cloned())
+        };
+        let (on, fsync) = (get("appendonly"), get("appendfsync"));
+        if on.as_deref() != Some("yes") || fsync.as_deref() != Some("always") {
+            tracing::warn!(
+                redis = shown,
+                appendonly = on.as_deref().unwrap_or("?"),
+                appendfsync = fsync.as_deref().unwrap_or("?"),
+                "redis is not configured with appendonly yes + appendfsync always: acknowledged events may be lost if redis crashes (see docs/scale-out.md)"
+            );
+        }
+    }
+    Ok(sync)
+}
+
+/// The epoch seed: the first node to start sets it, every node reads it.
+fn read_seed(
+    sync: &mut dyn redis::ConnectionLike,
+    shown: &str,
+    prefix: &str,
+) -> Result<String, StoreError> {
+    let seed_key = format!("{prefix}:epoch-seed");
+    let seed_err = |e: RedisError| StoreError::Unavailable(format!("redis at {shown}: {e}"));
+    let _: Option<String> = redis::cmd("SET")
+        .arg(&seed_key)
+        .arg(super::new_epoch_seed())
+        .arg("NX")
+        .query(sync)
+        .map_err(seed_err)?;
+    redis::cmd("GET")
+        .arg(&seed_key)
+        .query::<Option<String>>(sync)
+        .map_err(seed_err)?
+        .ok_or_else(|| StoreError::Unavailable(format!("redis at {shown} lost {seed_key}")))
+}
+
+/// A cluster client for the seed `nodes`, with the store's timeouts. `push` receives
+/// the sharded pub/sub messages (RESP3) of the live feed (the reader's client, which
+/// only reads, and follows redirections and reconnects on its own). Without `push`
+/// the client is the command connection's, which never sends a request twice: the
+/// library's retry after a dropped connection could append an event without an
+/// idempotency key twice, so a failed command fails (`store_unavailable`, producers
+/// retry with their keys), and the client rebuilds its slot map for the next one.
+fn cluster_client(
+    nodes: &[String],
+    opts: &RedisOptions,
+    push: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
+) -> Result<redis::cluster::ClusterClient, StoreError> {
+    let mut b = redis::cluster::ClusterClientBuilder::new(nodes.to_vec())
+        .connection_timeout(Duration::from_millis(opts.connect_timeout_ms))
+        .response_timeout(Duration::from_millis(opts.timeout_ms))
+        .use_protocol(redis::ProtocolVersion::RESP3);
+    b = match push {
+        Some(tx) => b.push_sender(tx),
+        None => b.retries(0),
+    };
+    b.build().map_err(|e| {
+        StoreError::Unavailable(format!(
+            "invalid redis cluster URL {}: {e}",
+            redact(&nodes.join(","))
+        ))
+    })
 }
 
 impl Inner {
@@ -431,83 +535,11 @@ impl Inner {
         run_id: &RunId,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
-        use runwire_protocol::{
-            Timestamp,
-            http::{AppendResponse, AppendedEvent},
-        };
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
         }
-        let k = self.keys(run_id);
-        let now = Timestamp::now();
-        let new = new_epoch();
-        let mut args: Vec<[String; 6]> = Vec::with_capacity(events.len());
-        let mut keys = Vec::with_capacity(events.len());
-        let mut built = Vec::with_capacity(events.len());
-        for e in events {
-            let fp = e
-                .idempotency_key
-                .as_ref()
-                .map(|_| fingerprint(&e))
-                .unwrap_or_default();
-            let flags = format!(
-                "{}{}",
-                u8::from(e.payload.flushes_batch()),
-                u8::from(e.payload.is_terminal())
-            );
-            let raw = e.raw_data;
-            let event = Event {
-                event_id: new_event_id(),
-                run_id: run_id.clone(),
-                seq: 1,
-                time: e.time.unwrap_or_else(|| now.clone()),
-                payload: e.payload,
-            };
-            let (prefix, suffix) = SeqTemplate::new(&event, raw.as_ref()).into_parts();
-            let key = e.idempotency_key.unwrap_or_default();
-            args.push([
-                key.clone(),
-                fp,
-                event.event_id.as_str().to_owned(),
-                prefix,
-                suffix,
-                flags,
-            ]);
-            keys.push(key);
-            built.push(event);
-        }
-        let mut create = false;
-        let a = loop {
-            let mut inv = self.scripts.append.prepare_invoke();
-            inv.key(&k.meta)
-                .key(&k.stream)
-                .key(&k.idem)
-                .key(&k.snap)
-                .arg(new.as_str())
-                .arg(self.ttl_ms())
-                .arg(args.len())
-                .arg(self.seed())
-                .arg(run_id.as_str())
-                .arg(u8::from(create));
-            for a in &args {
-                for v in a {
-                    inv.arg(v);
-                }
-            }
-            let v: Value = self
-                .pool
-                .run(|mut c| async move { inv.invoke_async(&mut c).await })
-                .await?;
-            let a = arr(v)?;
-            if !create && s_at(&a, 0)? == "new" {
-                // The run's first append: check the seed before a log gets an epoch
-                // derived from it (the seed is gone if Redis lost its data).
-                self.refresh_seed().await?;
-                create = true;
-                continue;
-            }
-            break a;
-        };
+        let (args, built) = prepare(run_id, events);
+        let a = self.append_script(run_id, &args).await?;
         match s_at(&a, 0)?.as_str() {
             "ok" => {}
             "conflict" => {
@@ -532,19 +564,8 @@ impl Inner {
         let snap = u_at(&a, 3)?;
         // Local subscriptions told another epoch are reset (`RW-RESUME-13`).
         self.note_epoch(run_id, &epoch, true);
-        let mut out = Vec::with_capacity(keys.len());
-        let mut appended = 0;
-        for i in 0..keys.len() {
-            let b = 4 + i * 3;
-            let duplicate = s_at(&a, b)? == "1";
-            appended += usize::from(!duplicate);
-            out.push(AppendedEvent {
-                seq: u_at(&a, b + 1)?,
-                event_id: EventId::new(s_at(&a, b + 2)?)
-                    .map_err(|e| corrupt(format_args!("event id: {e}")))?,
-                duplicate,
-            });
-        }
+        let out = assigned(&a, args.len())?;
+        let appended = out.iter().filter(|e| !e.duplicate).count();
         if appended > 0 {
             let new: Vec<Event> = built
                 .into_iter()
@@ -556,26 +577,13 @@ impl Inner {
                 })
                 .collect();
             self.fold_appended(run_id, &epoch, &new);
-        }
-        if appended > 0 && self.opts.wait_replicas > 0 {
-            let (n, t) = (self.opts.wait_replicas, self.opts.wait_timeout_ms);
-            let acked: u64 =
-                self.pool
-                    .run(|mut c| async move {
-                        redis::cmd("WAIT").arg(n).arg(t).query_async(&mut c).await
-                    })
-                    .await?;
-            if acked < u64::from(n) {
-                return Err(StoreError::Unavailable(format!(
-                    "the append reached {acked} of {n} redis replicas within {t} ms; retry with the same idempotency keys"
-                )));
+            self.wait_replicas(run_id).await?;
+            if head.saturating_sub(snap) >= self.snapshot_every(run_id) {
+                self.spawn_compaction(run_id);
             }
         }
-        if appended > 0 && head.saturating_sub(snap) >= self.snapshot_every(run_id) {
-            self.spawn_compaction(run_id);
-        }
         Ok(AppendOutcome {
-            response: AppendResponse {
+            response: runwire_protocol::http::AppendResponse {
                 run_id: run_id.clone(),
                 epoch,
                 first_seq: out.first().map_or(head, |e| e.seq),
@@ -584,6 +592,90 @@ impl Inner {
             },
             appended,
         })
+    }
+
+    /// Runs the append script (`scripts::APPEND`) with each event's arguments; a run
+    /// without a log is created only once the epoch seed was read again (a Redis
+    /// that lost its data lost the seed too). Never repeated on a broken connection:
+    /// the producer retries with its idempotency keys.
+    async fn append_script(
+        &self,
+        run_id: &RunId,
+        args: &[[String; 6]],
+    ) -> Result<Vec<Value>, StoreError> {
+        let k = self.keys(run_id);
+        let new = new_epoch();
+        let mut create = false;
+        loop {
+            let mut inv = self.scripts.append.prepare_invoke();
+            inv.key(&k.meta)
+                .key(&k.stream)
+                .key(&k.idem)
+                .key(&k.snap)
+                .arg(new.as_str())
+                .arg(self.ttl_ms())
+                .arg(args.len())
+                .arg(self.seed())
+                .arg(run_id.as_str())
+                .arg(u8::from(create))
+                .arg(match self.feed {
+                    Feed::Xread(_) => "",
+                    Feed::Shards(_) => k.chan.as_str(),
+                });
+            for a in args {
+                for v in a {
+                    inv.arg(v);
+                }
+            }
+            let v: Value = self
+                .pool
+                .run(|mut c| async move { inv.invoke_async(&mut c).await })
+                .await?;
+            let a = arr(v)?;
+            if !create && s_at(&a, 0)? == "new" {
+                // The run's first append: check the seed before a log gets an epoch
+                // derived from it (the seed is gone if Redis lost its data).
+                self.refresh_seed().await?;
+                create = true;
+                continue;
+            }
+            return Ok(a);
+        }
+    }
+
+    /// With `wait_replicas=N`: `WAIT N` after an append, `Unavailable` unless N
+    /// replicas confirmed it. On a cluster it goes to the master of the run's slot,
+    /// on the connection that carried the append.
+    async fn wait_replicas(&self, run_id: &RunId) -> Result<(), StoreError> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        if self.opts.wait_replicas == 0 {
+            return Ok(());
+        }
+        let (n, t) = (self.opts.wait_replicas, self.opts.wait_timeout_ms);
+        let stream = self.keys(run_id).stream;
+        let acked: u64 = self
+            .pool
+            .run(|c| async move {
+                let mut cmd = redis::cmd("WAIT");
+                cmd.arg(n).arg(t);
+                match c {
+                    pool::Conn::Single(mut c) => cmd.query_async(&mut c).await,
+                    pool::Conn::Cluster(mut c) => {
+                        let route = Route::with_key(stream.as_bytes(), SlotAddr::Master);
+                        let to =
+                            RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                        let v = c.route_command(cmd, to).await?;
+                        Ok(redis::from_redis_value(v)?)
+                    }
+                }
+            })
+            .await?;
+        if acked < u64::from(n) {
+            return Err(StoreError::Unavailable(format!(
+                "the append reached {acked} of {n} redis replicas within {t} ms; retry with the same idempotency keys"
+            )));
+        }
+        Ok(())
     }
 
     async fn read(
@@ -688,6 +780,65 @@ impl Inner {
             watch.pos = None;
         }
     }
+}
+
+/// Each event's script arguments (idempotency key or "", fingerprint, event id, the
+/// envelope's JSON around its seq, flags: flushes a batch, terminal) and the event
+/// itself (its seq is set once assigned).
+fn prepare(run_id: &RunId, events: Vec<NewEvent>) -> (Vec<[String; 6]>, Vec<Event>) {
+    let now = runwire_protocol::Timestamp::now();
+    let mut args = Vec::with_capacity(events.len());
+    let mut built = Vec::with_capacity(events.len());
+    for e in events {
+        let fp = e
+            .idempotency_key
+            .as_ref()
+            .map(|_| fingerprint(&e))
+            .unwrap_or_default();
+        let flags = format!(
+            "{}{}",
+            u8::from(e.payload.flushes_batch()),
+            u8::from(e.payload.is_terminal())
+        );
+        let raw = e.raw_data;
+        let event = Event {
+            event_id: new_event_id(),
+            run_id: run_id.clone(),
+            seq: 1,
+            time: e.time.unwrap_or_else(|| now.clone()),
+            payload: e.payload,
+        };
+        let (prefix, suffix) = SeqTemplate::new(&event, raw.as_ref()).into_parts();
+        args.push([
+            e.idempotency_key.unwrap_or_default(),
+            fp,
+            event.event_id.as_str().to_owned(),
+            prefix,
+            suffix,
+            flags,
+        ]);
+        built.push(event);
+    }
+    (args, built)
+}
+
+/// The seq and event id the append script assigned to each of `n` events (or found
+/// for a duplicate), from its answer `ok, epoch, head, snap, (dup, seq, id)…`.
+fn assigned(
+    a: &[Value],
+    n: usize,
+) -> Result<Vec<runwire_protocol::http::AppendedEvent>, StoreError> {
+    (0..n)
+        .map(|i| {
+            let b = 4 + i * 3;
+            Ok(runwire_protocol::http::AppendedEvent {
+                seq: u_at(a, b + 1)?,
+                event_id: EventId::new(s_at(a, b + 2)?)
+                    .map_err(|e| corrupt(format_args!("event id: {e}")))?,
+                duplicate: s_at(a, b)? == "1",
+            })
+        })
+        .collect()
 }
 
 impl EventStore for RedisStore {

@@ -110,6 +110,43 @@ pub(super) fn parse_url(
     Ok((base, opts))
 }
 
+/// The seed nodes of a Redis Cluster URL, each as a `redis://` URL, or `None` for
+/// any other URL: `redis-cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…][/][?…]`
+/// (the credentials and the client's query parameters apply to every node; a cluster
+/// has one database, so no `/DB`).
+pub(super) fn cluster_nodes(base: &str) -> Result<Option<Vec<String>>, StoreError> {
+    let Some(rest) = base.strip_prefix("redis-cluster://") else {
+        return Ok(None);
+    };
+    let bad = |why: &str| {
+        StoreError::Unavailable(format!(
+            "redis cluster URL {} is not valid: {why} (expected redis-cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…])",
+            redact(base)
+        ))
+    };
+    let (hosts, query) = match rest.split_once('?') {
+        Some((h, q)) => (h, format!("?{q}")),
+        None => (rest, String::new()),
+    };
+    let (auth, hosts) = match hosts.rsplit_once('@') {
+        Some((a, h)) => (format!("{a}@"), h),
+        None => (String::new(), hosts),
+    };
+    let hosts = hosts.strip_suffix('/').unwrap_or(hosts);
+    if hosts.contains('/') {
+        return Err(bad("a cluster has no database number"));
+    }
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("redis://{auth}{h}/{query}"))
+        .collect();
+    if nodes.is_empty() {
+        return Err(bad("no node given"));
+    }
+    Ok(Some(nodes))
+}
+
 /// The URL without its password, for messages.
 pub(super) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -143,6 +180,20 @@ mod tests {
         assert_eq!(o.retain_events, 0, "0 keeps everything");
         assert!(parse_url("redis://h?ttl_secs=soon", 10).is_err());
         assert!(parse_url("redis://h?prefix={x}", 10).is_err());
+    }
+
+    #[test]
+    fn cluster_urls_name_every_seed_node() {
+        assert_eq!(cluster_nodes("redis://h:1").expect("ok"), None);
+        assert_eq!(
+            cluster_nodes("redis-cluster://:pw@a:1,b:2/?protocol=resp3").expect("ok"),
+            Some(vec![
+                "redis://:pw@a:1/?protocol=resp3".to_owned(),
+                "redis://:pw@b:2/?protocol=resp3".to_owned()
+            ])
+        );
+        assert!(cluster_nodes("redis-cluster://a:1/2").is_err());
+        assert!(cluster_nodes("redis-cluster://").is_err());
     }
 
     #[test]

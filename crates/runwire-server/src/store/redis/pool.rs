@@ -1,24 +1,89 @@
-//! The store's connection for commands: one multiplexed connection, re-established
-//! after it broke, so that every command runs on a live connection or fails fast.
+//! The store's connection for commands: one multiplexed connection (to one Redis, or
+//! a cluster connection that routes each command to its slot's master),
+//! re-established after it broke, so that every command runs on a live connection or
+//! fails fast.
 
 use std::time::Duration;
 
-use redis::{AsyncConnectionConfig, RedisError, aio::MultiplexedConnection};
+use redis::{
+    AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Value,
+    aio::{ConnectionLike, MultiplexedConnection},
+    cluster::ClusterClient,
+    cluster_async::ClusterConnection,
+};
 
 use super::StoreError;
 
-/// A multiplexed connection that is re-established after it broke: every command
-/// either runs on a live connection or fails fast with `Unavailable`.
+/// Where the store's connections go: one Redis, or a Redis Cluster.
+#[derive(Clone)]
+pub(super) enum Target {
+    /// One Redis (or one primary).
+    Single(redis::Client, AsyncConnectionConfig),
+    /// A Redis Cluster: each command goes to the master of its key's slot (a run's
+    /// keys share one slot, see `scripts::Keys`).
+    Cluster(ClusterClient),
+}
+
+impl Target {
+    /// A new connection.
+    pub(super) async fn connect(&self) -> Result<Conn, RedisError> {
+        match self {
+            Self::Single(client, config) => client
+                .get_multiplexed_async_connection_with_config(config)
+                .await
+                .map(Conn::Single),
+            Self::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+        }
+    }
+}
+
+/// A connection to one Redis or to a cluster; commands are written the same way to
+/// both (a command or pipeline for a cluster names keys of one slot).
+#[derive(Clone)]
+pub(super) enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// A connection that is re-established after it broke: every command either runs on
+/// a live connection or fails fast with `Unavailable`.
 pub(super) struct Pool {
-    client: redis::Client,
-    config: AsyncConnectionConfig,
+    target: Target,
     url: String,
     current: tokio::sync::Mutex<PoolState>,
 }
 
 pub(super) struct PoolState {
     generation: u64,
-    conn: Option<MultiplexedConnection>,
+    conn: Option<Conn>,
     /// The last failed connect: callers within [`RECONNECT_HOLDOFF`] of it fail at
     /// once instead of queueing up behind one connect timeout each.
     failed: Option<(std::time::Instant, StoreError)>,
@@ -28,10 +93,9 @@ pub(super) struct PoolState {
 pub(super) const RECONNECT_HOLDOFF: Duration = Duration::from_millis(100);
 
 impl Pool {
-    pub(super) fn new(client: redis::Client, config: AsyncConnectionConfig, url: String) -> Self {
+    pub(super) fn new(target: Target, url: String) -> Self {
         Self {
-            client,
-            config,
+            target,
             url,
             current: tokio::sync::Mutex::new(PoolState {
                 generation: 0,
@@ -46,7 +110,7 @@ impl Pool {
     }
 
     /// The current connection and its generation, connecting if there is none.
-    pub(super) async fn get(&self) -> Result<(u64, MultiplexedConnection), StoreError> {
+    pub(super) async fn get(&self) -> Result<(u64, Conn), StoreError> {
         let mut cur = self.current.lock().await;
         if let Some(c) = &cur.conn {
             return Ok((cur.generation, c.clone()));
@@ -56,11 +120,7 @@ impl Pool {
         {
             return Err(e.clone());
         }
-        match self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await
-        {
+        match self.target.connect().await {
             Ok(conn) => {
                 cur.generation += 1;
                 cur.conn = Some(conn.clone());
@@ -96,7 +156,7 @@ impl Pool {
     /// re-established connection costs a subscription nothing.
     pub(super) async fn retry<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
-        F: Fn(MultiplexedConnection) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
         match self.attempt(&f).await? {
@@ -130,7 +190,7 @@ impl Pool {
     /// retries with its idempotency keys).
     pub(super) async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
         self.attempt(f).await?.map_err(|e| self.error(&e))
@@ -140,7 +200,7 @@ impl Pool {
     /// broken and is handed back.
     async fn attempt<T, F, Fut>(&self, f: F) -> Result<Result<T, RedisError>, StoreError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
         let (generation, conn) = self.get().await?;

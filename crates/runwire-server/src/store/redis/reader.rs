@@ -12,8 +12,8 @@ use redis::{AsyncConnectionConfig, RedisError, Value, aio::MultiplexedConnection
 use runwire_protocol::RunId;
 
 use super::{
-    Inner, LiveEvent, READ_COUNT, StoreError, StoredEvent, Watch, WatchPos, arr, parse_entries,
-    value_str,
+    Feed, Inner, LiveEvent, READ_COUNT, StoreError, StoredEvent, Watch, WatchPos, arr,
+    parse_entries, pool::Conn, value_str,
 };
 
 /// Tells a watch's subscriptions that the run's log was re-created (Redis lost it,
@@ -24,9 +24,79 @@ pub(super) fn recreated(watch: &mut Watch) {
     watch.pos = None;
 }
 
-/// The node's reader: `XREAD BLOCK` over the watched runs' streams, publishing
-/// what any node appended to the local subscribers, in seq order.
+/// The node's reader: the live feed of the runs with local subscribers, from one
+/// Redis (`XREAD BLOCK`) or a cluster (doorbells on sharded channels, see
+/// `shards`), publishing what any node appended to the local subscribers in seq
+/// order.
 pub(super) async fn reader_loop(inner: Arc<Inner>) {
+    match &inner.feed {
+        Feed::Xread(client) => {
+            let client = client.clone();
+            xread_loop(inner, client).await;
+        }
+        Feed::Shards(nodes) => {
+            let nodes = nodes.clone();
+            super::shards::shard_loop(inner, nodes).await;
+        }
+    }
+}
+
+/// The watched runs whose position is not fixed yet, and the others with their
+/// cursors; runs without local subscribers are forgotten first.
+pub(super) fn watched_runs(inner: &Inner) -> (Vec<RunId>, Vec<(RunId, u64)>) {
+    let mut w = inner.watches.lock().unwrap_or_else(|e| e.into_inner());
+    w.retain(|_, watch| watch.tx.receiver_count() > 0);
+    let pending: Vec<RunId> = w
+        .iter()
+        .filter(|(_, x)| x.pos.is_none())
+        .map(|(r, _)| r.clone())
+        .collect();
+    let active: Vec<(RunId, u64)> = w
+        .iter()
+        .filter_map(|(r, x)| x.pos.as_ref().map(|p| (r.clone(), p.cursor)))
+        .collect();
+    (pending, active)
+}
+
+/// Waits `backoff` unless the store stops first (then false).
+pub(super) async fn pause(inner: &Inner, backoff: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(backoff) => true,
+        () = inner.stop.notified() => false,
+    }
+}
+
+/// After the feed's connection was (re-)established: Redis may have restarted
+/// without its data (and its seed), so the seed is read again and every watched
+/// run's log is checked to be the one that was being read.
+pub(super) async fn after_connect(inner: &Inner, c: &Conn, failures: u32) {
+    if failures > 0 {
+        tracing::info!(url = %inner.url, "redis reachable again; live feed resumes from each run's cursor");
+    }
+    if let Err(e) = inner.refresh_seed().await {
+        tracing::warn!(error = %e, "reading the epoch seed after reconnect failed");
+    }
+    if let Err(e) = revalidate(inner, c).await {
+        tracing::warn!(error = %e, "checking watched runs after reconnect failed");
+    }
+}
+
+/// The feed cannot connect: the subscriptions are told (`store_unavailable`), and the
+/// reader waits a growing backoff. False when the store stops meanwhile.
+pub(super) async fn unreachable(inner: &Inner, failures: u32, e: &StoreError) -> bool {
+    if failures == 1 {
+        tracing::warn!(url = %inner.url, error = %e, "redis unreachable: live subscriptions are told to reconnect");
+    }
+    inner.ring_unavailable();
+    pause(
+        inner,
+        Duration::from_millis((50u64 << failures.min(5)).min(1_000)),
+    )
+    .await
+}
+
+/// The reader on one Redis: `XREAD BLOCK` over the watched runs' streams.
+async fn xread_loop(inner: Arc<Inner>, client: redis::Client) {
     let mut conn: Option<(MultiplexedConnection, i64)> = None;
     let mut failures: u32 = 0;
     let mut read_errors: u32 = 0;
@@ -35,21 +105,7 @@ pub(super) async fn reader_loop(inner: Arc<Inner>) {
         if inner.closed.load(Ordering::Acquire) {
             return;
         }
-        // Forget runs without local subscribers.
-        let (pending, active) = {
-            let mut w = inner.watches.lock().unwrap_or_else(|e| e.into_inner());
-            w.retain(|_, watch| watch.tx.receiver_count() > 0);
-            let pending: Vec<RunId> = w
-                .iter()
-                .filter(|(_, x)| x.pos.is_none())
-                .map(|(r, _)| r.clone())
-                .collect();
-            let active: Vec<(RunId, u64)> = w
-                .iter()
-                .filter_map(|(r, x)| x.pos.as_ref().map(|p| (r.clone(), p.cursor)))
-                .collect();
-            (pending, active)
-        };
+        let (pending, active) = watched_runs(&inner);
         if pending.is_empty() && active.is_empty() {
             conn = None;
             tokio::select! {
@@ -58,117 +114,51 @@ pub(super) async fn reader_loop(inner: Arc<Inner>) {
             }
             continue;
         }
-        let (mut c, id) = match conn.take() {
+        let (c, id) = match conn.take() {
             Some(c) => c,
-            None => match connect_reader(&inner).await {
+            None => match connect_reader(&inner, &client).await {
                 Ok(c) => {
-                    if failures > 0 {
-                        tracing::info!(url = %inner.url, "redis reachable again; live feed resumes from each run's cursor");
-                    }
+                    after_connect(&inner, &Conn::Single(c.0.clone()), failures).await;
                     failures = 0;
-                    // Redis may have restarted without its data (and its seed).
-                    if let Err(e) = inner.refresh_seed().await {
-                        tracing::warn!(error = %e, "reading the epoch seed after reconnect failed");
-                    }
-                    // After a reconnect, check every run's log is still the one we
-                    // were reading (redis may have restarted without its data).
-                    if let Err(e) = revalidate(&inner, &c.0).await {
-                        tracing::warn!(error = %e, "checking watched runs after reconnect failed");
-                    }
                     c
                 }
                 Err(e) => {
                     failures += 1;
-                    if failures == 1 {
-                        tracing::warn!(url = %inner.url, error = %e, "redis unreachable: live subscriptions are told to reconnect");
-                    }
-                    inner.ring_unavailable();
-                    let backoff = Duration::from_millis((50u64 << failures.min(5)).min(1_000));
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = inner.stop.notified() => return,
+                    if !unreachable(&inner, failures, &e).await {
+                        return;
                     }
                     continue;
                 }
             },
         };
-        if !pending.is_empty() {
-            match init_positions(&inner, &mut c, &pending).await {
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "redis reader lost its connection");
-                    failures += 1;
-                    continue;
-                }
-            }
+        let shared = Conn::Single(c.clone());
+        if !pending.is_empty()
+            && let Err(e) = init_positions(&inner, &shared, &pending).await
+        {
+            tracing::warn!(error = %e, "redis reader lost its connection");
+            failures += 1;
+            continue;
         }
         if inner.opts.ttl_secs > 0
             && last_touch.elapsed() >= Duration::from_secs((inner.opts.ttl_secs / 4).max(1))
         {
             last_touch = tokio::time::Instant::now();
-            touch_watched(&inner, &mut c).await;
+            touch_watched(&inner, &shared).await;
         }
-        let active: Vec<(RunId, u64)> = {
-            let w = inner.watches.lock().unwrap_or_else(|e| e.into_inner());
-            w.iter()
-                .filter_map(|(r, x)| x.pos.as_ref().map(|p| (r.clone(), p.cursor)))
-                .collect()
-        };
+        let (_, active) = watched_runs(&inner);
         if active.is_empty() {
             conn = Some((c, id));
             continue;
         }
-        let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT")
-            .arg(READ_COUNT)
-            .arg("BLOCK")
-            .arg(inner.opts.block_ms)
-            .arg("STREAMS");
-        for (r, _) in &active {
-            cmd.arg(inner.keys(r).stream);
-        }
-        for (_, cursor) in &active {
-            cmd.arg(format!("{cursor}-0"));
-        }
-        let result = {
-            let read = cmd.query_async::<Value>(&mut c);
-            tokio::pin!(read);
-            let mut unblocking = false;
-            let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
-            let retry = tokio::time::sleep_until(far);
-            tokio::pin!(retry);
-            loop {
-                tokio::select! {
-                    r = &mut read => break Some(r),
-                    () = inner.wake.notified(), if !unblocking => {
-                        unblocking = true;
-                        retry.as_mut().reset(tokio::time::Instant::now());
-                    }
-                    () = &mut retry, if unblocking => {
-                        // The read may not have reached Redis yet: retry the unblock
-                        // until it interrupted the read (or the read returned).
-                        let done = inner
-                            .pool
-                            .run(|mut p| async move {
-                                redis::cmd("CLIENT").arg("UNBLOCK").arg(id).query_async::<i64>(&mut p).await
-                            })
-                            .await;
-                        if matches!(done, Ok(1) | Err(_)) {
-                            retry.as_mut().reset(far);
-                        } else {
-                            retry.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(2));
-                        }
-                    }
-                    () = inner.stop.notified() => break None,
-                }
-            }
+        let Some(result) = blocking_read(&inner, c.clone(), id, &active).await else {
+            return;
         };
-        let Some(result) = result else { return };
         match result {
             Ok(v) => {
                 read_errors = 0;
-                if let Err(e) = deliver(&inner, v) {
-                    tracing::error!(error = %e, "unreadable stream entries");
+                match deliver(&inner, v) {
+                    Ok(born) => adopt(&inner, &shared, born).await,
+                    Err(e) => tracing::error!(error = %e, "unreadable stream entries"),
                 }
                 conn = Some((c, id));
             }
@@ -176,14 +166,16 @@ pub(super) async fn reader_loop(inner: Arc<Inner>) {
                 tracing::warn!(error = %e, "redis reader lost its connection; reconnecting");
                 failures += 1;
                 read_errors += 1;
-                if read_errors > 1 {
-                    // Not a one-off drop: back off (an error that reconnecting does
-                    // not cure must not spin).
-                    let backoff = Duration::from_millis((25u64 << read_errors.min(6)).min(1_000));
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = inner.stop.notified() => return,
-                    }
+                // Not a one-off drop: back off (an error that reconnecting does not
+                // cure must not spin).
+                if read_errors > 1
+                    && !pause(
+                        &inner,
+                        Duration::from_millis((25u64 << read_errors.min(6)).min(1_000)),
+                    )
+                    .await
+                {
+                    return;
                 }
                 // Try again at once; ring the subscriptions only if that fails.
                 if failures > 1 {
@@ -194,8 +186,62 @@ pub(super) async fn reader_loop(inner: Arc<Inner>) {
     }
 }
 
+/// One `XREAD BLOCK` over the `active` runs' streams from their cursors, interrupted
+/// with `CLIENT UNBLOCK` when a run is newly watched; `None` when the store stops.
+async fn blocking_read(
+    inner: &Inner,
+    mut c: MultiplexedConnection,
+    id: i64,
+    active: &[(RunId, u64)],
+) -> Option<Result<Value, RedisError>> {
+    let mut cmd = redis::cmd("XREAD");
+    cmd.arg("COUNT")
+        .arg(READ_COUNT)
+        .arg("BLOCK")
+        .arg(inner.opts.block_ms)
+        .arg("STREAMS");
+    for (r, _) in active {
+        cmd.arg(inner.keys(r).stream);
+    }
+    for (_, cursor) in active {
+        cmd.arg(format!("{cursor}-0"));
+    }
+    let read = cmd.query_async::<Value>(&mut c);
+    tokio::pin!(read);
+    let mut unblocking = false;
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
+    let retry = tokio::time::sleep_until(far);
+    tokio::pin!(retry);
+    loop {
+        tokio::select! {
+            r = &mut read => return Some(r),
+            () = inner.wake.notified(), if !unblocking => {
+                unblocking = true;
+                retry.as_mut().reset(tokio::time::Instant::now());
+            }
+            () = &mut retry, if unblocking => {
+                // The read may not have reached Redis yet: retry the unblock until it
+                // interrupted the read (or the read returned).
+                let done = inner
+                    .pool
+                    .run(|mut p| async move {
+                        redis::cmd("CLIENT").arg("UNBLOCK").arg(id).query_async::<i64>(&mut p).await
+                    })
+                    .await;
+                if matches!(done, Ok(1) | Err(_)) {
+                    retry.as_mut().reset(far);
+                } else {
+                    retry.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(2));
+                }
+            }
+            () = inner.stop.notified() => return None,
+        }
+    }
+}
+
 pub(super) async fn connect_reader(
     inner: &Inner,
+    client: &redis::Client,
 ) -> Result<(MultiplexedConnection, i64), StoreError> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(inner.opts.connect_timeout_ms)))
@@ -203,8 +249,7 @@ pub(super) async fn connect_reader(
             inner.opts.block_ms + inner.opts.timeout_ms,
         )));
     let err = |e: RedisError| StoreError::Unavailable(format!("redis at {}: {e}", inner.url));
-    let mut c = inner
-        .client
+    let mut c = client
         .get_multiplexed_async_connection_with_config(&config)
         .await
         .map_err(err)?;
@@ -221,7 +266,7 @@ pub(super) async fn connect_reader(
 /// and catches up from the store.
 pub(super) async fn init_positions(
     inner: &Inner,
-    c: &mut MultiplexedConnection,
+    c: &Conn,
     runs: &[RunId],
 ) -> Result<(), StoreError> {
     let err = |e: RedisError| StoreError::Unavailable(format!("redis at {}: {e}", inner.url));
@@ -236,9 +281,11 @@ pub(super) async fn init_positions(
             })
             .collect()
     };
-    let mut pipe = redis::pipe();
-    for r in runs {
+    // One pipeline per run (a cluster takes no pipeline over several slots), all at
+    // once on the multiplexed connection.
+    let reads = runs.iter().map(|r| {
         let k = inner.keys(r);
+        let mut pipe = redis::pipe();
         pipe.cmd("HMGET").arg(&k.meta).arg("epoch").arg("head");
         pipe.cmd("XREVRANGE")
             .arg(&k.stream)
@@ -246,8 +293,15 @@ pub(super) async fn init_positions(
             .arg("-")
             .arg("COUNT")
             .arg(1);
-    }
-    let out: Vec<Value> = pipe.query_async(c).await.map_err(err)?;
+        let mut c = c.clone();
+        async move { pipe.query_async::<Vec<Value>>(&mut c).await }
+    });
+    let out: Vec<Value> = futures_util::future::try_join_all(reads)
+        .await
+        .map_err(err)?
+        .into_iter()
+        .flatten()
+        .collect();
     let lost = seen_before
         .iter()
         .zip(out.chunks(2))
@@ -292,7 +346,7 @@ pub(super) async fn init_positions(
 /// After a reconnect: a watched run whose epoch changed or whose head went back
 /// (Redis restarted without its data, or the run expired) is rung, so that its
 /// subscriptions end and the clients resubscribe (and get a reset).
-pub(super) async fn revalidate(inner: &Inner, c: &MultiplexedConnection) -> Result<(), StoreError> {
+pub(super) async fn revalidate(inner: &Inner, c: &Conn) -> Result<(), StoreError> {
     let watched: Vec<(RunId, WatchPos)> = {
         let w = inner.watches.lock().unwrap_or_else(|e| e.into_inner());
         w.iter()
@@ -302,16 +356,13 @@ pub(super) async fn revalidate(inner: &Inner, c: &MultiplexedConnection) -> Resu
     if watched.is_empty() {
         return Ok(());
     }
-    let mut pipe = redis::pipe();
-    for (r, _) in &watched {
-        pipe.cmd("HMGET")
-            .arg(inner.keys(r).meta)
-            .arg("epoch")
-            .arg("head");
-    }
-    let mut c = c.clone();
-    let out: Vec<Vec<Option<String>>> = pipe
-        .query_async(&mut c)
+    let reads = watched.iter().map(|(r, _)| {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(inner.keys(r).meta).arg("epoch").arg("head");
+        let mut c = c.clone();
+        async move { cmd.query_async::<Vec<Option<String>>>(&mut c).await }
+    });
+    let out = futures_util::future::try_join_all(reads)
         .await
         .map_err(|e| StoreError::Unavailable(format!("redis at {}: {e}", inner.url)))?;
     let mut changed = BTreeSet::new();
@@ -353,7 +404,8 @@ pub(super) async fn revalidate(inner: &Inner, c: &MultiplexedConnection) -> Resu
     Ok(())
 }
 
-pub(super) async fn touch_watched(inner: &Inner, c: &mut MultiplexedConnection) {
+pub(super) async fn touch_watched(inner: &Inner, c: &Conn) {
+    let mut c = c.clone();
     let runs: Vec<RunId> = inner
         .watches
         .lock()
@@ -371,46 +423,113 @@ pub(super) async fn touch_watched(inner: &Inner, c: &mut MultiplexedConnection) 
             .key(&k.idem)
             .key(&k.snap)
             .arg(inner.ttl_ms())
-            .invoke_async::<Value>(c)
+            .invoke_async::<Value>(&mut c)
             .await;
     }
 }
 
+/// Runs whose log came into existence while watched, with the first events read
+/// of it: delivered by [`adopt`] once the log's epoch is checked.
+pub(super) type Born = Vec<(RunId, Vec<StoredEvent>)>;
+
 /// Publishes an `XREAD` answer `[[stream, [entries]], …]`.
-pub(super) fn deliver(inner: &Inner, v: Value) -> Result<(), StoreError> {
-    let suffix = ":s";
+pub(super) fn deliver(inner: &Inner, v: Value) -> Result<Born, StoreError> {
+    let mut born = Vec::new();
     for per_stream in arr(v)? {
         let mut p = arr(per_stream)?.into_iter();
         let key = p.next().as_ref().and_then(value_str).unwrap_or_default();
         let events = parse_entries(p.next().unwrap_or(Value::Nil))?;
         // `PREFIX:{RUN}:s` → RUN.
-        let Some(run) = key
-            .strip_suffix(suffix)
-            .and_then(|k| k.rsplit_once('{'))
-            .and_then(|(_, r)| r.strip_suffix('}'))
-            .and_then(|r| RunId::new(r).ok())
-        else {
+        let Some(run) = run_of(&key, ":s") else {
             continue;
         };
-        let mut w = inner.watches.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(events) = publish_run(inner, &run, events) {
+            born.push((run, events));
+        }
+    }
+    Ok(born)
+}
+
+/// The run of a key or channel `PREFIX:{RUN}SUFFIX`.
+pub(super) fn run_of(key: &str, suffix: &str) -> Option<RunId> {
+    key.strip_suffix(suffix)
+        .and_then(|k| k.rsplit_once('{'))
+        .and_then(|(_, r)| r.strip_suffix('}'))
+        .and_then(|r| RunId::new(r).ok())
+}
+
+/// Publishes events read of a run's stream to its local subscribers (those above the
+/// reader's cursor, which moves on). Events of a log that came into existence while
+/// watched are handed back for [`adopt`].
+pub(super) fn publish_run(
+    inner: &Inner,
+    run: &RunId,
+    events: Vec<StoredEvent>,
+) -> Option<Vec<StoredEvent>> {
+    let mut w = inner.watches.lock().unwrap_or_else(|e| e.into_inner());
+    let watch = w.get_mut(run)?;
+    let pos = watch.pos.as_mut()?;
+    if pos.epoch.is_none() && !events.is_empty() {
+        return Some(events);
+    }
+    let fresh: Vec<StoredEvent> = events.into_iter().filter(|e| e.seq > pos.cursor).collect();
+    if let Some(last) = fresh.last() {
+        pos.cursor = last.seq;
+        let _ = watch.tx.send(LiveEvent::Events(Arc::from(fresh)));
+    }
+    None
+}
+
+/// Delivers the first events of logs that came into existence while watched, once
+/// the log's epoch is the one the run's subscribers were told (the epoch a run
+/// without a log is told, `RW-SEC-15`): the events go to every subscriber from the
+/// feed, as on a single node, instead of each subscriber reading them from Redis. A
+/// log with another epoch (re-created meanwhile) resets the subscriptions
+/// (`RW-RESUME-13`) and its position is fixed again.
+pub(super) async fn adopt(inner: &Inner, c: &Conn, born: Born) {
+    if born.is_empty() {
+        return;
+    }
+    let reads = born.iter().map(|(r, _)| {
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(inner.keys(r).meta).arg("epoch");
+        let mut c = c.clone();
+        async move { cmd.query_async::<Option<String>>(&mut c).await }
+    });
+    let epochs = futures_util::future::join_all(reads).await;
+    let mut w = inner.watches.lock().unwrap_or_else(|e| e.into_inner());
+    for ((run, events), epoch) in born.into_iter().zip(epochs) {
         let Some(watch) = w.get_mut(&run) else {
             continue;
         };
+        if watch.pos.as_ref().is_none_or(|p| p.epoch.is_some()) {
+            continue;
+        }
+        let Ok(Some(epoch)) = epoch else {
+            // Unreadable, or gone again: fix the position afresh.
+            watch.pos = None;
+            continue;
+        };
+        match &watch.seen_epoch {
+            Some(seen) if *seen != epoch => {
+                recreated(watch);
+                watch.seen_epoch = Some(epoch);
+                watch.seen_stored = true;
+                continue;
+            }
+            _ => {
+                watch.seen_epoch = Some(epoch.clone());
+                watch.seen_stored = true;
+            }
+        }
         let Some(pos) = watch.pos.as_mut() else {
             continue;
         };
-        if pos.epoch.is_none() && !events.is_empty() {
-            // The log came into existence while watched: fix the position again,
-            // which checks its epoch against the one subscribers were told (and
-            // resets them if it differs) before anything of it is delivered.
-            watch.pos = None;
-            continue;
-        }
+        pos.epoch = Some(epoch);
         let fresh: Vec<StoredEvent> = events.into_iter().filter(|e| e.seq > pos.cursor).collect();
         if let Some(last) = fresh.last() {
             pos.cursor = last.seq;
             let _ = watch.tx.send(LiveEvent::Events(Arc::from(fresh)));
         }
     }
-    Ok(())
 }

@@ -15,6 +15,16 @@ pub(super) fn value_str(v: &Value) -> Option<String> {
     }
 }
 
+/// A reply's string, taken without a copy (the event JSON of a stream entry is
+/// moved into its `RawEvent` as Redis sent it).
+fn into_string(v: Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
 pub(super) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("unexpected data in redis: {what}"))
 }
@@ -56,11 +66,13 @@ pub(super) fn parse_entries(v: Value) -> Result<Vec<StoredEvent>, StoreError> {
         let fields = arr(e.into_iter().nth(1).unwrap_or(Value::Nil))?;
         let mut json = None;
         let mut flush = false;
-        let mut it = fields.iter();
+        let mut it = fields.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            match value_str(k).as_deref() {
-                Some("j") => json = value_str(v),
-                Some("f") => flush = value_str(v).as_deref() == Some("1"),
+            match &k {
+                Value::BulkString(b) if b == b"j" => json = into_string(v),
+                Value::BulkString(b) if b == b"f" => {
+                    flush = matches!(&v, Value::BulkString(b) if b == b"1");
+                }
                 _ => {}
             }
         }

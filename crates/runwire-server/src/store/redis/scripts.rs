@@ -17,8 +17,12 @@ const DERIVE: &str = include_str!("derive.lua");
 /// `new` and writes nothing, and the node checks its epoch seed first (a Redis that
 /// lost its data lost the seed too, and the seed must change with it).
 ///
+/// With a cluster, the script rings the run's doorbell: the new head on the run's
+/// sharded pub/sub channel (`SPUBLISH`, same slot as its keys), which other nodes'
+/// live feeds listen to.
+///
 /// KEYS: meta, stream, idem, snapshot. ARGV: random epoch, ttl ms, n, epoch seed,
-/// run id, create (0/1), then per event: idempotency key (or ""), fingerprint, event
+/// run id, create (0/1), doorbell channel (or "" for none), then per event: idempotency key (or ""), fingerprint, event
 /// id, JSON prefix, JSON suffix, flags (two characters: flushes a batch, terminal).
 const APPEND: &str = include_str!("append.lua");
 
@@ -66,12 +70,14 @@ impl Scripts {
     }
 }
 
-/// A run's four keys.
+/// A run's four keys, and its doorbell channel (a cluster's live feed): all in the
+/// slot of the run id's hash tag.
 pub(super) struct Keys {
     pub(super) meta: String,
     pub(super) stream: String,
     pub(super) idem: String,
     pub(super) snap: String,
+    pub(super) chan: String,
 }
 
 impl Keys {
@@ -83,6 +89,7 @@ impl Keys {
             stream: format!("{base}:s"),
             idem: format!("{base}:i"),
             snap: format!("{base}:n"),
+            chan: format!("{base}:c"),
         }
     }
 }
