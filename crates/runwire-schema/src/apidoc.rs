@@ -410,7 +410,12 @@ pub fn render(v: &Value) -> String {
         out.push_str(&to_yaml(v));
         return out;
     };
-    let rank = |k: &str| TOP_LEVEL.iter().position(|t| *t == k).unwrap_or(TOP_LEVEL.len());
+    let rank = |k: &str| {
+        TOP_LEVEL
+            .iter()
+            .position(|t| *t == k)
+            .unwrap_or(TOP_LEVEL.len())
+    };
     let mut keys: Vec<&String> = m.keys().collect();
     keys.sort_by_key(|k| (rank(k), *k));
     for k in keys {

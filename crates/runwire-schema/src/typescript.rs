@@ -111,6 +111,11 @@ fn tagged_names(name: &str) -> Option<TaggedNames> {
             suffix: "Event",
             constant: "EVENT_TYPES",
         },
+        "NewEvent" => TaggedNames {
+            prefix: "New",
+            suffix: "Event",
+            constant: "NEW_EVENT_TYPES",
+        },
         "ClientMessage" => TaggedNames {
             prefix: "Client",
             suffix: "",
@@ -669,7 +674,7 @@ fn tagged_union(
         if tag.is_none() {
             // `type: { not: enum }` renders as `string`: document what it means.
             let note = format!(
-                "Narrow with `isKnown{name}` before switching on `type`: this branch's `type` is any string other than the known ones (`{}`).",
+                "Narrow with `isKnown{name}` before switching on `type`: this branch's `type` is any string other than the known ones (`{}`). TypeScript cannot exclude those strings from `string`, so a known `type` with a malformed body also matches this branch: type the values you build as `Known{name}` to have them checked.",
                 names.constant
             );
             let desc = d["description"].as_str().unwrap_or_default().to_owned();
