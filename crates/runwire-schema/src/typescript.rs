@@ -590,10 +590,10 @@ fn header(about: &str) -> String {
 fn declaration(r: &mut Render<'_>, name: &str, schema: &Value) -> Result<String, TsError> {
     let mut out = doc(schema, "");
     let is_plain_object = schema.get("properties").is_some()
-        && !schema
+        && schema
             .get("oneOf")
             .or_else(|| schema.get("anyOf"))
-            .is_some()
+            .is_none()
         && schema.get("type").is_none_or(|t| t == "object");
     let t = r.expr(schema, "", "")?;
     if is_plain_object && t.starts_with('{') {

@@ -273,7 +273,7 @@ fn asyncapi_has_every_message_with_its_published_schema_and_every_close_code() {
         assert_eq!(doc["operations"][op]["action"], action);
         let listed = doc["operations"][op]["messages"].as_array().unwrap().len();
         assert_eq!(listed, types.len(), "{op}");
-        for t in types.iter() {
+        for &t in types {
             let key = format!("{prefix}{}", pascal(t));
             let m = &doc["components"]["messages"][&key];
             assert_eq!(m["name"], *t, "{key}");
