@@ -403,7 +403,7 @@ const TOP_LEVEL: &[&str] = &[
 ];
 
 /// Renders a document as block-style YAML, with a header comment; its top-level
-/// members in the order of [`TOP_LEVEL`].
+/// members in the order both specifications list them.
 pub fn render(v: &Value) -> String {
     let mut out = format!("{MARKER}\n");
     let Some(m) = v.as_object() else {
