@@ -99,7 +99,10 @@ pub fn asyncapi(version: &str) -> Value {
         {
             let tag = &pair.name[prefix.len() + 1..];
             let key = camel(prefix, tag);
-            let text = description(pair);
+            let mut text = description(pair);
+            if pair.name == "client/hello" {
+                text.push_str("\n\nAuthentication (spec §7): the bearer token travels in `token` (the only way for a browser, which cannot set headers on the upgrade), or in an `Authorization: Bearer` header on the upgrade; never in the URL. A missing or invalid token is answered with an `error` `unauthorized` and close 4003.");
+            }
             messages.insert(
                 key.clone(),
                 json!({

@@ -299,6 +299,10 @@ fn asyncapi_has_every_message_with_its_published_schema_and_every_close_code() {
         .map(|(c, _)| u64::from(c.0))
         .collect();
     assert_eq!(codes, defined);
+    let hello = doc["components"]["messages"]["clientHello"]["description"]
+        .as_str()
+        .unwrap();
+    assert!(hello.contains("travels in `token`"), "{hello}");
     let security = &doc["components"]["securitySchemes"]["bearer"];
     assert!(
         security["description"]
