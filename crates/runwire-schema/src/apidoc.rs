@@ -99,7 +99,10 @@ pub fn asyncapi(version: &str) -> Value {
         {
             let tag = &pair.name[prefix.len() + 1..];
             let key = camel(prefix, tag);
-            let text = description(pair);
+            let mut text = description(pair);
+            if pair.name == "client/hello" {
+                text.push_str("\n\nAuthentication (spec §7): the bearer token travels in `token` (the only way for a browser, which cannot set headers on the upgrade), or in an `Authorization: Bearer` header on the upgrade; never in the URL. A missing or invalid token is answered with an `error` `unauthorized` and close 4003.");
+            }
             messages.insert(
                 key.clone(),
                 json!({
@@ -403,14 +406,19 @@ const TOP_LEVEL: &[&str] = &[
 ];
 
 /// Renders a document as block-style YAML, with a header comment; its top-level
-/// members in the order of [`TOP_LEVEL`].
+/// members in the order both specifications list them.
 pub fn render(v: &Value) -> String {
     let mut out = format!("{MARKER}\n");
     let Some(m) = v.as_object() else {
         out.push_str(&to_yaml(v));
         return out;
     };
-    let rank = |k: &str| TOP_LEVEL.iter().position(|t| *t == k).unwrap_or(TOP_LEVEL.len());
+    let rank = |k: &str| {
+        TOP_LEVEL
+            .iter()
+            .position(|t| *t == k)
+            .unwrap_or(TOP_LEVEL.len())
+    };
     let mut keys: Vec<&String> = m.keys().collect();
     keys.sort_by_key(|k| (rank(k), *k));
     for k in keys {

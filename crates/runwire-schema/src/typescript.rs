@@ -111,6 +111,11 @@ fn tagged_names(name: &str) -> Option<TaggedNames> {
             suffix: "Event",
             constant: "EVENT_TYPES",
         },
+        "NewEvent" => TaggedNames {
+            prefix: "New",
+            suffix: "Event",
+            constant: "NEW_EVENT_TYPES",
+        },
         "ClientMessage" => TaggedNames {
             prefix: "Client",
             suffix: "",
@@ -585,10 +590,10 @@ fn header(about: &str) -> String {
 fn declaration(r: &mut Render<'_>, name: &str, schema: &Value) -> Result<String, TsError> {
     let mut out = doc(schema, "");
     let is_plain_object = schema.get("properties").is_some()
-        && !schema
+        && schema
             .get("oneOf")
             .or_else(|| schema.get("anyOf"))
-            .is_some()
+            .is_none()
         && schema.get("type").is_none_or(|t| t == "object");
     let t = r.expr(schema, "", "")?;
     if is_plain_object && t.starts_with('{') {
@@ -669,7 +674,7 @@ fn tagged_union(
         if tag.is_none() {
             // `type: { not: enum }` renders as `string`: document what it means.
             let note = format!(
-                "Narrow with `isKnown{name}` before switching on `type`: this branch's `type` is any string other than the known ones (`{}`).",
+                "Narrow with `isKnown{name}` before switching on `type`: this branch's `type` is any string other than the known ones (`{}`). TypeScript cannot exclude those strings from `string`, so a known `type` with a malformed body also matches this branch: type the values you build as `Known{name}` to have them checked.",
                 names.constant
             );
             let desc = d["description"].as_str().unwrap_or_default().to_owned();

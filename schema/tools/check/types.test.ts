@@ -24,6 +24,7 @@ import {
   type KnownClientMessage,
   type KnownEvent,
   type KnownServerMessage,
+  type KnownNewEvent,
   type NewEvent,
   type RunSnapshot,
   type RunStatus,
@@ -217,11 +218,17 @@ const httpError: HttpError = {
   error: { code: "invalid_request", message: "percent 140 is outside 0 to 100", pointer: "/events/0/data/percent", retryable: false },
 };
 const health: Health = { status: "ok" };
+const customNew: NewEvent = { type: "acme.deploy.started", data: { target: "prod" } };
+const knownNew: KnownNewEvent = { type: "run.status", data: { status: "running" }, time: "2026-11-22T10:00:00.000Z" };
+// @ts-expect-error a `log.line` to append needs `message`.
+const badNewLog: KnownNewEvent = { type: "log.line", data: { level: "info" } };
+// @ts-expect-error `idempotency_key` is a string.
+const badKey: KnownNewEvent = { type: "run.phase", data: { phase: "build" }, idempotency_key: 7 };
 // @ts-expect-error an append carries `events`.
 const badAppend: AppendRequest = { event: newEvent };
 
 export const values = [
   hello, minimalHello, helloWithoutVersions, badSubscribe, unknownServerMessage, notKnown, badError,
   unknownEvent, knownStatus, laterStatus, laterCode, badLog, badSeq, snapshot, badSnapshot, append, appended,
-  history, httpError, health, badAppend, describe, fold,
+  history, httpError, health, badAppend, customNew, knownNew, badNewLog, badKey, describe, fold,
 ];

@@ -162,7 +162,7 @@ export interface OutputChunkEvent {
 /**
  * A value of a type this version does not define.
  *
- * Narrow with `isKnownEvent` before switching on `type`: this branch's `type` is any string other than the known ones (`EVENT_TYPES`).
+ * Narrow with `isKnownEvent` before switching on `type`: this branch's `type` is any string other than the known ones (`EVENT_TYPES`). TypeScript cannot exclude those strings from `string`, so a known `type` with a malformed body also matches this branch: type the values you build as `KnownEvent` to have them checked.
  */
 export interface UnknownEvent {
   type: string;

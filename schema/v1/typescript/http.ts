@@ -7,56 +7,179 @@ import type { AgentMessageData, AgentThinkingData, ArtifactCreatedData, Epoch, E
 import type { ErrorCode } from "./messages.js";
 
 /**
- * An event a producer appends (spec section 4.2).
+ * An event of type `run.status`.
  */
-export type NewEvent = {
+export interface NewRunStatusEvent {
+  type: "run.status";
+  data: RunStatusData;
+  idempotency_key?: string;
+  time?: Timestamp;
+}
+
+/**
+ * An event of type `run.progress`.
+ */
+export interface NewRunProgressEvent {
+  type: "run.progress";
+  data: ProgressData;
+  idempotency_key?: string;
+  time?: Timestamp;
+}
+
+/**
+ * An event of type `run.metadata`.
+ */
+export interface NewRunMetadataEvent {
+  type: "run.metadata";
+  data: RunMetadataData;
+  idempotency_key?: string;
+  time?: Timestamp;
+}
+
+/**
+ * An event of type `run.phase`.
+ */
+export interface NewRunPhaseEvent {
+  type: "run.phase";
+  data: RunPhaseData;
+  idempotency_key?: string;
+  time?: Timestamp;
+}
+
+/**
+ * An event of type `log.line`.
+ */
+export interface NewLogLineEvent {
+  type: "log.line";
+  data: LogLineData;
+  idempotency_key?: string;
+  time?: Timestamp;
+}
+
+/**
+ * An event of type `tool.started`.
+ */
+export interface NewToolStartedEvent {
+  type: "tool.started";
+  data: ToolStartedData;
+  idempotency_key?: string;
+  time?: Timestamp;
+}
+
+/**
+ * An event of type `tool.finished`.
+ */
+export interface NewToolFinishedEvent {
+  type: "tool.finished";
+  data: ToolFinishedData;
+  idempotency_key?: string;
+  time?: Timestamp;
+}
+
+/**
+ * An event of type `agent.message`.
+ */
+export interface NewAgentMessageEvent {
+  type: "agent.message";
+  data: AgentMessageData;
+  idempotency_key?: string;
+  time?: Timestamp;
+}
+
+/**
+ * An event of type `agent.thinking`.
+ */
+export interface NewAgentThinkingEvent {
+  type: "agent.thinking";
+  data: AgentThinkingData;
+  idempotency_key?: string;
+  time?: Timestamp;
+}
+
+/**
+ * An event of type `file.changed`.
+ */
+export interface NewFileChangedEvent {
+  type: "file.changed";
+  data: FileChangedData;
+  idempotency_key?: string;
+  time?: Timestamp;
+}
+
+/**
+ * An event of type `artifact.created`.
+ */
+export interface NewArtifactCreatedEvent {
+  type: "artifact.created";
+  data: ArtifactCreatedData;
+  idempotency_key?: string;
+  time?: Timestamp;
+}
+
+/**
+ * An event of type `todo.updated`.
+ */
+export interface NewTodoUpdatedEvent {
+  type: "todo.updated";
+  data: TodoUpdatedData;
+  idempotency_key?: string;
+  time?: Timestamp;
+}
+
+/**
+ * An event of type `output.chunk`.
+ */
+export interface NewOutputChunkEvent {
+  type: "output.chunk";
+  data: OutputChunkData;
+  idempotency_key?: string;
+  time?: Timestamp;
+}
+
+/**
+ * A value of a type this version does not define.
+ *
+ * Narrow with `isKnownNewEvent` before switching on `type`: this branch's `type` is any string other than the known ones (`NEW_EVENT_TYPES`). TypeScript cannot exclude those strings from `string`, so a known `type` with a malformed body also matches this branch: type the values you build as `KnownNewEvent` to have them checked.
+ */
+export interface UnknownNewEvent {
   type: string;
   data: { [key: string]: unknown };
   idempotency_key?: string;
   time?: Timestamp;
-} & ({
-  type?: "run.status";
-  data?: RunStatusData;
-} | {
-  type?: "run.progress";
-  data?: ProgressData;
-} | {
-  type?: "run.metadata";
-  data?: RunMetadataData;
-} | {
-  type?: "run.phase";
-  data?: RunPhaseData;
-} | {
-  type?: "log.line";
-  data?: LogLineData;
-} | {
-  type?: "tool.started";
-  data?: ToolStartedData;
-} | {
-  type?: "tool.finished";
-  data?: ToolFinishedData;
-} | {
-  type?: "agent.message";
-  data?: AgentMessageData;
-} | {
-  type?: "agent.thinking";
-  data?: AgentThinkingData;
-} | {
-  type?: "file.changed";
-  data?: FileChangedData;
-} | {
-  type?: "artifact.created";
-  data?: ArtifactCreatedData;
-} | {
-  type?: "todo.updated";
-  data?: TodoUpdatedData;
-} | {
-  type?: "output.chunk";
-  data?: OutputChunkData;
-} | {
-  type?: unknown;
-  data?: { [key: string]: unknown };
-});
+  [member: string]: unknown;
+}
+
+/** Every NewEvent type this version defines, discriminated by `type`. */
+export type KnownNewEvent =
+  | NewRunStatusEvent
+  | NewRunProgressEvent
+  | NewRunMetadataEvent
+  | NewRunPhaseEvent
+  | NewLogLineEvent
+  | NewToolStartedEvent
+  | NewToolFinishedEvent
+  | NewAgentMessageEvent
+  | NewAgentThinkingEvent
+  | NewFileChangedEvent
+  | NewArtifactCreatedEvent
+  | NewTodoUpdatedEvent
+  | NewOutputChunkEvent;
+
+/** The `type` of every NewEvent this version defines, in spec order. */
+export const NEW_EVENT_TYPES = ["run.status", "run.progress", "run.metadata", "run.phase", "log.line", "tool.started", "tool.finished", "agent.message", "agent.thinking", "file.changed", "artifact.created", "todo.updated", "output.chunk"] as const;
+
+/** A `type` this version defines. */
+export type NewEventType = KnownNewEvent["type"];
+
+/**
+ * An event a producer appends (spec section 4.2).
+ */
+export type NewEvent = KnownNewEvent | UnknownNewEvent;
+
+/** Whether `value` is of a type this version defines. */
+export function isKnownNewEvent(value: NewEvent): value is KnownNewEvent {
+  return (NEW_EVENT_TYPES as readonly string[]).includes(value.type);
+}
 
 /**
  * `POST /v1/runs/{run_id}/events` body (spec §4.2).

@@ -75,7 +75,7 @@ export interface ClientPong {
 /**
  * A message of a type this version does not know; the receiver ignores it (a server answers with a non-fatal unknown_message_type error).
  *
- * Narrow with `isKnownClientMessage` before switching on `type`: this branch's `type` is any string other than the known ones (`CLIENT_MESSAGE_TYPES`).
+ * Narrow with `isKnownClientMessage` before switching on `type`: this branch's `type` is any string other than the known ones (`CLIENT_MESSAGE_TYPES`). TypeScript cannot exclude those strings from `string`, so a known `type` with a malformed body also matches this branch: type the values you build as `KnownClientMessage` to have them checked.
  */
 export interface UnknownClientMessage {
   type: string;
@@ -319,7 +319,7 @@ export interface ServerError {
 /**
  * A message of a type this version does not know; the receiver ignores it (a server answers with a non-fatal unknown_message_type error).
  *
- * Narrow with `isKnownServerMessage` before switching on `type`: this branch's `type` is any string other than the known ones (`SERVER_MESSAGE_TYPES`).
+ * Narrow with `isKnownServerMessage` before switching on `type`: this branch's `type` is any string other than the known ones (`SERVER_MESSAGE_TYPES`). TypeScript cannot exclude those strings from `string`, so a known `type` with a malformed body also matches this branch: type the values you build as `KnownServerMessage` to have them checked.
  */
 export interface UnknownServerMessage {
   type: string;

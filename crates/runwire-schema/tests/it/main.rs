@@ -3,6 +3,7 @@
 
 mod agreement;
 mod corpus;
+mod generated_docs;
 mod proptests;
 mod real_v1;
 mod report;
