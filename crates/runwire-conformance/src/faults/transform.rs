@@ -461,7 +461,7 @@ fn client_fault_down(
     if !known && let Ok(mut s) = shared.lock() {
         s.unknown_seen = true;
     }
-    let extra = track_server_frame(f, shared, &ty, &v);
+    let extra = track_server_frame(f, shared, ty, &v);
     if !extra.is_empty() {
         let mut out = vec![msg];
         out.extend(extra);
