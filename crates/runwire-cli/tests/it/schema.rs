@@ -489,3 +489,19 @@ fn validate_reports_file_line_pointer_and_exit_code() {
     );
     assert_eq!(code(&o), 2);
 }
+
+/// `schema check --format junit` with no released version to compare against: one
+/// skipped test case that says so, not an empty `<testsuites>`.
+#[test]
+fn check_with_nothing_to_compare_writes_a_skipped_junit_case() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    copy_v1(tmp.path(), "v1");
+    let o = runwire(
+        &["check", "--schema-dir", ".", "--format", "junit"],
+        tmp.path(),
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let x = stdout(&o);
+    assert!(x.contains("<testsuite ") && x.contains("<skipped message=\"nothing to compare"), "{x}");
+    assert!(stderr(&o).contains("nothing to compare"), "{}", stderr(&o));
+}
