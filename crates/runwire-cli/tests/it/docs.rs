@@ -111,6 +111,14 @@ fn all_blocks() -> Vec<Block> {
 
 /// Runs one block; `Err` carries what it printed.
 fn run(block: &Block) -> Result<(), String> {
+    // The examples use the documented default address; another server there would
+    // answer in place of the block's own.
+    if block.code.contains("7070") && std::net::TcpListener::bind("127.0.0.1:7070").is_err() {
+        return Err(format!(
+            "{}:{}: 127.0.0.1:7070 is in use; the documented examples need it free",
+            block.file, block.line
+        ));
+    }
     let dir = tempfile::Builder::new()
         .prefix("runwire-doc-")
         .tempdir()

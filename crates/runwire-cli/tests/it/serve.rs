@@ -149,7 +149,7 @@ type Acks = Arc<Mutex<BTreeMap<String, (u64, String)>>>;
 /// server dies; records every acknowledged event.
 async fn producer(
     http: reqwest::Client,
-    pub(crate) addr: String,
+    addr: String,
     run: String,
     worker: usize,
     per_request: usize,
