@@ -387,7 +387,10 @@ fn the_steps_help_is_whole() {
             .lines()
             .find(|l| l.contains("step pattern"))
             .unwrap_or_else(|| panic!("{args:?}: no steps line in\n{help}"));
-        assert!(steps.trim_end().ends_with("may use."), "{args:?}: {steps:?}");
+        assert!(
+            steps.trim_end().trim_end_matches('.').ends_with("may use"),
+            "{args:?}: {steps:?}"
+        );
         assert!(
             !help.lines().any(|l| l.trim_start().starts_with("} a number")),
             "{args:?}: {help}"
