@@ -104,7 +104,9 @@ fn main() -> ExitCode {
         Command::ClientAdapter(a) => cmd::client_adapter::run(a),
         Command::Watch(a) => cmd::watch::run(a),
         Command::Tls(c) => cmd::tls::run(c),
-        Command::Completions(a) => cmd::completions::run(&a, &mut <Cli as clap::CommandFactory>::command()),
+        Command::Completions(a) => {
+            cmd::completions::run(&a, &mut <Cli as clap::CommandFactory>::command())
+        }
     };
     match result {
         Ok(code) => code,

@@ -392,7 +392,9 @@ fn the_steps_help_is_whole() {
             "{args:?}: {steps:?}"
         );
         assert!(
-            !help.lines().any(|l| l.trim_start().starts_with("} a number")),
+            !help
+                .lines()
+                .any(|l| l.trim_start().starts_with("} a number")),
             "{args:?}: {help}"
         );
     }

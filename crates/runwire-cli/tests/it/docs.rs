@@ -124,7 +124,15 @@ fn run(block: &Block) -> Result<(), String> {
         .tempdir()
         .unwrap();
     let root = repo();
-    for d in ["fixtures", "examples", "features", "conformance", "schema", "spec", "bench"] {
+    for d in [
+        "fixtures",
+        "examples",
+        "features",
+        "conformance",
+        "schema",
+        "spec",
+        "bench",
+    ] {
         std::os::unix::fs::symlink(root.join(d), dir.path().join(d)).unwrap();
     }
     let bin = Path::new(env!("CARGO_BIN_EXE_runwire")).parent().unwrap();
@@ -187,8 +195,14 @@ fn run(block: &Block) -> Result<(), String> {
                 Err(format!("{where_}: left {left:?} behind\n{printed}"))
             }
         }
-        Some(s) => Err(format!("{where_}: {s}\n{}\n--- output:\n{printed}", block.code)),
-        None => Err(format!("{where_}: still running after 120 s\n{}\n--- output:\n{printed}", block.code)),
+        Some(s) => Err(format!(
+            "{where_}: {s}\n{}\n--- output:\n{printed}",
+            block.code
+        )),
+        None => Err(format!(
+            "{where_}: still running after 120 s\n{}\n--- output:\n{printed}",
+            block.code
+        )),
     }
 }
 

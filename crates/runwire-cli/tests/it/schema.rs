@@ -502,7 +502,10 @@ fn check_with_nothing_to_compare_writes_a_skipped_junit_case() {
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let x = stdout(&o);
-    assert!(x.contains("<testsuite ") && x.contains("<skipped message=\"nothing to compare"), "{x}");
+    assert!(
+        x.contains("<testsuite ") && x.contains("<skipped message=\"nothing to compare"),
+        "{x}"
+    );
     assert!(stderr(&o).contains("nothing to compare"), "{}", stderr(&o));
 }
 

@@ -35,8 +35,14 @@ async fn publish(s: &Served, run: &str, lines: &[serde_json::Value]) {
         writeln!(f, "{l}").unwrap();
     }
     let mut cmd = runwire();
-    cmd.args(["publish", "--url", &format!("http://{}", s.addr), run, "--file"])
-        .arg(&path);
+    cmd.args([
+        "publish",
+        "--url",
+        &format!("http://{}", s.addr),
+        run,
+        "--file",
+    ])
+    .arg(&path);
     let out = output(cmd).await;
     assert_eq!(
         out.status.code(),
@@ -54,26 +60,68 @@ fn ev(t: &str, data: serde_json::Value) -> serde_json::Value {
 fn every_type() -> Vec<serde_json::Value> {
     use serde_json::json;
     vec![
-        ev("run.metadata", json!({"title": "Fix login", "agent": "claude", "labels": {"team": "auth"}})),
+        ev(
+            "run.metadata",
+            json!({"title": "Fix login", "agent": "claude", "labels": {"team": "auth"}}),
+        ),
         ev("run.status", json!({"status": "running"})),
-        ev("run.phase", json!({"phase": "build", "message": "compiling"})),
+        ev(
+            "run.phase",
+            json!({"phase": "build", "message": "compiling"}),
+        ),
         ev("run.progress", json!({"percent": 40, "step": "compile"})),
-        ev("log.line", json!({"level": "warn", "message": "slow test", "source": "cargo"})),
+        ev(
+            "log.line",
+            json!({"level": "warn", "message": "slow test", "source": "cargo"}),
+        ),
         ev("tool.started", json!({"call_id": "c1", "tool": "bash"})),
-        ev("tool.finished", json!({"call_id": "c1", "tool": "bash", "ok": false, "error": "exit 1", "duration_ms": 12})),
-        ev("agent.thinking", json!({"message_id": "t1", "delta": "Considering the retry loop"})),
-        ev("agent.thinking", json!({"message_id": "t1", "delta": ".", "done": true})),
-        ev("agent.message", json!({"message_id": "m1", "delta": "I will replace "})),
-        ev("agent.message", json!({"message_id": "m1", "delta": "the sleep.\nThen run"})),
-        ev("agent.message", json!({"message_id": "m1", "delta": " the suite.", "done": true})),
-        ev("todo.updated", json!({"items": [
+        ev(
+            "tool.finished",
+            json!({"call_id": "c1", "tool": "bash", "ok": false, "error": "exit 1", "duration_ms": 12}),
+        ),
+        ev(
+            "agent.thinking",
+            json!({"message_id": "t1", "delta": "Considering the retry loop"}),
+        ),
+        ev(
+            "agent.thinking",
+            json!({"message_id": "t1", "delta": ".", "done": true}),
+        ),
+        ev(
+            "agent.message",
+            json!({"message_id": "m1", "delta": "I will replace "}),
+        ),
+        ev(
+            "agent.message",
+            json!({"message_id": "m1", "delta": "the sleep.\nThen run"}),
+        ),
+        ev(
+            "agent.message",
+            json!({"message_id": "m1", "delta": " the suite.", "done": true}),
+        ),
+        ev(
+            "todo.updated",
+            json!({"items": [
             {"id": "1", "text": "Reproduce", "status": "completed"},
             {"id": "2", "text": "Fake clock", "status": "in_progress"},
-            {"id": "3", "text": "Run 50 times", "status": "pending"}]})),
-        ev("file.changed", json!({"path": "src/clock.rs", "change": "renamed", "previous_path": "src/time.rs"})),
-        ev("artifact.created", json!({"artifact_id": "p1", "kind": "patch", "uri": "https://a.example/p1.diff", "media_type": "text/x-diff", "size_bytes": 10, "name": "Fix"})),
-        ev("output.chunk", json!({"output_id": "report", "index": 0, "encoding": "utf8", "data": "line one\nline ", "media_type": "text/plain"})),
-        ev("output.chunk", json!({"output_id": "report", "index": 1, "last": true, "encoding": "utf8", "data": "two"})),
+            {"id": "3", "text": "Run 50 times", "status": "pending"}]}),
+        ),
+        ev(
+            "file.changed",
+            json!({"path": "src/clock.rs", "change": "renamed", "previous_path": "src/time.rs"}),
+        ),
+        ev(
+            "artifact.created",
+            json!({"artifact_id": "p1", "kind": "patch", "uri": "https://a.example/p1.diff", "media_type": "text/x-diff", "size_bytes": 10, "name": "Fix"}),
+        ),
+        ev(
+            "output.chunk",
+            json!({"output_id": "report", "index": 0, "encoding": "utf8", "data": "line one\nline ", "media_type": "text/plain"}),
+        ),
+        ev(
+            "output.chunk",
+            json!({"output_id": "report", "index": 1, "last": true, "encoding": "utf8", "data": "two"}),
+        ),
         ev("acme.deploy.started", json!({"target": "staging"})),
         ev("run.status", json!({"status": "completed"})),
     ]
@@ -122,7 +170,10 @@ async fn watch_renders_every_event_type() {
     cmd.args(["watch", "--url", &url, "run-e"]);
     let out = output(cmd).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!stdout.contains("Considering"), "thinking is hidden by default:\n{stdout}");
+    assert!(
+        !stdout.contains("Considering"),
+        "thinking is hidden by default:\n{stdout}"
+    );
 
     let mut cmd = runwire();
     cmd.args(["watch", "--json", "--url", &url, "run-e"]);
@@ -148,7 +199,11 @@ async fn watch_renders_every_event_type() {
 async fn watch_several_runs_exits_with_the_worst_outcome() {
     let s = serve("memory", &[]).await;
     let url = format!("http://{}", s.addr);
-    for (run, status) in [("ci:a", "completed"), ("ci:b", "cancelled"), ("ci:c", "failed")] {
+    for (run, status) in [
+        ("ci:a", "completed"),
+        ("ci:b", "cancelled"),
+        ("ci:c", "failed"),
+    ] {
         let log = [
             ev("run.progress", serde_json::json!({"percent": 50})),
             ev("run.status", serde_json::json!({"status": status})),
@@ -236,8 +291,14 @@ async fn publish_says_why_it_cannot_connect() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let refused = format!("connection refused by 127.0.0.1:{port}");
     let lines: Vec<&str> = stderr.lines().collect();
-    assert!(lines[0].starts_with(&refused) && lines[0].contains(" — retry 2/2 in "), "{stderr}");
-    assert!(lines[1].starts_with(&format!("error: {refused}")), "{stderr}");
+    assert!(
+        lines[0].starts_with(&refused) && lines[0].contains(" — retry 2/2 in "),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("error: {refused}")),
+        "{stderr}"
+    );
 }
 
 /// Subscribes to `run` with the reference client.
@@ -276,16 +337,26 @@ async fn publish_file_stdin_streams_each_line_as_it_arrives() {
     let s = serve("memory", &[]).await;
     let mut sub = subscribe(&s, "run-p");
     let mut cmd = runwire();
-    cmd.args(["publish", "--url", &format!("http://{}", s.addr), "run-p", "--file", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "publish",
+        "--url",
+        &format!("http://{}", s.addr),
+        "run-p",
+        "--file",
+        "-",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     for i in 1..=3u64 {
         let line = format!(
             "{}\n",
-            ev("log.line", serde_json::json!({"level": "info", "message": format!("step {i}")}))
+            ev(
+                "log.line",
+                serde_json::json!({"level": "info", "message": format!("step {i}")})
+            )
         );
         stdin.write_all(line.as_bytes()).await.unwrap();
         stdin.flush().await.unwrap();
@@ -301,7 +372,10 @@ async fn publish_file_stdin_streams_each_line_as_it_arrives() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("published 3 events in 3 requests"), "{stderr}");
+    assert!(
+        stderr.contains("published 3 events in 3 requests"),
+        "{stderr}"
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
 }
 
@@ -311,13 +385,23 @@ async fn publish_file_stdin_streams_each_line_as_it_arrives() {
 async fn publish_file_stops_at_a_bad_line_after_sending_what_came_before() {
     let s = serve("memory", &[]).await;
     let mut cmd = runwire();
-    cmd.args(["publish", "--url", &format!("http://{}", s.addr), "run-x", "--file", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "publish",
+        "--url",
+        &format!("http://{}", s.addr),
+        "run-x",
+        "--file",
+        "-",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let good = ev("log.line", serde_json::json!({"level": "info", "message": "ok"}));
+    let good = ev(
+        "log.line",
+        serde_json::json!({"level": "info", "message": "ok"}),
+    );
     let bad = ev("run.status", serde_json::json!({"status": "sleeping"}));
     stdin
         .write_all(format!("{good}\n\n{bad}\n").as_bytes())
@@ -334,7 +418,10 @@ async fn publish_file_stops_at_a_bad_line_after_sending_what_came_before() {
         stderr.contains("error: -:3: invalid event") && stderr.contains("`sleeping`"),
         "{stderr}"
     );
-    assert!(stderr.contains("published 1 events in 1 requests"), "{stderr}");
+    assert!(
+        stderr.contains("published 1 events in 1 requests"),
+        "{stderr}"
+    );
 }
 
 /// `publish --tail`: the lines of a growing file, each as a `log.line`, a line written
@@ -347,10 +434,16 @@ async fn publish_tail_follows_a_growing_file() {
     std::fs::write(&path, "one\n").unwrap();
     let mut sub = subscribe(&s, "run-t");
     let mut cmd = runwire();
-    cmd.args(["publish", "--url", &format!("http://{}", s.addr), "run-t", "--tail"])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "publish",
+        "--url",
+        &format!("http://{}", s.addr),
+        "run-t",
+        "--tail",
+    ])
+    .arg(&path)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     let e = next_event(&mut sub).await;
     assert_eq!(message(&e), "one");
@@ -358,7 +451,10 @@ async fn publish_tail_follows_a_growing_file() {
         unreachable!()
     };
     assert_eq!(l.source.as_deref(), Some("agent.log"));
-    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
     f.write_all(b"two\nthr").unwrap();
     f.flush().unwrap();
     assert_eq!(message(&next_event(&mut sub).await), "two");

@@ -101,10 +101,12 @@ impl Sender {
             Err(e) => return Err((true, request_failure(&self.url, &e))),
         };
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| (true, format!("reading the answer of {}: {}", self.url, causes(&e))))?;
+        let bytes = resp.bytes().await.map_err(|e| {
+            (
+                true,
+                format!("reading the answer of {}: {}", self.url, causes(&e)),
+            )
+        })?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| {
                 (

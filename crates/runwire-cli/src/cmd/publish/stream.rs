@@ -8,8 +8,8 @@ use std::{
     io::BufRead,
     path::PathBuf,
     process::ExitCode,
-    sync::atomic::{AtomicU64, Ordering},
     sync::Arc,
+    sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
 

@@ -30,12 +30,11 @@ pub(super) struct LineEvents {
 pub(super) fn follow(path: PathBuf, how: LineEvents, keys: Keys) -> anyhow::Result<Source> {
     let name = path.display().to_string();
     let mut file = std::fs::File::open(&path).with_context(|| format!("--tail {name}"))?;
-    let level: LogLevel = serde_json::from_value(serde_json::Value::String(how.level))
-        .context("--level")?;
-    let source = how.source.or_else(|| {
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-    });
+    let level: LogLevel =
+        serde_json::from_value(serde_json::Value::String(how.level)).context("--level")?;
+    let source = how
+        .source
+        .or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()));
     let (tx, rx) = mpsc::channel(1000);
     std::thread::Builder::new()
         .name("publish-tail".into())

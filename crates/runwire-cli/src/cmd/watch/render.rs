@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 
 use runwire_client::{ChunkAssembler, Output};
 use runwire_protocol::{
-    ChunkEncoding, Event, EventPayload, FileChange, LogLevel, RunMetadataData, TodoItem,
-    TodoStatus,
+    ChunkEncoding, Event, EventPayload, FileChange, LogLevel, RunMetadataData, TodoItem, TodoStatus,
 };
 use serde::Serialize;
 
@@ -57,7 +56,10 @@ impl Render {
         let mut out = Vec::new();
         for ((thinking, id), text) in std::mem::take(&mut self.partial) {
             if !text.is_empty() && (self.thinking || !thinking) {
-                out.push(Line::plain(format!("  {} {id} (incomplete): {text}", who(thinking))));
+                out.push(Line::plain(format!(
+                    "  {} {id} (incomplete): {text}",
+                    who(thinking)
+                )));
             }
         }
         self.chunks.clear();
@@ -84,7 +86,10 @@ impl Render {
             }),
             EventPayload::ToolStarted(t) => one(format!("  → {} ({})", t.tool, t.call_id)),
             EventPayload::ToolFinished(t) => {
-                let took = t.duration_ms.map(|d| format!(" in {d} ms")).unwrap_or_default();
+                let took = t
+                    .duration_ms
+                    .map(|d| format!(" in {d} ms"))
+                    .unwrap_or_default();
                 one(if t.ok {
                     format!("  ✓ {} ({}){took}", t.tool, t.call_id)
                 } else {
@@ -109,8 +114,15 @@ impl Render {
                 (c, _) => format!("  file {} {}", file_change(*c), f.path),
             }),
             EventPayload::ArtifactCreated(a) => {
-                let name = a.name.as_ref().map(|n| format!(" {n:?}")).unwrap_or_default();
-                let size = a.size_bytes.map(|s| format!(", {s} bytes")).unwrap_or_default();
+                let name = a
+                    .name
+                    .as_ref()
+                    .map(|n| format!(" {n:?}"))
+                    .unwrap_or_default();
+                let size = a
+                    .size_bytes
+                    .map(|s| format!(", {s} bytes"))
+                    .unwrap_or_default();
                 one(format!(
                     "  artifact {}{name} ({}{size}) {}",
                     a.kind, a.media_type, a.uri

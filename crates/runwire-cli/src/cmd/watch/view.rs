@@ -123,8 +123,7 @@ impl View {
         let worth = if self.compact {
             changed
         } else {
-            percent.is_some()
-                && self.last.get(run).map(|l| &l[..4]) != Some(&shown[..4])
+            percent.is_some() && self.last.get(run).map(|l| &l[..4]) != Some(&shown[..4])
         };
         if changed && worth {
             if self.many || self.compact {
