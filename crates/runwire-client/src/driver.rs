@@ -510,31 +510,7 @@ impl Driver {
                 biased;
                 msg = ws.next() => {
                     let Some(Ok(msg)) = msg else {
-                        if let Some(Err(tungstenite::Error::Utf8(e))) = msg {
-                            // A text frame that is not UTF-8 is undecodable
-                            // (RW-INPUT-12): report it, deliver nothing, close 4000
-                            // (RW-CLOSE-8) and reconnect with backoff.
-                            let why = format!("the server sent a text frame that is not UTF-8: {e}");
-                            self.cause = Some(why.clone());
-                            self.emit(ClientEvent::Error(client_error(
-                                ClientErrorCode::InvalidFrame,
-                                why,
-                                false,
-                            )))
-                            .await?;
-                            close_with(ws, WsCloseCode::Library(4000), "protocol_error").await;
-                            return Err(Ended::backoff(None));
-                        }
-                        if let Some(Err(e)) = msg {
-                            tracing::debug!(error = %e, "connection lost");
-                            if self.cause.is_none() {
-                                self.cause = Some(crate::cause::connection_lost(&e));
-                            }
-                        } else if self.cause.is_none() {
-                            self.cause =
-                                Some("the server ended the connection without a close frame".into());
-                        }
-                        return Err(closed(None, s.pending_error.take()));
+                        return Err(self.stream_ended(msg, ws, &mut s).await);
                     };
                     if s.welcomed {
                         s.liveness = Instant::now() + s.budget;
@@ -648,6 +624,44 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// The socket ended (`None`) or failed before a message: why, and how the session
+    /// ends.
+    async fn stream_ended(
+        &mut self,
+        msg: Option<Result<Message, tungstenite::Error>>,
+        ws: &mut Ws,
+        s: &mut Session,
+    ) -> Ended {
+        match msg {
+            Some(Err(tungstenite::Error::Utf8(e))) => {
+                // A text frame that is not UTF-8 is undecodable (RW-INPUT-12): report
+                // it, deliver nothing, close 4000 (RW-CLOSE-8) and reconnect with
+                // backoff.
+                let why = format!("the server sent a text frame that is not UTF-8: {e}");
+                self.cause = Some(why.clone());
+                let err = client_error(ClientErrorCode::InvalidFrame, why, false);
+                if let Err(end) = self.emit(ClientEvent::Error(err)).await {
+                    return end;
+                }
+                close_with(ws, WsCloseCode::Library(4000), "protocol_error").await;
+                return Ended::backoff(None);
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "connection lost");
+                if self.cause.is_none() {
+                    self.cause = Some(crate::cause::connection_lost(&e));
+                }
+            }
+            _ => {
+                if self.cause.is_none() {
+                    self.cause =
+                        Some("the server ended the connection without a close frame".into());
+                }
+            }
+        }
+        closed(None, s.pending_error.take())
     }
 
     /// Resubscribes runs whose gap timed out or overflowed (`RW-ORDER-5`):

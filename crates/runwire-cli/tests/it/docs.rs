@@ -246,3 +246,41 @@ fn an_unmarked_shell_block_is_refused() {
         .collect();
     assert_eq!(kinds, vec![(1, true), (4, false), (7, false)]);
 }
+
+/// `runwire completions SHELL` prints a script for that shell; every `--help` says
+/// where the documentation is.
+#[test]
+fn completions_and_help_links() {
+    for (shell, marker) in [
+        ("bash", "_runwire()"),
+        ("zsh", "#compdef runwire"),
+        ("fish", "complete -c runwire"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_runwire"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(
+            script.contains("watch") && script.contains("--tail"),
+            "{shell}"
+        );
+    }
+    for args in [
+        &["--help"][..],
+        &["watch", "--help"],
+        &["publish", "--help"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_runwire"))
+            .args(args)
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains("Documentation: https://") && help.contains("docs/"),
+            "{args:?}: {help}"
+        );
+    }
+}

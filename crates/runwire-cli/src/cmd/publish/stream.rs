@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use super::send::{Sender, acknowledged};
 
 /// What a reader hands the sender.
+#[allow(clippy::large_enum_variant)] // nearly every item is an event; boxing it buys nothing
 pub(super) enum Item {
     /// The next event.
     Event(NewEvent),
