@@ -284,3 +284,18 @@ fn completions_and_help_links() {
         );
     }
 }
+
+/// docs/fixtures.md states how many fixtures the library holds.
+#[test]
+fn the_fixture_count_in_the_docs_is_right() {
+    let n = std::fs::read_dir(repo().join("fixtures/client"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .count();
+    let doc = std::fs::read_to_string(repo().join("docs/fixtures.md")).unwrap();
+    assert!(
+        doc.contains(&format!("`fixtures/client/` ({n} fixtures)")),
+        "docs/fixtures.md must say the library holds {n} fixtures"
+    );
+}
