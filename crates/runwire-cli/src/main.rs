@@ -9,9 +9,17 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 
+/// Where the documentation is, under every `--help`.
+const DOCS: &str = concat!(
+    "Documentation: ",
+    env!("CARGO_PKG_REPOSITORY"),
+    "#readme (guides in docs/: server-guide.md, client-guide.md, ci-guide.md, \
+     client-adapter.md; the protocol in spec/protocol.md)"
+);
+
 /// Runwire: a protocol and conformance kit for streaming the live state of long-running runs.
 #[derive(Debug, Parser)]
-#[command(name = "runwire", version, about, long_about = None)]
+#[command(name = "runwire", version, about, long_about = None, after_help = DOCS)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,14 +42,16 @@ enum Command {
     /// The reference client adapter of the conformance kit (configured by RUNWIRE_*
     /// environment variables; see docs/client-adapter.md).
     ClientAdapter(cmd::client_adapter::ClientAdapterArgs),
-    /// Watch one run live: progress bar, phase, status, logs and tool calls; exits 0
-    /// when it completes, 1 when it fails, 3 when it is cancelled.
+    /// Watch runs live: a progress bar per run and every event (status, phase, logs,
+    /// tool calls, agent text, todos, files, artifacts, outputs); exits 0 when they
+    /// complete, 1 when one fails, 3 when one is cancelled (the worst of several).
     Watch(cmd::watch::WatchArgs),
+    /// Print a shell completion script: `runwire completions bash > /etc/bash_completion.d/runwire`.
+    Completions(cmd::completions::CompletionsArgs),
     /// TLS helpers: a development CA and server certificate.
     #[command(subcommand)]
     Tls(cmd::tls::TlsCommand),
-    // Other subcommands (serve, publish, watch, mock, conform, client-adapter) are
-    // added here, one variant and one module each.
+    // One variant and one module under `cmd/` per subcommand.
 }
 
 /// A closed standard output (`runwire conform list | head`) ends the program quietly
@@ -70,12 +80,21 @@ fn quiet_on_broken_pipe() {
     }));
 }
 
+/// Parses the command line; every command's `--help` ends with where the documentation
+/// is.
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let cmd = Cli::command().mut_subcommands(|s| s.after_help(DOCS));
+    let matches = cmd.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 fn main() -> ExitCode {
     quiet_on_broken_pipe();
     // One TLS crypto provider for every library that builds a TLS configuration of its
     // own (reqwest is built without one).
     runwire_client::tls::install_default_provider();
-    let cli = Cli::parse();
+    let cli = parse();
     let result = match cli.command {
         Command::Schema(c) => cmd::schema::run(c),
         Command::Conform(a) => cmd::conform::run(*a),
@@ -85,6 +104,9 @@ fn main() -> ExitCode {
         Command::ClientAdapter(a) => cmd::client_adapter::run(a),
         Command::Watch(a) => cmd::watch::run(a),
         Command::Tls(c) => cmd::tls::run(c),
+        Command::Completions(a) => {
+            cmd::completions::run(&a, &mut <Cli as clap::CommandFactory>::command())
+        }
     };
     match result {
         Ok(code) => code,

@@ -102,6 +102,9 @@ pub(crate) struct Driver {
     /// Connection attempts made since the client started, never reset: what the token
     /// provider is told (`RW-AUTH-9`).
     attempts_made: u32,
+    /// Why the current attempt or session ended, for the `reconnecting` state change
+    /// and the `reconnect_failed` report.
+    cause: Option<String>,
 }
 
 /// Keeps the client within the limits `welcome` announced (`RW-LIMIT-5`): message
@@ -204,6 +207,7 @@ impl Driver {
             last_error_code: None,
             limiter: Limiter::default(),
             attempts_made: 0,
+            cause: None,
         };
         d.sync_cursors();
         d
@@ -227,6 +231,7 @@ impl Driver {
             let mut healthy = false;
             let earlier = self.attempts_made;
             self.attempts_made = self.attempts_made.saturating_add(1);
+            self.cause = None;
             let end = match self.session(earlier, &mut healthy).await {
                 Ok(()) => Ended::backoff(None),
                 Err(e) => e,
@@ -243,6 +248,8 @@ impl Driver {
                         let mut st = StateChange::new(ConnectionState::Reconnecting);
                         st.attempt = Some(p.attempt);
                         st.delay = Some(p.delay);
+                        st.max_attempts = Some(self.backoff.config().max_attempts);
+                        st.cause = Some(self.describe_end(close_code));
                         st.close_code = close_code;
                         if self.emit(ClientEvent::State(st)).await.is_err() {
                             return;
@@ -253,9 +260,11 @@ impl Driver {
                         let mut e = client_error(
                             ClientErrorCode::ReconnectFailed,
                             format!(
-                                "gave up after {} consecutive failed connection attempts \
+                                "gave up after {} consecutive failed connection attempts, \
+                                 the last one because {} \
                                  (last close code: {}, last error code: {})",
                                 self.backoff.config().max_attempts,
+                                self.describe_end(close_code),
                                 close_code.map_or("none".into(), |c| c.to_string()),
                                 self.last_error_code
                                     .as_ref()
@@ -299,6 +308,30 @@ impl Driver {
 
     async fn emit(&mut self, ev: ClientEvent) -> Flow {
         self.out.send(ev).await.map_err(|_| Ended::AppGone)
+    }
+
+    /// Reports a non-terminal failure of the attempt or session, remembers it as the
+    /// cause, and ends the session for a reconnect with backoff.
+    async fn retry_because(&mut self, err: ClientError) -> Ended {
+        self.cause = Some(err.message.clone());
+        match self.emit(ClientEvent::Error(err)).await {
+            Ok(()) => Ended::backoff(None),
+            Err(e) => e,
+        }
+    }
+
+    /// Why the session or attempt that just ended ended, in words: the failure the
+    /// client saw, the close code the server sent, or both.
+    fn describe_end(&self, close_code: Option<u16>) -> String {
+        match (close_code, &self.cause) {
+            (Some(c), Some(why)) => format!("{why}; closed with code {}", CloseCode(c)),
+            (Some(c), None) => format!(
+                "the server closed the connection with code {}",
+                CloseCode(c)
+            ),
+            (None, Some(why)) => why.clone(),
+            (None, None) => "the connection ended".to_owned(),
+        }
     }
 
     async fn flush(&mut self) -> Flow {
@@ -373,6 +406,7 @@ impl Driver {
             .await
             .map_err(|e| {
                 tracing::debug!(error = %e, "send failed");
+                self.cause = Some(format!("sending to the server failed: {e}"));
                 Ended::backoff(None)
             })
     }
@@ -384,13 +418,12 @@ impl Driver {
             Some(p) => match p.token(earlier).await {
                 Ok(t) => t,
                 Err(msg) => {
-                    self.emit(ClientEvent::Error(client_error(
+                    let err = client_error(
                         ClientErrorCode::TokenProvider,
                         format!("the token provider failed: {msg}"),
                         false,
-                    )))
-                    .await?;
-                    return Err(Ended::backoff(None));
+                    );
+                    return Err(self.retry_because(err).await);
                 }
             },
             None => None,
@@ -420,26 +453,25 @@ impl Driver {
                 let terminal = matches!(e, tungstenite::Error::Url(_));
                 let err = client_error(
                     ClientErrorCode::ConnectFailed,
-                    format!("cannot connect to {}: {e}", self.config.url),
+                    crate::cause::connect_failure(&self.config.url, &e),
                     terminal,
                 );
                 if terminal {
                     return Err(Ended::Terminal(err));
                 }
-                self.emit(ClientEvent::Error(err)).await?;
-                return Err(Ended::backoff(None));
+                return Err(self.retry_because(err).await);
             }
             Err(_) => {
-                self.emit(ClientEvent::Error(client_error(
+                let err = client_error(
                     ClientErrorCode::ConnectFailed,
                     format!(
-                        "connecting to {} timed out after {:?}",
-                        self.config.url, self.config.connect_timeout
+                        "connecting to {} timed out after {:.1} s",
+                        crate::cause::authority(&self.config.url),
+                        self.config.connect_timeout.as_secs_f64()
                     ),
                     false,
-                )))
-                .await?;
-                return Err(Ended::backoff(None));
+                );
+                return Err(self.retry_because(err).await);
             }
         };
         let hello = ClientMessage::Hello(Hello {
@@ -478,23 +510,7 @@ impl Driver {
                 biased;
                 msg = ws.next() => {
                     let Some(Ok(msg)) = msg else {
-                        if let Some(Err(tungstenite::Error::Utf8(e))) = msg {
-                            // A text frame that is not UTF-8 is undecodable
-                            // (RW-INPUT-12): report it, deliver nothing, close 4000
-                            // (RW-CLOSE-8) and reconnect with backoff.
-                            self.emit(ClientEvent::Error(client_error(
-                                ClientErrorCode::InvalidFrame,
-                                format!("the server sent a text frame that is not UTF-8: {e}"),
-                                false,
-                            )))
-                            .await?;
-                            close_with(ws, WsCloseCode::Library(4000), "protocol_error").await;
-                            return Err(Ended::backoff(None));
-                        }
-                        if let Some(Err(e)) = msg {
-                            tracing::debug!(error = %e, "connection lost");
-                        }
-                        return Err(closed(None, s.pending_error.take()));
+                        return Err(self.stream_ended(msg, ws, &mut s).await);
                     };
                     if s.welcomed {
                         s.liveness = Instant::now() + s.budget;
@@ -503,6 +519,7 @@ impl Driver {
                         Message::Text(t) => self.on_frame(t.as_str(), ws, &mut s).await?,
                         Message::Binary(_) => {
                             // RW-INPUT-12, RW-CONV-1: report, close 4000, back off.
+                            self.cause = Some("the server sent a binary frame".into());
                             self.emit(ClientEvent::Error(client_error(
                                 ClientErrorCode::InvalidFrame,
                                 "the server sent a binary frame (Runwire frames are text)",
@@ -575,6 +592,7 @@ impl Driver {
                     if !s.welcomed {
                         // RW-RECONNECT-11, RW-ERROR-7: no welcome in time is a failed
                         // attempt; close with 1000 (RW-CLOSE-8) and back off.
+                        self.cause = Some(format!("no welcome within {} ms", s.budget.as_millis()));
                         self.emit(ClientEvent::Error(client_error(
                             ClientErrorCode::WelcomeTimeout,
                             format!("no welcome within {} ms; reconnecting", s.budget.as_millis()),
@@ -585,6 +603,7 @@ impl Driver {
                         return Err(Ended::backoff(None));
                     }
                     tracing::debug!("liveness timeout: no frame within {:?}", s.budget);
+                    self.cause = Some(format!("no frame from the server within {} ms", s.budget.as_millis()));
                     self.emit(ClientEvent::Error(client_error(
                         ClientErrorCode::LivenessTimeout,
                         format!("no frame from the server within {} ms; reconnecting", s.budget.as_millis()),
@@ -605,6 +624,44 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// The socket ended (`None`) or failed before a message: why, and how the session
+    /// ends.
+    async fn stream_ended(
+        &mut self,
+        msg: Option<Result<Message, tungstenite::Error>>,
+        ws: &mut Ws,
+        s: &mut Session,
+    ) -> Ended {
+        match msg {
+            Some(Err(tungstenite::Error::Utf8(e))) => {
+                // A text frame that is not UTF-8 is undecodable (RW-INPUT-12): report
+                // it, deliver nothing, close 4000 (RW-CLOSE-8) and reconnect with
+                // backoff.
+                let why = format!("the server sent a text frame that is not UTF-8: {e}");
+                self.cause = Some(why.clone());
+                let err = client_error(ClientErrorCode::InvalidFrame, why, false);
+                if let Err(end) = self.emit(ClientEvent::Error(err)).await {
+                    return end;
+                }
+                close_with(ws, WsCloseCode::Library(4000), "protocol_error").await;
+                return Ended::backoff(None);
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "connection lost");
+                if self.cause.is_none() {
+                    self.cause = Some(crate::cause::connection_lost(&e));
+                }
+            }
+            _ => {
+                if self.cause.is_none() {
+                    self.cause =
+                        Some("the server ended the connection without a close frame".into());
+                }
+            }
+        }
+        closed(None, s.pending_error.take())
     }
 
     /// Resubscribes runs whose gap timed out or overflowed (`RW-ORDER-5`):
@@ -658,6 +715,7 @@ impl Driver {
                 // nothing from the frame, close with 4000 (RW-CLOSE-8) and reconnect
                 // with backoff; the cursors make the resume lossless.
                 self.events.clear();
+                self.cause = Some(format!("the server sent an invalid frame: {e}"));
                 self.emit(ClientEvent::Error(client_error(
                     ClientErrorCode::InvalidFrame,
                     format!("the server sent an invalid frame: {e}"),
@@ -756,6 +814,7 @@ impl Driver {
                 close_gracefully(ws).await;
                 return Err(Ended::Terminal(from_frame(&e, true)));
             }
+            self.cause = Some(format!("the server sent {}: {}", e.code, e.message));
             self.emit(ClientEvent::Error(from_frame(&e, false))).await?;
             s.pending_error = Some(e);
             return Ok(());

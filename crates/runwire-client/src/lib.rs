@@ -48,6 +48,7 @@
 //! ```
 
 mod backoff;
+mod cause;
 mod chunks;
 mod config;
 mod decode;
@@ -105,6 +106,7 @@ impl ConnectionState {
 
 /// A connection state change with its details.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StateChange {
     /// The new state.
     pub state: ConnectionState,
@@ -116,6 +118,13 @@ pub struct StateChange {
     pub attempt: Option<u32>,
     /// `Reconnecting`: the delay before the next attempt.
     pub delay: Option<Duration>,
+    /// `Reconnecting`: the most consecutive failed attempts before the client gives up
+    /// (`RW-RECONNECT-3`, [`BackoffConfig::max_attempts`]).
+    pub max_attempts: Option<u32>,
+    /// `Reconnecting`, `Failed`: why the connection (or the attempt) ended, in words,
+    /// e.g. `connection refused by 127.0.0.1:7999` or `the server closed the
+    /// connection with code 1012 (service restart)`.
+    pub cause: Option<String>,
     /// `Reconnecting`, `Failed`: the close code the server sent, if any.
     pub close_code: Option<u16>,
     /// `Connected`: the session id and negotiated version from `welcome`.
@@ -128,6 +137,8 @@ impl StateChange {
             state,
             attempt: None,
             delay: None,
+            max_attempts: None,
+            cause: None,
             close_code: None,
             session: None,
         }

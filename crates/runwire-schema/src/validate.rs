@@ -267,6 +267,27 @@ impl Validators {
             );
         };
         let k = &self.kinds[i];
+        if !k.by_tag.is_empty()
+            && let Some(obj) = v.as_object()
+        {
+            // Without a usable `type`, the `oneOf` of the kind's types can only say
+            // that no branch (or more than one) matched; say what is wrong instead.
+            match obj.get("type") {
+                None => {
+                    return (
+                        Some(&k.name),
+                        vec![(String::new(), "\"type\" is a required property".into())],
+                    );
+                }
+                Some(t) if !t.is_string() => {
+                    return (
+                        Some(&k.name),
+                        vec![("/type".into(), format!("{t} is not of type \"string\""))],
+                    );
+                }
+                Some(_) => {}
+            }
+        }
         let validator = v
             .get("type")
             .and_then(Value::as_str)

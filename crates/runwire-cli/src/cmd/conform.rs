@@ -57,8 +57,12 @@ enum Target {
     List,
     /// Print the JSON Schema of the --json report.
     ReportSchema,
-    /// Print every step pattern the feature files may use ({s} a quoted string, {n} a
-    /// number, {w} a word, {rest} free text).
+    /// Print every step pattern the feature files may use.
+    ///
+    /// A placeholder is a name in braces: s a quoted string, n a number, w a word,
+    /// rest free text.
+    // (clap turns a brace-enclosed n into a line break in help text, so the
+    // placeholders are named here without their braces.)
     Steps,
 }
 

@@ -34,7 +34,8 @@ pub(crate) struct MockArgs {
     /// before the fixture's clock starts, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     wait_ms: u64,
-    /// Print only the verdict, not the frames.
+    /// Print only the verdict: no frames, no header (without an adapter command, the
+    /// URL to connect to is still printed first).
     #[arg(long, short)]
     quiet: bool,
     /// The adapter to spawn with the fixture's environment (`docs/client-adapter.md`),
@@ -85,14 +86,19 @@ async fn serve(args: MockArgs, fixture: Fixture) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    println!(
-        "runwire mock: {} ({title})\n  url {}\n  seed {}  time-scale {}",
-        mock.fixture().id,
-        mock.url(),
-        mock.seed(),
-        args.time_scale
-    );
-    if manual {
+    if args.quiet && manual {
+        // The one thing a client started by hand needs.
+        println!("url {}", mock.url());
+    } else if !args.quiet {
+        println!(
+            "runwire mock: {} ({title})\n  url {}\n  seed {}  time-scale {}",
+            mock.fixture().id,
+            mock.url(),
+            mock.seed(),
+            args.time_scale
+        );
+    }
+    if manual && !args.quiet {
         println!("  waiting for a client; its adapter environment would be:");
         for (k, v) in mock.adapter_env() {
             println!("    {k}={v}");

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub(crate) mod client_adapter;
+pub(crate) mod completions;
 pub(crate) mod conform;
 pub(crate) mod mock;
 pub(crate) mod publish;

@@ -440,13 +440,17 @@ async fn watch_json_resumes_without_loss_or_repeat_and_exits_by_outcome() {
             .map(|l| l["seq"].as_u64().unwrap())
             .collect();
         assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
-        assert!(stderr.contains("reconnecting…"), "{stderr}");
+        // The cause of the dropped connection and the next attempt.
+        assert!(
+            stderr.contains("without closing handshake — reconnecting, attempt 2/10 in "),
+            "{stderr}"
+        );
         assert!(stderr.contains(&format!("run run-w {end}")), "{stderr}");
     }
 }
 
 /// `runwire watch` without a terminal: progress, phase/status, logs and tool calls as
-/// lines, "reconnecting…" while it reconnects, and a one-line summary.
+/// lines, the cause and the next attempt when it reconnects, and a one-line summary.
 #[tokio::test]
 async fn watch_shows_progress_logs_tools_reconnecting_and_summary() {
     let run = RunId::new("run-v").unwrap();
@@ -466,7 +470,7 @@ async fn watch_shows_progress_logs_tools_reconnecting_and_summary() {
         "→ bash (c1)",
         " 60% running · building · tool bash",
         "✓ bash (c1) in 12 ms",
-        "reconnecting…",
+        "without closing handshake — reconnecting, attempt 2/10 in ",
         "status completed (the end)",
         "run run-v completed (the end): 8 events",
         "1 reconnects",

@@ -371,3 +371,36 @@ fn an_unreachable_server_is_one_line_and_exit_2() {
     );
     assert!(!err.contains("violated"), "{err}");
 }
+
+/// The help of `conform steps` names the number placeholder instead of losing it to
+/// clap, which turns the brace-enclosed n into a line break.
+#[test]
+fn the_steps_help_is_whole() {
+    for args in [&["conform", "--help"][..], &["conform", "steps", "--help"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_runwire"))
+            .args(args)
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{help}");
+        let steps = help
+            .lines()
+            .find(|l| l.contains("step pattern"))
+            .unwrap_or_else(|| panic!("{args:?}: no steps line in\n{help}"));
+        assert!(
+            steps.trim_end().trim_end_matches('.').ends_with("may use"),
+            "{args:?}: {steps:?}"
+        );
+        assert!(
+            !help
+                .lines()
+                .any(|l| l.trim_start().starts_with("} a number")),
+            "{args:?}: {help}"
+        );
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runwire"))
+        .args(["conform", "steps", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("n a number"));
+}

@@ -2,7 +2,9 @@
 
 mod client;
 mod conform;
+mod docs;
 mod logs;
 mod mock;
 mod schema;
 mod serve;
+mod watch;

@@ -295,3 +295,20 @@ fn a_client_started_by_hand_is_judged() {
     assert!(rest.contains("PASS ping-pong"), "{rest}");
     assert!(rest.contains("not judged: no adapter attached"), "{rest}");
 }
+
+/// `--quiet` prints the verdict and nothing else: no frames, no header.
+#[test]
+fn quiet_prints_only_the_verdict() {
+    let o = play_with_reference_adapter("happy-path", &["--seed", "7"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let printed = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = printed.lines().collect();
+    assert!(
+        lines.first().is_some_and(|l| l.contains("PASS happy-path")),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains("runwire mock:") && !printed.contains("  url "),
+        "{printed}"
+    );
+}

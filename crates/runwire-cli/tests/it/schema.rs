@@ -489,3 +489,60 @@ fn validate_reports_file_line_pointer_and_exit_code() {
     );
     assert_eq!(code(&o), 2);
 }
+
+/// `schema check --format junit` with no released version to compare against: one
+/// skipped test case that says so, not an empty `<testsuites>`.
+#[test]
+fn check_with_nothing_to_compare_writes_a_skipped_junit_case() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    copy_v1(tmp.path(), "v1");
+    let o = runwire(
+        &["check", "--schema-dir", ".", "--format", "junit"],
+        tmp.path(),
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let x = stdout(&o);
+    assert!(
+        x.contains("<testsuite ") && x.contains("<skipped message=\"nothing to compare"),
+        "{x}"
+    );
+    assert!(stderr(&o).contains("nothing to compare"), "{}", stderr(&o));
+}
+
+/// An event without `type` (or with a `type` that is not a string): one failure that
+/// says so, never the `oneOf` noise of every event type.
+#[test]
+fn validate_names_a_missing_type() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let f = tmp.path().join("e.jsonl");
+    let no_type = json!({"event_id": "e1", "run_id": "r", "seq": 1,
+        "time": "2026-11-22T10:00:00Z", "data": {"level": "info", "message": "hi"}});
+    let mut bad_type = no_type.clone();
+    bad_type["type"] = json!(7);
+    std::fs::write(&f, format!("{no_type}\n{bad_type}\n")).expect("write");
+    let sd = root().join("schema");
+    let o = runwire(
+        &[
+            "validate",
+            "--schema-dir",
+            sd.to_str().expect("utf8"),
+            "--kind",
+            "event",
+            f.to_str().expect("utf8"),
+        ],
+        tmp.path(),
+    );
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(!out.contains("oneOf"), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].ends_with(":1: event (root): \"type\" is a required property"),
+        "{out}"
+    );
+    assert!(
+        lines[1].ends_with(":2: event /type: 7 is not of type \"string\""),
+        "{out}"
+    );
+}

@@ -23,13 +23,13 @@ use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Served {
-    child: Child,
-    addr: String,
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
 }
 
 /// Starts `runwire serve` and reads the bound address from its first stdout line.
-async fn serve(store: &str, extra: &[&str]) -> Served {
+pub(crate) async fn serve(store: &str, extra: &[&str]) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_runwire"))
         .args(["serve", "--listen", "127.0.0.1:0", "--store", store])
         .args(extra)

@@ -1,0 +1,418 @@
+//! `runwire watch`: a live terminal view of one or more runs.
+//!
+//! Subscribes to the runs with the reference client, folds each run's events into a
+//! [`RunSnapshot`] and shows a progress bar per run (percent, step, tool, the agent
+//! text being streamed), and every event type of spec §3 as lines
+//! ([`render`]). Each reconnect says why the connection ended and which attempt comes
+//! next. Exits with the runs' outcome, the worst of several: 0 completed, 3 cancelled,
+//! 1 failed (2 for an error of the command itself, e.g. a terminal client error or a
+//! run that cannot be watched). `--json` prints the events as JSON lines instead (and
+//! resets as `reset` frames).
+
+mod render;
+mod view;
+
+use std::{collections::BTreeMap, io::Write, path::PathBuf, process::ExitCode, time::Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use runwire_client::{Client, ClientConfig, ClientEvent, ConnectionState, StateChange};
+use runwire_protocol::{
+    Event, Reset, RunId, RunSnapshot, RunStatus, STREAM_PATH, Subscribed, SubscriptionRequest,
+};
+
+use render::{Line, Render};
+use view::View;
+
+/// Arguments of `runwire watch`.
+#[derive(Debug, Args)]
+pub(crate) struct WatchArgs {
+    /// The server: its WebSocket stream URL (`ws://host:port/v1/stream`), or its base
+    /// URL (`http://host:port`, the stream path is added). The default is the one of
+    /// `runwire serve` and `runwire publish`.
+    #[arg(long, env = "RUNWIRE_URL", default_value = "http://127.0.0.1:7070")]
+    url: String,
+    /// The runs to watch; the command ends when every one of them has ended.
+    #[arg(value_name = "RUN_ID", required = true)]
+    run_ids: Vec<String>,
+    /// Bearer token, sent in `hello` (never in the URL).
+    #[arg(long, env = "RUNWIRE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print each event as one JSON line (resets as the `reset` frame) instead of the
+    /// live view.
+    #[arg(long)]
+    json: bool,
+    /// Show the agent's thinking (`agent.thinking`, dimmed on a terminal); hidden by
+    /// default.
+    #[arg(long)]
+    thinking: bool,
+    /// One status line per run (a bar on a terminal, a line per change otherwise)
+    /// instead of a line per event.
+    #[arg(long, conflicts_with = "json")]
+    compact: bool,
+    /// Consecutive failed connection attempts before giving up (`RW-RECONNECT-3`).
+    #[arg(long, default_value_t = runwire_protocol::defaults::RECONNECT_MAX_ATTEMPTS)]
+    max_attempts: u32,
+    /// Resume after this seq (with `--epoch`), e.g. from a previous `--json` output;
+    /// only with one run.
+    #[arg(long)]
+    after_seq: Option<u64>,
+    /// The epoch of `--after-seq`.
+    #[arg(long, requires = "after_seq")]
+    epoch: Option<String>,
+    /// Also trust the certificate authorities in this PEM file for `wss://` (besides
+    /// the system's); may be repeated.
+    #[arg(long, value_name = "FILE", env = "RUNWIRE_CA_CERT")]
+    ca_cert: Vec<PathBuf>,
+}
+
+/// The stream URL for `--url`.
+pub(crate) fn stream_url(url: &str) -> Result<String> {
+    let (scheme, rest) = url.split_once("://").with_context(|| {
+        format!("--url {url:?} has no scheme (ws://, wss://, http://, https://)")
+    })?;
+    let scheme = match scheme {
+        "ws" | "http" => "ws",
+        "wss" | "https" => "wss",
+        other => bail!("--url scheme {other:?} is not ws, wss, http or https"),
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('?') {
+        bail!("--url must not carry a query string (tokens go in --token)");
+    }
+    let path_start = rest.find('/');
+    Ok(match path_start {
+        Some(_) => format!("{scheme}://{rest}"),
+        None => format!("{scheme}://{rest}{STREAM_PATH}"),
+    })
+}
+
+/// The exit code for a run's final status.
+pub(crate) fn exit_for(status: Option<RunStatus>) -> u8 {
+    match status {
+        Some(RunStatus::Completed) => 0,
+        Some(RunStatus::Cancelled) => 3,
+        _ => 1,
+    }
+}
+
+/// The worst of several exit codes: an error of the command (2) before a failed run
+/// (1) before a cancelled one (3) before a completed one (0).
+pub(crate) fn worst(codes: impl IntoIterator<Item = u8>) -> u8 {
+    let rank = |c: u8| match c {
+        0 => 0,
+        3 => 1,
+        1 => 2,
+        _ => 3,
+    };
+    codes.into_iter().max_by_key(|c| rank(*c)).unwrap_or(0)
+}
+
+/// A placeholder epoch until the subscription names the real one.
+fn unknown() -> runwire_protocol::Epoch {
+    runwire_protocol::Epoch::new("unknown").expect("a valid epoch literal")
+}
+
+/// Runs `runwire watch`.
+pub(crate) fn run(args: WatchArgs) -> Result<ExitCode> {
+    let runs = args
+        .run_ids
+        .iter()
+        .map(|r| RunId::new(r.clone()).with_context(|| format!("RUN_ID {r:?}")))
+        .collect::<Result<Vec<_>>>()?;
+    if args.after_seq.is_some() && runs.len() > 1 {
+        bail!("--after-seq resumes one run; give one RUN_ID with it");
+    }
+    let url = stream_url(&args.url)?;
+    let mut config = ClientConfig::new(url);
+    if let Some(t) = args.token.clone() {
+        config = config.token(t);
+    }
+    config.backoff.max_attempts = args.max_attempts.max(1);
+    config.tls = Some(runwire_client::tls::client_config(&args.ca_cert).context("--ca-cert")?);
+    let epoch = args
+        .epoch
+        .as_deref()
+        .map(runwire_protocol::Epoch::new)
+        .transpose()
+        .context("--epoch")?;
+    for run_id in &runs {
+        config.subscriptions.push(match args.after_seq {
+            Some(seq) => SubscriptionRequest::resume(run_id.clone(), epoch.clone(), seq),
+            None => SubscriptionRequest::new(run_id.clone()),
+        });
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let view = (!args.json).then(|| View::new(&runs, args.compact));
+    let mut w = Watch {
+        runs: runs
+            .iter()
+            .map(|r| (r.clone(), Watched::new(args.thinking)))
+            .collect(),
+        view,
+        reconnects: 0,
+        started: Instant::now(),
+    };
+    rt.block_on(w.watch(config))
+}
+
+/// One watched run.
+struct Watched {
+    snapshot: Option<RunSnapshot>,
+    render: Render,
+    events: u64,
+    subscribed: bool,
+    outcome: Option<RunStatus>,
+    /// Why the run cannot be watched (a subscription error).
+    error: Option<String>,
+}
+
+impl Watched {
+    fn new(thinking: bool) -> Self {
+        Self {
+            snapshot: None,
+            render: Render::new(thinking),
+            events: 0,
+            subscribed: false,
+            outcome: None,
+            error: None,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.outcome.is_some() || self.error.is_some()
+    }
+}
+
+/// The state of the command.
+struct Watch {
+    runs: BTreeMap<RunId, Watched>,
+    /// The human view; `None` with `--json`.
+    view: Option<View>,
+    reconnects: u32,
+    started: Instant,
+}
+
+fn json_line(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    out.flush()?;
+    Ok(())
+}
+
+impl Watch {
+    async fn watch(&mut self, config: ClientConfig) -> Result<ExitCode> {
+        let mut client = Client::connect(config);
+        let handle = client.handle();
+        while let Some(ev) = client.next().await {
+            match ev {
+                ClientEvent::Event(e) => self.on_event(&e)?,
+                ClientEvent::Reset(r) => self.on_reset(*r)?,
+                ClientEvent::State(s) => self.on_state(&s),
+                ClientEvent::Subscribed(sub) => self.on_subscribed(&sub),
+                ClientEvent::Error(e) => {
+                    if e.terminal {
+                        self.finish_view();
+                        bail!("{}: {}", e.code, e.message);
+                    }
+                    if let Some(run_id) = &e.run_id
+                        && e.ends_subscription()
+                        && let Some(w) = self.runs.get_mut(run_id)
+                    {
+                        let why = format!("cannot watch {run_id}: {}: {}", e.code, e.message);
+                        eprintln!("{why}");
+                        w.error = Some(why);
+                    }
+                }
+                _ => {}
+            }
+            if self.runs.values().all(Watched::done) {
+                handle.close();
+            }
+        }
+        self.finish_view();
+        self.summary()
+    }
+
+    fn finish_view(&self) {
+        if let Some(v) = &self.view {
+            v.finish();
+        }
+    }
+
+    fn on_event(&mut self, e: &Event) -> Result<()> {
+        let Some(w) = self.runs.get_mut(&e.run_id) else {
+            return Ok(());
+        };
+        w.events += 1;
+        let s = w
+            .snapshot
+            .get_or_insert_with(|| RunSnapshot::empty(e.run_id.clone(), unknown()));
+        s.apply(e);
+        match &mut self.view {
+            None => json_line(&runwire_protocol::codec::encode(e))?,
+            Some(v) => {
+                for line in w.render.event(e) {
+                    v.line(&e.run_id, &line);
+                }
+                v.status(&e.run_id, s, w.render.streaming());
+            }
+        }
+        if e.payload.is_terminal() {
+            w.outcome = e.payload.status();
+        }
+        Ok(())
+    }
+
+    fn on_reset(&mut self, r: Reset) -> Result<()> {
+        let Some(w) = self.runs.get_mut(&r.run_id) else {
+            return Ok(());
+        };
+        match &mut self.view {
+            None => {
+                let msg = runwire_protocol::ServerMessage::Reset(r.clone());
+                json_line(&runwire_protocol::codec::encode(&msg))?;
+            }
+            Some(v) => {
+                for line in w.render.reset() {
+                    v.line(&r.run_id, &line);
+                }
+                v.line(
+                    &r.run_id,
+                    &Line {
+                        text: format!(
+                            "(resynchronized: state as of seq {}, {:?})",
+                            r.snapshot.as_of_seq, r.reason
+                        ),
+                        dim: false,
+                    },
+                );
+                for l in r.snapshot.recent_logs.iter().rev().take(5).rev() {
+                    let text = format!("  {:?} {}", l.level, l.message);
+                    v.line(&r.run_id, &Line { text, dim: false });
+                }
+                v.status(&r.run_id, &r.snapshot, None);
+            }
+        }
+        if r.snapshot.is_terminal() {
+            w.outcome = r.snapshot.status;
+        }
+        w.snapshot = Some(r.snapshot);
+        Ok(())
+    }
+
+    /// The first `subscribed` of a run says where it stands, so that a run without
+    /// events yet is not silence.
+    fn on_subscribed(&mut self, sub: &Subscribed) {
+        let Some(w) = self.runs.get_mut(&sub.run_id) else {
+            return;
+        };
+        if w.snapshot.is_none() {
+            w.snapshot = Some(RunSnapshot::empty(sub.run_id.clone(), sub.epoch.clone()));
+        }
+        if std::mem::replace(&mut w.subscribed, true) {
+            return;
+        }
+        let text = match sub.head_seq {
+            0 => format!("watching {}: no events yet", sub.run_id),
+            n => format!("watching {}: {n} events so far", sub.run_id),
+        };
+        match &self.view {
+            Some(v) => v.notice(&text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    /// Says why the connection ended and when the next attempt comes
+    /// (`connection refused by 127.0.0.1:7999 — reconnecting, attempt 2/10 in 1.8 s`).
+    fn on_state(&mut self, s: &StateChange) {
+        if s.state != ConnectionState::Reconnecting {
+            return;
+        }
+        self.reconnects += 1;
+        let next = match (s.attempt, s.max_attempts) {
+            (Some(n), Some(max)) => format!(", attempt {}/{max}", n + 1),
+            _ => String::new(),
+        };
+        let delay = s
+            .delay
+            .map(|d| format!(" in {:.1} s", d.as_secs_f64()))
+            .unwrap_or_default();
+        let cause = s.cause.as_deref().unwrap_or("the connection ended");
+        let text = format!("{cause} — reconnecting{next}{delay}");
+        match &self.view {
+            Some(v) => v.notice(&text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    /// One line per run, and the exit code: the worst of the runs'.
+    fn summary(&self) -> Result<ExitCode> {
+        let secs = self.started.elapsed().as_secs_f64();
+        let mut codes = Vec::new();
+        for (run_id, w) in &self.runs {
+            if w.error.is_some() {
+                codes.push(2);
+                continue;
+            }
+            let Some(status) = w.outcome else {
+                bail!("the connection ended before run {run_id} did");
+            };
+            codes.push(exit_for(Some(status)));
+            let reason = w
+                .snapshot
+                .as_ref()
+                .and_then(|s| s.status_reason.clone())
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            let reconnects = match self.reconnects {
+                0 => String::new(),
+                n => format!(", {n} reconnects"),
+            };
+            let line = format!(
+                "run {run_id} {status}{reason}: {} events in {secs:.1} s{reconnects}",
+                w.events
+            );
+            if self.view.is_some() {
+                println!("{line}");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+        Ok(ExitCode::from(worst(codes)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            stream_url("http://127.0.0.1:7300").unwrap(),
+            "ws://127.0.0.1:7300/v1/stream"
+        );
+        assert_eq!(
+            stream_url("ws://h:1/v1/stream").unwrap(),
+            "ws://h:1/v1/stream"
+        );
+        assert_eq!(stream_url("https://h/").unwrap(), "wss://h/v1/stream");
+        assert!(stream_url("h:1").is_err());
+        assert!(stream_url("ftp://h").is_err());
+        assert!(stream_url("ws://h/v1/stream?token=x").is_err());
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(exit_for(Some(RunStatus::Completed)), 0);
+        assert_eq!(exit_for(Some(RunStatus::Failed)), 1);
+        assert_eq!(exit_for(Some(RunStatus::Cancelled)), 3);
+        assert_eq!(worst([0, 3, 0]), 3);
+        assert_eq!(worst([3, 1, 0]), 1);
+        assert_eq!(worst([1, 2]), 2);
+        assert_eq!(worst([]), 0);
+    }
+}
