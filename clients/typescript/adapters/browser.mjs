@@ -36,7 +36,10 @@ const ARGS = [
   "--disable-backgrounding-occluded-windows",
   "--remote-debugging-port=0",
 ];
-const SUPERVISOR = 'dir=$1; shift; setsid "$@" </dev/null & pid=$!; cat >/dev/null; kill -KILL -$pid; wait; rm -rf "$dir"';
+// The browser keeps its temporary files (its singleton socket among them) under the
+// profile, so that removing the profile leaves nothing behind after the kill.
+const SUPERVISOR =
+  'dir=$1; shift; mkdir -p "$dir/tmp"; TMPDIR="$dir/tmp" setsid "$@" </dev/null & pid=$!; cat >/dev/null; kill -KILL -$pid; wait; rm -rf "$dir"';
 
 /**
  * Starts the browser on `html` (served as /page.html) and calls `bindings[name](payload)`

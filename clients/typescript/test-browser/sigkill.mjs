@@ -10,6 +10,7 @@
 import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -23,6 +24,10 @@ const port = await new Promise((resolve) => {
     srv.close(() => resolve(p));
   });
 });
+
+/** The browser's own temporary directories in the system temp directory. */
+const strays = () => new Set(readdirSync(tmpdir()).filter((n) => n.startsWith("org.chromium.")));
+const straysBefore = strays();
 
 const child = spawn(process.execPath, [adapter], {
   env: {
@@ -87,5 +92,10 @@ for (;;) {
   await new Promise((r) => setTimeout(r, 50)); // polling the process table, not synchronizing
 }
 clearTimeout(gone);
+const left = [...strays()].filter((n) => !straysBefore.has(n));
+if (left.length > 0) {
+  console.error(`FAIL: the browser left ${left.join(" ")} in ${tmpdir()}`);
+  process.exit(1);
+}
 console.log(`ok: ${before} browser processes and the profile went away with the adapter (SIGKILL)`);
 process.exit(0);
