@@ -40,7 +40,7 @@ export function App(): ReactNode {
         <ConnectionStatus className="connection" />
       </header>
       <aside className="side">
-        <OpenRunForm onOpen={open} current={runId} />
+        <OpenRunForm key={runId ?? ""} onOpen={open} current={runId} />
         <RecentRuns runs={recent} current={runId} onOpen={open} />
         <TokenForm />
       </aside>
