@@ -18,7 +18,12 @@ async fn get(base: &str, path: &str) -> (u16, String, Option<String>, String) {
     };
     let content_type = header("content-type").unwrap_or_default();
     let csp = header("content-security-policy");
-    (r.status().as_u16(), content_type, csp, r.text().await.expect("body"))
+    (
+        r.status().as_u16(),
+        content_type,
+        csp,
+        r.text().await.expect("body"),
+    )
 }
 
 /// The `/_page/…` paths the HTML refers to in `src="…"` and `href="…"`.
@@ -61,7 +66,10 @@ async fn the_page_and_its_files_are_served_with_their_types() {
     assert_eq!(status, 200);
     assert_eq!(ctype, "text/javascript; charset=utf-8");
     // The bundle connects to this server's own stream endpoint.
-    assert!(js.contains("/v1/stream"), "the script names the stream path");
+    assert!(
+        js.contains("/v1/stream"),
+        "the script names the stream path"
+    );
     let (status, ctype, _, css) = get(&base, "/_page/page.css").await;
     assert_eq!(status, 200);
     assert_eq!(ctype, "text/css; charset=utf-8");
