@@ -42,7 +42,7 @@ const SUPERVISOR = 'dir=$1; shift; setsid "$@" </dev/null & pid=$!; cat >/dev/nu
  * Starts the browser on `html` (served as /page.html) and calls `bindings[name](payload)`
  * for every `window[name](payload)` of the page, with `ctl` as a second argument.
  * `log` gets the page's console and exceptions. Returns `ctl`: `{ evaluate(expression),
- * end(code) }`; `end` stops the browser and exits the process with `code`. Exits 3 when
+ * call(method, params) (a CDP command to the page), end(code) }`; `end` stops the browser and exits the process with `code`. Exits 3 when
  * the browser goes away by itself.
  */
 export async function openPage({ html, bindings, log }) {
@@ -66,6 +66,7 @@ export async function openPage({ html, bindings, log }) {
   const pageUrl = `http://127.0.0.1:${server.address().port}/page.html`;
 
   const profile = mkdtempSync(join(tmpdir(), "runwire-chromium-"));
+  log(`browser profile ${profile}`);
   const exe = process.env.RUNWIRE_CHROMIUM || "/usr/bin/chromium";
   const sup = spawn("sh", ["-c", SUPERVISOR, "sh", profile, exe, ...ARGS, `--user-data-dir=${profile}`, "about:blank"], {
     detached: true,
@@ -114,7 +115,7 @@ export async function openPage({ html, bindings, log }) {
   let nextId = 1;
   const pending = new Map();
   let sessionId;
-  const ctl = { evaluate: (expression) => call("Runtime.evaluate", { expression }), end };
+  const ctl = { evaluate: (expression) => call("Runtime.evaluate", { expression }), call: (method, params) => call(method, params), end };
   const call = (method, params = {}, session = sessionId) =>
     new Promise((resolve, reject) => {
       const id = nextId++;

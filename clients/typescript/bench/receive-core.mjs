@@ -107,3 +107,27 @@ export async function runBench({ count = 100000, rounds = 7 } = {}) {
   }
   return results;
 }
+
+/**
+ * Memory: one client that has consumed `count` events of one run, kept alive on
+ * `holder.client`. `measure(label)` is awaited before the frames exist and after they
+ * are dropped, so the difference is what the client keeps.
+ */
+export async function runMemory({ count = 100000, measure, holder }) {
+  const client = new RunwireClient({ url: "ws://bench/v1/stream", WebSocket: BenchSocket, seed: 1n, pageEvents: false });
+  holder.client = client;
+  client.subscribe("run-1");
+  void client.start();
+  await new Promise((r) => setTimeout(r, 0));
+  const ws = BenchSocket.last;
+  ws.onopen({});
+  ws.onmessage({ data: JSON.stringify({ type: "welcome", version: "1.0", session_id: "m", heartbeat_interval_ms: 600000, pong_timeout_ms: 10000, batch_window_ms: 200, replay_window_events: 100000, limits: { max_frame_bytes: 16777216, max_event_bytes: 65536, max_subscriptions: 100, max_messages_per_second: 50 } }) });
+  ws.onmessage({ data: JSON.stringify({ type: "subscribed", run_id: "run-1", epoch: "e1", after_seq: 0, head_seq: count }) });
+  const before = await measure("before");
+  let frames = makeFrames(count, 100);
+  for (const data of frames) ws.onmessage({ data });
+  frames = null;
+  const after = await measure("after");
+  if (client.getSnapshot("run-1").as_of_seq !== count) throw new Error("not every event was folded");
+  return { events: count, client_heap_growth_bytes: after - before };
+}

@@ -462,6 +462,7 @@ export class RunwireClient {
       this.report({ code: "token_failed", message: `the token provider failed: ${String(e)}`, terminal: false });
       return { ending: { cls: "backoff" }, healthy: false };
     }
+    if (this.stopping) return { ending: { cls: "closed" }, healthy: false }; // closed while asking for the token
     const Ctor = this.opts.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (Ctor === undefined) throw new Error("no WebSocket implementation: pass one as options.WebSocket");
     let ws: WebSocketLike;
@@ -790,11 +791,14 @@ export class RunwireClient {
       s.pendingError = e;
     }
     this.report(this.toError(e, false));
-    // RW-SUB-10: a refused subscription is not retried; others are unaffected (RW-ERROR-5).
+    // RW-SUB-10: a refused subscription is not retried; others are unaffected (RW-ERROR-5);
+    // an error naming an open subscription answers some other entry and ends nothing (RW-SUB-5).
     const runId = e.run_id;
+    const entry = runId !== undefined ? this.runs.get(runId) : undefined;
     if (
       runId !== undefined &&
-      this.runs.has(runId) &&
+      entry !== undefined &&
+      !entry.tracker.open &&
       e.close_code === undefined &&
       !e.retryable &&
       e.code !== "already_subscribed" &&

@@ -187,3 +187,47 @@ describe("RunwireClient", () => {
     await second.client.close();
   });
 });
+
+describe("RunwireClient.close", () => {
+  it("opens no socket when closed while the token provider is still answering (RW-CONN-11)", async () => {
+    let answer!: (t: string) => void;
+    const client = new RunwireClient({
+      url: "ws://test/v1/stream",
+      WebSocket: FakeSocket,
+      pageEvents: false,
+      token: () => new Promise<string>((r) => (answer = r)),
+    });
+    const done = client.start();
+    await vi.advanceTimersByTimeAsync(0);
+    const closing = client.close();
+    answer("t");
+    await closing;
+    await done;
+    expect(FakeSocket.all).toHaveLength(0);
+    expect(client.state.status).toBe("closed");
+  });
+});
+
+describe("RunwireClient errors naming a run", () => {
+  it("a non-retryable error for an open run ends nothing (RW-SUB-5); one for a pending entry drops the run for good (RW-SUB-10)", async () => {
+    vi.useFakeTimers();
+    const client = new RunwireClient({ url: "ws://test/v1/stream", WebSocket: FakeSocket, pageEvents: false, seed: 2n });
+    const delivered: number[] = [];
+    client.on("event", (e) => delivered.push(e.seq));
+    client.subscribe("run-1");
+    client.subscribe("run-2");
+    void client.start();
+    await vi.advanceTimersByTimeAsync(0);
+    const ws = FakeSocket.last();
+    ws.open();
+    ws.welcome();
+    ws.recv({ type: "subscribed", run_id: "run-1", epoch: "e1", after_seq: 0, head_seq: 0 });
+    ws.recv({ type: "error", code: "acme_unknown", message: "m", retryable: false, run_id: "run-1" });
+    ws.recv({ type: "error", code: "forbidden", message: "m", retryable: false, run_id: "run-2" });
+    ws.recv({ type: "event", event: event(1) });
+    expect(delivered).toEqual([1]);
+    expect(client.runIds).toEqual(["run-1"]);
+    await client.close();
+    vi.useRealTimers();
+  });
+});

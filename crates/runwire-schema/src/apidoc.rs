@@ -386,10 +386,38 @@ fn strip_meta(mut v: Value) -> Value {
     v
 }
 
-/// Renders a JSON value as block-style YAML, with a header comment.
+/// The order of a document's top-level members, as both specifications list them;
+/// nested members are sorted by name.
+const TOP_LEVEL: &[&str] = &[
+    "asyncapi",
+    "openapi",
+    "jsonSchemaDialect",
+    "info",
+    "servers",
+    "defaultContentType",
+    "security",
+    "channels",
+    "paths",
+    "operations",
+    "components",
+];
+
+/// Renders a document as block-style YAML, with a header comment; its top-level
+/// members in the order of [`TOP_LEVEL`].
 pub fn render(v: &Value) -> String {
     let mut out = format!("{MARKER}\n");
-    out.push_str(&to_yaml(v));
+    let Some(m) = v.as_object() else {
+        out.push_str(&to_yaml(v));
+        return out;
+    };
+    let rank = |k: &str| TOP_LEVEL.iter().position(|t| *t == k).unwrap_or(TOP_LEVEL.len());
+    let mut keys: Vec<&String> = m.keys().collect();
+    keys.sort_by_key(|k| (rank(k), *k));
+    for k in keys {
+        let mut one = Map::new();
+        one.insert(k.clone(), m[k].clone());
+        out.push_str(&to_yaml(&Value::Object(one)));
+    }
     out
 }
 

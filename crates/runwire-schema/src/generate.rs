@@ -172,7 +172,13 @@ fn inline_tagged_refs(root: &mut Value) {
                 node.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
-        if !node.contains_key("description")
+        // A variant documented only by a link to its body ("See [`Hello`].") takes the
+        // body's description, which says what the message is.
+        let link_only = node
+            .get("description")
+            .and_then(Value::as_str)
+            .is_some_and(|d| d.starts_with("See [`") && d.ends_with("`]."));
+        if (link_only || !node.contains_key("description"))
             && let Some(d) = body.get("description")
         {
             node.insert("description".into(), d.clone());

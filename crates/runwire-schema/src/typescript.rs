@@ -663,13 +663,7 @@ fn tagged_union(
             ),
         };
         let mut d = b.clone();
-        // A variant documented only by a link to its body ("See [`Hello`].") gets the
-        // generic description.
-        let linked = d
-            .get("description")
-            .and_then(Value::as_str)
-            .is_none_or(|t| t.starts_with("See [`"));
-        if linked {
+        if d.get("description").is_none() {
             d["description"] = Value::String(fallback);
         }
         if tag.is_none() {

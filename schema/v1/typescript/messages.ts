@@ -6,7 +6,7 @@
 import type { Epoch, Event, RunId, RunSnapshot } from "./events.js";
 
 /**
- * A message of type `hello`.
+ * `hello`: the first message a client sends (spec §5, §6).
  */
 export interface ClientHello {
   type: "hello";
@@ -29,7 +29,7 @@ export interface ClientHello {
 }
 
 /**
- * A message of type `subscribe`.
+ * `subscribe`: open one or more subscriptions (spec §8).
  */
 export interface ClientSubscribe {
   type: "subscribe";
@@ -40,7 +40,7 @@ export interface ClientSubscribe {
 }
 
 /**
- * A message of type `unsubscribe`.
+ * `unsubscribe`: close subscriptions (spec §8).
  */
 export interface ClientUnsubscribe {
   type: "unsubscribe";
@@ -51,7 +51,7 @@ export interface ClientUnsubscribe {
 }
 
 /**
- * A message of type `ping`.
+ * `ping`, in either direction (spec §11).
  */
 export interface ClientPing {
   type: "ping";
@@ -62,7 +62,7 @@ export interface ClientPing {
 }
 
 /**
- * A message of type `pong`.
+ * `pong`, in either direction (spec §11).
  */
 export interface ClientPong {
   type: "pong";
