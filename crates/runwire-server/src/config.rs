@@ -314,6 +314,9 @@ pub struct ServerConfig {
     pub sqlite: SqliteConfig,
     /// Which events the memory and SQLite stores keep.
     pub retention: RetentionConfig,
+    /// Serve the live run page at `GET /` and its files under `/_page/` (default
+    /// true); with `false` those paths answer 404 like any other unknown path.
+    pub page: bool,
 }
 
 impl Default for ServerConfig {
@@ -351,6 +354,7 @@ impl Default for ServerConfig {
             tls: TlsConfig::default(),
             sqlite: SqliteConfig::default(),
             retention: RetentionConfig::default(),
+            page: true,
         }
     }
 }

@@ -33,6 +33,7 @@
 //! | `GET /v1/runs/{run_id}/events?after_seq=&limit=` | history (spec §4.4) |
 //! | `GET /healthz` | `{"status":"ok"}` |
 //! | `GET /metrics` | Prometheus text |
+//! | `GET /`, `GET /_page/…` | the live run page (not part of the protocol; `page = false` turns it off) |
 //!
 //! # Stores
 //!
@@ -58,6 +59,7 @@ mod linger;
 pub mod metrics;
 mod origin;
 mod outbound;
+mod page;
 mod state;
 pub mod store;
 mod subscription;
@@ -164,7 +166,14 @@ impl Server {
             identities: Arc::new(identity::Identities::new(per_identity)),
         });
         let body_limit = state.config.max_request_bytes.saturating_add(1);
-        let app = Router::new()
+        let mut app = Router::new();
+        if state.config.page {
+            app = app
+                .route("/", get(page::index))
+                .route(page::SCRIPT_PATH, get(page::script))
+                .route(page::STYLE_PATH, get(page::style));
+        }
+        let app = app
             .route(runwire_protocol::STREAM_PATH, get(ws::stream))
             .route(
                 "/v1/runs/{run_id}/events",

@@ -14,6 +14,7 @@ mod input;
 mod linger;
 mod observability;
 mod origin;
+mod page;
 mod redis;
 mod redis_cluster;
 mod retention;
