@@ -1,8 +1,8 @@
 //! Receive-pipeline benchmark: decode + de-duplication + ordering, in process, one
 //! core. Run: `cargo bench -p runwire-client --bench pipeline`.
 //!
-//! Feeds pre-encoded text frames of ~250-byte progress events (the brief's benchmark
-//! event) through [`runwire_client::decode_text_frame`] and [`runwire_client::Tracker`],
+//! Feeds pre-encoded text frames of ~250-byte `run.progress` events (the event the
+//! figures in `docs/performance.md` use) through [`runwire_client::decode_text_frame`] and [`runwire_client::Tracker`],
 //! as the connection task does, and prints events/s for single-event frames and for
 //! batches, with two references measured in the same run on the same bytes: the
 //! protocol crate's typed decode alone (no policy), and parsing into a
