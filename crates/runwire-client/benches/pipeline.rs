@@ -2,8 +2,9 @@
 //! core. Run: `cargo bench -p runwire-client --bench pipeline`.
 //!
 //! Feeds pre-encoded text frames of ~250-byte `run.progress` events (the event the
-//! figures in `docs/performance.md` use) through [`runwire_client::decode_text_frame`] and [`runwire_client::Tracker`],
-//! as the connection task does, and prints events/s for single-event frames and for
+//! figures in `docs/performance.md` use) through
+//! [`runwire_client::decode_text_frame`] and [`runwire_client::Tracker`], as the
+//! connection task does, and prints events/s for single-event frames and for
 //! batches, with two references measured in the same run on the same bytes: the
 //! protocol crate's typed decode alone (no policy), and parsing into a
 //! `serde_json::Value` (what a generic JSON client does before it looks at a frame);
