@@ -34,7 +34,13 @@ use tokio_tungstenite::{
     },
 };
 
+use super::pacer::Pacer;
 use crate::runner::Recorder;
+
+/// Locks the pacer; a poisoned lock still holds a usable count.
+fn lock(p: &std::sync::Mutex<Pacer>) -> std::sync::MutexGuard<'_, Pacer> {
+    p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -91,6 +97,8 @@ pub(crate) struct Conn {
     rx_done: bool,
     pause: watch::Sender<bool>,
     auto_pong: Arc<AtomicBool>,
+    /// The kit's copy of the server's message-rate bucket (`RW-LIMIT-5`).
+    pacer: Arc<std::sync::Mutex<Pacer>>,
     rec: Recorder,
     /// Control frames not yet consumed by a step (everything but events and pings).
     pub(crate) controls: VecDeque<Value>,
@@ -233,13 +241,14 @@ impl Conn {
         let (tx, rx) = mpsc::unbounded_channel();
         let (pause_tx, pause_rx) = watch::channel(false);
         let auto_pong = Arc::new(AtomicBool::new(true));
+        let pacer = Arc::new(std::sync::Mutex::new(Pacer::new()));
         tokio::spawn(reader(
             name.to_owned(),
             stream,
             Arc::clone(&sink),
             tx,
             pause_rx,
-            Arc::clone(&auto_pong),
+            (Arc::clone(&auto_pong), Arc::clone(&pacer)),
             rec.clone(),
         ));
         Ok(Self {
@@ -249,6 +258,7 @@ impl Conn {
             rx_done: false,
             pause: pause_tx,
             auto_pong,
+            pacer,
             rec,
             controls: VecDeque::new(),
             events: BTreeMap::new(),
@@ -274,8 +284,33 @@ impl Conn {
         })
     }
 
-    /// Sends a text frame.
+    /// Waits until the announced message rate allows one more message, and counts it
+    /// (see [`super::pacer`]).
+    async fn pace(&self) {
+        loop {
+            let wait = lock(&self.pacer).wait(Instant::now());
+            if wait.is_zero() {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+        }
+        lock(&self.pacer).take(Instant::now());
+    }
+
+    /// Sends a text frame, within the announced message rate.
     pub(crate) async fn send_text(&mut self, text: String) -> Result<(), String> {
+        self.pace().await;
+        self.send_text_unpaced(text).await
+    }
+
+    /// Sends a JSON message at once, whatever the announced message rate: for steps
+    /// that exceed it on purpose.
+    pub(crate) async fn send_unpaced(&mut self, v: &Value) -> Result<(), String> {
+        lock(&self.pacer).take(Instant::now());
+        self.send_text_unpaced(v.to_string()).await
+    }
+
+    async fn send_text_unpaced(&mut self, text: String) -> Result<(), String> {
         self.rec.out(&self.name, &text);
         self.sink
             .lock()
@@ -292,6 +327,7 @@ impl Conn {
 
     /// Sends a binary frame.
     pub(crate) async fn send_binary(&mut self, bytes: Vec<u8>) -> Result<(), String> {
+        self.pace().await;
         self.rec.out(
             &self.name,
             &format!("<binary frame, {} bytes>", bytes.len()),
@@ -306,6 +342,7 @@ impl Conn {
 
     /// Sends a text frame whose payload is not valid UTF-8.
     pub(crate) async fn send_invalid_utf8(&mut self) -> Result<(), String> {
+        self.pace().await;
         self.rec
             .out(&self.name, "<text frame with invalid UTF-8: ff fe 7b>");
         let frame = Frame::message(
@@ -465,6 +502,12 @@ impl Conn {
                 self.pings.push(at);
             }
             "welcome" => {
+                if let Some(rate) = v
+                    .pointer("/limits/max_messages_per_second")
+                    .and_then(Value::as_u64)
+                {
+                    lock(&self.pacer).announce(rate);
+                }
                 self.welcome = Some((v.clone(), at));
                 self.controls.push_back(v);
             }
@@ -756,7 +799,7 @@ async fn reader(
     sink: Sink,
     tx: mpsc::UnboundedSender<In>,
     mut pause: watch::Receiver<bool>,
-    auto_pong: Arc<AtomicBool>,
+    (auto_pong, pacer): (Arc<AtomicBool>, Arc<std::sync::Mutex<Pacer>>),
     rec: Recorder,
 ) {
     loop {
@@ -780,6 +823,8 @@ async fn reader(
                         json!({"type": "pong", "id": v.get("id").cloned().unwrap_or(Value::Null)})
                             .to_string();
                     rec.out(&name, &pong);
+                    // Counted, never delayed: heartbeat scenarios time the pong.
+                    lock(&pacer).take(Instant::now());
                     let _ = sink.lock().await.send(Message::text(pong)).await;
                 }
                 let _ = tx.send(In::Text(text, at));

@@ -7,7 +7,7 @@
 //! The flood step opens a connection of its own (registered in `super::steps::flood`);
 //! [`blame_epoch_mismatch`] reads the failures of the scenario's other steps.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -95,10 +95,8 @@ async fn flood_on(
             .unwrap_or(default)
             .max(1)
     };
+    // The connection keeps to the announced message rate by itself (`Conn::send`).
     let chunk = limit("max_subscriptions", 100).min(100);
-    // Two messages per chunk: stay below the announced message rate.
-    let rate = limit("max_messages_per_second", 50);
-    let mut window = (Instant::now(), 1u64);
     let prefix = format!("rwc-flood-{:016x}", seed ^ rand::random::<u64>());
     rec.note("flood", format!("{n} runs {prefix}-*, {chunk} per message"));
     let mut done = 0;
@@ -111,12 +109,6 @@ async fn flood_on(
             json!({"type": "subscribe", "subscriptions": subs}),
             json!({"type": "unsubscribe", "run_ids": ids}),
         ] {
-            if window.1 + 2 > rate {
-                let next = window.0 + Duration::from_millis(1_100);
-                tokio::time::sleep_until(next).await;
-                window = (Instant::now(), 0);
-            }
-            window.1 += 1;
             let want = if msg["type"] == "subscribe" {
                 "subscribed"
             } else {

@@ -10,6 +10,7 @@ mod admission;
 mod conn;
 mod flood;
 mod frames;
+mod pacer;
 mod slow;
 mod steps;
 

@@ -86,6 +86,50 @@ async fn reference_server_passes_every_server_scenario_over_tls() {
     passes_every_server_scenario(config).await;
 }
 
+/// The kit keeps to the message rate a server announces (`RW-LIMIT-5`), counting its
+/// own pongs (`RW-LIMIT-4` counts them): against a server at the default rate (50 per
+/// second) that pings every 50 ms, the scenarios that send the most messages (the flood
+/// of `RW-SEC-15`, the subscription churn of `RW-SUB-4`) pass instead of being closed
+/// with `rate_limited` and blaming the server for what the kit did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kit_keeps_to_the_announced_message_rate() {
+    let mut config = reference::reference_config(1.0);
+    config.max_messages_per_second = runwire_protocol::defaults::MAX_MESSAGES_PER_SECOND;
+    config.heartbeat_interval_ms = 50;
+    let server = reference::ReferenceServer::start(config).await.unwrap();
+    let opts = ConformOptions {
+        seed: 20261205,
+        tags: Some(TagFilter::parse("@RW-SEC-15 or @RW-SUB-4").unwrap()),
+        ..ConformOptions::default()
+    };
+    println!("seed {}", opts.seed);
+    let plan = Plan {
+        server: Some(server.target()),
+        client: None,
+    };
+    let report = conform(plan, &opts, &|_| {}).await.unwrap();
+    server.stop().await;
+    let bad: Vec<String> = report
+        .results
+        .iter()
+        .filter(|r| r.grade != Grade::Pass)
+        .map(|r| {
+            format!(
+                "{}: {:?} {}",
+                r.id,
+                r.grade,
+                r.message.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(
+        report.counts.total >= 2,
+        "{} scenarios ran",
+        report.counts.total
+    );
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn optional_capability_scenarios_are_not_implemented_without_them() {
     let server = reference::ReferenceServer::start(reference::reference_config(1.0))

@@ -87,7 +87,8 @@ async fn send_pings(w: &mut ServerWorld, name: &str, n: u64) -> StepResultT {
     for i in 0..n {
         let m = json!({"type": "ping", "id": format!("flood-{i}")});
         let c = w.client(name)?;
-        if c.send(&m).await.is_err() {
+        // "At once": faster than the announced rate when the step asks for more.
+        if c.send_unpaced(&m).await.is_err() {
             break;
         }
     }
