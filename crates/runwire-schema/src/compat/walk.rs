@@ -1184,11 +1184,8 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
     fn required_changed(&mut self, p: &Props<'_>, name: &str, pptr: &str, ppath: &str) {
         match (p.old_req.contains(name), p.new_req.contains(name)) {
             (true, false) => {
-                let sev = (self.is_writer()
-                    && p.counterpart_req
-                        .as_ref()
-                        .is_some_and(|r| !r.contains(name)))
-                .then_some(Severity::Info);
+                let sev =
+                    (self.is_writer() && p.counterpart_optional(name)).then_some(Severity::Info);
                 self.emit(
                     id::PROPERTY_REQUIRED_TO_OPTIONAL,
                     sev,
@@ -1198,9 +1195,8 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
                 );
             }
             (false, true) => {
-                let sev = (!self.is_writer()
-                    && p.counterpart_req.as_ref().is_some_and(|r| r.contains(name)))
-                .then_some(Severity::Info);
+                let sev =
+                    (!self.is_writer() && p.counterpart_required(name)).then_some(Severity::Info);
                 self.emit(
                     id::PROPERTY_OPTIONAL_TO_REQUIRED,
                     sev,
@@ -1236,9 +1232,7 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
         if p.new_req.contains(name) {
             let sev = if closed_reader {
                 Some(Severity::Error)
-            } else if !self.is_writer()
-                && p.counterpart_req.as_ref().is_some_and(|r| r.contains(name))
-            {
+            } else if !self.is_writer() && p.counterpart_required(name) {
                 Some(Severity::Info)
             } else {
                 None
@@ -1264,11 +1258,8 @@ impl<'o, 'n, 'c> Walker<'o, 'n, 'c> {
     /// A property only the old version has.
     fn property_removed(&mut self, p: &Props<'_>, name: &str, pptr: &str, ppath: &str) {
         if p.old_req.contains(name) {
-            let sev = (self.is_writer()
-                && p.counterpart_req
-                    .as_ref()
-                    .is_some_and(|r| !r.contains(name)))
-            .then_some(Severity::Warning);
+            let sev =
+                (self.is_writer() && p.counterpart_optional(name)).then_some(Severity::Warning);
             self.emit(
                 id::PROPERTY_REQUIRED_REMOVED,
                 sev,
@@ -1920,6 +1911,20 @@ struct Props<'a> {
 }
 
 impl<'a> Props<'a> {
+    /// The counterpart's schema is known and requires `name`.
+    fn counterpart_required(&self, name: &str) -> bool {
+        self.counterpart_req
+            .as_ref()
+            .is_some_and(|r| r.contains(name))
+    }
+
+    /// The counterpart's schema is known and does not require `name`.
+    fn counterpart_optional(&self, name: &str) -> bool {
+        self.counterpart_req
+            .as_ref()
+            .is_some_and(|r| !r.contains(name))
+    }
+
     fn of(
         o: &'a Node<'_>,
         n: &'a Node<'_>,
