@@ -2,12 +2,27 @@
 
 use runwire_conformance::{ConformOptions, Grade, Plan, conform, features::TagFilter, reference};
 
+/// Runs the server suite with `opts` against a reference server started with `config`.
+async fn run_server_suite(
+    config: runwire_server::ServerConfig,
+    opts: &ConformOptions,
+) -> runwire_conformance::RunReport {
+    let server = reference::ReferenceServer::start(config).await.unwrap();
+    println!("seed {}", opts.seed);
+    let plan = Plan {
+        server: Some(server.target()),
+        client: None,
+    };
+    let report = conform(plan, opts, &|_| {}).await.unwrap();
+    server.stop().await;
+    report
+}
+
 /// Runs the whole server suite against `config` and asserts that every scenario passes
 /// (or fails as the committed expected failures say); without TLS the transport
 /// security scenarios (`features/server/tls.feature`) are not implemented instead.
 async fn passes_every_server_scenario(config: runwire_server::ServerConfig) {
     let tls = config.tls.enabled();
-    let server = reference::ReferenceServer::start(config).await.unwrap();
     // The committed expected failures (reference bugs reported upstream, with reasons).
     let xf = runwire_conformance::expect::ExpectedFailures::parse(
         include_str!("../../../../conformance/expected-failures.json"),
@@ -20,13 +35,7 @@ async fn passes_every_server_scenario(config: runwire_server::ServerConfig) {
         expected_failures: Some(xf),
         ..ConformOptions::default()
     };
-    println!("seed {}", opts.seed);
-    let plan = Plan {
-        server: Some(server.target()),
-        client: None,
-    };
-    let report = conform(plan, &opts, &|_| {}).await.unwrap();
-    server.stop().await;
+    let report = run_server_suite(config, &opts).await;
     let bad: Vec<String> = report
         .results
         .iter()
@@ -96,19 +105,12 @@ async fn the_kit_keeps_to_the_announced_message_rate() {
     let mut config = reference::reference_config(1.0);
     config.max_messages_per_second = runwire_protocol::defaults::MAX_MESSAGES_PER_SECOND;
     config.heartbeat_interval_ms = 50;
-    let server = reference::ReferenceServer::start(config).await.unwrap();
     let opts = ConformOptions {
         seed: 20261205,
         tags: Some(TagFilter::parse("@RW-SEC-15 or @RW-SUB-4").unwrap()),
         ..ConformOptions::default()
     };
-    println!("seed {}", opts.seed);
-    let plan = Plan {
-        server: Some(server.target()),
-        client: None,
-    };
-    let report = conform(plan, &opts, &|_| {}).await.unwrap();
-    server.stop().await;
+    let report = run_server_suite(config, &opts).await;
     let bad: Vec<String> = report
         .results
         .iter()
