@@ -196,6 +196,9 @@ interface Session {
   deferred: SubscriptionRequest[];
 }
 
+/** How long a closing socket may take to finish its closing handshake before we go on. */
+const CLOSE_HANDSHAKE_MS = 1000;
+
 const encoder = new TextEncoder();
 const byteLength = (text: string): number => encoder.encode(text).length;
 
@@ -355,7 +358,12 @@ export class RunwireClient {
       const { ending, healthy } = await this.connectOnce();
       for (const entry of this.runs.values()) entry.tracker.onDisconnect();
       if (healthy) this.failures = 0;
-      if (ending.cls === "closed" || this.stopping) return this.setClosed();
+      if (ending.cls === "closed" || this.stopping) {
+        // RW-CONN-11: the close frame we sent must reach the server before the
+        // application is told we are done (and, say, ends the process or the page).
+        await this.closingFinished();
+        return this.setClosed();
+      }
       if (ending.cls === "terminal") {
         return this.fail(
           ending.error ?? {
@@ -390,6 +398,19 @@ export class RunwireClient {
       await this.wait(delayMs);
       if (this.stopping) return this.setClosed();
     }
+  }
+
+  /**
+   * Waits until the last socket has closed (the closing handshake of RFC 6455 §7.1.1:
+   * the server echoed our close frame, or the socket gave up), for at most
+   * `CLOSE_HANDSHAKE_MS`.
+   */
+  private async closingFinished(): Promise<void> {
+    const s = this.session;
+    if (s === undefined) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([s.closed, new Promise((r) => (timer = setTimeout(r, CLOSE_HANDSHAKE_MS)))]);
+    clearTimeout(timer);
   }
 
   private get maxAttempts(): number {
@@ -451,9 +472,7 @@ export class RunwireClient {
     const previous = this.session;
     if (previous !== undefined) {
       // RW-RECONNECT-9: one connection at a time; the last one finishes closing first.
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([previous.closed, new Promise((r) => (timer = setTimeout(r, 1000)))]);
-      clearTimeout(timer);
+      await this.closingFinished();
     }
     let token: string | undefined;
     try {

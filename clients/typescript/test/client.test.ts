@@ -208,6 +208,47 @@ describe("RunwireClient.close", () => {
   });
 });
 
+describe("RunwireClient closing handshake", () => {
+  it("resolves start() and close() only after the socket has closed, so the close frame is not lost (RW-CONN-11)", async () => {
+    const client = new RunwireClient({ url: "ws://test/v1/stream", WebSocket: FakeSocket, pageEvents: false, seed: 3n, closeWhenDone: true });
+    client.subscribe("run-1");
+    let done = false;
+    const started = client.start().then(() => (done = true));
+    await vi.advanceTimersByTimeAsync(0);
+    const ws = FakeSocket.last();
+    ws.holdClose = true;
+    ws.open();
+    ws.welcome();
+    ws.recv({ type: "subscribed", run_id: "run-1", epoch: "e1", after_seq: 0, head_seq: 0 });
+    ws.recv({ type: "event", event: event(1, "run.status", { status: "completed" }) });
+    expect(ws.closedWith).toBe(1000);
+    await vi.advanceTimersByTimeAsync(500);
+    expect(done).toBe(false); // still closing: the server has not echoed the close frame
+    ws.serverClose(1000);
+    await vi.advanceTimersByTimeAsync(0);
+    await started;
+    expect(done).toBe(true);
+    expect(client.state.status).toBe("closed");
+  });
+
+  it("does not wait for ever on a socket that never finishes closing", async () => {
+    const client = new RunwireClient({ url: "ws://test/v1/stream", WebSocket: FakeSocket, pageEvents: false, seed: 3n });
+    void client.start();
+    await vi.advanceTimersByTimeAsync(0);
+    const ws = FakeSocket.last();
+    ws.holdClose = true;
+    ws.open();
+    ws.welcome();
+    let closed = false;
+    const closing = client.close().then(() => (closed = true));
+    await vi.advanceTimersByTimeAsync(999);
+    expect(closed).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    await closing;
+    expect(closed).toBe(true);
+  });
+});
+
 describe("RunwireClient errors naming a run", () => {
   it("a non-retryable error for an open run ends nothing (RW-SUB-5); one for a pending entry drops the run for good (RW-SUB-10)", async () => {
     vi.useFakeTimers();

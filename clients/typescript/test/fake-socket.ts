@@ -11,6 +11,8 @@ export class FakeSocket implements WebSocketLike {
   onerror: ((ev: unknown) => void) | null = null;
   sent: Record<string, unknown>[] = [];
   closedWith: number | undefined;
+  /** When set, our close() waits for the test to call `serverClose` (the server's echo). */
+  holdClose = false;
 
   constructor(readonly url: string) {
     FakeSocket.all.push(this);
@@ -52,6 +54,10 @@ export class FakeSocket implements WebSocketLike {
   close(code?: number): void {
     if (this.closedWith !== undefined) return;
     this.closedWith = code;
+    if (this.holdClose) {
+      this.readyState = 2;
+      return;
+    }
     this.readyState = 3;
     queueMicrotask(() => this.onclose?.({ code: code ?? 1005, reason: "" }));
   }
