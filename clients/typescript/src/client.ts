@@ -181,6 +181,10 @@ interface Session {
   closedByUs: boolean;
   watchdog: ReturnType<typeof setTimeout> | undefined;
   watchdogAt: number;
+  /** No silence is declared before this clock time (after a stall of our own). */
+  silenceGraceUntil: number;
+  /** The `lastFrameAt` the stall grace was last granted for (once per silence). */
+  stallGraceFor: number | undefined;
   closed: Promise<void>;
   markClosed: () => void;
   rate: number;
@@ -195,6 +199,9 @@ interface Session {
   /** Subscription entries that did not fit in `hello`, sent after `welcome`. */
   deferred: SubscriptionRequest[];
 }
+
+/** A timer this late (ms) means our event loop was stalled: see `checkDeadlines`. */
+const STALL_MS = 20;
 
 /** How long a closing socket may take to finish its closing handshake before we go on. */
 const CLOSE_HANDSHAKE_MS = 1000;
@@ -506,6 +513,8 @@ export class RunwireClient {
         closedByUs: false,
         watchdog: undefined,
         watchdogAt: Infinity,
+        silenceGraceUntil: 0,
+        stallGraceFor: undefined,
         closed,
         markClosed,
         rate: 0,
@@ -629,7 +638,7 @@ export class RunwireClient {
   /** (Re)arms the one timer of a session at its nearest deadline. */
   private armWatchdog(s: Session): void {
     if (s.ended) return;
-    let at = s.lastFrameAt + s.budgetMs;
+    let at = Math.max(s.lastFrameAt + s.budgetMs, s.silenceGraceUntil);
     for (const entry of this.runs.values()) {
       const g = entry.tracker.gapDeadline;
       if (g !== undefined && !entry.tracker.resyncing && g < at) at = g;
@@ -638,17 +647,32 @@ export class RunwireClient {
     if (s.watchdog !== undefined) clearTimeout(s.watchdog);
     s.watchdogAt = at;
     s.watchdog = setTimeout(() => {
+      const due = s.watchdogAt;
       s.watchdog = undefined;
       s.watchdogAt = Infinity;
-      this.checkDeadlines(s);
+      this.checkDeadlines(s, this.clock() - due);
     }, Math.max(0, at - this.clock()));
   }
 
-  /** Compares the clock with the deadlines (`RW-HEART-6`): never counts timer firings. */
-  private checkDeadlines(s: Session): void {
+  /**
+   * Compares the clock with the deadlines (`RW-HEART-6`): never counts timer firings.
+   * `lateMs` is how late the timer that called us fired. A timer that fired
+   * `STALL_MS` or more late says our own event loop was stalled (a busy machine, a
+   * long task on the page): frames that arrived meanwhile may still wait in its
+   * queue behind this timer, so silence is declared only after they have had their
+   * turn. Once per silence, we look again after as long as the stall (at most one
+   * budget); a server that really went silent is then declared dead that much later.
+   */
+  private checkDeadlines(s: Session, lateMs = 0): void {
     if (s.ended) return;
     const t = this.clock();
-    if (t - s.lastFrameAt >= s.budgetMs) {
+    if (t - s.lastFrameAt >= s.budgetMs && t >= s.silenceGraceUntil) {
+      if (lateMs >= STALL_MS && s.stallGraceFor !== s.lastFrameAt) {
+        s.stallGraceFor = s.lastFrameAt;
+        s.silenceGraceUntil = t + Math.min(lateMs, s.budgetMs);
+        this.armWatchdog(s);
+        return;
+      }
       // RW-RECONNECT-11 before welcome, RW-HEART-5 after: close 1000, reconnect with backoff.
       const code = s.welcome !== undefined ? "liveness_timeout" : "welcome_timeout";
       this.report({ code, message: `no frame within ${Math.round(s.budgetMs)} ms`, terminal: false });

@@ -208,6 +208,60 @@ describe("RunwireClient.close", () => {
   });
 });
 
+describe("RunwireClient liveness after a stall of its own (RW-HEART-5, RW-HEART-6)", () => {
+  // The clock is ours: it jumps ahead of the fake timers the way the wall clock runs
+  // on while a stalled event loop cannot fire them.
+  let clock = 0;
+  const start = async () => {
+    const { client, errors } = makeClient({ clock: () => clock, livenessGraceMs: 100 });
+    void client.start();
+    await vi.advanceTimersByTimeAsync(0);
+    const ws = FakeSocket.last();
+    ws.open();
+    ws.welcome({ heartbeat_interval_ms: 100 }); // liveness budget 200 ms from here
+    return { client, errors, ws };
+  };
+  beforeEach(() => {
+    clock = 1000;
+  });
+
+  it("a frame queued during the stall is processed before silence is declared", async () => {
+    const { client, ws } = await start();
+    clock += 500; // the loop stalls for 500 ms; the 200 ms timer fires 300 ms late
+    await vi.advanceTimersByTimeAsync(200);
+    expect(ws.closedWith).toBeUndefined();
+    ws.recv({ type: "ping", id: "p-1" }); // the ping that waited behind the timer
+    clock += 150;
+    await vi.advanceTimersByTimeAsync(150);
+    expect(ws.closedWith).toBeUndefined();
+    expect(ws.sent.at(-1)).toEqual({ type: "pong", id: "p-1" });
+    await client.close();
+  });
+
+  it("a server that really went silent is declared dead once the stall's length has passed", async () => {
+    const { client, errors, ws } = await start();
+    clock += 500;
+    await vi.advanceTimersByTimeAsync(200); // 300 ms late: look again 200 ms (one budget) later
+    expect(ws.closedWith).toBeUndefined();
+    clock += 199;
+    await vi.advanceTimersByTimeAsync(199);
+    expect(ws.closedWith).toBeUndefined();
+    clock += 1;
+    await vi.advanceTimersByTimeAsync(1);
+    expect(ws.closedWith).toBe(1000);
+    expect(errors.at(-1)).toMatchObject({ code: "liveness_timeout" });
+    await client.close();
+  });
+
+  it("a timer on time declares silence at once", async () => {
+    const { client, ws } = await start();
+    clock += 205; // 5 ms late: no stall
+    await vi.advanceTimersByTimeAsync(200);
+    expect(ws.closedWith).toBe(1000);
+    await client.close();
+  });
+});
+
 describe("RunwireClient closing handshake", () => {
   it("resolves start() and close() only after the socket has closed, so the close frame is not lost (RW-CONN-11)", async () => {
     const client = new RunwireClient({ url: "ws://test/v1/stream", WebSocket: FakeSocket, pageEvents: false, seed: 3n, closeWhenDone: true });
