@@ -92,9 +92,92 @@ pub(crate) struct ConnState {
     pub(crate) limits: Option<(u64, u64)>,
     /// The client's token bucket under the announced rate: (tokens, last refill).
     bucket: Option<(f64, Instant)>,
+    /// The client's liveness budget on this connection once `welcome` was sent: the
+    /// announced heartbeat interval plus the grace the client was configured with
+    /// (`RW-HEART-5`).
+    pub(crate) liveness_budget: Option<Duration>,
+    /// When the mock sent each frame since `welcome` (the first entry).
+    pub(crate) sent_since_welcome: Vec<Instant>,
     consumed_pong: usize,
     consumed_sub: usize,
     consumed_type: usize,
+}
+
+impl ConnState {
+    /// The longest time the mock sent nothing on this connection between `welcome`
+    /// and `at` (a frame sent after `at` does not end a silence): its length and its
+    /// start. `None` before `welcome`.
+    pub(crate) fn longest_silence_before(&self, at: Instant) -> Option<(Duration, Instant)> {
+        let sent: Vec<Instant> = self
+            .sent_since_welcome
+            .iter()
+            .copied()
+            .filter(|t| *t <= at)
+            .collect();
+        let last = *sent.last()?;
+        let mut best = (at.saturating_duration_since(last), last);
+        for pair in sent.windows(2) {
+            let gap = pair[1].saturating_duration_since(pair[0]);
+            if gap > best.0 {
+                best = (gap, pair[0]);
+            }
+        }
+        Some(best)
+    }
+
+    /// When the client closed this connection after `welcome`: the close time, the
+    /// client's liveness budget and the mock's longest silence before the close.
+    fn close_after_silence(&self) -> Option<SilenceClose> {
+        let (at, _) = self.closed?;
+        let budget = self.liveness_budget?;
+        let (silence, from) = self.longest_silence_before(at)?;
+        Some(SilenceClose {
+            at,
+            budget,
+            silence,
+            from,
+        })
+    }
+}
+
+/// Locks a connection's state (a panicked holder's data is still good to read).
+fn lock_state(state: &StdMutex<ConnState>) -> std::sync::MutexGuard<'_, ConnState> {
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A client's close judged against the mock's own silence before it (`RW-HEART-5`):
+/// a client that heard nothing for its liveness budget must close, so a close that
+/// came after a silence of the mock's as long as the budget (a busy machine made the
+/// mock late) shows nothing about the client.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SilenceClose {
+    /// When the client closed.
+    at: Instant,
+    /// Its liveness budget.
+    budget: Duration,
+    /// The mock's longest silence before `at`, since `welcome`.
+    silence: Duration,
+    /// Where that silence began.
+    from: Instant,
+}
+
+impl SilenceClose {
+    /// How much shorter than the budget the mock's silence was: the margin by which
+    /// the close was early. Zero when the silence reached the budget.
+    fn margin(self) -> Duration {
+        self.budget.saturating_sub(self.silence)
+    }
+
+    fn describe(self) -> String {
+        format!(
+            "the mock's longest silence before the client closed was {:.1} ms, its \
+             liveness budget {:.1} ms (RW-HEART-5)",
+            ms(self.silence),
+            ms(self.budget)
+        )
+    }
 }
 
 /// One connection as seen from the fixture.
@@ -289,6 +372,40 @@ impl Shared {
         self.bump();
     }
 
+    /// Records that the client ended connection `conn` (its state `state`) while the
+    /// script still waited on it. When the client closed after `welcome`, the
+    /// judgment is a timing one: the close was early by how much the mock's own
+    /// longest silence before it fell short of the client's liveness budget, and
+    /// inconclusive when the measured lateness covers that (or the silence reached
+    /// the budget: the client was right to close).
+    pub(crate) fn violate_closed(
+        &self,
+        conn: u32,
+        state: &StdMutex<ConnState>,
+        requirement: &str,
+        expectation: &str,
+        message: String,
+    ) {
+        let close = lock_state(state).close_after_silence();
+        match close {
+            Some(c) => self.violate_timing(
+                Some(conn),
+                requirement,
+                expectation,
+                format!("{message}; {}", c.describe()),
+                TimingMiss::new(c.margin(), c.from, c.at),
+            ),
+            None => self.violate(Some(conn), requirement, expectation, message),
+        }
+    }
+
+    /// Whether the client's close of the connection with state `state` is explained by
+    /// the mock's silence before it (see [`Self::violate_closed`]).
+    fn close_explained(&self, state: &StdMutex<ConnState>) -> Option<SilenceClose> {
+        let c = lock_state(state).close_after_silence()?;
+        (c.margin() <= self.lateness(c.from, c.at).total()).then_some(c)
+    }
+
     fn current_epoch(&self, run: &str) -> String {
         if let Some(e) = self.lock().epochs.get(run) {
             return e.clone();
@@ -321,6 +438,48 @@ fn unhex(s: &str) -> Vec<u8> {
     (0..s.len() / 2)
         .filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
         .collect()
+}
+
+/// Judges connection `k`, which the fixture does not script (only `scripted` are). A
+/// reconnect after a close that the mock's own silence explains (the client had to
+/// close, `RW-HEART-5`, and then to reconnect) is inconclusive like that close.
+fn extra_connection(sh: &Shared, k: u32, scripted: usize) {
+    let req = sh
+        .fixture
+        .expect
+        .extra_connection_requirement
+        .clone()
+        .unwrap_or_else(|| sh.fixture.primary_requirement().to_owned());
+    let message = format!(
+        "the client opened connection {k}, but the fixture scripts only {scripted}: it must \
+         not connect again"
+    );
+    let previous = k
+        .checked_sub(2)
+        .and_then(|i| sh.lock().conns.get(i as usize).map(|c| c.state.clone()));
+    let explained = previous.and_then(|st| sh.close_explained(&st));
+    match explained {
+        Some(c) => {
+            let message = format!(
+                "{message} (after closing connection {} when {}: inconclusive)",
+                k - 1,
+                c.describe()
+            );
+            sh.record(
+                k,
+                Direction::Mock,
+                What::Violation {
+                    requirement: req.clone(),
+                    message: message.clone(),
+                },
+            );
+            let mut v = Violation::new(&req, "no_reconnect", message, Some(k));
+            v.inconclusive = true;
+            sh.lock().violations.push(v);
+            sh.bump();
+        }
+        None => sh.violate(Some(k), &req, "no_reconnect", message),
+    }
 }
 
 /// Runs the accept loop until shutdown.
@@ -367,21 +526,7 @@ pub(crate) async fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
             });
         }
         if !is_scripted {
-            let req = sh
-                .fixture
-                .expect
-                .extra_connection_requirement
-                .clone()
-                .unwrap_or_else(|| sh.fixture.primary_requirement().to_owned());
-            sh.violate(
-                Some(k),
-                &req,
-                "no_reconnect",
-                format!(
-                    "the client opened connection {k}, but the fixture scripts only {scripted}: \
-                     it must not connect again"
-                ),
-            );
+            extra_connection(&sh, k, scripted);
         }
         let sh2 = sh.clone();
         sh.spawn(async move {

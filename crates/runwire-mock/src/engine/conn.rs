@@ -161,6 +161,12 @@ impl Conn {
         match s.send(msg.clone()).await {
             Ok(()) => {
                 drop(g);
+                {
+                    let mut st = self.st();
+                    if st.liveness_budget.is_some() {
+                        st.sent_since_welcome.push(Instant::now());
+                    }
+                }
                 self.sent.push(msg);
                 true
             }

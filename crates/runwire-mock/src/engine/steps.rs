@@ -82,7 +82,15 @@ impl Conn {
             "server": { "name": "runwire-mock", "version": env!("CARGO_PKG_VERSION") },
         });
         merge(&mut v, w.extra.as_ref());
-        self.send_json(&v).await;
+        if self.send_json(&v).await {
+            // RW-HEART-5: from here the client declares the connection dead after a
+            // silence of the interval plus its grace (both as the client got them).
+            let hb = sh.wire_ms(w.heartbeat_interval_ms.unwrap_or(2000));
+            let grace = sh.wire_ms(sh.fixture.client.liveness_grace_ms);
+            let mut st = self.st();
+            st.liveness_budget = Some(Duration::from_millis(hb + grace));
+            st.sent_since_welcome = vec![Instant::now()];
+        }
     }
 
     /// `subscribed`: wait for the client to ask for the run (in `hello` or `subscribe`),
@@ -455,8 +463,9 @@ impl Conn {
                     );
                 }
             }
-            Timed::Closed => sh.violate(
-                Some(k),
+            Timed::Closed => sh.violate_closed(
+                k,
+                &self.state,
                 &req,
                 "pong",
                 format!("the connection ended before a pong for ping {id:?}"),
@@ -535,8 +544,9 @@ impl Conn {
                     );
                 }
             }
-            Timed::Closed => sh.violate(
-                Some(k),
+            Timed::Closed => sh.violate_closed(
+                k,
+                &self.state,
                 &req,
                 "resubscribe",
                 format!(
@@ -575,8 +585,9 @@ impl Conn {
         );
         self.violate_within(&req, "await_message", &what, &timed, start);
         if matches!(timed, Timed::Closed) {
-            sh.violate(
-                Some(k),
+            sh.violate_closed(
+                k,
+                &self.state,
                 &req,
                 "await_message",
                 format!("{what}: the connection ended first"),

@@ -53,6 +53,9 @@ pub(crate) struct Bugs {
     pub(crate) ignore_retry_after: bool,
     /// Never declare a silent connection dead.
     pub(crate) no_liveness: bool,
+    /// Declare a connection dead after half the heartbeat interval, without the
+    /// grace: closes a connection the server keeps alive (`RW-HEART-5`).
+    pub(crate) early_liveness: bool,
     /// Do not hand resets to the application.
     pub(crate) ignore_reset: bool,
     /// Keep reconnecting forever.
@@ -531,6 +534,7 @@ impl Client {
         let mut last_error: Option<(String, Option<u64>, Option<u16>)> = None;
         loop {
             let live_deadline = match interval {
+                Some(i) if self.bugs.early_liveness => last_frame + i / 2,
                 Some(i) => last_frame + i + self.cfg.grace,
                 // RW-RECONNECT-11: the welcome deadline.
                 None if self.bugs.no_welcome_timeout => started + Duration::from_secs(3600),

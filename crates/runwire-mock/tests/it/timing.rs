@@ -324,3 +324,60 @@ async fn a_reply_sent_before_the_silence_step_began_still_breaks_the_silence() {
     let ok = settled(answered_before_the_window(), Bugs::default()).await;
     assert_eq!(ok.verdict.outcome, Outcome::Pass, "{}", show(&ok));
 }
+
+/// A connection kept alive by pings, but the mock itself falls silent for `wait_ms`
+/// between two of them (as a mock on a stalled machine would); the client's liveness
+/// budget is 100 + 60 = 160 ms.
+fn silence_fixture(wait_ms: u64) -> Fixture {
+    Fixture::parse(
+        &format!(
+            r#"{{"id": "timing-silence", "title": "silence", "requirements": ["RW-HEART-4", "RW-CONN-11"],
+            "level": "must",
+            "runs": [{{"run_id": "run-1", "length": 2}}],
+            "client": {{"runs": [{{"run_id": "run-1"}}], "liveness_grace_ms": 60}},
+            "connections": [
+                {{"steps": [{{"welcome": {{"heartbeat_interval_ms": 100}}}},
+                           {{"subscribed": {{"run": "run-1", "head_seq": 0}}}},
+                           {{"events": {{"run": "run-1", "from_seq": 1, "to_seq": 2}}}},
+                           {{"ping": {{}}}}, {{"await_pong": {{}}}},
+                           {{"wait": {{"ms": {wait_ms}}}}},
+                           {{"ping": {{}}}}, {{"await_pong": {{}}}}]}}],
+            "expect": {{"exit": "running", "delivered": [{{"run": "run-1", "timeline": ["1-2"]}}],
+                       "quiet_ms": 30, "extra_connection_requirement": "RW-CONN-11"}}}}"#
+        ),
+        "timing-silence.json",
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// RW-HEART-5 obliges a client to close after a silence of its budget: when the
+/// mock's own silence reached the budget, the close (and the reconnect after it)
+/// says nothing about the client, so the run is inconclusive, never a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_after_the_mocks_own_silence_is_inconclusive_not_a_failure() {
+    let r = harness::play(silence_fixture(400), Bugs::default()).await;
+    assert_eq!(r.verdict.outcome, Outcome::Inconclusive, "{}", show(&r));
+    let pong = of(&r, "pong");
+    assert!(
+        !pong.is_empty() && pong.iter().all(|v| v.inconclusive),
+        "{}",
+        show(&r)
+    );
+    assert!(
+        of(&r, "no_reconnect").iter().all(|v| v.inconclusive),
+        "{}",
+        show(&r)
+    );
+}
+
+/// The same fixture with the mock pinging well inside the budget: a client that
+/// closes a live connection early still fails, naming the requirement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_closes_a_live_connection_early_still_fails() {
+    let good = settled(silence_fixture(90), Bugs::default()).await;
+    assert!(good.verdict.passed(), "{}", show(&good));
+    let r = settled(silence_fixture(90), bugs(|b| b.early_liveness = true)).await;
+    assert_eq!(r.verdict.outcome, Outcome::Fail, "{}", show(&r));
+    let pong = of(&r, "pong");
+    assert!(pong.iter().any(|v| !v.inconclusive), "{}", show(&r));
+}
