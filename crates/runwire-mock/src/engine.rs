@@ -226,6 +226,12 @@ pub(crate) struct State {
     /// requirement, message), violations unless the adapter declared the `browser`
     /// profile (`RW-CLOSE-10`).
     pub(crate) unless_browser: Vec<(u32, String, String)>,
+    /// Set when the client closed a connection after the mock's own silence had
+    /// reached its liveness budget (`RW-HEART-5`, [`Shared::violate_closed`]): the
+    /// number of violations recorded before. The ones recorded from then on (the
+    /// reconnect, events never delivered, the exit) follow from a close the client
+    /// had to make, so they are inconclusive too.
+    pub(crate) explained_close: Option<usize>,
 }
 
 /// Everything the tasks of one mock share.
@@ -387,6 +393,9 @@ impl Shared {
         message: String,
     ) {
         let close = lock_state(state).close_after_silence();
+        if close.is_some() && self.close_explained(state).is_some() {
+            self.mark_explained_close();
+        }
         match close {
             Some(c) => self.violate_timing(
                 Some(conn),
@@ -397,6 +406,14 @@ impl Shared {
             ),
             None => self.violate(Some(conn), requirement, expectation, message),
         }
+    }
+
+    /// Marks that the violations from now on follow from a close the mock's own
+    /// silence explains (the first such close counts).
+    fn mark_explained_close(&self) {
+        let mut st = self.lock();
+        let n = st.violations.len();
+        st.explained_close.get_or_insert(n);
     }
 
     /// Whether the client's close of the connection with state `state` is explained by
@@ -460,6 +477,7 @@ fn extra_connection(sh: &Shared, k: u32, scripted: usize) {
     let explained = previous.and_then(|st| sh.close_explained(&st));
     match explained {
         Some(c) => {
+            sh.mark_explained_close();
             let message = format!(
                 "{message} (after closing connection {} when {}: inconclusive)",
                 k - 1,

@@ -328,7 +328,18 @@ impl<'a> FinalJudgment<'a> {
     fn verdict(&self, notes: Vec<String>, unimplemented: Option<String>) -> (Verdict, Transcript) {
         let (sh, f) = (self.sh, &self.sh.fixture);
         let st = sh.lock();
-        let violations = st.violations.clone();
+        let mut violations = st.violations.clone();
+        if let Some(from) = st.explained_close {
+            // RW-HEART-5: what followed a close the client had to make is not the
+            // client's doing (see `State::explained_close`).
+            for v in violations.iter_mut().skip(from).filter(|v| !v.inconclusive) {
+                v.inconclusive = true;
+                v.message.push_str(
+                    " (inconclusive: it follows from a close after the mock's own silence \
+                     reached the client's liveness budget)",
+                );
+            }
+        }
         let mut all_notes = st.notes.clone();
         all_notes.extend(notes);
         let outcome = if unimplemented.is_some() && f.expect.exit != Some(ExitExpect::Unimplemented)
