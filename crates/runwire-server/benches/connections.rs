@@ -4,7 +4,9 @@
 //! publish→deliver p50/p99 for runs watched by 1, 100 and 10,000 of those connections.
 //!
 //! `cargo bench -p runwire-server --bench connections -- [CONNECTIONS] [HEARTBEAT_MS]`
-//! (defaults: 100,000, or as many as the open-file limit allows, and 1,000 ms).
+//! (defaults: 100,000, or as many as the open-file limit allows, and 1,000 ms);
+//! `RUNWIRE_BENCH_UNSUBSCRIBED=1` leaves the connections outside the measured runs
+//! without a subscription.
 //!
 //! Both this process (the clients) and the child server hold one descriptor per
 //! connection, so both need `ulimit -n` above the count (docs/server.md, "Many
@@ -162,8 +164,16 @@ async fn run(wanted: usize, heartbeat_ms: u64) {
             plan.push((format!("width-{width}"), Some(w)));
         }
     }
+    // RUNWIRE_BENCH_UNSUBSCRIBED=1: the idle connections say `hello` without a
+    // subscription (what a connection costs without one).
+    let unsubscribed = std::env::var("RUNWIRE_BENCH_UNSUBSCRIBED").is_ok_and(|v| v == "1");
     for i in measured..conns.saturating_sub(10) {
-        plan.push((format!("idle-{}", i / 100), None));
+        let run = if unsubscribed {
+            String::new()
+        } else {
+            format!("idle-{}", i / 100)
+        };
+        plan.push((run, None));
     }
     let opening = Arc::new(tokio::sync::Semaphore::new(200));
     for (i, (run, w)) in plan.into_iter().enumerate() {
@@ -355,13 +365,21 @@ async fn open(
     let (mut ws, _) = tokio_tungstenite::client_async(url, tcp)
         .await
         .map_err(|e| format!("handshake: {e}"))?;
-    let hello = json!({"type": "hello", "versions": ["1.0"], "subscriptions": [{"run_id": run}]});
+    // An empty `run`: `hello` without a subscription (wait for `welcome`).
+    let (hello, answer) = if run.is_empty() {
+        (json!({"type": "hello", "versions": ["1.0"]}), "\"welcome\"")
+    } else {
+        (
+            json!({"type": "hello", "versions": ["1.0"], "subscriptions": [{"run_id": run}]}),
+            "\"subscribed\"",
+        )
+    };
     ws.send(Message::text(hello.to_string()))
         .await
         .map_err(|e| format!("hello: {e}"))?;
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.as_str().contains("\"subscribed\"") => return Ok(ws),
+            Some(Ok(Message::Text(t))) if t.as_str().contains(answer) => return Ok(ws),
             Some(Ok(_)) => {}
             other => return Err(format!("before subscribed: {other:?}")),
         }

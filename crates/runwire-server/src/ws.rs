@@ -381,7 +381,7 @@ impl Conn {
                     }
                 }
                 Some(SubReport::Fatal(e)) = reports.recv() => {
-                    self.out.close(e);
+                    self.out.close(*e);
                 }
                 _ = slow_check.tick() => {
                     if out.over_limit() {
