@@ -4,7 +4,7 @@
 //! publish→deliver p50/p99 for runs watched by 1, 100 and 10,000 of those connections.
 //!
 //! `cargo bench -p runwire-server --bench connections -- [CONNECTIONS] [HEARTBEAT_MS]`
-//! (defaults: 100,000, or as many as the open-file limit allows, and 1,000 ms);
+//! (defaults: 100,000, or as many as the open-file limit allows, and 5,000 ms);
 //! `RUNWIRE_BENCH_UNSUBSCRIBED=1` leaves the connections outside the measured runs
 //! without a subscription.
 //!
@@ -52,7 +52,7 @@ fn main() {
         return rt.block_on(serve_child("memory", &settings));
     }
     let wanted: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let heartbeat_ms: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let heartbeat_ms: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5000);
     runtime().block_on(run(wanted, heartbeat_ms));
 }
 
@@ -207,8 +207,8 @@ async fn run(wanted: usize, heartbeat_ms: u64) {
         "  server RSS before {before} KiB, after {after} KiB: {per:.2} KiB per subscribed connection"
     );
 
-    // Heartbeats: the server's CPU over an idle window of 10 intervals (at least 10 s).
-    let window = Duration::from_millis((heartbeat_ms * 10).max(10_000));
+    // Heartbeats: the server's CPU over an idle window of 2 intervals (at least 10 s).
+    let window = Duration::from_millis((heartbeat_ms * 2).max(10_000));
     let (t0, p0) = (cpu_ticks(pid), shared.pings.load(Ordering::Relaxed));
     tokio::time::sleep(window).await;
     let (t1, p1) = (cpu_ticks(pid), shared.pings.load(Ordering::Relaxed));
@@ -227,9 +227,16 @@ async fn run(wanted: usize, heartbeat_ms: u64) {
     );
 
     // Publish→deliver per fan-out width, with every other connection held and pinged.
-    let http = http_client();
+    // No pooled connections: one may sit idle past the server's keep-alive timeout
+    // while the deliveries of a width are awaited.
+    let _ = http_client();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("http client");
     for (w, width) in widths.iter().enumerate() {
         let run = format!("width-{width}");
+        let hist_before = deliver_histogram(&http, &proc.addr).await;
         for _ in 0..EVENTS {
             let now = shared.origin.elapsed().as_micros() as u64;
             let body = json!({"events": [{"type": "run.progress", "data": {"current": now, "message": "tick"}}]});
@@ -254,11 +261,32 @@ async fn run(wanted: usize, heartbeat_ms: u64) {
         }
         let q = |p: f64| s[((s.len() as f64 * p) as usize).min(s.len() - 1)] as f64 / 1000.0;
         println!(
-            "  width {width:>6}: publish→deliver p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} of {want} deliveries)",
+            "  width {width:>6}: publish→deliver p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} of {want} deliveries, received by this process)",
             q(0.50),
             q(0.99),
             q(1.0),
             s.len()
+        );
+        // The server's own view (its `runwire_deliver_latency_seconds`: publication to
+        // the frame written to the socket), without this process's share of the CPU.
+        let hist_after = deliver_histogram(&http, &proc.addr).await;
+        let delta: Vec<(f64, u64)> = hist_after
+            .iter()
+            .zip(&hist_before)
+            .map(|((le, a), (_, b))| (*le, a.saturating_sub(*b)))
+            .collect();
+        let bound = |p: f64| {
+            let total = delta.last().map_or(0, |x| x.1);
+            let want = (total as f64 * p).ceil() as u64;
+            delta
+                .iter()
+                .find(|(_, n)| *n >= want.max(1))
+                .map_or(f64::INFINITY, |x| x.0 * 1000.0)
+        };
+        println!(
+            "  width {width:>6}: server-side p50 ≤ {} ms, p99 ≤ {} ms (histogram bucket bounds)",
+            bound(0.50),
+            bound(0.99)
         );
     }
     println!(
@@ -270,6 +298,31 @@ async fn run(wanted: usize, heartbeat_ms: u64) {
         let _ = t.await;
     }
     drop(proc);
+}
+
+/// The server's cumulative `runwire_deliver_latency_seconds` buckets: (upper bound in
+/// seconds, count), `+Inf` last.
+async fn deliver_histogram(http: &reqwest::Client, addr: &str) -> Vec<(f64, u64)> {
+    let text = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("runwire_deliver_latency_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, rest) = l.split_once("\"}")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, rest.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 /// The loopback source address of connection `i`.
@@ -333,6 +386,11 @@ async fn hold(
                             }
                         }
                         shared.samples[w].lock().expect("samples").extend(local);
+                    }
+                }
+                Some(Ok(Message::Close(f))) => {
+                    if shared.lost.load(Ordering::Relaxed) == 0 {
+                        println!("  the server closed a connection: {f:?}");
                     }
                 }
                 Some(Ok(_)) => {}
