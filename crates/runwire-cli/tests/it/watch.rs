@@ -577,3 +577,47 @@ async fn watch_prefix_refuses_a_bad_prefix() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--prefix \"ci/x\""), "{stderr}");
 }
+
+/// `watch --prefix` without `--exit-when-done` follows its runs until interrupted:
+/// SIGINT ends it with a line per run and exit 130, also while a run has ended.
+#[tokio::test]
+async fn watch_prefix_follows_until_interrupted() {
+    use tokio::io::AsyncBufReadExt;
+    let s = serve("memory", &[]).await;
+    let url = format!("http://{}", s.addr);
+    publish(
+        &s,
+        "job:1",
+        &[ev("run.status", serde_json::json!({"status": "completed"}))],
+    )
+    .await;
+    publish(
+        &s,
+        "job:2",
+        &[ev("run.progress", serde_json::json!({"percent": 5}))],
+    )
+    .await;
+    let mut cmd = runwire();
+    cmd.args(["watch", "--url", &url, "--prefix", "job:", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn watch");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    json_until(&mut lines, &mut seen, "job:1", 1).await;
+    json_until(&mut lines, &mut seen, "job:2", 1).await;
+    let pid = child.id().expect("pid").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("watch ends after SIGINT")
+        .expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("run job:1 completed"), "{stderr}");
+    assert!(stderr.contains("run job:2 has not ended"), "{stderr}");
+}

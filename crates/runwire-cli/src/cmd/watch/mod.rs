@@ -246,6 +246,37 @@ impl Watched {
     }
 }
 
+/// Ctrl-C (SIGINT), listened for from its creation on.
+struct Interrupt {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupt {
+    fn listen() -> Result<Self> {
+        Ok(Self {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .context("listening for Ctrl-C")?,
+        })
+    }
+
+    /// Resolves at the next interrupt (never without an `Interrupt`).
+    async fn recv(this: &mut Option<Self>) {
+        match this {
+            #[cfg(unix)]
+            Some(i) => {
+                i.signal.recv().await;
+            }
+            #[cfg(not(unix))]
+            Some(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// `--prefix`: the runs are listed again every `poll`.
 struct Follow {
     lister: listing::Lister,
@@ -280,6 +311,11 @@ impl Watch {
         let poll = self.follow.as_ref().map_or(Duration::MAX, |f| f.poll);
         let mut next_poll = tokio::time::Instant::now() + poll.min(Duration::from_secs(86_400));
         let mut interrupted = false;
+        // Listening from now on, so an interrupt while connecting is not missed.
+        let mut interrupt = match &self.follow {
+            Some(_) => Some(Interrupt::listen()?),
+            None => None,
+        };
         loop {
             let ev = tokio::select! {
                 ev = client.next() => match ev {
@@ -291,8 +327,7 @@ impl Watch {
                     next_poll = tokio::time::Instant::now() + poll;
                     continue;
                 }
-                r = tokio::signal::ctrl_c(), if self.follow.is_some() && !interrupted => {
-                    r.context("waiting for Ctrl-C")?;
+                () = Interrupt::recv(&mut interrupt), if interrupt.is_some() && !interrupted => {
                     interrupted = true;
                     handle.close();
                     continue;
