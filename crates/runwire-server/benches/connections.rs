@@ -49,7 +49,10 @@ fn main() {
         let settings = args[1..].to_vec();
         return rt.block_on(serve_child("memory", &settings));
     }
-    let wanted: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let wanted: usize = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100_000);
     let heartbeat_ms: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
     runtime().block_on(run(wanted, heartbeat_ms));
 }
@@ -168,10 +171,7 @@ async fn run(wanted: usize, heartbeat_ms: u64) {
     let opening = Arc::new(tokio::sync::Semaphore::new(200));
     for (i, (run, w)) in plan.into_iter().enumerate() {
         // At most 200 handshakes at a time; a permit is released once subscribed.
-        let permit = Arc::clone(&opening)
-            .acquire_owned()
-            .await
-            .expect("semaphore");
+        let permit = Arc::clone(&opening).acquire_owned().await.expect("semaphore");
         tasks.push(tokio::spawn(hold(
             server,
             url.clone(),
@@ -209,11 +209,7 @@ async fn run(wanted: usize, heartbeat_ms: u64) {
         window.as_secs_f64(),
         pings as f64 / window.as_secs_f64(),
         100.0 * cpu_s / window.as_secs_f64(),
-        if pings > 0 {
-            cpu_s * 1e6 / pings as f64
-        } else {
-            0.0
-        },
+        if pings > 0 { cpu_s * 1e6 / pings as f64 } else { 0.0 },
     );
 
     // Publish→deliver per fan-out width, with every other connection held and pinged.
