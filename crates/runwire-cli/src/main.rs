@@ -45,6 +45,7 @@ enum Command {
     /// Watch runs live: a progress bar per run and every event (status, phase, logs,
     /// tool calls, agent text, todos, files, artifacts, outputs); exits 0 when they
     /// complete, 1 when one fails, 3 when one is cancelled (the worst of several).
+    /// `--prefix P` watches every run whose id starts with P, new ones included.
     Watch(cmd::watch::WatchArgs),
     /// Print a shell completion script: `runwire completions bash > /etc/bash_completion.d/runwire`.
     Completions(cmd::completions::CompletionsArgs),

@@ -3,6 +3,7 @@
 //! - `POST /v1/runs/{run_id}/events` — [`AppendRequest`] → [`AppendResponse`]
 //! - `GET /v1/runs/{run_id}` — [`crate::RunSnapshot`]
 //! - `GET /v1/runs/{run_id}/events?after_seq=N&limit=M` — [`HistoryResponse`]
+//! - `GET /v1/runs?prefix=P&after=RUN_ID&limit=N` — [`RunList`]
 //! - any error — [`HttpError`]
 
 use std::{borrow::Cow, fmt};
@@ -32,6 +33,12 @@ pub fn run_path(run_id: &RunId) -> String {
 pub const HISTORY_DEFAULT_LIMIT: u64 = 1000;
 /// The largest `limit` a history read may ask for.
 pub const HISTORY_MAX_LIMIT: u64 = 10_000;
+/// Path of the run listing (spec §4.7).
+pub const RUNS_PATH: &str = "/v1/runs";
+/// Default `limit` of a run listing (spec §4.7, `RW-INGEST-26`).
+pub const RUNS_DEFAULT_LIMIT: u64 = 100;
+/// The largest `limit` a run listing may ask for (`RW-INGEST-27`).
+pub const RUNS_MAX_LIMIT: u64 = 1000;
 /// Most events in one append request (spec §4.2).
 pub const APPEND_MAX_EVENTS: usize = 1000;
 
@@ -209,6 +216,28 @@ pub struct HistoryResponse {
     pub head_seq: u64,
     /// Whether more events follow the last one returned.
     pub has_more: bool,
+}
+
+/// `GET /v1/runs` answer (spec §4.7, `RW-INGEST-26`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RunList {
+    /// The runs, in byte order of `run_id`, at most `limit`.
+    pub runs: Vec<RunListEntry>,
+    /// Whether runs that match follow the last one returned.
+    pub has_more: bool,
+}
+
+/// One run of a [`RunList`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RunListEntry {
+    /// The run.
+    pub run_id: RunId,
+    /// Its log's epoch.
+    pub epoch: Epoch,
+    /// Its last seq at the time of the read.
+    #[serde(deserialize_with = "num::safe_u64")]
+    #[schemars(range(max = 9_007_199_254_740_991u64))]
+    pub head_seq: u64,
 }
 
 /// The body of every HTTP error answer (spec §4.5): `{"error": {...}}`.

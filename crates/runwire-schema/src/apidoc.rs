@@ -300,6 +300,7 @@ pub fn openapi(version: &str) -> Value {
         "servers": [{ "url": format!("http://{LOCAL_HOST}"), "description": "`runwire serve` with its default address." }],
         "security": [{ "bearer": [] }],
         "paths": {
+            p::http::RUNS_PATH: runs_path(),
             "/v1/runs/{run_id}/events": {
                 "parameters": [run_id.clone()],
                 "post": {
@@ -375,6 +376,38 @@ pub fn openapi(version: &str) -> Value {
                 },
             },
             "responses": error_responses,
+        },
+    })
+}
+
+/// `GET /v1/runs` (spec §4.7): optional for servers (`RW-INGEST-25`).
+fn runs_path() -> Value {
+    json!({
+        "get": {
+            "operationId": "listRuns",
+            "summary": "List the runs whose id starts with a prefix (spec §4.7)",
+            "description": "The runs whose log holds at least one event, whose `run_id` starts with `prefix` and is greater than `after`, in byte order of `run_id`, at most `limit`, each with its epoch and head; `has_more` says whether more follow (`RW-INGEST-26`). Only the runs the token may read are listed (`RW-INGEST-28`). Optional (`RW-INGEST-25`, SHOULD): a server without it answers 404.",
+            "parameters": [
+                {
+                    "name": "prefix",
+                    "in": "query",
+                    "description": "Only runs whose id starts with this (default: every run).",
+                    "schema": { "type": "string", "maxLength": 128, "pattern": "^[A-Za-z0-9._:-]*$", "default": "" },
+                },
+                {
+                    "name": "after",
+                    "in": "query",
+                    "description": "The paging cursor: only runs whose id is greater than this run id, in byte order.",
+                    "schema": strip_meta(root_schema::<p::RunId>(Contract::Writer)),
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "description": "At most this many runs.",
+                    "schema": { "type": "integer", "minimum": 1, "maximum": p::http::RUNS_MAX_LIMIT, "default": p::http::RUNS_DEFAULT_LIMIT },
+                },
+            ],
+            "responses": responses(json_body("The runs.", "http/run-list", Contract::Writer), &[400, 401, 404, 500, 503]),
         },
     })
 }

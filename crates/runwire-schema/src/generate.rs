@@ -420,6 +420,7 @@ pub fn schema_pairs() -> Vec<SchemaPair> {
         "http/history-response",
         S2C,
     ));
+    out.push(pair::<p::http::RunList>("http/run-list", S2C));
     out.push(pair::<p::http::HttpError>("http/error", S2C));
     out.push(pair::<p::http::Health>("http/health", S2C));
     out

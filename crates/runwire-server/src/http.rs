@@ -10,7 +10,10 @@ use axum::{
 use runwire_protocol::{
     ErrorCode, RunId,
     codec::{DecodeError, decode, encode},
-    http::{APPEND_MAX_EVENTS, AppendRequest, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, HttpError},
+    http::{
+        APPEND_MAX_EVENTS, AppendRequest, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, HttpError,
+        RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT, RunList, RunListEntry,
+    },
 };
 
 use crate::{
@@ -128,19 +131,14 @@ fn parse_run_id(raw: RunPath) -> Result<RunId, ApiError> {
     })
 }
 
-/// Authenticates the request's bearer token and checks role and run (`RW-AUTH-*`).
-fn authorize(
-    state: &AppState,
-    headers: &HeaderMap,
-    roles: &[Role],
-    run_id: &RunId,
-) -> Result<Principal, ApiError> {
+/// Authenticates the request's bearer token (`RW-AUTH-11`, `RW-AUTH-15`).
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let token = Authenticator::bearer(
         headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
     );
-    let p = state.auth.authenticate(token).map_err(|e| {
+    state.auth.authenticate(token).map_err(|e| {
         Metrics::inc(&state.metrics.auth_failures);
         let code = if e == AuthError::Expired {
             ErrorCode::TokenExpired
@@ -148,7 +146,17 @@ fn authorize(
             ErrorCode::Unauthorized
         };
         ApiError::new(StatusCode::UNAUTHORIZED, code, e.to_string())
-    })?;
+    })
+}
+
+/// Authenticates the request's bearer token and checks role and run (`RW-AUTH-*`).
+fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    roles: &[Role],
+    run_id: &RunId,
+) -> Result<Principal, ApiError> {
+    let p = authenticate(state, headers)?;
     if !roles.iter().any(|r| p.has_role(*r)) {
         Metrics::inc(&state.metrics.auth_failures);
         return Err(ApiError::new(
@@ -544,6 +552,109 @@ pub(crate) async fn history(
     });
     body.push('}');
     Ok(json(StatusCode::OK, body))
+}
+
+/// The `prefix` of a listing: at most 128 characters a run id may hold, possibly
+/// none (`RW-INGEST-27`).
+fn list_prefix(q: &BTreeMap<String, String>) -> Result<String, ApiError> {
+    let prefix = q.get("prefix").cloned().unwrap_or_default();
+    let ok = prefix.len() <= 128
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if ok {
+        Ok(prefix)
+    } else {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            format!(
+                "query parameter prefix={prefix:?} is not a run id prefix (at most 128 of the characters A-Z, a-z, 0-9, '.', '_', ':', '-')"
+            ),
+        )
+        .at("/prefix"))
+    }
+}
+
+/// `GET /v1/runs?prefix=&after=&limit=` (spec §4.7): the runs with a log whose id
+/// starts with `prefix`, after `after`, that the token may read (`RW-INGEST-26`,
+/// `RW-INGEST-28`). Runs the token may not read are skipped, so a page may take
+/// several reads of the store.
+pub(crate) async fn list_runs(
+    State(state): State<Arc<AppState>>,
+    q: Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            format!("the query string is not valid: {e}"),
+        )
+    })?;
+    // Parameters before authentication (`RW-INGEST-23`).
+    let prefix = list_prefix(&q)?;
+    let mut cursor = q
+        .get("after")
+        .map(|a| {
+            RunId::new(a.as_str()).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidRequest,
+                    format!("query parameter after is not a run id: {e}"),
+                )
+                .at("/after")
+            })
+        })
+        .transpose()?;
+    let limit = query_u64(&q, "limit")?.unwrap_or(RUNS_DEFAULT_LIMIT);
+    if limit == 0 || limit > RUNS_MAX_LIMIT {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            format!("limit must be 1 to {RUNS_MAX_LIMIT}, got {limit}"),
+        )
+        .at("/limit"));
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let p = authenticate(&state, &headers)?;
+    let mut list = RunList {
+        runs: Vec::new(),
+        has_more: false,
+    };
+    // A token that may read no run sees an empty list (spec §4.7).
+    if !(p.has_role(Role::Producer) || p.has_role(Role::Consumer)) {
+        return Ok(json(StatusCode::OK, encode(&list)));
+    }
+    // One more than `limit` tells whether more follow.
+    let want = limit + 1;
+    'pages: loop {
+        let page = state
+            .store
+            .list_runs(&prefix, cursor.as_ref(), want)
+            .await
+            .map_err(|e| store_error(&state, e))?;
+        let exhausted = page.len() < want;
+        for r in page {
+            cursor = Some(r.run_id.clone());
+            if !p.allows_run(&r.run_id) {
+                continue;
+            }
+            if list.runs.len() == limit {
+                list.has_more = true;
+                break 'pages;
+            }
+            list.runs.push(RunListEntry {
+                run_id: r.run_id,
+                epoch: r.info.epoch,
+                head_seq: r.info.head_seq,
+            });
+        }
+        if exhausted {
+            break;
+        }
+    }
+    Ok(json(StatusCode::OK, encode(&list)))
 }
 
 /// `GET /healthz`.

@@ -31,6 +31,7 @@
 //! | `POST /v1/runs/{run_id}/events` | append events; answers once durable (spec §4.2) |
 //! | `GET /v1/runs/{run_id}` | the run's folded snapshot (spec §4.3) |
 //! | `GET /v1/runs/{run_id}/events?after_seq=&limit=` | history (spec §4.4) |
+//! | `GET /v1/runs?prefix=&after=&limit=` | the runs by id prefix (spec §4.7) |
 //! | `GET /healthz` | `{"status":"ok"}` |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /`, `GET /_page/…` | the live run page (not part of the protocol; `page = false` turns it off) |
@@ -180,6 +181,7 @@ impl Server {
                 post(http::append).get(http::history),
             )
             .route("/v1/runs/{run_id}", get(http::snapshot))
+            .route(runwire_protocol::http::RUNS_PATH, get(http::list_runs))
             .route("/healthz", get(http::healthz))
             .route("/metrics", get(http::metrics))
             // Origins are judged only for requests that reach an endpoint (404 and 405

@@ -263,6 +263,38 @@ export interface HistoryResponse {
 }
 
 /**
+ * `GET /v1/runs` answer (spec §4.7, `RW-INGEST-26`).
+ */
+export interface RunList {
+  /**
+   * Whether runs that match follow the last one returned.
+   */
+  has_more: boolean;
+  /**
+   * The runs, in byte order of `run_id`, at most `limit`.
+   */
+  runs: RunListEntry[];
+}
+
+/**
+ * One run of a `RunList`.
+ */
+export interface RunListEntry {
+  /**
+   * Its log's epoch.
+   */
+  epoch: Epoch;
+  /**
+   * Its last seq at the time of the read.
+   */
+  head_seq: number;
+  /**
+   * The run.
+   */
+  run_id: RunId;
+}
+
+/**
  * The body of every HTTP error answer (spec §4.5): `{"error": {...}}`.
  */
 export interface HttpError {

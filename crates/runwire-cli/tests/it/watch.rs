@@ -475,3 +475,149 @@ async fn publish_tail_follows_a_growing_file() {
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("published 3 events in"), "{stderr}");
 }
+
+/// Reads `--json` lines until one is an event of `run` with `seq`; every line read
+/// is kept in `seen` (run id, seq).
+async fn json_until(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    seen: &mut Vec<(String, u64)>,
+    run: &str,
+    seq: u64,
+) {
+    let want = (run.to_owned(), seq);
+    while !seen.contains(&want) {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no event {want:?} in time; saw {seen:?}"))
+            .expect("read")
+            .unwrap_or_else(|| panic!("watch ended before {want:?}; saw {seen:?}"));
+        let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+        seen.push((
+            v["run_id"].as_str().expect("run_id").to_owned(),
+            v["seq"].as_u64().unwrap_or(0),
+        ));
+    }
+}
+
+/// `watch --prefix ci: --json`: follows the runs the server lists with the prefix
+/// (not the others), picks up a run created later at the next listing, and with
+/// `--exit-when-done` ends once all have ended, with the worst outcome.
+#[tokio::test]
+async fn watch_prefix_follows_listed_runs_and_picks_up_new_ones() {
+    use tokio::io::AsyncBufReadExt;
+    let s = serve("memory", &[]).await;
+    let url = format!("http://{}", s.addr);
+    let progress = || [ev("run.progress", serde_json::json!({"percent": 10}))];
+    publish(&s, "ci:a", &progress()).await;
+    publish(&s, "ci:b", &progress()).await;
+    publish(&s, "other", &progress()).await;
+    let mut cmd = runwire();
+    cmd.args([
+        "watch",
+        "--url",
+        &url,
+        "--prefix",
+        "ci:",
+        "--json",
+        "--poll-ms",
+        "50",
+        "--exit-when-done",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn watch");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    json_until(&mut lines, &mut seen, "ci:a", 1).await;
+    json_until(&mut lines, &mut seen, "ci:b", 1).await;
+    // Created after the watch started: found at a later listing.
+    publish(&s, "ci:c", &progress()).await;
+    json_until(&mut lines, &mut seen, "ci:c", 1).await;
+    publish(&s, "other", &progress()).await;
+    for (run, status) in [
+        ("ci:a", "completed"),
+        ("ci:b", "failed"),
+        ("ci:c", "completed"),
+    ] {
+        publish(
+            &s,
+            run,
+            &[ev("run.status", serde_json::json!({"status": status}))],
+        )
+        .await;
+    }
+    for run in ["ci:a", "ci:b", "ci:c"] {
+        json_until(&mut lines, &mut seen, run, 2).await;
+    }
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("watch --exit-when-done ends")
+        .expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the worst outcome (ci:b failed); stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        seen.iter().all(|(run, _)| run.starts_with("ci:")),
+        "a run without the prefix was watched: {seen:?}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("run ci:c completed"), "{stderr}");
+}
+
+/// A server without the listing (or a bad prefix) is said plainly, exit 2.
+#[tokio::test]
+async fn watch_prefix_refuses_a_bad_prefix() {
+    let mut cmd = runwire();
+    cmd.args(["watch", "--url", "http://127.0.0.1:9", "--prefix", "ci/x"]);
+    let out = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--prefix \"ci/x\""), "{stderr}");
+}
+
+/// `watch --prefix` without `--exit-when-done` follows its runs until interrupted:
+/// SIGINT ends it with a line per run and exit 130, also while a run has ended.
+#[tokio::test]
+async fn watch_prefix_follows_until_interrupted() {
+    use tokio::io::AsyncBufReadExt;
+    let s = serve("memory", &[]).await;
+    let url = format!("http://{}", s.addr);
+    publish(
+        &s,
+        "job:1",
+        &[ev("run.status", serde_json::json!({"status": "completed"}))],
+    )
+    .await;
+    publish(
+        &s,
+        "job:2",
+        &[ev("run.progress", serde_json::json!({"percent": 5}))],
+    )
+    .await;
+    let mut cmd = runwire();
+    cmd.args(["watch", "--url", &url, "--prefix", "job:", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn watch");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    json_until(&mut lines, &mut seen, "job:1", 1).await;
+    json_until(&mut lines, &mut seen, "job:2", 1).await;
+    let pid = child.id().expect("pid").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("watch ends after SIGINT")
+        .expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("run job:1 completed"), "{stderr}");
+    assert!(stderr.contains("run job:2 has not ended"), "{stderr}");
+}

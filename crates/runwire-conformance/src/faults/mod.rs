@@ -117,6 +117,13 @@ pub enum ServerFault {
     /// `head_seq` 0 carries an epoch the server will not honour later, so a client that
     /// subscribed before the first event cannot resume with a replay (`RW-SEC-15`).
     EmptyRunEpochForgotten,
+    /// Does not serve the run listing: answers `GET /v1/runs` with 404, as a server
+    /// without the optional endpoint does (`RW-INGEST-25`, a SHOULD: the suite warns,
+    /// and grades the scenarios of what a listing holds not implemented).
+    NoRunListing,
+    /// Lists runs the token may not read: sends listings upstream with the
+    /// full-access token instead of the request's (`RW-INGEST-28`).
+    ListingLeaksRuns,
 }
 
 impl ServerFault {
@@ -144,6 +151,8 @@ impl ServerFault {
         Self::AnyContentType,
         Self::RateBeforeKind,
         Self::EmptyRunEpochForgotten,
+        Self::NoRunListing,
+        Self::ListingLeaksRuns,
     ];
 
     /// The requirement the suites must name when they catch it.
@@ -171,6 +180,8 @@ impl ServerFault {
             Self::AnyContentType => "RW-INGEST-24",
             Self::RateBeforeKind => "RW-INPUT-6",
             Self::EmptyRunEpochForgotten => "RW-SEC-15",
+            Self::NoRunListing => "RW-INGEST-25",
+            Self::ListingLeaksRuns => "RW-INGEST-28",
         }
     }
 }
@@ -553,8 +564,11 @@ impl FaultyServer {
                 | ServerFault::RetrySeqByIndex
                 | ServerFault::AnyOrigin
                 | ServerFault::AnyContentType
+                | ServerFault::NoRunListing
+                | ServerFault::ListingLeaksRuns
         ) {
             let upstream = target.ingest_url.clone();
+            let full = target.token.clone();
             let l = TcpListener::bind(("127.0.0.1", 0))
                 .await
                 .map_err(|e| Error::Target(format!("proxy bind: {e}")))?;
@@ -566,8 +580,9 @@ impl FaultyServer {
                 while let Ok((s, _)) = l.accept().await {
                     let upstream = upstream.clone();
                     let keys = Arc::clone(&keys);
+                    let full = full.clone();
                     tokio::spawn(async move {
-                        let _ = forward_http(s, &upstream, fault, &keys).await;
+                        let _ = forward_http(s, &upstream, fault, &keys, full).await;
                     });
                 }
             });
@@ -624,6 +639,7 @@ async fn forward_http(
     upstream: &str,
     fault: ServerFault,
     keys: &Keys,
+    full_token: Option<String>,
 ) -> Option<()> {
     let head = read_head(&mut s).await?;
     let head_s = String::from_utf8_lossy(&head).into_owned();
@@ -645,11 +661,25 @@ async fn forward_http(
     let mut first = head_s.lines().next().unwrap_or("").split_whitespace();
     let method = first.next().unwrap_or("GET").to_owned();
     let path = first.next().unwrap_or("/").to_owned();
-    let token = head_s.lines().find_map(|l| {
+    let mut token = head_s.lines().find_map(|l| {
         let (n, v) = l.split_once(':')?;
         n.eq_ignore_ascii_case("authorization")
             .then(|| v.trim().trim_start_matches("Bearer ").to_owned())
     });
+    let listing = method == "GET" && (path == "/v1/runs" || path.starts_with("/v1/runs?"));
+    if listing && fault == ServerFault::NoRunListing {
+        let body = br#"{"error":{"code":"invalid_request","message":"no such endpoint","retryable":false}}"#;
+        let out = format!(
+            "HTTP/1.1 404 X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(out.as_bytes()).await.ok()?;
+        s.write_all(body).await.ok()?;
+        return Some(());
+    }
+    if listing && fault == ServerFault::ListingLeaksRuns {
+        token = full_token;
+    }
     if fault == ServerFault::NoIngestDedup
         && let Ok(mut v) = serde_json::from_slice::<Value>(&body)
     {

@@ -136,3 +136,54 @@ async fn rw_ingest_17_a_gap_instead_of_410_fails_the_retention_scenarios() {
     assert_eq!(retention, 6, "every retention scenario ran");
     assert!(!report.passed);
 }
+
+/// A server without the optional run listing (404 to `GET /v1/runs`) gets a warning
+/// for `RW-INGEST-25` (a SHOULD) and "not implemented" for the scenarios of what a
+/// listing holds (`RW-INGEST-26` to `RW-INGEST-28`): the run passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rw_ingest_25_a_server_without_the_listing_is_warned_not_failed() {
+    let server = reference::ReferenceServer::start(reference::reference_config(1.0))
+        .await
+        .unwrap();
+    let original = server.target();
+    let proxy = FaultyServer::start(&original, ServerFault::NoRunListing)
+        .await
+        .unwrap();
+    let opts = ConformOptions {
+        seed: 25,
+        jobs: 4,
+        tags: Some(TagFilter::parse("@listing").unwrap()),
+        ..ConformOptions::default()
+    };
+    println!("seed {}", opts.seed);
+    let report = conform(
+        Plan {
+            server: Some(proxy.target(&original)),
+            client: None,
+        },
+        &opts,
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    server.stop().await;
+    let grades: Vec<_> = report
+        .results
+        .iter()
+        .map(|r| (r.id.as_str(), r.grade, r.violated.clone()))
+        .collect();
+    assert!(report.results.len() >= 4, "{grades:?}");
+    for r in &report.results {
+        if r.requirements.iter().any(|t| t == "RW-INGEST-25") {
+            assert_eq!(r.grade, Grade::Fail, "{grades:?}");
+            assert_eq!(
+                r.violated_level,
+                Some(runwire_conformance::Level::Should),
+                "{grades:?}"
+            );
+        } else {
+            assert_eq!(r.grade, Grade::NotImplemented, "{}: {grades:?}", r.id);
+        }
+    }
+    assert!(report.passed, "a SHOULD only warns: {grades:?}");
+}

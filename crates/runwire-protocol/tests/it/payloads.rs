@@ -7,7 +7,7 @@ use runwire_protocol::{
     MAX_SEQ, RunSnapshot,
     codec::{self, DecodeError},
     defaults::MAX_FRAME_BYTES,
-    http::{AppendRequest, AppendResponse, Health, HistoryResponse, HttpError, NewEvent},
+    http::{AppendRequest, AppendResponse, Health, HistoryResponse, HttpError, NewEvent, RunList},
 };
 use serde_json::Value;
 
@@ -49,6 +49,7 @@ fn decode(kind: &str, bytes: &[u8]) -> Result<Value, DecodeError> {
         "history-response" => re(codec::encode(&codec::decode::<HistoryResponse>(
             bytes, max, kind,
         )?)),
+        "run-list" => re(codec::encode(&codec::decode::<RunList>(bytes, max, kind)?)),
         "http-error" => re(codec::encode(&codec::decode::<HttpError>(
             bytes, max, kind,
         )?)),

@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use runwire_protocol::{
     RunSnapshot, arbitrary as arb,
     codec::{self, DecodeError},
-    http::{AppendRequest, AppendResponse, Health, HistoryResponse, HttpError, NewEvent},
+    http::{AppendRequest, AppendResponse, Health, HistoryResponse, HttpError, NewEvent, RunList},
 };
 use serde_json::Value;
 
@@ -31,6 +31,7 @@ const KINDS: &[(&str, &str)] = &[
     ("append-request", "http/append-request"),
     ("append-response", "http/append-response"),
     ("history-response", "http/history-response"),
+    ("run-list", "http/run-list"),
     ("http-error", "http/error"),
     ("health", "http/health"),
 ];
@@ -84,6 +85,7 @@ fn serde_decode(kind: &str, bytes: &[u8]) -> Result<(), DecodeError> {
         "append-request" => codec::decode::<AppendRequest>(bytes, max, kind).map(drop),
         "append-response" => codec::decode::<AppendResponse>(bytes, max, kind).map(drop),
         "history-response" => codec::decode::<HistoryResponse>(bytes, max, kind).map(drop),
+        "run-list" => codec::decode::<RunList>(bytes, max, kind).map(drop),
         "http-error" => codec::decode::<HttpError>(bytes, max, kind).map(drop),
         "health" => codec::decode::<Health>(bytes, max, kind).map(drop),
         other => panic!("unknown kind {other}"),

@@ -192,6 +192,7 @@ fn the_http_bodies_and_the_snapshot_are_declared() {
         "AppendRequest",
         "AppendResponse",
         "HistoryResponse",
+        "RunList",
         "HttpError",
         "Health",
     ] {

@@ -18,7 +18,8 @@ fn validators(contract: Contract) -> Validators {
 
 fn kind_of_file(prefix: &str) -> String {
     match prefix {
-        "append-request" | "append-response" | "history-response" | "new-event" | "health" => {
+        "append-request" | "append-response" | "history-response" | "run-list" | "new-event"
+        | "health" => {
             format!("http/{prefix}")
         }
         "http-error" => "http/error".into(),

@@ -13,6 +13,7 @@
 
 use std::{
     collections::BTreeMap,
+    ops::Bound,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -24,8 +25,8 @@ use runwire_protocol::{Epoch, RunId, RunSnapshot, http::NewEvent};
 use crate::config::RetentionConfig;
 
 use super::{
-    AppendOutcome, BoxFuture, EventStore, IdemRecord, LiveHub, LiveReceiver, RunInfo, StoreError,
-    StoredEvent, derive_epoch, new_epoch_seed, plan_append,
+    AppendOutcome, BoxFuture, EventStore, IdemRecord, ListedRun, LiveHub, LiveReceiver, RunInfo,
+    StoreError, StoredEvent, derive_epoch, new_epoch_seed, past_prefix, plan_append,
 };
 
 #[derive(Debug)]
@@ -265,6 +266,32 @@ impl EventStore for MemoryStore {
                 ))),
                 None => Ok(None),
             }
+        })
+    }
+
+    fn list_runs<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a RunId>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<ListedRun>, StoreError>> {
+        Box::pin(async move {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(StoreError::Closed);
+            }
+            let runs = self.lock();
+            let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+            Ok(runs
+                .range((from, Bound::Unbounded))
+                .skip_while(|(id, _)| id.as_str() < prefix)
+                .take_while(|(id, _)| !past_prefix(id.as_str(), prefix))
+                .filter(|(id, r)| id.as_str().starts_with(prefix) && r.head() > 0)
+                .take(limit)
+                .map(|(id, r)| ListedRun {
+                    run_id: id.clone(),
+                    info: r.info(),
+                })
+                .collect())
         })
     }
 

@@ -19,8 +19,12 @@
 //! - [`RunInfo::head_seq`] read after subscribing to the live feed never misses an
 //!   event: every event above it is published to that subscription.
 //!
+//! - `list_runs` lists the runs with a log by prefix, in byte order of run id, and
+//!   pages strictly after a run id (spec §4.7).
+//!
 //! The integration test `store_contract` runs this contract (appends, idempotency,
-//! the terminal rule, read bounds, retention, the live feed) against all three stores.
+//! the terminal rule, read bounds, retention, the live feed, listings) against all
+//! three stores.
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
@@ -137,6 +141,22 @@ pub struct RunInfo {
     pub terminal: bool,
 }
 
+/// One run of a listing (spec §4.7, [`EventStore::list_runs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedRun {
+    /// The run.
+    pub run_id: RunId,
+    /// Its position at the time of the read.
+    pub info: RunInfo,
+}
+
+/// Whether `id` sorts after every run id that starts with `prefix`: in byte order the
+/// ids with a prefix are one contiguous range starting at the prefix itself, so a
+/// listing stops at the first id past it.
+pub(crate) fn past_prefix(id: &str, prefix: &str) -> bool {
+    id > prefix && !id.starts_with(prefix)
+}
+
 /// The result of an append.
 #[derive(Debug, Clone)]
 pub struct AppendOutcome {
@@ -236,6 +256,18 @@ pub trait EventStore: Send + Sync + 'static {
         &'a self,
         run_id: &'a RunId,
     ) -> BoxFuture<'a, Result<Option<RunSnapshot>, StoreError>>;
+
+    /// Lists the runs that have a log (at least one event) whose id starts with
+    /// `prefix` and is greater than `after`, in byte order of run id, at most `limit`
+    /// of them, each with its position at the time of the read (spec §4.7,
+    /// `RW-INGEST-26`). A run subscribed to without a log is not listed
+    /// (`RW-SEC-15`). Authorization is the caller's.
+    fn list_runs<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a RunId>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<ListedRun>, StoreError>>;
 
     /// Subscribes to the run's live feed. Call before reading the head so that no
     /// event falls between the two.

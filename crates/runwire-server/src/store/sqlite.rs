@@ -55,8 +55,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use tokio::sync::oneshot;
 
 use super::{
-    AppendOutcome, BoxFuture, EventStore, IdemRecord, LiveHub, LiveReceiver, RunInfo, StoreError,
-    StoredEvent, derive_epoch, new_epoch_seed, plan_append,
+    AppendOutcome, BoxFuture, EventStore, IdemRecord, ListedRun, LiveHub, LiveReceiver, RunInfo,
+    StoreError, StoredEvent, derive_epoch, new_epoch_seed, plan_append,
 };
 use crate::config::{RetentionConfig, SqliteConfig};
 
@@ -268,6 +268,61 @@ fn read_run(conn: &Connection, run_id: &RunId) -> Result<Option<CachedRun>, Stor
             })
         })
         .transpose()
+}
+
+/// The runs with a log whose id starts with `prefix` and is greater than `after`
+/// (spec §4.7). The bounds keep the read on the primary key's range: every id that
+/// starts with `prefix` lies in `[prefix, prefix ‖ 0x7F)`, since run ids are ASCII
+/// and `0x7F` sorts after each character a run id may hold (`RW-EVENT-2`). `runs`
+/// is compared with SQLite's default `BINARY` collation, byte order.
+fn list_runs(
+    conn: &Connection,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<ListedRun>, StoreError> {
+    let upper = format!("{prefix}\u{7f}");
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT run_id, epoch, head_seq, terminal FROM runs \
+             WHERE run_id >= ?1 AND run_id < ?2 AND run_id > ?3 AND head_seq > 0 \
+             ORDER BY run_id LIMIT ?4",
+        )
+        .map_err(db_err)?;
+    let rows = stmt
+        .query_map(
+            params![
+                prefix,
+                upper,
+                after.unwrap_or(""),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            },
+        )
+        .map_err(db_err)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, epoch, head, terminal) = row.map_err(db_err)?;
+        let corrupt = |e: runwire_protocol::IdError| {
+            StoreError::Unavailable(format!("corrupt runs row {id:?}: {e}"))
+        };
+        out.push(ListedRun {
+            run_id: RunId::new(id.as_str()).map_err(corrupt)?,
+            info: RunInfo {
+                epoch: Epoch::new(epoch).map_err(corrupt)?,
+                head_seq: u64::try_from(head).unwrap_or(0),
+                terminal: terminal != 0,
+            },
+        });
+    }
+    Ok(out)
 }
 
 impl SqliteStore {
@@ -684,6 +739,20 @@ impl EventStore for SqliteStore {
                 entry.snapshot = Some(snap.clone());
             }
             Ok(Some(snap))
+        })
+    }
+
+    fn list_runs<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a RunId>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<ListedRun>, StoreError>> {
+        let prefix = prefix.to_owned();
+        let after = after.map(|a| a.as_str().to_owned());
+        Box::pin(async move {
+            self.with_reader(move |c| list_runs(c, &prefix, after.as_deref(), limit))
+                .await
         })
     }
 

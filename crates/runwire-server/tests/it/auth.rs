@@ -428,3 +428,47 @@ async fn without_auth_connections_are_not_counted_per_identity() {
     b.hello(json!([])).await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn rw_ingest_28_a_listing_shows_only_the_runs_the_token_may_read() {
+    let server = start(auth_config()).await;
+    let prod = Producer::new(&server).with_token("prod-token");
+    for run in ["team-a:1", "team-a:2", "team-b:1", "team-b:2", "team-c:1"] {
+        prod.progress(run, 1).await;
+    }
+    let (st, v) = Producer::new(&server).get("/v1/runs").await;
+    assert_eq!(
+        (st, v["error"]["code"].clone()),
+        (401, json!("unauthorized"))
+    );
+    let (st, v) = prod.get("/v1/runs?prefix=team-").await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["runs"].as_array().expect("runs").len(), 5, "{v}");
+    // The scoped reader sees only its runs, paged as if the others did not exist.
+    let reader = Producer::new(&server).with_token("team-a-reader");
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .map(|r| r["run_id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    let (st, v) = reader.get("/v1/runs?prefix=team-").await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(ids(&v), ["team-a:1", "team-a:2"]);
+    assert_eq!(v["has_more"], json!(false), "{v}");
+    let (_, v) = reader.get("/v1/runs?limit=1").await;
+    assert_eq!(
+        (ids(&v), v["has_more"].clone()),
+        (vec!["team-a:1".to_owned()], json!(true))
+    );
+    let (_, v) = reader.get("/v1/runs?limit=1&after=team-a:1").await;
+    assert_eq!(
+        (ids(&v), v["has_more"].clone()),
+        (vec!["team-a:2".to_owned()], json!(false))
+    );
+    let (st, v) = reader.get("/v1/runs?prefix=team-b").await;
+    assert_eq!((st, ids(&v)), (200, Vec::<String>::new()), "not 403: {v}");
+    server.shutdown().await;
+}

@@ -368,3 +368,78 @@ async fn rw_ingest_20_framework_refusals_get_the_error_body() {
         }
     }
 }
+
+/// The ids and heads of a listing answer.
+fn listed(v: &Value) -> Vec<(String, u64)> {
+    v["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| {
+            (
+                r["run_id"].as_str().expect("run_id").to_owned(),
+                r["head_seq"].as_u64().expect("head_seq"),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn rw_ingest_26_listing_pages_by_prefix() {
+    let s = start(config()).await;
+    let p = Producer::new(&s);
+    p.progress("ci:web:2", 2).await;
+    p.progress("ci:web:1", 1).await;
+    p.progress("ci:api:1", 3).await;
+    p.progress("other", 1).await;
+    let (st, v) = p.get("/v1/runs?prefix=ci:").await;
+    assert_eq!(st, 200, "{v}");
+    let typed: runwire_protocol::http::RunList =
+        serde_json::from_value(v.clone()).expect("RunList");
+    assert!(!typed.has_more);
+    assert_eq!(
+        listed(&v),
+        [
+            ("ci:api:1".to_owned(), 3),
+            ("ci:web:1".to_owned(), 1),
+            ("ci:web:2".to_owned(), 2)
+        ]
+    );
+    let (_, v) = p.get("/v1/runs?prefix=ci:&limit=2").await;
+    assert_eq!(v["has_more"], json!(true), "{v}");
+    assert_eq!(listed(&v).len(), 2);
+    let (_, v) = p.get("/v1/runs?prefix=ci:&limit=2&after=ci:web:1").await;
+    assert_eq!(v["has_more"], json!(false), "{v}");
+    assert_eq!(listed(&v), [("ci:web:2".to_owned(), 2)]);
+    // No prefix: every run; a limit of exactly the count has no more.
+    let (_, v) = p.get("/v1/runs?limit=4").await;
+    assert_eq!(listed(&v).len(), 4, "{v}");
+    assert_eq!(v["has_more"], json!(false), "{v}");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn rw_ingest_27_bad_listing_parameters_are_invalid_request() {
+    let s = start(config()).await;
+    let p = Producer::new(&s);
+    for (q, pointer) in [
+        ("limit=0", "/limit"),
+        ("limit=1001", "/limit"),
+        ("limit=ten", "/limit"),
+        ("prefix=a/b", "/prefix"),
+        ("prefix=a%20b", "/prefix"),
+        ("after=-x", "/after"),
+        ("after=", "/after"),
+    ] {
+        let (st, v) = p.get(&format!("/v1/runs?{q}")).await;
+        assert_eq!(st, 400, "{q}: {v}");
+        assert_eq!(v["error"]["code"], json!("invalid_request"), "{q}");
+        assert_eq!(v["error"]["pointer"], json!(pointer), "{q}");
+    }
+    let long = "a".repeat(129);
+    let (st, _) = p.get(&format!("/v1/runs?prefix={long}")).await;
+    assert_eq!(st, 400);
+    let (st, v) = p.get("/v1/runs?limit=1000&prefix=").await;
+    assert_eq!(st, 200, "{v}");
+    s.shutdown().await;
+}

@@ -896,3 +896,53 @@ async fn rw_ingest_17_redis_retention_rule_trims_across_nodes() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// The run index of listings (spec §4.7, `RW-INGEST-26`): a run whose keys expired
+/// leaves the listing, and the index, at the first listing that meets it; created
+/// again, it is listed again.
+#[tokio::test]
+async fn rw_ingest_26_an_expired_run_leaves_the_listing_and_the_index() {
+    let redis = Redis::start(false);
+    let store = RedisStore::open(&redis.url(), 100).expect("store");
+    let event = || {
+        vec![NewEvent::new(LogLineData {
+            level: LogLevel::Info,
+            message: "x".into(),
+            source: None,
+        })]
+    };
+    for id in ["gone:1", "gone:2"] {
+        store.append(&run(id), event()).await.expect("append");
+    }
+    let ids = |l: Vec<runwire_server::store::ListedRun>| -> Vec<String> {
+        l.into_iter().map(|r| r.run_id.to_string()).collect()
+    };
+    let mut admin = redis::Client::open(redis.url())
+        .expect("client")
+        .get_connection()
+        .expect("admin connection");
+    let index = || {
+        redis::cmd("ZRANGE")
+            .arg("rw:{#runs}")
+            .arg(0)
+            .arg(-1)
+            .clone()
+    };
+    let members: Vec<String> = index().query(&mut admin).expect("zrange");
+    assert_eq!(members, ["gone:1", "gone:2"]);
+    // What the expiry of the run's keys leaves.
+    let _: i64 = redis::cmd("DEL")
+        .arg("rw:{gone:1}:m")
+        .arg("rw:{gone:1}:s")
+        .arg("rw:{gone:1}:i")
+        .arg("rw:{gone:1}:n")
+        .query(&mut admin)
+        .expect("del");
+    let listed = store.list_runs("gone:", None, 10).await.expect("list");
+    assert_eq!(ids(listed), ["gone:2"]);
+    let members: Vec<String> = index().query(&mut admin).expect("zrange");
+    assert_eq!(members, ["gone:2"], "the listing cleaned the index");
+    store.append(&run("gone:1"), event()).await.expect("append");
+    let listed = store.list_runs("gone:", None, 10).await.expect("list");
+    assert_eq!(ids(listed), ["gone:1", "gone:2"]);
+}

@@ -340,6 +340,14 @@ impl EventStore for TrimmedMidReplay {
     ) -> BoxFuture<'a, Result<Option<RunSnapshot>, StoreError>> {
         self.0.snapshot(run_id)
     }
+    fn list_runs<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a RunId>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<runwire_server::store::ListedRun>, StoreError>> {
+        self.0.list_runs(prefix, after, limit)
+    }
     fn live(&self, run_id: &RunId) -> LiveReceiver {
         self.0.live(run_id)
     }

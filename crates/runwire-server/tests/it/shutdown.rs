@@ -147,6 +147,17 @@ impl runwire_server::EventStore for DeafFeed {
     > {
         self.inner.snapshot(run_id)
     }
+    fn list_runs<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a runwire_protocol::RunId>,
+        limit: usize,
+    ) -> runwire_server::store::BoxFuture<
+        'a,
+        Result<Vec<runwire_server::store::ListedRun>, runwire_server::StoreError>,
+    > {
+        self.inner.list_runs(prefix, after, limit)
+    }
 
     fn live(&self, run_id: &runwire_protocol::RunId) -> runwire_server::store::LiveReceiver {
         self.hub.subscribe(run_id)

@@ -5,7 +5,8 @@
 //! §8): appends with gapless seqs (`RW-EVENT-3`) and the epoch a run without a log is
 //! told (`RW-SEC-15`), idempotency (`RW-INGEST-5`, `RW-INGEST-6`, all or none
 //! `RW-INGEST-8`), the terminal rule (`RW-INGEST-10`, `RW-INGEST-11`), the bounds of
-//! a read, retention (`RW-INGEST-17`, `RW-SNAP-2`) and the live feed.
+//! a read, retention (`RW-INGEST-17`, `RW-SNAP-2`), the live feed and listings
+//! (`RW-INGEST-26`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -452,6 +453,123 @@ async fn a_new_logs_first_events_come_through_the_feed_from_seq_1(kind: Kind) {
     assert_eq!(seqs, vec![1, 2, 3, 4, 5], "{kind:?}: the first delivery");
 }
 
+/// The ids of a listing.
+async fn listed(
+    store: &dyn EventStore,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Vec<String> {
+    let after = after.map(run);
+    store
+        .list_runs(prefix, after.as_ref(), limit)
+        .await
+        .expect("list runs")
+        .into_iter()
+        .map(|r| r.run_id.as_str().to_owned())
+        .collect()
+}
+
+/// Listings (spec §4.7, `RW-INGEST-26`): the runs with a log whose id starts with
+/// the prefix, in byte order (upper case before lower case), strictly after the
+/// paging cursor, at most the limit, each with its epoch and current head; a run
+/// watched without a log is not listed (`RW-SEC-15`).
+async fn listings_page_by_prefix_in_byte_order(kind: Kind) {
+    let b = Backend::open(kind, RetentionConfig::default());
+    let s = &*b.store;
+    let mut epochs = std::collections::BTreeMap::new();
+    for (id, n) in [
+        ("ci:b", 3),
+        ("ci:a", 2),
+        ("cj", 1),
+        ("ci:a:1", 1),
+        ("ci:B", 1),
+        ("ci", 1),
+        ("bz", 1),
+    ] {
+        let r = run(id);
+        let a = s
+            .append(&r, (0..n).map(line).collect())
+            .await
+            .expect("append");
+        epochs.insert(id, a.response.epoch);
+    }
+    // Watched and told an epoch, but without a log: not a run to list.
+    let empty = run("ci:empty");
+    let _feed = s.live(&empty);
+    s.open_run(&empty).await.expect("open");
+    let all = s.list_runs("ci:", None, 100).await.expect("list");
+    let got: Vec<(&str, u64)> = all
+        .iter()
+        .map(|r| (r.run_id.as_str(), r.info.head_seq))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("ci:B", 1), ("ci:a", 2), ("ci:a:1", 1), ("ci:b", 3)],
+        "{kind:?}"
+    );
+    for r in &all {
+        assert_eq!(
+            r.info.epoch,
+            epochs[r.run_id.as_str()],
+            "{kind:?}: {}",
+            r.run_id
+        );
+    }
+    assert_eq!(
+        listed(s, "", None, 100).await,
+        ["bz", "ci", "ci:B", "ci:a", "ci:a:1", "ci:b", "cj"],
+        "{kind:?}: no prefix lists every run"
+    );
+    // Paging: strictly after the cursor, at most the limit.
+    assert_eq!(
+        listed(s, "ci:", None, 2).await,
+        ["ci:B", "ci:a"],
+        "{kind:?}"
+    );
+    assert_eq!(
+        listed(s, "ci:", Some("ci:a"), 2).await,
+        ["ci:a:1", "ci:b"],
+        "{kind:?}"
+    );
+    assert!(
+        listed(s, "ci:", Some("ci:b"), 2).await.is_empty(),
+        "{kind:?}"
+    );
+    assert_eq!(listed(s, "", Some("ci:b"), 1).await, ["cj"], "{kind:?}");
+    // A cursor that is no run, before the prefix, and past its end.
+    assert_eq!(
+        listed(s, "ci:", Some("ci:a:0"), 10).await,
+        ["ci:a:1", "ci:b"],
+        "{kind:?}"
+    );
+    assert_eq!(
+        listed(s, "ci:", Some("bz"), 3).await,
+        ["ci:B", "ci:a", "ci:a:1"],
+        "{kind:?}"
+    );
+    assert!(
+        listed(s, "ci:", Some("zz"), 10).await.is_empty(),
+        "{kind:?}"
+    );
+    // A prefix that is itself a run id lists that run and the longer ones.
+    assert_eq!(
+        listed(s, "ci:a", None, 10).await,
+        ["ci:a", "ci:a:1"],
+        "{kind:?}"
+    );
+    assert_eq!(listed(s, "ci:a:1", None, 10).await, ["ci:a:1"], "{kind:?}");
+    assert!(listed(s, "ci:c", None, 10).await.is_empty(), "{kind:?}");
+    assert!(listed(s, "a", None, 10).await.is_empty(), "{kind:?}");
+    // The head is the one at the time of the read.
+    s.append(&run("ci:B"), (0..2).map(line).collect())
+        .await
+        .expect("append");
+    let again = s.list_runs("ci:B", None, 1).await.expect("list");
+    assert_eq!(again.len(), 1, "{kind:?}");
+    assert_eq!(again[0].info.head_seq, 3, "{kind:?}");
+}
+
 /// One test per contract clause and backend.
 macro_rules! contract {
     ($($clause:ident),* $(,)?) => {
@@ -490,4 +608,5 @@ contract!(
     retention_trims_the_log_but_not_the_snapshot,
     the_live_feed_brings_every_event_above_the_head_read_after_subscribing,
     a_new_logs_first_events_come_through_the_feed_from_seq_1,
+    listings_page_by_prefix_in_byte_order,
 );

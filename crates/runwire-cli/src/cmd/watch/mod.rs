@@ -8,11 +8,24 @@
 //! 1 failed (2 for an error of the command itself, e.g. a terminal client error or a
 //! run that cannot be watched). `--json` prints the events as JSON lines instead (and
 //! resets as `reset` frames).
+//!
+//! `--prefix P` watches every run whose id starts with `P`: the runs the server
+//! lists (`GET /v1/runs`, spec §4.7, [`listing`]), and the ones it lists later, as
+//! the listing is read again every `--poll-ms`. It follows them until interrupted
+//! (exit 130, after a line per run), or with `--exit-when-done` until every run
+//! found has ended (the exit code as for several named runs).
 
+mod listing;
 mod render;
 mod view;
 
-use std::{collections::BTreeMap, io::Write, path::PathBuf, process::ExitCode, time::Instant};
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -33,8 +46,23 @@ pub(crate) struct WatchArgs {
     #[arg(long, env = "RUNWIRE_URL", default_value = "http://127.0.0.1:7070")]
     url: String,
     /// The runs to watch; the command ends when every one of them has ended.
-    #[arg(value_name = "RUN_ID", required = true)]
+    #[arg(value_name = "RUN_ID", required_unless_present = "prefix")]
     run_ids: Vec<String>,
+    /// Watch every run whose id starts with PREFIX (the empty prefix: every run),
+    /// as the server lists them (`GET /v1/runs`, spec §4.7), picking up runs created
+    /// later. Follows them until interrupted (Ctrl-C: a line per run, exit 130), or
+    /// with `--exit-when-done` until they have all ended.
+    #[arg(long, value_name = "PREFIX", conflicts_with_all = ["run_ids", "after_seq"])]
+    prefix: Option<String>,
+    /// With `--prefix`: list the runs again every this many milliseconds, to pick
+    /// up new ones.
+    #[arg(long, value_name = "MS", default_value_t = 2000, requires = "prefix")]
+    poll_ms: u64,
+    /// With `--prefix`: exit once at least one run was found and every run found has
+    /// ended, with the worst of their outcomes (0 completed, 3 cancelled, 1 failed,
+    /// 2 a run that cannot be watched). A run created after that is not waited for.
+    #[arg(long, requires = "prefix")]
+    exit_when_done: bool,
     /// Bearer token, sent in `hello` (never in the URL).
     #[arg(long, env = "RUNWIRE_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -115,11 +143,23 @@ fn unknown() -> runwire_protocol::Epoch {
 
 /// Runs `runwire watch`.
 pub(crate) fn run(args: WatchArgs) -> Result<ExitCode> {
-    let runs = args
-        .run_ids
-        .iter()
-        .map(|r| RunId::new(r.clone()).with_context(|| format!("RUN_ID {r:?}")))
-        .collect::<Result<Vec<_>>>()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let tls = runwire_client::tls::client_config(&args.ca_cert).context("--ca-cert")?;
+    let lister = args
+        .prefix
+        .clone()
+        .map(|p| listing::Lister::new(&args.url, p, args.token.clone(), &tls))
+        .transpose()?;
+    let runs = match &lister {
+        Some(l) => rt.block_on(l.list())?,
+        None => args
+            .run_ids
+            .iter()
+            .map(|r| RunId::new(r.clone()).with_context(|| format!("RUN_ID {r:?}")))
+            .collect::<Result<Vec<_>>>()?,
+    };
     if args.after_seq.is_some() && runs.len() > 1 {
         bail!("--after-seq resumes one run; give one RUN_ID with it");
     }
@@ -129,7 +169,7 @@ pub(crate) fn run(args: WatchArgs) -> Result<ExitCode> {
         config = config.token(t);
     }
     config.backoff.max_attempts = args.max_attempts.max(1);
-    config.tls = Some(runwire_client::tls::client_config(&args.ca_cert).context("--ca-cert")?);
+    config.tls = Some(tls);
     let epoch = args
         .epoch
         .as_deref()
@@ -142,11 +182,31 @@ pub(crate) fn run(args: WatchArgs) -> Result<ExitCode> {
             None => SubscriptionRequest::new(run_id.clone()),
         });
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let view = (!args.json).then(|| View::new(&runs, args.compact));
+    let view = (!args.json).then(|| {
+        let mut v = View::new(&runs, args.compact);
+        if lister.is_some() {
+            for r in &runs {
+                v.add(r);
+            }
+        }
+        v
+    });
+    let follow = lister.map(|lister| Follow {
+        lister,
+        poll: Duration::from_millis(args.poll_ms.max(10)),
+        exit_when_done: args.exit_when_done,
+    });
+    if let Some(f) = &follow {
+        let text = format!(
+            "watching the runs starting with {:?}: {} so far",
+            f.lister.prefix(),
+            runs.len()
+        );
+        eprintln!("{text}");
+    }
     let mut w = Watch {
+        follow,
+        thinking: args.thinking,
         runs: runs
             .iter()
             .map(|r| (r.clone(), Watched::new(args.thinking)))
@@ -186,8 +246,50 @@ impl Watched {
     }
 }
 
+/// Ctrl-C (SIGINT), listened for from its creation on.
+struct Interrupt {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupt {
+    fn listen() -> Result<Self> {
+        Ok(Self {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .context("listening for Ctrl-C")?,
+        })
+    }
+
+    /// Resolves at the next interrupt (never without an `Interrupt`).
+    async fn recv(this: &mut Option<Self>) {
+        match this {
+            #[cfg(unix)]
+            Some(i) => {
+                i.signal.recv().await;
+            }
+            #[cfg(not(unix))]
+            Some(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// `--prefix`: the runs are listed again every `poll`.
+struct Follow {
+    lister: listing::Lister,
+    poll: Duration,
+    exit_when_done: bool,
+}
+
 /// The state of the command.
 struct Watch {
+    /// With `--prefix`.
+    follow: Option<Follow>,
+    /// `--thinking`, for the runs found later.
+    thinking: bool,
     runs: BTreeMap<RunId, Watched>,
     /// The human view; `None` with `--json`.
     view: Option<View>,
@@ -206,7 +308,31 @@ impl Watch {
     async fn watch(&mut self, config: ClientConfig) -> Result<ExitCode> {
         let mut client = Client::connect(config);
         let handle = client.handle();
-        while let Some(ev) = client.next().await {
+        let poll = self.follow.as_ref().map_or(Duration::MAX, |f| f.poll);
+        let mut next_poll = tokio::time::Instant::now() + poll.min(Duration::from_secs(86_400));
+        let mut interrupted = false;
+        // Listening from now on, so an interrupt while connecting is not missed.
+        let mut interrupt = match &self.follow {
+            Some(_) => Some(Interrupt::listen()?),
+            None => None,
+        };
+        loop {
+            let ev = tokio::select! {
+                ev = client.next() => match ev {
+                    Some(ev) => ev,
+                    None => break,
+                },
+                () = tokio::time::sleep_until(next_poll), if self.follow.is_some() => {
+                    self.poll_listing(&handle).await;
+                    next_poll = tokio::time::Instant::now() + poll;
+                    continue;
+                }
+                () = Interrupt::recv(&mut interrupt), if interrupt.is_some() && !interrupted => {
+                    interrupted = true;
+                    handle.close();
+                    continue;
+                }
+            };
             match ev {
                 ClientEvent::Event(e) => self.on_event(&e)?,
                 ClientEvent::Reset(r) => self.on_reset(*r)?,
@@ -228,12 +354,45 @@ impl Watch {
                 }
                 _ => {}
             }
-            if self.runs.values().all(Watched::done) {
+            let all_done = self.runs.values().all(Watched::done);
+            let stop = match &self.follow {
+                None => all_done,
+                Some(f) => f.exit_when_done && all_done && !self.runs.is_empty(),
+            };
+            if stop {
                 handle.close();
             }
         }
         self.finish_view();
-        self.summary()
+        self.summary(interrupted)
+    }
+
+    /// `--prefix`: lists the runs again and subscribes to the new ones. A failed
+    /// listing is said and retried at the next poll; the runs already followed stay.
+    async fn poll_listing(&mut self, handle: &runwire_client::ClientHandle) {
+        let Some(f) = &self.follow else { return };
+        let found = match f.lister.list().await {
+            Ok(found) => found,
+            Err(e) => {
+                let text = format!("{e:#} — listing again in {} ms", f.poll.as_millis());
+                match &self.view {
+                    Some(v) => v.notice(&text),
+                    None => eprintln!("{text}"),
+                }
+                return;
+            }
+        };
+        let thinking = self.thinking;
+        for run_id in found {
+            if self.runs.contains_key(&run_id) {
+                continue;
+            }
+            if let Some(v) = &mut self.view {
+                v.add(&run_id);
+            }
+            self.runs.insert(run_id.clone(), Watched::new(thinking));
+            handle.subscribe(SubscriptionRequest::new(run_id));
+        }
     }
 
     fn finish_view(&self) {
@@ -348,8 +507,9 @@ impl Watch {
         }
     }
 
-    /// One line per run, and the exit code: the worst of the runs'.
-    fn summary(&self) -> Result<ExitCode> {
+    /// One line per run, and the exit code: the worst of the runs'; 130 after an
+    /// interrupt (`--prefix`), when runs that have not ended are said as such.
+    fn summary(&self, interrupted: bool) -> Result<ExitCode> {
         let secs = self.started.elapsed().as_secs_f64();
         let mut codes = Vec::new();
         for (run_id, w) in &self.runs {
@@ -358,6 +518,15 @@ impl Watch {
                 continue;
             }
             let Some(status) = w.outcome else {
+                if interrupted {
+                    let line = format!("run {run_id} has not ended: {} events seen", w.events);
+                    if self.view.is_some() {
+                        println!("{line}");
+                    } else {
+                        eprintln!("{line}");
+                    }
+                    continue;
+                }
                 bail!("the connection ended before run {run_id} did");
             };
             codes.push(exit_for(Some(status)));
@@ -380,6 +549,9 @@ impl Watch {
             } else {
                 eprintln!("{line}");
             }
+        }
+        if interrupted {
+            return Ok(ExitCode::from(130));
         }
         Ok(ExitCode::from(worst(codes)))
     }

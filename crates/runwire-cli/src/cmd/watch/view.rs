@@ -38,19 +38,33 @@ impl View {
         if !std::io::stderr().is_terminal() {
             return view;
         }
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        view.multi = Some(MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        for r in runs {
+            view.add_bar(r);
+        }
+        view
+    }
+
+    /// A run found later (`watch --prefix`): lines are prefixed with run ids from now
+    /// on, and on a terminal it gets its bar.
+    pub(crate) fn add(&mut self, run: &RunId) {
+        self.many = true;
+        self.add_bar(run);
+    }
+
+    fn add_bar(&mut self, run: &RunId) {
+        let Some(multi) = &self.multi else { return };
+        if self.bars.contains_key(run) {
+            return;
+        }
         let style =
             ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos:>3}% {wide_msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> ");
-        for r in runs {
-            let bar = multi.add(ProgressBar::new(100).with_style(style.clone()));
-            bar.set_prefix(r.to_string());
-            bar.enable_steady_tick(Duration::from_millis(120));
-            view.bars.insert(r.clone(), bar);
-        }
-        view.multi = Some(multi);
-        view
+        let bar = multi.add(ProgressBar::new(100).with_style(style));
+        bar.set_prefix(run.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        self.bars.insert(run.clone(), bar);
     }
 
     fn print(&self, text: &str) {

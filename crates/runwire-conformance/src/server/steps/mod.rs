@@ -16,6 +16,7 @@ mod heartbeat;
 mod history;
 mod input;
 mod limits;
+mod listing;
 mod origin;
 mod producer;
 mod receive;
@@ -52,6 +53,7 @@ static STEPS: LazyLock<Registry> = LazyLock::new(|| {
     producer::register(&mut r);
     input::register(&mut r);
     limits::register(&mut r);
+    listing::register(&mut r);
     origin::register(&mut r);
     reset::register(&mut r);
     restart::register(&mut r);

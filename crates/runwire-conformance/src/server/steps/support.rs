@@ -124,6 +124,9 @@ impl ServerWorld {
             let key = &after[..end];
             let val = if key == "token" {
                 self.target.token.clone().unwrap_or_default()
+            } else if key == "prefix" {
+                // The prefix every run id of this scenario starts with (`run`).
+                format!("rwc-{}-", self.ns)
             } else if key == "limited_token" {
                 self.target.limited_token.clone().unwrap_or_default()
             } else if let Some(alias) = key.strip_prefix("epoch:") {

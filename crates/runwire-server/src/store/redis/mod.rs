@@ -15,10 +15,11 @@
 //! | `PREFIX:{RUN}:n` | string | the stored snapshot (`RunSnapshot` JSON) at `snap` |
 //! | `PREFIX:{RUN}:c` | sharded channel | with a cluster: the run's doorbell, its head after each append |
 //! | `PREFIX:epoch-seed` | string | the epoch seed every node shares (set once) |
+//! | `PREFIX:{#runs}` | sorted set | the ids of the runs with a log, for listings (`index`, spec §4.7) |
 //!
 //! No command or script names keys of two runs, so everything works on a Redis
 //! Cluster (`redis-cluster://HOST:PORT,…`): a run's keys are in one slot, the seed
-//! is a key of its own.
+//! and the run index are keys of their own.
 //!
 //! # Epochs of runs without a log
 //!
@@ -95,10 +96,12 @@
 //!
 //! This file holds the store and its appends, reads and live feed; `options` the URL
 //! options, `pool` the command connection (one Redis or a cluster), `scripts` the
-//! Lua scripts (one `.lua` file each) and a run's keys, `reader` the reader task
+//! Lua scripts (one `.lua` file each) and a run's keys, `index` the run index of
+//! listings, `reader` the reader task
 //! (`XREAD` on one Redis), `shards` its cluster variant (doorbells), `snapshot`
 //! snapshots and retention, `reply` the parsing of Redis replies.
 
+mod index;
 mod options;
 mod pool;
 mod reader;
@@ -132,7 +135,7 @@ use reply::{arr, corrupt, epoch_of, parse_entries, s_at, u_at, value_str};
 use scripts::{Keys, Scripts};
 
 use super::{
-    AppendOutcome, BoxFuture, EventStore, LiveEvent, LiveReceiver, RunInfo, StoreError,
+    AppendOutcome, BoxFuture, EventStore, ListedRun, LiveEvent, LiveReceiver, RunInfo, StoreError,
     StoredEvent, fingerprint, new_epoch, new_event_id,
 };
 
@@ -636,8 +639,19 @@ impl Inner {
                 // The run's first append: check the seed before a log gets an epoch
                 // derived from it (the seed is gone if Redis lost its data).
                 self.refresh_seed().await?;
+                // Indexed before the log exists, so that a node that dies after
+                // creating it leaves no log out of the listing (`index`).
+                self.index_run(run_id).await?;
                 create = true;
                 continue;
+            }
+            if create && s_at(&a, 0)? == "ok" {
+                // And again once it exists: a listing may have dropped the member
+                // meanwhile, finding no log yet (`index`). The events are durable
+                // already, so a failure here must not fail the append (`RW-INGEST-4`).
+                if let Err(e) = self.index_run(run_id).await {
+                    tracing::warn!(run = %run_id, error = %e, "could not index a new run again after creating its log (it was indexed before; only a listing that ran in between can have dropped it)");
+                }
             }
             return Ok(a);
         }
@@ -876,6 +890,15 @@ impl EventStore for RedisStore {
         run_id: &'a RunId,
     ) -> BoxFuture<'a, Result<Option<RunSnapshot>, StoreError>> {
         Box::pin(self.inner.snapshot(run_id, false))
+    }
+
+    fn list_runs<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a RunId>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<ListedRun>, StoreError>> {
+        Box::pin(self.inner.list_runs(prefix, after, limit))
     }
 
     fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
