@@ -485,6 +485,21 @@ fn query_u64(q: &BTreeMap<String, String>, key: &str) -> Result<Option<u64>, Api
         .transpose()
 }
 
+/// The `limit` query parameter: `default` when absent, 400 `invalid_request` unless
+/// it is 1 to `max` (spec §4.4, §4.7).
+fn query_limit(q: &BTreeMap<String, String>, default: u64, max: u64) -> Result<u64, ApiError> {
+    let limit = query_u64(q, "limit")?.unwrap_or(default);
+    if limit == 0 || limit > max {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            format!("limit must be 1 to {max}, got {limit}"),
+        )
+        .at("/limit"));
+    }
+    Ok(limit)
+}
+
 /// `GET /v1/runs/{run_id}/events?after_seq=&limit=` (spec §4.4).
 pub(crate) async fn history(
     State(state): State<Arc<AppState>>,
@@ -502,15 +517,7 @@ pub(crate) async fn history(
     })?;
     authorize(&state, &headers, &[Role::Producer, Role::Consumer], &run_id)?;
     let after = query_u64(&q, "after_seq")?.unwrap_or(0);
-    let limit = query_u64(&q, "limit")?.unwrap_or(HISTORY_DEFAULT_LIMIT);
-    if limit == 0 || limit > HISTORY_MAX_LIMIT {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidRequest,
-            format!("limit must be 1 to {HISTORY_MAX_LIMIT}, got {limit}"),
-        )
-        .at("/limit"));
-    }
+    let limit = query_limit(&q, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
     let info = match state.store.run_info(&run_id).await {
         Ok(Some(i)) => i,
         Ok(None) => {
@@ -607,15 +614,7 @@ pub(crate) async fn list_runs(
             })
         })
         .transpose()?;
-    let limit = query_u64(&q, "limit")?.unwrap_or(RUNS_DEFAULT_LIMIT);
-    if limit == 0 || limit > RUNS_MAX_LIMIT {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidRequest,
-            format!("limit must be 1 to {RUNS_MAX_LIMIT}, got {limit}"),
-        )
-        .at("/limit"));
-    }
+    let limit = query_limit(&q, RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT)?;
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let p = authenticate(&state, &headers)?;
     let mut list = RunList {

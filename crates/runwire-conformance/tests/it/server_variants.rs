@@ -2,7 +2,7 @@
 //! scenario, and the failure message names the violated requirement.
 
 use runwire_conformance::{
-    ConformOptions, Grade, Plan, conform,
+    ConformOptions, Grade, Plan, RunReport, conform,
     faults::{FaultyServer, ServerFault},
     features::TagFilter,
     reference,
@@ -92,32 +92,12 @@ async fn every_broken_server_is_caught_with_its_requirement() {
 /// scenarios that never read trimmed events still pass through the same proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rw_ingest_17_a_gap_instead_of_410_fails_the_retention_scenarios() {
-    let server = reference::ReferenceServer::start(reference::reference_config(1.0))
-        .await
-        .unwrap();
-    let original = server.target();
-    assert!(original.short_retention.is_some());
-    let proxy = FaultyServer::start(&original, ServerFault::TrimmedHistoryAsGap)
-        .await
-        .unwrap();
-    let opts = ConformOptions {
-        seed: 17,
-        jobs: 4,
-        tags: Some(TagFilter::parse("@retention or @history").unwrap()),
-        ..ConformOptions::default()
-    };
-    println!("seed {}", opts.seed);
-    let report = conform(
-        Plan {
-            server: Some(proxy.target(&original)),
-            client: None,
-        },
-        &opts,
-        &|_| {},
+    let report = behind_fault(
+        ServerFault::TrimmedHistoryAsGap,
+        17,
+        "@retention or @history",
     )
-    .await
-    .unwrap();
-    server.stop().await;
+    .await;
     let mut retention = 0;
     for r in &report.results {
         let msg = r.message.clone().unwrap_or_default();
@@ -142,31 +122,7 @@ async fn rw_ingest_17_a_gap_instead_of_410_fails_the_retention_scenarios() {
 /// listing holds (`RW-INGEST-26` to `RW-INGEST-28`): the run passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rw_ingest_25_a_server_without_the_listing_is_warned_not_failed() {
-    let server = reference::ReferenceServer::start(reference::reference_config(1.0))
-        .await
-        .unwrap();
-    let original = server.target();
-    let proxy = FaultyServer::start(&original, ServerFault::NoRunListing)
-        .await
-        .unwrap();
-    let opts = ConformOptions {
-        seed: 25,
-        jobs: 4,
-        tags: Some(TagFilter::parse("@listing").unwrap()),
-        ..ConformOptions::default()
-    };
-    println!("seed {}", opts.seed);
-    let report = conform(
-        Plan {
-            server: Some(proxy.target(&original)),
-            client: None,
-        },
-        &opts,
-        &|_| {},
-    )
-    .await
-    .unwrap();
-    server.stop().await;
+    let report = behind_fault(ServerFault::NoRunListing, 25, "@listing").await;
     let grades: Vec<_> = report
         .results
         .iter()
@@ -186,4 +142,34 @@ async fn rw_ingest_25_a_server_without_the_listing_is_warned_not_failed() {
         }
     }
     assert!(report.passed, "a SHOULD only warns: {grades:?}");
+}
+
+/// The server suite's scenarios tagged `tags`, with `seed`, against the reference
+/// server behind the fault proxy playing `fault`.
+async fn behind_fault(fault: ServerFault, seed: u64, tags: &str) -> RunReport {
+    let server = reference::ReferenceServer::start(reference::reference_config(1.0))
+        .await
+        .unwrap();
+    let original = server.target();
+    assert!(original.short_retention.is_some());
+    let proxy = FaultyServer::start(&original, fault).await.unwrap();
+    let opts = ConformOptions {
+        seed,
+        jobs: 4,
+        tags: Some(TagFilter::parse(tags).unwrap()),
+        ..ConformOptions::default()
+    };
+    println!("seed {}", opts.seed);
+    let report = conform(
+        Plan {
+            server: Some(proxy.target(&original)),
+            client: None,
+        },
+        &opts,
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    server.stop().await;
+    report
 }
