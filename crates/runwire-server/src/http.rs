@@ -485,6 +485,21 @@ fn query_u64(q: &BTreeMap<String, String>, key: &str) -> Result<Option<u64>, Api
         .transpose()
 }
 
+/// The query parameters, or 400 `invalid_request` for a query string that cannot be
+/// read.
+fn query_map(
+    q: Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            format!("the query string is not valid: {e}"),
+        )
+    })?;
+    Ok(q)
+}
+
 /// The `limit` query parameter: `default` when absent, 400 `invalid_request` unless
 /// it is 1 to `max` (spec §4.4, §4.7).
 fn query_limit(q: &BTreeMap<String, String>, default: u64, max: u64) -> Result<u64, ApiError> {
@@ -508,13 +523,7 @@ pub(crate) async fn history(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let run_id = parse_run_id(run_id)?;
-    let Query(q) = q.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidRequest,
-            format!("the query string is not valid: {e}"),
-        )
-    })?;
+    let q = query_map(q)?;
     authorize(&state, &headers, &[Role::Producer, Role::Consumer], &run_id)?;
     let after = query_u64(&q, "after_seq")?.unwrap_or(0);
     let limit = query_limit(&q, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
@@ -592,13 +601,7 @@ pub(crate) async fn list_runs(
     q: Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidRequest,
-            format!("the query string is not valid: {e}"),
-        )
-    })?;
+    let q = query_map(q)?;
     // Parameters before authentication (`RW-INGEST-23`).
     let prefix = list_prefix(&q)?;
     let mut cursor = q
