@@ -1,6 +1,8 @@
 //! The whole server suite against the in-process reference server.
 
-use runwire_conformance::{ConformOptions, Grade, Plan, conform, features::TagFilter, reference};
+use runwire_conformance::{
+    ConformOptions, Grade, Plan, ScenarioResult, conform, features::TagFilter, reference,
+};
 
 /// Runs the server suite with `opts` against a reference server started with `config`.
 async fn run_server_suite(
@@ -48,14 +50,7 @@ async fn passes_every_server_scenario(config: runwire_server::ServerConfig) {
                     Grade::Pass | Grade::ExpectedFailure | Grade::UnexpectedPass
                 )
         })
-        .map(|r| {
-            format!(
-                "{}: {:?} {}",
-                r.id,
-                r.grade,
-                r.message.as_deref().unwrap_or("")
-            )
-        })
+        .map(describe)
         .collect();
     assert!(
         bad.is_empty(),
@@ -115,14 +110,7 @@ async fn the_kit_keeps_to_the_announced_message_rate() {
         .results
         .iter()
         .filter(|r| r.grade != Grade::Pass)
-        .map(|r| {
-            format!(
-                "{}: {:?} {}",
-                r.id,
-                r.grade,
-                r.message.as_deref().unwrap_or("")
-            )
-        })
+        .map(describe)
         .collect();
     assert!(
         report.counts.total >= 2,
@@ -177,4 +165,14 @@ async fn optional_capability_scenarios_are_not_implemented_without_them() {
             .collect::<Vec<_>>()
     );
     assert!(report.passed, "not implemented does not fail the run");
+}
+
+/// One result as a line of an assertion message: id, grade and message.
+fn describe(r: &ScenarioResult) -> String {
+    format!(
+        "{}: {:?} {}",
+        r.id,
+        r.grade,
+        r.message.as_deref().unwrap_or("")
+    )
 }
