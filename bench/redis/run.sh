@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Redis scale-out benchmarks: fan-out through Redis with two server nodes vs
-# one node on the embedded SQLite store, and ingest events/s into Redis.
+# one node on the embedded SQLite store, publish-to-deliver latency across
+# nodes, and ingest events/s into Redis.
 #
-# usage: bench/redis/run.sh [fanout|ingest]     (default: both)
+# usage: bench/redis/run.sh [fanout|latency|ingest]     (default: all three)
 # needs: redis-server on the PATH (Debian: apt-get install -y redis-server)
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -3,7 +3,7 @@
 //! benchmarks), and ingest events/s into Redis.
 //!
 //! Run with `bench/redis/run.sh`, or
-//! `cargo bench -p runwire-server --bench redis -- fanout|ingest` (needs
+//! `cargo bench -p runwire-server --bench redis -- fanout|latency|ingest` (needs
 //! `redis-server` on the PATH). Every server node runs in its own child process (this
 //! binary re-executed with `child STORE`), each with its own private redis-server
 //! (appendonly yes, appendfsync always unless noted) started here.
@@ -11,7 +11,9 @@
 //! `RUNWIRE_BENCH_KINDS=sqlite,redis2,cluster2` picks the fan-out configurations
 //! (`cluster2`: two nodes on a private three-master Redis Cluster; not run unless
 //! named), `RUNWIRE_BENCH_SUBS=1000` the subscriber counts, `RUNWIRE_BENCH_ROUNDS=3`
-//! the runs of each (the best counts).
+//! the runs of each (the best counts). `latency` takes the same `KINDS`,
+//! `RUNWIRE_BENCH_LATENCY_SECONDS=10` and `RUNWIRE_BENCH_LATENCY_BATCH=10,100` (events
+//! per request).
 
 #![allow(missing_docs, clippy::print_stdout, clippy::disallowed_types)]
 
@@ -39,6 +41,9 @@ fn main() {
     rt.block_on(async {
         if which == "all" || which == "fanout" {
             fanout().await;
+        }
+        if which == "all" || which == "latency" {
+            latency().await;
         }
         if which == "all" || which == "ingest" {
             ingest().await;
@@ -191,14 +196,14 @@ fn redis_with(fsync: &str, extra: &[&str]) -> Redis {
     }
 }
 
-/// One fan-out run: delivered events per second. `redis2`: two nodes on one
-/// Redis, subscribers split over both, producer on the first; `sqlite`: one node on
-/// the embedded store.
-async fn fanout_once(kind: &str, subs: usize, n: u64) -> f64 {
-    let dir = tempfile::tempdir().expect("tmp");
-    let (_redis, nodes) = match kind {
+/// The servers of one configuration: `sqlite`, one node on the embedded store (in
+/// `dir`); `redis2`, two nodes on one private Redis; `cluster2`, two nodes on a
+/// private three-master Redis Cluster. The Redis processes live as long as the first
+/// value.
+fn deployment(kind: &str, dir: &std::path::Path) -> (Vec<Redis>, Vec<Proc>) {
+    match kind {
         "sqlite" => {
-            let db = dir.path().join("fanout.db");
+            let db = dir.join("bench.db");
             (Vec::new(), vec![node(&format!("sqlite:{}", db.display()))])
         }
         "redis2" => {
@@ -213,7 +218,23 @@ async fn fanout_once(kind: &str, subs: usize, n: u64) -> f64 {
             (rs, nodes)
         }
         other => panic!("unknown kind {other} (sqlite, redis2, cluster2)"),
-    };
+    }
+}
+
+fn label(kind: &str) -> &'static str {
+    match kind {
+        "sqlite" => "1 node, sqlite",
+        "redis2" => "2 nodes, redis",
+        _ => "2 nodes, cluster",
+    }
+}
+
+/// One fan-out run: delivered events per second. `redis2`: two nodes on one
+/// Redis, subscribers split over both, producer on the first; `sqlite`: one node on
+/// the embedded store.
+async fn fanout_once(kind: &str, subs: usize, n: u64) -> f64 {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (_redis, nodes) = deployment(kind, dir.path());
     let addrs: Vec<String> = nodes.iter().map(|p| p.addr.clone()).collect();
     let http = http_client();
     let urls: Vec<String> = addrs
@@ -256,11 +277,7 @@ async fn fanout() {
                 runs.push(fanout_once(kind, subs, n).await);
             }
             let best = runs.iter().copied().fold(0.0f64, f64::max);
-            let label = match kind.as_str() {
-                "sqlite" => "1 node, sqlite",
-                "redis2" => "2 nodes, redis",
-                _ => "2 nodes, cluster",
-            };
+            let label = label(kind);
             let all: Vec<String> = runs.iter().map(|r| fmt_rate(*r)).collect();
             println!("  {label:16} {} (runs: {})", fmt_rate(best), all.join(", "));
             results.push((kind.clone(), best));
@@ -269,6 +286,52 @@ async fn fanout() {
             for (k, r) in results.iter().filter(|(k, _)| k != "sqlite") {
                 println!("  ratio {k} / 1 node sqlite: {:.2}x", r / base);
             }
+        }
+    }
+}
+
+/// Publish-to-deliver latency across nodes: 100 subscribers, all on the last node,
+/// and a producer appending 10,000 events/s on the first, so with two nodes every
+/// event reaches its subscribers through Redis. The one-node SQLite figure is the
+/// baseline.
+async fn latency() {
+    let seconds: u64 = std::env::var("RUNWIRE_BENCH_LATENCY_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let kinds = env_list("RUNWIRE_BENCH_KINDS", "sqlite,redis2");
+    let batches = env_list("RUNWIRE_BENCH_LATENCY_BATCH", "10,100");
+    println!(
+        "\n## publish-to-deliver latency, 100 subscribers on node B, producer on node A, 10,000 events/s for {seconds} s, default configuration"
+    );
+    for batch in &batches {
+        let batch: u64 = batch.parse().expect("RUNWIRE_BENCH_LATENCY_BATCH: numbers");
+        println!(
+            "\n{batch} events per request, a request every {} ms",
+            batch / 10
+        );
+        for kind in &kinds {
+            let dir = tempfile::tempdir().expect("tmp");
+            let (_redis, nodes) = deployment(kind, dir.path());
+            let last = nodes.last().expect("a node");
+            let url = format!("ws://{}/v1/stream", last.addr);
+            let s =
+                latency_samples(&[url], &nodes[0].addr, "lat", 100, (10_000, batch, seconds)).await;
+            println!(
+                "  {:16} sent to delivered:     {}",
+                label(kind),
+                fmt_latency(&s.deliver)
+            );
+            println!(
+                "  {:16} sent to acknowledged:  {}",
+                "",
+                fmt_latency(&s.acked)
+            );
+            println!(
+                "  {:16} acknowledged to delivered: {}",
+                "",
+                fmt_latency(&s.after_ack)
+            );
         }
     }
 }

@@ -22,8 +22,7 @@ use std::{
 };
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
-use tokio::sync::Barrier;
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use support::*;
@@ -302,83 +301,8 @@ async fn latency() {
         let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
         let proc = runwire(&spec, &settings);
         let url = format!("ws://{}/v1/stream", proc.addr);
-        let subs = 100;
-        let rate = 10_000u64;
-        let n = rate * seconds;
-        let origin = Instant::now();
-        let samples = Arc::new(std::sync::Mutex::new(Vec::<u32>::with_capacity(
-            (n as usize) * subs,
-        )));
-        let ready = Arc::new(Barrier::new(subs + 1));
-        let mut tasks = Vec::new();
-        for _ in 0..subs {
-            let url = url.clone();
-            let ready = Arc::clone(&ready);
-            let samples = Arc::clone(&samples);
-            tasks.push(tokio::spawn(async move {
-                let mut ws = ws_connect(&url).await;
-                runwire_subscribe(&mut ws, "lat", None).await;
-                ready.wait().await;
-                let mut local = Vec::with_capacity(n as usize);
-                let mut got = 0;
-                while got < n {
-                    let Some(Ok(Message::Text(t))) = ws.next().await else {
-                        panic!("lost")
-                    };
-                    let now = origin.elapsed().as_micros() as u64;
-                    // Each event's data.current carries its publish time in µs.
-                    for part in t.as_str().split("\"current\":").skip(1) {
-                        let digits: String =
-                            part.chars().take_while(char::is_ascii_digit).collect();
-                        if let Ok(sent) = digits.parse::<u64>() {
-                            local.push(now.saturating_sub(sent) as u32);
-                            got += 1;
-                        }
-                    }
-                }
-                samples.lock().expect("lock").extend(local);
-            }));
-        }
-        ready.wait().await;
-        let http = http_client();
-        let inflight = Arc::new(tokio::sync::Semaphore::new(16));
-        let mut tick = tokio::time::interval(Duration::from_millis(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let mut sent = 0;
-        let mut posts = Vec::new();
-        while sent < n {
-            tick.tick().await;
-            let permit = Arc::clone(&inflight).acquire_owned().await.expect("sem");
-            let now = origin.elapsed().as_micros() as u64;
-            let evs: Vec<Value> = (0..10)
-                .map(|_| json!({"type": "run.progress", "data": {"current": now, "message": "tick"}}))
-                .collect();
-            let body = json!({ "events": evs });
-            let http = http.clone();
-            let addr = proc.addr.clone();
-            posts.push(tokio::spawn(async move {
-                post(&http, &addr, "lat", &body).await;
-                drop(permit);
-            }));
-            sent += 10;
-        }
-        for p in posts {
-            p.await.expect("post");
-        }
-        for t in tasks {
-            t.await.expect("sub");
-        }
-        let mut s = std::mem::take(&mut *samples.lock().expect("lock"));
-        s.sort_unstable();
-        let q = |p: f64| s[((s.len() as f64 * p) as usize).min(s.len() - 1)] as f64 / 1000.0;
-        println!(
-            "  store {store:13}: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} samples)",
-            q(0.50),
-            q(0.99),
-            q(0.999),
-            q(1.0),
-            s.len()
-        );
+        let s = latency_samples(&[url], &proc.addr, "lat", 100, (10_000, 10, seconds)).await;
+        println!("  store {store:13}: {}", fmt_latency(&s.deliver));
         drop(proc);
         remove_db(&path);
     }

@@ -2,6 +2,7 @@
 //! (`RW-SLOW-1`), and the writer task that drains it into the socket.
 
 use std::{
+    collections::VecDeque,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -12,7 +13,7 @@ use std::{
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, stream::SplitSink};
 use runwire_protocol::{CloseCode, ErrorFrame, ServerMessage, codec::encode};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::metrics::{ConnStats, Metrics};
 
@@ -50,7 +51,12 @@ pub(crate) enum QueueError {
 /// The sending half of a connection, shared by the connection task and its
 /// subscription tasks.
 pub(crate) struct Outbound {
-    tx: mpsc::UnboundedSender<Out>,
+    /// The frames not yet handed to the writer. Its buffer is released whenever the
+    /// writer empties it, so an idle connection holds none (a channel would keep its
+    /// first block of slots for the connection's whole life).
+    queue: Mutex<VecDeque<Out>>,
+    /// Rung when `queue` gets an item (one waiter: the writer).
+    queued: Notify,
     queued_bytes: AtomicU64,
     /// Enqueue time of the oldest frame not yet written.
     oldest: Mutex<Option<Instant>>,
@@ -87,9 +93,9 @@ impl Outbound {
         slow_close_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::unbounded_channel();
         let out = Arc::new(Self {
-            tx,
+            queue: Mutex::new(VecDeque::new()),
+            queued: Notify::new(),
             queued_bytes: AtomicU64::new(0),
             oldest: Mutex::new(None),
             max_bytes,
@@ -107,7 +113,7 @@ impl Outbound {
             stats: ConnStats::default(),
         });
         let o = Arc::clone(&out);
-        let handle = tokio::spawn(writer(o, sink, rx, close_timeout, slow_close_timeout));
+        let handle = tokio::spawn(writer(o, sink, close_timeout, slow_close_timeout));
         (out, handle)
     }
 
@@ -150,17 +156,11 @@ impl Outbound {
                 *oldest = Some(Instant::now());
             }
         }
-        if self
-            .tx
-            .send(Out::Frame {
-                text: Utf8Bytes::from(text),
-                enqueued: Instant::now(),
-                published,
-            })
-            .is_err()
-        {
-            return Err(QueueError::Closed);
-        }
+        self.push(Out::Frame {
+            text: Utf8Bytes::from(text),
+            enqueued: Instant::now(),
+            published,
+        });
         // The byte bound itself (`RW-SLOW-1`) is judged by the periodic check
         // ([`Outbound::over_limit`]), after the writer had a chance to hand a burst to
         // the socket: one large append must not cut off a client that reads at full
@@ -236,7 +236,7 @@ impl Outbound {
         let code = CloseCode(error.close_code.unwrap_or(CloseCode::NORMAL.0));
         self.stats.ended(code.0, error.code.as_str());
         let reason = Utf8Bytes::from(error.code.as_str());
-        let _ = self.tx.send(Out::Close {
+        self.push(Out::Close {
             error: Utf8Bytes::from(encode(&ServerMessage::Error(error))),
             code,
             reason,
@@ -249,7 +249,7 @@ impl Outbound {
     pub(crate) fn close_protocol(&self, code: u16, reason: &str) {
         self.stats.ended(code, reason);
         self.closing.store(true, Ordering::Release);
-        let _ = self.tx.send(Out::Bare {
+        self.push(Out::Bare {
             code,
             reason: Utf8Bytes::from(reason),
         });
@@ -260,7 +260,7 @@ impl Outbound {
     /// reply to a client close) and stops.
     pub(crate) fn finish(&self) {
         self.closing.store(true, Ordering::Release);
-        let _ = self.tx.send(Out::Finish);
+        self.push(Out::Finish);
         self.drained.notify_waiters();
     }
 
@@ -281,6 +281,36 @@ impl Outbound {
         ));
         self.abort.notify_one();
         self.drained.notify_waiters();
+    }
+
+    /// Queues `out` for the writer.
+    fn push(&self, out: Out) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(out);
+        self.queued.notify_one();
+    }
+
+    /// The next queued item, if any; the queue's buffer is released once it is empty.
+    fn pop(&self) -> Option<Out> {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let out = q.pop_front();
+        if q.is_empty() && q.capacity() > 0 {
+            *q = VecDeque::new();
+        }
+        out
+    }
+
+    /// Waits for the next queued item (cancel safe: nothing is taken until it is
+    /// returned).
+    async fn next(&self) -> Out {
+        loop {
+            if let Some(out) = self.pop() {
+                return out;
+            }
+            self.queued.notified().await;
+        }
     }
 
     fn written(&self, n: u64, next_oldest: Option<Instant>) {
@@ -315,13 +345,25 @@ async fn goodbye(
     .await;
 }
 
+/// Ends the queue when the writer stops, however it stops (also when its task is
+/// aborted): later frames are refused, and what is still queued is dropped.
+struct Stopped<'a>(&'a Outbound);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        self.0.closing.store(true, Ordering::Release);
+        *self.0.queue.lock().unwrap_or_else(|e| e.into_inner()) = VecDeque::new();
+        self.0.drained.notify_waiters();
+    }
+}
+
 async fn writer(
     out: Arc<Outbound>,
     mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::UnboundedReceiver<Out>,
     close_timeout: Duration,
     slow_close_timeout: Duration,
 ) {
+    let _stopped = Stopped(&out);
     let mut pending: Option<Out> = None;
     // Live frames of the current write: (published, events), for the delivery latency
     // histogram; reused, so steady state allocates nothing.
@@ -332,10 +374,7 @@ async fn writer(
             None => tokio::select! {
                 biased;
                 () = out.abort.notified() => break,
-                m = rx.recv() => match m {
-                    Some(m) => m,
-                    None => return,
-                },
+                m = out.next() => m,
             },
         };
         let (text, enqueued) = match first {
@@ -375,8 +414,8 @@ async fn writer(
         let write = async {
             sink.feed(Message::Text(text)).await?;
             while frames < 256 {
-                match rx.try_recv() {
-                    Ok(Out::Frame {
+                match out.pop() {
+                    Some(Out::Frame {
                         text, published, ..
                     }) => {
                         live.extend(published);
@@ -384,11 +423,11 @@ async fn writer(
                         frames += 1;
                         sink.feed(Message::Text(text)).await?;
                     }
-                    Ok(last @ (Out::Close { .. } | Out::Finish | Out::Bare { .. })) => {
+                    Some(last @ (Out::Close { .. } | Out::Finish | Out::Bare { .. })) => {
                         pending = Some(last);
                         break;
                     }
-                    Err(_) => break,
+                    None => break,
                 }
             }
             sink.flush().await

@@ -255,6 +255,131 @@ pub(crate) async fn post(http: &reqwest::Client, addr: &str, run: &str, body: &V
     assert!(r.status().is_success(), "append failed: {}", r.status());
 }
 
+/// The samples of one latency run, each sorted, in µs.
+pub(crate) struct Latency {
+    /// From just before an event's append request was sent to a subscriber reading
+    /// the frame that carries it.
+    pub(crate) deliver: Vec<u32>,
+    /// Append requests, sent to acknowledged.
+    pub(crate) acked: Vec<u32>,
+    /// From the producer reading an append's acknowledgement to a subscriber reading
+    /// one of its events (0 when the event came first): what delivery adds once the
+    /// append is durable.
+    pub(crate) after_ack: Vec<u32>,
+}
+
+/// Publish-to-deliver latency: `subs` subscribers (round-robin over `urls`) watch
+/// `run` while one producer appends `rate` events/s to it on `producer` for
+/// `seconds`, `batch` events per request (one request every `batch * 1000 / rate`
+/// ms, up to 16 in flight). Each event's `data.current` carries the time, in µs, just
+/// before its request was sent, which also names the request.
+pub(crate) async fn latency_samples(
+    urls: &[String],
+    producer: &str,
+    run: &str,
+    subs: usize,
+    (rate, batch, seconds): (u64, u64, u64),
+) -> Latency {
+    let n = rate * seconds;
+    let origin = Instant::now();
+    // (request sent, delivered after), per event and subscriber.
+    let samples = Arc::new(std::sync::Mutex::new(Vec::<(u64, u32)>::with_capacity(
+        (n as usize) * subs,
+    )));
+    let ready = Arc::new(Barrier::new(subs + 1));
+    let mut tasks = Vec::new();
+    for i in 0..subs {
+        let url = urls[i % urls.len()].clone();
+        let (ready, samples, run) = (Arc::clone(&ready), Arc::clone(&samples), run.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut ws = ws_connect(&url).await;
+            runwire_subscribe(&mut ws, &run, None).await;
+            ready.wait().await;
+            let mut local = Vec::with_capacity(n as usize);
+            let mut got = 0;
+            while got < n {
+                let Some(Ok(Message::Text(t))) = ws.next().await else {
+                    panic!("subscriber lost its connection at {got}/{n}")
+                };
+                let now = origin.elapsed().as_micros() as u64;
+                for part in t.as_str().split("\"current\":").skip(1) {
+                    let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
+                    if let Ok(sent) = digits.parse::<u64>() {
+                        local.push((sent, now.saturating_sub(sent) as u32));
+                        got += 1;
+                    }
+                }
+            }
+            samples.lock().expect("lock").extend(local);
+        }));
+    }
+    ready.wait().await;
+    let http = http_client();
+    let inflight = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut tick =
+        tokio::time::interval(std::time::Duration::from_micros(batch * 1_000_000 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent = 0;
+    let mut posts = Vec::new();
+    while sent < n {
+        tick.tick().await;
+        let permit = Arc::clone(&inflight).acquire_owned().await.expect("sem");
+        let now = origin.elapsed().as_micros() as u64;
+        let k = batch.min(n - sent);
+        let evs: Vec<Value> = (0..k)
+            .map(|_| json!({"type": "run.progress", "data": {"current": now, "message": "tick"}}))
+            .collect();
+        let body = json!({ "events": evs });
+        let (http, addr, run) = (http.clone(), producer.to_owned(), run.to_owned());
+        posts.push(tokio::spawn(async move {
+            post(&http, &addr, &run, &body).await;
+            drop(permit);
+            (
+                now,
+                (origin.elapsed().as_micros() as u64).saturating_sub(now),
+            )
+        }));
+        sent += k;
+    }
+    let mut acks = std::collections::HashMap::with_capacity(posts.len());
+    for p in posts {
+        let (sent, took) = p.await.expect("post");
+        acks.insert(sent, took);
+    }
+    for t in tasks {
+        t.await.expect("subscriber");
+    }
+    let samples = std::mem::take(&mut *samples.lock().expect("lock"));
+    let sorted = |mut v: Vec<u32>| {
+        v.sort_unstable();
+        v
+    };
+    let after_ack = samples
+        .iter()
+        .map(|(sent, d)| {
+            (u64::from(*d)).saturating_sub(acks.get(sent).copied().unwrap_or(0)) as u32
+        })
+        .collect();
+    Latency {
+        deliver: sorted(samples.into_iter().map(|(_, d)| d).collect()),
+        acked: sorted(acks.into_values().map(|t| t as u32).collect()),
+        after_ack: sorted(after_ack),
+    }
+}
+
+/// `p50 … p99 … p99.9 … max …` of sorted µs samples, in ms.
+pub(crate) fn fmt_latency(s: &[u32]) -> String {
+    let q = |p: f64| s[((s.len() as f64 * p) as usize).min(s.len() - 1)] as f64 / 1000.0;
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} samples)",
+        q(0.50),
+        q(0.99),
+        q(0.999),
+        q(1.0),
+        s.len()
+    )
+}
+
 /// `1.23 M/s` or `456 k/s`.
 pub(crate) fn fmt_rate(r: f64) -> String {
     if r >= 1e6 {
