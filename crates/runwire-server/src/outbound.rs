@@ -38,6 +38,37 @@ enum Out {
     Bare { code: u16, reason: Utf8Bytes },
 }
 
+/// The frames not yet handed to the writer. Its buffer is released whenever it runs
+/// empty, so an idle connection holds none (a channel keeps its first block of 32
+/// slots for the connection's whole life: 2.6 KiB per connection).
+#[derive(Default)]
+struct Queue(Mutex<VecDeque<Out>>);
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Out>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, out: Out) {
+        self.lock().push_back(out);
+    }
+
+    /// The oldest item; the buffer is released once the queue is empty.
+    fn pop(&self) -> Option<Out> {
+        let mut q = self.lock();
+        let out = q.pop_front();
+        if q.is_empty() && q.capacity() > 0 {
+            *q = VecDeque::new();
+        }
+        out
+    }
+
+    /// Drops every item and the buffer.
+    fn clear(&self) {
+        *self.lock() = VecDeque::new();
+    }
+}
+
 /// Why a frame could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum QueueError {
@@ -51,10 +82,7 @@ pub(crate) enum QueueError {
 /// The sending half of a connection, shared by the connection task and its
 /// subscription tasks.
 pub(crate) struct Outbound {
-    /// The frames not yet handed to the writer. Its buffer is released whenever the
-    /// writer empties it, so an idle connection holds none (a channel would keep its
-    /// first block of slots for the connection's whole life).
-    queue: Mutex<VecDeque<Out>>,
+    queue: Queue,
     /// Rung when `queue` gets an item (one waiter: the writer).
     queued: Notify,
     queued_bytes: AtomicU64,
@@ -94,7 +122,7 @@ impl Outbound {
         metrics: Arc<Metrics>,
     ) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
         let out = Arc::new(Self {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Queue::default(),
             queued: Notify::new(),
             queued_bytes: AtomicU64::new(0),
             oldest: Mutex::new(None),
@@ -285,21 +313,13 @@ impl Outbound {
 
     /// Queues `out` for the writer.
     fn push(&self, out: Out) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(out);
+        self.queue.push(out);
         self.queued.notify_one();
     }
 
-    /// The next queued item, if any; the queue's buffer is released once it is empty.
+    /// The next queued item, if any.
     fn pop(&self) -> Option<Out> {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let out = q.pop_front();
-        if q.is_empty() && q.capacity() > 0 {
-            *q = VecDeque::new();
-        }
-        out
+        self.queue.pop()
     }
 
     /// Waits for the next queued item (cancel safe: nothing is taken until it is
@@ -352,7 +372,7 @@ struct Stopped<'a>(&'a Outbound);
 impl Drop for Stopped<'_> {
     fn drop(&mut self) {
         self.0.closing.store(true, Ordering::Release);
-        *self.0.queue.lock().unwrap_or_else(|e| e.into_inner()) = VecDeque::new();
+        self.0.queue.clear();
         self.0.drained.notify_waiters();
     }
 }
@@ -391,7 +411,17 @@ async fn writer(
                 code,
                 reason,
             } => {
-                goodbye(&mut sink, error, code, reason, close_timeout, &out.stats).await;
+                // Boxed, like the urgent goodbye below: the writer's future would
+                // otherwise be as large as this rare state for every connection's life.
+                Box::pin(goodbye(
+                    &mut sink,
+                    error,
+                    code,
+                    reason,
+                    close_timeout,
+                    &out.stats,
+                ))
+                .await;
                 return;
             }
             Out::Finish => {
@@ -455,14 +485,54 @@ async fn writer(
     // Urgent close: drop the queue, send the error and the close.
     let urgent = out.urgent.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some((error, code, reason)) = urgent {
-        goodbye(
+        Box::pin(goodbye(
             &mut sink,
             error,
             code,
             reason,
             slow_close_timeout,
             &out.stats,
-        )
+        ))
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(text: &str) -> Out {
+        Out::Frame {
+            text: Utf8Bytes::from(text),
+            enqueued: Instant::now(),
+            published: None,
+        }
+    }
+
+    fn text(out: Option<Out>) -> Option<String> {
+        match out? {
+            Out::Frame { text, .. } => Some(text.as_str().to_owned()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_queue_keeps_order_and_releases_its_buffer_when_empty() {
+        let q = Queue::default();
+        for t in ["a", "b", "c", "d", "e"] {
+            q.push(frame(t));
+        }
+        assert!(q.lock().capacity() >= 5);
+        for t in ["a", "b", "c", "d"] {
+            assert_eq!(text(q.pop()).as_deref(), Some(t));
+            assert!(q.lock().capacity() > 0, "released while items remain");
+        }
+        assert_eq!(text(q.pop()).as_deref(), Some("e"));
+        assert_eq!(q.lock().capacity(), 0, "an empty queue holds no buffer");
+        assert!(q.pop().is_none());
+        q.push(frame("f"));
+        q.clear();
+        assert_eq!(q.lock().capacity(), 0);
+        assert!(q.pop().is_none());
     }
 }

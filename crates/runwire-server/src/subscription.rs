@@ -175,25 +175,34 @@ impl Subscription {
     /// adaptively: they go out at once while the connection's socket keeps up, and
     /// accumulate (for at most the window, `RW-BATCH-1`) while it is busy; terminal
     /// status and todo updates flush at once (`RW-BATCH-3`).
-    pub(crate) async fn run(mut self) {
-        let ControlFlow::Break(end) = self.serve().await;
-        match end {
-            End::Quiet => {}
-            End::SlowConsumer => {
-                if !self.out.is_closing() {
-                    Metrics::inc(&self.state.metrics.slow_consumer_closes);
-                    self.out.close_now(ErrorFrame::new(
+    ///
+    /// An `async` block rather than an `async fn`, which would hold `self` twice (the
+    /// argument and its binding) for the subscription's whole life.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold self twice for the subscription's life"
+    )]
+    pub(crate) fn run(mut self) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            let ControlFlow::Break(end) = self.serve().await;
+            match end {
+                End::Quiet => {}
+                End::SlowConsumer => {
+                    if !self.out.is_closing() {
+                        Metrics::inc(&self.state.metrics.slow_consumer_closes);
+                        self.out.close_now(ErrorFrame::new(
                         ErrorCode::SlowConsumer,
                         "the outbound queue exceeded its byte limit; reconnect and resume from your cursor",
                     ));
+                    }
                 }
-            }
-            End::Store(why) => {
-                Metrics::inc(&self.state.metrics.store_errors);
-                let _ = self.reports.send(SubReport::Fatal(Box::new(
-                    ErrorFrame::new(ErrorCode::StoreUnavailable, format!("event store: {why}"))
-                        .for_run(self.run_id.clone()),
-                )));
+                End::Store(why) => {
+                    Metrics::inc(&self.state.metrics.store_errors);
+                    let _ = self.reports.send(SubReport::Fatal(Box::new(
+                        ErrorFrame::new(ErrorCode::StoreUnavailable, format!("event store: {why}"))
+                            .for_run(self.run_id.clone()),
+                    )));
+                }
             }
         }
     }

@@ -88,10 +88,12 @@ pub(crate) async fn stream(
     // Never buffer more than max_frame_bytes of a frame (`RW-LIMIT-1`): a larger
     // message fails the read and is answered with frame_too_large.
     let limit = state.config.max_frame_bytes as usize;
-    // Client frames are small; a 4 KiB read buffer (instead of 128 KiB) keeps idle
-    // connections cheap. Larger frames are still read, in more steps.
+    // Client frames are small (a pong is ~40 bytes, a hello with a token under 1 KiB);
+    // the read buffer is zero-filled to its capacity on every read, so its size is
+    // resident per connection: 1 KiB (instead of 128 KiB) keeps idle connections
+    // cheap. A larger frame is still read whole: the buffer grows to hold it.
     let peer = linger.peer();
-    ws.read_buffer_size(4096)
+    ws.read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
@@ -101,6 +103,9 @@ pub(crate) async fn stream(
             serve_connection(socket, state, token, linger, peer)
         })
 }
+
+/// A connection's WebSocket read buffer (see [`stream`]).
+const READ_BUFFER_BYTES: usize = 1024;
 
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
@@ -154,21 +159,25 @@ fn slow_close_ms(cfg: &crate::config::ServerConfig) -> u64 {
 /// When it ends, one line is logged at info (target `runwire::conn`) with the reason,
 /// the close code, the duration, the frames and events in and out, the session id and
 /// the peer address `peer` (never the token, `RW-SEC-1`).
-pub(crate) async fn serve_connection(
+///
+/// The setup runs before the returned future exists, and the future owns only what
+/// the connection keeps: an `async fn` would also keep its arguments (the unsplit
+/// socket among them) for the connection's whole life, half a KiB per idle
+/// connection (docs/performance.md, "Connections per node").
+pub(crate) fn serve_connection(
     socket: WebSocket,
     state: Arc<AppState>,
     header_token: Option<String>,
     linger: Option<LingerHandle>,
     peer: Option<std::net::SocketAddr>,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let started = Instant::now();
     let metrics = Arc::clone(&state.metrics);
     Metrics::inc(&metrics.connections_total);
     Metrics::gauge(&metrics.connections, 1);
-    let _guard = state.connections.enter();
-    let (sink, mut stream) = socket.split();
+    let (sink, stream) = socket.split();
     let cfg = Arc::clone(&state.config);
-    let (out, mut writer) = Outbound::spawn(
+    let (out, writer) = Outbound::spawn(
         sink,
         cfg.slow_consumer_max_bytes,
         ms(cfg.slow_consumer_max_age_ms),
@@ -176,8 +185,8 @@ pub(crate) async fn serve_connection(
         ms(slow_close_ms(&cfg)),
         Arc::clone(&metrics),
     );
-    let (reports_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
-    let mut conn = Conn {
+    let (reports_tx, reports) = tokio::sync::mpsc::unbounded_channel();
+    let conn = Conn {
         state: Arc::clone(&state),
         out: Arc::clone(&out),
         principal: None,
@@ -190,35 +199,40 @@ pub(crate) async fn serve_connection(
         ping_counter: 0,
         session_id: None,
     };
-    let mut end = conn
-        .serve(
-            &mut stream,
-            &mut writer,
-            &mut reports,
-            header_token.as_deref(),
-            linger.as_ref(),
-        )
-        .await;
+    async move {
+        let _guard = state.connections.enter();
+        let (mut conn, mut stream, mut writer, mut reports) = (conn, stream, writer, reports);
+        let mut end = conn
+            .serve(
+                &mut stream,
+                &mut writer,
+                &mut reports,
+                header_token.as_deref(),
+                linger.as_ref(),
+            )
+            .await;
 
-    // Stop the subscriptions, then let the writer finish the goodbye while draining
-    // what the client still sends (so the close is not lost to a TCP reset).
-    for (_, h) in std::mem::take(&mut conn.subs) {
-        h.abort();
-        let _ = h.await;
-        Metrics::gauge(&metrics.subscriptions, -1);
+        // Stop the subscriptions, then let the writer finish the goodbye while
+        // draining what the client still sends (so the close is not lost to a TCP
+        // reset).
+        for (_, h) in std::mem::take(&mut conn.subs) {
+            h.abort();
+            let _ = h.await;
+            Metrics::gauge(&metrics.subscriptions, -1);
+        }
+        if !end.writer_done {
+            goodbye(&cfg, &out, &mut writer, &mut stream, &mut end).await;
+        }
+        close_transport(&state, linger, stream, writer, &end).await;
+        Metrics::gauge(&metrics.connections, -1);
+        out.stats.log_closed(
+            end.peer_end,
+            started.elapsed(),
+            conn.session_id.as_deref(),
+            conn.principal.as_ref().map(|p| p.name.as_str()),
+            peer,
+        );
     }
-    if !end.writer_done {
-        goodbye(&cfg, &out, &mut writer, &mut stream, &mut end).await;
-    }
-    close_transport(&state, linger, stream, writer, &end).await;
-    Metrics::gauge(&metrics.connections, -1);
-    out.stats.log_closed(
-        end.peer_end,
-        started.elapsed(),
-        conn.session_id.as_deref(),
-        conn.principal.as_ref().map(|p| p.name.as_str()),
-        peer,
-    );
 }
 
 /// Lets the writer finish the goodbye while reading what the client still sends, then
