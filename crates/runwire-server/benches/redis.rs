@@ -229,12 +229,48 @@ fn label(kind: &str) -> &'static str {
     }
 }
 
-/// One fan-out run: delivered events per second. `redis2`: two nodes on one
-/// Redis, subscribers split over both, producer on the first; `sqlite`: one node on
-/// the embedded store.
-async fn fanout_once(kind: &str, subs: usize, n: u64) -> f64 {
+/// CPU time (user + system) process `pid` has used so far, in ms (`/proc/PID/stat`
+/// fields 14 and 15, in clock ticks of 10 ms: `USER_HZ` is 100 on Linux).
+fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is field 3.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) * 10
+}
+
+/// One fan-out round: its rate and where the CPU went, from the first append to
+/// the last subscriber's last event.
+#[derive(Clone, Copy, Default)]
+struct Round {
+    /// Delivered events per second.
+    rate: f64,
+    /// Deliveries made.
+    deliveries: u64,
+    /// CPU ms of the server nodes, of Redis, and of this process (the load
+    /// generator).
+    nodes_ms: u64,
+    redis_ms: u64,
+    load_ms: u64,
+    /// Wall-clock ms.
+    wall_ms: u64,
+}
+
+/// One fan-out run. `redis2`: two nodes on one Redis, subscribers split over both,
+/// producer on the first; `sqlite`: one node on the embedded store.
+async fn fanout_once(kind: &str, subs: usize, n: u64) -> Round {
     let dir = tempfile::tempdir().expect("tmp");
-    let (_redis, nodes) = deployment(kind, dir.path());
+    let (redis, nodes) = deployment(kind, dir.path());
+    let cpu = || {
+        (
+            nodes.iter().map(|p| cpu_ms(p.child.id())).sum::<u64>(),
+            redis.iter().map(|r| cpu_ms(r.child.id())).sum::<u64>(),
+            cpu_ms(std::process::id()),
+        )
+    };
     let addrs: Vec<String> = nodes.iter().map(|p| p.addr.clone()).collect();
     let http = http_client();
     let urls: Vec<String> = addrs
@@ -242,6 +278,7 @@ async fn fanout_once(kind: &str, subs: usize, n: u64) -> f64 {
         .map(|a| format!("ws://{a}/v1/stream"))
         .collect();
     let done = subscribers(&urls, subs, n, Some("bench-run")).await;
+    let before = cpu();
     let t0 = Instant::now();
     let mut sent = 0;
     while sent < n {
@@ -253,8 +290,17 @@ async fn fanout_once(kind: &str, subs: usize, n: u64) -> f64 {
         .await
         .expect("fan-out finishes")
         .expect("subscribers");
+    let after = cpu();
     let end = ends.into_iter().max().expect("some");
-    (subs as u64 * n) as f64 / end.duration_since(t0).as_secs_f64()
+    let deliveries = subs as u64 * n;
+    Round {
+        rate: deliveries as f64 / end.duration_since(t0).as_secs_f64(),
+        deliveries,
+        nodes_ms: after.0.saturating_sub(before.0),
+        redis_ms: after.1.saturating_sub(before.1),
+        load_ms: after.2.saturating_sub(before.2),
+        wall_ms: end.duration_since(t0).as_millis() as u64,
+    }
 }
 
 async fn fanout() {
@@ -276,10 +322,29 @@ async fn fanout() {
             for _ in 0..rounds {
                 runs.push(fanout_once(kind, subs, n).await);
             }
-            let best = runs.iter().copied().fold(0.0f64, f64::max);
+            let best = runs.iter().map(|r| r.rate).fold(0.0f64, f64::max);
             let label = label(kind);
-            let all: Vec<String> = runs.iter().map(|r| fmt_rate(*r)).collect();
+            let all: Vec<String> = runs.iter().map(|r| fmt_rate(r.rate)).collect();
             println!("  {label:16} {} (runs: {})", fmt_rate(best), all.join(", "));
+            // Where the CPU went, over all rounds: ms per million deliveries.
+            let sum = runs.iter().fold(Round::default(), |a, r| Round {
+                deliveries: a.deliveries + r.deliveries,
+                nodes_ms: a.nodes_ms + r.nodes_ms,
+                redis_ms: a.redis_ms + r.redis_ms,
+                load_ms: a.load_ms + r.load_ms,
+                wall_ms: a.wall_ms + r.wall_ms,
+                ..a
+            });
+            let per = |ms: u64| ms as f64 * 1e6 / sum.deliveries as f64;
+            println!(
+                "  {:16} CPU ms per million deliveries: server nodes {:.0}, redis {:.0}, load generator {:.0}; wall {:.0} (x2 cores = {:.0})",
+                "",
+                per(sum.nodes_ms),
+                per(sum.redis_ms),
+                per(sum.load_ms),
+                per(sum.wall_ms),
+                2.0 * per(sum.wall_ms)
+            );
             results.push((kind.clone(), best));
         }
         if let Some((_, base)) = results.iter().find(|(k, _)| k == "sqlite") {
