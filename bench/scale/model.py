@@ -116,6 +116,7 @@ ASSUMED = {
     "script_event_us": 9.0,
     "stream_read_us": 5.0,  # master CPU per stream entry read by one node
     "xread_key_us": 0.2,  # one Redis: master CPU per key of a node's XREAD call
+    "hop_same_median_ms": 0.3,  # ack -> delivery on the appending node (p99 measured)
     "fsync_median_ms": 1.0,  # fsync time, lognormal, fitted to the ack times
     "fsync_sigma": 0.85,
 }
@@ -288,8 +289,9 @@ class Sim:
         else:
             o50, o99 = mid(MEASURED["hop_cluster_p50_ms"]), mid(MEASURED["hop_cluster_p99_ms"])
         self.hop_other = lognormal_params(o50 / 1e3, o99 / 1e3)
-        # Same node: only the p99 is measured; the median is assumed at 0.3 ms.
-        self.hop_same = lognormal_params(0.3e-3, MEASURED["hop_same_p99_ms"] / 1e3)
+        # Same node: only the p99 is measured; the median is assumed.
+        self.hop_same = lognormal_params(self.p["hop_same_median_ms"] / 1e3,
+                                         MEASURED["hop_same_p99_ms"] / 1e3)
         self.fsync = (math.log(self.p["fsync_median_ms"] / 1e3), self.p["fsync_sigma"])
 
     def lognormal(self, params):
@@ -317,7 +319,6 @@ class Sim:
         heapq.heappush(heap, (rng.expovariate(self.rate), seq, "arrive", None))
 
         def submit(m, now, cost, kind, payload):
-            nonlocal seq
             master = masters[m]
             master.queue.append((cost, kind, payload))
             if not master.busy:
