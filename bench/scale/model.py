@@ -19,9 +19,9 @@ million delivered events.
 
 Event-level simulation (--simulate SECONDS, default 10; 0 turns it off). A
 discrete-event simulation (heapq) of SECONDS of traffic, for each node count of
---sim-nodes and each Redis topology of --masters (1 = one Redis, M > 1 = a cluster
-of M masters with runs hashed to masters), at each multiple of --events given by
---stress. It models:
+--sim-nodes and each Redis topology of --masters (1 = one Redis, 1c = one Redis run
+as a one-master cluster, M > 1 = a cluster of M masters with runs hashed to
+masters), at each multiple of --events given by --stress. It models:
 
 - events: a Poisson process at the aggregate rate. Each event's run is drawn
   uniformly (--event-runs uniform: every active run emits at the same rate, as in
@@ -50,7 +50,7 @@ master's utilisation, and which resource saturates first.
 
 usage: python3 bench/scale/model.py [--watchers 1000000] [--runs 50000]
        [--events 1000] [--zipf 1.1] [--seed 7] [--node-cost-hour 0.10]
-       [--simulate 10] [--sim-nodes 12,16] [--masters 1,3] [--stress 1,10]
+       [--simulate 10] [--sim-nodes 12,16] [--masters 1,1c,3] [--stress 1,10]
        [--event-runs uniform|zipf] [--per-delivery-us 0.82]
        [--assume NAME=VALUE ...]
        python3 bench/scale/model.py --self-test
@@ -97,6 +97,10 @@ MEASURED = {
     # The same on a 3-master cluster: p50 1.1-2.6, p99 5.3-13.
     "hop_cluster_p50_ms": (1.1, 2.6),
     "hop_cluster_p99_ms": (5.3, 13.0),
+    # One Redis: its CPU per stream named in a node reader's XREAD BLOCK, per
+    # wake-up (bench/scale/xread_cost.py: 1.06-1.39 us at 13,000 streams named,
+    # 0.61-0.70 us at 1,000; Redis 7.0.15).
+    "xread_key_us": 1.1,
 }
 
 # Assumptions (not measured on this machine; change them on the command line or
@@ -115,7 +119,6 @@ ASSUMED = {
     "script_us": 30.0,
     "script_event_us": 9.0,
     "stream_read_us": 5.0,  # master CPU per stream entry read by one node
-    "xread_key_us": 0.2,  # one Redis: master CPU per key of a node's XREAD call
     "hop_same_median_ms": 0.3,  # ack -> delivery on the appending node (p99 measured)
     "fsync_median_ms": 1.0,  # fsync time, lognormal, fitted to the ack times
     "fsync_sigma": 0.85,
@@ -259,8 +262,8 @@ class Sim:
     """One simulated configuration. Call run(); results in the returned dict."""
 
     def __init__(self, per_run, run_cdf, nodes, masters, rate, seconds, seed,
-                 per_delivery_us, conns, params=None):
-        self.p = dict(ASSUMED)
+                 per_delivery_us, conns, params=None, doorbell=None):
+        self.p = dict(ASSUMED, xread_key_us=MEASURED["xread_key_us"])
         if params:
             self.p.update(params)
         self.per_run = per_run
@@ -268,6 +271,9 @@ class Sim:
         self.nruns = len(per_run)
         self.nodes = nodes
         self.nmasters = masters
+        # The live feed: doorbells and XRANGE (a cluster, also one of one master) or
+        # one XREAD per node over every stream it watches (one plain Redis).
+        self.doorbell = masters > 1 if doorbell is None else doorbell
         self.rate = rate
         self.seconds = seconds
         self.rng = random.Random(seed)
@@ -284,7 +290,7 @@ class Sim:
         for entries in per_run:
             for n, _ in entries:
                 self.keys[n] += 1
-        if masters == 1:
+        if not self.doorbell:
             o50, o99 = mid(MEASURED["hop_other_p50_ms"]), mid(MEASURED["hop_other_p99_ms"])
         else:
             o50, o99 = mid(MEASURED["hop_cluster_p50_ms"]), mid(MEASURED["hop_cluster_p99_ms"])
@@ -373,7 +379,7 @@ class Sim:
                             hop = self.lognormal(self.hop_same if n == entry_node
                                                  else self.hop_other)
                             item = (eid, k, t + hop)
-                            if self.nmasters > 1:
+                            if self.doorbell:
                                 # Cluster: a doorbell, then an XRANGE of the run's
                                 # stream on its master.
                                 submit(m, t, entry_s, "read", (n, [item]))
@@ -388,7 +394,7 @@ class Sim:
                         for eid, k, t_hop in items:
                             seq += 1
                             heapq.heappush(heap, (max(t, t_hop), seq, "node", (eid, n, k)))
-                        if self.nmasters == 1:
+                        if not self.doorbell:
                             reading[n] = False
                             if waiting[n]:
                                 batch, waiting[n] = waiting[n], []
@@ -481,15 +487,16 @@ def simulate(args):
             for w in weights:
                 acc += w
                 cdf.append(acc)
-        for masters in args.masters:
+        for masters, doorbell in args.masters:
+            label = f"{masters}c" if doorbell and masters == 1 else str(masters)
             for factor in args.stress:
                 rate = args.events * factor
                 sim = Sim(per_run, cdf, nodes, masters, rate, args.simulate,
-                          args.seed, args.per_delivery_us, conns)
+                          args.seed, args.per_delivery_us, conns, doorbell=doorbell)
                 r = sim.run()
                 name, load = first_limit(conns_util, r)
                 sat = " SATURATED" if load >= 0.95 or r["drain_s"] > 1.0 else ""
-                print(f"{nodes:>5} {masters:>7} {rate:>9.0f} {r['published']:>8} "
+                print(f"{nodes:>5} {label:>7} {rate:>9.0f} {r['published']:>8} "
                       f"{r['deliveries'] / args.simulate:>9.0f} {r['p50'] * 1e3:>7.1f} "
                       f"{r['p99'] * 1e3:>7.1f} {r['max'] * 1e3:>8.1f} "
                       f"{r['node_util'] * 100:>7.0f}% {r['redis_util'] * 100:>5.0f}% "
@@ -556,6 +563,14 @@ def self_test():
     expect(m4["redis_util"] < m1["redis_util"],
            f"4 masters vs 1: busiest master {m4['redis_util']:.2f} < {m1['redis_util']:.2f}")
 
+    # One plain Redis pays per watched stream for every XREAD; doorbells do not.
+    many = [[(0, 1)] for _ in range(20_000)]
+    xread = Sim(many, None, 1, 1, 500.0, 2.0, seed, 0.82, [20_000]).run()
+    bells = Sim(many, None, 1, 1, 500.0, 2.0, seed, 0.82, [20_000], doorbell=True).run()
+    expect(xread["redis_util"] > 5 * bells["redis_util"],
+           f"20,000 watched streams: XREAD feed {xread['redis_util']:.2f} of the master, "
+           f"doorbells {bells['redis_util']:.2f}")
+
     # Deterministic with a seed.
     again = Sim([[(0, 1)]], None, 1, 1, 200.0, 5.0, seed, 0.82, [1]).run()
     expect(again == one, "same seed, same result")
@@ -576,6 +591,21 @@ def int_list(s):
     return [int(x) for x in s.split(",") if x]
 
 
+def topology_list(s):
+    """Redis topologies: M masters each; "1" is one plain Redis (XREAD feed), "1c" one
+    Redis run as a one-master cluster (doorbell feed), M > 1 a cluster."""
+    out = []
+    for x in s.split(","):
+        if not x:
+            continue
+        one_master_cluster = x.endswith("c")
+        m = int(x[:-1] if one_master_cluster else x)
+        if m < 1:
+            raise argparse.ArgumentTypeError(f"{x}: at least one master")
+        out.append((m, one_master_cluster or m > 1))
+    return out
+
+
 def float_list(s):
     return [float(x) for x in s.split(",") if x]
 
@@ -593,8 +623,10 @@ def main():
                    help="seconds of traffic to simulate per configuration (0: none)")
     p.add_argument("--sim-nodes", type=int_list, default=[12],
                    help="node counts to simulate, e.g. 12,16")
-    p.add_argument("--masters", type=int_list, default=[1, 3],
-                   help="Redis masters to simulate (1 = one Redis), e.g. 1,3,6")
+    p.add_argument("--masters", type=topology_list, default=[(1, False), (1, True), (3, True)],
+                   help="Redis topologies to simulate: 1 = one Redis (XREAD feed), "
+                        "1c = one Redis as a one-master cluster (doorbells), "
+                        "M > 1 = a cluster of M masters; e.g. 1,1c,3,6")
     p.add_argument("--stress", type=float_list, default=[1.0],
                    help="multiples of --events to simulate, e.g. 1,10,100")
     p.add_argument("--event-runs", choices=("uniform", "zipf"), default="uniform",
@@ -603,17 +635,20 @@ def main():
                    default=ASSUMED["cores"] / MEASURED["deliveries_per_s"] * 1e6,
                    help="node CPU per delivery (default: 2 cores / measured deliveries/s)")
     p.add_argument("--assume", action="append", default=[], metavar="NAME=VALUE",
-                   help="override an assumption, e.g. xread_key_us=0.05 (repeatable)")
+                   help="override an assumption or a measured figure, e.g. xread_key_us=0.2 (repeatable)")
     p.add_argument("--self-test", action="store_true")
     args = p.parse_args()
     if args.self_test:
         sys.exit(self_test())
+    scalars = [k for k, v in MEASURED.items() if isinstance(v, float)]
     for item in args.assume:
         name, sep, value = item.partition("=")
-        if not sep or name not in ASSUMED:
-            p.error(f"--assume {item}: expected NAME=VALUE with NAME one of {', '.join(ASSUMED)}")
+        table = ASSUMED if name in ASSUMED else MEASURED if name in scalars else None
+        if not sep or table is None:
+            p.error(f"--assume {item}: expected NAME=VALUE with NAME one of "
+                    f"{', '.join(list(ASSUMED) + scalars)}")
         try:
-            ASSUMED[name] = type(ASSUMED[name])(float(value))
+            table[name] = type(table[name])(float(value))
         except ValueError:
             p.error(f"--assume {item}: {value!r} is not a number")
     print(f"seed {args.seed}; {args.watchers} watchers, {args.runs} runs, "
