@@ -14,6 +14,8 @@
 //! the runs of each (the best counts). `latency` takes the same `KINDS`,
 //! `RUNWIRE_BENCH_LATENCY_SECONDS=10` and `RUNWIRE_BENCH_LATENCY_BATCH=10,100` (events
 //! per request).
+//! `RUNWIRE_BENCH_NODE_WORKERS=1` gives each Redis-backed node one tokio worker thread
+//! (default 2; the SQLite node keeps 2), so two nodes share the two cores one each.
 
 #![allow(missing_docs, clippy::print_stdout, clippy::disallowed_types)]
 
@@ -54,7 +56,18 @@ fn main() {
 /// A server node: `child STORE [KEY=VALUE…]`, prints its address, runs until stdin
 /// closes.
 fn child(args: &[String]) {
-    let rt = runtime();
+    // RUNWIRE_BENCH_NODE_WORKERS=1 gives each Redis node one worker thread, so that
+    // two nodes on the two cores have one core each (the single node keeps two).
+    let workers = std::env::var("RUNWIRE_BENCH_NODE_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .filter(|_| !args.first().is_some_and(|s| s.starts_with("sqlite:")))
+        .unwrap_or(2);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let store = args.first().cloned().expect("store");
         serve_child(&store, &args[1..]).await;
