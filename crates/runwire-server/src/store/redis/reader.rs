@@ -58,6 +58,29 @@ pub(super) fn watched_runs(inner: &Inner) -> (Vec<RunId>, Vec<(RunId, u64)>) {
     (pending, active)
 }
 
+/// The runs to follow next (see [`watched_runs`]), or `None` when the store stops.
+/// While no run has local subscribers, it drops the reader's connection `conn` and
+/// waits for one.
+pub(super) async fn follow<C>(
+    inner: &Inner,
+    conn: &mut Option<C>,
+) -> Option<(Vec<RunId>, Vec<(RunId, u64)>)> {
+    loop {
+        if inner.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        let (pending, active) = watched_runs(inner);
+        if !pending.is_empty() || !active.is_empty() {
+            return Some((pending, active));
+        }
+        *conn = None;
+        tokio::select! {
+            () = inner.wake.notified() => {}
+            () = inner.stop.notified() => return None,
+        }
+    }
+}
+
 /// Waits `backoff` unless the store stops first (then false).
 pub(super) async fn pause(inner: &Inner, backoff: Duration) -> bool {
     tokio::select! {
@@ -102,18 +125,9 @@ async fn xread_loop(inner: Arc<Inner>, client: redis::Client) {
     let mut read_errors: u32 = 0;
     let mut last_touch = tokio::time::Instant::now();
     loop {
-        if inner.closed.load(Ordering::Acquire) {
+        let Some((pending, _)) = follow(&inner, &mut conn).await else {
             return;
-        }
-        let (pending, active) = watched_runs(&inner);
-        if pending.is_empty() && active.is_empty() {
-            conn = None;
-            tokio::select! {
-                () = inner.wake.notified() => {}
-                () = inner.stop.notified() => return,
-            }
-            continue;
-        }
+        };
         let (c, id) = match conn.take() {
             Some(c) => c,
             None => match connect_reader(&inner, &client).await {
@@ -404,15 +418,20 @@ pub(super) async fn revalidate(inner: &Inner, c: &Conn) -> Result<(), StoreError
     Ok(())
 }
 
-pub(super) async fn touch_watched(inner: &Inner, c: &Conn) {
-    let mut c = c.clone();
-    let runs: Vec<RunId> = inner
+/// The runs this node has a watch on.
+pub(super) fn watched<B: FromIterator<RunId>>(inner: &Inner) -> B {
+    inner
         .watches
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .keys()
         .cloned()
-        .collect();
+        .collect()
+}
+
+pub(super) async fn touch_watched(inner: &Inner, c: &Conn) {
+    let mut c = c.clone();
+    let runs: Vec<RunId> = watched(inner);
     for r in runs {
         let k = inner.keys(&r);
         let _ = inner

@@ -11,7 +11,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::{Arc, atomic::Ordering},
+    sync::Arc,
     time::Duration,
 };
 
@@ -23,8 +23,8 @@ use super::{
     Inner, READ_COUNT, StoreError, cluster_client, parse_entries,
     pool::Conn,
     reader::{
-        Born, adopt, after_connect, init_positions, publish_run, run_of, touch_watched,
-        unreachable, watched_runs,
+        Born, adopt, after_connect, follow, init_positions, publish_run, run_of, touch_watched,
+        unreachable, watched,
     },
     value_str,
 };
@@ -101,18 +101,9 @@ pub(super) async fn shard_loop(inner: Arc<Inner>, nodes: Vec<String>) {
     let mut failures: u32 = 0;
     let mut last_touch = tokio::time::Instant::now();
     loop {
-        if inner.closed.load(Ordering::Acquire) {
+        let Some((pending, active)) = follow(&inner, &mut shards).await else {
             return;
-        }
-        let (pending, active) = watched_runs(&inner);
-        if pending.is_empty() && active.is_empty() {
-            shards = None;
-            tokio::select! {
-                () = inner.wake.notified() => {}
-                () = inner.stop.notified() => return,
-            }
-            continue;
-        }
+        };
         let mut s = match shards.take() {
             Some(s) => s,
             None => match connect(&inner, &nodes).await {
@@ -188,13 +179,7 @@ async fn step(
     dirty: &mut BTreeSet<RunId>,
 ) -> Result<(), StoreError> {
     let err = |e: RedisError| StoreError::Unavailable(format!("redis cluster {}: {e}", inner.url));
-    let watched: BTreeSet<RunId> = inner
-        .watches
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .keys()
-        .cloned()
-        .collect();
+    let watched: BTreeSet<RunId> = watched(inner);
     let gone: Vec<String> = s
         .subscribed
         .difference(&watched)
