@@ -82,10 +82,13 @@ MEASURED = {
     "heartbeat_us": 50.0,
     # Server-side publish -> frame written p99 at widths 1, 100 and 10,000 (ms).
     "server_p99_ms": 0.5,
-    # One Redis, appendfsync always: 1,000 append requests/s of 10 events each with
-    # 16 requests in flight were sustained; the limit was not reached, so this is a
-    # lower bound.
-    "redis_appends_per_s": 1000.0,
+    # One Redis, appendfsync always, 16 requests in flight: 10,000 append requests/s
+    # of one event each were sustained (ack p50 2.8 ms, p99 7.6 ms), with Redis at
+    # 52 % of a core: 52 us per request, another node's reads of the events included
+    # (63 us at 2 events, 236-252 at 10, 940-960 at 100; the Redis bench's latency
+    # mode). The limit was not reached, so this is a lower bound.
+    "redis_appends_per_s": 10000.0,
+    "redis_cpu_per_request_us": {1: 52.0, 2: 63.0, 10: 244.0, 100: 950.0},
     # Their acknowledgement times (ms): p50 1.8-3.0, p99 8-30 (fsync stalls).
     "redis_ack_p50_ms": (1.8, 3.0),
     "redis_ack_p99_ms": (8.0, 30.0),
@@ -113,9 +116,11 @@ ASSUMED = {
     # Simulation only:
     "cores": 2,
     "read_us": 20.0,  # node CPU per event read from Redis (wake-up, parse)
-    # Redis master: script cost of an append request. The ingest table of
-    # docs/performance.md ("Redis") gives at most ~9 us per event (108 k events/s
-    # in 1000-event requests); a request's fixed part is assumed.
+    # Redis master: script cost of an append request, 30 us + 9 us per event, plus
+    # 5 us per stream entry a node reads. Not measured apart; together they give
+    # 44 us for a one-event request read by one other node, against 52 us measured
+    # for all of Redis's work (MEASURED["redis_cpu_per_request_us"]), and 125 us at
+    # 10 events against 236-252 measured.
     "script_us": 30.0,
     "script_event_us": 9.0,
     "stream_read_us": 5.0,  # master CPU per stream entry read by one node
@@ -236,7 +241,7 @@ def static_table(args):
                   f"${args.node_cost_hour}/node-hour (Redis not included)")
     print(f"\nRedis: {args.events:g} appends/s of one event each (a run gets an event "
           f"every {args.runs / args.events:g} s, so nothing batches); one Redis sustained "
-          f"{MEASURED['redis_appends_per_s']:g} requests/s of 10 events (a lower bound, "
+          f"{MEASURED['redis_appends_per_s']:g} requests/s of one event (a lower bound, "
           f"its limit not reached)")
 
 

@@ -386,15 +386,18 @@ async fn latency() {
         let batch: u64 = batch.parse().expect("RUNWIRE_BENCH_LATENCY_BATCH: numbers");
         println!(
             "\n{batch} events per request, a request every {} ms",
-            batch / 10
+            batch as f64 / 10.0
         );
         for kind in &kinds {
             let dir = tempfile::tempdir().expect("tmp");
-            let (_redis, nodes) = deployment(kind, dir.path());
+            let (redis, nodes) = deployment(kind, dir.path());
             let last = nodes.last().expect("a node");
             let url = format!("ws://{}/v1/stream", last.addr);
+            let redis_cpu = || redis.iter().map(|r| cpu_ms(r.child.id())).sum::<u64>();
+            let before = redis_cpu();
             let s =
                 latency_samples(&[url], &nodes[0].addr, "lat", 100, (10_000, batch, seconds)).await;
+            let requests = s.acked.len() as f64;
             println!(
                 "  {:16} sent to delivered:     {}",
                 label(kind),
@@ -410,6 +413,15 @@ async fn latency() {
                 "",
                 fmt_latency(&s.after_ack)
             );
+            if !redis.is_empty() {
+                // Everything Redis did for the run: the append scripts, fsyncs, and the
+                // other node's reads of the events.
+                println!(
+                    "  {:16} Redis CPU: {:.0} µs per append request of {batch} events",
+                    "",
+                    (redis_cpu() - before) as f64 * 1e3 / requests
+                );
+            }
         }
     }
 }
