@@ -31,6 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures_util::{SinkExt, StreamExt};
 use support::*;
 
 fn main() {
@@ -46,6 +47,9 @@ fn main() {
         }
         if which == "all" || which == "latency" {
             latency().await;
+        }
+        if which == "all" || which == "watched" {
+            watched().await;
         }
         if which == "all" || which == "ingest" {
             ingest().await;
@@ -104,9 +108,10 @@ fn redis(fsync: &str) -> Redis {
     redis_with(fsync, &[])
 }
 
-/// A private three-master Redis Cluster (slots assigned by hand), and its store URL.
-fn cluster() -> (Vec<Redis>, String) {
-    let nodes: Vec<(Redis, String)> = (0..3)
+/// A private Redis Cluster of `masters` masters (slots assigned by hand, evenly), and
+/// its store URL.
+fn cluster(masters: u16) -> (Vec<Redis>, String) {
+    let nodes: Vec<(Redis, String)> = (0..masters)
         .map(|_| {
             let bus = free_port().to_string();
             let r = redis_with(
@@ -126,11 +131,23 @@ fn cluster() -> (Vec<Redis>, String) {
             .expect("redis-cli is needed: apt-get install -y redis-tools");
         String::from_utf8_lossy(&ok.stdout).into_owned()
     };
-    for ((n, _), (a, b)) in nodes
-        .iter()
-        .zip([("0", "5460"), ("5461", "10921"), ("10922", "16383")])
-    {
-        cli(n.port, &["cluster", "addslotsrange", a, b]);
+    let per = 16_384 / masters;
+    for ((n, _), i) in nodes.iter().zip(0..) {
+        let first = i * per;
+        let last = if i + 1 == masters {
+            16_383
+        } else {
+            first + per - 1
+        };
+        cli(
+            n.port,
+            &[
+                "cluster",
+                "addslotsrange",
+                &first.to_string(),
+                &last.to_string(),
+            ],
+        );
     }
     for (n, bus) in &nodes[1..] {
         cli(
@@ -143,7 +160,9 @@ fn cluster() -> (Vec<Redis>, String) {
         let t0 = Instant::now();
         loop {
             let info = cli(n.port, &["cluster", "info"]);
-            if info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3") {
+            if info.contains("cluster_state:ok")
+                && info.contains(&format!("cluster_known_nodes:{masters}\r"))
+            {
                 break;
             }
             assert!(t0.elapsed() < Duration::from_secs(20), "cluster forms");
@@ -226,11 +245,17 @@ fn deployment(kind: &str, dir: &std::path::Path) -> (Vec<Redis>, Vec<Proc>) {
             (vec![r], nodes)
         }
         "cluster2" => {
-            let (rs, url) = cluster();
+            let (rs, url) = cluster(3);
             let nodes = vec![node(&url), node(&url)];
             (rs, nodes)
         }
-        other => panic!("unknown kind {other} (sqlite, redis2, cluster2)"),
+        // One Redis run as a one-master cluster: the cluster's live feed (doorbells).
+        "onemaster2" => {
+            let (rs, url) = cluster(1);
+            let nodes = vec![node(&url), node(&url)];
+            (rs, nodes)
+        }
+        other => panic!("unknown kind {other} (sqlite, redis2, cluster2, onemaster2)"),
     }
 }
 
@@ -238,6 +263,7 @@ fn label(kind: &str) -> &'static str {
     match kind {
         "sqlite" => "1 node, sqlite",
         "redis2" => "2 nodes, redis",
+        "onemaster2" => "2 nodes, 1-master cl.",
         _ => "2 nodes, cluster",
     }
 }
@@ -424,6 +450,143 @@ async fn latency() {
             }
         }
     }
+}
+
+/// Many watched runs on one node: node B holds `RUNWIRE_BENCH_WATCHED` (13,000)
+/// subscriptions, 100 per connection, one per run, and a producer appends
+/// `RUNWIRE_BENCH_WATCHED_RATE` (1,000) single-event requests/s on node A, each to a
+/// run drawn at random (seeded), for `RUNWIRE_BENCH_LATENCY_SECONDS` (10). On one plain
+/// Redis node B's reader names every watched stream in each `XREAD BLOCK`; on a
+/// cluster (also of one master) it follows doorbells. Reports sent→delivered and the
+/// append's round trip, and the CPU share of Redis and of node B.
+async fn watched() {
+    let watched: usize = env_num("RUNWIRE_BENCH_WATCHED", 13_000);
+    let rate: u64 = env_num("RUNWIRE_BENCH_WATCHED_RATE", 1_000);
+    let seconds: u64 = env_num("RUNWIRE_BENCH_LATENCY_SECONDS", 10);
+    let seed: u64 = env_num("RUNWIRE_BENCH_SEED", 7);
+    let kinds = env_list("RUNWIRE_BENCH_KINDS", "redis2,onemaster2");
+    println!(
+        "\n## {watched} watched runs on node B, {rate} single-event appends/s on node A to runs drawn at random (seed {seed}), {seconds} s"
+    );
+    for kind in &kinds {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (redis, nodes) = deployment(kind, dir.path());
+        let url = format!("ws://{}/v1/stream", nodes[1].addr);
+        let origin = Instant::now();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        let mut readers = Vec::new();
+        for c in 0..watched.div_ceil(100) {
+            let runs: Vec<String> = (c * 100..((c + 1) * 100).min(watched))
+                .map(|i| format!("w-{i}"))
+                .collect();
+            let mut ws = ws_connect(&url).await;
+            let subs: Vec<serde_json::Value> = runs
+                .iter()
+                .map(|r| serde_json::json!({"run_id": r}))
+                .collect();
+            ws.send(tokio_tungstenite::tungstenite::Message::text(
+                serde_json::json!({"type": "hello", "versions": ["1.0"], "subscriptions": subs})
+                    .to_string(),
+            ))
+            .await
+            .expect("hello");
+            let mut confirmed = 0;
+            while confirmed < runs.len() {
+                let m = ws.next().await.expect("frame").expect("ok");
+                let t = m.to_text().expect("text");
+                confirmed += t.matches("\"subscribed\"").count() + t.matches("\"reset\"").count();
+            }
+            let tx = tx.clone();
+            readers.push(tokio::spawn(async move {
+                while let Some(Ok(m)) = ws.next().await {
+                    let Ok(t) = m.to_text() else { continue };
+                    if t.starts_with("{\"type\":\"ping\"") {
+                        let v: serde_json::Value = serde_json::from_str(t).expect("ping");
+                        let pong = serde_json::json!({"type": "pong", "id": v["id"]});
+                        let _ = ws
+                            .send(tokio_tungstenite::tungstenite::Message::text(
+                                pong.to_string(),
+                            ))
+                            .await;
+                        continue;
+                    }
+                    let now = origin.elapsed().as_micros() as u64;
+                    for part in t.split("\"current\":").skip(1) {
+                        let digits: String =
+                            part.chars().take_while(char::is_ascii_digit).collect();
+                        if let Ok(sent) = digits.parse::<u64>() {
+                            let _ = tx.send(now.saturating_sub(sent) as u32);
+                        }
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        let redis_cpu = || redis.iter().map(|r| cpu_ms(r.child.id())).sum::<u64>();
+        let (redis0, node0, t0) = (redis_cpu(), cpu_ms(nodes[1].child.id()), Instant::now());
+        let http = http_client();
+        let inflight = Arc::new(tokio::sync::Semaphore::new(16));
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        // A small deterministic generator (xorshift), so the runs drawn repeat.
+        let mut x = seed.max(1);
+        let n = rate * seconds;
+        let mut posts = Vec::new();
+        for _ in 0..n {
+            tick.tick().await;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let run = format!("w-{}", x % watched as u64);
+            let permit = Arc::clone(&inflight).acquire_owned().await.expect("sem");
+            let now = origin.elapsed().as_micros() as u64;
+            let body = serde_json::json!({"events": [{"type": "run.progress", "data": {"current": now, "message": "tick"}}]});
+            let (http, addr) = (http.clone(), nodes[0].addr.clone());
+            posts.push(tokio::spawn(async move {
+                post(&http, &addr, &run, &body).await;
+                drop(permit);
+                (origin.elapsed().as_micros() as u64).saturating_sub(now) as u32
+            }));
+        }
+        let mut acks = Vec::with_capacity(posts.len());
+        for p in posts {
+            acks.push(p.await.expect("post"));
+        }
+        let mut got = Vec::with_capacity(n as usize);
+        while (got.len() as u64) < n {
+            match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+                Ok(Some(d)) => got.push(d),
+                _ => break,
+            }
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let share = |ms: u64| ms as f64 / 1e3 / secs * 100.0;
+        got.sort_unstable();
+        acks.sort_unstable();
+        println!(
+            "  {:22} sent to delivered:    {}",
+            label(kind),
+            fmt_latency(&got)
+        );
+        println!("  {:22} sent to acknowledged: {}", "", fmt_latency(&acks));
+        println!(
+            "  {:22} CPU: Redis {:.0} % of a core, node B {:.0} %; {} of {n} events delivered",
+            "",
+            share(redis_cpu() - redis0),
+            share(cpu_ms(nodes[1].child.id()) - node0),
+            got.len()
+        );
+        for r in readers {
+            r.abort();
+        }
+    }
+}
+
+fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn ingest() {

@@ -114,7 +114,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -186,6 +186,10 @@ struct Inner {
     feed: Feed,
     scripts: Scripts,
     watches: Mutex<BTreeMap<RunId, Watch>>,
+    /// Bumped whenever a run joins or leaves `watches` (under its lock), so that the
+    /// cluster reader re-syncs its channel subscriptions only when the set changed
+    /// instead of comparing every watched run on every doorbell.
+    members: AtomicU64,
     wake: Notify,
     stop: Notify,
     closed: AtomicBool,
@@ -275,6 +279,7 @@ impl RedisStore {
             retention,
             scripts: Scripts::new(),
             watches: Mutex::new(BTreeMap::new()),
+            members: AtomicU64::new(0),
             wake: Notify::new(),
             stop: Notify::new(),
             closed: AtomicBool::new(false),
@@ -748,6 +753,7 @@ impl Inner {
             return LiveReceiver::new(watch.tx.subscribe());
         }
         let (tx, rx) = broadcast::channel(LIVE_CAPACITY);
+        self.members.fetch_add(1, Ordering::AcqRel);
         w.insert(
             run_id.clone(),
             Watch {

@@ -3,7 +3,7 @@
 //! docs, "Live fan-out across nodes").
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
@@ -41,11 +41,21 @@ pub(super) async fn reader_loop(inner: Arc<Inner>) {
     }
 }
 
+/// Forgets the runs without local subscribers (and counts the change in
+/// `Inner::members`).
+fn prune(inner: &Inner, w: &mut BTreeMap<RunId, Watch>) {
+    let before = w.len();
+    w.retain(|_, watch| watch.tx.receiver_count() > 0);
+    if w.len() != before {
+        inner.members.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// The watched runs whose position is not fixed yet, and the others with their
 /// cursors; runs without local subscribers are forgotten first.
 pub(super) fn watched_runs(inner: &Inner) -> (Vec<RunId>, Vec<(RunId, u64)>) {
     let mut w = inner.watches.lock().unwrap_or_else(|e| e.into_inner());
-    w.retain(|_, watch| watch.tx.receiver_count() > 0);
+    prune(inner, &mut w);
     let pending: Vec<RunId> = w
         .iter()
         .filter(|(_, x)| x.pos.is_none())
@@ -58,20 +68,26 @@ pub(super) fn watched_runs(inner: &Inner) -> (Vec<RunId>, Vec<(RunId, u64)>) {
     (pending, active)
 }
 
-/// The runs to follow next (see [`watched_runs`]), or `None` when the store stops.
-/// While no run has local subscribers, it drops the reader's connection `conn` and
-/// waits for one.
-pub(super) async fn follow<C>(
-    inner: &Inner,
-    conn: &mut Option<C>,
-) -> Option<(Vec<RunId>, Vec<(RunId, u64)>)> {
+/// The watched runs whose position is not fixed yet, or `None` when the store stops.
+/// Runs without local subscribers are forgotten first; while no run has any, it drops
+/// the reader's connection `conn` and waits for one. It copies only the pending runs'
+/// ids: a node may watch tens of thousands of runs, and this runs once per read.
+pub(super) async fn follow<C>(inner: &Inner, conn: &mut Option<C>) -> Option<Vec<RunId>> {
     loop {
         if inner.closed.load(Ordering::Acquire) {
             return None;
         }
-        let (pending, active) = watched_runs(inner);
-        if !pending.is_empty() || !active.is_empty() {
-            return Some((pending, active));
+        {
+            let mut w = inner.watches.lock().unwrap_or_else(|e| e.into_inner());
+            prune(inner, &mut w);
+            if !w.is_empty() {
+                return Some(
+                    w.iter()
+                        .filter(|(_, x)| x.pos.is_none())
+                        .map(|(r, _)| r.clone())
+                        .collect(),
+                );
+            }
         }
         *conn = None;
         tokio::select! {
@@ -125,7 +141,7 @@ async fn xread_loop(inner: Arc<Inner>, client: redis::Client) {
     let mut read_errors: u32 = 0;
     let mut last_touch = tokio::time::Instant::now();
     loop {
-        let Some((pending, _)) = follow(&inner, &mut conn).await else {
+        let Some(pending) = follow(&inner, &mut conn).await else {
             return;
         };
         let (c, id) = match conn.take() {

@@ -11,7 +11,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
@@ -35,6 +35,9 @@ struct Shards {
     pushes: mpsc::UnboundedReceiver<PushInfo>,
     /// The runs whose channels this connection subscribed to.
     subscribed: BTreeSet<RunId>,
+    /// `Inner::members` when `subscribed` was last brought in line with the watched
+    /// runs (`u64::MAX`: never).
+    synced: u64,
     /// When a node connection last dropped or a channel was moved away (a failover, a
     /// resharding): the client subscribes again on its own, and doorbells rung in
     /// between are lost, so every stream is read once its subscriptions are back.
@@ -101,7 +104,7 @@ pub(super) async fn shard_loop(inner: Arc<Inner>, nodes: Vec<String>) {
     let mut failures: u32 = 0;
     let mut last_touch = tokio::time::Instant::now();
     loop {
-        let Some((pending, active)) = follow(&inner, &mut shards).await else {
+        let Some(pending) = follow(&inner, &mut shards).await else {
             return;
         };
         let mut s = match shards.take() {
@@ -112,7 +115,7 @@ pub(super) async fn shard_loop(inner: Arc<Inner>, nodes: Vec<String>) {
                     failures = 0;
                     // Doorbells rung while no connection listened are lost: read
                     // every watched stream from its cursor.
-                    dirty.extend(active.iter().map(|(r, _)| r.clone()));
+                    dirty.extend(watched::<Vec<RunId>>(&inner));
                     s
                 }
                 Err(e) => {
@@ -165,6 +168,7 @@ async fn connect(inner: &Inner, nodes: &[String]) -> Result<Shards, StoreError> 
         conn,
         pushes,
         subscribed: BTreeSet::new(),
+        synced: u64::MAX,
         lost_at: None,
     })
 }
@@ -179,27 +183,39 @@ async fn step(
     dirty: &mut BTreeSet<RunId>,
 ) -> Result<(), StoreError> {
     let err = |e: RedisError| StoreError::Unavailable(format!("redis cluster {}: {e}", inner.url));
-    let watched: BTreeSet<RunId> = watched(inner);
-    let gone: Vec<String> = s
-        .subscribed
-        .difference(&watched)
-        .map(|r| inner.keys(r).chan)
-        .collect();
-    // Forgotten first: the confirmations of these are not a moved channel.
-    s.subscribed.retain(|r| watched.contains(r));
-    for chan in gone {
-        s.conn.sunsubscribe(&chan).await.map_err(err)?;
-    }
-    let new: Vec<RunId> = watched.difference(&s.subscribed).cloned().collect();
-    for r in new {
-        s.conn.ssubscribe(inner.keys(&r).chan).await.map_err(err)?;
-        s.subscribed.insert(r);
+    // Bring the channel subscriptions in line with the watched runs, only when that
+    // set changed: a node may watch tens of thousands of runs, and this runs once per
+    // doorbell.
+    if inner.members.load(Ordering::Acquire) != s.synced {
+        let (watched, members): (BTreeSet<RunId>, u64) = {
+            let w = inner.watches.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                w.keys().cloned().collect(),
+                inner.members.load(Ordering::Acquire),
+            )
+        };
+        let gone: Vec<String> = s
+            .subscribed
+            .difference(&watched)
+            .map(|r| inner.keys(r).chan)
+            .collect();
+        // Forgotten first: the confirmations of these are not a moved channel.
+        s.subscribed.retain(|r| watched.contains(r));
+        for chan in gone {
+            s.conn.sunsubscribe(&chan).await.map_err(err)?;
+        }
+        let new: Vec<RunId> = watched.difference(&s.subscribed).cloned().collect();
+        for r in new {
+            s.conn.ssubscribe(inner.keys(&r).chan).await.map_err(err)?;
+            s.subscribed.insert(r);
+        }
+        s.synced = members;
     }
     let conn = Conn::Cluster(s.conn.clone());
     if !pending.is_empty() {
         init_positions(inner, &conn, pending).await?;
     }
-    dirty.retain(|r| watched.contains(r));
+    dirty.retain(|r| s.subscribed.contains(r));
     if !dirty.is_empty() {
         let born = catch_up(inner, &conn, dirty).await?;
         adopt(inner, &conn, born).await;
