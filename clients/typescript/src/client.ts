@@ -372,6 +372,9 @@ export class RunwireClient {
         return this.setClosed();
       }
       if (ending.cls === "terminal") {
+        // RW-CONN-11: when we closed (4000, RW-VERSION-7), that close frame must reach
+        // the server before the application learns the client failed and ends.
+        await this.closingFinished();
         return this.fail(
           ending.error ?? {
             code: "closed",

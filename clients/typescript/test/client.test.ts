@@ -285,6 +285,30 @@ describe("RunwireClient closing handshake", () => {
     expect(client.state.status).toBe("closed");
   });
 
+  it("a terminal close of its own (4000) also waits for the closing handshake (RW-VERSION-7, RW-CONN-11)", async () => {
+    const client = new RunwireClient({ url: "ws://test/v1/stream", WebSocket: FakeSocket, pageEvents: false, seed: 3n });
+    client.subscribe("run-1");
+    let done = false;
+    const started = client.start().then(
+      () => (done = true),
+      () => (done = true),
+    );
+    await vi.advanceTimersByTimeAsync(0);
+    const ws = FakeSocket.last();
+    ws.holdClose = true;
+    ws.open();
+    ws.welcome({ version: "9.9" });
+    expect(ws.closedWith).toBe(4000);
+    await vi.advanceTimersByTimeAsync(500);
+    expect(done).toBe(false); // still closing: the server has not echoed the close frame
+    expect(client.state.status).not.toBe("failed");
+    ws.serverClose(4000);
+    await vi.advanceTimersByTimeAsync(0);
+    await started;
+    expect(done).toBe(true);
+    expect(client.state.status).toBe("failed");
+  });
+
   it("does not wait for ever on a socket that never finishes closing", async () => {
     const client = new RunwireClient({ url: "ws://test/v1/stream", WebSocket: FakeSocket, pageEvents: false, seed: 3n });
     void client.start();
